@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages pgkraft's build and tests need, on a fresh Debian machine.
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v strace >/dev/null || need+=(strace)
+command -v ld >/dev/null || need+=(binutils)
+command -v gcc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
+command -v dpkg-source >/dev/null || need+=(dpkg-dev)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi

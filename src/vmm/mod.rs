@@ -1,0 +1,1 @@
+//! The embedded KVM runner (being written).
