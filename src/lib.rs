@@ -1,4 +1,9 @@
 //! pgkraft: recipe -> one bootable unikernel image -> boot it under our own KVM runner.
 pub mod build;
+pub mod image_info;
+pub mod inspect;
+pub mod paths;
+pub mod progress;
 pub mod recipe;
+pub mod smoke;
 pub mod vmm;

@@ -1,3 +1,174 @@
-fn main() {
-    println!("pgkraft: being built");
+//! The `pgkraft` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pgkraft::{build, image_info, progress::Progress, recipe, smoke, vmm};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Build PostgreSQL unikernel images from a recipe and run them under an
+/// embedded KVM runner.
+///
+/// Exit status: 0 success, 1 the guest or a check failed, 2 bad input or usage.
+#[derive(Parser)]
+#[command(name = "pgkraft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the image a recipe describes: writes DIR/<name>.img and DIR/<name>.manifest.json.
+    Build {
+        /// The recipe (YAML); see the README's recipe reference.
+        recipe: PathBuf,
+        /// Output directory (created if missing); stage logs go to DIR/logs/.
+        #[arg(long, default_value = "out", value_name = "DIR")]
+        out: PathBuf,
+        /// Print one JSON object describing the result on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot an image with the console on this terminal; exits with the guest program's status.
+    Run {
+        image: PathBuf,
+        /// Guest memory in MiB (default: the recipe's vm.memory_mib, embedded in the image).
+        #[arg(long, value_name = "MIB")]
+        mem: Option<u32>,
+        /// Stop the guest after this many seconds (exit status 1).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Arguments for the program; they replace the recipe's `args`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Boot an image, run its checks, report size, boot time and boot phases.
+    Smoke {
+        image: PathBuf,
+        /// A test VM definition (test-vms/*.yaml): checks, input, memory, timeout.
+        #[arg(long, value_name = "FILE")]
+        vm: Option<PathBuf>,
+        /// Print one JSON object with the report on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's sections, sizes and embedded build manifest.
+    Inspect {
+        image: PathBuf,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error with the exit status it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn input(error: impl Into<anyhow::Error>) -> Failure {
+        Failure { code: 2, error: error.into() }
+    }
+    fn failed(error: impl Into<anyhow::Error>) -> Failure {
+        Failure { code: 1, error: error.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("PGKRAFT_LOG", "warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("pgkraft: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("report serializes"));
+}
+
+/// vmm errors are bad input (not an image, no KVM) unless KVM itself failed.
+fn vmm_failure(e: vmm::VmmError) -> Failure {
+    if e.is_input_error() { Failure::input(e) } else { Failure::failed(e) }
+}
+
+fn dispatch(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Build { recipe, out, json } => {
+            let recipe = recipe::load(&recipe).map_err(Failure::input)?;
+            let progress = Progress::new(false);
+            let output = build::build(&recipe, &out, &progress).map_err(|e| {
+                let code = e.exit_code() as u8;
+                Failure { code, error: anyhow::Error::new(e).context(format!("building {}", recipe.file.display())) }
+            })?;
+            if json {
+                print_json(&output);
+            } else {
+                eprintln!(
+                    "pgkraft: built {} ({} bytes, sha256 {})",
+                    output.image.display(),
+                    output.image_bytes,
+                    output.image_sha256
+                );
+            }
+            Ok(0)
+        }
+        Command::Run { image, mem, timeout, args } => {
+            let info = image_info::read(&image).map_err(Failure::input)?;
+            let mem_mib = mem.or(info.build.as_ref().map(|b| b.memory_mib)).unwrap_or(64);
+            let cfg = vmm::VmConfig {
+                mem_mib,
+                cmdline: smoke::quote_args(&args),
+                timeout: timeout.map(Duration::from_secs_f64),
+                console: vmm::Console::Stdio,
+            };
+            let outcome = vmm::run(&image, &cfg).map_err(vmm_failure)?;
+            match outcome.exit {
+                vmm::GuestExit::Status(s) => Ok(s),
+                vmm::GuestExit::Timeout => Err(Failure::failed(anyhow::anyhow!(
+                    "the guest did not exit within {}s (--timeout)",
+                    timeout.unwrap_or_default()
+                ))),
+                vmm::GuestExit::Shutdown { regs } => {
+                    Err(Failure::failed(anyhow::anyhow!("the guest died:\n{regs}")))
+                }
+            }
+        }
+        Command::Smoke { image, vm, json } => {
+            let spec = match vm {
+                Some(path) => smoke::TestVm::load(&path).map_err(Failure::input)?,
+                None => smoke::TestVm::default(),
+            };
+            let report = smoke::run(&image, &spec).map_err(|e| match e {
+                smoke::SmokeError::Image(e) => Failure::input(e),
+                smoke::SmokeError::Vmm(e) => vmm_failure(e),
+            })?;
+            if json {
+                print_json(&report);
+            } else {
+                eprint!("{}", report.human());
+            }
+            Ok(if report.ok { 0 } else { 1 })
+        }
+        Command::Inspect { image, json } => {
+            let info = image_info::read(&image)
+                .with_context(|| format!("inspecting {}", image.display()))
+                .map_err(Failure::input)?;
+            if json {
+                print_json(&info);
+            } else {
+                print!("{}", pgkraft::inspect::human(&info));
+            }
+            Ok(0)
+        }
+    }
 }

@@ -73,6 +73,10 @@ pub mod hc {
     pub const CONSOLE_READ: u32 = 2;
     /// args[0] = nanoseconds to sleep. ret = 0.
     pub const SLEEP_NS: u32 = 3;
+    /// args[0] = gpa of bytes, args[1] = length: a libOS diagnostic (an
+    /// unimplemented system call, a fault report). The runner prints it on
+    /// its own stderr, never mixed into the guest's console. ret = length.
+    pub const LOG: u32 = 4;
 }
 
 /// A hypercall request block in guest memory. Its address must be below 4 GiB
@@ -91,6 +95,9 @@ pub const BOOT_INFO_MAGIC: u64 = 0x6f66_6e69_746f_6f62; // "bootinfo"
 pub const BOOT_INFO_VERSION: u32 = 1;
 /// The runner implements [`PORT_HYPERCALL`].
 pub const BOOT_FLAG_HYPERCALL: u32 = 1 << 0;
+/// The console is a terminal on the host side: the guest's fds 0-2 answer
+/// terminal ioctls (isatty() is true), as they would natively.
+pub const BOOT_FLAG_CONSOLE_TTY: u32 = 1 << 1;
 
 /// Written by our runner into guest memory; `%rdi` at `entry64` holds its
 /// guest physical (= virtual) address.

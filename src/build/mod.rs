@@ -1,4 +1,172 @@
-//! The build pipeline's stages (ARCHITECTURE.md §1).
+//! The build pipeline (ARCHITECTURE.md §1): recipe -> image + manifest.
+//!
+//! Each stage is a function from typed inputs to typed outputs, cached by
+//! the sha256 of its inputs (build::cache). The image and manifest are
+//! written under temporary names in the output directory and renamed at the
+//! end, so a failed build leaves nothing that looks like a result.
+
 pub mod cache;
+pub mod compile;
+pub mod exec;
 pub mod fetch;
+pub mod libos;
+pub mod link;
+pub mod manifest;
 pub mod musl;
+
+use crate::progress::Progress;
+use crate::recipe::{Kind, Recipe};
+use cache::Cache;
+use std::path::{Path, PathBuf};
+
+/// What `pgkraft build` produced.
+#[derive(Debug, serde::Serialize)]
+pub struct BuildOutput {
+    pub name: String,
+    pub image: PathBuf,
+    pub manifest: PathBuf,
+    pub image_bytes: u64,
+    pub image_sha256: String,
+    pub dropped_sections: usize,
+    pub dropped_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
+    #[error(transparent)]
+    Musl(#[from] musl::MuslError),
+    #[error(transparent)]
+    Libos(#[from] libos::LibosError),
+    #[error(transparent)]
+    Compile(#[from] compile::CompileError),
+    #[error(transparent)]
+    Link(exec::StageFailure),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error("cannot write {}: {source}", path.display())]
+    Output { path: PathBuf, source: std::io::Error },
+}
+
+impl BuildError {
+    /// Bad input (the user's to fix) is 2; a failing tool or machine is 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildError::Fetch(fetch::FetchError::Spec(_))
+            | BuildError::Fetch(fetch::FetchError::MissingPath { .. })
+            | BuildError::Fetch(fetch::FetchError::Mismatch { .. })
+            | BuildError::Fetch(fetch::FetchError::NotFound { .. })
+            | BuildError::Compile(compile::CompileError::Source(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Where a build's stage logs go: `<out>/logs/<stage>.log`, fresh each build.
+pub struct Logs {
+    dir: PathBuf,
+}
+
+impl Logs {
+    fn new(out: &Path) -> Result<Logs, BuildError> {
+        let dir = out.join("logs");
+        std::fs::create_dir_all(&dir).map_err(|source| BuildError::Output { path: dir.clone(), source })?;
+        Ok(Logs { dir })
+    }
+    pub fn stage(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+}
+
+pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOutput, BuildError> {
+    let Kind::Program(program) = &recipe.kind;
+    let cache = Cache::from_env()?;
+    std::fs::create_dir_all(out).map_err(|source| BuildError::Output { path: out.to_path_buf(), source })?;
+    let logs = Logs::new(out)?;
+    let mut inputs = manifest::Inputs::default();
+
+    let stage = progress.stage("fetch");
+    let musl_src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, &cache)?;
+    inputs.file("musl source", &musl_src.path, &musl_src.sha256);
+    stage.finish(&format!("musl {}", musl::MUSL_PIN.version));
+
+    let stage = progress.stage("musl");
+    let musl = musl::build_musl(&musl_src, musl::MuslFlavor::Patched, &cache, &logs.stage("musl"))?;
+    stage.finish("patched: system calls are function calls");
+
+    let stage = progress.stage("libos");
+    let libos = libos::build(&recipe.libos.config, &cache, &logs.stage("libos"))?;
+    inputs.hashed("libOS", &libos.key);
+    for f in &recipe.libos.fragments {
+        inputs.path("kernel config", f);
+    }
+    stage.finish("done");
+
+    let stage = progress.stage("compile");
+    let objects = compile::compile(&program.sources, &program.cflags, &musl, &cache, &logs.stage("compile"))?;
+    for s in &program.sources {
+        inputs.path("program source", s);
+    }
+    stage.finish(&format!("{} source file(s)", program.sources.len()));
+
+    let stage = progress.stage("link");
+    let mut argv = vec![recipe.name.clone()];
+    argv.extend(recipe.args.iter().cloned());
+    let env: Vec<String> = recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let info = manifest::BuildInfo::new(recipe, &inputs);
+    let info_json = serde_json::to_vec(&info).expect("build info serializes");
+    let image = out.join(format!("{}.img", recipe.name));
+    let tmp_image = out.join(format!(".{}.img.tmp", recipe.name));
+    let link_input = link::ImageLink {
+        objects: &objects.files,
+        musl: &musl,
+        libos: &libos,
+        argv: &argv,
+        env: &env,
+        build_info: &info_json,
+    };
+    let report = link::link_image(&link_input, &tmp_image, &logs.stage("link")).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp_image);
+        BuildError::Link(e)
+    })?;
+    stage.finish(&format!("{} unused sections dropped", report.dropped_sections));
+
+    let stage = progress.stage("manifest");
+    let image_sha256 = cache::sha256_file(&tmp_image)
+        .map_err(|source| BuildError::Output { path: tmp_image.clone(), source })?;
+    let image_bytes = std::fs::metadata(&tmp_image).map(|m| m.len()).unwrap_or(0);
+    let manifest_path = out.join(format!("{}.manifest.json", recipe.name));
+    let manifest = manifest::Manifest {
+        build: info,
+        image: manifest::FileEntry {
+            role: "image".into(),
+            path: image.file_name().map(PathBuf::from).unwrap_or_default(),
+            sha256: image_sha256.clone(),
+            bytes: image_bytes,
+        },
+        link: manifest::LinkFacts { dropped_sections: report.dropped_sections, dropped_bytes: report.dropped_bytes },
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let finish = || -> std::io::Result<()> {
+        std::fs::rename(&tmp_image, &image)?;
+        cache::write_atomic(&manifest_path, &json)
+    };
+    finish().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp_image);
+        BuildError::Output { path: image.clone(), source }
+    })?;
+    stage.finish(&format!("{} bytes", image_bytes));
+
+    Ok(BuildOutput {
+        name: recipe.name.clone(),
+        image,
+        manifest: manifest_path,
+        image_bytes,
+        image_sha256,
+        dropped_sections: report.dropped_sections,
+        dropped_bytes: report.dropped_bytes,
+    })
+}

@@ -1,0 +1,52 @@
+//! pgkraft's library OS: runs one Linux x86-64 program (linked against our
+//! patched musl) in a VM, with the program and the libOS both at CPL3 and
+//! system calls as plain function calls. See ARCHITECTURE.md §3.
+#![no_std]
+
+extern crate alloc;
+
+mod arch;
+mod cmdline;
+mod fault;
+#[macro_use]
+mod log;
+mod mem;
+mod platform;
+mod start;
+mod syscall;
+mod time;
+
+mod config {
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+}
+
+use pgkraft_abi::Phase;
+
+/// Both boot paths land here at CPL3: `info` is the BootInfo (kind 0, our
+/// runner) or the PVH start info (kind 1).
+#[unsafe(no_mangle)]
+extern "C" fn libos_main(info: u64, kind: u64) -> ! {
+    arch::image::fill_idt();
+    let p = platform::init(info, kind);
+    if p.mem_bytes == 0 {
+        platform::exit(crate::EXIT_LIBOS);
+    }
+    arch::uaccess::set_ram_end(p.mem_bytes);
+    if !arch::cpu::has_fsgsbase() {
+        log!("libos: this CPU lacks FSGSBASE, which pgkraft needs for thread-local storage");
+        platform::exit(EXIT_LIBOS);
+    }
+    mem::init(arch::image::image_end(), p.mem_bytes);
+    platform::phase(Phase::LibosReady);
+    let argv = start::argv(p.cmdline);
+    start::run_program(&argv)
+}
+
+/// Exit status when the libOS itself cannot go on (not the program's).
+pub const EXIT_LIBOS: u8 = 1;
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    log!("libos: panic: {info}");
+    platform::exit(EXIT_LIBOS)
+}

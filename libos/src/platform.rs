@@ -1,0 +1,172 @@
+//! Which host we booted under, and the few services that differ: console,
+//! diagnostics, sleeping and exiting.
+//!
+//! Under our runner every console write is one hypercall (one VM exit for the
+//! whole buffer). Under a plain PVH VMM (QEMU) we fall back to the 16550 UART
+//! at COM1, one exit per byte, and to spinning on the clock for sleeps.
+
+use crate::arch::{cpu, image};
+use crate::time;
+use pgkraft_abi::{Hypercall, Phase, hc};
+use spin::Mutex;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    Runner,
+    Pvh,
+}
+
+#[derive(Clone, Copy)]
+pub struct Platform {
+    pub host: Host,
+    pub mem_bytes: u64,
+    pub cmdline: &'static [u8],
+    pub console_tty: bool,
+}
+
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+/// The one hypercall block: one vCPU, and system calls never nest.
+static HYPERCALL: Mutex<Hypercall> = Mutex::new(Hypercall {
+    op: 0,
+    _pad: 0,
+    args: [0; 4],
+    ret: 0,
+});
+
+/// `info` is %rdi at entry: a BootInfo (kind 0) or a PVH start info (kind 1).
+pub fn init(info: u64, kind: u64) -> &'static Platform {
+    PLATFORM.call_once(|| {
+        if kind == 0 {
+            let bi = image::boot_info(info).unwrap_or_default();
+            let cmdline = if bi.cmdline_len > 0 {
+                crate::arch::uaccess::set_ram_end(bi.mem_bytes);
+                crate::arch::uaccess::slice(bi.cmdline_gpa, bi.cmdline_len).unwrap_or(&[])
+            } else {
+                &[]
+            };
+            Platform {
+                host: Host::Runner,
+                mem_bytes: bi.mem_bytes,
+                cmdline,
+                console_tty: bi.flags & pgkraft_abi::BOOT_FLAG_CONSOLE_TTY != 0,
+            }
+        } else {
+            let pvh = image::pvh_info(info);
+            let (mem_bytes, cmdline) = match pvh {
+                Some(p) => (p.mem_bytes, image::c_string(p.cmdline_gpa)),
+                None => (0, &[][..]),
+            };
+            Platform { host: Host::Pvh, mem_bytes, cmdline, console_tty: true }
+        }
+    })
+}
+
+pub fn get() -> &'static Platform {
+    PLATFORM.get().expect("platform used before init")
+}
+
+fn host() -> Host {
+    PLATFORM.get().map(|p| p.host).unwrap_or(Host::Pvh)
+}
+
+fn call(op: u32, args: [u64; 4]) -> i64 {
+    let mut block = HYPERCALL.lock();
+    block.op = op;
+    block.args = args;
+    block.ret = 0;
+    image::hypercall(&mut block)
+}
+
+pub fn phase(p: Phase) {
+    cpu::outb(pgkraft_abi::PORT_PHASE, p as u8);
+}
+
+pub fn console_write(bytes: &[u8]) -> usize {
+    match host() {
+        Host::Runner => {
+            let r = call(hc::CONSOLE_WRITE, [bytes.as_ptr() as u64, bytes.len() as u64, 0, 0]);
+            if r < 0 { 0 } else { r as usize }
+        }
+        Host::Pvh => {
+            for &b in bytes {
+                if b == b'\n' {
+                    uart_put(b'\r');
+                }
+                uart_put(b);
+            }
+            bytes.len()
+        }
+    }
+}
+
+/// Blocks until at least one byte is available; 0 means end of input.
+pub fn console_read(buf: &mut [u8]) -> usize {
+    if buf.is_empty() {
+        return 0;
+    }
+    match host() {
+        Host::Runner => {
+            let r = call(hc::CONSOLE_READ, [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0]);
+            if r < 0 { 0 } else { r as usize }
+        }
+        Host::Pvh => {
+            // A UART has no end of input: Ctrl-D (0x04) stands for it.
+            while cpu::inb(pgkraft_abi::PORT_COM1 + 5) & 1 == 0 {
+                cpu::pause();
+            }
+            match cpu::inb(pgkraft_abi::PORT_COM1) {
+                0x04 => 0,
+                b'\r' => {
+                    buf[0] = b'\n';
+                    1
+                }
+                b => {
+                    buf[0] = b;
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// A libOS diagnostic: the runner's stderr, or the UART under PVH.
+pub fn log(bytes: &[u8]) {
+    match host() {
+        Host::Runner => {
+            call(hc::LOG, [bytes.as_ptr() as u64, bytes.len() as u64, 0, 0]);
+        }
+        Host::Pvh => {
+            console_write(bytes);
+        }
+    }
+}
+
+pub fn sleep_ns(ns: u64) {
+    match host() {
+        Host::Runner => {
+            call(hc::SLEEP_NS, [ns, 0, 0, 0]);
+        }
+        Host::Pvh => {
+            let until = time::monotonic_ns().saturating_add(ns);
+            while time::monotonic_ns() < until {
+                cpu::pause();
+            }
+        }
+    }
+}
+
+pub fn exit(status: u8) -> ! {
+    cpu::outb(pgkraft_abi::PORT_EXIT, status);
+    // No exit device (e.g. a VMM without isa-debug-exit): stay here quietly.
+    loop {
+        cpu::pause();
+    }
+}
+
+fn uart_put(b: u8) {
+    // Line status register bit 5: transmit holding register empty.
+    while cpu::inb(pgkraft_abi::PORT_COM1 + 5) & 0x20 == 0 {
+        cpu::pause();
+    }
+    cpu::outb(pgkraft_abi::PORT_COM1, b);
+}

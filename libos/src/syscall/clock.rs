@@ -1,0 +1,95 @@
+//! clock_gettime and friends, from kvmclock (see crate::time).
+
+use super::{Errno, Result};
+use crate::arch::uaccess;
+use crate::{platform, time};
+
+const CLOCK_REALTIME: u64 = 0;
+const CLOCK_MONOTONIC: u64 = 1;
+const CLOCK_PROCESS_CPUTIME_ID: u64 = 2;
+const CLOCK_THREAD_CPUTIME_ID: u64 = 3;
+const CLOCK_MONOTONIC_RAW: u64 = 4;
+const CLOCK_REALTIME_COARSE: u64 = 5;
+const CLOCK_MONOTONIC_COARSE: u64 = 6;
+const CLOCK_BOOTTIME: u64 = 7;
+const TIMER_ABSTIME: u64 = 1;
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+impl Timespec {
+    fn from_ns(ns: u64) -> Timespec {
+        Timespec { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as i64 }
+    }
+    fn to_ns(self) -> core::result::Result<u64, Errno> {
+        if self.sec < 0 || !(0..1_000_000_000).contains(&self.nsec) {
+            return Err(Errno::EINVAL);
+        }
+        Ok((self.sec as u64).saturating_mul(1_000_000_000).saturating_add(self.nsec as u64))
+    }
+}
+
+/// One vCPU runs one process, so CPU time is time since boot.
+fn now(clock: u64) -> core::result::Result<u64, Errno> {
+    match clock {
+        CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Ok(time::realtime_ns()),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME
+        | CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(time::monotonic_ns()),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn clock_gettime(clock: u64, ts: u64) -> Result {
+    uaccess::write(ts, &Timespec::from_ns(now(clock)?))?;
+    Ok(0)
+}
+
+pub fn clock_getres(clock: u64, ts: u64) -> Result {
+    now(clock)?;
+    if ts != 0 {
+        uaccess::write(ts, &Timespec { sec: 0, nsec: 1 })?;
+    }
+    Ok(0)
+}
+
+pub fn gettimeofday(tv: u64) -> Result {
+    if tv != 0 {
+        let ns = time::realtime_ns();
+        uaccess::write(tv, &[(ns / 1_000_000_000) as i64, ((ns % 1_000_000_000) / 1000) as i64])?;
+    }
+    Ok(0)
+}
+
+pub fn time(t: u64) -> Result {
+    let secs = (time::realtime_ns() / 1_000_000_000) as i64;
+    if t != 0 {
+        uaccess::write(t, &secs)?;
+    }
+    Ok(secs)
+}
+
+pub fn nanosleep(req: u64, rem: u64) -> Result {
+    clock_nanosleep(CLOCK_MONOTONIC, 0, req, rem)
+}
+
+pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> Result {
+    let want = uaccess::read::<Timespec>(req)?.to_ns()?;
+    let start = now(clock)?;
+    let deadline = if flags & TIMER_ABSTIME != 0 { want } else { start.saturating_add(want) };
+    // The runner's sleep may return a little early (host timer slack): loop.
+    loop {
+        let t = now(clock)?;
+        if t >= deadline {
+            break;
+        }
+        platform::sleep_ns(deadline - t);
+    }
+    if rem != 0 && flags & TIMER_ABSTIME == 0 {
+        uaccess::write(rem, &Timespec::default())?;
+    }
+    Ok(0)
+}

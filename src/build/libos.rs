@@ -1,0 +1,89 @@
+//! Build the library OS staticlib for a recipe's kernel configuration.
+//!
+//! The libOS is a `no_std` crate built with `panic = "abort"` for the host
+//! target (x86_64-unknown-linux-gnu: its prebuilt `core`/`alloc` are all this
+//! toolchain offers), with the kernel-config features and constants. Cached
+//! by the libOS and ABI sources, the configuration and the compiler version.
+
+use super::cache::{Cache, KeyHasher};
+use super::exec::{self, StageFailure};
+use crate::paths;
+use crate::recipe::KernelConfig;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct LibosBuild {
+    /// libpgkraft_libos.a
+    pub staticlib: PathBuf,
+    /// The image linker script that goes with this libOS.
+    pub linker_script: PathBuf,
+    pub key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibosError {
+    #[error(transparent)]
+    Failed(#[from] StageFailure),
+    #[error("libOS build: {0}")]
+    Cache(#[from] super::cache::CacheError),
+    #[error("libOS build: cannot run `rustc --version`: {0}")]
+    Rustc(std::io::Error),
+}
+
+pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBuild, LibosError> {
+    let src = paths::libos_dir();
+    let rustc = exec::output_line(Command::new("rustc").arg("--version")).map_err(LibosError::Rustc)?;
+    let mut key = KeyHasher::new();
+    key.dir("libos", &src)?.dir("abi", &paths::abi_dir())?.str("rustc", &rustc);
+    for f in &config.features {
+        key.str("feature", f);
+    }
+    for (k, v) in &config.consts {
+        key.str(k, &v.to_string());
+    }
+    let key = key.finish();
+    let dir = cache.get_or_build("libos", &key, |out: &Path| -> Result<(), StageFailure> {
+        let target = tempfile::tempdir_in(out).map_err(|e| StageFailure {
+            stage: "libOS build".into(),
+            what: format!("cannot create a target directory: {e}"),
+            log: log.to_path_buf(),
+            tail: String::new(),
+        })?;
+        let mut cmd = Command::new("cargo");
+        cmd.arg("build")
+            .arg("--release")
+            .arg("--locked")
+            .arg("--manifest-path")
+            .arg(src.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target.path());
+        if !config.features.is_empty() {
+            cmd.arg("--features").arg(config.features.iter().cloned().collect::<Vec<_>>().join(","));
+        }
+        for (k, v) in &config.consts {
+            cmd.env(format!("PGKRAFT_CONFIG_{}", k.trim_start_matches("CONFIG_")), v.to_string());
+        }
+        // A cargo invoked from `cargo test` must not inherit the outer build's settings.
+        cmd.env_remove("CARGO_TARGET_DIR").env_remove("RUSTFLAGS").env_remove("CARGO_BUILD_TARGET");
+        exec::run(&mut cmd, "libOS build", log)?;
+        let copy = |from: PathBuf, to: &str| {
+            std::fs::copy(&from, out.join(to)).map(|_| ()).map_err(|e| StageFailure {
+                stage: "libOS build".into(),
+                what: format!("cannot copy {}: {e}", from.display()),
+                log: log.to_path_buf(),
+                tail: String::new(),
+            })
+        };
+        copy(target.path().join("release/libpgkraft_libos.a"), "libpgkraft_libos.a")?;
+        copy(src.join("link.ld"), "link.ld")
+    });
+    let dir = match dir {
+        Ok(d) => d,
+        Err(e) => return Err(e.into_build_error::<StageFailure>()?.into()),
+    };
+    Ok(LibosBuild {
+        staticlib: dir.join("libpgkraft_libos.a"),
+        linker_script: dir.join("link.ld"),
+        key: key.as_str().to_string(),
+    })
+}
