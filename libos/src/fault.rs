@@ -3,6 +3,7 @@
 //! and ends the run with status 1.
 
 /// Layout pushed by `exc_common` in boot.s, lowest address first.
+#[derive(Clone, Copy)]
 #[repr(C)]
 pub struct FaultFrame {
     cr2: u64,
@@ -40,7 +41,10 @@ const NAMES: [&str; 32] = [
 ];
 
 #[unsafe(no_mangle)]
-extern "C" fn libos_fault(f: &FaultFrame) -> ! {
+extern "C" fn libos_fault(frame: &FaultFrame) -> ! {
+    // Copy first: the frame sits on the CPL0 stack, which the next exception
+    // (even the #GP a port write takes under QEMU) reuses.
+    let f = *frame;
     let name = NAMES.get(f.vector as usize).copied().unwrap_or("?");
     crate::log!(
         "libos: guest fault: vector {} ({name}), error code {:#x}, address (cr2) {:#x}",

@@ -50,3 +50,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     log!("libos: panic: {info}");
     platform::exit(EXIT_LIBOS)
 }
+
+/// The prebuilt `alloc` was compiled for unwinding and names this symbol in
+/// its unwind tables; with panic = "abort" nothing ever calls it, and the
+/// link script discards those tables. It only has to exist.
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}

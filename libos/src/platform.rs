@@ -163,10 +163,9 @@ pub fn exit(status: u8) -> ! {
     }
 }
 
+/// No wait for "transmit holding register empty": virtual UARTs take each
+/// byte at once, and every status read would cost a VM exit plus (on PVM) a
+/// trip through the #GP stub, since CPL3 `in` is not allowed there.
 fn uart_put(b: u8) {
-    // Line status register bit 5: transmit holding register empty.
-    while cpu::inb(pgkraft_abi::PORT_COM1 + 5) & 0x20 == 0 {
-        cpu::pause();
-    }
     cpu::outb(pgkraft_abi::PORT_COM1, b);
 }

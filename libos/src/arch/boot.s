@@ -347,7 +347,39 @@ exc_\vec:
     exc_err 10
     exc_err 11
     exc_err 12
-    exc_err 13
+    .p2align 4
+exc_13:
+    # A VMM whose guest cannot give CPL3 IOPL=3 (QEMU on PVM: the emulated
+    # iretq/popfq keep IOPL=0) sends the libOS's port I/O here as #GP.
+    # Complete the three forms the libOS uses (out %al/%eax to (%dx), in
+    # (%dx) to %al) and step over the one-byte instruction. Registers are
+    # still the interrupted ones, so %dx and %al/%eax are the operands.
+    # Our own runner sets IOPL=3 from the host and never comes through here.
+    testb $3, 16(%rsp)          # error code at 0, rip at 8, cs at 16
+    jz 9f
+    pushq %rax
+    movq 16(%rsp), %rax
+    movzbl (%rax), %eax
+    cmpl $0xee, %eax
+    je 1f
+    cmpl $0xef, %eax
+    je 2f
+    cmpl $0xec, %eax
+    je 3f
+    popq %rax
+9:  pushq $13
+    jmp exc_common
+1:  popq %rax
+    outb %al, %dx
+    jmp 4f
+2:  popq %rax
+    outl %eax, %dx
+    jmp 4f
+3:  popq %rax
+    inb %dx, %al
+4:  addq $1, 8(%rsp)
+    addq $8, %rsp
+    iretq
     exc_err 14
     exc_noerr 15
     exc_noerr 16

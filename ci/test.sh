@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what is missing,
+# then format check, lints, and the whole test suite on real KVM and QEMU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/bootstrap.sh
+bash ci/fetch-sources.sh
+
+if [ ! -w /dev/kvm ] && [ "${PGKRAFT_ALLOW_NO_KVM:-}" != 1 ]; then
+  echo "ci/test.sh: /dev/kvm is missing or not writable: the tests boot real VMs." >&2
+  echo "            Run on a KVM host, or set PGKRAFT_ALLOW_NO_KVM=1 to skip the VM tests." >&2
+  exit 1
+fi
+
+cargo fmt --all --check
+(cd libos && cargo fmt --check)
+cargo clippy --all-targets --locked -- -D warnings
+(cd libos && cargo clippy --release --locked -- -D warnings)
+cargo test --locked -- --test-threads=2
