@@ -59,7 +59,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         }
         let loaded = matches!(
             s.flags(),
-            object::SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_ALLOC) != 0
+            object::SectionFlags::Elf { sh_flags, .. } if sh_flags.0 & object::elf::SHF_ALLOC.0 != 0
         );
         sections.push(SectionInfo { name, address: s.address(), bytes: s.size(), loaded });
     }

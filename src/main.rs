@@ -98,7 +98,19 @@ fn print_json(value: &impl serde::Serialize) {
 
 /// vmm errors are bad input (not an image, no KVM) unless KVM itself failed.
 fn vmm_failure(e: vmm::VmmError) -> Failure {
-    if e.is_input_error() { Failure::input(e) } else { Failure::failed(e) }
+    use vmm::VmmError as E;
+    match e {
+        E::KvmMissing
+        | E::KvmPermission { .. }
+        | E::ReadImage { .. }
+        | E::NotElf { .. }
+        | E::NotX86_64 { .. }
+        | E::NoBootNote { .. }
+        | E::BadImage { .. }
+        | E::TooBig { .. }
+        | E::Memory { .. } => Failure::input(e),
+        _ => Failure::failed(e),
+    }
 }
 
 fn dispatch(command: Command) -> Result<u8, Failure> {

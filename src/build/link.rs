@@ -89,6 +89,9 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         .arg(&input.libos.linker_script)
         .arg("--gc-sections")
         .arg("--print-gc-sections")
+        // Debug info is for developers with the objects at hand; the image
+        // keeps its symbol table (pgkraft inspect, fault reports).
+        .arg("--strip-debug")
         .arg("-z")
         .arg("max-page-size=4096")
         .arg("-z")

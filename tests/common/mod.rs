@@ -1,0 +1,79 @@
+//! Shared helpers for the end-to-end tests: they drive the real `pgkraft`
+//! binary, real KVM and the real toolchain.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pgkraft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pgkraft"))
+}
+
+/// Tests that boot VMs need /dev/kvm. Without it they fail with a clear
+/// message, unless PGKRAFT_ALLOW_NO_KVM=1 says skipping is fine.
+pub fn kvm_available() -> bool {
+    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    if !ok {
+        if std::env::var("PGKRAFT_ALLOW_NO_KVM").as_deref() == Ok("1") {
+            eprintln!("skipping: /dev/kvm is not usable and PGKRAFT_ALLOW_NO_KVM=1");
+            return false;
+        }
+        panic!("/dev/kvm is missing or not writable: these tests boot real VMs (set PGKRAFT_ALLOW_NO_KVM=1 to skip them)");
+    }
+    true
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run pgkraft");
+    eprintln!("$ {cmd:?}\n--- stderr ---\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Build `recipes/<name>.yaml` once per test process; returns the image path.
+pub fn image(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let map = BUILT.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(name) {
+        return p.clone();
+    }
+    let out = out_dir().join(name);
+    let o = run(pgkraft()
+        .arg("build")
+        .arg(repo().join(format!("recipes/{name}.yaml")))
+        .arg("--out")
+        .arg(&out)
+        .arg("--json"));
+    assert!(o.status.success(), "pgkraft build {name} failed");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("build --json prints one JSON object");
+    let img = PathBuf::from(v["image"].as_str().expect("image path"));
+    map.insert(name.to_string(), img.clone());
+    img
+}
+
+/// A per-process scratch directory under the cargo target directory.
+pub fn out_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+    .clone()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
