@@ -1,0 +1,86 @@
+//! The runner's only `unsafe` code: handing guest RAM to KVM and reading one
+//! `kvm_run` union field the safe kvm-ioctls API does not decode.
+//!
+//! Why this is sound is written next to each block. Everything outside this
+//! module is safe Rust (`vmm` denies `unsafe_code`).
+#![allow(unsafe_code)]
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::VmmError;
+
+/// A VM with one vCPU and its guest RAM, owned together so that the RAM
+/// mapping provably outlives KVM's use of it.
+pub(crate) struct Machine {
+    // Fields drop in declaration order: the vCPU fd, then the VM fd, then the
+    // RAM mapping. Once both fds are closed KVM holds no reference to the host
+    // addresses registered below, so unmapping them afterwards is safe. The
+    // fields are private so nobody can move the RAM out and drop it early.
+    vcpu: VcpuFd,
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+}
+
+impl Machine {
+    pub(crate) fn new(vm: VmFd, mem: GuestMemoryMmap) -> Result<Machine, VmmError> {
+        // The vCPU is created before RAM is registered so that, should
+        // registration fail, the `Machine` already exists and its drop order
+        // applies to the half-registered state too.
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(VmmError::ioctl("KVM_CREATE_VCPU"))?;
+        let m = Machine { vcpu, vm, mem };
+        for (slot, region) in m.mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|e| VmmError::Memory {
+                    mem_mib: (region.len() >> 20) as u32,
+                    detail: e.to_string(),
+                })?;
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `host` is the start of a live anonymous mapping of
+            // exactly `region.len()` bytes owned by `m.mem`, which (see the
+            // field order above) is unmapped only after the VM and vCPU fds
+            // are closed. The regions of one GuestMemoryMmap never overlap,
+            // and each gets its own slot.
+            unsafe { m.vm.set_user_memory_region(r) }
+                .map_err(VmmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(m)
+    }
+
+    pub(crate) fn vcpu(&self) -> &VcpuFd {
+        &self.vcpu
+    }
+
+    pub(crate) fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// The vCPU to run and the RAM to serve its exits from, borrowed at once.
+    pub(crate) fn parts(&mut self) -> (&mut VcpuFd, &GuestMemoryMmap) {
+        (&mut self.vcpu, &self.mem)
+    }
+
+    /// `kvm_run.internal` after a `KVM_EXIT_INTERNAL_ERROR`: the sub-error
+    /// (1 = emulation failure, 2 = simultaneous exceptions, 3 = unexpected
+    /// delivery event) and its data words, for the error message.
+    pub(crate) fn internal_error(&mut self) -> (u32, Vec<u64>) {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: only called right after KVM_RUN returned
+        // KVM_EXIT_INTERNAL_ERROR, for which the kernel fills the `internal`
+        // member of the union. Every bit pattern is a valid u32/u64, and
+        // `ndata` is clamped to the array length.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        (internal.suberror, internal.data[..n].to_vec())
+    }
+}
