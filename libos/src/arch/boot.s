@@ -130,7 +130,16 @@ tss:
     .quad cpl0_stack_top        # rsp0: exceptions from CPL3 land on this stack
     .fill 88, 1, 0
     .word 0
-    .word 104                   # I/O bitmap offset past the limit: none (IOPL=3 instead)
+    .word tss_iomap - tss       # I/O permission bitmap right after the TSS
+# PVM ignores RFLAGS.IOPL for CPL3 (so does QEMU on PVM, where even iretq
+# cannot set it): CPL3 port I/O is allowed by this bitmap instead. All zero
+# bits: ports 0x000-0x3ff are open (exit, phase, hypercall, COM1); ports
+# past the TSS limit stay closed. The trailing 0xff byte is required.
+tss_iomap:
+    .fill 128, 1, 0
+    .byte 0xff
+tss_end:
+    .set TSS_LIMIT, tss_end - tss - 1
 
     .section .bss.boot, "aw", @nobits
     .p2align 12
@@ -248,7 +257,7 @@ pvh_entry64:
     .globl fill_tss_descriptor
 fill_tss_descriptor:
     leaq gdt_tss(%rip), %rdx
-    movq $103, %rcx             # limit
+    movq $TSS_LIMIT, %rcx       # limit
     movq %rax, %r8
     andq $0xffffff, %r8
     shlq $16, %r8
@@ -347,39 +356,7 @@ exc_\vec:
     exc_err 10
     exc_err 11
     exc_err 12
-    .p2align 4
-exc_13:
-    # A VMM whose guest cannot give CPL3 IOPL=3 (QEMU on PVM: the emulated
-    # iretq/popfq keep IOPL=0) sends the libOS's port I/O here as #GP.
-    # Complete the three forms the libOS uses (out %al/%eax to (%dx), in
-    # (%dx) to %al) and step over the one-byte instruction. Registers are
-    # still the interrupted ones, so %dx and %al/%eax are the operands.
-    # Our own runner sets IOPL=3 from the host and never comes through here.
-    testb $3, 16(%rsp)          # error code at 0, rip at 8, cs at 16
-    jz 9f
-    pushq %rax
-    movq 16(%rsp), %rax
-    movzbl (%rax), %eax
-    cmpl $0xee, %eax
-    je 1f
-    cmpl $0xef, %eax
-    je 2f
-    cmpl $0xec, %eax
-    je 3f
-    popq %rax
-9:  pushq $13
-    jmp exc_common
-1:  popq %rax
-    outb %al, %dx
-    jmp 4f
-2:  popq %rax
-    outl %eax, %dx
-    jmp 4f
-3:  popq %rax
-    inb %dx, %al
-4:  addq $1, 8(%rsp)
-    addq $8, %rsp
-    iretq
+    exc_err 13
     exc_err 14
     exc_noerr 15
     exc_noerr 16
