@@ -9,6 +9,7 @@ command -v strace >/dev/null || need+=(strace)
 command -v ld >/dev/null || need+=(binutils)
 command -v gcc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
+command -v patch >/dev/null || need+=(patch)
 command -v dpkg-source >/dev/null || need+=(dpkg-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,5 +17,5 @@ if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/pgkraft-bootstrap.log 2>&1 || { cat /tmp/pgkraft-bootstrap.log >&2; exit 1; }
 fi

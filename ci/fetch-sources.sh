@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Puts the pinned upstream source tarballs pgkraft builds from into
-# <repo>/sources/, for machines that reach the Debian archive but not the
-# rest of the internet. A Debian source package's .orig tarball is the
-# upstream release tarball, and apt checks it against the archive's signed
-# index, so it is as good as the upstream download. build::fetch then finds
-# each file by its sha256.
+# Puts the upstream source tarballs pgkraft builds from into <repo>/sources/,
+# for machines that reach the Debian archive but not the rest of the
+# internet. A Debian source package's .orig tarball is the upstream release
+# tarball, and apt checks it against the archive's signed index, so it is as
+# good as the upstream download. build::fetch then finds each file by the
+# sha256 a recipe pins. A suite's version can move at a Debian point release
+# (PostgreSQL's do); the line printed for a download gives its sha256.
 #
 # Idempotent: a tarball that is already there with the archive's hash is not
 # downloaded again. Prints one line per source; on failure, everything.
 #
-# Usage: ci/fetch-sources.sh [destination directory]
+# Usage: ci/fetch-sources.sh [PACKAGE...]
+#   PACKAGE: a name from the list below (musl, postgresql-15, ...); default all.
+#   PGKRAFT_SOURCES_DIR: where to put the tarballs (default <repo>/sources).
 set -euo pipefail
 
 # One line per source package: <package>/<Debian suite>.
@@ -18,10 +21,21 @@ PACKAGES=(
   postgresql-17/trixie
   postgresql-15/bookworm
 )
-SUITES=(bookworm trixie)   # every suite used above
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dest=${1:-$repo/sources}
+dest=${PGKRAFT_SOURCES_DIR:-$repo/sources}
+if [ $# -gt 0 ]; then
+  chosen=()
+  for want in "$@"; do
+    match=""
+    for pkg in "${PACKAGES[@]}"; do
+      [ "${pkg%%/*}" = "$want" ] && match=$pkg
+    done
+    [ -n "$match" ] || { echo "fetch-sources: unknown package '$want'; known: ${PACKAGES[*]%%/*}" >&2; exit 2; }
+    chosen+=("$match")
+  done
+  PACKAGES=("${chosen[@]}")
+fi
 list=/etc/apt/sources.list.d/pgkraft-src.sources
 
 die() {
@@ -42,10 +56,11 @@ mirror() {
 }
 
 ensure_deb_src() {
-  local want
+  local want suites
+  suites=$(printf '%s\n' "${PACKAGES[@]}" | sed 's|.*/||' | sort -u | tr '\n' ' ')
   want="Types: deb-src
 URIs: $(mirror)
-Suites: ${SUITES[*]}
+Suites: ${suites% }
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
   if [ ! -f "$list" ] || [ "$(cat "$list")" != "$want" ]; then
@@ -86,10 +101,14 @@ if [ "$missing_index" = 1 ]; then
   apt_update
 fi
 
+# The scratch directory of the download under way, removed however we exit.
+tmp=""
+trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
+
 # Fetches one package's .orig tarball into $dest; returns nonzero (after
 # printing why) on failure so the other packages are still tried.
 fetch_one() {
-  local pkg=$1 info file sha tmp out got
+  local pkg=$1 info file sha out got
   info=$(orig_of "$pkg")
   if [ -z "$info" ]; then
     echo "fetch-sources: $pkg: no .orig tarball in the apt source indexes (is the deb-src entry in $list right?)" >&2
@@ -129,6 +148,7 @@ fetch_one() {
   fi
   mv -f "$tmp/$file" "$dest/$file"
   rm -rf "$tmp"
+  tmp=""
   # The hash is what a recipe pins; print it for whoever updates one.
   echo "fetch-sources: $file downloaded ($pkg, sha256 $sha)"
 }

@@ -11,7 +11,9 @@ fn main() {
         let var = format!("PGKRAFT_CONFIG_{name}");
         println!("cargo:rerun-if-env-changed={var}");
         let value = match env::var(&var) {
-            Ok(v) => v.parse::<u64>().unwrap_or_else(|_| panic!("{var}={v} is not a number")),
+            Ok(v) => v
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{var}={v} is not a number")),
             Err(_) => *default,
         };
         out.push_str(&format!("pub const {name}: u64 = {value};\n"));

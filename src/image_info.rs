@@ -31,18 +31,29 @@ pub struct ImageInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: std::path::PathBuf, source: std::io::Error },
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     NotImage(#[from] crate::vmm::VmmError),
     #[error("{}: {detail}", path.display())]
-    Elf { path: std::path::PathBuf, detail: String },
+    Elf {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
-    let data = std::fs::read(path).map_err(|source| InspectError::Read { path: path.into(), source })?;
+    let data = std::fs::read(path).map_err(|source| InspectError::Read {
+        path: path.into(),
+        source,
+    })?;
     let note = crate::vmm::read_boot_note(&data)?;
-    let elf = object::File::parse(&*data)
-        .map_err(|e| InspectError::Elf { path: path.into(), detail: e.to_string() })?;
+    let elf = object::File::parse(&*data).map_err(|e| InspectError::Elf {
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
     let mut sections = Vec::new();
     let mut build = None;
     let mut pvh_entry = false;
@@ -55,13 +66,21 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
             build = s.data().ok().and_then(|d| serde_json::from_slice(d).ok());
         }
         if name == ".note" {
-            pvh_entry = s.data().map(|d| d.windows(4).any(|w| w == b"Xen\0")).unwrap_or(false);
+            pvh_entry = s
+                .data()
+                .map(|d| d.windows(4).any(|w| w == b"Xen\0"))
+                .unwrap_or(false);
         }
         let loaded = matches!(
             s.flags(),
             object::SectionFlags::Elf { sh_flags, .. } if sh_flags.0 & object::elf::SHF_ALLOC.0 != 0
         );
-        sections.push(SectionInfo { name, address: s.address(), bytes: s.size(), loaded });
+        sections.push(SectionInfo {
+            name,
+            address: s.address(),
+            bytes: s.size(),
+            loaded,
+        });
     }
     let (lo, hi) = elf.segments().fold((u64::MAX, 0), |(lo, hi), seg| {
         (lo.min(seg.address()), hi.max(seg.address() + seg.size()))

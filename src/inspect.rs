@@ -21,7 +21,12 @@ pub fn human(info: &ImageInfo) -> String {
     }
     match &info.build {
         Some(b) => {
-            s += &format!("\nbuilt by pgkraft {} from {} (sha256 {})\n", b.pgkraft_version, b.recipe_file.display(), b.recipe_sha256);
+            s += &format!(
+                "\nbuilt by pgkraft {} from {} (sha256 {})\n",
+                b.pgkraft_version,
+                b.recipe_file.display(),
+                b.recipe_sha256
+            );
             s += &format!("  memory: {} MiB\n  inputs:\n", b.memory_mib);
             for f in &b.inputs.files {
                 s += &format!("    {:<16} {} {}\n", f.role, f.sha256, f.path.display());

@@ -71,10 +71,16 @@ struct Failure {
 
 impl Failure {
     fn input(error: impl Into<anyhow::Error>) -> Failure {
-        Failure { code: 2, error: error.into() }
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
     }
     fn failed(error: impl Into<anyhow::Error>) -> Failure {
-        Failure { code: 1, error: error.into() }
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
     }
 }
 
@@ -93,7 +99,10 @@ fn main() -> ExitCode {
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("report serializes"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("report serializes")
+    );
 }
 
 /// vmm errors are bad input (not an image, no KVM) unless KVM itself failed.
@@ -120,7 +129,11 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             let progress = Progress::new(false);
             let output = build::build(&recipe, &out, &progress).map_err(|e| {
                 let code = e.exit_code() as u8;
-                Failure { code, error: anyhow::Error::new(e).context(format!("building {}", recipe.file.display())) }
+                Failure {
+                    code,
+                    error: anyhow::Error::new(e)
+                        .context(format!("building {}", recipe.file.display())),
+                }
             })?;
             if json {
                 print_json(&output);
@@ -134,9 +147,16 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Run { image, mem, timeout, args } => {
+        Command::Run {
+            image,
+            mem,
+            timeout,
+            args,
+        } => {
             let info = image_info::read(&image).map_err(Failure::input)?;
-            let mem_mib = mem.or(info.build.as_ref().map(|b| b.memory_mib)).unwrap_or(64);
+            let mem_mib = mem
+                .or(info.build.as_ref().map(|b| b.memory_mib))
+                .unwrap_or(64);
             let cfg = vmm::VmConfig {
                 mem_mib,
                 cmdline: smoke::quote_args(&args),

@@ -20,18 +20,29 @@ pub struct Stage {
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
-        Progress { tty: std::io::stderr().is_terminal(), quiet }
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+        }
     }
 
     pub fn stage(&self, name: &str) -> Stage {
         let bar = (self.tty && !self.quiet).then(|| {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+            );
             b.set_message(name.to_string());
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
-        Stage { name: name.to_string(), bar, started: Instant::now(), quiet: self.quiet, done: false }
+        Stage {
+            name: name.to_string(),
+            bar,
+            started: Instant::now(),
+            quiet: self.quiet,
+            done: false,
+        }
     }
 }
 
@@ -51,10 +62,10 @@ impl Stage {
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        if let Some(b) = self.bar.take() {
-            if !self.done {
-                b.abandon_with_message(format!("{:<10} failed", self.name));
-            }
+        if let Some(b) = self.bar.take()
+            && !self.done
+        {
+            b.abandon_with_message(format!("{:<10} failed", self.name));
         }
     }
 }

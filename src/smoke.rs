@@ -124,17 +124,31 @@ fn ms(d: Duration) -> f64 {
 
 pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
     let info = image_info::read(image)?;
-    let mem_mib = spec.memory_mib.or(info.build.as_ref().map(|b| b.memory_mib)).unwrap_or(64);
+    let mem_mib = spec
+        .memory_mib
+        .or(info.build.as_ref().map(|b| b.memory_mib))
+        .unwrap_or(64);
     let cfg = vmm::VmConfig {
         mem_mib,
         cmdline: spec.args.as_deref().map(quote_args).unwrap_or_default(),
         timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
-        console: vmm::Console::Capture { input: spec.stdin.as_bytes().to_vec() },
+        console: vmm::Console::Capture {
+            input: spec.stdin.as_bytes().to_vec(),
+        },
     };
     let outcome = vmm::run(image, &cfg)?;
     let console = String::from_utf8_lossy(&outcome.console).into_owned();
-    let phases: BTreeMap<String, f64> = outcome.phases.iter().map(|p| (p.name.to_string(), ms(p.at))).collect();
-    let boot_ms = outcome.phases.iter().find(|p| p.name == "exit").map(|p| ms(p.at)).unwrap_or(0.0);
+    let phases: BTreeMap<String, f64> = outcome
+        .phases
+        .iter()
+        .map(|p| (p.name.to_string(), ms(p.at)))
+        .collect();
+    let boot_ms = outcome
+        .phases
+        .iter()
+        .find(|p| p.name == "exit")
+        .map(|p| ms(p.at))
+        .unwrap_or(0.0);
     let (exit, exit_status) = match &outcome.exit {
         GuestExit::Status(s) => (format!("status {s}"), Some(*s)),
         GuestExit::Timeout => ("timeout".to_string(), None),

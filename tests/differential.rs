@@ -26,7 +26,8 @@ fn native_binary(name: &str) -> std::path::PathBuf {
     let log = out_dir().join(format!("native-{name}.log"));
     let src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, &cache).unwrap();
     let stock = musl::build_musl(&src, musl::MuslFlavor::Stock, &cache, &log).unwrap();
-    let objects = compile::compile(&program.sources, &program.cflags, &stock, &cache, &log).unwrap();
+    let objects =
+        compile::compile(&program.sources, &program.cflags, &stock, &cache, &log).unwrap();
     let exe = out_dir().join(format!("{name}.native"));
     link::link_native(&objects.files, &stock, &exe, &log).unwrap();
     exe
@@ -56,7 +57,9 @@ fn differential(name: &str) {
         mem_mib: recipe.vm.memory_mib,
         cmdline: String::new(),
         timeout: Some(std::time::Duration::from_secs(60)),
-        console: pgkraft::vmm::Console::Capture { input: input.to_vec() },
+        console: pgkraft::vmm::Console::Capture {
+            input: input.to_vec(),
+        },
     };
     let guest = pgkraft::vmm::run(&image, &cfg).unwrap();
 

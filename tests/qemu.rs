@@ -8,8 +8,23 @@ use std::process::Command;
 /// Boot `image` under QEMU microvm; returns (console output, exit status).
 pub fn qemu(image: &std::path::Path, append: &str) -> (String, u8) {
     let out = Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm", "-cpu", "host", "-m", "128"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off",
+            "-enable-kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "128",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
         .arg("-kernel")
         .arg(image)
@@ -18,7 +33,12 @@ pub fn qemu(image: &std::path::Path, append: &str) -> (String, u8) {
         .expect("qemu-system-x86_64 runs (ci/bootstrap.sh installs it)");
     // isa-debug-exit: QEMU exits with (status << 1) | 1.
     let code = out.status.code().expect("qemu exit code");
-    assert_eq!(code & 1, 1, "QEMU did not exit through isa-debug-exit: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        code & 1,
+        1,
+        "QEMU did not exit through isa-debug-exit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A UART console turns \n into \r\n, as a terminal needs.
     let console = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
     (console, (code >> 1) as u8)
@@ -37,7 +57,12 @@ fn qemu_microvm_boots_the_same_image_with_the_same_output() {
     assert_eq!(status, 0);
 
     // Arguments on the kernel command line, quoted the way `pgkraft run -- ...` quotes them.
-    let ours = run(pgkraft().arg("run").arg(&img).arg("--").arg("two words").arg("x"));
+    let ours = run(pgkraft()
+        .arg("run")
+        .arg(&img)
+        .arg("--")
+        .arg("two words")
+        .arg("x"));
     let (console, _) = qemu(&img, "'two words' x");
     assert_eq!(console, stdout(&ours));
 }

@@ -209,6 +209,24 @@ fn guest_sees_and_uses_host_cpu_features() {
     }
 }
 
+/// The image is mapped copy-on-write: bss next to file data reads as zero,
+/// and what the guest writes never reaches the image file.
+#[test]
+fn image_pages_are_private_and_bss_is_zero() {
+    if !have_kvm() {
+        return;
+    }
+    let g = guest(&["GUEST_BSS"]);
+    let before = std::fs::read(&g.elf).unwrap();
+    let probe = symbol(&g.elf, "bss_probe");
+    assert_ne!(probe % 4096, 0, "bss_probe must share a page with .data");
+    let out = vmm::run(&g.elf, &capture(b"")).unwrap();
+    assert_eq!(out.exit, GuestExit::Status(0));
+    assert_eq!(out.console, [0u8; 64]);
+    // The guest wrote its hypercall block in .data.
+    assert_eq!(std::fs::read(&g.elf).unwrap(), before);
+}
+
 #[test]
 fn endless_guest_stops_at_timeout() {
     if !have_kvm() {
@@ -270,7 +288,8 @@ fn console_read_echoes_captured_input() {
     if !have_kvm() {
         return;
     }
-    let input = b"line one\nline two is a bit longer than sixty-four bytes, so it takes two reads\n";
+    let input =
+        b"line one\nline two is a bit longer than sixty-four bytes, so it takes two reads\n";
     let out = run_guest("ECHO", &capture(input));
     assert_eq!(out.exit, GuestExit::Status(0));
     assert_eq!(out.console, input);
@@ -398,7 +417,10 @@ fn too_little_memory_names_the_mem_needed() {
     let VmmError::TooBig { needed_mib, .. } = &err else {
         panic!("{err:?}");
     };
-    assert!(err.to_string().contains(&format!("--mem {needed_mib}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("--mem {needed_mib}")),
+        "{err}"
+    );
     cfg.mem_mib = *needed_mib as u32;
     if have_kvm() {
         assert_eq!(vmm::run(&g.elf, &cfg).unwrap().exit, GuestExit::Status(7));
@@ -473,6 +495,12 @@ fn boot_time() {
     if !have_kvm() {
         return;
     }
+    // With --nocapture this also prints the runner's own setup breakdown
+    // (parse, create VM, memory, load, vCPU) for every run.
+    let _ = env_logger::builder()
+        .is_test(true)
+        .filter_module("pgkraft::vmm", log::LevelFilter::Debug)
+        .try_init();
     let g = guest(&["GUEST_HELLO"]);
     let cfg = capture(b"");
     let mut total = Vec::new();

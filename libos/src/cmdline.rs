@@ -29,7 +29,8 @@ pub fn split(line: &[u8]) -> Vec<Vec<u8>> {
             b'"' => {
                 let w = word.get_or_insert_with(Vec::new);
                 while i < line.len() && line[i] != b'"' {
-                    if line[i] == b'\\' && i + 1 < line.len() && matches!(line[i + 1], b'"' | b'\\') {
+                    if line[i] == b'\\' && i + 1 < line.len() && matches!(line[i + 1], b'"' | b'\\')
+                    {
                         i += 1;
                     }
                     w.push(line[i]);

@@ -32,12 +32,38 @@ pub struct FaultFrame {
 }
 
 const NAMES: [&str; 32] = [
-    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
-    "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
-    "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
-    "#PF page fault", "reserved", "#MF x87 error", "#AC alignment check", "#MC machine check",
-    "#XM SIMD error", "#VE virtualization", "#CP control protection", "reserved", "reserved",
-    "reserved", "reserved", "reserved", "reserved", "#HV", "#VC", "#SX security", "reserved",
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved",
+    "#MF x87 error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD error",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "#HV",
+    "#VC",
+    "#SX security",
+    "reserved",
 ];
 
 #[unsafe(no_mangle)]
@@ -48,12 +74,44 @@ extern "C" fn libos_fault(frame: &FaultFrame) -> ! {
     let name = NAMES.get(f.vector as usize).copied().unwrap_or("?");
     crate::log!(
         "libos: guest fault: vector {} ({name}), error code {:#x}, address (cr2) {:#x}",
-        f.vector, f.error, f.cr2
+        f.vector,
+        f.error,
+        f.cr2
     );
-    crate::log!("  rip {:#018x} rsp {:#018x} rflags {:#x} cs {:#x} ss {:#x}", f.rip, f.rsp, f.rflags, f.cs, f.ss);
-    crate::log!("  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
-    crate::log!("  rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
-    crate::log!("  r9  {:#018x} r10 {:#018x} r11 {:#018x} r12 {:#018x}", f.r9, f.r10, f.r11, f.r12);
-    crate::log!("  r13 {:#018x} r14 {:#018x} r15 {:#018x}", f.r13, f.r14, f.r15);
+    crate::log!(
+        "  rip {:#018x} rsp {:#018x} rflags {:#x} cs {:#x} ss {:#x}",
+        f.rip,
+        f.rsp,
+        f.rflags,
+        f.cs,
+        f.ss
+    );
+    crate::log!(
+        "  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
+    );
+    crate::log!(
+        "  rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}",
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8
+    );
+    crate::log!(
+        "  r9  {:#018x} r10 {:#018x} r11 {:#018x} r12 {:#018x}",
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12
+    );
+    crate::log!(
+        "  r13 {:#018x} r14 {:#018x} r15 {:#018x}",
+        f.r13,
+        f.r14,
+        f.r15
+    );
     crate::platform::exit(1)
 }

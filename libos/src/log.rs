@@ -18,7 +18,10 @@ impl Write for LineBuf {
 }
 
 pub fn emit(args: fmt::Arguments) {
-    let mut line = LineBuf { buf: [0; 512], len: 0 };
+    let mut line = LineBuf {
+        buf: [0; 512],
+        len: 0,
+    };
     let _ = line.write_fmt(args);
     if line.len == line.buf.len() {
         line.len -= 1;

@@ -32,7 +32,11 @@ pub struct Ram {
 }
 
 static RAM: Mutex<Ram> = Mutex::new(Ram {
-    free: [Range { start: 0, len: 0, dirty: false }; MAX_RANGES],
+    free: [Range {
+        start: 0,
+        len: 0,
+        dirty: false,
+    }; MAX_RANGES],
     nfree: 0,
     brk_start: 0,
     brk: 0,
@@ -47,7 +51,11 @@ pub fn page_up(x: u64) -> u64 {
 pub fn init(image_end: u64, ram_end: u64) {
     let mut ram = RAM.lock();
     let start = page_up(image_end);
-    ram.free[0] = Range { start, len: ram_end.saturating_sub(start), dirty: false };
+    ram.free[0] = Range {
+        start,
+        len: ram_end.saturating_sub(start),
+        dirty: false,
+    };
     ram.nfree = 1;
     ram.brk_start = start;
     ram.brk = start;
@@ -107,16 +115,26 @@ pub fn free(at: u64, len: u64) -> Result<(), Errno> {
     let mut cursor = at;
     let end = at + len;
     while cursor < end {
-        let next_free = (0..ram.nfree).map(|i| ram.free[i]).find(|r| r.start + r.len > cursor);
+        let next_free = (0..ram.nfree)
+            .map(|i| ram.free[i])
+            .find(|r| r.start + r.len > cursor);
         match next_free {
             Some(r) if r.start <= cursor => cursor = r.start + r.len,
             Some(r) => {
                 let stop = r.start.min(end);
-                ram.insert(Range { start: cursor, len: stop - cursor, dirty: true })?;
+                ram.insert(Range {
+                    start: cursor,
+                    len: stop - cursor,
+                    dirty: true,
+                })?;
                 cursor = stop;
             }
             None => {
-                ram.insert(Range { start: cursor, len: end - cursor, dirty: true })?;
+                ram.insert(Range {
+                    start: cursor,
+                    len: end - cursor,
+                    dirty: true,
+                })?;
                 cursor = end;
             }
         }
@@ -164,8 +182,16 @@ impl Ram {
     /// Remove `[at, at+len)` from free range `i`, which contains it.
     fn take(&mut self, i: usize, at: u64, len: u64) -> Result<(), Errno> {
         let r = self.free[i];
-        let before = Range { start: r.start, len: at - r.start, dirty: r.dirty };
-        let after = Range { start: at + len, len: r.start + r.len - (at + len), dirty: r.dirty };
+        let before = Range {
+            start: r.start,
+            len: at - r.start,
+            dirty: r.dirty,
+        };
+        let after = Range {
+            start: at + len,
+            len: r.start + r.len - (at + len),
+            dirty: r.dirty,
+        };
         match (before.len > 0, after.len > 0) {
             (false, false) => self.remove(i),
             (true, false) => self.free[i] = before,
@@ -190,13 +216,16 @@ impl Ram {
 
     /// Insert a free range that overlaps none, merging with equal neighbours.
     fn insert(&mut self, r: Range) -> Result<(), Errno> {
-        let i = (0..self.nfree).find(|&i| self.free[i].start > r.start).unwrap_or(self.nfree);
+        let i = (0..self.nfree)
+            .find(|&i| self.free[i].start > r.start)
+            .unwrap_or(self.nfree);
         let merges_prev = i > 0 && {
             let p = self.free[i - 1];
             p.start + p.len == r.start && p.dirty == r.dirty
         };
-        let merges_next =
-            i < self.nfree && self.free[i].start == r.start + r.len && self.free[i].dirty == r.dirty;
+        let merges_next = i < self.nfree
+            && self.free[i].start == r.start + r.len
+            && self.free[i].dirty == r.dirty;
         match (merges_prev, merges_next) {
             (true, true) => {
                 self.free[i - 1].len += r.len + self.free[i].len;

@@ -56,7 +56,12 @@ pub fn init(info: u64, kind: u64) -> &'static Platform {
                 Some(p) => (p.mem_bytes, image::c_string(p.cmdline_gpa)),
                 None => (0, &[][..]),
             };
-            Platform { host: Host::Pvh, mem_bytes, cmdline, console_tty: true }
+            Platform {
+                host: Host::Pvh,
+                mem_bytes,
+                cmdline,
+                console_tty: true,
+            }
         }
     })
 }
@@ -84,7 +89,10 @@ pub fn phase(p: Phase) {
 pub fn console_write(bytes: &[u8]) -> usize {
     match host() {
         Host::Runner => {
-            let r = call(hc::CONSOLE_WRITE, [bytes.as_ptr() as u64, bytes.len() as u64, 0, 0]);
+            let r = call(
+                hc::CONSOLE_WRITE,
+                [bytes.as_ptr() as u64, bytes.len() as u64, 0, 0],
+            );
             if r < 0 { 0 } else { r as usize }
         }
         Host::Pvh => {
@@ -106,7 +114,10 @@ pub fn console_read(buf: &mut [u8]) -> usize {
     }
     match host() {
         Host::Runner => {
-            let r = call(hc::CONSOLE_READ, [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0]);
+            let r = call(
+                hc::CONSOLE_READ,
+                [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0],
+            );
             if r < 0 { 0 } else { r as usize }
         }
         Host::Pvh => {

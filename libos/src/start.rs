@@ -39,7 +39,10 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
     let envp: Vec<&[u8]> = image::baked_envp().collect();
     let size = config::MAIN_STACK_KIB * 1024;
     let stack_base = mem::alloc_top(size).unwrap_or_else(|_| {
-        crate::log!("libos: no memory for a {} KiB main stack", config::MAIN_STACK_KIB);
+        crate::log!(
+            "libos: no memory for a {} KiB main stack",
+            config::MAIN_STACK_KIB
+        );
         crate::platform::exit(1)
     });
     let top = stack_base + size;
@@ -58,7 +61,9 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
     let mut random = [0u8; 16];
     crate::syscall::misc::fill_random(&mut random);
     let random_at = place(&random[..15]) & !0xf;
-    uaccess::slice_mut(random_at, 16).expect("main stack in RAM").copy_from_slice(&random);
+    uaccess::slice_mut(random_at, 16)
+        .expect("main stack in RAM")
+        .copy_from_slice(&random);
 
     let (phdr, phent, phnum) = image::program_headers();
     let hwcap = cpu::cpuid(1, 0).edx as u64;

@@ -20,7 +20,10 @@ pub enum CompileError {
     #[error("compile: {0}")]
     Cache(#[from] super::cache::CacheError),
     #[error("compile: cannot ask the C compiler for {what}: {source}")]
-    Tool { what: &'static str, source: std::io::Error },
+    Tool {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Flags every object in an image is built with: sections per function and
@@ -42,11 +45,13 @@ pub fn compile(
     log: &Path,
 ) -> Result<Objects, CompileError> {
     let tool = |what| move |source| CompileError::Tool { what, source };
-    let cc_version = exec::output_line(Command::new("cc").arg("--version")).map_err(tool("its version"))?;
+    let cc_version =
+        exec::output_line(Command::new("cc").arg("--version")).map_err(tool("its version"))?;
     let gcc_include = exec::output_line(Command::new("cc").arg("-print-file-name=include"))
         .map_err(tool("its include directory"))?;
     let mut key = KeyHasher::new();
-    key.str("cc", &cc_version).str("musl", &musl.root.display().to_string());
+    key.str("cc", &cc_version)
+        .str("musl", &musl.root.display().to_string());
     for f in cflags {
         key.str("cflag", f);
     }
@@ -57,7 +62,12 @@ pub fn compile(
     let names: Vec<String> = sources
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("{i}-{}.o", s.file_stem().unwrap_or_default().to_string_lossy()))
+        .map(|(i, s)| {
+            format!(
+                "{i}-{}.o",
+                s.file_stem().unwrap_or_default().to_string_lossy()
+            )
+        })
         .collect();
     let dir = cache.get_or_build("compile", &key, |out: &Path| -> Result<(), StageFailure> {
         for (src, name) in sources.iter().zip(&names) {
@@ -82,5 +92,7 @@ pub fn compile(
         Ok(d) => d,
         Err(e) => return Err(CompileError::Source(e.into_build_error::<StageFailure>()?)),
     };
-    Ok(Objects { files: names.iter().map(|n| dir.join(n)).collect() })
+    Ok(Objects {
+        files: names.iter().map(|n| dir.join(n)).collect(),
+    })
 }

@@ -30,7 +30,9 @@ pub fn run(cmd: &mut Command, stage: &str, log: &Path) -> Result<(), StageFailur
         .append(true)
         .open(log)
         .map_err(|e| fail(format!("cannot open its log: {e}")))?;
-    let err = file.try_clone().map_err(|e| fail(format!("cannot open its log: {e}")))?;
+    let err = file
+        .try_clone()
+        .map_err(|e| fail(format!("cannot open its log: {e}")))?;
     {
         use std::io::Write;
         let mut f = &file;
@@ -45,7 +47,10 @@ pub fn run(cmd: &mut Command, stage: &str, log: &Path) -> Result<(), StageFailur
     if status.success() {
         Ok(())
     } else {
-        Err(fail(format!("{:?} exited with {status}", cmd.get_program())))
+        Err(fail(format!(
+            "{:?} exited with {status}",
+            cmd.get_program()
+        )))
     }
 }
 
@@ -60,7 +65,10 @@ pub fn tail(log: &Path, n: usize) -> String {
 pub fn output_line(cmd: &mut Command) -> std::io::Result<String> {
     let out = cmd.stderr(Stdio::null()).output()?;
     if !out.status.success() {
-        return Err(std::io::Error::other(format!("{cmd:?} exited with {}", out.status)));
+        return Err(std::io::Error::other(format!(
+            "{cmd:?} exited with {}",
+            out.status
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

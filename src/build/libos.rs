@@ -32,9 +32,12 @@ pub enum LibosError {
 
 pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBuild, LibosError> {
     let src = paths::libos_dir();
-    let rustc = exec::output_line(Command::new("rustc").arg("--version")).map_err(LibosError::Rustc)?;
+    let rustc =
+        exec::output_line(Command::new("rustc").arg("--version")).map_err(LibosError::Rustc)?;
     let mut key = KeyHasher::new();
-    key.dir("libos", &src)?.dir("abi", &paths::abi_dir())?.str("rustc", &rustc);
+    key.dir("libos", &src)?
+        .dir("abi", &paths::abi_dir())?
+        .str("rustc", &rustc);
     for f in &config.features {
         key.str("feature", f);
     }
@@ -58,23 +61,40 @@ pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBu
             .arg("--target-dir")
             .arg(target.path());
         if !config.features.is_empty() {
-            cmd.arg("--features").arg(config.features.iter().cloned().collect::<Vec<_>>().join(","));
+            cmd.arg("--features").arg(
+                config
+                    .features
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         }
         for (k, v) in &config.consts {
-            cmd.env(format!("PGKRAFT_CONFIG_{}", k.trim_start_matches("CONFIG_")), v.to_string());
+            cmd.env(
+                format!("PGKRAFT_CONFIG_{}", k.trim_start_matches("CONFIG_")),
+                v.to_string(),
+            );
         }
         // A cargo invoked from `cargo test` must not inherit the outer build's settings.
-        cmd.env_remove("CARGO_TARGET_DIR").env_remove("RUSTFLAGS").env_remove("CARGO_BUILD_TARGET");
+        cmd.env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET");
         exec::run(&mut cmd, "libOS build", log)?;
         let copy = |from: PathBuf, to: &str| {
-            std::fs::copy(&from, out.join(to)).map(|_| ()).map_err(|e| StageFailure {
-                stage: "libOS build".into(),
-                what: format!("cannot copy {}: {e}", from.display()),
-                log: log.to_path_buf(),
-                tail: String::new(),
-            })
+            std::fs::copy(&from, out.join(to))
+                .map(|_| ())
+                .map_err(|e| StageFailure {
+                    stage: "libOS build".into(),
+                    what: format!("cannot copy {}: {e}", from.display()),
+                    log: log.to_path_buf(),
+                    tail: String::new(),
+                })
         };
-        copy(target.path().join("release/libpgkraft_libos.a"), "libpgkraft_libos.a")?;
+        copy(
+            target.path().join("release/libpgkraft_libos.a"),
+            "libpgkraft_libos.a",
+        )?;
         copy(src.join("link.ld"), "link.ld")
     });
     let dir = match dir {

@@ -34,14 +34,27 @@ pub struct LinkReport {
 }
 
 fn failure(what: String, log: &Path) -> StageFailure {
-    StageFailure { stage: "link".into(), what, log: log.to_path_buf(), tail: exec::tail(log, exec::TAIL_LINES) }
+    StageFailure {
+        stage: "link".into(),
+        what,
+        log: log.to_path_buf(),
+        tail: exec::tail(log, exec::TAIL_LINES),
+    }
 }
 
 /// The baked-in argv and environment as an object file: two symbols naming
 /// blobs of NUL-terminated strings, each ended by an empty string.
-fn args_object(argv: &[String], env: &[String], build_info: &[u8]) -> Result<Vec<u8>, object::write::Error> {
+fn args_object(
+    argv: &[String],
+    env: &[String],
+    build_info: &[u8],
+) -> Result<Vec<u8>, object::write::Error> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-    let info = obj.add_section(Vec::new(), MANIFEST_SECTION.as_bytes().to_vec(), object::SectionKind::Metadata);
+    let info = obj.add_section(
+        Vec::new(),
+        MANIFEST_SECTION.as_bytes().to_vec(),
+        object::SectionKind::Metadata,
+    );
     obj.append_section_data(info, build_info, 1);
     let section = obj.section_id(StandardSection::ReadOnlyData);
     for (name, strings) in [("__pgkraft_argv_blob", argv), ("__pgkraft_envp_blob", env)] {
@@ -73,12 +86,18 @@ fn libgcc() -> Result<String, std::io::Error> {
 /// Link the image into `out` (the caller renames it into place).
 pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkReport, StageFailure> {
     if input.argv.iter().chain(input.env).any(|s| s.contains('\0')) {
-        return Err(failure("an argument or environment value contains a NUL byte".into(), log));
+        return Err(failure(
+            "an argument or environment value contains a NUL byte".into(),
+            log,
+        ));
     }
-    let tmp = tempfile::tempdir().map_err(|e| failure(format!("cannot create a temporary directory: {e}"), log))?;
+    let tmp = tempfile::tempdir()
+        .map_err(|e| failure(format!("cannot create a temporary directory: {e}"), log))?;
     let args_o = tmp.path().join("pgkraft-args.o");
-    let bytes = args_object(input.argv, input.env, input.build_info).map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
-    std::fs::write(&args_o, bytes).map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
+    let bytes = args_object(input.argv, input.env, input.build_info)
+        .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
+    std::fs::write(&args_o, bytes)
+        .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
     let libgcc = libgcc().map_err(|e| failure(format!("cannot find libgcc: {e}"), log))?;
     let gc_list = tmp.path().join("gc-sections.txt");
 
@@ -111,15 +130,23 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         .arg(input.musl.crtn_o());
     // --print-gc-sections writes to stderr; keep it apart from the log so the
     // report can count it and a failure's tail stays readable.
-    let gc = std::fs::File::create(&gc_list).map_err(|e| failure(format!("cannot create {}: {e}", gc_list.display()), log))?;
+    let gc = std::fs::File::create(&gc_list)
+        .map_err(|e| failure(format!("cannot create {}: {e}", gc_list.display()), log))?;
     cmd.stderr(gc);
-    let status = cmd.status().map_err(|e| failure(format!("cannot run ld: {e}"), log))?;
+    let status = cmd
+        .status()
+        .map_err(|e| failure(format!("cannot run ld: {e}"), log))?;
     let gc_text = std::fs::read_to_string(&gc_list).unwrap_or_default();
-    let (dropped, errors): (Vec<&str>, Vec<&str>) =
-        gc_text.lines().partition(|l| l.contains("removing unused section"));
+    let (dropped, errors): (Vec<&str>, Vec<&str>) = gc_text
+        .lines()
+        .partition(|l| l.contains("removing unused section"));
     {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
             let _ = writeln!(f, "$ {cmd:?}");
             for l in &errors {
                 let _ = writeln!(f, "{l}");
@@ -131,7 +158,10 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         return Err(failure(format!("ld exited with {status}"), log));
     }
     let dropped_bytes = dropped_section_bytes(&dropped);
-    Ok(LinkReport { dropped_sections: dropped.len(), dropped_bytes })
+    Ok(LinkReport {
+        dropped_sections: dropped.len(),
+        dropped_bytes,
+    })
 }
 
 /// Sum the sizes of the sections ld reported removing ("removing unused
@@ -142,7 +172,9 @@ fn dropped_section_bytes(lines: &[&str]) -> u64 {
     let mut by_file: HashMap<&str, Vec<&str>> = HashMap::new();
     for l in lines {
         let mut parts = l.split('\'');
-        if let (Some(_), Some(section), Some(_), Some(file)) = (parts.next(), parts.next(), parts.next(), parts.next()) {
+        if let (Some(_), Some(section), Some(_), Some(file)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        {
             by_file.entry(file).or_default().push(section);
         }
     }
@@ -153,14 +185,14 @@ fn dropped_section_bytes(lines: &[&str]) -> u64 {
             Some((a, m)) => (a, Some(m.trim_end_matches(')'))),
             None => (file, None),
         };
-        let Ok(data) = std::fs::read(path) else { continue };
+        let Ok(data) = std::fs::read(path) else {
+            continue;
+        };
         let mut sizes = |bytes: &[u8]| {
             if let Ok(obj) = object::File::parse(bytes) {
                 for s in obj.sections() {
-                    if let Ok(name) = s.name() {
-                        if sections.contains(&name) {
-                            total += s.size();
-                        }
+                    if s.name().is_ok_and(|name| sections.contains(&name)) {
+                        total += s.size();
                     }
                 }
             }
@@ -170,10 +202,10 @@ fn dropped_section_bytes(lines: &[&str]) -> u64 {
             Some(m) => {
                 if let Ok(archive) = object::read::archive::ArchiveFile::parse(&*data) {
                     for member in archive.members().flatten() {
-                        if member.name() == m.as_bytes() {
-                            if let Ok(bytes) = member.data(&*data) {
-                                sizes(bytes);
-                            }
+                        if member.name() == m.as_bytes()
+                            && let Ok(bytes) = member.data(&*data)
+                        {
+                            sizes(bytes);
                         }
                     }
                 }
@@ -184,7 +216,12 @@ fn dropped_section_bytes(lines: &[&str]) -> u64 {
 }
 
 /// The same objects linked with stock musl into a program for this host.
-pub fn link_native(objects: &[PathBuf], musl: &MuslSysroot, out: &Path, log: &Path) -> Result<(), StageFailure> {
+pub fn link_native(
+    objects: &[PathBuf],
+    musl: &MuslSysroot,
+    out: &Path,
+    log: &Path,
+) -> Result<(), StageFailure> {
     let libgcc = libgcc().map_err(|e| failure(format!("cannot find libgcc: {e}"), log))?;
     let mut cmd = Command::new("ld");
     cmd.arg("-static")

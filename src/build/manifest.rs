@@ -23,7 +23,12 @@ impl Inputs {
     /// An input whose hash a stage already computed.
     pub fn file(&mut self, role: &str, path: &Path, sha256: &str) {
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        self.files.push(FileEntry { role: role.into(), path: path.to_path_buf(), sha256: sha256.into(), bytes });
+        self.files.push(FileEntry {
+            role: role.into(),
+            path: path.to_path_buf(),
+            sha256: sha256.into(),
+            bytes,
+        });
     }
     /// An input file to hash now.
     pub fn path(&mut self, role: &str, path: &Path) {
@@ -32,7 +37,12 @@ impl Inputs {
     }
     /// A derived input identified by its stage key (e.g. the libOS build).
     pub fn hashed(&mut self, role: &str, key: &str) {
-        self.files.push(FileEntry { role: role.into(), path: PathBuf::new(), sha256: key.into(), bytes: 0 });
+        self.files.push(FileEntry {
+            role: role.into(),
+            path: PathBuf::new(),
+            sha256: key.into(),
+            bytes: 0,
+        });
     }
 }
 

@@ -46,7 +46,10 @@ pub enum BuildError {
     #[error(transparent)]
     Cache(#[from] cache::CacheError),
     #[error("cannot write {}: {source}", path.display())]
-    Output { path: PathBuf, source: std::io::Error },
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl BuildError {
@@ -71,7 +74,10 @@ pub struct Logs {
 impl Logs {
     fn new(out: &Path) -> Result<Logs, BuildError> {
         let dir = out.join("logs");
-        std::fs::create_dir_all(&dir).map_err(|source| BuildError::Output { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| BuildError::Output {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Logs { dir })
     }
     pub fn stage(&self, name: &str) -> PathBuf {
@@ -84,7 +90,10 @@ impl Logs {
 pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOutput, BuildError> {
     let Kind::Program(program) = &recipe.kind;
     let cache = Cache::from_env()?;
-    std::fs::create_dir_all(out).map_err(|source| BuildError::Output { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| BuildError::Output {
+        path: out.to_path_buf(),
+        source,
+    })?;
     let logs = Logs::new(out)?;
     let mut inputs = manifest::Inputs::default();
 
@@ -94,7 +103,12 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     stage.finish(&format!("musl {}", musl::MUSL_PIN.version));
 
     let stage = progress.stage("musl");
-    let musl = musl::build_musl(&musl_src, musl::MuslFlavor::Patched, &cache, &logs.stage("musl"))?;
+    let musl = musl::build_musl(
+        &musl_src,
+        musl::MuslFlavor::Patched,
+        &cache,
+        &logs.stage("musl"),
+    )?;
     stage.finish("patched: system calls are function calls");
 
     let stage = progress.stage("libos");
@@ -106,7 +120,13 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     stage.finish("done");
 
     let stage = progress.stage("compile");
-    let objects = compile::compile(&program.sources, &program.cflags, &musl, &cache, &logs.stage("compile"))?;
+    let objects = compile::compile(
+        &program.sources,
+        &program.cflags,
+        &musl,
+        &cache,
+        &logs.stage("compile"),
+    )?;
     for s in &program.sources {
         inputs.path("program source", s);
     }
@@ -132,11 +152,16 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         let _ = std::fs::remove_file(&tmp_image);
         BuildError::Link(e)
     })?;
-    stage.finish(&format!("{} unused sections dropped", report.dropped_sections));
+    stage.finish(&format!(
+        "{} unused sections dropped",
+        report.dropped_sections
+    ));
 
     let stage = progress.stage("manifest");
-    let image_sha256 = cache::sha256_file(&tmp_image)
-        .map_err(|source| BuildError::Output { path: tmp_image.clone(), source })?;
+    let image_sha256 = cache::sha256_file(&tmp_image).map_err(|source| BuildError::Output {
+        path: tmp_image.clone(),
+        source,
+    })?;
     let image_bytes = std::fs::metadata(&tmp_image).map(|m| m.len()).unwrap_or(0);
     let manifest_path = out.join(format!("{}.manifest.json", recipe.name));
     let manifest = manifest::Manifest {
@@ -147,7 +172,10 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
             sha256: image_sha256.clone(),
             bytes: image_bytes,
         },
-        link: manifest::LinkFacts { dropped_sections: report.dropped_sections, dropped_bytes: report.dropped_bytes },
+        link: manifest::LinkFacts {
+            dropped_sections: report.dropped_sections,
+            dropped_bytes: report.dropped_bytes,
+        },
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     let finish = || -> std::io::Result<()> {
@@ -156,7 +184,10 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     };
     finish().map_err(|source| {
         let _ = std::fs::remove_file(&tmp_image);
-        BuildError::Output { path: image.clone(), source }
+        BuildError::Output {
+            path: image.clone(),
+            source,
+        }
     })?;
     stage.finish(&format!("{} bytes", image_bytes));
 

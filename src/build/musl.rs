@@ -518,10 +518,14 @@ fn check_no_direct_syscalls(sysroot: &MuslSysroot, log: &Path) -> Result<(), Mus
         });
     }
     if found.is_empty() {
-        Ok(())
-    } else {
-        Err(MuslError::DirectSyscalls(found.join("\n")))
+        return Ok(());
     }
+    const SHOWN: usize = 20;
+    let mut list = found[..found.len().min(SHOWN)].join("\n");
+    if found.len() > SHOWN {
+        list.push_str(&format!("\n... and {} more", found.len() - SHOWN));
+    }
+    Err(MuslError::DirectSyscalls(list))
 }
 
 /// Scans `objdump -d` output for `syscall`, `sysenter` and `int $0x80`,

@@ -126,7 +126,9 @@ impl VmmError {
         let some = Some(p.to_path_buf());
         match self {
             VmmError::NotElf { path: None } => VmmError::NotElf { path: some },
-            VmmError::NotX86_64 { path: None, detail } => VmmError::NotX86_64 { path: some, detail },
+            VmmError::NotX86_64 { path: None, detail } => {
+                VmmError::NotX86_64 { path: some, detail }
+            }
             VmmError::NoBootNote { path: None } => VmmError::NoBootNote { path: some },
             VmmError::BadImage { path: None, detail } => VmmError::BadImage { path: some, detail },
             other => other,

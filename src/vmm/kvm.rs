@@ -1,13 +1,18 @@
-//! The runner's only `unsafe` code: handing guest RAM to KVM and reading one
-//! `kvm_run` union field the safe kvm-ioctls API does not decode.
+//! The runner's only `unsafe` code: handing guest RAM to KVM, mapping image
+//! file pages into guest RAM, and reading one `kvm_run` union field the safe
+//! kvm-ioctls API does not decode.
 //!
 //! Why this is sound is written next to each block. Everything outside this
 //! module is safe Rust (`vmm` denies `unsafe_code`).
 #![allow(unsafe_code)]
 
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::VmmError;
 
@@ -83,4 +88,61 @@ impl Machine {
         let n = (internal.ndata as usize).min(internal.data.len());
         (internal.suberror, internal.data[..n].to_vec())
     }
+}
+
+/// Replaces guest RAM `[gpa, gpa + len)` with a private (copy-on-write)
+/// mapping of `file` from `offset`, in place: the pages stay inside the one
+/// RAM mapping, so KVM still sees a single memory slot (each extra slot
+/// costs an SRCU grace period to install). Must be called before
+/// [`Machine::new`] registers `mem` with KVM.
+pub(crate) fn map_file_into(
+    mem: &GuestMemoryMmap,
+    gpa: u64,
+    len: u64,
+    file: &File,
+    offset: u64,
+) -> io::Result<()> {
+    const PAGE: u64 = 4096;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+    if len == 0
+        || !gpa.is_multiple_of(PAGE)
+        || !len.is_multiple_of(PAGE)
+        || !offset.is_multiple_of(PAGE)
+    {
+        return Err(bad("file mapping not page aligned"));
+    }
+    let (region, at) = mem
+        .to_region_addr(GuestAddress(gpa))
+        .ok_or_else(|| bad("file mapping outside guest RAM"))?;
+    let end =
+        at.0.checked_add(len)
+            .ok_or_else(|| bad("file mapping overflows"))?;
+    if end > region.len() {
+        return Err(bad("file mapping crosses the end of a RAM region"));
+    }
+    let host = region
+        .get_host_address(at)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let off = libc::off_t::try_from(offset).map_err(|_| bad("file offset too large"))?;
+    // SAFETY: `[host, host + len)` lies inside one live anonymous mapping
+    // owned by `mem` (checked just above), so MAP_FIXED replaces only pages
+    // of that mapping, never memory Rust owns elsewhere; `mem` unmaps the
+    // whole range, these pages included, when it is dropped. Guest RAM is
+    // only ever accessed through raw/volatile pointers (vm-memory), never
+    // through Rust references, so swapping the pages underneath is not
+    // observable as aliasing. KVM does not know `mem` yet (see above).
+    let p = unsafe {
+        libc::mmap(
+            host.cast(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            file.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

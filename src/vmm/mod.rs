@@ -2,8 +2,8 @@
 //! through its direct 64-bit entry and serves its console, exit and boot-phase
 //! ports. The contract with the guest is `pgkraft_abi`.
 //!
-//! Boot: the image's PT_LOAD segments are copied to their physical addresses
-//! in one RAM region `[0, mem)`; a [`BootInfo`] goes where the boot note says;
+//! Boot: the image's PT_LOAD segments appear at their physical addresses in
+//! guest RAM `[0, mem)` (mapped from the file where possible, see `memory`); a [`BootInfo`] goes where the boot note says;
 //! the vCPU is put in long mode at CPL3 purely through KVM ioctls (the state
 //! the image's PVH stub would leave), so not one guest instruction runs at
 //! CPL0 — on PVM, where CPL0 is emulated, that is what keeps boot fast.
@@ -14,19 +14,32 @@
 //! lines go to the last pages of RAM below 4 GiB, page aligned; the guest
 //! must copy the text out before it hands those pages to its allocator.
 //!
-//! Guest RAM is an anonymous `MAP_NORESERVE` mapping: pages cost nothing
-//! until the guest (or the loader) touches them; bss is not zeroed by us.
+//! The rest of guest RAM is anonymous `MAP_NORESERVE` memory: pages cost
+//! nothing until the guest touches them; bss is not zeroed by us.
+//!
+//! **Port I/O on PVM.** PVM drops the IOPL=3 the runner puts in RFLAGS, so
+//! CPL3 `in`/`out` work there only through the TSS I/O permission bitmap,
+//! which the CPU reads only inside TR's limit. TR's limit is therefore taken
+//! from the image's own GDT descriptor for its TSS when that is filled in
+//! (see `vcpu::tss_limit`); an image without one gets 103 and, on PVM, dies
+//! on its first port write (the Shutdown report says so).
+//!
+//! **Process-wide effects.** The vCPU runs on its own thread; a timeout
+//! stops it with the real-time signal `SIGRTMIN() + 1`, whose handler `run`
+//! installs once per process. After `run` returns, that thread still closes
+//! the VM and unmaps guest RAM in the background.
 #![deny(unsafe_code)]
 
 mod console;
 mod error;
 mod image;
 mod kvm;
+mod memory;
 mod vcpu;
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{IsTerminal, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::{Kvm, VcpuExit};
 use pgkraft_abi::{
-    BOOT_FLAG_CONSOLE_TTY, BOOT_FLAG_HYPERCALL, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo, BootNote, PORT_COM1,
-    PORT_EXIT, PORT_HYPERCALL, PORT_PHASE, Phase, hc,
+    BOOT_FLAG_CONSOLE_TTY, BOOT_FLAG_HYPERCALL, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo,
+    BootNote, PORT_COM1, PORT_EXIT, PORT_HYPERCALL, PORT_PHASE, Phase, hc,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -47,8 +60,6 @@ pub use error::VmmError;
 use kvm::Machine;
 
 const MIB: u64 = 1 << 20;
-/// Offset of the I/O map base field in a 64-bit TSS.
-const TSS_IOMAP_BASE: u64 = 102;
 
 pub struct VmConfig {
     pub mem_mib: u32,
@@ -117,9 +128,9 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
         path: image_path.to_path_buf(),
         source,
     };
-    let mut file = File::open(image_path).map_err(read_err)?;
-    // Only headers and notes are read here; segments are read straight into
-    // guest RAM below, so a large image is copied once, not twice.
+    let file = File::open(image_path).map_err(read_err)?;
+    // Only headers and notes are read here; segments are mapped (or read)
+    // straight into guest RAM by `memory::build`.
     let cache = object::ReadCache::new(&file);
     let img = image::parse(&cache).map_err(|e| e.with_path(image_path))?;
     drop(cache);
@@ -149,49 +160,36 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
     let vm = kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM"))?;
     let t_vm = t0.elapsed();
 
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes as usize)])
-        .map_err(|e| VmmError::Memory {
-            mem_mib: cfg.mem_mib,
-            detail: e.to_string(),
-        })?;
+    let mem =
+        memory::build(&file, &img, mem_bytes, cfg.mem_mib).map_err(|e| e.with_path(image_path))?;
+    let t_load = t0.elapsed();
     let machine = Machine::new(vm, mem)?;
     let t_mem = t0.elapsed();
 
-    for seg in img.segments.iter().filter(|s| s.filesz > 0) {
-        let seg_err = |e: &dyn std::fmt::Display| VmmError::BadImage {
-            path: Some(image_path.to_path_buf()),
-            detail: format!("the segment for {:#x} could not be loaded: {e}", seg.paddr),
-        };
-        file.seek(SeekFrom::Start(seg.offset))
-            .map_err(|e| seg_err(&e))?;
+    write_boot_info(machine.mem(), &img.note, cfg, mem_bytes, cmdline_gpa)?;
+
+    let tss_desc_at = img.note.gdt + u64::from(pgkraft_abi::sel::TSS);
+    let tss_desc = if img.note.gdt_limit >= u64::from(pgkraft_abi::sel::TSS) + 7 {
         machine
             .mem()
-            .read_exact_volatile_from(GuestAddress(seg.paddr), &mut file, seg.filesz as usize)
-            .map_err(|e| seg_err(&e))?;
-    }
-    write_boot_info(machine.mem(), &img.note, cfg, mem_bytes, cmdline_gpa)?;
-    let t_load = t0.elapsed();
-
-    let mut iomap_base = [0u8; 2];
-    machine
-        .mem()
-        .read_slice(&mut iomap_base, GuestAddress(img.note.tss + TSS_IOMAP_BASE))
-        .map_err(|e| VmmError::BadImage {
-            path: Some(image_path.to_path_buf()),
-            detail: format!("the TSS is unreadable: {e}"),
-        })?;
-    let tss_limit = vcpu::tss_limit(u16::from_le_bytes(iomap_base));
+            .read_obj::<u64>(GuestAddress(tss_desc_at))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let tss_limit = vcpu::tss_limit(tss_desc);
 
     let features = vcpu::set_cpuid(&kvm, machine.vcpu())?;
     let cr4 = vcpu::setup(&kvm, machine.vcpu(), &img.note, &features, tss_limit)?;
     let t_vcpu = t0.elapsed();
     log::debug!(
-        "vmm: setup took {t_vcpu:?}: parse {t_parse:?}, open+create_vm {:?}, memory {:?}, \
-         load {:?}, vcpu {:?} (cr4 {cr4:#x}, {features:?})",
+        "vmm: setup took {t_vcpu:?}: parse {t_parse:?}, open+create_vm {:?}, \
+         guest RAM+image {:?}, create_vcpu+memslots {:?}, vcpu state {:?} \
+         (cr4 {cr4:#x}, TR limit {tss_limit}, {features:?})",
         t_vm - t_parse,
-        t_mem - t_vm,
-        t_load - t_mem,
-        t_vcpu - t_load,
+        t_load - t_vm,
+        t_mem - t_load,
+        t_vcpu - t_mem,
     );
 
     run_vcpu(machine, cfg, mem_bytes, tss_limit > 103, t0)
@@ -223,8 +221,11 @@ fn write_boot_info(
         path: None,
         detail: format!("could not write the BootInfo: {e}"),
     };
-    mem.write_slice(&image::encode_boot_info(&info), GuestAddress(note.boot_info))
-        .map_err(fault)?;
+    mem.write_slice(
+        &image::encode_boot_info(&info),
+        GuestAddress(note.boot_info),
+    )
+    .map_err(fault)?;
     if !cfg.cmdline.is_empty() {
         let mut text = cfg.cmdline.as_bytes().to_vec();
         text.push(0);
@@ -272,10 +273,8 @@ fn run_vcpu(
 ) -> Result<RunOutcome, VmmError> {
     install_kick_handler()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let stop_evt =
-        EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|source| VmmError::Thread {
-            source,
-        })?;
+    let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .map_err(|source| VmmError::Thread { source })?;
     let (out, input) = match &cfg.console {
         Console::Stdio => (
             ConsoleOut::Stdout(std::io::stdout()),
@@ -426,7 +425,7 @@ impl Devices {
                     }
                 }
                 VcpuExit::IoOut(PORT_HYPERCALL, data) => {
-                    if let Ok(gpa) = <[u8; 4]>::try_from(&*data) {
+                    if let Ok(gpa) = <[u8; 4]>::try_from(data) {
                         self.hypercall(mem, u64::from(u32::from_le_bytes(gpa)));
                     } else {
                         log::warn!(
@@ -536,9 +535,10 @@ impl Devices {
         }
         let op = if insn[0] == 0x66 { insn[1] } else { insn[0] };
         if matches!(op, 0xe4..=0xe7 | 0xec..=0xef) {
-            ". It died on a port I/O instruction and its TSS has no I/O permission \
-             bitmap: this KVM (PVM) ignores RFLAGS.IOPL, so CPL3 port I/O needs one \
-             (I/O map base >= 104 and 129 bitmap bytes after the TSS)"
+            ". It died on a port I/O instruction and TR covers no I/O permission \
+             bitmap: this KVM (PVM) ignores RFLAGS.IOPL, so CPL3 port I/O needs one. Put \
+             the bitmap after the TSS (I/O map base 104, 128 zero bytes, then 0xff) and \
+             give the GDT's TSS descriptor a limit that covers it (232)"
         } else {
             ""
         }

@@ -8,7 +8,9 @@ use kvm_bindings::{
     CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd};
-use pgkraft_abi::{BootNote, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_WALL_CLOCK_NEW, USER_RFLAGS, cr, sel};
+use pgkraft_abi::{
+    BootNote, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_WALL_CLOCK_NEW, USER_RFLAGS, cr, sel,
+};
 
 use super::VmmError;
 
@@ -131,21 +133,28 @@ pub(crate) fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<Features, VmmError> 
     Ok(f)
 }
 
-/// The TR limit for a TSS whose I/O map base field holds `iomap_base`.
+/// TR's limit: the one in the image's own GDT descriptor for its TSS
+/// (selector `abi::sel::TSS`) when that descriptor is filled in, else 103
+/// (a bare 104-byte TSS), as `ltr` would load it.
 ///
-/// PVM does not honour RFLAGS.IOPL (the guest's IOPL=3 is dropped on entry),
-/// so CPL3 port I/O is allowed there only by the TSS I/O permission bitmap.
-/// When the image puts one right after its 104-byte TSS (I/O map base >=
-/// 104), TR's limit must reach far enough for the CPU to read it: ports
-/// 0..=0x3ff need 128 bitmap bytes plus the 0xff byte that ends the map.
-/// Without a bitmap the limit stays 103 and only IOPL (hardware KVM) helps.
-pub(crate) fn tss_limit(iomap_base: u16) -> u32 {
-    const TSS_SIZE: u16 = 104;
-    const BITMAP_BYTES: u32 = 0x400 / 8;
-    if (TSS_SIZE..0xdfff).contains(&iomap_base) {
-        u32::from(iomap_base) + BITMAP_BYTES
+/// Why it matters: PVM does not honour RFLAGS.IOPL (the IOPL=3 we set is
+/// dropped on entry), so CPL3 port I/O is allowed there only by the TSS I/O
+/// permission bitmap, and the CPU reads that only inside TR's limit. An
+/// image opts in with a static descriptor whose limit covers the bitmap
+/// (the base may stay 0, as the linker cannot split a relocation into its
+/// fields; the runner takes the base from the boot note).
+pub(crate) fn tss_limit(desc: u64) -> u32 {
+    const BARE_TSS: u32 = 103;
+    let mut limit = (desc & 0xffff) as u32 | (((desc >> 48) & 0xf) as u32) << 16;
+    if desc & (1 << 55) != 0 {
+        limit = (limit << 12) | 0xfff;
+    }
+    let present = desc & (1 << 47) != 0;
+    let tss_type = matches!((desc >> 40) & 0x1f, 0x09 | 0x0b);
+    if present && tss_type && limit >= BARE_TSS {
+        limit
     } else {
-        u32::from(TSS_SIZE) - 1
+        BARE_TSS
     }
 }
 
@@ -187,9 +196,7 @@ pub(crate) fn setup(
         cr4 &= !CR4_OSXSAVE;
     }
 
-    let mut sregs = vcpu
-        .get_sregs()
-        .map_err(VmmError::ioctl("KVM_GET_SREGS"))?;
+    let mut sregs = vcpu.get_sregs().map_err(VmmError::ioctl("KVM_GET_SREGS"))?;
     sregs.cr0 = cr::CR0;
     sregs.cr3 = note.pml4;
     sregs.cr4 = cr4;
@@ -295,13 +302,37 @@ pub(crate) fn dump(vcpu: &VcpuFd) -> String {
         )),
         Err(e) => s.push_str(&format!("(KVM_GET_SREGS failed: {e})")),
     }
-    if let Ok(ev) = vcpu.get_vcpu_events() {
-        if ev.exception.injected != 0 || ev.exception.pending != 0 {
-            s.push_str(&format!(
-                "\npending exception: vector {} error code {:#x}",
-                ev.exception.nr, ev.exception.error_code
-            ));
-        }
+    if let Ok(ev) = vcpu.get_vcpu_events()
+        && (ev.exception.injected != 0 || ev.exception.pending != 0)
+    {
+        s.push_str(&format!(
+            "\npending exception: vector {} error code {:#x}",
+            ev.exception.nr, ev.exception.error_code
+        ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tss_limit;
+
+    #[test]
+    fn tss_limit_comes_from_a_filled_descriptor_only() {
+        assert_eq!(tss_limit(0), 103, "descriptor left for the guest to fill");
+        assert_eq!(
+            tss_limit(0x0000_8900_0000_00e8),
+            232,
+            "available 64-bit TSS"
+        );
+        assert_eq!(tss_limit(0x0000_8b00_0000_00e8), 232, "busy 64-bit TSS");
+        assert_eq!(tss_limit(0x0000_0900_0000_00e8), 103, "not present");
+        assert_eq!(tss_limit(0x0000_8200_0000_00e8), 103, "an LDT, not a TSS");
+        assert_eq!(tss_limit(0x0000_8900_0000_0010), 103, "too small for a TSS");
+        assert_eq!(
+            tss_limit(0x0081_8900_0000_0001),
+            0x1000_1fff,
+            "4 KiB granularity"
+        );
+    }
 }

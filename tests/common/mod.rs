@@ -17,20 +17,29 @@ pub fn pgkraft() -> Command {
 /// Tests that boot VMs need /dev/kvm. Without it they fail with a clear
 /// message, unless PGKRAFT_ALLOW_NO_KVM=1 says skipping is fine.
 pub fn kvm_available() -> bool {
-    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     if !ok {
         if std::env::var("PGKRAFT_ALLOW_NO_KVM").as_deref() == Ok("1") {
             eprintln!("skipping: /dev/kvm is not usable and PGKRAFT_ALLOW_NO_KVM=1");
             return false;
         }
-        panic!("/dev/kvm is missing or not writable: these tests boot real VMs (set PGKRAFT_ALLOW_NO_KVM=1 to skip them)");
+        panic!(
+            "/dev/kvm is missing or not writable: these tests boot real VMs (set PGKRAFT_ALLOW_NO_KVM=1 to skip them)"
+        );
     }
     true
 }
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run pgkraft");
-    eprintln!("$ {cmd:?}\n--- stderr ---\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "$ {cmd:?}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -50,7 +59,8 @@ pub fn image(name: &str) -> PathBuf {
         .arg(&out)
         .arg("--json"));
     assert!(o.status.success(), "pgkraft build {name} failed");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("build --json prints one JSON object");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("build --json prints one JSON object");
     let img = PathBuf::from(v["image"].as_str().expect("image path"));
     map.insert(name.to_string(), img.clone());
     img
@@ -60,7 +70,8 @@ pub fn image(name: &str) -> PathBuf {
 pub fn out_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}", std::process::id()));
+        let d =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     })

@@ -203,6 +203,14 @@ ud2_here:
     call console_write
     exit 0
 
+#elif defined(GUEST_BSS)
+    /* Bss on the page where the file-backed data ends must read as zero,
+       not as whatever follows the segment in the file. */
+    leaq bss_probe(%rip), %rsi
+    movq $64, %rdx
+    call console_write
+    exit 0
+
 #else
 #error "pick a guest: -DGUEST_<NAME>"
 #endif
@@ -261,9 +269,15 @@ gdt:
     .quad 0x0000920000000000        /* 0x10 kernel data */
     .quad 0x0000f20000000000        /* 0x18 user data */
     .quad 0x0020fa0000000000        /* 0x20 user code */
-    /* 0x28 TSS: the runner loads TR's hidden base/limit directly and
-       nothing here runs `ltr`, so the descriptor need not hold the base. */
-    .quad 0x0000890000000067
+    /* 0x28 TSS. The base is left 0 (the linker cannot split a relocation
+       into the descriptor's fields; the runner takes it from the boot note);
+       the limit is what matters: it must cover the I/O permission bitmap
+       after the TSS, or PVM, which ignores IOPL, refuses every `in`/`out`. */
+#ifdef NO_IOBITMAP
+    .quad 0x0000890000000067        /* present, 64-bit TSS, limit 103 */
+#else
+    .quad 0x00008900000000e8        /* present, 64-bit TSS, limit 104 + 128 */
+#endif
     .quad 0
 gdt_end:
 
@@ -273,14 +287,9 @@ tss:
     .quad cpl0_stack_top            /* rsp0 */
     .fill 88, 1, 0
     .word 0
-#ifdef NO_IOBITMAP
-    .word 0xffff                    /* I/O map base beyond the limit: no bitmap */
-#else
     .word 104                       /* I/O map base: right after the TSS */
-#endif
-    /* PVM ignores IOPL=3, so ports are opened by the I/O permission bitmap
-       (the runner sizes TR's limit to cover it): ports 0..0x3ff allowed,
-       then the 0xff byte that ends the map. */
+    /* I/O permission bitmap: ports 0..0x3ff allowed, then the 0xff byte
+       that ends the map. Only inside TR's limit without NO_IOBITMAP. */
     .fill 0x400 / 8, 1, 0
     .byte 0xff
 
@@ -289,6 +298,8 @@ hc:
     .fill 48, 1, 0
 
     .bss
+bss_probe:                          /* shares a page with the end of .data */
+    .skip 64
     .p2align 12
 idt:
     .skip 4096                      /* 256 absent gates */

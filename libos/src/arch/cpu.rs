@@ -12,7 +12,9 @@ pub fn outb(port: u16, value: u8) {
 
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as outb.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
+    }
 }
 
 pub fn inb(port: u16) -> u8 {
@@ -37,7 +39,12 @@ pub struct Cpuid {
 pub fn cpuid(leaf: u32, sub: u32) -> Cpuid {
     // SAFETY: cpuid is always available in long mode and only reads.
     let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    Cpuid {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
 }
 
 /// A hardware random number, or None if the CPU has no RDRAND or it failed.

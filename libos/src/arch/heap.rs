@@ -21,7 +21,9 @@ unsafe impl Source for FromRam {
         let len = crate::mem::page_up(want);
         let at = crate::mem::alloc_top(len).map_err(|_| ())?;
         // SAFETY: [at, at+len) is RAM nobody else owns (see above).
-        unsafe { talc.claim(at as *mut u8, len as usize) }.map(|_| ()).ok_or(())
+        unsafe { talc.claim(at as *mut u8, len as usize) }
+            .map(|_| ())
+            .ok_or(())
     }
 }
 

@@ -69,10 +69,14 @@ pub fn program_headers() -> (u64, u64, u64) {
 
 /// The strings baked into the image by build::link.
 pub fn baked_argv() -> StringBlob {
-    StringBlob { at: addr_of!(__pgkraft_argv_blob) as u64 }
+    StringBlob {
+        at: addr_of!(__pgkraft_argv_blob) as u64,
+    }
 }
 pub fn baked_envp() -> StringBlob {
-    StringBlob { at: addr_of!(__pgkraft_envp_blob) as u64 }
+    StringBlob {
+        at: addr_of!(__pgkraft_envp_blob) as u64,
+    }
 }
 
 /// Iterates a blob of NUL-terminated strings ended by an empty string.
@@ -152,7 +156,7 @@ pub fn read_wall_clock() -> (u32, u32) {
 
 /// The BootInfo our runner wrote, if the magic says it is one.
 pub fn boot_info(gpa: u64) -> Option<BootInfo> {
-    if gpa == 0 || gpa % 8 != 0 {
+    if gpa == 0 || !gpa.is_multiple_of(8) {
         return None;
     }
     // SAFETY: the runner put a BootInfo at this address (the note's
@@ -194,7 +198,10 @@ pub fn pvh_info(gpa: u64) -> Option<PvhInfo> {
                 }
             }
         }
-        Some(PvhInfo { mem_bytes, cmdline_gpa })
+        Some(PvhInfo {
+            mem_bytes,
+            cmdline_gpa,
+        })
     }
 }
 

@@ -23,13 +23,18 @@ pub struct Timespec {
 
 impl Timespec {
     fn from_ns(ns: u64) -> Timespec {
-        Timespec { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as i64 }
+        Timespec {
+            sec: (ns / 1_000_000_000) as i64,
+            nsec: (ns % 1_000_000_000) as i64,
+        }
     }
     fn to_ns(self) -> core::result::Result<u64, Errno> {
         if self.sec < 0 || !(0..1_000_000_000).contains(&self.nsec) {
             return Err(Errno::EINVAL);
         }
-        Ok((self.sec as u64).saturating_mul(1_000_000_000).saturating_add(self.nsec as u64))
+        Ok((self.sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(self.nsec as u64))
     }
 }
 
@@ -37,8 +42,12 @@ impl Timespec {
 fn now(clock: u64) -> core::result::Result<u64, Errno> {
     match clock {
         CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Ok(time::realtime_ns()),
-        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME
-        | CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(time::monotonic_ns()),
+        CLOCK_MONOTONIC
+        | CLOCK_MONOTONIC_RAW
+        | CLOCK_MONOTONIC_COARSE
+        | CLOCK_BOOTTIME
+        | CLOCK_PROCESS_CPUTIME_ID
+        | CLOCK_THREAD_CPUTIME_ID => Ok(time::monotonic_ns()),
         _ => Err(Errno::EINVAL),
     }
 }
@@ -59,7 +68,13 @@ pub fn clock_getres(clock: u64, ts: u64) -> Result {
 pub fn gettimeofday(tv: u64) -> Result {
     if tv != 0 {
         let ns = time::realtime_ns();
-        uaccess::write(tv, &[(ns / 1_000_000_000) as i64, ((ns % 1_000_000_000) / 1000) as i64])?;
+        uaccess::write(
+            tv,
+            &[
+                (ns / 1_000_000_000) as i64,
+                ((ns % 1_000_000_000) / 1000) as i64,
+            ],
+        )?;
     }
     Ok(0)
 }
@@ -79,7 +94,11 @@ pub fn nanosleep(req: u64, rem: u64) -> Result {
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> Result {
     let want = uaccess::read::<Timespec>(req)?.to_ns()?;
     let start = now(clock)?;
-    let deadline = if flags & TIMER_ABSTIME != 0 { want } else { start.saturating_add(want) };
+    let deadline = if flags & TIMER_ABSTIME != 0 {
+        want
+    } else {
+        start.saturating_add(want)
+    };
     // The runner's sleep may return a little early (host timer slack): loop.
     loop {
         let t = now(clock)?;

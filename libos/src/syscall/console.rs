@@ -113,7 +113,7 @@ pub fn fstat(fd: u64, buf: u64) -> Result {
         mode: 0o020620, // character device, rw--w----
         uid: super::ids::UID as u32,
         gid: super::ids::GID as u32,
-        rdev: (136 << 8) | 0, // like /dev/pts/0
+        rdev: 136 << 8, // like /dev/pts/0
         blksize: 1024,
         ..Stat::default()
     };
@@ -152,7 +152,14 @@ pub fn ioctl(fd: u64, req: u64, arg: u64) -> Result {
         TCGETS => {
             let mut cc = [0u8; 19];
             cc[..7].copy_from_slice(&[3, 28, 127, 21, 4, 0, 1]); // INTR QUIT ERASE KILL EOF TIME MIN
-            let t = Termios { iflag: 0x500, oflag: 0x5, cflag: 0xbf, lflag: 0x8a3b, line: 0, cc };
+            let t = Termios {
+                iflag: 0x500,
+                oflag: 0x5,
+                cflag: 0xbf,
+                lflag: 0x8a3b,
+                line: 0,
+                cc,
+            };
             uaccess::write(arg, &t)?;
             Ok(0)
         }

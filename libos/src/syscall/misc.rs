@@ -25,8 +25,14 @@ pub fn arch_prctl(code: u64, addr: u64) -> Result {
 /// version string says what this really is.
 pub fn uname(buf: u64) -> Result {
     let mut u = [[0u8; 65]; 6];
-    let fields: [&[u8]; 6] =
-        [b"Linux", b"pgkraft", b"6.1.0-pgkraft", b"#1 pgkraft libOS", b"x86_64", b"(none)"];
+    let fields: [&[u8]; 6] = [
+        b"Linux",
+        b"pgkraft",
+        b"6.1.0-pgkraft",
+        b"#1 pgkraft libOS",
+        b"x86_64",
+        b"(none)",
+    ];
     for (dst, src) in u.iter_mut().zip(fields) {
         dst[..src.len()].copy_from_slice(src);
     }

@@ -17,7 +17,11 @@ const MREMAP_FIXED: u64 = 2;
 const MADV_DONTNEED: u64 = 4;
 
 fn aligned(addr: u64) -> core::result::Result<(), Errno> {
-    if addr % PAGE == 0 { Ok(()) } else { Err(Errno::EINVAL) }
+    if addr.is_multiple_of(PAGE) {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
 }
 
 pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: i64, offset: u64) -> Result {

@@ -145,18 +145,32 @@ fn report_unimplemented(n: i64) {
         return;
     }
     match names::NAMES.get(idx).filter(|s| !s.is_empty()) {
-        Some(name) => crate::log!("libos: unimplemented system call {name} ({n}): returning ENOSYS"),
+        Some(name) => {
+            crate::log!("libos: unimplemented system call {name} ({n}): returning ENOSYS")
+        }
         None => crate::log!("libos: unknown system call number {n}: returning ENOSYS"),
     }
 }
 
 /// musl's system-call layer calls this (see libos/musl/patches).
 #[unsafe(no_mangle)]
-pub extern "C" fn __pgkraft_syscall(n: i64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64) -> i64 {
+pub extern "C" fn __pgkraft_syscall(
+    n: i64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+    a6: u64,
+) -> i64 {
     let r = dispatch(n, [a1, a2, a3, a4, a5, a6]);
     #[cfg(feature = "trace-syscalls")]
     {
-        let name = usize::try_from(n).ok().and_then(|i| names::NAMES.get(i)).copied().unwrap_or("?");
+        let name = usize::try_from(n)
+            .ok()
+            .and_then(|i| names::NAMES.get(i))
+            .copied()
+            .unwrap_or("?");
         crate::log!("libos: {name}({a1:#x}, {a2:#x}, {a3:#x}, {a4:#x}) = {r:?}");
     }
     match r {

@@ -31,12 +31,21 @@ struct Signals {
 }
 
 static SIGNALS: Mutex<Signals> = Mutex::new(Signals {
-    actions: [KSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 }; NSIG],
+    actions: [KSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    }; NSIG],
     mask: 0,
 });
 
 fn valid(sig: u64) -> core::result::Result<usize, Errno> {
-    if (1..NSIG as u64).contains(&sig) { Ok(sig as usize) } else { Err(Errno::EINVAL) }
+    if (1..NSIG as u64).contains(&sig) {
+        Ok(sig as usize)
+    } else {
+        Err(Errno::EINVAL)
+    }
 }
 
 pub fn rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> Result {
@@ -44,7 +53,11 @@ pub fn rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> Result {
     if size != 8 {
         return Err(Errno::EINVAL);
     }
-    let new = if act != 0 { Some(uaccess::read::<KSigaction>(act)?) } else { None };
+    let new = if act != 0 {
+        Some(uaccess::read::<KSigaction>(act)?)
+    } else {
+        None
+    };
     if new.is_some() && (sig == SIGKILL || sig == SIGSTOP) {
         return Err(Errno::EINVAL);
     }
