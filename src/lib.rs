@@ -1,4 +1,5 @@
 //! pgkraft: recipe -> one bootable unikernel image -> boot it under our own KVM runner.
+pub mod bench;
 pub mod build;
 pub mod image_info;
 pub mod inspect;

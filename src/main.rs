@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pgkraft::{build, image_info, progress::Progress, recipe, smoke, vmm};
+use pgkraft::{bench, build, image_info, progress::Progress, recipe, smoke, vmm};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -54,9 +54,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure, side by side in one run (prints medians and ratios).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Show an image's sections, sizes and embedded build manifest.
     Inspect {
         image: PathBuf,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Boot an image repeatedly under our runner and under QEMU microvm, alternating.
+    Boot {
+        image: PathBuf,
+        /// Boots per VMM.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
         json: bool,
@@ -190,6 +209,24 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 eprint!("{}", report.human());
             }
             Ok(if report.ok { 0 } else { 1 })
+        }
+        Command::Bench {
+            what: BenchCommand::Boot { image, runs, json },
+        } => {
+            if runs == 0 {
+                return Err(Failure::input(anyhow::anyhow!("--runs must be at least 1")));
+            }
+            let report = bench::boot(&image, runs).map_err(|e| match e {
+                bench::BenchError::Image(e) => Failure::input(e),
+                bench::BenchError::Vmm(e) => vmm_failure(e),
+                e => Failure::failed(e),
+            })?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", report.human());
+            }
+            Ok(0)
         }
         Command::Inspect { image, json } => {
             let info = image_info::read(&image)

@@ -186,16 +186,20 @@ impl Image {
             ("the image end".into(), n.image_end, 0),
         ]);
         let mem = u64::from(mem_mib) * MIB;
-        for (what, start, len) in spans {
-            let end = start.saturating_add(len);
-            if end > mem {
-                return Err(VmmError::TooBig {
-                    mem_mib,
-                    needed_mib: end.div_ceil(MIB) + 1,
-                    what,
-                    end,
-                });
-            }
+        // The furthest-reaching one decides, so one rerun with the named
+        // --mem is enough.
+        let (what, end) = spans
+            .into_iter()
+            .map(|(what, start, len)| (what, start.saturating_add(len)))
+            .max_by_key(|&(_, end)| end)
+            .expect("spans is never empty");
+        if end > mem {
+            return Err(VmmError::TooBig {
+                mem_mib,
+                needed_mib: end.div_ceil(MIB) + 1,
+                what,
+                end,
+            });
         }
         Ok(())
     }

@@ -20,9 +20,10 @@
 //! **Port I/O on PVM.** PVM drops the IOPL=3 the runner puts in RFLAGS, so
 //! CPL3 `in`/`out` work there only through the TSS I/O permission bitmap,
 //! which the CPU reads only inside TR's limit. TR's limit is therefore taken
-//! from the image's own GDT descriptor for its TSS when that is filled in
-//! (see `vcpu::tss_limit`); an image without one gets 103 and, on PVM, dies
-//! on its first port write (the Shutdown report says so).
+//! from the image's own GDT descriptor for its TSS when that is filled in,
+//! or sized to cover a closed bitmap right after the TSS (see
+//! `vcpu::tss_limit`); an image with neither gets 103 and, on PVM, dies on
+//! its first port write (the Shutdown report says so).
 //!
 //! **Process-wide effects.** The vCPU runs on its own thread; a timeout
 //! stops it with the real-time signal `SIGRTMIN() + 1`, whose handler `run`
@@ -124,6 +125,9 @@ pub fn read_boot_note(elf_bytes: &[u8]) -> Result<BootNote, VmmError> {
 /// Boots `image` and runs it until it exits, dies, or `cfg.timeout` passes.
 pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
     let t0 = Instant::now();
+    // Started first so that creating and scheduling the thread overlaps
+    // with the setup below instead of following it.
+    let vcpu_thread = VcpuThread::spawn()?;
     let read_err = |source| VmmError::ReadImage {
         path: image_path.to_path_buf(),
         source,
@@ -168,22 +172,13 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
 
     write_boot_info(machine.mem(), &img.note, cfg, mem_bytes, cmdline_gpa)?;
 
-    let tss_desc_at = img.note.gdt + u64::from(pgkraft_abi::sel::TSS);
-    let tss_desc = if img.note.gdt_limit >= u64::from(pgkraft_abi::sel::TSS) + 7 {
-        machine
-            .mem()
-            .read_obj::<u64>(GuestAddress(tss_desc_at))
-            .unwrap_or(0)
-    } else {
-        0
-    };
-    let tss_limit = vcpu::tss_limit(tss_desc);
+    let tss_limit = tss_limit(machine.mem(), &img.note);
 
     let features = vcpu::set_cpuid(&kvm, machine.vcpu())?;
     let cr4 = vcpu::setup(&kvm, machine.vcpu(), &img.note, &features, tss_limit)?;
     let t_vcpu = t0.elapsed();
     log::debug!(
-        "vmm: setup took {t_vcpu:?}: parse {t_parse:?}, open+create_vm {:?}, \
+        "vmm: setup took {t_vcpu:?}: spawn+parse {t_parse:?}, open+create_vm {:?}, \
          guest RAM+image {:?}, create_vcpu+memslots {:?}, vcpu state {:?} \
          (cr4 {cr4:#x}, TR limit {tss_limit}, {features:?})",
         t_vm - t_parse,
@@ -192,7 +187,28 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
         t_vcpu - t_mem,
     );
 
-    run_vcpu(machine, cfg, mem_bytes, tss_limit > 103, t0)
+    vcpu_thread.run(machine, cfg, mem_bytes, tss_limit > 103, t0)
+}
+
+/// TR's limit for the image's TSS (see `vcpu::tss_limit` for the rules).
+fn tss_limit(mem: &GuestMemoryMmap, note: &BootNote) -> u32 {
+    const IOMAP_BASE_FIELD: u64 = 102;
+    let sel = u64::from(pgkraft_abi::sel::TSS);
+    let desc = if note.gdt_limit >= sel + 7 {
+        mem.read_obj::<u64>(GuestAddress(note.gdt + sel))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let iomap_base = mem
+        .read_obj::<u16>(GuestAddress(note.tss + IOMAP_BASE_FIELD))
+        .unwrap_or(0);
+    let bitmap_end = mem
+        .read_obj::<u8>(GuestAddress(
+            note.tss + u64::from(iomap_base) + vcpu::IO_BITMAP_BYTES,
+        ))
+        .ok();
+    vcpu::tss_limit(desc, iomap_base, bitmap_end)
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -264,95 +280,133 @@ struct Finished {
     exits: u64,
 }
 
-fn run_vcpu(
+/// What the vCPU thread is started with once setup is done.
+struct Start {
     machine: Machine,
-    cfg: &VmConfig,
-    mem_bytes: u64,
-    io_bitmap: bool,
-    t0: Instant,
-) -> Result<RunOutcome, VmmError> {
-    install_kick_handler()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-        .map_err(|source| VmmError::Thread { source })?;
-    let (out, input) = match &cfg.console {
-        Console::Stdio => (
-            ConsoleOut::Stdout(std::io::stdout()),
-            ConsoleIn::stdin(&stop_evt),
-        ),
-        Console::Capture { input } => (
-            ConsoleOut::Capture(Vec::new()),
-            ConsoleIn::Buffer {
-                data: input.clone(),
-                pos: 0,
-            },
-        ),
-    };
-    let mut devices = Devices {
-        uart: Uart::new(NoIrq, out),
-        input,
-        phases: Vec::with_capacity(8),
-        exits: 0,
-        t0,
-        stop: stop.clone(),
-        mem_bytes,
-        io_bitmap,
-        quiet_ports: HashSet::new(),
-    };
-    let (done_tx, done_rx) = mpsc::channel::<Finished>();
-    let handle = std::thread::Builder::new()
-        .name("pgkraft-vcpu".into())
-        .spawn(move || {
-            let mut machine = machine;
-            devices.mark("vmm_ready");
-            let result = devices.run(&mut machine);
-            devices.mark("exit");
-            let _ = devices.uart.writer_mut().flush();
-            let _ = done_tx.send(Finished {
-                result,
-                exits: devices.exits,
-                phases: devices.phases,
-                console: devices.uart.into_writer().into_captured(),
-            });
-            drop(machine);
-        })
-        .map_err(|source| VmmError::Thread { source })?;
+    devices: Devices,
+    done: mpsc::Sender<Finished>,
+}
 
-    let mut got = match cfg.timeout {
-        None => done_rx
-            .recv()
-            .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-        Some(t) => done_rx.recv_timeout(t),
-    };
-    if let Err(mpsc::RecvTimeoutError::Timeout) = got {
-        stop.store(true, Ordering::SeqCst);
-        let _ = stop_evt.write(1);
-        // Repeat the kick: a signal that lands between the vCPU thread's
-        // stop check and its entry into KVM_RUN is otherwise lost.
-        while let Err(mpsc::RecvTimeoutError::Timeout) = got {
-            let _ = handle.kill(kick_signal());
-            got = done_rx.recv_timeout(Duration::from_millis(2));
-        }
+/// The thread that runs the vCPU, waiting for its [`Start`]. If `run` fails
+/// before sending one, the dropped sender lets the thread end.
+struct VcpuThread {
+    handle: std::thread::JoinHandle<()>,
+    start: mpsc::Sender<Start>,
+}
+
+impl VcpuThread {
+    fn spawn() -> Result<VcpuThread, VmmError> {
+        install_kick_handler()?;
+        let (start, start_rx) = mpsc::channel::<Start>();
+        let handle = std::thread::Builder::new()
+            .name("pgkraft-vcpu".into())
+            .spawn(move || {
+                let Ok(Start {
+                    mut machine,
+                    mut devices,
+                    done,
+                }) = start_rx.recv()
+                else {
+                    return;
+                };
+                devices.mark("vmm_ready");
+                let result = devices.run(&mut machine);
+                devices.mark("exit");
+                let _ = devices.uart.writer_mut().flush();
+                let _ = done.send(Finished {
+                    result,
+                    exits: devices.exits,
+                    phases: devices.phases,
+                    console: devices.uart.into_writer().into_captured(),
+                });
+                drop(machine);
+            })
+            .map_err(|source| VmmError::Thread { source })?;
+        Ok(VcpuThread { handle, start })
     }
-    // Not joined: the thread still closes the VM and unmaps guest RAM
-    // (0.3-1 ms, more for big guests), which the caller need not wait for.
-    drop(handle);
-    let f = got.map_err(|_| VmmError::Thread {
-        source: std::io::Error::other("the vCPU thread panicked"),
-    })?;
-    match f.result {
-        Ok(exit) => Ok(RunOutcome {
-            exit,
-            console: f.console,
-            phases: f.phases,
-            exits: f.exits,
-        }),
-        Err(VmmError::Guest { reason, regs, .. }) => Err(VmmError::Guest {
-            reason,
-            regs,
-            console: f.console,
-        }),
-        Err(e) => Err(e),
+
+    fn run(
+        self,
+        machine: Machine,
+        cfg: &VmConfig,
+        mem_bytes: u64,
+        io_bitmap: bool,
+        t0: Instant,
+    ) -> Result<RunOutcome, VmmError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(|source| VmmError::Thread { source })?;
+        let (out, input) = match &cfg.console {
+            Console::Stdio => (
+                ConsoleOut::Stdout(std::io::stdout()),
+                ConsoleIn::stdin(&stop_evt),
+            ),
+            Console::Capture { input } => (
+                ConsoleOut::Capture(Vec::new()),
+                ConsoleIn::Buffer {
+                    data: input.clone(),
+                    pos: 0,
+                },
+            ),
+        };
+        let devices = Devices {
+            uart: Uart::new(NoIrq, out),
+            input,
+            phases: Vec::with_capacity(8),
+            exits: 0,
+            t0,
+            stop: stop.clone(),
+            mem_bytes,
+            io_bitmap,
+            quiet_ports: HashSet::new(),
+        };
+        let (done, done_rx) = mpsc::channel::<Finished>();
+        let thread_gone = || VmmError::Thread {
+            source: std::io::Error::other("the vCPU thread ended unexpectedly"),
+        };
+        self.start
+            .send(Start {
+                machine,
+                devices,
+                done,
+            })
+            .map_err(|_| thread_gone())?;
+
+        let mut got = match cfg.timeout {
+            None => done_rx
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            // The timeout counts from the call to `run`, setup included.
+            Some(t) => done_rx.recv_timeout(t.saturating_sub(t0.elapsed())),
+        };
+        if let Err(mpsc::RecvTimeoutError::Timeout) = got {
+            stop.store(true, Ordering::SeqCst);
+            let _ = stop_evt.write(1);
+            // Repeat the kick: a signal that lands between the vCPU thread's
+            // stop check and its entry into KVM_RUN is otherwise lost.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = got {
+                let _ = self.handle.kill(kick_signal());
+                got = done_rx.recv_timeout(Duration::from_millis(2));
+            }
+        }
+        // Not joined: the thread still closes the VM and unmaps guest RAM
+        // (0.3-1 ms, more for big guests), which the caller need not wait for.
+        drop(self.handle);
+        let f = got.map_err(|_| thread_gone())?;
+        match f.result {
+            Ok(exit) => Ok(RunOutcome {
+                exit,
+                console: f.console,
+                phases: f.phases,
+                exits: f.exits,
+            }),
+            Err(VmmError::Guest { reason, regs, .. }) => Err(VmmError::Guest {
+                reason,
+                regs,
+                console: f.console,
+            }),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -537,8 +591,8 @@ impl Devices {
         if matches!(op, 0xe4..=0xe7 | 0xec..=0xef) {
             ". It died on a port I/O instruction and TR covers no I/O permission \
              bitmap: this KVM (PVM) ignores RFLAGS.IOPL, so CPL3 port I/O needs one. Put \
-             the bitmap after the TSS (I/O map base 104, 128 zero bytes, then 0xff) and \
-             give the GDT's TSS descriptor a limit that covers it (232)"
+             it right after the TSS (I/O map base 104, 128 zero bytes, then 0xff) and the \
+             runner sizes TR to cover it"
         } else {
             ""
         }

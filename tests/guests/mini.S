@@ -272,9 +272,13 @@ gdt:
     /* 0x28 TSS. The base is left 0 (the linker cannot split a relocation
        into the descriptor's fields; the runner takes it from the boot note);
        the limit is what matters: it must cover the I/O permission bitmap
-       after the TSS, or PVM, which ignores IOPL, refuses every `in`/`out`. */
-#ifdef NO_IOBITMAP
+       after the TSS, or PVM, which ignores IOPL, refuses every `in`/`out`.
+       TSS_DESC_EMPTY leaves the descriptor zero, as the libOS does: the
+       runner then finds the bitmap through the TSS's I/O map base. */
+#if defined(NO_IOBITMAP)
     .quad 0x0000890000000067        /* present, 64-bit TSS, limit 103 */
+#elif defined(TSS_DESC_EMPTY)
+    .quad 0
 #else
     .quad 0x00008900000000e8        /* present, 64-bit TSS, limit 104 + 128 */
 #endif
@@ -297,9 +301,11 @@ tss:
 hc:
     .fill 48, 1, 0
 
-    .bss
+    .section .bss.early, "aw", @nobits
 bss_probe:                          /* shares a page with the end of .data */
     .skip 64
+
+    .bss
     .p2align 12
 idt:
     .skip 4096                      /* 256 absent gates */
