@@ -292,18 +292,6 @@ fn port_io_without_io_bitmap_is_explained() {
     }
 }
 
-/// The libOS's layout: no static TSS descriptor, but an I/O map base of 104
-/// and a closed bitmap after the TSS. The runner must size TR to cover it.
-#[test]
-fn io_bitmap_found_through_the_tss_alone() {
-    if !have_kvm() {
-        return;
-    }
-    let g = guest(&["GUEST_HELLO", "TSS_DESC_EMPTY"]);
-    let out = vmm::run(&g.elf, &capture(b"")).unwrap();
-    assert_eq!(out.exit, GuestExit::Status(7), "{out:?}");
-}
-
 #[test]
 fn console_read_echoes_captured_input() {
     if !have_kvm() {

@@ -139,7 +139,7 @@ pub struct BootNote {
     pub gdt_limit: u64,
     /// IDT (256 gates; the libOS fills it at CPL3 during init).
     pub idt: u64,
-    /// 64-bit TSS (104 bytes); rsp0 already points at the CPL0 stack.
+    /// 64-bit TSS; rsp0 already points at the CPL0 stack.
     pub tss: u64,
     /// Where the runner writes the [`BootInfo`] (one page reserved).
     pub boot_info: u64,
@@ -149,6 +149,10 @@ pub struct BootNote {
     pub wall_clock: u64,
     /// First byte after the image (page aligned): free RAM starts here.
     pub image_end: u64,
+    /// TR's limit for `tss`. It covers the I/O permission bitmap that
+    /// follows the 104-byte TSS: PVM ignores RFLAGS.IOPL, so that bitmap is
+    /// what lets the CPL3 libOS use its ports at all.
+    pub tss_limit: u64,
 }
 
 /// GDT selectors (same on both boot paths).

@@ -37,6 +37,13 @@ extern "C" fn libos_main(info: u64, kind: u64) -> ! {
         platform::exit(EXIT_LIBOS);
     }
     mem::init(arch::image::image_end(), p.mem_bytes);
+    // A long command line sits in free RAM (past the image): keep the
+    // allocator off it until argv has been built from it.
+    let at = p.cmdline.as_ptr() as u64;
+    if !p.cmdline.is_empty() && at >= arch::image::image_end() {
+        let start = at & !(mem::PAGE - 1);
+        let _ = mem::alloc_fixed(start, at + p.cmdline.len() as u64 + 1 - start);
+    }
     platform::phase(Phase::LibosReady);
     let argv = start::argv(p.cmdline);
     start::run_program(&argv)

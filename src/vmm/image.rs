@@ -143,8 +143,14 @@ fn decode_note(desc: &[u8]) -> Result<BootNote, VmmError> {
     }
     // Field order is the #[repr(C)] order of abi::BootNote; the size check
     // below catches a field being added without this list following.
-    let f = [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88].map(u64_at);
-    const _: () = assert!(BOOT_NOTE_SIZE == 96);
+    let f = [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96].map(u64_at);
+    const _: () = assert!(BOOT_NOTE_SIZE == 104);
+    if !(103..=0xffff).contains(&f[11]) {
+        return Err(bad(format!(
+            "TSS limit {} is not between 103 and 0xffff",
+            f[11]
+        )));
+    }
     Ok(BootNote {
         version,
         _pad: 0,
@@ -159,6 +165,7 @@ fn decode_note(desc: &[u8]) -> Result<BootNote, VmmError> {
         pvclock: f[8],
         wall_clock: f[9],
         image_end: f[10],
+        tss_limit: f[11],
     })
 }
 
@@ -178,7 +185,7 @@ impl Image {
             ("the page-table root".into(), n.pml4, 4096),
             ("the GDT".into(), n.gdt, n.gdt_limit.saturating_add(1)),
             ("the IDT".into(), n.idt, 4096),
-            ("the TSS".into(), n.tss, 104),
+            ("the TSS".into(), n.tss, n.tss_limit + 1),
             ("the pvclock area".into(), n.pvclock, 32),
             ("the wall-clock area".into(), n.wall_clock, 12),
             ("the initial stack".into(), n.stack_top.saturating_sub(8), 8),

@@ -19,10 +19,8 @@
 //!
 //! **Port I/O on PVM.** PVM drops the IOPL=3 the runner puts in RFLAGS, so
 //! CPL3 `in`/`out` work there only through the TSS I/O permission bitmap,
-//! which the CPU reads only inside TR's limit. TR's limit is therefore taken
-//! from the image's own GDT descriptor for its TSS when that is filled in,
-//! or sized to cover a closed bitmap right after the TSS (see
-//! `vcpu::tss_limit`); an image with neither gets 103 and, on PVM, dies on
+//! which the CPU reads only inside TR's limit. The image says that limit in
+//! its boot note (`tss_limit`); one whose TSS has no bitmap dies on PVM at
 //! its first port write (the Shutdown report says so).
 //!
 //! **Process-wide effects.** The vCPU runs on its own thread; a timeout
@@ -172,7 +170,7 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
 
     write_boot_info(machine.mem(), &img.note, cfg, mem_bytes, cmdline_gpa)?;
 
-    let tss_limit = tss_limit(machine.mem(), &img.note);
+    let tss_limit = img.note.tss_limit as u32;
 
     let features = vcpu::set_cpuid(&kvm, machine.vcpu())?;
     let cr4 = vcpu::setup(&kvm, machine.vcpu(), &img.note, &features, tss_limit)?;
@@ -188,27 +186,6 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
     );
 
     vcpu_thread.run(machine, cfg, mem_bytes, tss_limit > 103, t0)
-}
-
-/// TR's limit for the image's TSS (see `vcpu::tss_limit` for the rules).
-fn tss_limit(mem: &GuestMemoryMmap, note: &BootNote) -> u32 {
-    const IOMAP_BASE_FIELD: u64 = 102;
-    let sel = u64::from(pgkraft_abi::sel::TSS);
-    let desc = if note.gdt_limit >= sel + 7 {
-        mem.read_obj::<u64>(GuestAddress(note.gdt + sel))
-            .unwrap_or(0)
-    } else {
-        0
-    };
-    let iomap_base = mem
-        .read_obj::<u16>(GuestAddress(note.tss + IOMAP_BASE_FIELD))
-        .unwrap_or(0);
-    let bitmap_end = mem
-        .read_obj::<u8>(GuestAddress(
-            note.tss + u64::from(iomap_base) + vcpu::IO_BITMAP_BYTES,
-        ))
-        .ok();
-    vcpu::tss_limit(desc, iomap_base, bitmap_end)
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -419,7 +396,7 @@ struct Devices {
     t0: Instant,
     stop: Arc<AtomicBool>,
     mem_bytes: u64,
-    /// The TSS has an I/O permission bitmap (see `vcpu::tss_limit`).
+    /// The TSS has an I/O permission bitmap (its limit reaches past 103).
     io_bitmap: bool,
     /// Unhandled ports already logged, so a polling guest does not flood the log.
     quiet_ports: HashSet<u16>,

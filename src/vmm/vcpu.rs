@@ -133,41 +133,6 @@ pub(crate) fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<Features, VmmError> 
     Ok(f)
 }
 
-/// An I/O permission bitmap for ports 0..=0x3ff: 128 bytes, then the 0xff
-/// byte that must end every bitmap.
-pub(crate) const IO_BITMAP_BYTES: u64 = 0x400 / 8;
-
-/// TR's limit, as `ltr` would load it. In order:
-/// 1. the limit in the image's own GDT descriptor for its TSS (selector
-///    `abi::sel::TSS`) when the image filled that in statically;
-/// 2. else, when the TSS's I/O map base points past its 104 bytes at a
-///    bitmap for ports 0..=0x3ff whose closing byte is 0xff (`bitmap_end`),
-///    a limit that covers that bitmap (the libOS's layout: it fills the
-///    descriptor only at run time);
-/// 3. else 103, a bare TSS.
-///
-/// Why it matters: PVM does not honour RFLAGS.IOPL (the IOPL=3 we set is
-/// dropped on entry), so CPL3 port I/O is allowed there only by the TSS I/O
-/// permission bitmap, and the CPU reads that only inside TR's limit. An I/O
-/// map base of 104 with no closing 0xff is the classic "no bitmap", which
-/// is why rule 2 checks that byte rather than trusting the base alone.
-pub(crate) fn tss_limit(desc: u64, iomap_base: u16, bitmap_end: Option<u8>) -> u32 {
-    const BARE_TSS: u32 = 103;
-    let mut limit = (desc & 0xffff) as u32 | (((desc >> 48) & 0xf) as u32) << 16;
-    if desc & (1 << 55) != 0 {
-        limit = (limit << 12) | 0xfff;
-    }
-    let present = desc & (1 << 47) != 0;
-    let tss_type = matches!((desc >> 40) & 0x1f, 0x09 | 0x0b);
-    if present && tss_type && limit >= BARE_TSS {
-        limit
-    } else if u32::from(iomap_base) > BARE_TSS && bitmap_end == Some(0xff) {
-        u32::from(iomap_base) + IO_BITMAP_BYTES as u32
-    } else {
-        BARE_TSS
-    }
-}
-
 fn user_segment(selector: u16, code: bool) -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -321,35 +286,4 @@ pub(crate) fn dump(vcpu: &VcpuFd) -> String {
         ));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tss_limit;
-
-    #[test]
-    fn tss_limit_from_a_filled_descriptor() {
-        let t = |desc| tss_limit(desc, 104, None);
-        assert_eq!(t(0), 103, "descriptor left for the guest to fill");
-        assert_eq!(t(0x0000_8900_0000_00e8), 232, "available 64-bit TSS");
-        assert_eq!(t(0x0000_8b00_0000_00e8), 232, "busy 64-bit TSS");
-        assert_eq!(t(0x0000_0900_0000_00e8), 103, "not present");
-        assert_eq!(t(0x0000_8200_0000_00e8), 103, "an LDT, not a TSS");
-        assert_eq!(t(0x0000_8900_0000_0010), 103, "too small for a TSS");
-        assert_eq!(t(0x0081_8900_0000_0001), 0x1000_1fff, "4 KiB granularity");
-        // A filled descriptor wins over a bitmap it does not cover.
-        assert_eq!(tss_limit(0x0000_8900_0000_0067, 104, Some(0xff)), 103);
-    }
-
-    #[test]
-    fn tss_limit_from_a_closed_bitmap_after_the_tss() {
-        assert_eq!(tss_limit(0, 104, Some(0xff)), 232);
-        assert_eq!(
-            tss_limit(0, 104, Some(0x00)),
-            103,
-            "104 alone means no bitmap"
-        );
-        assert_eq!(tss_limit(0, 104, None), 103);
-        assert_eq!(tss_limit(0, 0, Some(0xff)), 103, "bitmap inside the TSS");
-    }
 }

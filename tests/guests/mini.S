@@ -40,6 +40,11 @@ desc:
     .quad pvclock
     .quad wall_clock
     .quad image_end
+#ifdef NO_IOBITMAP
+    .quad 103                       /* tss_limit: a bare TSS */
+#else
+    .quad 104 + 0x400 / 8           /* tss_limit: TSS + I/O bitmap */
+#endif
 desc_end:
 #endif
 
@@ -269,19 +274,9 @@ gdt:
     .quad 0x0000920000000000        /* 0x10 kernel data */
     .quad 0x0000f20000000000        /* 0x18 user data */
     .quad 0x0020fa0000000000        /* 0x20 user code */
-    /* 0x28 TSS. The base is left 0 (the linker cannot split a relocation
-       into the descriptor's fields; the runner takes it from the boot note);
-       the limit is what matters: it must cover the I/O permission bitmap
-       after the TSS, or PVM, which ignores IOPL, refuses every `in`/`out`.
-       TSS_DESC_EMPTY leaves the descriptor zero, as the libOS does: the
-       runner then finds the bitmap through the TSS's I/O map base. */
-#if defined(NO_IOBITMAP)
-    .quad 0x0000890000000067        /* present, 64-bit TSS, limit 103 */
-#elif defined(TSS_DESC_EMPTY)
+    /* 0x28 TSS: left zero, as the libOS leaves it. The runner loads TR
+       from the boot note (base `tss`, limit `tss_limit`), never from here. */
     .quad 0
-#else
-    .quad 0x00008900000000e8        /* present, 64-bit TSS, limit 104 + 128 */
-#endif
     .quad 0
 gdt_end:
 

@@ -45,6 +45,7 @@ pgkraft_note_desc:
     .quad pvclock_page
     .quad pvclock_page + 64     # wall clock struct, same page
     .quad __image_end
+    .quad TSS_LIMIT
 pgkraft_note_end:
 
 # ---------------------------------------------------------------------------
