@@ -491,7 +491,7 @@ fn load_yaml_for_other_files() {
 
 #[test]
 fn docs_cover_every_field_and_key() {
-    let docs = fs::read_to_string(repo().join("docs/recipe.md")).unwrap();
+    let docs = fs::read_to_string(repo().join("README.md")).unwrap();
     for field in [
         "name",
         "kind",
@@ -504,14 +504,14 @@ fn docs_cover_every_field_and_key() {
     ] {
         assert!(
             docs.contains(&format!("`{field}`")),
-            "docs/recipe.md lacks `{field}`"
+            "README.md lacks `{field}`"
         );
     }
     for key in recipe::KEYS {
-        assert!(docs.contains(key.name), "docs/recipe.md lacks {}", key.name);
+        assert!(docs.contains(key.name), "README.md lacks {}", key.name);
         assert!(
             docs.contains(&key.default_text()),
-            "docs/recipe.md lacks {}'s default",
+            "README.md lacks {}'s default",
             key.name
         );
     }

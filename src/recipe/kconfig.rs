@@ -2,7 +2,7 @@
 //! options, in the familiar Kconfig `CONFIG_NAME=value` form.
 //!
 //! [`KEYS`] is the single list of what exists; the parser, the defaults, the
-//! canonical rendering and docs/recipe.md all follow it.
+//! canonical rendering and README.md all follow it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

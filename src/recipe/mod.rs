@@ -1,5 +1,5 @@
 //! Recipe v1: the declarative YAML file that says what goes into an image.
-//! The reference for users is docs/recipe.md; keep it in step with this file.
+//! The reference for users is README.md; keep it in step with this file.
 //!
 //! Loading happens in two passes: serde maps the YAML onto `Raw*` structs
 //! (which keep source positions and reject unknown keys), then [`load`]
@@ -377,7 +377,7 @@ fn yaml_diagnostic(
             let see_docs = if fields.is_empty() {
                 ""
             } else {
-                " (see docs/recipe.md)"
+                " (see README.md)"
             };
             let fix = if let Some(k) = error::closest(field, expected.iter().copied()) {
                 format!("did you mean `{k}`? rename `{field}` to `{k}`")
