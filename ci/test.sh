@@ -17,4 +17,11 @@ cargo fmt --all --check
 (cd libos && cargo fmt --check)
 cargo clippy --all-targets --locked -- -D warnings
 (cd libos && cargo clippy --release --locked -- -D warnings)
-cargo test --locked -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked --tests -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"

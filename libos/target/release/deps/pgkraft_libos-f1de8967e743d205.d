@@ -27,6 +27,6 @@ src/arch/boot.s:
 /work/main/libos/target/release/build/pgkraft-libos-18b00c8f335f6ea6/out/config.rs:
 Cargo.toml:
 
-# env-dep:CLIPPY_ARGS=
+# env-dep:CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 # env-dep:CLIPPY_CONF_DIR
 # env-dep:OUT_DIR=/work/main/libos/target/release/build/pgkraft-libos-18b00c8f335f6ea6/out
