@@ -49,7 +49,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         path: path.into(),
         source,
     })?;
-    let note = crate::vmm::read_boot_note(&data)?;
+    let note = crate::vmm::read_boot_note(&data).map_err(|e| e.with_path(path))?;
     let elf = object::File::parse(&*data).map_err(|e| InspectError::Elf {
         path: path.into(),
         detail: e.to_string(),

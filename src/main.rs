@@ -111,10 +111,27 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("pgkraft: error: {:#}", f.error);
+            eprintln!("pgkraft: error: {}", describe(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The error and its causes, each once: many of our error messages already
+/// quote their cause, and printing it again would only repeat it.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn print_json(value: &impl serde::Serialize) {

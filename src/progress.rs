@@ -53,7 +53,10 @@ impl Stage {
         let secs = self.started.elapsed().as_secs_f64();
         let line = format!("{:<10} {note} ({secs:.1}s)", self.name);
         match self.bar.take() {
-            Some(b) => b.finish_with_message(line),
+            Some(b) => {
+                b.set_style(ProgressStyle::with_template("  {msg}").expect("valid template"));
+                b.finish_with_message(line)
+            }
             None if !self.quiet => eprintln!("pgkraft: {line}"),
             None => {}
         }

@@ -122,7 +122,7 @@ impl VmmError {
     }
 
     /// Attaches the image path to errors found while parsing its bytes.
-    pub(crate) fn with_path(self, p: &std::path::Path) -> VmmError {
+    pub fn with_path(self, p: &std::path::Path) -> VmmError {
         let some = Some(p.to_path_buf());
         match self {
             VmmError::NotElf { path: None } => VmmError::NotElf { path: some },
