@@ -3,31 +3,10 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 /// Boot `image` under QEMU microvm; returns (console output, exit status).
 pub fn qemu(image: &std::path::Path, append: &str) -> (String, u8) {
-    let out = Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "microvm,x-option-roms=off,rtc=off",
-            "-enable-kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "128",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-        .arg("-kernel")
-        .arg(image)
+    let out = pgkraft::bench::qemu_command(image, 128)
         .args(["-append", append])
         .output()
         .expect("qemu-system-x86_64 runs (ci/bootstrap.sh installs it)");
