@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages pgkraft's build and tests need, on a fresh Debian machine.
+# Installs the system packages pgkraft's build and tests need on a fresh Debian
+# machine: the C toolchain, QEMU (cross-boot tests), PostgreSQL's build tools
+# (bison, flex, perl: PostgreSQL 17 tarballs ship no generated parsers), patch,
+# curl (pool downloads in fetch-sources.sh) and setpriv (initdb as nobody).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -10,6 +13,11 @@ command -v ld >/dev/null || need+=(binutils)
 command -v gcc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 command -v patch >/dev/null || need+=(patch)
+command -v curl >/dev/null || need+=(curl)
+command -v bison >/dev/null || need+=(bison)
+command -v flex >/dev/null || need+=(flex)
+command -v perl >/dev/null || need+=(perl)
+command -v setpriv >/dev/null || need+=(util-linux)
 command -v dpkg-source >/dev/null || need+=(dpkg-dev)
 
 if [ ${#need[@]} -gt 0 ]; then

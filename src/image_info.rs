@@ -18,6 +18,30 @@ pub struct SectionInfo {
 }
 
 #[derive(Debug, Serialize)]
+pub struct SymbolInfo {
+    pub name: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RootfsEntry {
+    pub path: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RootfsInfo {
+    /// Bytes of the archive in the image (compressed, if it is).
+    pub bytes: u64,
+    pub compression: &'static str,
+    /// Regular files, largest first.
+    pub files: Vec<RootfsEntry>,
+    /// Bytes of file data under /data (the pre-initialized cluster).
+    pub cluster_file_bytes: u64,
+    pub other_file_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ImageInfo {
     pub file_bytes: u64,
     /// Bytes of guest memory the image's segments span (text, data and bss).
@@ -25,7 +49,91 @@ pub struct ImageInfo {
     pub entry64: u64,
     pub pvh_entry: bool,
     pub sections: Vec<SectionInfo>,
+    /// The largest symbols (functions and data), largest first.
+    pub largest_symbols: Vec<SymbolInfo>,
+    /// The input objects contributing most, from the manifest next to the
+    /// image (`<name>.manifest.json`) when it is there.
+    pub largest_objects: Vec<crate::build::link::ObjectBytes>,
+    pub rootfs: Option<RootfsInfo>,
+    /// The image's size without the pre-initialized cluster: what an image
+    /// that runs initdb at first boot would weigh, roughly (the archive's
+    /// compressed bytes are apportioned by file size).
+    pub file_bytes_without_cluster: u64,
     pub build: Option<BuildInfo>,
+}
+
+/// The symbols that take the most room, largest first.
+fn largest_symbols(elf: &object::File, n: usize) -> Vec<SymbolInfo> {
+    use object::ObjectSymbol;
+    let mut v: Vec<SymbolInfo> = elf
+        .symbols()
+        .filter(|s| s.size() > 0 && s.is_definition())
+        .map(|s| SymbolInfo {
+            name: format!("{:#}", rustc_demangle::demangle(s.name().unwrap_or("?"))),
+            bytes: s.size(),
+        })
+        .collect();
+    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    v.truncate(n);
+    v
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The files in the image's rootfs section, read back from the archive.
+fn rootfs_info(data: &[u8]) -> Option<RootfsInfo> {
+    let (compression, tar): (&'static str, std::borrow::Cow<[u8]>) =
+        if data.starts_with(&ZSTD_MAGIC) {
+            ("zstd", zstd::decode_all(data).ok()?.into())
+        } else {
+            ("none", data.into())
+        };
+    let mut archive = tar::Archive::new(&*tar);
+    let mut files = Vec::new();
+    for entry in archive.entries().ok()? {
+        let entry = entry.ok()?;
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().ok()?.display().to_string();
+            files.push(RootfsEntry {
+                path: format!("/{}", path.trim_start_matches('/')),
+                bytes: entry.size(),
+            });
+        }
+    }
+    files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+    let cluster_file_bytes = files
+        .iter()
+        .filter(|f| f.path.starts_with("/data/"))
+        .map(|f| f.bytes)
+        .sum();
+    let other_file_bytes = files
+        .iter()
+        .filter(|f| !f.path.starts_with("/data/"))
+        .map(|f| f.bytes)
+        .sum();
+    Some(RootfsInfo {
+        bytes: data.len() as u64,
+        compression,
+        files,
+        cluster_file_bytes,
+        other_file_bytes,
+    })
+}
+
+fn sibling_manifest_objects(path: &Path) -> Vec<crate::build::link::ObjectBytes> {
+    let Some(stem) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".img"))
+    else {
+        return Vec::new();
+    };
+    let m = path.with_file_name(format!("{stem}.manifest.json"));
+    std::fs::read(m)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::build::manifest::Manifest>(&b).ok())
+        .map(|m| m.link.largest_objects)
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +165,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
     let mut sections = Vec::new();
     let mut build = None;
     let mut pvh_entry = false;
+    let mut rootfs = None;
     for s in elf.sections() {
         let name = s.name().unwrap_or("?").to_string();
         if name.is_empty() {
@@ -64,6 +173,9 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         }
         if name == MANIFEST_SECTION {
             build = s.data().ok().and_then(|d| serde_json::from_slice(d).ok());
+        }
+        if name == ".pgkraft.rootfs" {
+            rootfs = s.data().ok().and_then(rootfs_info);
         }
         if name == ".note" {
             pvh_entry = s
@@ -85,7 +197,19 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
     let (lo, hi) = elf.segments().fold((u64::MAX, 0), |(lo, hi), seg| {
         (lo.min(seg.address()), hi.max(seg.address() + seg.size()))
     });
+    let file_bytes_without_cluster = match &rootfs {
+        Some(r) if r.cluster_file_bytes + r.other_file_bytes > 0 => {
+            let share =
+                r.cluster_file_bytes as f64 / (r.cluster_file_bytes + r.other_file_bytes) as f64;
+            data.len() as u64 - (r.bytes as f64 * share) as u64
+        }
+        _ => data.len() as u64,
+    };
     Ok(ImageInfo {
+        largest_symbols: largest_symbols(&elf, 25),
+        largest_objects: sibling_manifest_objects(path),
+        rootfs,
+        file_bytes_without_cluster,
         file_bytes: data.len() as u64,
         memory_bytes: hi.saturating_sub(lo),
         entry64: note.entry64,

@@ -19,6 +19,33 @@ pub fn human(info: &ImageInfo) -> String {
             if sec.loaded { "" } else { "  (not loaded)" }
         );
     }
+    s += &format!(
+        "\nwithout the pre-initialized cluster: ~{} bytes\n",
+        info.file_bytes_without_cluster
+    );
+    if !info.largest_objects.is_empty() {
+        s += "\nlargest objects (from the manifest):\n";
+        for o in info.largest_objects.iter().take(15) {
+            s += &format!("  {:>10}  {}\n", o.bytes, o.object);
+        }
+    }
+    s += "\nlargest symbols:\n";
+    for sym in info.largest_symbols.iter().take(15) {
+        s += &format!("  {:>10}  {}\n", sym.bytes, sym.name);
+    }
+    if let Some(r) = &info.rootfs {
+        s += &format!(
+            "\nrootfs: {} bytes ({}), {} files; cluster (/data) {} bytes, other files {} bytes\n",
+            r.bytes,
+            r.compression,
+            r.files.len(),
+            r.cluster_file_bytes,
+            r.other_file_bytes
+        );
+        for f in r.files.iter().take(20) {
+            s += &format!("  {:>10}  {}\n", f.bytes, f.path);
+        }
+    }
     match &info.build {
         Some(b) => {
             s += &format!(

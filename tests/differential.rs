@@ -21,7 +21,9 @@ fn stdin_for(name: &str) -> &'static [u8] {
 
 fn native_binary(name: &str) -> std::path::PathBuf {
     let recipe = recipe::load(&repo().join(format!("recipes/{name}.yaml"))).unwrap();
-    let Kind::Program(program) = &recipe.kind;
+    let Kind::Program(program) = &recipe.kind else {
+        panic!("recipes/{name}.yaml is not a program recipe");
+    };
     let cache = Cache::from_env().unwrap();
     let log = out_dir().join(format!("native-{name}.log"));
     let src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, &cache).unwrap();
@@ -103,6 +105,11 @@ fn console() {
 #[test]
 fn errno() {
     differential("errno");
+}
+
+#[test]
+fn files() {
+    differential("files");
 }
 
 /// The build itself is reproducible: the same recipe twice, the same bytes.

@@ -69,17 +69,25 @@ fn every_example_recipe_loads() {
         assert_eq!(r.name, path.file_stem().unwrap().to_str().unwrap());
         assert_eq!(r.file, path.canonicalize().unwrap());
         assert_eq!(r.source_text, fs::read_to_string(&path).unwrap());
-        let Kind::Program(p) = &r.kind;
-        assert!(!p.sources.is_empty());
-        for s in &p.sources {
-            assert!(s.is_absolute() && s.is_file(), "{}", s.display());
+        match &r.kind {
+            Kind::Program(p) => {
+                assert!(!p.sources.is_empty());
+                for s in &p.sources {
+                    assert!(s.is_absolute() && s.is_file(), "{}", s.display());
+                }
+            }
+            Kind::Postgres(pg) => {
+                assert!(recipe::SUPPORTED_MAJORS.contains(&pg.major));
+                assert!(
+                    pg.source_pinned,
+                    "{}: example recipes use the pins",
+                    path.display()
+                );
+            }
         }
         seen += 1;
     }
-    assert!(
-        seen >= 7,
-        "expected the seven example recipes, found {seen}"
-    );
+    assert!(seen >= 9, "expected the nine example recipes, found {seen}");
 }
 
 #[test]
@@ -89,7 +97,9 @@ fn hello_recipe_contents() {
     assert_eq!(r.argv(), ["hello", "hello", "world"]);
     assert_eq!(r.env.get("GREETING").map(String::as_str), Some("hi"));
     assert_eq!(r.vm.memory_mib, 64);
-    let Kind::Program(p) = &r.kind;
+    let Kind::Program(p) = &r.kind else {
+        panic!("hello.yaml is a program recipe")
+    };
     assert_eq!(
         p.sources,
         [repo().join("test-vms/apps/hello.c").canonicalize().unwrap()]
@@ -332,13 +342,13 @@ fn unknown_kind() {
             "did you mean `kind: program`?",
         ],
     );
-    let e = f.err("name: app\nkind: postgres\n");
+    let e = f.err("name: app\nkind: postgre\n");
     has(
         &e,
         &[
-            "unknown kind `postgres`",
-            "not supported by this version",
-            "supported kinds: program",
+            "r.yaml:2:7: kind: unknown kind `postgre`",
+            "supported kinds: program, postgres",
+            "did you mean `kind: postgres`?",
         ],
     );
 }
@@ -501,11 +511,52 @@ fn docs_cover_every_field_and_key() {
         "env",
         "libos.config",
         "vm.memory_mib",
+        "postgres",
+        "postgres.version",
+        "postgres.source",
+        "postgres.source.path",
+        "postgres.source.url",
+        "postgres.source.sha256",
+        "postgres.configure.optimize",
+        "postgres.configure.extra",
+        "postgres.extensions",
+        "postgres.settings",
+        "cluster.preinit",
+        "cluster.encoding",
+        "cluster.locale",
+        "cluster.wal_segsize_mib",
+        "cluster.superuser",
+        "cluster.auth",
+        "cluster.password_env",
+        "cluster.timezone",
+        "cluster.text_search",
+        "rootfs.compression",
+        "rootfs.zstd_level",
     ] {
         assert!(
             docs.contains(&format!("`{field}`")),
             "README.md lacks `{field}`"
         );
+    }
+    // Defaults that the table must state as the code has them.
+    for default in [
+        format!("`{}`", recipe::DEFAULT_MEMORY_MIB),
+        format!("`{}`", recipe::DEFAULT_POSTGRES_MEMORY_MIB),
+        format!("`{}`", recipe::postgres::DEFAULT_ENCODING),
+        format!("`{}`", recipe::postgres::DEFAULT_LOCALE),
+        format!("`{}`", recipe::postgres::DEFAULT_SUPERUSER),
+        format!("`{}`", recipe::postgres::DEFAULT_PASSWORD_ENV),
+        format!("`{}`", recipe::postgres::DEFAULT_TIMEZONE),
+        format!("`{}`", recipe::postgres::DEFAULT_ZSTD_LEVEL),
+        format!("`{}`", recipe::postgres::DEFAULT_WAL_SEGSIZE_MIB),
+    ] {
+        assert!(
+            docs.contains(&default),
+            "README.md lacks the default {default}"
+        );
+    }
+    for name in recipe::supported_extensions(17) {
+        assert!(docs.contains(name), "README.md lacks the extension {name}");
     }
     for key in recipe::KEYS {
         assert!(docs.contains(key.name), "README.md lacks {}", key.name);

@@ -8,6 +8,8 @@ extern crate alloc;
 mod arch;
 mod cmdline;
 mod fault;
+mod fd;
+mod fs;
 #[macro_use]
 mod log;
 mod mem;
@@ -44,6 +46,8 @@ extern "C" fn libos_main(info: u64, kind: u64) -> ! {
         let start = at & !(mem::PAGE - 1);
         let _ = mem::alloc_fixed(start, at + p.cmdline.len() as u64 + 1 - start);
     }
+    fs::init();
+    fd::init();
     platform::phase(Phase::LibosReady);
     let argv = start::argv(p.cmdline);
     start::run_program(&argv)

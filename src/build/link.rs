@@ -18,6 +18,9 @@ pub struct ImageLink<'a> {
     pub argv: &'a [String],
     /// `KEY=value` strings.
     pub env: &'a [String],
+    /// The rootfs archive, placed in the loaded section `.pgkraft.rootfs`
+    /// between `__pgkraft_rootfs_start` and `__pgkraft_rootfs_end`.
+    pub rootfs: Option<&'a Path>,
     /// JSON describing the build (recipe, inputs), kept in the non-loaded
     /// section `.pgkraft.manifest` for `pgkraft inspect` and `pgkraft run`.
     pub build_info: &'a [u8],
@@ -31,6 +34,71 @@ pub struct LinkReport {
     /// Input sections --gc-sections dropped, and their bytes.
     pub dropped_sections: usize,
     pub dropped_bytes: u64,
+    /// Bytes each input object contributes to the image, largest first.
+    pub objects: Vec<ObjectBytes>,
+    /// Bytes --gc-sections removed from each input object, largest first.
+    pub dropped_objects: Vec<ObjectBytes>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ObjectBytes {
+    /// The object, or `archive.a(member.o)`.
+    pub object: String,
+    pub bytes: u64,
+}
+
+/// Per-object sizes from an ld map file: the input sections listed under
+/// "Linker script and memory map", as ` .name addr size file` (the name on
+/// a line of its own when it is long). Discarded sections come before that
+/// heading and do not count.
+pub fn object_sizes(map: &str) -> Vec<ObjectBytes> {
+    use std::collections::HashMap;
+    let Some((_, body)) = map.split_once("Linker script and memory map") else {
+        return Vec::new();
+    };
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
+    let mut pending = false;
+    // Whether the current output section takes room in the file (.bss and
+    // .tbss do not).
+    let mut in_file = true;
+    for line in body.lines() {
+        if line.starts_with('.') {
+            let name = line.split_whitespace().next().unwrap_or("");
+            in_file = !matches!(name, ".bss" | ".tbss");
+            continue;
+        }
+        if !in_file {
+            continue;
+        }
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let input_section = line.starts_with(" .") || line.starts_with(" COMMON");
+        let triple = match (input_section, tokens.len(), pending) {
+            (true, 4, _) => Some((tokens[1], tokens[2], tokens[3])),
+            (true, 1, _) => {
+                pending = true;
+                continue;
+            }
+            (false, 3, true) if line.starts_with("  ") => Some((tokens[0], tokens[1], tokens[2])),
+            _ => None,
+        };
+        pending = false;
+        if let Some((addr, size, file)) = triple
+            && addr.starts_with("0x")
+            && let Ok(size) = u64::from_str_radix(size.trim_start_matches("0x"), 16)
+            && size > 0
+        {
+            *sizes.entry(file).or_default() += size;
+        }
+    }
+    let mut v: Vec<ObjectBytes> = sizes
+        .into_iter()
+        .map(|(o, b)| ObjectBytes {
+            object: o.to_string(),
+            bytes: b,
+        })
+        .collect();
+    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.object.cmp(&b.object)));
+    v
 }
 
 fn failure(what: String, log: &Path) -> StageFailure {
@@ -48,8 +116,19 @@ fn args_object(
     argv: &[String],
     env: &[String],
     build_info: &[u8],
+    rootfs: Option<&[u8]>,
 ) -> Result<Vec<u8>, object::write::Error> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    if let Some(bytes) = rootfs {
+        // Page aligned so the runner's copy-on-write mapping of the image
+        // shares the archive's pages between instances.
+        let fs = obj.add_section(
+            Vec::new(),
+            b".pgkraft.rootfs".to_vec(),
+            object::SectionKind::ReadOnlyData,
+        );
+        obj.append_section_data(fs, bytes, 4096);
+    }
     let info = obj.add_section(
         Vec::new(),
         MANIFEST_SECTION.as_bytes().to_vec(),
@@ -94,12 +173,21 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
     let tmp = tempfile::tempdir()
         .map_err(|e| failure(format!("cannot create a temporary directory: {e}"), log))?;
     let args_o = tmp.path().join("pgkraft-args.o");
-    let bytes = args_object(input.argv, input.env, input.build_info)
+    let args_name = args_o.display().to_string();
+    let rootfs = match input.rootfs {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| failure(format!("cannot read {}: {e}", p.display()), log))?,
+        ),
+        None => None,
+    };
+    let bytes = args_object(input.argv, input.env, input.build_info, rootfs.as_deref())
         .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
     std::fs::write(&args_o, bytes)
         .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
     let libgcc = libgcc().map_err(|e| failure(format!("cannot find libgcc: {e}"), log))?;
     let gc_list = tmp.path().join("gc-sections.txt");
+    let map = tmp.path().join("link.map");
 
     let mut cmd = Command::new("ld");
     cmd.arg("-static")
@@ -116,6 +204,7 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         .arg("-z")
         .arg("noexecstack")
         .arg("--build-id=none")
+        .arg(format!("-Map={}", map.display()))
         .arg("-o")
         .arg(out)
         .arg(input.musl.crt1_o())
@@ -157,62 +246,89 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
     if !status.success() {
         return Err(failure(format!("ld exited with {status}"), log));
     }
-    let dropped_bytes = dropped_section_bytes(&dropped);
+    let dropped_objects = dropped_by_object(&dropped);
+    let dropped_bytes = dropped_objects.iter().map(|o| o.bytes).sum();
+    let mut objects = object_sizes(&std::fs::read_to_string(&map).unwrap_or_default());
+    for o in &mut objects {
+        if o.object == args_name {
+            o.object = "(generated) argv, environment, rootfs".into();
+        }
+    }
     Ok(LinkReport {
         dropped_sections: dropped.len(),
         dropped_bytes,
+        dropped_objects,
+        objects,
     })
 }
 
-/// Sum the sizes of the sections ld reported removing ("removing unused
-/// section '.text.foo' in file 'x.o'"), reading each input object once.
-fn dropped_section_bytes(lines: &[&str]) -> u64 {
+/// Bytes of the sections ld reported removing ("removing unused section
+/// '.text.foo' in file 'x.o'"), per input object, largest first. Each file
+/// (or archive) is read once.
+fn dropped_by_object(lines: &[&str]) -> Vec<ObjectBytes> {
     use object::{Object as _, ObjectSection as _};
     use std::collections::HashMap;
-    let mut by_file: HashMap<&str, Vec<&str>> = HashMap::new();
+    // path -> member (None for a plain object) -> dropped section names
+    let mut by_path: HashMap<&str, HashMap<Option<&str>, Vec<&str>>> = HashMap::new();
     for l in lines {
         let mut parts = l.split('\'');
         if let (Some(_), Some(section), Some(_), Some(file)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         {
-            by_file.entry(file).or_default().push(section);
+            // Archive members are reported as "lib.a(member.o)".
+            let (path, member) = match file.split_once('(') {
+                Some((a, m)) => (a, Some(m.trim_end_matches(')'))),
+                None => (file, None),
+            };
+            by_path
+                .entry(path)
+                .or_default()
+                .entry(member)
+                .or_default()
+                .push(section);
         }
     }
-    let mut total = 0;
-    for (file, sections) in by_file {
-        // Archive members are reported as "lib.a(member.o)".
-        let (path, member) = match file.split_once('(') {
-            Some((a, m)) => (a, Some(m.trim_end_matches(')'))),
-            None => (file, None),
-        };
+    let size_of = |bytes: &[u8], sections: &[&str]| -> u64 {
+        object::File::parse(bytes)
+            .map(|obj| {
+                obj.sections()
+                    .filter(|s| s.name().is_ok_and(|name| sections.contains(&name)))
+                    .map(|s| s.size())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for (path, members) in by_path {
         let Ok(data) = std::fs::read(path) else {
             continue;
         };
-        let mut sizes = |bytes: &[u8]| {
-            if let Ok(obj) = object::File::parse(bytes) {
-                for s in obj.sections() {
-                    if s.name().is_ok_and(|name| sections.contains(&name)) {
-                        total += s.size();
+        match object::read::archive::ArchiveFile::parse(&*data) {
+            Ok(archive) => {
+                for member in archive.members().flatten() {
+                    let name = String::from_utf8_lossy(member.name()).into_owned();
+                    if let (Some(sections), Ok(bytes)) =
+                        (members.get(&Some(name.as_str())), member.data(&*data))
+                    {
+                        out.push(ObjectBytes {
+                            object: format!("{path}({name})"),
+                            bytes: size_of(bytes, sections),
+                        });
                     }
                 }
             }
-        };
-        match member {
-            None => sizes(&data),
-            Some(m) => {
-                if let Ok(archive) = object::read::archive::ArchiveFile::parse(&*data) {
-                    for member in archive.members().flatten() {
-                        if member.name() == m.as_bytes()
-                            && let Ok(bytes) = member.data(&*data)
-                        {
-                            sizes(bytes);
-                        }
-                    }
+            Err(_) => {
+                if let Some(sections) = members.get(&None) {
+                    out.push(ObjectBytes {
+                        object: path.to_string(),
+                        bytes: size_of(&data, sections),
+                    });
                 }
             }
         }
     }
-    total
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.object.cmp(&b.object)));
+    out
 }
 
 /// The same objects linked with stock musl into a program for this host.

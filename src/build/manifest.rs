@@ -56,10 +56,24 @@ pub struct BuildInfo {
     pub recipe: String,
     pub memory_mib: u32,
     pub inputs: Inputs,
+    /// The rootfs archive in the image (postgres images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<RootfsFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<super::payload::PostgresFacts>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RootfsFacts {
+    pub sha256: String,
+    pub bytes: u64,
+    pub tar_bytes: u64,
+    pub compression: String,
+    pub entries: usize,
 }
 
 impl BuildInfo {
-    pub fn new(recipe: &Recipe, inputs: &Inputs) -> BuildInfo {
+    pub fn new(recipe: &Recipe, inputs: &Inputs, payload: &super::payload::Payload) -> BuildInfo {
         use sha2::Digest;
         BuildInfo {
             pgkraft_version: env!("CARGO_PKG_VERSION").into(),
@@ -69,6 +83,14 @@ impl BuildInfo {
             recipe: recipe.source_text.clone(),
             memory_mib: recipe.vm.memory_mib,
             inputs: inputs.clone(),
+            rootfs: payload.rootfs.as_ref().map(|r| RootfsFacts {
+                sha256: r.sha256.clone(),
+                bytes: r.bytes,
+                tar_bytes: r.tar_bytes,
+                compression: r.compression.extension().to_string(),
+                entries: r.entries,
+            }),
+            postgres: payload.postgres.clone(),
         }
     }
 }
@@ -77,6 +99,12 @@ impl BuildInfo {
 pub struct LinkFacts {
     pub dropped_sections: usize,
     pub dropped_bytes: u64,
+    /// The input objects that contribute most to the image, largest first.
+    #[serde(default)]
+    pub largest_objects: Vec<super::link::ObjectBytes>,
+    /// What --gc-sections removed, per input object, largest first.
+    #[serde(default)]
+    pub dropped_objects: Vec<super::link::ObjectBytes>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,4 +112,7 @@ pub struct Manifest {
     pub build: BuildInfo,
     pub image: FileEntry,
     pub link: LinkFacts,
+    /// Every file in the rootfs with its size and why it is there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rootfs_files: Vec<super::rootfs::RootfsFile>,
 }

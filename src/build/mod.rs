@@ -13,6 +13,10 @@ pub mod libos;
 pub mod link;
 pub mod manifest;
 pub mod musl;
+pub mod payload;
+pub mod postgres;
+pub mod rootfs;
+pub mod select;
 
 use crate::progress::Progress;
 use crate::recipe::{Kind, Recipe};
@@ -25,6 +29,8 @@ pub struct BuildOutput {
     pub name: String,
     pub image: PathBuf,
     pub manifest: PathBuf,
+    /// Other files written next to the image (e.g. a generated password).
+    pub extra_outputs: Vec<PathBuf>,
     pub image_bytes: u64,
     pub image_sha256: String,
     pub dropped_sections: usize,
@@ -45,11 +51,35 @@ pub enum BuildError {
     Link(exec::StageFailure),
     #[error(transparent)]
     Cache(#[from] cache::CacheError),
+    // Boxed: these carry log tails and paths, and every stage returns
+    // BuildError, so its size is paid on every Ok path too.
+    #[error(transparent)]
+    Postgres(Box<postgres::PgError>),
+    #[error(transparent)]
+    Select(Box<select::SelectError>),
+    #[error(transparent)]
+    Rootfs(Box<rootfs::RootfsError>),
     #[error("cannot write {}: {source}", path.display())]
     Output {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl From<postgres::PgError> for BuildError {
+    fn from(e: postgres::PgError) -> Self {
+        BuildError::Postgres(Box::new(e))
+    }
+}
+impl From<select::SelectError> for BuildError {
+    fn from(e: select::SelectError) -> Self {
+        BuildError::Select(Box::new(e))
+    }
+}
+impl From<rootfs::RootfsError> for BuildError {
+    fn from(e: rootfs::RootfsError) -> Self {
+        BuildError::Rootfs(Box::new(e))
+    }
 }
 
 impl BuildError {
@@ -61,6 +91,7 @@ impl BuildError {
             | BuildError::Fetch(fetch::FetchError::Mismatch { .. })
             | BuildError::Fetch(fetch::FetchError::NotFound { .. })
             | BuildError::Compile(compile::CompileError::Source(_)) => 2,
+            BuildError::Postgres(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -68,7 +99,7 @@ impl BuildError {
 
 /// Where a build's stage logs go: `<out>/logs/<stage>.log`, fresh each build.
 pub struct Logs {
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Logs {
@@ -88,7 +119,6 @@ impl Logs {
 }
 
 pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOutput, BuildError> {
-    let Kind::Program(program) = &recipe.kind;
     let cache = Cache::from_env()?;
     std::fs::create_dir_all(out).map_err(|source| BuildError::Output {
         path: out.to_path_buf(),
@@ -119,33 +149,34 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     }
     stage.finish("done");
 
-    let stage = progress.stage("compile");
-    let objects = compile::compile(
-        &program.sources,
-        &program.cflags,
-        &musl,
-        &cache,
-        &logs.stage("compile"),
-    )?;
-    for s in &program.sources {
-        inputs.path("program source", s);
-    }
-    stage.finish(&format!("{} source file(s)", program.sources.len()));
+    let payload = match &recipe.kind {
+        Kind::Program(p) => {
+            payload::program(recipe, p, &musl, &cache, &logs, &mut inputs, progress)?
+        }
+        Kind::Postgres(pg) => payload::postgres(
+            recipe,
+            pg,
+            &musl_src,
+            out,
+            &cache,
+            &logs,
+            &mut inputs,
+            progress,
+        )?,
+    };
 
     let stage = progress.stage("link");
-    let mut argv = vec![recipe.name.clone()];
-    argv.extend(recipe.args.iter().cloned());
-    let env: Vec<String> = recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let info = manifest::BuildInfo::new(recipe, &inputs);
+    let info = manifest::BuildInfo::new(recipe, &inputs, &payload);
     let info_json = serde_json::to_vec(&info).expect("build info serializes");
     let image = out.join(format!("{}.img", recipe.name));
     let tmp_image = out.join(format!(".{}.img.tmp", recipe.name));
     let link_input = link::ImageLink {
-        objects: &objects.files,
+        objects: &payload.objects,
         musl: &musl,
         libos: &libos,
-        argv: &argv,
-        env: &env,
+        argv: &payload.argv,
+        env: &payload.env,
+        rootfs: payload.rootfs.as_ref().map(|r| r.path.as_path()),
         build_info: &info_json,
     };
     let report = link::link_image(&link_input, &tmp_image, &logs.stage("link")).map_err(|e| {
@@ -175,7 +206,14 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         link: manifest::LinkFacts {
             dropped_sections: report.dropped_sections,
             dropped_bytes: report.dropped_bytes,
+            largest_objects: report.objects.iter().take(40).cloned().collect(),
+            dropped_objects: report.dropped_objects.clone(),
         },
+        rootfs_files: payload
+            .rootfs
+            .as_ref()
+            .map(|r| r.files.clone())
+            .unwrap_or_default(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     let finish = || -> std::io::Result<()> {
@@ -195,6 +233,7 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         name: recipe.name.clone(),
         image,
         manifest: manifest_path,
+        extra_outputs: payload.extra_outputs,
         image_bytes,
         image_sha256,
         dropped_sections: report.dropped_sections,

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod kconfig;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,12 +22,18 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+pub(crate) use error::closest;
 pub use error::{Diagnostic, RecipeError};
 pub use kconfig::{KEYS, KernelConfig, KeyKind, KeySpec};
+pub use postgres::{
+    Auth, ClusterSpec, Compression, ConfigureSpec, DEFAULT_POSTGRES_MEMORY_MIB, Optimize, PgPin,
+    PostgresSpec, RootfsSpec, SUPPORTED_MAJORS, postgres_pin, supported_extensions,
+};
 
 /// Values of `kind` this version understands.
-pub const SUPPORTED_KINDS: &[&str] = &["program"];
-/// `vm.memory_mib` when the recipe does not say.
+pub const SUPPORTED_KINDS: &[&str] = &["program", "postgres"];
+/// `vm.memory_mib` of a program image when the recipe does not say (see
+/// [`DEFAULT_POSTGRES_MEMORY_MIB`] for postgres images).
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
 /// Accepted `vm.memory_mib`.
 pub const MEMORY_MIB_RANGE: RangeInclusive<u32> = 16..=65536;
@@ -66,6 +73,10 @@ impl Recipe {
 pub enum Kind {
     /// A C program linked with the library OS.
     Program(ProgramSpec),
+    /// The PostgreSQL server linked with the library OS, with its cluster
+    /// and runtime files in a rootfs archive. Boxed: it is several times
+    /// the size of a program's spec.
+    Postgres(Box<PostgresSpec>),
 }
 
 impl Kind {
@@ -73,6 +84,7 @@ impl Kind {
     pub fn as_str(&self) -> &'static str {
         match self {
             Kind::Program(_) => "program",
+            Kind::Postgres(_) => "postgres",
         }
     }
 }
@@ -112,6 +124,12 @@ struct RawRecipe {
     kind: Spanned<String>,
     #[serde(default)]
     program: Option<RawProgram>,
+    #[serde(default)]
+    postgres: Option<postgres::RawPostgres>,
+    #[serde(default)]
+    cluster: Option<postgres::RawCluster>,
+    #[serde(default)]
+    rootfs: Option<postgres::RawRootfs>,
     #[serde(default)]
     args: Vec<Spanned<String>>,
     #[serde(default)]
@@ -198,7 +216,7 @@ const FIELDS: &[FieldInfo] = &[
     },
     FieldInfo {
         path: "kind",
-        expected: "a string naming the kind of image (supported: program)",
+        expected: "a string naming the kind of image (supported: program, postgres)",
         example: "kind: program",
     },
     FieldInfo {
@@ -225,6 +243,141 @@ const FIELDS: &[FieldInfo] = &[
         path: "program.cflags[]",
         expected: "a compiler flag (a string)",
         example: "cflags: [-O2, -DNDEBUG]",
+    },
+    FieldInfo {
+        path: "postgres",
+        expected: "a mapping with `version` and optionally `source`, `configure`, `extensions`, `settings`",
+        example: "postgres:\n  version: \"17\"",
+    },
+    FieldInfo {
+        path: "postgres.version",
+        expected: "a PostgreSQL major version (15 or 17)",
+        example: "version: \"17\"",
+    },
+    FieldInfo {
+        path: "postgres.source",
+        expected: "a mapping with `sha256` and `path` or `url`",
+        example: "source:\n  path: ../sources/postgresql-17_17.11.orig.tar.bz2\n  sha256: \"<sha256sum of the file>\"",
+    },
+    FieldInfo {
+        path: "postgres.source.path",
+        expected: "a file path (a string)",
+        example: "path: ../sources/postgresql-17_17.11.orig.tar.bz2",
+    },
+    FieldInfo {
+        path: "postgres.source.url",
+        expected: "an http:// or https:// URL (a string)",
+        example: "url: https://ftp.postgresql.org/pub/source/v17.11/postgresql-17.11.tar.bz2",
+    },
+    FieldInfo {
+        path: "postgres.source.sha256",
+        expected: "64 hex digits (a string)",
+        example: "sha256: \"11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4\"",
+    },
+    FieldInfo {
+        path: "postgres.configure",
+        expected: "a mapping with `optimize` and `extra`",
+        example: "configure:\n  optimize: -O2\n  extra: []",
+    },
+    FieldInfo {
+        path: "postgres.configure.optimize",
+        expected: "one of -O0, -O1, -O2, -O3, -Os, -Og",
+        example: "optimize: -O2",
+    },
+    FieldInfo {
+        path: "postgres.configure.extra",
+        expected: "a list of ./configure arguments",
+        example: "extra: [--enable-debug]",
+    },
+    FieldInfo {
+        path: "postgres.configure.extra[]",
+        expected: "a ./configure argument (a string)",
+        example: "extra: [--enable-debug]",
+    },
+    FieldInfo {
+        path: "postgres.extensions",
+        expected: "a list of extension names",
+        example: "extensions: [plpgsql]",
+    },
+    FieldInfo {
+        path: "postgres.extensions[]",
+        expected: "an extension name (a string)",
+        example: "extensions: [plpgsql]",
+    },
+    FieldInfo {
+        path: "postgres.settings",
+        expected: "a mapping of setting: value, as in postgresql.conf",
+        example: "settings:\n  shared_buffers: 16MB\n  max_connections: 20",
+    },
+    FieldInfo {
+        path: "postgres.settings.*",
+        expected: "a string, number or boolean (quote values YAML would read otherwise, such as '*')",
+        example: "listen_addresses: \"*\"",
+    },
+    FieldInfo {
+        path: "cluster",
+        expected: "a mapping of cluster options (preinit, encoding, locale, wal_segsize_mib, superuser, auth, password_env, timezone, text_search)",
+        example: "cluster:\n  timezone: UTC",
+    },
+    FieldInfo {
+        path: "cluster.preinit",
+        expected: "true or false",
+        example: "preinit: true",
+    },
+    FieldInfo {
+        path: "cluster.encoding",
+        expected: "a server encoding name (a string)",
+        example: "encoding: UTF8",
+    },
+    FieldInfo {
+        path: "cluster.locale",
+        expected: "C, POSIX or C.UTF-8",
+        example: "locale: C",
+    },
+    FieldInfo {
+        path: "cluster.wal_segsize_mib",
+        expected: "a power of two from 1 to 1024",
+        example: "wal_segsize_mib: 1",
+    },
+    FieldInfo {
+        path: "cluster.superuser",
+        expected: "a role name (a string)",
+        example: "superuser: postgres",
+    },
+    FieldInfo {
+        path: "cluster.auth",
+        expected: "scram-sha-256 or trust",
+        example: "auth: scram-sha-256",
+    },
+    FieldInfo {
+        path: "cluster.password_env",
+        expected: "an environment variable name (a string)",
+        example: "password_env: PGKRAFT_PASSWORD",
+    },
+    FieldInfo {
+        path: "cluster.timezone",
+        expected: "a time zone name (a string)",
+        example: "timezone: Europe/Paris",
+    },
+    FieldInfo {
+        path: "cluster.text_search",
+        expected: "true or false",
+        example: "text_search: false",
+    },
+    FieldInfo {
+        path: "rootfs",
+        expected: "a mapping with `compression` and `zstd_level`",
+        example: "rootfs:\n  compression: zstd\n  zstd_level: 19",
+    },
+    FieldInfo {
+        path: "rootfs.compression",
+        expected: "zstd or none",
+        example: "compression: zstd",
+    },
+    FieldInfo {
+        path: "rootfs.zstd_level",
+        expected: "a whole number from 1 to 22",
+        example: "zstd_level: 19",
     },
     FieldInfo {
         path: "args",
@@ -289,6 +442,9 @@ fn field_info<'f>(fields: &'f [FieldInfo], path: &str) -> Option<&'f FieldInfo> 
     }
     if norm.starts_with("env.") {
         norm = "env.*".to_owned();
+    }
+    if norm.starts_with("postgres.settings.") {
+        norm = "postgres.settings.*".to_owned();
     }
     fields.iter().find(|f| f.path == norm)
 }
@@ -469,7 +625,7 @@ fn yaml_diagnostic(
                 message: format!(
                     "expected {}, found {}",
                     info.expected,
-                    found_at(text, line, column.unwrap_or(0))
+                    found_at(text, line, past_key(text, line, column.unwrap_or(0), &path))
                 ),
                 ..d
             }
@@ -525,6 +681,28 @@ fn found_at(text: &str, line: u64, column: u64) -> String {
         "nothing (null)".to_owned()
     } else {
         format!("`{plain}`")
+    }
+}
+
+/// The column of the value when `line:column` points at the key of the
+/// field `path` (`key: value`), as for values read through
+/// `deserialize_any` (postgres.settings); otherwise `column` itself.
+fn past_key(text: &str, line: u64, column: u64, path: &str) -> u64 {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    let Some(src) = usize::try_from(line.saturating_sub(1))
+        .ok()
+        .and_then(|i| text.lines().nth(i))
+    else {
+        return column;
+    };
+    let start = usize::try_from(column.saturating_sub(1)).unwrap_or(0);
+    let rest: String = src.chars().skip(start).collect();
+    match rest.strip_prefix(leaf).and_then(|r| r.strip_prefix(':')) {
+        Some(after) if !leaf.is_empty() => {
+            let spaces = after.chars().take_while(|c| *c == ' ').count();
+            column + (leaf.chars().count() + 1 + spaces) as u64
+        }
+        _ => column,
     }
 }
 
@@ -666,37 +844,78 @@ impl Checker<'_> {
             let fix = match error::closest(kind_str, SUPPORTED_KINDS.iter().copied()) {
                 Some(k) => format!("did you mean `kind: {k}`?"),
                 None => format!(
-                    "use `kind: program` (supported: {})",
+                    "use `kind: program` or `kind: postgres` (supported: {})",
                     SUPPORTED_KINDS.join(", ")
                 ),
-            };
-            let later = if kind_str == "postgres" {
-                " (postgres images are not supported by this version of pgkraft yet)"
-            } else {
-                ""
             };
             return Err(bad(self
                 .invalid(
                     &raw.kind,
                     "kind",
                     format!(
-                        "unknown kind `{kind_str}`{later}; supported kinds: {}",
+                        "unknown kind `{kind_str}`; supported kinds: {}",
                         SUPPORTED_KINDS.join(", ")
                     ),
                 )
                 .fix(fix)));
         }
 
-        let Some(program) = raw.program else {
-            return Err(bad(self
-                .invalid(
-                    &raw.kind,
-                    "program",
-                    "`kind: program` needs a `program` section, and there is none",
-                )
-                .fix("add at the top level:\nprogram:\n  sources: [main.c]")));
+        // A section of the other kind is refused rather than ignored: it
+        // would otherwise look as if it had an effect.
+        let other_kind_section = |section: &str, kind: &str| {
+            let (line, column) = top_level_key_location(self.text, section);
+            bad(Diagnostic::new(
+                self.shown,
+                format!("`{section}` belongs to `kind: {kind}` recipes, and this one is `kind: {kind_str}`"),
+            )
+            .at(self.text, line, column)
+            .field(section)
+            .fix(format!("remove the `{section}` section, or set `kind: {kind}`")))
         };
-        let kind = Kind::Program(self.program(program)?);
+        let kind = if kind_str == "postgres" {
+            if raw.program.is_some() {
+                return Err(other_kind_section("program", "program"));
+            }
+            if let Some(a) = raw.args.first() {
+                return Err(bad(self
+                    .invalid(
+                        a,
+                        "args",
+                        "`args` are a program's arguments; a postgres image is configured through `postgres.settings`",
+                    )
+                    .fix("remove `args`; put server settings under `postgres.settings`")));
+            }
+            let Some(pg) = raw.postgres else {
+                return Err(bad(self
+                    .invalid(
+                        &raw.kind,
+                        "postgres",
+                        "`kind: postgres` needs a `postgres` section, and there is none",
+                    )
+                    .fix("add at the top level:\npostgres:\n  version: \"17\"")));
+            };
+            Kind::Postgres(Box::new(self.postgres(pg, raw.cluster, raw.rootfs)?))
+        } else {
+            for (section, present) in [
+                ("postgres", raw.postgres.is_some()),
+                ("cluster", raw.cluster.is_some()),
+                ("rootfs", raw.rootfs.is_some()),
+            ] {
+                if present {
+                    return Err(other_kind_section(section, "postgres"));
+                }
+            }
+            let Some(program) = raw.program else {
+                return Err(bad(self
+                    .invalid(
+                        &raw.kind,
+                        "program",
+                        "`kind: program` needs a `program` section, and there is none",
+                    )
+                    .fix("add at the top level:\nprogram:\n  sources: [main.c]")));
+            };
+            Kind::Program(self.program(program)?)
+        };
 
         let mut args = Vec::with_capacity(raw.args.len());
         for (i, a) in raw.args.iter().enumerate() {
@@ -749,8 +968,12 @@ impl Checker<'_> {
 
         let libos = self.libos(raw.libos)?;
 
+        let default_memory_mib = match kind {
+            Kind::Program(_) => DEFAULT_MEMORY_MIB,
+            Kind::Postgres(_) => DEFAULT_POSTGRES_MEMORY_MIB,
+        };
         let memory_mib = match raw.vm.and_then(|vm| vm.memory_mib) {
-            None => DEFAULT_MEMORY_MIB,
+            None => default_memory_mib,
             Some(m) if MEMORY_MIB_RANGE.contains(&m.value) => m.value,
             Some(m) => {
                 return Err(bad(self
@@ -765,7 +988,7 @@ impl Checker<'_> {
                         ),
                     )
                     .fix(format!(
-                        "pick a value in range, e.g. `memory_mib: {DEFAULT_MEMORY_MIB}` (the default)"
+                        "pick a value in range, e.g. `memory_mib: {default_memory_mib}` (the default)"
                     ))));
             }
         };
@@ -950,6 +1173,16 @@ impl Checker<'_> {
     }
 }
 
+/// Where a top-level `key:` is written (line, column), for messages about a
+/// whole section; (0, None) when it is not written in block style.
+fn top_level_key_location(text: &str, key: &str) -> (u64, Option<u64>) {
+    let prefix = format!("{key}:");
+    text.lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with(&prefix))
+        .map_or((0, None), |(i, _)| (i as u64 + 1, Some(1)))
+}
+
 /// Where `sources:` is written, for the empty-list message (a Spanned list
 /// would be the only other way to know).
 fn raw_sources_location(text: &str) -> (u64, Option<u64>) {
@@ -1068,6 +1301,20 @@ mod tests {
         assert_eq!(field_info(FIELDS, "").unwrap().path, "");
         assert_eq!(key_elsewhere(FIELDS, "memory_mib"), Some("vm.memory_mib"));
         assert_eq!(key_elsewhere(FIELDS, "sources"), Some("program.sources"));
+    }
+
+    #[test]
+    fn values_are_found_past_their_key() {
+        let t = "s:\n    work_mem: [4MB]\n    jit:\n";
+        assert_eq!(past_key(t, 2, 5, "postgres.settings.work_mem"), 15);
+        assert_eq!(found_at(t, 2, 15), "a list");
+        assert_eq!(
+            found_at(t, 3, past_key(t, 3, 5, "postgres.settings.jit")),
+            "nothing (null)"
+        );
+        // Not at the key: unchanged.
+        assert_eq!(past_key(t, 2, 15, "postgres.settings.work_mem"), 15);
+        assert_eq!(past_key(t, 2, 5, "postgres.settings.other"), 5);
     }
 
     #[test]

@@ -15,6 +15,9 @@ unsafe extern "C" {
     /// NUL-separated strings ending with an empty one (build::link writes them).
     static __pgkraft_argv_blob: u8;
     static __pgkraft_envp_blob: u8;
+    /// The rootfs tar archive (link.ld; an empty range without one).
+    static __pgkraft_rootfs_start: u8;
+    static __pgkraft_rootfs_end: u8;
 }
 
 /// Fill the IDT: exceptions go to the CPL0 stubs in boot.s, everything else to
@@ -77,6 +80,22 @@ pub fn baked_envp() -> StringBlob {
     StringBlob {
         at: addr_of!(__pgkraft_envp_blob) as u64,
     }
+}
+
+/// The rootfs archive build::link placed in the image's read-only data.
+/// File data is borrowed from it for as long as the file is not written, so
+/// instances booted from one image share those pages in the host's page cache.
+pub fn rootfs() -> &'static [u8] {
+    let start = addr_of!(__pgkraft_rootfs_start) as usize;
+    let end = addr_of!(__pgkraft_rootfs_end) as usize;
+    if end <= start {
+        return &[];
+    }
+    // SAFETY: the linker script brackets the loaded, never-written
+    // `.pgkraft.rootfs` output section with these two symbols (or defines
+    // both at one address when there is no archive), so the range is
+    // mapped, immutable and lives as long as the image.
+    unsafe { core::slice::from_raw_parts(start as *const u8, end - start) }
 }
 
 /// Iterates a blob of NUL-terminated strings ended by an empty string.

@@ -46,6 +46,23 @@ pub fn slice_mut(addr: u64, len: u64) -> Result<&'static mut [u8], Errno> {
     Ok(unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len as usize) })
 }
 
+/// A NUL-terminated string the program passes (a path): its bytes without
+/// the NUL. No NUL within `max` bytes is ENAMETOOLONG, as Linux reports for
+/// a path of PATH_MAX bytes or more.
+pub fn c_str(addr: u64, max: u64) -> Result<&'static [u8], Errno> {
+    let ram_end = RAM_END.load(Ordering::Relaxed);
+    if addr < 4096 || addr >= ram_end {
+        return Err(Errno::EFAULT);
+    }
+    let avail = (ram_end - addr).min(max);
+    let bytes = slice(addr, avail)?;
+    match bytes.iter().position(|&b| b == 0) {
+        Some(n) => Ok(&bytes[..n]),
+        None if avail == max => Err(Errno::ENAMETOOLONG),
+        None => Err(Errno::EFAULT),
+    }
+}
+
 /// Copy a plain-data value out to the program.
 pub fn write<T: Copy>(addr: u64, value: &T) -> Result<(), Errno> {
     let bytes = slice_mut(addr, core::mem::size_of::<T>() as u64)?;

@@ -1,0 +1,417 @@
+//! File descriptors: a table of numbers naming shared open file
+//! descriptions.
+//!
+//! As on Linux, dup() and friends make a second number for the same
+//! description, so the file offset and the status flags (O_APPEND,
+//! O_NONBLOCK) are shared, while FD_CLOEXEC belongs to the number. The table
+//! holds `Arc`s, so fork can later copy it by cloning them.
+
+use crate::config::MAX_FDS;
+use crate::fs::inode::{Attr, Device, Inode, Kind, S_IFIFO};
+use crate::fs::pipe::PipeEnd;
+use crate::syscall::{Errno, console};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use spin::Mutex;
+
+pub const O_ACCMODE: u32 = 0o3;
+pub const O_RDONLY: u32 = 0o0;
+pub const O_WRONLY: u32 = 0o1;
+pub const O_RDWR: u32 = 0o2;
+pub const O_CREAT: u32 = 0o100;
+pub const O_EXCL: u32 = 0o200;
+pub const O_NOCTTY: u32 = 0o400;
+pub const O_TRUNC: u32 = 0o1000;
+pub const O_APPEND: u32 = 0o2000;
+pub const O_NONBLOCK: u32 = 0o4000;
+pub const O_ASYNC: u32 = 0o20000;
+pub const O_DIRECT: u32 = 0o40000;
+pub const O_LARGEFILE: u32 = 0o100000;
+pub const O_DIRECTORY: u32 = 0o200000;
+pub const O_NOFOLLOW: u32 = 0o400000;
+pub const O_NOATIME: u32 = 0o1000000;
+pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_PATH: u32 = 0o10000000;
+
+/// The status flags F_SETFL may change (Linux's SETFL_MASK).
+const SETFL_MASK: u32 = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
+
+/// Linux's MAX_RW_COUNT: one read or write moves at most this much.
+pub const MAX_RW: u64 = 0x7fff_f000;
+
+pub const SEEK_SET: u64 = 0;
+pub const SEEK_CUR: u64 = 1;
+pub const SEEK_END: u64 = 2;
+pub const SEEK_DATA: u64 = 3;
+pub const SEEK_HOLE: u64 = 4;
+
+const SIGPIPE: u64 = 13;
+
+pub enum FileKind {
+    /// The VM's console (fds 0, 1 and 2 at start).
+    Console,
+    /// A file, directory, device or (with O_PATH) symlink.
+    Node(Arc<Inode>),
+    Pipe(PipeEnd),
+}
+
+/// An open file description.
+pub struct OpenFile {
+    pub kind: FileKind,
+    /// The access mode and status flags, as F_GETFL reports them.
+    flags: AtomicU32,
+    /// The file offset; for a directory, the position of the next entry.
+    pos: AtomicU64,
+}
+
+impl OpenFile {
+    pub fn new(kind: FileKind, flags: u32) -> Arc<OpenFile> {
+        Arc::new(OpenFile {
+            kind,
+            flags: AtomicU32::new(flags),
+            pos: AtomicU64::new(0),
+        })
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    /// F_SETFL: the access mode and creation flags stay as they are.
+    pub fn set_status_flags(&self, new: u32) {
+        let old = self.flags();
+        self.flags
+            .store((old & !SETFL_MASK) | (new & SETFL_MASK), Ordering::Relaxed);
+    }
+
+    pub fn is_path(&self) -> bool {
+        self.flags() & O_PATH != 0
+    }
+
+    pub fn readable(&self) -> bool {
+        !self.is_path() && matches!(self.flags() & O_ACCMODE, O_RDONLY | O_RDWR)
+    }
+
+    pub fn writable(&self) -> bool {
+        !self.is_path() && matches!(self.flags() & O_ACCMODE, O_WRONLY | O_RDWR)
+    }
+
+    fn nonblocking(&self) -> bool {
+        self.flags() & O_NONBLOCK != 0
+    }
+
+    pub fn inode(&self) -> Option<&Arc<Inode>> {
+        match &self.kind {
+            FileKind::Node(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub fn pos(&self) -> u64 {
+        self.pos.load(Ordering::Relaxed)
+    }
+
+    pub fn set_pos(&self, pos: u64) {
+        self.pos.store(pos, Ordering::Relaxed)
+    }
+
+    pub fn check_read(&self) -> Result<(), Errno> {
+        if self.readable() {
+            Ok(())
+        } else {
+            Err(Errno::EBADF)
+        }
+    }
+
+    pub fn check_write(&self) -> Result<(), Errno> {
+        if self.writable() {
+            Ok(())
+        } else {
+            Err(Errno::EBADF)
+        }
+    }
+
+    /// read(2) at the file offset.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.check_read()?;
+        match &self.kind {
+            FileKind::Console => Ok(console::read(buf)),
+            FileKind::Pipe(end) => end.read(buf, self.nonblocking()),
+            FileKind::Node(inode) => match inode.kind {
+                Kind::Dev(dev) => Ok(read_device(dev, buf)),
+                _ => {
+                    let pos = self.pos();
+                    let n = inode.read_at(pos, buf)?;
+                    self.set_pos(pos + n as u64);
+                    Ok(n)
+                }
+            },
+        }
+    }
+
+    /// write(2) at the file offset (at the end with O_APPEND).
+    pub fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        self.check_write()?;
+        match &self.kind {
+            FileKind::Console => Ok(console::write(buf)),
+            FileKind::Pipe(end) => pipe_write(end, buf, self.nonblocking()),
+            FileKind::Node(inode) => match inode.kind {
+                Kind::Dev(_) => Ok(buf.len()),
+                _ => {
+                    let at = (self.flags() & O_APPEND == 0).then(|| self.pos());
+                    let (n, end) = inode.write_at(at, buf)?;
+                    self.set_pos(end);
+                    Ok(n)
+                }
+            },
+        }
+    }
+
+    /// pread(2): at `off`, leaving the file offset alone.
+    pub fn pread(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        self.check_read()?;
+        match &self.kind {
+            FileKind::Console | FileKind::Pipe(_) => Err(Errno::ESPIPE),
+            FileKind::Node(inode) => match inode.kind {
+                Kind::Dev(dev) => Ok(read_device(dev, buf)),
+                _ => inode.read_at(off, buf),
+            },
+        }
+    }
+
+    /// pwrite(2). With O_APPEND Linux appends whatever the offset says.
+    pub fn pwrite(&self, buf: &[u8], off: u64) -> Result<usize, Errno> {
+        self.check_write()?;
+        match &self.kind {
+            FileKind::Console | FileKind::Pipe(_) => Err(Errno::ESPIPE),
+            FileKind::Node(inode) => match inode.kind {
+                Kind::Dev(_) => Ok(buf.len()),
+                _ => {
+                    let at = (self.flags() & O_APPEND == 0).then_some(off);
+                    Ok(inode.write_at(at, buf)?.0)
+                }
+            },
+        }
+    }
+
+    pub fn seek(&self, off: i64, whence: u64) -> Result<u64, Errno> {
+        let inode = match &self.kind {
+            FileKind::Console | FileKind::Pipe(_) => return Err(Errno::ESPIPE),
+            FileKind::Node(i) => i,
+        };
+        if whence > SEEK_HOLE {
+            return Err(Errno::EINVAL);
+        }
+        let new = match inode.kind {
+            // Linux's null and zero devices always answer 0.
+            Kind::Dev(_) => 0,
+            Kind::Dir => match whence {
+                SEEK_SET => off,
+                SEEK_CUR => (self.pos() as i64).checked_add(off).ok_or(Errno::EINVAL)?,
+                _ => return Err(Errno::EINVAL),
+            },
+            _ => match whence {
+                SEEK_SET => off,
+                SEEK_CUR => (self.pos() as i64).checked_add(off).ok_or(Errno::EINVAL)?,
+                SEEK_END => (inode.size() as i64)
+                    .checked_add(off)
+                    .ok_or(Errno::EINVAL)?,
+                SEEK_DATA | SEEK_HOLE => {
+                    if off < 0 {
+                        return Err(Errno::ENXIO);
+                    }
+                    inode.seek_data(off as u64, whence == SEEK_HOLE)? as i64
+                }
+                _ => return Err(Errno::EINVAL),
+            },
+        };
+        if new < 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.set_pos(new as u64);
+        Ok(new as u64)
+    }
+
+    pub fn attr(&self) -> Attr {
+        match &self.kind {
+            FileKind::Console => console::attr(),
+            FileKind::Node(inode) => inode.attr(),
+            FileKind::Pipe(end) => Attr {
+                dev: crate::fs::inode::DEV,
+                ino: end.pipe.ino,
+                mode: S_IFIFO | 0o600,
+                nlink: 1,
+                uid: crate::syscall::ids::UID as u32,
+                gid: crate::syscall::ids::GID as u32,
+                blksize: 4096,
+                ..Attr::default()
+            },
+        }
+    }
+}
+
+fn read_device(dev: Device, buf: &mut [u8]) -> usize {
+    match dev {
+        Device::Null => 0,
+        Device::Zero => {
+            buf.fill(0);
+            buf.len()
+        }
+        Device::Urandom => {
+            crate::syscall::misc::fill_random(buf);
+            buf.len()
+        }
+    }
+}
+
+/// Writing to a pipe nobody reads raises SIGPIPE, then fails with EPIPE.
+fn pipe_write(end: &PipeEnd, buf: &[u8], nonblocking: bool) -> Result<usize, Errno> {
+    let r = end.write(buf, nonblocking);
+    if r == Err(Errno::EPIPE) {
+        let _ = crate::syscall::signal::kill(crate::syscall::ids::PID as i64, SIGPIPE);
+    }
+    r
+}
+
+#[derive(Clone)]
+struct Slot {
+    file: Arc<OpenFile>,
+    cloexec: bool,
+}
+
+/// Slot n is fd n; it grows on demand up to MAX_FDS.
+static TABLE: Mutex<Vec<Option<Slot>>> = Mutex::new(Vec::new());
+
+fn table() -> spin::MutexGuard<'static, Vec<Option<Slot>>> {
+    // As with inodes: held here means re-entered, a libOS bug.
+    TABLE.try_lock().expect("fd table locked twice")
+}
+
+/// The kernel takes an `unsigned int`: only the low 32 bits count.
+fn index(fd: u64) -> usize {
+    fd as u32 as usize
+}
+
+/// fds 0, 1 and 2: one console description, as a terminal login has.
+pub fn init() {
+    let console = OpenFile::new(FileKind::Console, O_RDWR | O_LARGEFILE);
+    let mut t = table();
+    t.clear();
+    for _ in 0..3 {
+        t.push(Some(Slot {
+            file: console.clone(),
+            cloexec: false,
+        }));
+    }
+}
+
+pub fn get(fd: u64) -> Result<Arc<OpenFile>, Errno> {
+    match table().get(index(fd)) {
+        Some(Some(s)) => Ok(s.file.clone()),
+        _ => Err(Errno::EBADF),
+    }
+}
+
+fn lowest_free(t: &[Option<Slot>], min: usize) -> Result<usize, Errno> {
+    let found = t
+        .iter()
+        .enumerate()
+        .skip(min)
+        .find(|(_, s)| s.is_none())
+        .map(|(i, _)| i)
+        .unwrap_or(t.len().max(min));
+    if found >= MAX_FDS as usize {
+        return Err(Errno::EMFILE);
+    }
+    Ok(found)
+}
+
+fn put(t: &mut Vec<Option<Slot>>, at: usize, slot: Slot) -> Option<Slot> {
+    if at >= t.len() {
+        t.resize(at + 1, None);
+    }
+    t[at].replace(slot)
+}
+
+/// How many more descriptors can be installed, up to `want` (open checks
+/// first, as Linux reserves the number before it creates anything).
+pub fn free_count(want: usize) -> usize {
+    let t = table();
+    let holes = t.iter().filter(|s| s.is_none()).count();
+    let tail = (MAX_FDS as usize).saturating_sub(t.len());
+    (holes + tail).min(want)
+}
+
+/// Install at the lowest free number at or above `min`.
+pub fn install_from(min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    if min >= MAX_FDS {
+        return Err(Errno::EINVAL);
+    }
+    let mut t = table();
+    let at = lowest_free(&t, min as usize)?;
+    put(&mut t, at, Slot { file, cloexec });
+    Ok(at as u64)
+}
+
+pub fn install(file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    install_from(0, file, cloexec)
+}
+
+/// dup2/dup3: `fd` now names `file`; what it named before is closed.
+pub fn install_at(fd: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    if fd >= MAX_FDS {
+        return Err(Errno::EBADF);
+    }
+    let old = put(&mut table(), fd as usize, Slot { file, cloexec });
+    // Dropped outside the table lock: closing a pipe end or the last name
+    // of an unlinked file must not run under it.
+    drop(old);
+    Ok(fd)
+}
+
+pub fn close(fd: u64) -> Result<(), Errno> {
+    let old = table()
+        .get_mut(index(fd))
+        .and_then(|s| s.take())
+        .ok_or(Errno::EBADF)?;
+    drop(old);
+    Ok(())
+}
+
+/// close_range: close (or with `cloexec_only`, mark close-on-exec) every
+/// open fd in [first, last].
+pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
+    let mut closed = Vec::new();
+    {
+        let mut t = table();
+        let end = (t.len() as u64).min(last.saturating_add(1)) as usize;
+        for slot in t.iter_mut().take(end).skip(first as usize) {
+            if cloexec_only {
+                if let Some(s) = slot {
+                    s.cloexec = true;
+                }
+            } else if let Some(s) = slot.take() {
+                closed.push(s);
+            }
+        }
+    }
+    drop(closed);
+}
+
+pub fn cloexec(fd: u64) -> Result<bool, Errno> {
+    match table().get(index(fd)) {
+        Some(Some(s)) => Ok(s.cloexec),
+        _ => Err(Errno::EBADF),
+    }
+}
+
+pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
+    match table().get_mut(index(fd)) {
+        Some(Some(s)) => {
+            s.cloexec = on;
+            Ok(())
+        }
+        _ => Err(Errno::EBADF),
+    }
+}

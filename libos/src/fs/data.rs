@@ -1,0 +1,240 @@
+//! The bytes of a regular file, in 4 KiB pages.
+//!
+//! Pages keep growth cheap (nothing is copied when a file gets longer) and
+//! let three kinds of page coexist in one file:
+//! - a hole (`None`, or past the end of the page vector) reads as zeros and
+//!   takes no memory;
+//! - a borrowed page is a slice of the image's rootfs archive, shared by
+//!   every instance booted from the image, until the first write copies it;
+//! - an owned page is ours.
+
+use crate::syscall::Errno;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+pub const PAGE: usize = 4096;
+
+/// Linux's limit for a file offset (MAX_LFS_FILESIZE).
+pub const MAX_SIZE: u64 = i64::MAX as u64;
+
+enum Page {
+    /// At most PAGE bytes; bytes past its end read as zero (the last page of
+    /// a seeded file, or one shortened by a truncate).
+    Borrowed(&'static [u8]),
+    Owned(Box<[u8; PAGE]>),
+}
+
+#[derive(Default)]
+pub struct FileData {
+    pages: Vec<Option<Page>>,
+    size: u64,
+    /// Pages holding data (borrowed or owned), for st_blocks.
+    resident: u64,
+}
+
+/// A zeroed page, or ENOSPC when the heap is exhausted: running out of
+/// memory must fail the write, not the whole libOS.
+fn zero_page() -> Result<Box<[u8; PAGE]>, Errno> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(PAGE).map_err(|_| Errno::ENOSPC)?;
+    v.resize(PAGE, 0u8);
+    v.into_boxed_slice().try_into().map_err(|_| Errno::ENOSPC)
+}
+
+impl FileData {
+    /// A file whose contents are `bytes` from the image, copied on write.
+    pub fn borrowed(bytes: &'static [u8]) -> FileData {
+        let pages: Vec<Option<Page>> = bytes
+            .chunks(PAGE)
+            .map(|c| Some(Page::Borrowed(c)))
+            .collect();
+        FileData {
+            resident: pages.len() as u64,
+            pages,
+            size: bytes.len() as u64,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// 512-byte blocks holding data, as st_blocks counts them.
+    pub fn blocks(&self) -> u64 {
+        self.resident * (PAGE as u64 / 512)
+    }
+
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        if off >= self.size {
+            return 0;
+        }
+        let n = (buf.len() as u64).min(self.size - off) as usize;
+        let mut done = 0;
+        while done < n {
+            let pos = off + done as u64;
+            let (idx, inner) = ((pos / PAGE as u64) as usize, (pos % PAGE as u64) as usize);
+            let chunk = (PAGE - inner).min(n - done);
+            let dst = &mut buf[done..done + chunk];
+            match self.pages.get(idx) {
+                Some(Some(Page::Owned(p))) => dst.copy_from_slice(&p[inner..inner + chunk]),
+                Some(Some(Page::Borrowed(s))) => {
+                    // `inner` may lie past a short page's end (the file grew).
+                    let have = s.len().saturating_sub(inner).min(chunk);
+                    if have > 0 {
+                        dst[..have].copy_from_slice(&s[inner..inner + have]);
+                    }
+                    dst[have..].fill(0);
+                }
+                _ => dst.fill(0),
+            }
+            done += chunk;
+        }
+        n
+    }
+
+    /// The page at `idx`, ours to write: a hole becomes a zeroed page, a
+    /// borrowed one is copied.
+    fn page_mut(&mut self, idx: usize) -> Result<&mut [u8; PAGE], Errno> {
+        let slot = &mut self.pages[idx];
+        let fresh = match slot {
+            Some(Page::Owned(_)) => None,
+            Some(Page::Borrowed(s)) => {
+                let mut p = zero_page()?;
+                p[..s.len()].copy_from_slice(s);
+                Some(p)
+            }
+            None => {
+                let p = zero_page()?;
+                self.resident += 1;
+                Some(p)
+            }
+        };
+        if let Some(p) = fresh {
+            *slot = Some(Page::Owned(p));
+        }
+        match slot {
+            Some(Page::Owned(p)) => Ok(p),
+            _ => unreachable!("the slot was just made an owned page"),
+        }
+    }
+
+    /// Make room in the page vector for `end` bytes; holes are `None`.
+    fn reserve_pages(&mut self, end: u64) -> Result<(), Errno> {
+        let want = end.div_ceil(PAGE as u64);
+        let want = usize::try_from(want).map_err(|_| Errno::EFBIG)?;
+        if want > self.pages.len() {
+            self.pages
+                .try_reserve(want - self.pages.len())
+                .map_err(|_| Errno::ENOSPC)?;
+            self.pages.resize_with(want, || None);
+        }
+        Ok(())
+    }
+
+    pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<usize, Errno> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_SIZE)
+            .ok_or(Errno::EFBIG)?;
+        self.reserve_pages(end)?;
+        let mut done = 0;
+        while done < data.len() {
+            let pos = off + done as u64;
+            let (idx, inner) = ((pos / PAGE as u64) as usize, (pos % PAGE as u64) as usize);
+            let chunk = (PAGE - inner).min(data.len() - done);
+            match self.page_mut(idx) {
+                Ok(page) => page[inner..inner + chunk].copy_from_slice(&data[done..done + chunk]),
+                // A short write is what Linux reports when space runs out
+                // part way; only a write that did nothing is an error.
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+            done += chunk;
+        }
+        self.size = self.size.max(off + done as u64);
+        Ok(done)
+    }
+
+    pub fn truncate(&mut self, len: u64) -> Result<(), Errno> {
+        if len > MAX_SIZE {
+            return Err(Errno::EFBIG);
+        }
+        if len < self.size {
+            let keep = len.div_ceil(PAGE as u64) as usize;
+            if keep < self.pages.len() {
+                self.resident -= self.pages[keep..].iter().filter(|p| p.is_some()).count() as u64;
+                self.pages.truncate(keep);
+                if self.pages.capacity() > 2 * keep + 16 {
+                    self.pages.shrink_to_fit();
+                }
+            }
+            // What lies past the new end in the last page must read as zero
+            // if the file grows again.
+            let inner = (len % PAGE as u64) as usize;
+            if inner != 0
+                && let Some(Some(page)) = self.pages.get_mut(keep - 1)
+            {
+                match page {
+                    Page::Owned(p) => p[inner..].fill(0),
+                    Page::Borrowed(s) => *s = &s[..inner.min(s.len())],
+                }
+            }
+        }
+        // Growing only moves the end: the new range is a hole.
+        self.size = len;
+        Ok(())
+    }
+
+    /// Drop whole pages inside [off, off+len) and zero the partial ends
+    /// (FALLOC_FL_PUNCH_HOLE); the size does not change.
+    pub fn punch_hole(&mut self, off: u64, len: u64) -> Result<(), Errno> {
+        let page = PAGE as u64;
+        // Past the page vector everything is a hole already.
+        let end = off
+            .saturating_add(len)
+            .min(self.size)
+            .min(self.pages.len() as u64 * page);
+        let mut at = off;
+        while at < end {
+            let idx = at / page;
+            let stop = end.min((idx + 1) * page);
+            if !self.is_hole(idx) {
+                if at == idx * page && stop == (idx + 1) * page {
+                    self.pages[idx as usize] = None;
+                    self.resident -= 1;
+                } else {
+                    let p = self.page_mut(idx as usize)?;
+                    p[(at - idx * page) as usize..(stop - idx * page) as usize].fill(0);
+                }
+            }
+            at = stop;
+        }
+        Ok(())
+    }
+
+    fn is_hole(&self, idx: u64) -> bool {
+        !matches!(self.pages.get(idx as usize), Some(Some(_)))
+    }
+
+    /// SEEK_DATA / SEEK_HOLE, at page granularity (as tmpfs answers them).
+    /// None is ENXIO: `off` is at or past the end, or no data follows it.
+    pub fn seek_data(&self, off: u64, want_hole: bool) -> Option<u64> {
+        if off >= self.size {
+            return None;
+        }
+        let page = PAGE as u64;
+        let mut idx = off / page;
+        let last = (self.size - 1) / page;
+        while idx <= last {
+            if self.is_hole(idx) == want_hole {
+                return Some((idx * page).max(off));
+            }
+            idx += 1;
+        }
+        // Past the last page of data there is the implicit hole at EOF.
+        want_hole.then_some(self.size)
+    }
+}

@@ -1,0 +1,202 @@
+//! The in-memory file system: one tree of inodes rooted at `/`, seeded at
+//! boot from the rootfs archive in the image (see `tar`), with `/tmp` and
+//! `/dev` (null, zero, urandom) always present.
+//!
+//! Everything runs as one user, so access is decided by how a file was
+//! opened (O_RDONLY / O_WRONLY / O_RDWR), never by its mode bits, which are
+//! only stored and reported.
+
+pub mod data;
+pub mod inode;
+pub mod namei;
+pub mod pipe;
+pub mod tar;
+
+use crate::syscall::Errno;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, Ordering};
+use data::FileData;
+use inode::{Device, Inode, Time};
+use spin::Mutex;
+
+static ROOT: spin::Once<Arc<Inode>> = spin::Once::new();
+/// The process's working directory and umask (per process once fork exists).
+static CWD: Mutex<Option<Arc<Inode>>> = Mutex::new(None);
+static UMASK: AtomicU32 = AtomicU32::new(0o022);
+
+pub fn root() -> Arc<Inode> {
+    ROOT.get().expect("fs used before fs::init").clone()
+}
+
+pub fn cwd() -> Arc<Inode> {
+    CWD.lock().clone().unwrap_or_else(root)
+}
+
+pub fn set_cwd(dir: Arc<Inode>) {
+    let old = CWD.lock().replace(dir);
+    drop(old);
+}
+
+pub fn umask() -> u32 {
+    UMASK.load(Ordering::Relaxed)
+}
+
+/// Sets the umask, returns the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    UMASK.swap(mask & 0o777, Ordering::Relaxed)
+}
+
+pub fn init() {
+    let root = ROOT.call_once(|| Inode::new_dir(0o755, None)).clone();
+    root.lock().nlink = 2;
+    let mkdir = |parent: &Arc<Inode>, name: &[u8], perm: u32| -> Arc<Inode> {
+        let dir = Inode::new_dir(perm, Some(parent));
+        let _ = namei::link_into(parent, name, &dir);
+        dir
+    };
+    mkdir(&root, b"tmp", 0o1777);
+    let dev = mkdir(&root, b"dev", 0o755);
+    // POSIX shared memory (shm_open) lives here.
+    mkdir(&dev, b"shm", 0o1777);
+    for (name, device) in [
+        (&b"null"[..], Device::Null),
+        (b"zero", Device::Zero),
+        (b"urandom", Device::Urandom),
+        (b"random", Device::Urandom),
+    ] {
+        let _ = namei::link_into(&dev, name, &Inode::new_device(device, 0o666));
+    }
+    seed(crate::arch::image::rootfs());
+}
+
+/// Create the archive's entries. Errors skip an entry (or, for a damaged
+/// archive, the rest of it) with a diagnostic; they never stop the boot.
+fn seed(archive: &'static [u8]) {
+    // File data is lent straight out of the archive, so it must be a plain
+    // tar; a compressed one would need unpacking into RAM first.
+    if archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        crate::log!(
+            "libos: the rootfs archive is zstd-compressed; this libOS reads only plain tar"
+        );
+        return;
+    }
+    let root = root();
+    for entry in tar::Reader::new(archive) {
+        match entry {
+            Ok(e) => {
+                if let Err(err) = seed_entry(&root, &e) {
+                    crate::log!(
+                        "libos: rootfs: {}: {err:?}; entry skipped",
+                        core::str::from_utf8(&e.path).unwrap_or("(not UTF-8)")
+                    );
+                }
+            }
+            Err(err) => {
+                crate::log!("libos: rootfs archive: {err}; the rest of it is ignored");
+                break;
+            }
+        }
+    }
+}
+
+fn seed_entry(root: &Arc<Inode>, e: &tar::Entry<'static>) -> Result<(), Errno> {
+    use tar::EntryKind;
+    let mut comps = e
+        .path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".");
+    let mut dir = root.clone();
+    let mut name = match comps.next() {
+        Some(n) => n,
+        None => {
+            // The archive's own root ("./"): its mode applies to `/`.
+            if matches!(e.kind, EntryKind::Dir) {
+                set_seeded(root, e.mode, e.mtime);
+            }
+            return Ok(());
+        }
+    };
+    for next in comps {
+        if name == b".." || name.len() > inode::NAME_MAX {
+            return Err(Errno::EINVAL);
+        }
+        dir = match dir.lookup(name) {
+            Ok(d) if d.is_dir() => d,
+            Ok(_) => namei::resolve(&dir, name, true).and_then(|d| {
+                if d.is_dir() {
+                    Ok(d)
+                } else {
+                    Err(Errno::ENOTDIR)
+                }
+            })?,
+            Err(Errno::ENOENT) => {
+                let d = Inode::new_dir(0o755, Some(&dir));
+                namei::link_into(&dir, name, &d)?;
+                d
+            }
+            Err(err) => return Err(err),
+        };
+        name = next;
+    }
+    if name == b".." || name.len() > inode::NAME_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let existing = dir.lookup(name).ok();
+    let node = match &e.kind {
+        EntryKind::Dir => match existing {
+            Some(d) if d.is_dir() => {
+                set_seeded(&d, e.mode, e.mtime);
+                return Ok(());
+            }
+            _ => Inode::new_dir(e.mode, Some(&dir)),
+        },
+        EntryKind::File(bytes) => Inode::new_file(e.mode, FileData::borrowed(bytes)),
+        EntryKind::Symlink(target) if target.is_empty() => return Err(Errno::ENOENT),
+        EntryKind::Symlink(target) => Inode::new_symlink(target),
+        EntryKind::HardLink(target) => {
+            let t = namei::resolve(root, target, false)?;
+            if t.is_dir() {
+                return Err(Errno::EPERM);
+            }
+            if let Some(ex) = &existing
+                && Arc::ptr_eq(ex, &t)
+            {
+                return Ok(());
+            }
+            t
+        }
+        EntryKind::Other(t) => {
+            crate::log!(
+                "libos: rootfs: {}: entry type {:?} is not supported; skipped",
+                core::str::from_utf8(&e.path).unwrap_or("(not UTF-8)"),
+                *t as char
+            );
+            return Ok(());
+        }
+    };
+    if let Some(ex) = existing {
+        // A later entry replaces an earlier one, as extraction would.
+        if ex.is_dir() {
+            namei::rmdir(&dir, name)?;
+        } else {
+            namei::unlink(&dir, name)?;
+        }
+    }
+    namei::link_into(&dir, name, &node)?;
+    if !matches!(e.kind, EntryKind::HardLink(_)) {
+        set_seeded(&node, e.mode, e.mtime);
+    }
+    Ok(())
+}
+
+fn set_seeded(inode: &Inode, perm: u32, mtime: i64) {
+    let mut node = inode.lock();
+    let t = Time {
+        sec: mtime,
+        nsec: 0,
+    };
+    node.perm = perm & 0o7777;
+    node.atime = t;
+    node.mtime = t;
+    node.ctime = t;
+}

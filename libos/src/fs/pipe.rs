@@ -1,0 +1,143 @@
+//! Pipes: a byte queue between a read end and a write end.
+//!
+//! There is one process and nothing runs while it waits, so a pipe can
+//! never be drained or filled by someone else during a call. Hence:
+//! - a read of an empty pipe whose write end is still open answers EAGAIN,
+//!   blocking or not (blocking would be a hang: no writer can ever run),
+//!   and says so once on the log channel;
+//! - a blocking write never waits for room: the queue grows past the pipe's
+//!   capacity (a full pipe would be a hang for the same reason). Non-blocking
+//!   writes honour the capacity exactly as Linux does (EAGAIN, PIPE_BUF
+//!   atomicity), which is what self-pipe wakeups rely on.
+//!
+//! When processes arrive (fork), both cases become a wait for another one.
+
+use crate::syscall::Errno;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use spin::Mutex;
+
+/// Linux's default pipe capacity and atomic write size.
+pub const DEFAULT_CAPACITY: usize = 65536;
+const PIPE_BUF: usize = 4096;
+
+pub struct Pipe {
+    pub ino: u64,
+    queue: Mutex<VecDeque<u8>>,
+    capacity: AtomicUsize,
+    readers: AtomicUsize,
+    writers: AtomicUsize,
+}
+
+/// One end of a pipe, held by an open file description. Dropping the last
+/// description of an end closes that end.
+pub struct PipeEnd {
+    pub pipe: Arc<Pipe>,
+    pub write: bool,
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        let count = if self.write {
+            &self.pipe.writers
+        } else {
+            &self.pipe.readers
+        };
+        count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn new() -> (PipeEnd, PipeEnd) {
+    let pipe = Arc::new(Pipe {
+        ino: super::inode::next_ino(),
+        queue: Mutex::new(VecDeque::new()),
+        capacity: AtomicUsize::new(DEFAULT_CAPACITY),
+        readers: AtomicUsize::new(1),
+        writers: AtomicUsize::new(1),
+    });
+    (
+        PipeEnd {
+            pipe: pipe.clone(),
+            write: false,
+        },
+        PipeEnd { pipe, write: true },
+    )
+}
+
+impl Pipe {
+    pub fn available(&self) -> usize {
+        self.queue.lock().len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// F_SETPIPE_SZ: at least `want` bytes, a power-of-two number of pages;
+    /// EBUSY if what is queued would not fit.
+    pub fn set_capacity(&self, want: u64) -> Result<usize, Errno> {
+        if want > 1 << 20 {
+            return Err(Errno::EPERM);
+        }
+        let size = (want.max(PIPE_BUF as u64) as usize).next_power_of_two();
+        if self.available() > size {
+            return Err(Errno::EBUSY);
+        }
+        self.capacity.store(size, Ordering::Relaxed);
+        Ok(size)
+    }
+}
+
+static WARNED_EMPTY_READ: AtomicBool = AtomicBool::new(false);
+
+impl PipeEnd {
+    pub fn read(&self, buf: &mut [u8], nonblocking: bool) -> Result<usize, Errno> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut q = self.pipe.queue.lock();
+        if q.is_empty() {
+            if self.pipe.writers.load(Ordering::Relaxed) == 0 {
+                return Ok(0);
+            }
+            drop(q);
+            if !nonblocking && !WARNED_EMPTY_READ.swap(true, Ordering::Relaxed) {
+                crate::log!(
+                    "libos: read of an empty pipe whose writer is this process: returning EAGAIN (waiting would never end)"
+                );
+            }
+            return Err(Errno::EAGAIN);
+        }
+        let n = buf.len().min(q.len());
+        let (a, b) = q.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        q.drain(..n);
+        Ok(n)
+    }
+
+    /// Err(EPIPE) when no read end is open; the caller raises SIGPIPE.
+    pub fn write(&self, data: &[u8], nonblocking: bool) -> Result<usize, Errno> {
+        if self.pipe.readers.load(Ordering::Relaxed) == 0 {
+            return Err(Errno::EPIPE);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut q = self.pipe.queue.lock();
+        let n = if nonblocking {
+            let room = self.pipe.capacity().saturating_sub(q.len());
+            if room == 0 || (data.len() <= PIPE_BUF && room < data.len()) {
+                return Err(Errno::EAGAIN);
+            }
+            room.min(data.len())
+        } else {
+            data.len()
+        };
+        q.try_reserve(n).map_err(|_| Errno::ENOMEM)?;
+        q.extend(&data[..n]);
+        Ok(n)
+    }
+}

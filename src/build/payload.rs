@@ -1,0 +1,255 @@
+//! What goes into an image besides the libOS and musl, per recipe kind: the
+//! program's objects and argv, or PostgreSQL's server objects, argv and the
+//! rootfs with the cluster.
+
+use super::cache::Cache;
+use super::manifest::Inputs;
+use super::musl::{self, MuslSysroot};
+use super::rootfs::{self, Rootfs};
+use super::{BuildError, Logs, compile, fetch, postgres, select};
+use crate::progress::Progress;
+use crate::recipe::{PostgresSpec, ProgramSpec, Recipe};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The kind-specific part of an image.
+pub struct Payload {
+    pub objects: Vec<PathBuf>,
+    /// argv[0] first.
+    pub argv: Vec<String>,
+    /// `KEY=value`.
+    pub env: Vec<String>,
+    pub rootfs: Option<Rootfs>,
+    pub postgres: Option<PostgresFacts>,
+    /// Files written next to the image (e.g. a generated password).
+    pub extra_outputs: Vec<PathBuf>,
+}
+
+/// What the manifest says about a PostgreSQL build.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct PostgresFacts {
+    pub version: String,
+    pub modules: Vec<String>,
+    pub extensions: Vec<String>,
+    pub preinit: bool,
+    /// Where the superuser's password came from.
+    pub password: String,
+}
+
+fn env_of(recipe: &Recipe) -> Vec<String> {
+    recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+pub fn program(
+    recipe: &Recipe,
+    program: &ProgramSpec,
+    musl: &MuslSysroot,
+    cache: &Cache,
+    logs: &Logs,
+    inputs: &mut Inputs,
+    progress: &Progress,
+) -> Result<Payload, BuildError> {
+    let stage = progress.stage("compile");
+    let objects = compile::compile(
+        &program.sources,
+        &program.cflags,
+        musl,
+        cache,
+        &logs.stage("compile"),
+    )?;
+    for s in &program.sources {
+        inputs.path("program source", s);
+    }
+    stage.finish(&format!("{} source file(s)", program.sources.len()));
+    Ok(Payload {
+        objects: objects.files,
+        argv: recipe.argv(),
+        env: env_of(recipe),
+        rootfs: None,
+        postgres: None,
+        extra_outputs: Vec::new(),
+    })
+}
+
+/// The superuser's password: from the recipe's `password_env` when set at
+/// build time, else generated and written 0600 next to the image.
+fn password(
+    spec: &PostgresSpec,
+    out: &Path,
+    name: &str,
+) -> Result<(Option<String>, String, Option<PathBuf>), BuildError> {
+    let Some(var) = spec.cluster.auth.password_env() else {
+        return Ok((None, "none (auth: trust)".into(), None));
+    };
+    if let Ok(p) = std::env::var(var)
+        && !p.is_empty()
+    {
+        return Ok((Some(p), format!("environment variable {var}"), None));
+    }
+    let mut bytes = [0u8; 18];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| BuildError::Output {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let pw: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    let path = out.join(format!("{name}.password"));
+    write_secret(&path, &pw).map_err(|source| BuildError::Output {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((
+        Some(pw),
+        format!("generated into {} ({var} was not set)", path.display()),
+        Some(path),
+    ))
+}
+
+/// Written 0600 from the start (never world-readable, not even briefly).
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("password.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn postgres(
+    recipe: &Recipe,
+    spec: &PostgresSpec,
+    musl_src: &fetch::VerifiedSource,
+    out: &Path,
+    cache: &Cache,
+    logs: &Logs,
+    inputs: &mut Inputs,
+    progress: &Progress,
+) -> Result<Payload, BuildError> {
+    let stage = progress.stage("fetch");
+    let hint = postgres::pin(spec.major)
+        .map(|p| p.file_name)
+        .unwrap_or("postgresql source");
+    let src = fetch::fetch(&spec.source, hint, cache)?;
+    inputs.file("postgres source", &src.path, &src.sha256);
+    stage.finish(&format!("PostgreSQL {}", spec.major));
+
+    // The host programs (initdb, and postgres for the closure check) are
+    // linked with stock musl; the image's server with the patched one.
+    let stage = progress.stage("musl");
+    let stock = musl::build_musl(
+        musl_src,
+        musl::MuslFlavor::Stock,
+        cache,
+        &logs.stage("musl-stock"),
+    )?;
+    stage.finish("stock (host programs)");
+
+    let stage = progress.stage("postgres");
+    let pg_spec = postgres::PgSpec {
+        major: spec.major,
+        source: &src,
+        optimize: spec.configure.optimize.flag(),
+        extensions: &spec.extensions,
+        configure_extra: &spec.configure.extra,
+    };
+    let pg = postgres::build(
+        &pg_spec,
+        &stock,
+        cache,
+        &postgres::PgLogs::in_dir(&logs.dir),
+    )?;
+    for p in postgres::default_patch_dir(spec.major)
+        .read_dir()
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        inputs.path("postgres patch", &p.path());
+    }
+    stage.finish(&format!(
+        "PostgreSQL {} with {}",
+        pg.version,
+        pg.modules.join(", ")
+    ));
+
+    let (pw, pw_origin, pw_file) = password(spec, out, &recipe.name)?;
+    let data_dir = if spec.cluster.preinit {
+        let stage = progress.stage("initdb");
+        let cluster = postgres::ClusterSpec {
+            encoding: spec.cluster.encoding.clone(),
+            locale: spec.cluster.locale.clone(),
+            wal_segsize_mib: spec.cluster.wal_segsize_mib,
+            superuser: spec.cluster.superuser.clone(),
+            auth: match spec.cluster.auth {
+                crate::recipe::Auth::Trust => postgres::Auth::Trust,
+                crate::recipe::Auth::ScramSha256 { .. } => postgres::Auth::ScramSha256,
+            },
+            password: pw,
+            settings: spec.server_settings(),
+            hba: Vec::new(),
+        };
+        let dir = postgres::initdb(&pg, &cluster, cache, &logs.stage("initdb"))?;
+        stage.finish("cluster ready");
+        Some(dir)
+    } else {
+        None
+    };
+
+    let stage = progress.stage("select");
+    let layout = select::Layout::default();
+    let choices = select::Choices {
+        extensions: pg.extensions.clone(),
+        ..select::Choices::from_spec(spec)
+    };
+    let selection = select::select(&select::SelectInput {
+        install: &pg.install,
+        data_dir: data_dir.as_deref(),
+        layout: &layout,
+        choices: &choices,
+    })?;
+    stage.finish(&format!("{} files", selection.entries.len()));
+
+    let stage = progress.stage("rootfs");
+    let options = rootfs::RootfsOptions::from_env(spec.rootfs.compression)?;
+    let rootfs = rootfs::build_cached(cache, &selection.entries, &options)?;
+    stage.finish(&format!(
+        "{} bytes ({} before compression)",
+        rootfs.bytes, rootfs.tar_bytes
+    ));
+
+    // Single-user mode on the baked cluster until the server mode exists.
+    let argv = vec![
+        "postgres".to_string(),
+        "--single".to_string(),
+        "-D".to_string(),
+        layout.data_dir.display().to_string(),
+        spec.cluster.superuser.clone(),
+    ];
+    Ok(Payload {
+        objects: pg.image_objects.clone(),
+        argv,
+        env: env_of(recipe),
+        rootfs: Some(rootfs),
+        postgres: Some(PostgresFacts {
+            version: pg.version.clone(),
+            modules: pg.modules.clone(),
+            extensions: pg.extensions.clone(),
+            preinit: spec.cluster.preinit,
+            password: pw_origin,
+        }),
+        extra_outputs: pw_file.into_iter().collect(),
+    })
+}

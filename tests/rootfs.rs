@@ -1,0 +1,467 @@
+//! build::rootfs: determinism (umask, file times), SOURCE_DATE_EPOCH, modes,
+//! refused file kinds, long names, zstd.
+//!
+//! The umask and the environment belong to the whole process, and changing
+//! them in a test would race with the others; the tests that need them run
+//! this test binary again as a child with the umask or variable set
+//! (`sh -c 'umask 077; exec ...'`), selecting one `child_*` test, which does
+//! nothing unless it finds its marker variable.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use pgkraft::build::cache::{self, Cache};
+use pgkraft::build::rootfs::{self, Compression, RootfsError, RootfsOptions};
+use pgkraft::build::select::{Reason, Selected};
+
+const CHILD_DIR: &str = "PGKRAFT_ROOTFS_TEST_CHILD_DIR";
+const CHILD_MTIME: &str = "PGKRAFT_ROOTFS_TEST_CHILD_MTIME";
+
+fn entry(path: &str, source: &Path, mode: Option<u32>) -> Selected {
+    Selected {
+        path: PathBuf::from(path),
+        source: source.to_path_buf(),
+        mode,
+        reason: Reason::DataDirectory,
+    }
+}
+
+/// A small tree: share-like files written plainly (their modes follow the
+/// umask, as `zic` output does) but given an image mode, and a cluster-like
+/// directory with explicit modes (as initdb sets them), a symlink, a long
+/// path and a long link target. Every file's mtime is `mtime`.
+fn make_input(root: &Path, mtime: SystemTime) -> Vec<Selected> {
+    let share = root.join("share");
+    let data = root.join("data");
+    let long_dir = data.join("d".repeat(60)).join("e".repeat(60));
+    fs::create_dir_all(&share).unwrap();
+    fs::create_dir_all(&long_dir).unwrap();
+    fs::create_dir_all(data.join("empty")).unwrap();
+    fs::write(share.join("UTC"), b"TZif2 zone").unwrap();
+    fs::write(share.join("Default"), b"UTC 0\n".repeat(100)).unwrap();
+    fs::write(data.join("PG_VERSION"), b"17\n").unwrap();
+    fs::write(data.join("pg_control"), vec![7u8; 9000]).unwrap();
+    fs::write(long_dir.join("f".repeat(80)), b"deep").unwrap();
+    let long_target = format!("{}/{}/{}", "d".repeat(60), "e".repeat(60), "f".repeat(80));
+    symlink(&long_target, data.join("long_link")).unwrap();
+    symlink("PG_VERSION", data.join("short_link")).unwrap();
+    let d = format!("data/{}", "d".repeat(60));
+    let e = format!("{d}/{}", "e".repeat(60));
+    let f = format!("{e}/{}", "f".repeat(80));
+    for (p, mode) in [
+        ("data", 0o700),
+        ("data/empty", 0o750),
+        ("data/PG_VERSION", 0o600),
+        ("data/pg_control", 0o640),
+        (&d, 0o700),
+        (&e, 0o700),
+        (&f, 0o600),
+    ] {
+        fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for p in [
+        "share/UTC",
+        "share/Default",
+        "data/PG_VERSION",
+        "data/pg_control",
+    ] {
+        let f = fs::File::options().write(true).open(root.join(p)).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let long_rel = format!("{}/{}/{}", "d".repeat(60), "e".repeat(60), "f".repeat(80));
+    vec![
+        entry(
+            "/usr/local/pgsql/share/timezone/UTC",
+            &share.join("UTC"),
+            Some(0o644),
+        ),
+        entry(
+            "/usr/local/pgsql/share/timezonesets/Default",
+            &share.join("Default"),
+            Some(0o644),
+        ),
+        entry("/data", &data, None),
+        entry("/data/PG_VERSION", &data.join("PG_VERSION"), None),
+        entry("/data/pg_control", &data.join("pg_control"), None),
+        entry("/data/empty", &data.join("empty"), None),
+        entry("/data/long_link", &data.join("long_link"), None),
+        entry("/data/short_link", &data.join("short_link"), None),
+        entry(
+            &format!("/data/{}", "d".repeat(60)),
+            &data.join("d".repeat(60)),
+            None,
+        ),
+        entry(
+            &format!("/data/{}/{}", "d".repeat(60), "e".repeat(60)),
+            &long_dir,
+            None,
+        ),
+        entry(&format!("/data/{long_rel}"), &data.join(&long_rel), None),
+    ]
+}
+
+fn opts(compression: Compression, mtime: u64) -> RootfsOptions {
+    RootfsOptions { compression, mtime }
+}
+
+/// Runs one `child_*` test of this binary with `umask` and extra variables.
+fn run_child(test: &str, umask: &str, env: &[(&str, &str)]) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "child {test} (umask {umask}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 passed"),
+        "child {test} did not run:\n{stdout}"
+    );
+}
+
+/// Child side of `same_input_same_bytes_whatever_the_umask_and_file_times`.
+#[test]
+fn child_archive() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let secs: u64 = std::env::var(CHILD_MTIME).unwrap().parse().unwrap();
+    let input = make_input(
+        &dir.join("in"),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+    );
+    for (name, c) in [
+        ("rootfs.tar", Compression::None),
+        ("rootfs.tar.zst", Compression::Zstd { level: 3 }),
+    ] {
+        rootfs::write(&input, &opts(c, 0), &dir.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn same_input_same_bytes_whatever_the_umask_and_file_times() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let pa = a.path().to_str().unwrap();
+    let pb = b.path().to_str().unwrap();
+    run_child(
+        "child_archive",
+        "022",
+        &[(CHILD_DIR, pa), (CHILD_MTIME, "1000000000")],
+    );
+    run_child(
+        "child_archive",
+        "077",
+        &[(CHILD_DIR, pb), (CHILD_MTIME, "1600000000")],
+    );
+    // The inputs really differ on disk.
+    let mode = |d: &Path| {
+        fs::metadata(d.join("in/share/UTC"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_ne!(mode(a.path()), mode(b.path()));
+    for name in ["rootfs.tar", "rootfs.tar.zst"] {
+        let x = fs::read(a.path().join(name)).unwrap();
+        let y = fs::read(b.path().join(name)).unwrap();
+        assert!(x == y, "{name} differs between the two builds");
+    }
+}
+
+/// Child side of `source_date_epoch_is_honoured`.
+#[test]
+fn child_source_date_epoch() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let input = make_input(&dir.join("in"), SystemTime::now());
+    let sde = std::env::var(rootfs::SOURCE_DATE_EPOCH).unwrap();
+    match RootfsOptions::from_env(Compression::None) {
+        Ok(o) => {
+            assert_eq!(o.mtime.to_string(), sde);
+            let made = rootfs::write(&input, &o, &dir.join("rootfs.tar")).unwrap();
+            let mut ar = tar::Archive::new(fs::File::open(&made.path).unwrap());
+            for e in ar.entries().unwrap() {
+                assert_eq!(e.unwrap().header().mtime().unwrap(), o.mtime);
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert_eq!(sde, "yesterday", "unexpected error: {msg}");
+            assert!(
+                msg.starts_with("SOURCE_DATE_EPOCH=\"yesterday\" is not a whole"),
+                "{msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn source_date_epoch_is_honoured() {
+    for value in ["1700000000", "0", "yesterday"] {
+        let d = tempfile::tempdir().unwrap();
+        run_child(
+            "child_source_date_epoch",
+            "022",
+            &[
+                (CHILD_DIR, d.path().to_str().unwrap()),
+                (rootfs::SOURCE_DATE_EPOCH, value),
+            ],
+        );
+    }
+}
+
+/// (path, type, mode, contents, link target) of one archive entry.
+type Entry = (String, tar::EntryType, u32, Vec<u8>, Option<PathBuf>);
+
+fn read_entries(path: &Path) -> Vec<Entry> {
+    let mut ar = tar::Archive::new(fs::File::open(path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            assert_eq!(h.uid().unwrap(), 0);
+            assert_eq!(h.gid().unwrap(), 0);
+            assert_eq!(h.username_bytes(), Some(&b""[..]));
+            assert_eq!(h.groupname_bytes(), Some(&b""[..]));
+            assert!(h.as_gnu().is_some(), "GNU headers");
+            let link = e.link_name().unwrap().map(|l| l.into_owned());
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                data,
+                link,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn archive_layout_modes_and_long_names() {
+    let d = tempfile::tempdir().unwrap();
+    let input = make_input(&d.path().join("in"), SystemTime::now());
+    let out = d.path().join("rootfs.tar");
+    let made = rootfs::write(&input, &opts(Compression::None, 42), &out).unwrap();
+    let got = read_entries(&out);
+
+    let names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+    let mut sorted: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+    sorted.sort();
+    assert_eq!(
+        names,
+        sorted
+            .iter()
+            .map(|p| p.to_str().unwrap())
+            .collect::<Vec<_>>(),
+        "sorted by path"
+    );
+    for (i, n) in names.iter().enumerate() {
+        if let Some(parent) = Path::new(n).parent().filter(|p| !p.as_os_str().is_empty()) {
+            let at = names.iter().position(|m| Path::new(m) == parent);
+            assert!(at.is_some_and(|j| j < i), "{n}: parent not before it");
+        }
+    }
+    let find = |n: &str| {
+        got.iter()
+            .find(|e| e.0 == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    use tar::EntryType as T;
+    assert_eq!((find("usr").1, find("usr").2), (T::Directory, 0o755));
+    assert_eq!(find("usr/local/pgsql/share/timezone").2, 0o755);
+    assert_eq!(find("usr/local/pgsql/share/timezone/UTC").2, 0o644);
+    assert_eq!(find("usr/local/pgsql/share/timezone/UTC").3, b"TZif2 zone");
+    assert_eq!((find("data").1, find("data").2), (T::Directory, 0o700));
+    assert_eq!(find("data/empty").2, 0o750);
+    assert_eq!(find("data/PG_VERSION").2, 0o600);
+    assert_eq!(find("data/pg_control").2, 0o640);
+    assert_eq!(find("data/pg_control").3, vec![7u8; 9000]);
+    let short = find("data/short_link");
+    assert_eq!((short.1, short.2), (T::Symlink, 0o777));
+    assert_eq!(short.4.as_deref(), Some(Path::new("PG_VERSION")));
+    let long_rel = format!("{}/{}/{}", "d".repeat(60), "e".repeat(60), "f".repeat(80));
+    assert_eq!(find(&format!("data/{long_rel}")).3, b"deep");
+    assert_eq!(
+        find("data/long_link").4.as_deref(),
+        Some(Path::new(&long_rel))
+    );
+
+    assert_eq!(made.entries, got.len());
+    assert_eq!(made.bytes, fs::metadata(&out).unwrap().len());
+    assert_eq!(made.tar_bytes, made.bytes);
+    assert_eq!(made.sha256, cache::sha256_file(&out).unwrap());
+    assert_eq!(made.compression, Compression::None);
+    let sizes: Vec<(String, u64)> = made
+        .files
+        .iter()
+        .map(|f| (f.path.display().to_string(), f.bytes))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("/data/pg_control".to_owned(), 9000),
+            (
+                "/usr/local/pgsql/share/timezonesets/Default".to_owned(),
+                600
+            ),
+            ("/usr/local/pgsql/share/timezone/UTC".to_owned(), 10),
+            (format!("/data/{long_rel}"), 4),
+            ("/data/PG_VERSION".to_owned(), 3),
+        ]
+    );
+    assert_eq!(made.files[0].reason, "cluster: data directory");
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn zstd_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let input = make_input(&d.path().join("in"), SystemTime::now());
+    let plain =
+        rootfs::write(&input, &opts(Compression::None, 7), &d.path().join("r.tar")).unwrap();
+    let z = rootfs::write(
+        &input,
+        &opts(Compression::Zstd { level: 19 }, 7),
+        &d.path().join("r.tar.zst"),
+    )
+    .unwrap();
+    let compressed = fs::read(&z.path).unwrap();
+    let tar_bytes = fs::read(&plain.path).unwrap();
+    assert!(compressed.len() < tar_bytes.len());
+    assert_eq!(z.bytes, compressed.len() as u64);
+    assert_eq!(z.tar_bytes, tar_bytes.len() as u64);
+    assert_eq!(z.compression, Compression::Zstd { level: 19 });
+    assert_eq!(zstd::decode_all(&compressed[..]).unwrap(), tar_bytes);
+    // The frame records the size, so the guest can decompress in one call.
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&compressed).ok(),
+        Some(Some(tar_bytes.len() as u64))
+    );
+    assert_eq!(z.files, plain.files);
+}
+
+#[test]
+fn special_files_are_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("pipe");
+    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(ok.success());
+    fs::write(d.path().join("file"), b"x").unwrap();
+    let out_dir = d.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let e = rootfs::write(
+        &[
+            entry("/data/file", &d.path().join("file"), None),
+            entry("/data/pipe", &fifo, None),
+        ],
+        &opts(Compression::None, 0),
+        &out_dir.join("rootfs.tar"),
+    )
+    .unwrap_err();
+    assert!(matches!(e, RootfsError::Unsupported { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&fifo.display().to_string()), "{msg}");
+    assert!(msg.contains("/data/pipe"), "{msg}");
+    assert!(msg.contains("FIFO"), "{msg}");
+    assert!(
+        fs::read_dir(&out_dir).unwrap().next().is_none(),
+        "a failed write leaves nothing behind"
+    );
+}
+
+#[test]
+fn bad_paths_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("f");
+    fs::write(&f, b"x").unwrap();
+    let out = d.path().join("r.tar");
+    let o = opts(Compression::None, 0);
+    for bad in ["relative/f", "/", "/a/../f", "/a/./f", "/a//f", "/a/"] {
+        let e = rootfs::write(&[entry(bad, &f, None)], &o, &out).unwrap_err();
+        assert!(matches!(e, RootfsError::BadPath { .. }), "{bad}: {e}");
+    }
+    let e = rootfs::write(&[entry("/a", &f, None), entry("/a", &f, None)], &o, &out).unwrap_err();
+    assert!(e.to_string().contains("selected twice"), "{e}");
+    let e = rootfs::write(&[entry("/a", &f, None), entry("/a/b", &f, None)], &o, &out).unwrap_err();
+    assert!(
+        e.to_string().contains("its parent /a is not a directory"),
+        "{e}"
+    );
+    let e = rootfs::write(&[entry("/a", &d.path().join("gone"), None)], &o, &out).unwrap_err();
+    assert!(e.to_string().contains("gone"), "{e}");
+    let e = rootfs::write(
+        &[entry("/a", &f, None)],
+        &opts(Compression::None, rootfs::MAX_MTIME + 1),
+        &out,
+    )
+    .unwrap_err();
+    assert!(matches!(e, RootfsError::SourceDateEpoch { .. }), "{e}");
+}
+
+#[test]
+fn rewriting_replaces_atomically() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("f");
+    fs::write(&f, b"one").unwrap();
+    let out_dir = d.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("rootfs.tar");
+    let first = rootfs::write(&[entry("/f", &f, None)], &opts(Compression::None, 0), &out).unwrap();
+    fs::write(&f, b"two!").unwrap();
+    let second =
+        rootfs::write(&[entry("/f", &f, None)], &opts(Compression::None, 0), &out).unwrap();
+    assert_ne!(first.sha256, second.sha256);
+    assert_eq!(cache::sha256_file(&out).unwrap(), second.sha256);
+    let names: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["rootfs.tar"]);
+}
+
+#[test]
+fn cached_build_reuses_the_archive() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = Cache::new(d.path().join("cache"));
+    let input = make_input(&d.path().join("in"), SystemTime::now());
+    let o = opts(Compression::Zstd { level: 3 }, 0);
+    let a = rootfs::build_cached(&cache, &input, &o).unwrap();
+    assert_eq!(a.path.file_name().unwrap(), "rootfs.tar.zst");
+    assert!(a.path.starts_with(cache.stage_dir(rootfs::CACHE_STAGE)));
+    let written = fs::metadata(&a.path).unwrap().modified().unwrap();
+    let b = rootfs::build_cached(&cache, &input, &o).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(fs::metadata(&b.path).unwrap().modified().unwrap(), written);
+    assert_eq!(cache::sha256_file(&b.path).unwrap(), a.sha256);
+    // Other contents, other key, other archive; the same as an uncached write.
+    fs::write(d.path().join("in/data/PG_VERSION"), b"15\n").unwrap();
+    let c = rootfs::build_cached(&cache, &input, &o).unwrap();
+    assert_ne!(c.sha256, a.sha256);
+    let direct = rootfs::write(&input, &o, &d.path().join("direct.tar.zst")).unwrap();
+    assert_eq!(direct.sha256, c.sha256);
+}
