@@ -2,14 +2,13 @@
 //! whose messages must carry what a user needs to fix them (file, line:column,
 //! field path, expectation, fix).
 
+mod common;
+use common::{has, repo};
+
 use std::fs;
 use std::path::PathBuf;
 
 use pgkraft::recipe::{self, KernelConfig, Kind, RecipeError};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A temp dir holding `main.c`, `util.c`, a `frag.config` and the recipe
 /// `r.yaml` with the given text.
@@ -46,12 +45,6 @@ impl Fixture {
             Ok(r) => panic!("recipe unexpectedly loaded: {r:?}"),
             Err(e) => e.to_string(),
         }
-    }
-}
-
-fn has(msg: &str, needles: &[&str]) {
-    for n in needles {
-        assert!(msg.contains(n), "message lacks {n:?}:\n{msg}");
     }
 }
 

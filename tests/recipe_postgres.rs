@@ -2,15 +2,13 @@
 //! and bad inputs whose messages must say where (file:line:column, field
 //! path), what was expected and what to change.
 
+mod common;
+use common::{has, repo};
+
 use std::fs;
-use std::path::PathBuf;
 
 use pgkraft::recipe::postgres::{self as pg, Compression, Optimize};
 use pgkraft::recipe::{self, Auth, Kind, PostgresSpec, RecipeError};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A temp dir holding a stand-in PostgreSQL 17 tarball and the recipe
 /// `r.yaml`.
@@ -51,12 +49,6 @@ impl Fixture {
             Ok(r) => panic!("recipe unexpectedly loaded: {r:?}"),
             Err(e) => e.to_string(),
         }
-    }
-}
-
-fn has(msg: &str, needles: &[&str]) {
-    for n in needles {
-        assert!(msg.contains(n), "message lacks {n:?}:\n{msg}");
     }
 }
 

@@ -88,3 +88,10 @@ pub fn stderr(o: &Output) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Assert that an error message carries every one of `needles`.
+pub fn has(msg: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(msg.contains(n), "message lacks {n:?}:\n{msg}");
+    }
+}
