@@ -170,6 +170,13 @@ pub const USER_RFLAGS: u64 = 0x3002;
 pub const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
 pub const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 
+/// Who the program is inside the image: one user, not root (PostgreSQL
+/// refuses to run as root). The rootfs's /etc/passwd names this uid.
+pub mod identity {
+    pub const UID: u32 = 1000;
+    pub const GID: u32 = 1000;
+}
+
 /// Where images are linked: physical = virtual, like a classic kernel.
 pub const IMAGE_BASE: u64 = 0x10_0000;
 

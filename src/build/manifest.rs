@@ -20,12 +20,15 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// An input whose hash a stage already computed.
+    /// An input whose hash a stage already computed. Only the file name is
+    /// kept: the hash identifies the content, and a directory (a cache, a
+    /// checkout) would make two builds of one recipe differ.
     pub fn file(&mut self, role: &str, path: &Path, sha256: &str) {
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
         self.files.push(FileEntry {
             role: role.into(),
-            path: path.to_path_buf(),
+            path: name,
             sha256: sha256.into(),
             bytes,
         });
@@ -78,7 +81,11 @@ impl BuildInfo {
         BuildInfo {
             pgkraft_version: env!("CARGO_PKG_VERSION").into(),
             name: recipe.name.clone(),
-            recipe_file: recipe.file.clone(),
+            recipe_file: recipe
+                .file
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
             recipe_sha256: hex::encode(sha2::Sha256::digest(recipe.source_text.as_bytes())),
             recipe: recipe.source_text.clone(),
             memory_mib: recipe.vm.memory_mib,

@@ -106,7 +106,7 @@ fn password(
     })?;
     Ok((
         Some(pw),
-        format!("generated into {} ({var} was not set)", path.display()),
+        format!("generated into {name}.password next to the image ({var} was not set)"),
         Some(path),
     ))
 }
@@ -214,12 +214,20 @@ pub fn postgres(
         extensions: pg.extensions.clone(),
         ..select::Choices::from_spec(spec)
     };
-    let selection = select::select(&select::SelectInput {
+    let mut selection = select::select(&select::SelectInput {
         install: &pg.install,
         data_dir: data_dir.as_deref(),
         layout: &layout,
         choices: &choices,
     })?;
+    let mut key = super::cache::KeyHasher::new();
+    key.str("user", &spec.cluster.superuser);
+    let user = spec.cluster.superuser.clone();
+    let etc = cache.get_or_build("identity", &key.finish(), |dir| {
+        select::write_identity_files(dir, &user)
+    })?;
+    selection.entries.extend(select::identity_entries(&etc));
+    selection.entries.sort_by(|a, b| a.path.cmp(&b.path));
     stage.finish(&format!("{} files", selection.entries.len()));
 
     let stage = progress.stage("rootfs");

@@ -184,6 +184,9 @@ pub enum Reason {
     TextSearch { file: String },
     /// An input of initdb at first boot.
     Initdb { file: String },
+    /// /etc/passwd or /etc/group: the server looks its own user up
+    /// (getpwuid) and refuses to start without an entry.
+    Identity { file: String },
 }
 
 impl fmt::Display for Reason {
@@ -228,6 +231,12 @@ impl fmt::Display for Reason {
             }
             Reason::TextSearch { file } => write!(f, "text search: tsearch_data/{file}"),
             Reason::Initdb { file } => write!(f, "initdb at first boot: {file}"),
+            Reason::Identity { file } => {
+                write!(
+                    f,
+                    "identity: {file} names the server's user (getpwuid at start)"
+                )
+            }
         }
     }
 }
@@ -955,6 +964,37 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
         }
     }
     true
+}
+
+const IDENTITY_FILES: [&str; 2] = ["passwd", "group"];
+
+/// Write `/etc/passwd` and `/etc/group` naming `user` with the image's uid
+/// and gid (`pgkraft_abi::identity`) into `dir`.
+pub fn write_identity_files(dir: &Path, user: &str) -> std::io::Result<()> {
+    use pgkraft_abi::identity::{GID, UID};
+    let texts = [
+        format!("{user}:x:{UID}:{GID}:PostgreSQL server:/data:/sbin/nologin\n"),
+        format!("{user}:x:{GID}:\n"),
+    ];
+    for (name, text) in IDENTITY_FILES.iter().zip(texts) {
+        fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// The selection entries for the files [`write_identity_files`] wrote.
+pub fn identity_entries(dir: &Path) -> Vec<Selected> {
+    IDENTITY_FILES
+        .iter()
+        .map(|name| Selected {
+            path: PathBuf::from("/etc").join(name),
+            source: dir.join(name),
+            mode: Some(0o644),
+            reason: Reason::Identity {
+                file: format!("/etc/{name}"),
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -293,6 +293,37 @@ struct Scratch {
     who: RunAs,
 }
 
+/// Directories 0755, files 0755 if anyone may execute them else 0644;
+/// symlinks untouched.
+fn open_modes(dir: &Path) -> Result<(), PgError> {
+    let stage = "postgres initdb";
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(io_err(
+        stage,
+        "cannot chmod",
+        dir,
+    ))?;
+    for entry in fs::read_dir(dir).map_err(io_err(stage, "cannot read", dir))? {
+        let entry = entry.map_err(io_err(stage, "cannot read", dir))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(io_err(stage, "cannot stat", &path))?;
+        if meta.is_dir() {
+            open_modes(&path)?;
+        } else if meta.is_file() {
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_err(
+                stage,
+                "cannot chmod",
+                &path,
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 impl Scratch {
     fn new(pg: &PgBuild) -> Result<Scratch, PgError> {
         let dir = tempfile::Builder::new()
@@ -310,6 +341,9 @@ impl Scratch {
         ))?;
         let who = run_as(dir.path())?;
         copy_tree(&pg.install, &dir.path().join("pg"))?;
+        // The cached install keeps the modes of whoever built it, under
+        // their umask (077 leaves nothing for `nobody`): open it up.
+        open_modes(&dir.path().join("pg"))?;
         let run = dir.path().join("run");
         fs::create_dir(&run).map_err(io_err("postgres initdb", "cannot create", &run))?;
         fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).map_err(io_err(
