@@ -253,11 +253,21 @@ fn recipe_with(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
+/// `pgkraft build` of a recipe with this text; its output.
+fn build_recipe_text(dir: &Path, body: &str) -> std::process::Output {
+    let r = recipe_with(dir, body);
+    run(pgkraft()
+        .arg("build")
+        .arg(&r)
+        .arg("--out")
+        .arg(dir.join("out")))
+}
+
 #[test]
 fn wrong_sha256_names_both_hashes_and_leaves_no_image() {
     let dir = tempfile::tempdir().unwrap();
     let tarball = repo().join("sources/postgresql-15_15.18.orig.tar.bz2");
-    let r = recipe_with(
+    let o = build_recipe_text(
         dir.path(),
         &format!(
             "name: bad\nkind: postgres\npostgres:\n  version: \"15\"\n  source:\n    path: {}\n    sha256: \"{}\"\n",
@@ -265,11 +275,6 @@ fn wrong_sha256_names_both_hashes_and_leaves_no_image() {
             "0".repeat(64)
         ),
     );
-    let o = run(pgkraft()
-        .arg("build")
-        .arg(&r)
-        .arg("--out")
-        .arg(dir.path().join("out")));
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -283,18 +288,13 @@ fn wrong_sha256_names_both_hashes_and_leaves_no_image() {
 #[test]
 fn missing_tarball_and_unknown_extension_are_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let r = recipe_with(
+    let o = build_recipe_text(
         dir.path(),
         &format!(
             "name: bad\nkind: postgres\npostgres:\n  version: \"15\"\n  source:\n    path: /nonexistent/pg.tar.bz2\n    sha256: \"{}\"\n",
             "1".repeat(64)
         ),
     );
-    let o = run(pgkraft()
-        .arg("build")
-        .arg(&r)
-        .arg("--out")
-        .arg(dir.path().join("out")));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("/nonexistent/pg.tar.bz2"),
@@ -302,15 +302,10 @@ fn missing_tarball_and_unknown_extension_are_clear() {
         stderr(&o)
     );
 
-    let r = recipe_with(
+    let o = build_recipe_text(
         dir.path(),
         "name: bad\nkind: postgres\npostgres:\n  version: \"15\"\n  extensions: [plpgsql, postgis]\n",
     );
-    let o = run(pgkraft()
-        .arg("build")
-        .arg(&r)
-        .arg("--out")
-        .arg(dir.path().join("out")));
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -318,15 +313,10 @@ fn missing_tarball_and_unknown_extension_are_clear() {
         "{err}"
     );
 
-    let r = recipe_with(
+    let o = build_recipe_text(
         dir.path(),
         "name: bad\nkind: postgres\npostgres:\n  version: \"16\"\n",
     );
-    let o = run(pgkraft()
-        .arg("build")
-        .arg(&r)
-        .arg("--out")
-        .arg(dir.path().join("out")));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("15") && stderr(&o).contains("17"),
