@@ -546,21 +546,8 @@ fn compile_into(
     let clock_c = host.join("pgkraft_host_clock.c");
     let clock_o = host.join("pgkraft_host_clock.o");
     fs::write(&clock_c, HOST_CLOCK).map_err(io_err(stage, "cannot write", &clock_c))?;
-    let musl_flags = musl.compile_flags().map_err(|e| PgError::MissingTool {
-        stage,
-        program: "cc".into(),
-        detail: e.to_string(),
-        fix: "install gcc (ci/bootstrap.sh does)".into(),
-    })?;
-    let mut cc = Command::new(crate::build::musl::CC);
-    cc.arg("-c")
-        .arg("-O2")
-        .args(&musl_flags)
-        .args(BASE_CFLAGS)
-        .arg("-o")
-        .arg(&clock_o)
-        .arg(&clock_c)
-        .env("LC_ALL", "C");
+    let mut cc = super::musl_cc(musl, stage)?;
+    cc.arg("-o").arg(&clock_o).arg(&clock_c).env("LC_ALL", "C");
     exec::run(&mut cc, "postgres compile (host clock)", log)
         .map_err(|f| PgError::stage(f, "musl's time headers changed shape"))?;
     let wrapper = bin.join(WRAPPER);

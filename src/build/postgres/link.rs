@@ -12,7 +12,6 @@ use super::compile::{Compiled, note};
 use super::extensions::Extension;
 use super::{PREFIX, PgBuild, PgError, io_err, modules};
 use crate::build::cache::{Cache, KeyHasher};
-use crate::build::compile::BASE_CFLAGS;
 use crate::build::exec;
 use crate::build::musl::MuslSysroot;
 
@@ -148,18 +147,8 @@ fn link_into(
     let c = out.join(format!("{TABLE}.c"));
     let o = PathBuf::from(format!("{TABLE}.o"));
     fs::write(&c, source).map_err(io_err(stage, "cannot write", &c))?;
-    let musl_flags = musl.compile_flags().map_err(|e| PgError::MissingTool {
-        stage,
-        program: "cc".into(),
-        detail: e.to_string(),
-        fix: "install gcc (ci/bootstrap.sh does)".into(),
-    })?;
-    let mut cc = Command::new(crate::build::musl::CC);
-    cc.arg("-c")
-        .arg("-O2")
-        .args(&musl_flags)
-        .args(BASE_CFLAGS)
-        .arg("-I")
+    let mut cc = super::musl_cc(musl, stage)?;
+    cc.arg("-I")
         .arg(compiled.path(&cm.include))
         .arg("-o")
         .arg(out.join(&o))

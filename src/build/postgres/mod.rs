@@ -356,3 +356,24 @@ impl PgLogs {
         }
     }
 }
+
+/// `cc -c -O2` with the musl sysroot's flags and the image's base flags:
+/// how pgkraft compiles the small C files it generates (module table, host
+/// clock) so they match the server's objects.
+pub(crate) fn musl_cc(
+    musl: &MuslSysroot,
+    stage: &'static str,
+) -> Result<std::process::Command, PgError> {
+    let musl_flags = musl.compile_flags().map_err(|e| PgError::MissingTool {
+        stage,
+        program: "cc".into(),
+        detail: e.to_string(),
+        fix: "install gcc (ci/bootstrap.sh does)".into(),
+    })?;
+    let mut cc = std::process::Command::new(super::musl::CC);
+    cc.arg("-c")
+        .arg("-O2")
+        .args(&musl_flags)
+        .args(super::compile::BASE_CFLAGS);
+    Ok(cc)
+}
