@@ -5,6 +5,18 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// `patch` arguments for applying one of our patch files (`-i FILE` comes
+/// last): exact context only, never reversed, no backup files left behind.
+/// A patch that needs fuzz is a patch that needs rebasing.
+pub const PATCH_ARGS: &[&str] = &[
+    "-p1",
+    "--batch",
+    "--forward",
+    "--fuzz=0",
+    "--no-backup-if-mismatch",
+    "-i",
+];
+
 /// How many log lines a failure shows.
 pub const TAIL_LINES: usize = 30;
 

@@ -323,14 +323,7 @@ fn build_into(
         run_step(
             "musl patch",
             Command::new("patch")
-                .args([
-                    "-p1",
-                    "--batch",
-                    "--forward",
-                    "--fuzz=0",
-                    "--no-backup-if-mismatch",
-                    "-i",
-                ])
+                .args(super::exec::PATCH_ARGS)
                 .arg(p)
                 .current_dir(&srcdir),
             log,

@@ -134,17 +134,10 @@ fn prepare_into(
     fs::rename(&top, &src).map_err(io_err("postgres prepare", "cannot rename", &top))?;
     for p in patches {
         let mut cmd = with_umask_022("patch");
-        cmd.args([
-            "-p1",
-            "--batch",
-            "--forward",
-            "--fuzz=0",
-            "--no-backup-if-mismatch",
-            "-i",
-        ])
-        .arg(p)
-        .current_dir(&src)
-        .env("LC_ALL", "C");
+        cmd.args(exec::PATCH_ARGS)
+            .arg(p)
+            .current_dir(&src)
+            .env("LC_ALL", "C");
         exec::run(&mut cmd, "postgres prepare", log).map_err(|f| {
             PgError::Patch(Box::new(PatchFailure {
                 patch: p.clone(),
