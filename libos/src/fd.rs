@@ -48,12 +48,27 @@ pub const SEEK_HOLE: u64 = 4;
 
 const SIGPIPE: u64 = 13;
 
+/// poll(2) event bits (the same values as EPOLLIN and friends).
+pub const POLLIN: u32 = 0x001;
+pub const POLLOUT: u32 = 0x004;
+pub const POLLERR: u32 = 0x008;
+pub const POLLHUP: u32 = 0x010;
+
 pub enum FileKind {
     /// The VM's console (fds 0, 1 and 2 at start).
     Console,
     /// A file, directory, device or (with O_PATH) symlink.
     Node(Arc<Inode>),
     Pipe(PipeEnd),
+    /// signalfd(2): reads the pending signals of its mask.
+    SignalFd(AtomicU64),
+    /// eventfd(2): a counter.
+    EventFd {
+        count: AtomicU64,
+        semaphore: bool,
+    },
+    /// epoll_create(2): the interest list.
+    Epoll(crate::syscall::poll::Interest),
 }
 
 /// An open file description.
@@ -138,6 +153,13 @@ impl OpenFile {
         match &self.kind {
             FileKind::Console => Ok(console::read(buf)),
             FileKind::Pipe(end) => end.read(buf, self.nonblocking()),
+            FileKind::SignalFd(mask) => {
+                crate::syscall::poll::read_signalfd(mask.load(Ordering::Relaxed), buf)
+            }
+            FileKind::EventFd { count, semaphore } => {
+                crate::syscall::poll::read_eventfd(count, *semaphore, buf)
+            }
+            FileKind::Epoll(_) => Err(Errno::EINVAL),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
                 _ => {
@@ -156,6 +178,8 @@ impl OpenFile {
         match &self.kind {
             FileKind::Console => Ok(console::write(buf)),
             FileKind::Pipe(end) => pipe_write(end, buf, self.nonblocking()),
+            FileKind::EventFd { count, .. } => crate::syscall::poll::write_eventfd(count, buf),
+            FileKind::SignalFd(_) | FileKind::Epoll(_) => Err(Errno::EINVAL),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
@@ -172,11 +196,11 @@ impl OpenFile {
     pub fn pread(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         self.check_read()?;
         match &self.kind {
-            FileKind::Console | FileKind::Pipe(_) => Err(Errno::ESPIPE),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
                 _ => inode.read_at(off, buf),
             },
+            _ => Err(Errno::ESPIPE),
         }
     }
 
@@ -184,7 +208,6 @@ impl OpenFile {
     pub fn pwrite(&self, buf: &[u8], off: u64) -> Result<usize, Errno> {
         self.check_write()?;
         match &self.kind {
-            FileKind::Console | FileKind::Pipe(_) => Err(Errno::ESPIPE),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
@@ -192,13 +215,14 @@ impl OpenFile {
                     Ok(inode.write_at(at, buf)?.0)
                 }
             },
+            _ => Err(Errno::ESPIPE),
         }
     }
 
     pub fn seek(&self, off: i64, whence: u64) -> Result<u64, Errno> {
         let inode = match &self.kind {
-            FileKind::Console | FileKind::Pipe(_) => return Err(Errno::ESPIPE),
             FileKind::Node(i) => i,
+            _ => return Err(Errno::ESPIPE),
         };
         if whence > SEEK_HOLE {
             return Err(Errno::EINVAL);
@@ -247,6 +271,44 @@ impl OpenFile {
                 blksize: 4096,
                 ..Attr::default()
             },
+            // Linux's anonymous inodes: mode 0600, no type bits.
+            FileKind::SignalFd(_) | FileKind::EventFd { .. } | FileKind::Epoll(_) => Attr {
+                dev: crate::fs::inode::DEV,
+                ino: 0,
+                mode: 0o600,
+                nlink: 1,
+                uid: crate::syscall::ids::UID as u32,
+                gid: crate::syscall::ids::GID as u32,
+                blksize: 4096,
+                ..Attr::default()
+            },
+        }
+    }
+
+    /// What poll(2) would report for this description now.
+    pub fn poll_events(&self) -> u32 {
+        match &self.kind {
+            // A console read blocks in the runner until input or EOF.
+            FileKind::Console | FileKind::Node(_) => POLLIN | POLLOUT,
+            FileKind::Pipe(end) => end.pipe.poll_events(end.write),
+            FileKind::SignalFd(mask) => {
+                if crate::syscall::signal::signalfd_ready(mask.load(Ordering::Relaxed)) != 0 {
+                    POLLIN
+                } else {
+                    0
+                }
+            }
+            FileKind::EventFd { count, .. } => {
+                let c = count.load(Ordering::Relaxed);
+                (if c > 0 { POLLIN } else { 0 }) | (if c < u64::MAX - 1 { POLLOUT } else { 0 })
+            }
+            FileKind::Epoll(set) => {
+                if set.any_ready() {
+                    POLLIN
+                } else {
+                    0
+                }
+            }
         }
     }
 }

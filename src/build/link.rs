@@ -117,6 +117,7 @@ fn args_object(
     env: &[String],
     build_info: &[u8],
     rootfs: Option<&[u8]>,
+    rootfs_index: Option<&[u8]>,
 ) -> Result<Vec<u8>, object::write::Error> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
     if let Some(bytes) = rootfs {
@@ -128,6 +129,14 @@ fn args_object(
             object::SectionKind::ReadOnlyData,
         );
         obj.append_section_data(fs, bytes, 4096);
+    }
+    if let Some(index) = rootfs_index {
+        let ix = obj.add_section(
+            Vec::new(),
+            b".pgkraft.rootfs_index".to_vec(),
+            object::SectionKind::ReadOnlyData,
+        );
+        obj.append_section_data(ix, index, 8);
     }
     let info = obj.add_section(
         Vec::new(),
@@ -181,8 +190,22 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         ),
         None => None,
     };
-    let bytes = args_object(input.argv, input.env, input.build_info, rootfs.as_deref())
-        .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
+    // Only a plain tar is indexed: its data is what the libOS lends out.
+    let index = match rootfs.as_deref() {
+        Some(tar) if tar.get(257..262) == Some(b"ustar") => Some(
+            super::rootfs_index::build(tar)
+                .map_err(|e| failure(format!("cannot index the rootfs archive: {e}"), log))?,
+        ),
+        _ => None,
+    };
+    let bytes = args_object(
+        input.argv,
+        input.env,
+        input.build_info,
+        rootfs.as_deref(),
+        index.as_deref(),
+    )
+    .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
     std::fs::write(&args_o, bytes)
         .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
     let libgcc = libgcc().map_err(|e| failure(format!("cannot find libgcc: {e}"), log))?;

@@ -16,6 +16,7 @@ pub mod musl;
 pub mod payload;
 pub mod postgres;
 pub mod rootfs;
+pub mod rootfs_index;
 pub mod select;
 
 use crate::progress::Progress;

@@ -222,11 +222,15 @@ pub fn postgres(
     })?;
     let mut key = super::cache::KeyHasher::new();
     key.str("user", &spec.cluster.superuser);
+    key.str("files", "passwd group postgres-stand-in");
     let user = spec.cluster.superuser.clone();
     let etc = cache.get_or_build("identity", &key.finish(), |dir| {
         select::write_identity_files(dir, &user)
     })?;
     selection.entries.extend(select::identity_entries(&etc));
+    selection
+        .entries
+        .push(select::executable_entry(&etc, &layout));
     selection.entries.sort_by(|a, b| a.path.cmp(&b.path));
     stage.finish(&format!("{} files", selection.entries.len()));
 
@@ -239,8 +243,9 @@ pub fn postgres(
     ));
 
     // Single-user mode on the baked cluster until the server mode exists.
+    // argv[0] is absolute: PostgreSQL finds its share directory from it.
     let argv = vec![
-        "postgres".to_string(),
+        select::executable_path(&layout).display().to_string(),
         "--single".to_string(),
         "-D".to_string(),
         layout.data_dir.display().to_string(),

@@ -187,6 +187,10 @@ pub enum Reason {
     /// /etc/passwd or /etc/group: the server looks its own user up
     /// (getpwuid) and refuses to start without an entry.
     Identity { file: String },
+    /// An empty stand-in for the server binary (the image is the binary):
+    /// PostgreSQL checks its own path exists and derives the share
+    /// directory from it.
+    Executable { file: String },
 }
 
 impl fmt::Display for Reason {
@@ -237,6 +241,10 @@ impl fmt::Display for Reason {
                     "identity: {file} names the server's user (getpwuid at start)"
                 )
             }
+            Reason::Executable { file } => write!(
+                f,
+                "executable: {file} stands for the image (the server locates itself)"
+            ),
         }
     }
 }
@@ -979,7 +987,29 @@ pub fn write_identity_files(dir: &Path, user: &str) -> std::io::Result<()> {
     for (name, text) in IDENTITY_FILES.iter().zip(texts) {
         fs::write(dir.join(name), text)?;
     }
+    fs::write(dir.join(EXECUTABLE_STAND_IN), "")?;
     Ok(())
+}
+
+/// The stand-in's file name in the directory [`write_identity_files`] fills.
+const EXECUTABLE_STAND_IN: &str = "postgres";
+
+/// Where the server binary would be installed: the image's argv[0].
+pub fn executable_path(layout: &Layout) -> PathBuf {
+    layout.prefix.join("bin").join("postgres")
+}
+
+/// The selection entry for the server binary's stand-in (mode 0755).
+pub fn executable_entry(dir: &Path, layout: &Layout) -> Selected {
+    let path = executable_path(layout);
+    Selected {
+        reason: Reason::Executable {
+            file: path.display().to_string(),
+        },
+        path,
+        source: dir.join(EXECUTABLE_STAND_IN),
+        mode: Some(0o755),
+    }
 }
 
 /// The selection entries for the files [`write_identity_files`] wrote.

@@ -18,6 +18,9 @@ unsafe extern "C" {
     /// The rootfs tar archive (link.ld; an empty range without one).
     static __pgkraft_rootfs_start: u8;
     static __pgkraft_rootfs_end: u8;
+    /// Its index (build::rootfs_index; an empty range without one).
+    static __pgkraft_rootfs_index_start: u8;
+    static __pgkraft_rootfs_index_end: u8;
 }
 
 /// Fill the IDT: exceptions go to the CPL0 stubs in boot.s, everything else to
@@ -85,6 +88,18 @@ pub fn baked_envp() -> StringBlob {
 /// The rootfs archive build::link placed in the image's read-only data.
 /// File data is borrowed from it for as long as the file is not written, so
 /// instances booted from one image share those pages in the host's page cache.
+/// The rootfs index build::link placed next to the archive (empty if none).
+pub fn rootfs_index() -> &'static [u8] {
+    let start = addr_of!(__pgkraft_rootfs_index_start) as usize;
+    let end = addr_of!(__pgkraft_rootfs_index_end) as usize;
+    if end <= start {
+        return &[];
+    }
+    // SAFETY: as for `rootfs`: the linker script brackets the loaded,
+    // never-written `.pgkraft.rootfs_index` section with these symbols.
+    unsafe { core::slice::from_raw_parts(start as *const u8, end - start) }
+}
+
 pub fn rootfs() -> &'static [u8] {
     let start = addr_of!(__pgkraft_rootfs_start) as usize;
     let end = addr_of!(__pgkraft_rootfs_end) as usize;

@@ -106,3 +106,11 @@ pub fn copy_within(src: u64, dst: u64, len: u64) -> Result<(), Errno> {
     unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, len as usize) };
     Ok(())
 }
+
+/// A page of RAM the libOS owns on behalf of a file (a MAP_SHARED
+/// mapping's page, see fs::data). Panics on an address outside RAM: the
+/// libOS made the mapping, so that would be its bug.
+pub fn page_mut(addr: u64) -> &'static mut [u8; 4096] {
+    let s = slice_mut(addr, 4096).expect("mapped file page outside RAM");
+    s.try_into().expect("4096-byte slice")
+}

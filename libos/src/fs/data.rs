@@ -6,7 +6,11 @@
 //!   takes no memory;
 //! - a borrowed page is a slice of the image's rootfs archive, shared by
 //!   every instance booted from the image, until the first write copies it;
-//! - an owned page is ours.
+//! - an owned page is ours;
+//! - a mapped page lives inside a MAP_SHARED mapping of the file, so reads,
+//!   writes and the mapping see one set of bytes (one address space: the
+//!   mapping's memory *is* the page cache). munmap turns it back into an
+//!   owned page.
 
 use crate::syscall::Errno;
 use alloc::boxed::Box;
@@ -22,6 +26,12 @@ enum Page {
     /// a seeded file, or one shortened by a truncate).
     Borrowed(&'static [u8]),
     Owned(Box<[u8; PAGE]>),
+    /// Guest address of a page of a shared mapping.
+    Mapped(u64),
+}
+
+fn mapped(addr: u64) -> &'static mut [u8; PAGE] {
+    crate::arch::uaccess::page_mut(addr)
 }
 
 #[derive(Default)]
@@ -77,6 +87,9 @@ impl FileData {
             let dst = &mut buf[done..done + chunk];
             match self.pages.get(idx) {
                 Some(Some(Page::Owned(p))) => dst.copy_from_slice(&p[inner..inner + chunk]),
+                Some(Some(Page::Mapped(a))) => {
+                    dst.copy_from_slice(&mapped(*a)[inner..inner + chunk])
+                }
                 Some(Some(Page::Borrowed(s))) => {
                     // `inner` may lie past a short page's end (the file grew).
                     let have = s.len().saturating_sub(inner).min(chunk);
@@ -98,6 +111,7 @@ impl FileData {
         let slot = &mut self.pages[idx];
         let fresh = match slot {
             Some(Page::Owned(_)) => None,
+            Some(Page::Mapped(a)) => return Ok(mapped(*a)),
             Some(Page::Borrowed(s)) => {
                 let mut p = zero_page()?;
                 p[..s.len()].copy_from_slice(s);
@@ -179,6 +193,7 @@ impl FileData {
             {
                 match page {
                     Page::Owned(p) => p[inner..].fill(0),
+                    Page::Mapped(a) => mapped(*a)[inner..].fill(0),
                     Page::Borrowed(s) => *s = &s[..inner.min(s.len())],
                 }
             }
@@ -202,7 +217,9 @@ impl FileData {
             let idx = at / page;
             let stop = end.min((idx + 1) * page);
             if !self.is_hole(idx) {
-                if at == idx * page && stop == (idx + 1) * page {
+                let is_mapped = matches!(self.pages[idx as usize], Some(Page::Mapped(_)));
+                // A mapped page stays (the mapping still shows it): zero it.
+                if at == idx * page && stop == (idx + 1) * page && !is_mapped {
                     self.pages[idx as usize] = None;
                     self.resident -= 1;
                 } else {
@@ -211,6 +228,47 @@ impl FileData {
                 }
             }
             at = stop;
+        }
+        Ok(())
+    }
+
+    /// MAP_SHARED: page `first + i` of the file now lives at `addr + i *
+    /// PAGE` for each of `count` pages inside the file's size; their bytes
+    /// are copied there first. Pages already in another mapping make this
+    /// EBUSY: one address space cannot show one page at two addresses.
+    pub fn map_shared(&mut self, first: usize, count: usize, addr: u64) -> Result<(), Errno> {
+        let in_file = (self.size.div_ceil(PAGE as u64) as usize).saturating_sub(first);
+        let count = count.min(in_file);
+        if (first..first + count).any(|i| matches!(self.pages.get(i), Some(Some(Page::Mapped(_)))))
+        {
+            return Err(Errno::EBUSY);
+        }
+        self.reserve_pages(((first + count) * PAGE) as u64)?;
+        for i in 0..count {
+            let at = addr + (i * PAGE) as u64;
+            let dst = mapped(at);
+            match self.pages[first + i].take() {
+                Some(Page::Owned(p)) => dst.copy_from_slice(&p[..]),
+                Some(Page::Borrowed(b)) => dst[..b.len()].copy_from_slice(b),
+                _ => self.resident += 1,
+            }
+            self.pages[first + i] = Some(Page::Mapped(at));
+        }
+        Ok(())
+    }
+
+    /// munmap of `[addr, addr + count * PAGE)`: any of this file's pages
+    /// living there become owned pages again, with the mapping's bytes.
+    pub fn unmap_shared(&mut self, addr: u64, count: usize) -> Result<(), Errno> {
+        let end = addr + (count * PAGE) as u64;
+        for slot in self.pages.iter_mut() {
+            if let Some(Page::Mapped(a)) = *slot
+                && (addr..end).contains(&a)
+            {
+                let mut p = zero_page()?;
+                p.copy_from_slice(mapped(a));
+                *slot = Some(Page::Owned(p));
+            }
         }
         Ok(())
     }

@@ -367,6 +367,22 @@ impl Inode {
         Ok(())
     }
 
+    /// See FileData::map_shared.
+    pub fn map_shared(&self, first: usize, count: usize, addr: u64) -> Result<(), Errno> {
+        match &mut self.lock().body {
+            Body::File(d) => d.map_shared(first, count, addr),
+            _ => Err(Errno::ENODEV),
+        }
+    }
+
+    /// See FileData::unmap_shared.
+    pub fn unmap_shared(&self, addr: u64, count: usize) -> Result<(), Errno> {
+        match &mut self.lock().body {
+            Body::File(d) => d.unmap_shared(addr, count),
+            _ => Ok(()),
+        }
+    }
+
     pub fn size(&self) -> u64 {
         match &self.lock().body {
             Body::File(f) => f.size(),

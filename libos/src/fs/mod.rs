@@ -7,6 +7,7 @@
 //! only stored and reported.
 
 pub mod data;
+pub mod index;
 pub mod inode;
 pub mod namei;
 pub mod pipe;
@@ -81,7 +82,12 @@ fn seed(archive: &'static [u8]) {
         return;
     }
     let root = root();
-    for entry in tar::Reader::new(archive) {
+    let entries: &mut dyn Iterator<Item = Result<tar::Entry<'static>, tar::Error>> =
+        match index::Reader::new(crate::arch::image::rootfs_index(), archive) {
+            Some(ix) => &mut { ix },
+            None => &mut tar::Reader::new(archive),
+        };
+    for entry in entries {
         match entry {
             Ok(e) => {
                 if let Err(err) = seed_entry(&root, &e) {

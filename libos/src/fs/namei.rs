@@ -548,7 +548,45 @@ fn touch_ctime(inode: &Inode, now: Time) {
 
 /// The working directory's absolute path; ENOENT once it was removed.
 pub fn getcwd() -> Result<Vec<u8>, Errno> {
-    let mut cur = cwd();
+    dir_path(cwd())
+}
+
+/// An absolute path naming `inode` (what /proc/self/fd/N links to). A
+/// directory has one name, found upwards; a file is looked for from the
+/// root, and an unlinked one has none (ENOENT).
+pub fn path_of(inode: &Arc<Inode>) -> Result<Vec<u8>, Errno> {
+    if inode.is_dir() {
+        return dir_path(inode.clone());
+    }
+    fn find(dir: &Arc<Inode>, want: &Arc<Inode>, path: &mut Vec<u8>) -> bool {
+        let children: Vec<(Vec<u8>, Arc<Inode>)> = match &dir.lock().body {
+            Body::Dir(d) => d
+                .iter_from(0)
+                .map(|(_, n, i)| (n.to_vec(), i.clone()))
+                .collect(),
+            _ => return false,
+        };
+        for (name, child) in children {
+            let len = path.len();
+            path.push(b'/');
+            path.extend_from_slice(&name);
+            if Arc::ptr_eq(&child, want) || (child.is_dir() && find(&child, want, path)) {
+                return true;
+            }
+            path.truncate(len);
+        }
+        false
+    }
+    let mut path = Vec::new();
+    if find(&super::root(), inode, &mut path) {
+        Ok(path)
+    } else {
+        Err(Errno::ENOENT)
+    }
+}
+
+fn dir_path(start: Arc<Inode>) -> Result<Vec<u8>, Errno> {
+    let mut cur = start;
     let mut names: Vec<Vec<u8>> = Vec::new();
     loop {
         let parent = {

@@ -70,6 +70,27 @@ impl Pipe {
         self.queue.lock().len()
     }
 
+    /// poll(2) readiness of one end: POLLIN/POLLOUT/POLLHUP/POLLERR bits.
+    pub fn poll_events(&self, write_end: bool) -> u32 {
+        let queued = self.available();
+        if write_end {
+            if self.readers.load(Ordering::Relaxed) == 0 {
+                return crate::fd::POLLOUT | crate::fd::POLLERR;
+            }
+            if queued < self.capacity() {
+                crate::fd::POLLOUT
+            } else {
+                0
+            }
+        } else {
+            let mut ev = if queued > 0 { crate::fd::POLLIN } else { 0 };
+            if self.writers.load(Ordering::Relaxed) == 0 {
+                ev |= crate::fd::POLLHUP;
+            }
+            ev
+        }
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
     }

@@ -28,7 +28,7 @@ impl Timespec {
             nsec: (ns % 1_000_000_000) as i64,
         }
     }
-    fn to_ns(self) -> core::result::Result<u64, Errno> {
+    pub fn to_ns(self) -> core::result::Result<u64, Errno> {
         if self.sec < 0 || !(0..1_000_000_000).contains(&self.nsec) {
             return Err(Errno::EINVAL);
         }

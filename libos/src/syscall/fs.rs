@@ -879,6 +879,11 @@ pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     let path = path_arg(path)?;
+    if let Some(link) = proc_self_link(path)? {
+        let n = link.len().min(size as u32 as usize);
+        uaccess::slice_mut(buf, n as u64)?.copy_from_slice(&link[..n]);
+        return Ok(n as i64);
+    }
     // An empty path reads the symlink an O_PATH descriptor refers to.
     let inode = match target(dirfd, path, AT_EMPTY_PATH, false)? {
         Target::Inode(i) => i,
@@ -894,6 +899,25 @@ pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> Result {
     let n = t.len().min(size as u32 as usize);
     uaccess::slice_mut(buf, n as u64)?.copy_from_slice(&t[..n]);
     Ok(n as i64)
+}
+
+/// The one part of /proc there is: the /proc/self/fd/N links, which musl's
+/// realpath() reads to name an open file. None: not such a path.
+fn proc_self_link(path: &[u8]) -> core::result::Result<Option<alloc::vec::Vec<u8>>, Errno> {
+    let Some(num) = path.strip_prefix(b"/proc/self/fd/") else {
+        return Ok(None);
+    };
+    let fd = core::str::from_utf8(num)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(Errno::ENOENT)?;
+    let file = fd::get(fd).map_err(|_| Errno::ENOENT)?;
+    match &file.kind {
+        FileKind::Node(inode) => Ok(Some(namei::path_of(inode)?)),
+        FileKind::Console => Ok(Some(b"/dev/console".to_vec())),
+        // Linux names these "anon_inode:[kind]"; the kind is not kept here.
+        _ => Ok(Some(b"anon_inode:[pgkraft]".to_vec())),
+    }
 }
 
 pub fn chdir(path: u64) -> Result {
@@ -1058,9 +1082,9 @@ pub fn fadvise64(fd: u64, _off: u64, len: u64, advice: u64) -> Result {
         return Err(Errno::EBADF);
     }
     match &f.kind {
-        FileKind::Pipe(_) => return Err(Errno::ESPIPE),
-        FileKind::Console => return Err(Errno::EINVAL),
         FileKind::Node(_) => {}
+        FileKind::Console => return Err(Errno::EINVAL),
+        _ => return Err(Errno::ESPIPE),
     }
     if (len as i64) < 0 || advice > POSIX_FADV_NOREUSE {
         return Err(Errno::EINVAL);
@@ -1086,9 +1110,9 @@ pub fn fallocate(fd: u64, mode: u64, off: u64, len: u64) -> Result {
     }
     f.check_write()?;
     let inode = match &f.kind {
-        FileKind::Pipe(_) => return Err(Errno::ESPIPE),
-        FileKind::Console => return Err(Errno::ENODEV),
         FileKind::Node(i) => i,
+        FileKind::Console => return Err(Errno::ENODEV),
+        _ => return Err(Errno::ESPIPE),
     };
     match inode.kind {
         Kind::Dir => return Err(Errno::EISDIR),

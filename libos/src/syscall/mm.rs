@@ -1,11 +1,19 @@
-//! Anonymous memory: mmap, munmap, mremap, mprotect, madvise.
+//! Memory mappings: mmap, munmap, mremap, mprotect, madvise.
 //!
 //! All memory is readable, writable and executable (one identity map, no
 //! per-page protection yet), so mprotect only validates its arguments.
+//! A private file mapping is a copy of the file. A shared one lends its
+//! pages to the file (fs::data's mapped pages), so writes through either
+//! side are seen by the other; munmap takes them back.
 
 use super::{Errno, Result};
 use crate::arch::uaccess;
+use crate::fd::{self, FileKind};
+use crate::fs::inode::{Device, Inode, Kind};
 use crate::mem::{self, PAGE};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use spin::Mutex;
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
@@ -28,17 +36,21 @@ pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: i64, offset: u64) -
     if len == 0 || len > (1 << 46) || flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
         return Err(Errno::EINVAL);
     }
-    if flags & MAP_ANONYMOUS == 0 {
-        // File mappings arrive with the file system.
-        let _ = (fd, offset);
-        return Err(Errno::ENODEV);
-    }
     let len = mem::page_up(len);
+    if flags & MAP_ANONYMOUS == 0 {
+        return map_file(addr, len, flags, fd, offset);
+    }
+    place(addr, len, flags)
+}
+
+/// Find room for a mapping: where MAP_FIXED says, or from the top of RAM.
+fn place(addr: u64, len: u64, flags: u64) -> Result {
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
         aligned(addr)?;
         if flags & MAP_FIXED_NOREPLACE != 0 && !mem::is_free(addr, len) {
             return Err(Errno::EEXIST);
         }
+        unshare(addr, len)?;
         mem::free(addr, len).map_err(|_| Errno::ENOMEM)?;
         mem::alloc_fixed(addr, len)?;
         return Ok(addr as i64);
@@ -46,13 +58,101 @@ pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: i64, offset: u64) -
     Ok(mem::alloc_top(len)? as i64)
 }
 
+/// A shared file mapping: its file, to give pages back to at munmap.
+struct SharedMap {
+    addr: u64,
+    len: u64,
+    inode: Arc<Inode>,
+}
+
+static SHARED: Mutex<Vec<SharedMap>> = Mutex::new(Vec::new());
+
+fn map_file(addr: u64, len: u64, flags: u64, fd: i64, offset: u64) -> Result {
+    aligned(offset)?;
+    let file = fd::get(fd as u64)?;
+    let inode = match &file.kind {
+        FileKind::Node(i) => i.clone(),
+        _ => return Err(Errno::ENODEV),
+    };
+    match inode.kind {
+        // /dev/zero maps as anonymous memory.
+        Kind::Dev(Device::Zero) => return place(addr, len, flags),
+        Kind::File => {}
+        _ => return Err(Errno::ENODEV),
+    }
+    if !file.readable() || (flags & MAP_SHARED != 0 && flags & MAP_PRIVATE == 0 && !file.writable())
+    {
+        return Err(Errno::EACCES);
+    }
+    let at = place(addr, len, flags)? as u64;
+    let pages = (len / PAGE) as usize;
+    let result = if flags & MAP_SHARED != 0 && flags & MAP_PRIVATE == 0 {
+        inode
+            .map_shared((offset / PAGE) as usize, pages, at)
+            .map(|()| {
+                SHARED.lock().push(SharedMap {
+                    addr: at,
+                    len,
+                    inode: inode.clone(),
+                })
+            })
+    } else {
+        uaccess::slice_mut(at, len).and_then(|dst| inode.read_at(offset, dst).map(|_| ()))
+    };
+    if let Err(e) = result {
+        let _ = mem::free(at, len);
+        if e == Errno::EBUSY {
+            crate::log!(
+                "libos: a file page is already in another shared mapping: refused (one address space)"
+            );
+        }
+        return Err(e);
+    }
+    Ok(at as i64)
+}
+
 pub fn munmap(addr: u64, len: u64) -> Result {
     aligned(addr)?;
     if len == 0 {
         return Err(Errno::EINVAL);
     }
+    unshare(addr, mem::page_up(len))?;
     mem::free(addr, len)?;
     Ok(0)
+}
+
+/// Give the pages of shared file mappings inside `[addr, addr+len)` back to
+/// their files before the memory is reused.
+fn unshare(addr: u64, len: u64) -> core::result::Result<(), Errno> {
+    let end = addr + len;
+    let mut maps = SHARED.lock();
+    let mut i = 0;
+    while i < maps.len() {
+        let m = &maps[i];
+        let (lo, hi) = (m.addr.max(addr), (m.addr + m.len).min(end));
+        if lo >= hi {
+            i += 1;
+            continue;
+        }
+        m.inode.unmap_shared(lo, ((hi - lo) / PAGE) as usize)?;
+        let m = maps.remove(i);
+        // What stays mapped on either side is still shared.
+        if m.addr < lo {
+            maps.push(SharedMap {
+                addr: m.addr,
+                len: lo - m.addr,
+                inode: m.inode.clone(),
+            });
+        }
+        if hi < m.addr + m.len {
+            maps.push(SharedMap {
+                addr: hi,
+                len: m.addr + m.len - hi,
+                inode: m.inode,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> Result {

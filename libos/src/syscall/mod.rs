@@ -7,10 +7,13 @@
 pub mod clock;
 pub mod console;
 pub mod fs;
+pub mod futex;
 pub mod ids;
 pub mod misc;
 pub mod mm;
 mod names;
+pub mod poll;
+pub mod shm;
 pub mod signal;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ pub struct Errno(pub i64);
 
 impl Errno {
     pub const EPERM: Errno = Errno(1);
+    pub const EINTR: Errno = Errno(4);
     pub const ENOENT: Errno = Errno(2);
     pub const ESRCH: Errno = Errno(3);
     pub const ENXIO: Errno = Errno(6);
@@ -47,6 +51,7 @@ impl Errno {
     pub const ELOOP: Errno = Errno(40);
     pub const EOVERFLOW: Errno = Errno(75);
     pub const EOPNOTSUPP: Errno = Errno(95);
+    pub const ETIMEDOUT: Errno = Errno(110);
 }
 
 pub type Result = core::result::Result<i64, Errno>;
@@ -165,6 +170,36 @@ mod nr {
     pub const SET_ROBUST_LIST: i64 = 273;
     pub const PRLIMIT64: i64 = 302;
     pub const GETRANDOM: i64 = 318;
+    pub const POLL: i64 = 7;
+    pub const SELECT: i64 = 23;
+    pub const SHMGET: i64 = 29;
+    pub const SHMAT: i64 = 30;
+    pub const SHMCTL: i64 = 31;
+    pub const GETITIMER: i64 = 36;
+    pub const ALARM: i64 = 37;
+    pub const SETITIMER: i64 = 38;
+    pub const SHMDT: i64 = 67;
+    pub const SETRLIMIT: i64 = 160;
+    pub const RT_SIGPENDING: i64 = 127;
+    pub const FUTEX: i64 = 202;
+    pub const EPOLL_CREATE: i64 = 213;
+    pub const EPOLL_WAIT: i64 = 232;
+    pub const EPOLL_CTL: i64 = 233;
+    pub const PSELECT6: i64 = 270;
+    pub const PPOLL: i64 = 271;
+    pub const EPOLL_PWAIT: i64 = 281;
+    pub const SIGNALFD: i64 = 282;
+    pub const EVENTFD: i64 = 284;
+    pub const SIGNALFD4: i64 = 289;
+    pub const EVENTFD2: i64 = 290;
+    pub const EPOLL_CREATE1: i64 = 291;
+    pub const GETGROUPS: i64 = 115;
+    pub const SETSID: i64 = 112;
+    pub const GETPGRP: i64 = 111;
+    pub const GETPGID: i64 = 121;
+    pub const GETSID: i64 = 124;
+    pub const PRCTL: i64 = 157;
+    pub const SETPGID: i64 = 109;
 }
 
 fn dispatch(n: i64, a: [u64; 6]) -> Result {
@@ -277,6 +312,36 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::PRLIMIT64 => misc::prlimit(a[0], a[1], a[2], a[3]),
         nr::SYSINFO => misc::sysinfo(a[0]),
         nr::EXIT | nr::EXIT_GROUP => crate::platform::exit(a[0] as u8),
+        nr::SHMGET => shm::shmget(a[0], a[1], a[2]),
+        nr::SHMAT => shm::shmat(a[0], a[1], a[2]),
+        nr::SHMDT => shm::shmdt(a[0]),
+        nr::SHMCTL => shm::shmctl(a[0], a[1], a[2]),
+        nr::FUTEX => futex::futex(a[0], a[1], a[2], a[3]),
+        nr::GETITIMER => signal::getitimer(a[0], a[1]),
+        nr::SETITIMER => signal::setitimer(a[0], a[1], a[2]),
+        nr::ALARM => signal::alarm(a[0]),
+        nr::RT_SIGPENDING => signal::rt_sigpending(a[0], a[1]),
+        nr::EPOLL_CREATE => poll::epoll_create(a[0]),
+        nr::EPOLL_CREATE1 => poll::epoll_create1(a[0]),
+        nr::EPOLL_CTL => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
+        nr::EPOLL_WAIT => poll::epoll_wait(a[0], a[1], a[2], a[3]),
+        nr::EPOLL_PWAIT => poll::epoll_pwait(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::POLL => poll::poll(a[0], a[1], a[2]),
+        nr::PPOLL => poll::ppoll(a[0], a[1], a[2], a[3], a[4]),
+        nr::SELECT => poll::select(a[0], a[1], a[2], a[3], a[4]),
+        nr::PSELECT6 => poll::pselect6(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::SIGNALFD => poll::signalfd4(a[0], a[1], a[2], 0),
+        nr::SIGNALFD4 => poll::signalfd4(a[0], a[1], a[2], a[3]),
+        nr::EVENTFD => poll::eventfd2(a[0], 0),
+        nr::EVENTFD2 => poll::eventfd2(a[0], a[1]),
+        nr::SETRLIMIT => misc::prlimit(0, a[0], a[1], 0),
+        nr::GETGROUPS => ids::getgroups(a[0], a[1]),
+        // One process that is its own session and process-group leader.
+        nr::GETPGRP | nr::GETSID => Ok(ids::PID as i64),
+        nr::GETPGID => Ok(ids::PID as i64),
+        nr::SETSID => Err(Errno::EPERM),
+        nr::SETPGID => Ok(0),
+        nr::PRCTL => misc::prctl(a[0], a[1]),
         _ => {
             report_unimplemented(n);
             Err(Errno::ENOSYS)
@@ -316,6 +381,8 @@ pub extern "C" fn __pgkraft_syscall(
     a6: u64,
 ) -> i64 {
     let r = dispatch(n, [a1, a2, a3, a4, a5, a6]);
+    // The kernel delivers signals on its way back to user space.
+    signal::deliver_pending();
     #[cfg(feature = "trace-syscalls")]
     {
         let name = usize::try_from(n)

@@ -1,7 +1,11 @@
-//! Signal dispositions and masks, and signals a process sends itself.
+//! Signals: dispositions, the mask, pending signals, the real-time interval
+//! timer (setitimer/alarm) and signalfd.
 //!
-//! There is one process and no preemption yet, so a signal is delivered
-//! synchronously: kill(getpid(), sig) calls the handler before returning.
+//! There is one process and no preemption, so a signal is delivered where
+//! the kernel would deliver it on its way back to user space: when the
+//! program makes a system call (`deliver_pending`, called after each one),
+//! or at once when the program sends it to itself unblocked. A blocked
+//! signal stays pending until it is unblocked or read from a signalfd.
 
 use super::{Errno, Result};
 use crate::arch::{cpu, uaccess};
@@ -11,9 +15,12 @@ const NSIG: usize = 65;
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
 const SA_SIGINFO: u64 = 4;
+const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 const SIGKILL: u64 = 9;
+const SIGALRM: u64 = 14;
 const SIGSTOP: u64 = 19;
+const ITIMER_REAL: u64 = 0;
 
 /// The kernel's `struct k_sigaction`.
 #[derive(Clone, Copy, Default)]
@@ -28,6 +35,11 @@ struct KSigaction {
 struct Signals {
     actions: [KSigaction; NSIG],
     mask: u64,
+    pending: u64,
+    /// ITIMER_REAL: when it next fires (monotonic ns; 0 = disarmed) and
+    /// its interval.
+    alarm_at: u64,
+    alarm_every: u64,
 }
 
 static SIGNALS: Mutex<Signals> = Mutex::new(Signals {
@@ -38,7 +50,16 @@ static SIGNALS: Mutex<Signals> = Mutex::new(Signals {
         mask: 0,
     }; NSIG],
     mask: 0,
+    pending: 0,
+    alarm_at: 0,
+    alarm_every: 0,
 });
+
+fn bit(sig: u64) -> u64 {
+    1 << (sig - 1)
+}
+
+const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 
 fn valid(sig: u64) -> core::result::Result<usize, Errno> {
     if (1..NSIG as u64).contains(&sig) {
@@ -67,6 +88,10 @@ pub fn rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> Result {
     }
     if let Some(a) = new {
         st.actions[s] = a;
+        // Setting a signal to be ignored discards it if pending (POSIX).
+        if a.handler == SIG_IGN || (a.handler == SIG_DFL && ignored_by_default(sig)) {
+            st.pending &= !bit(sig);
+        }
     }
     Ok(0)
 }
@@ -81,20 +106,49 @@ pub fn rt_sigprocmask(how: u64, set: u64, old: u64, size: u64) -> Result {
     }
     if set != 0 {
         let v = uaccess::read::<u64>(set)?;
-        let unblockable = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
         st.mask = match how {
             0 => st.mask | v,
             1 => st.mask & !v,
             2 => v,
             _ => return Err(Errno::EINVAL),
-        } & !unblockable;
+        } & !UNBLOCKABLE;
     }
+    // Whatever became unblocked is delivered on the way out (see mod.rs).
+    Ok(0)
+}
+
+/// Install `mask` (ppoll and friends), returning the one it replaces.
+pub fn swap_mask(mask: u64) -> u64 {
+    let mut st = SIGNALS.lock();
+    core::mem::replace(&mut st.mask, mask & !UNBLOCKABLE)
+}
+
+pub fn rt_sigpending(set: u64, size: u64) -> Result {
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let st = SIGNALS.lock();
+    uaccess::write(set, &(st.pending & st.mask))?;
     Ok(0)
 }
 
 /// Signals whose default action is to do nothing.
 fn ignored_by_default(sig: u64) -> bool {
     matches!(sig, 17 | 23 | 28) // SIGCHLD, SIGURG, SIGWINCH
+}
+
+/// Send `sig` to ourselves: pending if blocked, otherwise acted on now.
+pub fn raise(sig: u64) {
+    {
+        let mut st = SIGNALS.lock();
+        let a = st.actions[sig as usize];
+        let blocked = st.mask & bit(sig) != 0;
+        if !blocked && (a.handler == SIG_IGN || (a.handler == SIG_DFL && ignored_by_default(sig))) {
+            return;
+        }
+        st.pending |= bit(sig);
+    }
+    deliver_pending();
 }
 
 pub fn kill(pid: i64, sig: u64) -> Result {
@@ -104,29 +158,201 @@ pub fn kill(pid: i64, sig: u64) -> Result {
     if sig == 0 {
         return Ok(0);
     }
-    let s = valid(sig)?;
-    let action = {
-        let mut st = SIGNALS.lock();
-        if st.mask & (1 << (s - 1)) != 0 && sig != SIGKILL {
-            // Blocked: a pending-signal set comes with asynchronous delivery.
-            return Ok(0);
-        }
-        let a = st.actions[s];
-        if a.flags & SA_RESETHAND != 0 {
-            st.actions[s].handler = SIG_DFL;
-        }
-        a
-    };
-    match action.handler {
-        SIG_IGN => Ok(0),
-        SIG_DFL if ignored_by_default(sig) => Ok(0),
-        SIG_DFL => {
-            crate::log!("libos: terminated by signal {sig}");
-            crate::platform::exit(128 + sig as u8)
-        }
-        handler => {
-            cpu::call_signal_handler(handler, sig, action.flags & SA_SIGINFO != 0);
-            Ok(0)
+    valid(sig)?;
+    raise(sig);
+    Ok(0)
+}
+
+/// The lowest pending, unblocked signal, taken off the pending set.
+fn take_deliverable() -> Option<(u64, KSigaction, u64)> {
+    let mut st = SIGNALS.lock();
+    let ready = st.pending & !st.mask;
+    if ready == 0 {
+        return None;
+    }
+    let sig = ready.trailing_zeros() as u64 + 1;
+    st.pending &= !bit(sig);
+    let a = st.actions[sig as usize];
+    if a.flags & SA_RESETHAND != 0 {
+        st.actions[sig as usize].handler = SIG_DFL;
+    }
+    let saved = st.mask;
+    if a.handler > SIG_IGN {
+        let own = if a.flags & SA_NODEFER != 0 {
+            0
+        } else {
+            bit(sig)
+        };
+        st.mask |= (a.mask | own) & !UNBLOCKABLE;
+    }
+    Some((sig, a, saved))
+}
+
+/// Fire the interval timer if due, then run every deliverable signal.
+pub fn deliver_pending() {
+    check_alarm();
+    while let Some((sig, action, saved_mask)) = take_deliverable() {
+        match action.handler {
+            SIG_IGN => {}
+            SIG_DFL if ignored_by_default(sig) => {}
+            SIG_DFL => {
+                crate::log!("libos: terminated by signal {sig}");
+                crate::platform::exit(128 + sig as u8)
+            }
+            handler => {
+                cpu::call_signal_handler(handler, sig, action.flags & SA_SIGINFO != 0);
+                // sigreturn restores the mask the handler interrupted.
+                SIGNALS.lock().mask = saved_mask;
+            }
         }
     }
+}
+
+fn check_alarm() {
+    let fire = {
+        let mut st = SIGNALS.lock();
+        if st.alarm_at == 0 || crate::time::monotonic_ns() < st.alarm_at {
+            false
+        } else {
+            st.alarm_at = if st.alarm_every == 0 {
+                0
+            } else {
+                crate::time::monotonic_ns() + st.alarm_every
+            };
+            st.pending |= bit(SIGALRM);
+            true
+        }
+    };
+    let _ = fire;
+}
+
+/// When the interval timer next fires (monotonic ns), if armed: sleeps
+/// must not outlast it.
+pub fn next_alarm() -> Option<u64> {
+    let st = SIGNALS.lock();
+    (st.alarm_at != 0).then_some(st.alarm_at)
+}
+
+/// Whether a signal is waiting to be handled (a sleep ends early, EINTR).
+pub fn interrupt_pending() -> bool {
+    check_alarm();
+    let st = SIGNALS.lock();
+    st.pending & !st.mask != 0
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Timeval {
+    sec: i64,
+    usec: i64,
+}
+
+impl Timeval {
+    fn ns(self) -> core::result::Result<u64, Errno> {
+        if self.sec < 0 || !(0..1_000_000).contains(&self.usec) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(self.sec as u64 * 1_000_000_000 + self.usec as u64 * 1000)
+    }
+
+    fn from_ns(ns: u64) -> Timeval {
+        Timeval {
+            sec: (ns / 1_000_000_000) as i64,
+            usec: ((ns % 1_000_000_000) / 1000) as i64,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Itimerval {
+    interval: Timeval,
+    value: Timeval,
+}
+
+fn current_timer(st: &Signals) -> Itimerval {
+    let left = if st.alarm_at == 0 {
+        0
+    } else {
+        // An armed timer never reads as zero left (that means disarmed).
+        st.alarm_at
+            .saturating_sub(crate::time::monotonic_ns())
+            .max(1000)
+    };
+    Itimerval {
+        interval: Timeval::from_ns(st.alarm_every),
+        value: Timeval::from_ns(left),
+    }
+}
+
+pub fn getitimer(which: u64, cur: u64) -> Result {
+    if which != ITIMER_REAL {
+        return Err(Errno::EINVAL);
+    }
+    let v = current_timer(&SIGNALS.lock());
+    uaccess::write(cur, &v)?;
+    Ok(0)
+}
+
+pub fn setitimer(which: u64, new: u64, old: u64) -> Result {
+    if which != ITIMER_REAL {
+        // ITIMER_VIRTUAL / ITIMER_PROF measure CPU time, which nothing here
+        // accounts; refusing beats a timer that silently never fires.
+        return Err(Errno::EINVAL);
+    }
+    let v: Itimerval = if new != 0 {
+        uaccess::read(new)?
+    } else {
+        Itimerval::default()
+    };
+    let (value, every) = (v.value.ns()?, v.interval.ns()?);
+    let mut st = SIGNALS.lock();
+    if old != 0 {
+        uaccess::write(old, &current_timer(&st))?;
+    }
+    st.alarm_at = if value == 0 {
+        0
+    } else {
+        crate::time::monotonic_ns() + value
+    };
+    st.alarm_every = every;
+    Ok(0)
+}
+
+pub fn alarm(secs: u64) -> Result {
+    let mut st = SIGNALS.lock();
+    let left = current_timer(&st).value;
+    st.alarm_at = if secs == 0 {
+        0
+    } else {
+        crate::time::monotonic_ns() + secs * 1_000_000_000
+    };
+    st.alarm_every = 0;
+    // alarm() rounds what was left to the nearest second, never to 0.
+    let left = if st.alarm_at == 0 && left.sec == 0 && left.usec == 0 {
+        0
+    } else {
+        (left.sec + i64::from(left.usec >= 500_000)).max(1)
+    };
+    Ok(left)
+}
+
+/// Signals in `mask` that are pending and blocked: what a signalfd reads.
+pub fn signalfd_ready(mask: u64) -> u64 {
+    check_alarm();
+    let st = SIGNALS.lock();
+    st.pending & mask & st.mask
+}
+
+/// Take the lowest signal a signalfd with `mask` may read.
+pub fn signalfd_take(mask: u64) -> Option<u64> {
+    check_alarm();
+    let mut st = SIGNALS.lock();
+    let ready = st.pending & mask;
+    if ready == 0 {
+        return None;
+    }
+    let sig = ready.trailing_zeros() as u64 + 1;
+    st.pending &= !bit(sig);
+    Some(sig)
 }
