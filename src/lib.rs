@@ -4,6 +4,7 @@ pub mod build;
 pub mod image_info;
 pub mod inspect;
 pub mod paths;
+pub mod pgsingle;
 pub mod progress;
 pub mod recipe;
 pub mod smoke;

@@ -53,6 +53,14 @@ enum Command {
         /// Print one JSON object with the report on stdout, nothing else there.
         #[arg(long)]
         json: bool,
+        /// Single-user mode: run the checks with the host-linked postgres of
+        /// the image's build on a copy of the image's files, not in the guest.
+        #[arg(long)]
+        native: bool,
+        /// With --native: the host-linked postgres (default: the one the
+        /// image's recipe builds, from the cache).
+        #[arg(long, value_name = "PATH", requires = "native")]
+        postgres: Option<PathBuf>,
     },
     /// Measure, side by side in one run (prints medians and ratios).
     Bench {
@@ -211,15 +219,26 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 }
             }
         }
-        Command::Smoke { image, vm, json } => {
+        Command::Smoke {
+            image,
+            vm,
+            json,
+            native,
+            postgres,
+        } => {
             let spec = match vm {
                 Some(path) => smoke::TestVm::load(&path).map_err(Failure::input)?,
                 None => smoke::TestVm::default(),
             };
-            let report = smoke::run(&image, &spec).map_err(|e| match e {
-                smoke::SmokeError::Image(e) => Failure::input(e),
-                smoke::SmokeError::Vmm(e) => vmm_failure(e),
-            })?;
+            let report = if native {
+                smoke::native::run_cli(&image, &spec, postgres.as_deref())
+                    .map_err(Failure::input)?
+            } else {
+                smoke::run(&image, &spec).map_err(|e| match e {
+                    smoke::SmokeError::Vmm(e) => vmm_failure(e),
+                    e => Failure::input(e),
+                })?
+            };
             if json {
                 print_json(&report);
             } else {

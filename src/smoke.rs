@@ -1,18 +1,29 @@
 //! `pgkraft smoke`: boot an image with a test VM definition, check what it
 //! does, and report size, boot time and the boot phases.
+//!
+//! Two modes: `program` runs the image's program once and checks its exit
+//! status and output; `single-user` sends SQL checks to the image's
+//! `postgres --single` (see [`crate::pgsingle`]) and checks each answer,
+//! either in the guest ([`run`]) or with the host-linked server on a copy of
+//! the image's files ([`native`]).
+
+mod single_user;
+
+pub mod native;
 
 use crate::image_info;
+use crate::recipe::{Diagnostic, RecipeError};
 use crate::vmm::{self, GuestExit};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A test VM definition (`test-vms/*.yaml`), program mode.
+/// A test VM definition (`test-vms/*.yaml`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestVm {
-    /// `program`: run the image's program once and check how it ends.
+    /// What the guest runs and how it is checked.
     #[serde(default)]
     pub mode: Mode,
     /// Guest memory; default: the recipe's, embedded in the image.
@@ -27,15 +38,58 @@ pub struct TestVm {
     /// Console input, then end of input.
     #[serde(default)]
     pub stdin: String,
+    /// Console input `pgkraft snapshot` feeds before it snapshots the guest
+    /// (at its first read with no input left); `stdin` then goes to the
+    /// resumed guest. A cold boot gets both, in that order, so the same
+    /// expectations hold for a cold boot and a resume.
+    #[serde(default)]
+    pub snapshot_after: String,
     #[serde(default)]
     pub expect: Expect,
+    /// Single-user mode: the SQL checks, in order, all in one session.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// Run the image's program once; check its exit status and output.
     #[default]
     Program,
+    /// Send `checks` to the image's `postgres --single`; check each answer.
+    SingleUser,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Program => "program",
+            Mode::SingleUser => "single-user",
+        }
+    }
+}
+
+/// Rows as a check writes them: each row a list of column values as text,
+/// `None` (YAML `null`) for NULL.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// One SQL check of a single-user test VM.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    pub name: String,
+    /// One or more statements; the check's result is the last result set.
+    pub sql: String,
+    /// The last result set's rows, exactly.
+    #[serde(default)]
+    pub expect: Option<Rows>,
+    /// Text that must appear in some value of the last result set.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// The SQL must fail with an ERROR whose message contains this.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,18 +118,195 @@ impl Default for TestVm {
             timeout_secs: default_timeout(),
             args: None,
             stdin: String::new(),
+            snapshot_after: String::new(),
             expect: Expect::default(),
+            checks: Vec::new(),
         }
     }
 }
 
+const WHAT: &str = "test VM definition";
+
 impl TestVm {
-    pub fn load(path: &Path) -> Result<TestVm, crate::recipe::RecipeError> {
-        crate::recipe::load_yaml(path, "test VM definition")
+    /// Reads and checks a test VM definition; every error names the file,
+    /// line, field and fix.
+    pub fn load(path: &Path) -> Result<TestVm, RecipeError> {
+        let vm: TestVm = crate::recipe::load_yaml(path, WHAT).map_err(|mut e| {
+            if let RecipeError::Parse(d) = &mut e
+                && d.field.as_deref() == Some("mode")
+                && d.fix.is_none()
+            {
+                d.fix = Some(
+                    "use `mode: single-user` for SQL checks against a postgres image, or \
+                     `mode: program` to run a program image once"
+                        .into(),
+                );
+            }
+            e
+        })?;
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        vm.validate(path, &text)?;
+        Ok(vm)
+    }
+
+    /// What serde cannot say: which keys belong to which mode, and that
+    /// checks are usable.
+    fn validate(&self, path: &Path, text: &str) -> Result<(), RecipeError> {
+        let invalid = |field: &str, key: &str, nth: usize, message: String, fix: String| {
+            let d = Diagnostic::new(path, message);
+            let d = match key_line(text, key, nth) {
+                Some((line, col)) => d.at(text, line, Some(col)),
+                None => d,
+            };
+            RecipeError::Invalid(Box::new(d.field(field).fix(fix)))
+        };
+        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0) {
+            return Err(invalid(
+                "timeout_secs",
+                "timeout_secs",
+                0,
+                format!(
+                    "timeout_secs must be a positive number of seconds, not {}",
+                    self.timeout_secs
+                ),
+                "write e.g. `timeout_secs: 60`".into(),
+            ));
+        }
+        match self.mode {
+            Mode::Program => {
+                if !self.checks.is_empty() {
+                    return Err(invalid(
+                        "checks",
+                        "checks",
+                        0,
+                        "`checks` are SQL checks, for `mode: single-user`; this definition is \
+                         in program mode"
+                            .into(),
+                        "add `mode: single-user`, or use `expect` for a program".into(),
+                    ));
+                }
+            }
+            Mode::SingleUser => {
+                for (key, given) in [
+                    ("args", self.args.is_some()),
+                    ("stdin", !self.stdin.is_empty()),
+                    ("expect", text_has_top_key(text, "expect")),
+                ] {
+                    if given {
+                        return Err(invalid(
+                            key,
+                            key,
+                            0,
+                            format!(
+                                "`{key}` is for `mode: program`; in single-user mode pgkraft \
+                                 builds the server's arguments and input from `checks`"
+                            ),
+                            format!("remove `{key}`, and put SQL and expected rows in `checks`"),
+                        ));
+                    }
+                }
+                if self.checks.is_empty() {
+                    return Err(invalid(
+                        "checks",
+                        "mode",
+                        0,
+                        "single-user mode needs at least one entry in `checks`".into(),
+                        "add e.g.\nchecks:\n  - name: arithmetic\n    sql: \"SELECT 1 + 1\"\n    expect: [[\"2\"]]".into(),
+                    ));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for (i, c) in self.checks.iter().enumerate() {
+                    if c.name.trim().is_empty() {
+                        return Err(invalid(
+                            &format!("checks[{i}].name"),
+                            "name",
+                            i,
+                            "a check's name is empty".into(),
+                            "give the check a name that says what it proves".into(),
+                        ));
+                    }
+                    if !seen.insert(c.name.as_str()) {
+                        return Err(invalid(
+                            &format!("checks[{i}].name"),
+                            "name",
+                            i,
+                            format!("two checks are named `{}`", c.name),
+                            "give each check its own name (the report names checks)".into(),
+                        ));
+                    }
+                    if c.sql.trim().trim_end_matches(';').trim().is_empty() {
+                        return Err(invalid(
+                            &format!("checks[{i}].sql"),
+                            "sql",
+                            i,
+                            format!("check `{}` has no SQL", c.name),
+                            "write the statement(s) to run under `sql:`".into(),
+                        ));
+                    }
+                    if c.error.is_some() && (c.expect.is_some() || !c.contains.is_empty()) {
+                        return Err(invalid(
+                            &format!("checks[{i}].error"),
+                            "error",
+                            c_index_of_key(&self.checks, i, |c| c.error.is_some()),
+                            format!(
+                                "check `{}` expects an ERROR and rows at once; a failing \
+                                 statement returns no rows",
+                                c.name
+                            ),
+                            "keep `error`, or keep `expect`/`contains`, not both".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-#[derive(Debug, Serialize)]
+/// How many checks before `i` also have the key that `has` tests: which
+/// occurrence of that key in the text is check `i`'s.
+fn c_index_of_key(checks: &[CheckSpec], i: usize, has: impl Fn(&CheckSpec) -> bool) -> usize {
+    checks[..i].iter().filter(|c| has(c)).count()
+}
+
+/// Whether the document has `key:` at the top level.
+fn text_has_top_key(text: &str, key: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+    })
+}
+
+/// 1-based line and column of the `nth` (from 0) line whose key is `key`,
+/// as a plain mapping entry or the first entry of a list item.
+/// Top-level keys are looked for at the start of a line only (`expect` is
+/// also a check's key).
+fn key_line(text: &str, key: &str, nth: usize) -> Option<(u64, u64)> {
+    const TOP: [&str; 7] = [
+        "mode",
+        "memory_mib",
+        "timeout_secs",
+        "args",
+        "stdin",
+        "expect",
+        "checks",
+    ];
+    let top = TOP.contains(&key);
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !top || !l.starts_with([' ', '\t', '-']))
+        .filter_map(|(i, l)| {
+            let body = l.trim_start();
+            let body = body.strip_prefix("- ").map(str::trim_start).unwrap_or(body);
+            let col = l.len() - body.len() + 1;
+            body.strip_prefix(key)
+                .filter(|r| r.trim_start().starts_with(':'))
+                .map(|_| (i as u64 + 1, col as u64))
+        })
+        .nth(nth)
+}
+
+#[derive(Debug, Default, Serialize)]
 pub struct Check {
     pub name: String,
     pub ok: bool,
@@ -83,11 +314,26 @@ pub struct Check {
     pub expected: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual: Option<String>,
+    /// Single-user checks: the last result set's rows, as compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Rows>,
+    /// Single-user checks: the server's ERROR/FATAL/PANIC lines for this SQL.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Single-user checks: milliseconds since runner start at which the
+    /// answer was complete (from the console stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct SmokeReport {
     pub ok: bool,
+    /// `program` or `single-user`.
+    pub mode: &'static str,
+    /// `kvm` (the image under our runner) or `native` (the host-linked
+    /// server on a copy of the image's files).
+    pub runner: &'static str,
     pub image: PathBuf,
     pub image_bytes: u64,
     /// Runner start to guest exit.
@@ -98,7 +344,14 @@ pub struct SmokeReport {
     pub exit: String,
     pub exit_status: Option<u8>,
     pub vm_exits: u64,
+    /// Single-user mode: milliseconds since runner start at which the first
+    /// check's answer was complete on the console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_answer_ms: Option<f64>,
     pub checks: Vec<Check>,
+    /// FATAL and PANIC lines from the server, wherever they came.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_messages: Vec<String>,
     pub console: String,
 }
 
@@ -108,6 +361,18 @@ pub enum SmokeError {
     Image(#[from] image_info::InspectError),
     #[error(transparent)]
     Vmm(#[from] vmm::VmmError),
+    /// Single-user mode on an image that does not run `postgres --single`.
+    #[error(
+        "{}: single-user mode needs an image whose program is `postgres --single`, but its \
+         arguments are {args:?}\n  fix: build a postgres recipe (e.g. recipes/postgres-17.yaml) \
+         and smoke that image, or use `mode: program`",
+        image.display()
+    )]
+    NotSingleUser { image: PathBuf, args: Vec<String> },
+    #[error("{}: cannot read the image's arguments: {detail}", image.display())]
+    Argv { image: PathBuf, detail: String },
+    #[error(transparent)]
+    Native(#[from] native::NativeError),
 }
 
 /// Quote arguments for the boot command line (see libos::cmdline).
@@ -122,44 +387,62 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// Boots `image` under our runner and checks it as `spec` says.
 pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
-    let info = image_info::read(image)?;
-    let mem_mib = spec
-        .memory_mib
+    match spec.mode {
+        Mode::Program => run_program(image, spec),
+        Mode::SingleUser => single_user::run_guest(image, spec),
+    }
+}
+
+fn memory_mib(spec: &TestVm, info: &image_info::ImageInfo) -> u32 {
+    spec.memory_mib
         .or(info.build.as_ref().map(|b| b.memory_mib))
-        .unwrap_or(64);
+        .unwrap_or(64)
+}
+
+fn phase_map(phases: &[vmm::PhaseMark]) -> BTreeMap<String, f64> {
+    phases
+        .iter()
+        .map(|p| (p.name.to_string(), ms(p.at)))
+        .collect()
+}
+
+fn exit_text(exit: &GuestExit) -> (String, Option<u8>) {
+    match exit {
+        GuestExit::Status(s) => (format!("status {s}"), Some(*s)),
+        GuestExit::Timeout => ("timeout".to_string(), None),
+        GuestExit::Shutdown { regs } => (format!("died: {regs}"), None),
+    }
+}
+
+fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+    let info = image_info::read(image)?;
     let cfg = vmm::VmConfig {
-        mem_mib,
+        mem_mib: memory_mib(spec, &info),
         cmdline: spec.args.as_deref().map(quote_args).unwrap_or_default(),
         timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
         console: vmm::Console::Capture {
-            input: spec.stdin.as_bytes().to_vec(),
+            input: [spec.snapshot_after.as_bytes(), spec.stdin.as_bytes()].concat(),
         },
     };
     let outcome = vmm::run(image, &cfg)?;
     let console = String::from_utf8_lossy(&outcome.console).into_owned();
-    let phases: BTreeMap<String, f64> = outcome
-        .phases
-        .iter()
-        .map(|p| (p.name.to_string(), ms(p.at)))
-        .collect();
+    let phases = phase_map(&outcome.phases);
     let boot_ms = outcome
         .phases
         .iter()
         .find(|p| p.name == "exit")
         .map(|p| ms(p.at))
         .unwrap_or(0.0);
-    let (exit, exit_status) = match &outcome.exit {
-        GuestExit::Status(s) => (format!("status {s}"), Some(*s)),
-        GuestExit::Timeout => ("timeout".to_string(), None),
-        GuestExit::Shutdown { regs } => (format!("died: {regs}"), None),
-    };
+    let (exit, exit_status) = exit_text(&outcome.exit);
 
     let mut checks = vec![Check {
         name: "exit status".into(),
         ok: exit_status == Some(spec.expect.status),
         expected: Some(format!("status {}", spec.expect.status)),
         actual: Some(exit.clone()),
+        ..Check::default()
     }];
     if let Some(want) = &spec.expect.output {
         checks.push(Check {
@@ -167,6 +450,7 @@ pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
             ok: &console == want,
             expected: Some(want.clone()),
             actual: Some(console.clone()),
+            ..Check::default()
         });
     }
     for want in &spec.expect.output_contains {
@@ -174,11 +458,13 @@ pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
             name: format!("output contains {want:?}"),
             ok: console.contains(want.as_str()),
             expected: Some(want.clone()),
-            actual: None,
+            ..Check::default()
         });
     }
     Ok(SmokeReport {
         ok: checks.iter().all(|c| c.ok),
+        mode: Mode::Program.name(),
+        runner: "kvm",
         image: image.to_path_buf(),
         image_bytes: info.file_bytes,
         boot_ms,
@@ -186,22 +472,35 @@ pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
         exit,
         exit_status,
         vm_exits: outcome.exits,
+        first_answer_ms: None,
         checks,
+        server_messages: Vec::new(),
         console,
     })
+}
+
+/// The last `n` lines of console output, for a report on a failure.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl SmokeReport {
     pub fn human(&self) -> String {
         let mut s = format!(
-            "{} {} ({} bytes): {} in {:.3} ms, {} VM exits\n",
+            "{} {} ({} bytes, {} mode, {}): {} in {:.3} ms, {} VM exits\n",
             if self.ok { "ok" } else { "FAILED" },
             self.image.display(),
             self.image_bytes,
+            self.mode,
+            self.runner,
             self.exit,
             self.boot_ms,
             self.vm_exits
         );
+        if let Some(ms) = self.first_answer_ms {
+            s += &format!("  first answer at {ms:.3} ms\n");
+        }
         let mut phases: Vec<_> = self.phases.iter().collect();
         phases.sort_by(|a, b| a.1.total_cmp(b.1));
         for (name, at) in phases {
@@ -215,6 +514,20 @@ impl SmokeReport {
                 }
                 if let Some(a) = &c.actual {
                     s += &format!("        actual:   {a:?}\n");
+                }
+                for e in &c.errors {
+                    s += &format!("        server:   {e}\n");
+                }
+            }
+        }
+        if !self.ok {
+            for m in &self.server_messages {
+                s += &format!("  server: {m}\n");
+            }
+            if self.mode != Mode::Program.name() || self.exit == "timeout" {
+                s += "  console tail:\n";
+                for l in tail(&self.console, 20).lines() {
+                    s += &format!("    | {l}\n");
                 }
             }
         }

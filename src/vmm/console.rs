@@ -35,6 +35,14 @@ impl Write for ConsoleOut {
 }
 
 impl ConsoleOut {
+    /// Bytes captured so far; `None` when output is not captured.
+    pub(crate) fn captured_len(&self) -> Option<usize> {
+        match self {
+            ConsoleOut::Stdout(_) => None,
+            ConsoleOut::Capture(v) => Some(v.len()),
+        }
+    }
+
     pub(crate) fn into_captured(self) -> Vec<u8> {
         match self {
             ConsoleOut::Stdout(_) => Vec::new(),

@@ -95,7 +95,24 @@ pub struct RunOutcome {
     pub phases: Vec<PhaseMark>,
     /// Number of VM exits, for the benchmarks.
     pub exits: u64,
+    /// With [`Console::Capture`]: after each console write, when it came and
+    /// how many bytes had been captured by then (at most [`MAX_OUTPUT_MARKS`]),
+    /// so a caller can tell when a given piece of output arrived.
+    pub output_marks: Vec<OutputMark>,
 }
+
+/// See [`RunOutcome::output_marks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputMark {
+    /// Since `run()` was called.
+    pub at: Duration,
+    /// Bytes of console output captured up to and including this write.
+    pub bytes: usize,
+}
+
+/// Bounds the marks' memory for guests that write a lot; later writes are
+/// not marked.
+pub const MAX_OUTPUT_MARKS: usize = 1 << 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhaseMark {
@@ -255,6 +272,7 @@ struct Finished {
     console: Vec<u8>,
     phases: Vec<PhaseMark>,
     exits: u64,
+    output_marks: Vec<OutputMark>,
 }
 
 /// What the vCPU thread is started with once setup is done.
@@ -294,6 +312,7 @@ impl VcpuThread {
                     result,
                     exits: devices.exits,
                     phases: devices.phases,
+                    output_marks: devices.output_marks,
                     console: devices.uart.into_writer().into_captured(),
                 });
                 drop(machine);
@@ -331,6 +350,7 @@ impl VcpuThread {
             input,
             phases: Vec::with_capacity(8),
             exits: 0,
+            output_marks: Vec::new(),
             t0,
             stop: stop.clone(),
             mem_bytes,
@@ -376,6 +396,7 @@ impl VcpuThread {
                 console: f.console,
                 phases: f.phases,
                 exits: f.exits,
+                output_marks: f.output_marks,
             }),
             Err(VmmError::Guest { reason, regs, .. }) => Err(VmmError::Guest {
                 reason,
@@ -393,6 +414,7 @@ struct Devices {
     input: ConsoleIn,
     phases: Vec<PhaseMark>,
     exits: u64,
+    output_marks: Vec<OutputMark>,
     t0: Instant,
     stop: Arc<AtomicBool>,
     mem_bytes: u64,
@@ -647,6 +669,14 @@ impl Devices {
             done += n as u64;
         }
         let _ = self.uart.writer_mut().flush();
+        if let Some(bytes) = self.uart.writer_mut().captured_len()
+            && self.output_marks.len() < MAX_OUTPUT_MARKS
+        {
+            self.output_marks.push(OutputMark {
+                at: self.t0.elapsed(),
+                bytes,
+            });
+        }
         len as i64
     }
 

@@ -95,3 +95,28 @@ pub fn has(msg: &str, needles: &[&str]) {
         assert!(msg.contains(n), "message lacks {n:?}:\n{msg}");
     }
 }
+
+/// Build `recipes/postgres-<major>.yaml` once per test process with a fixed
+/// password (so the build shares the cache's initdb with other tests);
+/// returns the image path.
+pub fn postgres_image(major: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let map = BUILT.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(major) {
+        return p.clone();
+    }
+    let o = run(pgkraft()
+        .arg("build")
+        .arg(repo().join(format!("recipes/postgres-{major}.yaml")))
+        .arg("--out")
+        .arg(out_dir().join(format!("postgres-{major}")))
+        .arg("--json")
+        .env("PGKRAFT_PASSWORD", "test-password"));
+    assert!(o.status.success(), "pgkraft build postgres-{major} failed");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("build --json prints one JSON object");
+    let img = PathBuf::from(v["image"].as_str().expect("image path"));
+    map.insert(major.to_string(), img.clone());
+    img
+}

@@ -1,0 +1,371 @@
+//! Single-user mode natively: the host-linked postgres of the image's build
+//! (same objects, stock musl) on a fresh copy of the image's own files, fed
+//! the same input and parsed the same way as the guest. This is the
+//! reference the guest is compared with, and what a benchmark times against
+//! the image (native start to first answer vs boot to first answer).
+//!
+//! The copy is the image's rootfs unpacked into a scratch directory, with
+//! the server at `usr/local/pgsql/bin/postgres` inside it: PostgreSQL finds
+//! its share directory relative to its own executable, so it reads the
+//! image's time zone, extension and cluster files and nothing of the host's.
+//! PostgreSQL refuses to run as root; as root the server runs as `nobody`
+//! (setpriv), as build::postgres::initdb does.
+
+use super::single_user::{self, Outcome};
+use super::{SmokeReport, TestVm};
+use crate::build::select::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
+use crate::pgsingle;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: the image has no rootfs section (not a postgres image)", image.display())]
+    NoRootfs { image: PathBuf },
+    #[error(
+        "{}: no host-linked postgres for this image: {detail}\n  fix: pass --postgres PATH (the \
+         host-linked postgres of the image's build, in the pgkraft cache), or keep the image's \
+         recipe in $PGKRAFT_HOME/recipes/",
+        image.display()
+    )]
+    NoHostPostgres { image: PathBuf, detail: String },
+    #[error(
+        "--native runs single-user checks only\n  fix: give a test VM definition with \
+         `mode: single-user` (e.g. --vm test-vms/single-user.yaml)"
+    )]
+    NotSingleUser,
+    #[error(
+        "running as root, and /etc/passwd has no `nobody` to run postgres as\n  fix: add a `nobody` user, or run pgkraft as an ordinary user"
+    )]
+    NoNobody,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NativeError {
+    let path = path.to_path_buf();
+    move |source| NativeError::Io { what, path, source }
+}
+
+/// The host-linked postgres of the build that made `image`: its recipe is
+/// looked up by file name in `$PGKRAFT_HOME/recipes` (and must be the very
+/// text embedded in the image), then every build stage up to the host link
+/// is looked up in the cache (built, if missing).
+pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
+    let missing = |detail: String| NativeError::NoHostPostgres {
+        image: image.to_path_buf(),
+        detail,
+    };
+    let info = crate::image_info::read(image).map_err(|e| missing(e.to_string()))?;
+    let build = info
+        .build
+        .ok_or_else(|| missing("it carries no build info".into()))?;
+    let recipe_path = crate::paths::home()
+        .join("recipes")
+        .join(&build.recipe_file);
+    let text = std::fs::read_to_string(&recipe_path)
+        .map_err(|e| missing(format!("{}: {e}", recipe_path.display())))?;
+    if text != build.recipe {
+        return Err(missing(format!(
+            "{} differs from the recipe the image was built from",
+            recipe_path.display()
+        )));
+    }
+    let recipe = crate::recipe::load(&recipe_path).map_err(|e| missing(e.to_string()))?;
+    let crate::recipe::Kind::Postgres(spec) = &recipe.kind else {
+        return Err(missing(format!(
+            "{} is not a postgres recipe",
+            recipe_path.display()
+        )));
+    };
+    use crate::build::{cache::Cache, fetch, musl, postgres};
+    let cache = Cache::from_env().map_err(|e| missing(e.to_string()))?;
+    let logs = cache.root().join("logs").join("native");
+    std::fs::create_dir_all(&logs).map_err(io("cannot create", &logs))?;
+    let musl_src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, &cache)
+        .map_err(|e| missing(e.to_string()))?;
+    let stock = musl::build_musl(
+        &musl_src,
+        musl::MuslFlavor::Stock,
+        &cache,
+        &logs.join("musl-stock.log"),
+    )
+    .map_err(|e| missing(e.to_string()))?;
+    let src = fetch::fetch(&spec.source, "postgres", &cache).map_err(|e| missing(e.to_string()))?;
+    let pg = postgres::build(
+        &postgres::PgSpec {
+            major: spec.major,
+            source: &src,
+            optimize: spec.configure.optimize.flag(),
+            extensions: &spec.extensions,
+            configure_extra: &spec.configure.extra,
+        },
+        &stock,
+        &cache,
+        &postgres::PgLogs::in_dir(&logs),
+    )
+    .map_err(|e| missing(e.to_string()))?;
+    Ok(pg.bin("postgres"))
+}
+
+/// Who the server runs as.
+#[derive(Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+    drop: bool,
+}
+
+fn run_as(probe: &Path) -> Result<RunAs, NativeError> {
+    let meta = std::fs::metadata(probe).map_err(io("cannot stat", probe))?;
+    if meta.uid() != 0 {
+        return Ok(RunAs {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            drop: false,
+        });
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == "nobody").then(|| {
+                Some(RunAs {
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                    drop: true,
+                })
+            })?
+        })
+        .ok_or(NativeError::NoNobody)
+}
+
+fn chown_tree(path: &Path, who: RunAs) -> Result<(), NativeError> {
+    if !who.drop {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(who.uid), Some(who.gid))
+        .map_err(io("cannot chown", path))?;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for e in std::fs::read_dir(path).map_err(io("cannot read", path))? {
+            chown_tree(&e.map_err(io("cannot read", path))?.path(), who)?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh copy of an image's files with the host-linked server in it,
+/// ready for one session. Removed when dropped.
+pub struct NativeServer {
+    root: tempfile::TempDir,
+    who: RunAs,
+    image: PathBuf,
+    image_bytes: u64,
+}
+
+impl NativeServer {
+    /// Unpacks `image`'s rootfs and puts `postgres` (the host-linked server)
+    /// in it. Not timed: a benchmark times [`NativeServer::run`] only.
+    pub fn prepare(image: &Path, postgres: &Path) -> Result<NativeServer, NativeError> {
+        let data = std::fs::read(image).map_err(io("cannot read", image))?;
+        let root = tempfile::Builder::new()
+            .prefix("pgkraft-native-")
+            .tempdir()
+            .map_err(io("cannot create in", &std::env::temp_dir()))?;
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot chmod", root.path()))?;
+        let tar = rootfs_tar(&data).ok_or_else(|| NativeError::NoRootfs {
+            image: image.to_path_buf(),
+        })?;
+        let mut archive = tar::Archive::new(&*tar);
+        archive.set_preserve_permissions(true);
+        archive
+            .unpack(root.path())
+            .map_err(io("cannot unpack the rootfs into", root.path()))?;
+        let bin = root.path().join(prefix_rel()).join("bin");
+        std::fs::create_dir_all(&bin).map_err(io("cannot create", &bin))?;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot chmod", &bin))?;
+        let server = bin.join("postgres");
+        std::fs::copy(postgres, &server).map_err(io("cannot copy", postgres))?;
+        std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot chmod", &server))?;
+        let who = run_as(root.path())?;
+        // The server checks that it owns its data directory.
+        chown_tree(&root.path().join(data_rel()), who)?;
+        Ok(NativeServer {
+            who,
+            image: image.to_path_buf(),
+            image_bytes: data.len() as u64,
+            root,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join(data_rel())
+    }
+
+    /// Runs one single-user session with `spec`'s checks and reports as the
+    /// guest run does. Timing starts when the server is spawned; the phases
+    /// are `started` (spawned), `first_answer` and `exit`.
+    pub fn run(self, spec: &TestVm) -> Result<SmokeReport, NativeError> {
+        let server = self.root.path().join(prefix_rel()).join("bin/postgres");
+        let args = pgsingle::native_args(&self.data_dir().display().to_string(), "postgres");
+        let (reader, writer) = std::io::pipe().map_err(io("cannot make a pipe for", &server))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(io("cannot make a pipe for", &server))?;
+        let mut cmd = if self.who.drop {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", self.who.uid))
+                .arg(format!("--regid={}", self.who.gid))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(&server);
+            c
+        } else {
+            Command::new(&server)
+        };
+        cmd.args(&args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LC_ALL", "C")
+            .current_dir(self.root.path())
+            .stdin(Stdio::piped())
+            // One pipe for both, as the guest's console is one stream: the
+            // order of messages and rows is then the guest's.
+            .stdout(writer)
+            .stderr(writer2);
+        let t0 = Instant::now();
+        let mut child = cmd.spawn().map_err(io("cannot run", &server))?;
+        let started = t0.elapsed();
+        drop(cmd);
+
+        let output = Arc::new(Mutex::new((Vec::<u8>::new(), Vec::<(f64, usize)>::new())));
+        let sink = output.clone();
+        let read_thread = std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let at = super::ms(t0.elapsed());
+                        let mut g = sink.lock().unwrap_or_else(|e| e.into_inner());
+                        g.0.extend_from_slice(&buf[..n]);
+                        let len = g.0.len();
+                        g.1.push((at, len));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+        });
+        let input = single_user::stdin_for(spec);
+        let mut stdin = child.stdin.take();
+        let write_thread = std::thread::spawn(move || {
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(input.as_bytes());
+            }
+        });
+
+        let deadline = Duration::from_secs_f64(spec.timeout_secs);
+        let status = loop {
+            match child.try_wait().map_err(io("cannot wait for", &server))? {
+                Some(st) => break Some(st),
+                None if t0.elapsed() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        let exit_at = t0.elapsed();
+        let _ = write_thread.join();
+        let _ = read_thread.join();
+        let (console, marks) =
+            std::mem::take(&mut *output.lock().unwrap_or_else(|e| e.into_inner()));
+
+        use std::os::unix::process::ExitStatusExt;
+        let (exit, exit_status) = match status {
+            None => ("timeout".to_string(), None),
+            Some(st) => match (st.code(), st.signal()) {
+                (Some(c), _) => (format!("status {c}"), u8::try_from(c).ok()),
+                (None, Some(sig)) => (format!("died: signal {sig}"), None),
+                _ => (format!("died: {st}"), None),
+            },
+        };
+        let mut phases = BTreeMap::new();
+        phases.insert("started".to_string(), super::ms(started));
+        phases.insert("exit".to_string(), super::ms(exit_at));
+        Ok(single_user::report(
+            Outcome {
+                runner: "native",
+                image: &self.image,
+                image_bytes: self.image_bytes,
+                console: &console,
+                marks: &marks,
+                exit,
+                exit_status,
+                phases,
+                boot_ms: super::ms(exit_at),
+                vm_exits: 0,
+            },
+            spec,
+        ))
+    }
+}
+
+/// Prepares a fresh copy of `image`'s files and runs `spec` on it with the
+/// host-linked `postgres`.
+pub fn run(image: &Path, spec: &TestVm, postgres: &Path) -> Result<SmokeReport, NativeError> {
+    NativeServer::prepare(image, postgres)?.run(spec)
+}
+
+fn prefix_rel() -> PathBuf {
+    PathBuf::from(DEFAULT_PREFIX.trim_start_matches('/'))
+}
+
+fn data_rel() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR.trim_start_matches('/'))
+}
+
+/// The image's rootfs archive, decompressed.
+fn rootfs_tar(elf_bytes: &[u8]) -> Option<Vec<u8>> {
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(elf_bytes).ok()?;
+    let bytes = elf.section_by_name(".pgkraft.rootfs")?.data().ok()?;
+    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::decode_all(bytes).ok()
+    } else {
+        Some(bytes.to_vec())
+    }
+}
+
+/// `pgkraft smoke --native`: every error here is the caller's to fix
+/// (a program-mode definition, no host postgres, an image without files).
+pub fn run_cli(
+    image: &Path,
+    spec: &TestVm,
+    postgres: Option<&Path>,
+) -> Result<SmokeReport, NativeError> {
+    if spec.mode != super::Mode::SingleUser {
+        return Err(NativeError::NotSingleUser);
+    }
+    let postgres = match postgres {
+        Some(p) => p.to_path_buf(),
+        None => host_postgres(image)?,
+    };
+    run(image, spec, &postgres)
+}

@@ -1,0 +1,254 @@
+//! Single-user mode in the guest: the image's `postgres --single` gets every
+//! check's SQL on its console, and its output is checked answer by answer.
+
+use super::{Check, Mode, SmokeError, SmokeReport, TestVm, exit_text, memory_mib, ms, phase_map};
+use crate::image_info;
+use crate::pgsingle::{self, Transcript};
+
+use crate::vmm;
+use object::{Object, ObjectSection, ObjectSymbol};
+use std::path::Path;
+use std::time::Duration;
+
+/// The symbol build::link gives the baked-in argv (NUL-terminated strings,
+/// then an empty one).
+const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
+
+/// The image's own argv, argv[0] first, as baked in at build time.
+pub(crate) fn image_argv(image: &Path) -> Result<Vec<String>, SmokeError> {
+    let err = |detail: String| SmokeError::Argv {
+        image: image.to_path_buf(),
+        detail,
+    };
+    let data = std::fs::read(image).map_err(|e| err(e.to_string()))?;
+    let elf = object::File::parse(&*data).map_err(|e| err(e.to_string()))?;
+    let sym = elf
+        .symbols()
+        .find(|s| s.name() == Ok(ARGV_SYMBOL))
+        .ok_or_else(|| err(format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)")))?;
+    let section = sym
+        .section_index()
+        .and_then(|i| elf.section_by_index(i).ok())
+        .ok_or_else(|| err(format!("{ARGV_SYMBOL} is in no section")))?;
+    let bytes = section
+        .data_range(sym.address(), sym.size())
+        .ok()
+        .flatten()
+        .ok_or_else(|| err(format!("{ARGV_SYMBOL} lies outside its section")))?;
+    Ok(bytes
+        .split(|b| *b == 0)
+        .take_while(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// The guest's arguments (argv[1..]) for `-j` mode, from the image's own.
+fn guest_args(image: &Path) -> Result<Vec<String>, SmokeError> {
+    let argv = image_argv(image)?;
+    let rest = argv.get(1..).unwrap_or_default();
+    pgsingle::args_with_j(rest).ok_or_else(|| SmokeError::NotSingleUser {
+        image: image.to_path_buf(),
+        args: rest.to_vec(),
+    })
+}
+
+/// The server's input for a definition's checks.
+pub(crate) fn stdin_for(spec: &TestVm) -> String {
+    pgsingle::stdin_for(spec.checks.iter().map(|c| c.sql.as_str()))
+}
+
+pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+    let info = image_info::read(image)?;
+    let args = guest_args(image)?;
+    let cfg = vmm::VmConfig {
+        mem_mib: memory_mib(spec, &info),
+        cmdline: super::quote_args(&args),
+        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
+        console: vmm::Console::Capture {
+            input: stdin_for(spec).into_bytes(),
+        },
+    };
+    let outcome = vmm::run(image, &cfg)?;
+    let marks: Vec<(f64, usize)> = outcome
+        .output_marks
+        .iter()
+        .map(|m| (ms(m.at), m.bytes))
+        .collect();
+    let (exit, exit_status) = exit_text(&outcome.exit);
+    let phases = phase_map(&outcome.phases);
+    let boot_ms = phases.get("exit").copied().unwrap_or(0.0);
+    Ok(report(
+        Outcome {
+            runner: "kvm",
+            image,
+            image_bytes: info.file_bytes,
+            console: &outcome.console,
+            marks: &marks,
+            exit,
+            exit_status,
+            phases,
+            boot_ms,
+            vm_exits: outcome.exits,
+        },
+        spec,
+    ))
+}
+
+/// What a run produced, whichever runner ran it.
+pub(crate) struct Outcome<'a> {
+    pub runner: &'static str,
+    pub image: &'a Path,
+    pub image_bytes: u64,
+    pub console: &'a [u8],
+    /// (ms since runner start, bytes of output by then), in order.
+    pub marks: &'a [(f64, usize)],
+    pub exit: String,
+    pub exit_status: Option<u8>,
+    pub phases: std::collections::BTreeMap<String, f64>,
+    pub boot_ms: f64,
+    pub vm_exits: u64,
+}
+
+/// When the output had grown to `end` bytes.
+fn arrived(marks: &[(f64, usize)], end: usize) -> Option<f64> {
+    marks.iter().find(|(_, b)| *b >= end).map(|(t, _)| *t)
+}
+
+fn rows_text(rows: &super::Rows) -> String {
+    serde_json::to_string(rows).unwrap_or_default()
+}
+
+/// Checks each answer against its check and builds the report.
+pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
+    let console = String::from_utf8_lossy(o.console).into_owned();
+    let transcript = pgsingle::parse(&console);
+    let mut checks = evaluate(&transcript, spec, o.marks);
+    let first_answer_ms = checks.first().and_then(|c| c.answered_ms);
+    checks.push(Check {
+        name: "server exits cleanly at end of input".into(),
+        ok: o.exit_status == Some(0),
+        expected: Some("status 0".into()),
+        actual: Some(o.exit.clone()),
+        ..Check::default()
+    });
+    let mut phases = o.phases;
+    if let Some(ms) = first_answer_ms {
+        phases.insert("first_answer".into(), ms);
+    }
+    SmokeReport {
+        ok: checks.iter().all(|c| c.ok),
+        mode: Mode::SingleUser.name(),
+        runner: o.runner,
+        image: o.image.to_path_buf(),
+        image_bytes: o.image_bytes,
+        boot_ms: o.boot_ms,
+        phases,
+        exit: o.exit,
+        exit_status: o.exit_status,
+        vm_exits: o.vm_exits,
+        first_answer_ms,
+        checks,
+        server_messages: transcript
+            .fatal_lines()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        console,
+    }
+}
+
+/// One result per check, in order. A check without an answer (the server
+/// stopped, or the time ran out first) fails, showing what the server said
+/// after its last complete answer.
+fn evaluate(t: &Transcript, spec: &TestVm, marks: &[(f64, usize)]) -> Vec<Check> {
+    let mut unanswered_shown = false;
+    spec.checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let expected = expected_text(c);
+            let Some(answer) = t.answers.get(i) else {
+                if unanswered_shown {
+                    return Check {
+                        name: c.name.clone(),
+                        actual: Some("not reached: the session ended earlier".into()),
+                        ..Check::default()
+                    };
+                }
+                unanswered_shown = true;
+                let partial = t.after_last.trim();
+                let actual = if partial.is_empty() {
+                    "no answer: the server stopped, or the time ran out, before answering \
+                     (see the console tail)"
+                        .to_string()
+                } else {
+                    format!("no complete answer; the server printed: {partial}")
+                };
+                return Check {
+                    name: c.name.clone(),
+                    ok: false,
+                    expected: Some(expected),
+                    actual: Some(actual),
+                    ..Check::default()
+                };
+            };
+            let errors: Vec<String> = answer.errors().into_iter().map(str::to_string).collect();
+            let rows = answer.last().map(|r| r.rows.clone());
+            let (ok, actual) = if let Some(want) = &c.error {
+                let ok = errors.iter().any(|e| e.contains(want.as_str()));
+                let actual = if errors.is_empty() {
+                    "no ERROR".to_string()
+                } else {
+                    errors.join("\n")
+                };
+                (ok, actual)
+            } else if !errors.is_empty() {
+                (false, errors.join("\n"))
+            } else {
+                let actual = rows.as_ref().map_or_else(
+                    || "no rows (no statement returned a result set)".into(),
+                    rows_text,
+                );
+                let rows_ok = c
+                    .expect
+                    .as_ref()
+                    .is_none_or(|want| rows.as_ref() == Some(want));
+                let contains_ok = c.contains.iter().all(|needle| {
+                    rows.iter()
+                        .flatten()
+                        .flatten()
+                        .flatten()
+                        .any(|v| v.contains(needle.as_str()))
+                });
+                (rows_ok && contains_ok, actual)
+            };
+            Check {
+                name: c.name.clone(),
+                ok,
+                expected: (!ok).then_some(expected),
+                actual: (!ok).then_some(actual),
+                rows,
+                errors,
+                answered_ms: arrived(marks, answer.end),
+            }
+        })
+        .collect()
+}
+
+fn expected_text(c: &super::CheckSpec) -> String {
+    if let Some(e) = &c.error {
+        return format!("an ERROR containing {e:?}");
+    }
+    let mut parts = Vec::new();
+    if let Some(rows) = &c.expect {
+        parts.push(format!("rows {}", rows_text(rows)));
+    }
+    for needle in &c.contains {
+        parts.push(format!("a value containing {needle:?}"));
+    }
+    if parts.is_empty() {
+        "no ERROR".into()
+    } else {
+        format!("no ERROR, {}", parts.join(", "))
+    }
+}
