@@ -65,6 +65,8 @@ pub enum BenchError {
     Vmm(#[from] crate::vmm::VmmError),
     #[error(transparent)]
     Image(#[from] crate::image_info::InspectError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::vmm::snapshot::SnapshotError),
 }
 
 /// The QEMU command line that boots a pgkraft image (PVH entry, exit device).
@@ -179,6 +181,579 @@ impl BootBench {
             line("pgkraft runner start -> exit", &self.pgkraft_runner),
             line("qemu microvm (process)", &self.qemu_microvm_process),
             self.qemu_over_pgkraft
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `bench resume`: cold boot to first answer vs resume to first answer, and
+// QEMU resuming the same image from its own migration file as the anchor.
+
+#[derive(Debug, Serialize)]
+pub struct ResumeBench {
+    pub image: std::path::PathBuf,
+    pub snapshot: std::path::PathBuf,
+    pub memory_mib: u32,
+    /// Snapshot memory file: bytes with data (the rest are holes).
+    pub snapshot_data_bytes: u64,
+    /// In our runner: runner start to the first answer after the first input.
+    pub cold_first_answer: Series,
+    /// In our runner: resume start to the guest's first VM exit.
+    pub resume: Series,
+    /// In our runner: resume start to the first answer.
+    pub resume_first_answer: Series,
+    /// cold_first_answer median / resume_first_answer median.
+    pub cold_over_resume: f64,
+    /// `pgkraft resume` as a process: spawn to the answer on its stdout.
+    pub pgkraft_resume_process: Series,
+    /// QEMU microvm `-incoming exec:cat FILE` as a process: spawn to the answer.
+    pub qemu_resume_process: Option<Series>,
+    /// Why there is no QEMU figure, if there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_note: Option<String>,
+    /// QEMU's saved state file size.
+    pub qemu_state_bytes: Option<u64>,
+    /// First resume of a copied snapshot: the integrity check hashes the memory file and image once.
+    pub verify_first_use_ms: f64,
+    /// Later resumes: identity lookup in verified.json.
+    pub verify_cached_ms: f64,
+}
+
+fn run_err(what: &str, detail: impl Into<String>) -> BenchError {
+    BenchError::Run {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+pub fn resume(
+    image: &Path,
+    spec: &crate::smoke::TestVm,
+    runs: usize,
+) -> Result<ResumeBench, BenchError> {
+    use crate::vmm::snapshot;
+    let info = crate::image_info::read(image)?;
+    let mem_mib = spec
+        .memory_mib
+        .or(info.build.as_ref().map(|b| b.memory_mib))
+        .unwrap_or(64);
+    let cmdline = spec
+        .args
+        .as_deref()
+        .map(crate::smoke::quote_args)
+        .unwrap_or_default();
+    let query: Vec<u8> = if spec.stdin.is_empty() {
+        b"get\n".to_vec()
+    } else {
+        spec.stdin.as_bytes().to_vec()
+    };
+    let cfg = |input: Vec<u8>| crate::vmm::VmConfig {
+        mem_mib,
+        cmdline: cmdline.clone(),
+        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
+        console: crate::vmm::Console::Capture { input },
+    };
+    let tmp = tempfile::tempdir().map_err(|source| BenchError::Spawn {
+        what: "a temporary directory".into(),
+        source,
+    })?;
+    let snap = tmp.path().join("snap");
+    let taken = snapshot::snapshot(image, &cfg(spec.snapshot_after.as_bytes().to_vec()), &snap)?;
+
+    // The integrity check's two costs: a copy has new inodes, so its first
+    // resume hashes; the second finds its record.
+    let copy = tmp.path().join("copy");
+    let cp = Command::new("cp")
+        .args(["-a", "--sparse=always"])
+        .arg(&snap)
+        .arg(&copy)
+        .status()
+        .map_err(|source| BenchError::Spawn {
+            what: "cp".into(),
+            source,
+        })?;
+    if !cp.success() {
+        return Err(run_err("cp", "could not copy the snapshot"));
+    }
+    let _ = std::fs::remove_file(copy.join("verified.json"));
+    let first = snapshot::load(&copy, &snapshot::Expect::default())?;
+    let again = snapshot::load(&copy, &snapshot::Expect::default())?;
+
+    let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
+        what: "own path".into(),
+        source,
+    })?;
+    let (qemu_state, qemu_note) =
+        match qemu_save(image, mem_mib, &cmdline, spec, &taken.console, tmp.path()) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+
+    let (mut cold, mut res, mut res_answer, mut proc_, mut qemu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let answer_at = |o: &crate::vmm::RunOutcome, name: &str| {
+        o.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.at)
+            .ok_or_else(|| {
+                run_err(
+                    "the runner",
+                    format!(
+                        "no `{name}` phase: {:?} {:?}",
+                        o.exit,
+                        String::from_utf8_lossy(&o.console)
+                    ),
+                )
+            })
+    };
+    for _ in 0..runs {
+        let mut input = spec.snapshot_after.as_bytes().to_vec();
+        input.extend_from_slice(&query);
+        let o = snapshot::run_tracked(image, &cfg(input))?;
+        cold.push(answer_at(&o, "first_answer")?);
+
+        let r = snapshot::resume(&snap, &cfg(query.clone()), &snapshot::Expect::default())?;
+        res.push(answer_at(&r.outcome, "first_exit")?);
+        res_answer.push(answer_at(&r.outcome, "first_answer")?);
+
+        let mut cmd = Command::new(&me);
+        cmd.arg("resume").arg(&snap);
+        proc_.push(time_to_output(cmd, &query, "pgkraft resume")?);
+
+        if let Some(state) = &qemu_state {
+            let mut cmd = qemu_command(image, mem_mib);
+            if !cmdline.is_empty() {
+                cmd.arg("-append").arg(&cmdline);
+            }
+            cmd.arg("-incoming")
+                .arg(format!("exec:cat {}", state.display()));
+            qemu.push(time_to_output(cmd, &query, "qemu-system-x86_64 -incoming")?);
+        }
+    }
+    let (cold, res_answer) = (Series::of(cold), Series::of(res_answer));
+    Ok(ResumeBench {
+        image: image.to_path_buf(),
+        snapshot: snap.clone(),
+        memory_mib: mem_mib,
+        snapshot_data_bytes: taken.manifest.memory.data_bytes,
+        cold_over_resume: (cold.median_ms / res_answer.median_ms * 100.0).round() / 100.0,
+        cold_first_answer: cold,
+        resume: Series::of(res),
+        resume_first_answer: res_answer,
+        pgkraft_resume_process: Series::of(proc_),
+        qemu_state_bytes: qemu_state
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len()),
+        qemu_resume_process: (!qemu.is_empty()).then(|| Series::of(qemu)),
+        qemu_note,
+        verify_first_use_ms: first.verify.ms,
+        verify_cached_ms: again.verify.ms,
+    })
+}
+
+/// Spawns `cmd` with `input` on its stdin and times spawn to its first
+/// byte of output (the answer: neither runner replays older output), then
+/// kills it.
+fn time_to_output(mut cmd: Command, input: &[u8], what: &str) -> Result<Duration, BenchError> {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| BenchError::Spawn {
+            what: what.into(),
+            source,
+        })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let _ = stdin.write_all(input);
+    let mut out = child.stdout.take().expect("piped");
+    let mut b = [0u8; 256];
+    let got = loop {
+        match out.read(&mut b) {
+            Ok(0) => break None,
+            // QEMU's serial may send a lone carriage return or escape first.
+            Ok(n) if b[..n].iter().any(|c| c.is_ascii_alphanumeric()) => break Some(t.elapsed()),
+            Ok(_) => continue,
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    got.ok_or_else(|| run_err(what, "ended without printing an answer"))
+}
+
+/// Boots the image under QEMU, feeds `snapshot_after`, waits until it has
+/// printed what our snapshot's guest printed by its ready point, and saves
+/// its state with QMP `migrate "exec:cat > FILE"`. Returns FILE.
+fn qemu_save(
+    image: &Path,
+    mem_mib: u32,
+    cmdline: &str,
+    spec: &crate::smoke::TestVm,
+    console: &str,
+    dir: &Path,
+) -> Result<std::path::PathBuf, BenchError> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let sock = dir.join("qmp.sock");
+    let state = dir.join("qemu.state");
+    let mut cmd = qemu_command(image, mem_mib);
+    if !cmdline.is_empty() {
+        cmd.arg("-append").arg(cmdline);
+    }
+    cmd.arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| BenchError::Spawn {
+            what: "qemu-system-x86_64".into(),
+            source,
+        })?;
+    let result = (|| {
+        let mut stdin = child.stdin.take().expect("piped");
+        // The UART path has no end of input; the guest reads as it polls.
+        stdin
+            .write_all(spec.snapshot_after.as_bytes())
+            .map_err(|e| run_err("qemu", e.to_string()))?;
+        let want: String = console.chars().filter(|&c| c != '\r').collect();
+        let mut out = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let wanted = want.clone();
+        let reader = std::thread::spawn(move || {
+            let mut seen = String::new();
+            let mut b = [0u8; 4096];
+            while let Ok(n) = out.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend(
+                    String::from_utf8_lossy(&b[..n])
+                        .chars()
+                        .filter(|&c| c != '\r'),
+                );
+                if seen.contains(&wanted) {
+                    let _ = tx.send(());
+                }
+            }
+            drop(stdin);
+        });
+        rx.recv_timeout(Duration::from_secs_f64(spec.timeout_secs))
+            .map_err(|_| {
+                run_err(
+                    "qemu",
+                    format!("did not print {want:?} (the snapshot's console) in time"),
+                )
+            })?;
+        // Let it settle into its input poll loop.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut qmp = None;
+        for _ in 0..100 {
+            if let Ok(s) = UnixStream::connect(&sock) {
+                qmp = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let qmp = qmp.ok_or_else(|| run_err("qemu", "QMP socket did not appear"))?;
+        let mut r = BufReader::new(qmp.try_clone().map_err(|e| run_err("qmp", e.to_string()))?);
+        let mut w = qmp;
+        let mut line = String::new();
+        let mut call = |cmd: String| -> Result<String, BenchError> {
+            w.write_all(cmd.as_bytes())
+                .map_err(|e| run_err("qmp", e.to_string()))?;
+            loop {
+                line.clear();
+                r.read_line(&mut line)
+                    .map_err(|e| run_err("qmp", e.to_string()))?;
+                if line.is_empty() {
+                    return Err(run_err("qmp", "connection closed"));
+                }
+                if line.contains("\"return\"") || line.contains("\"error\"") {
+                    return Ok(line.clone());
+                }
+            }
+        };
+        call(r#"{"execute":"qmp_capabilities"}"#.into())?;
+        call(r#"{"execute":"stop"}"#.into())?;
+        let uri = format!("exec:cat > {}", state.display());
+        let resp = call(format!(
+            r#"{{"execute":"migrate","arguments":{{"uri":{}}}}}"#,
+            serde_json::to_string(&uri).expect("json")
+        ))?;
+        if resp.contains("\"error\"") {
+            return Err(run_err("qemu migrate", resp));
+        }
+        for _ in 0..600 {
+            let s = call(r#"{"execute":"query-migrate"}"#.into())?;
+            if s.contains("\"completed\"") {
+                let _ = call(r#"{"execute":"quit"}"#.into());
+                let _ = reader;
+                return Ok(state.clone());
+            }
+            if s.contains("\"failed\"") {
+                return Err(run_err("qemu migrate", s));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(run_err("qemu migrate", "did not complete"))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+impl ResumeBench {
+    pub fn human(&self) -> String {
+        let line = |name: &str, s: &Series| {
+            format!(
+                "  {name:<46} median {:>8.3} ms  (min {:.3}, max {:.3}, {} runs)\n",
+                s.median_ms, s.min_ms, s.max_ms, s.runs
+            )
+        };
+        let mut s = format!(
+            "resume vs cold boot, {} ({} MiB guest; snapshot memory file {} KiB of data):\n",
+            self.image.display(),
+            self.memory_mib,
+            self.snapshot_data_bytes / 1024
+        );
+        s += &line(
+            "cold boot -> first answer (runner)",
+            &self.cold_first_answer,
+        );
+        s += &line("resume -> first sign of life (runner)", &self.resume);
+        s += &line("resume -> first answer (runner)", &self.resume_first_answer);
+        s += &format!(
+            "  cold / resume (first answer): {:.2}x\n",
+            self.cold_over_resume
+        );
+        s += &line(
+            "pgkraft resume process -> answer",
+            &self.pgkraft_resume_process,
+        );
+        match (&self.qemu_resume_process, &self.qemu_note) {
+            (Some(q), _) => {
+                s += &line("qemu -incoming process -> answer", q);
+                s += &format!(
+                    "  qemu / pgkraft (resume process to answer): {:.2}x\n",
+                    q.median_ms / self.pgkraft_resume_process.median_ms
+                );
+            }
+            (None, Some(n)) => s += &format!("  qemu: not measured: {n}\n"),
+            _ => {}
+        }
+        s += &format!(
+            "  integrity check: first use {:.3} ms (hashes memory file and image), cached {:.3} ms\n",
+            self.verify_first_use_ms, self.verify_cached_ms
+        );
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `bench density`: N resumed instances of one snapshot, idle, side by side.
+
+#[derive(Debug, Serialize)]
+pub struct DensityBench {
+    pub snapshot: std::path::PathBuf,
+    pub instances: usize,
+    pub memory_mib: u32,
+    /// Per instance, from /proc/PID/smaps_rollup, in KiB.
+    pub pss_kib: KibSeries,
+    pub private_kib: KibSeries,
+    pub rss_kib: KibSeries,
+    pub total_pss_kib: u64,
+    pub total_private_kib: u64,
+    /// Drop of MemAvailable while all instances idled, per instance (counts
+    /// kernel memory too: KVM's structures, page tables).
+    pub mem_available_drop_per_instance_kib: i64,
+    /// Wall time to start all of them and have each answer `query`.
+    pub start_all_ms: f64,
+    pub stopped_cleanly: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KibSeries {
+    pub median: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl KibSeries {
+    fn of(mut v: Vec<u64>) -> KibSeries {
+        v.sort_unstable();
+        KibSeries {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+fn meminfo_kib(key: &str) -> Option<i64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn rollup(pid: u32) -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let get = |k: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((
+        get("Pss:"),
+        get("Private_Clean:") + get("Private_Dirty:"),
+        get("Rss:"),
+    ))
+}
+
+pub fn density(dir: &Path, n: usize, query: &str) -> Result<DensityBench, BenchError> {
+    use std::io::{BufRead, BufReader, Write};
+    let manifest = crate::vmm::snapshot::load(dir, &Default::default())?.manifest;
+    let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
+        what: "own path".into(),
+        source,
+    })?;
+    let before = meminfo_kib("MemAvailable:").unwrap_or(0);
+    let t = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    let stop_all =
+        |children: &mut Vec<(std::process::Child, Option<std::process::ChildStdin>, _)>| {
+            for (c, _, _) in children.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        };
+    for i in 0..n {
+        let spawned = Command::new(&me)
+            .arg("resume")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(source) => {
+                stop_all(&mut children);
+                return Err(BenchError::Spawn {
+                    what: format!("instance {i}"),
+                    source,
+                });
+            }
+        };
+        let mut stdin = child.stdin.take();
+        if let Some(s) = stdin.as_mut() {
+            let _ = s.write_all(format!("{query}\n").as_bytes());
+        }
+        let out = BufReader::new(child.stdout.take().expect("piped"));
+        children.push((child, stdin, out));
+    }
+    for (i, (_, _, out)) in children.iter_mut().enumerate() {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            stop_all(&mut children);
+            return Err(run_err(&format!("instance {i}"), "did not answer"));
+        }
+    }
+    let start_all = t.elapsed();
+    // Let every instance settle into its blocked read.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = meminfo_kib("MemAvailable:").unwrap_or(0);
+    let (mut pss, mut private, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for (c, _, _) in &children {
+        if let Some((p, pr, r)) = rollup(c.id()) {
+            pss.push(p);
+            private.push(pr);
+            rss.push(r);
+        }
+    }
+    // Clean stop: end of input, the guest sees EOF and exits.
+    let mut stopped = 0;
+    for (c, stdin, _) in children.iter_mut() {
+        drop(stdin.take());
+        let _ = c;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (c, _, _) in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    if st.success() {
+                        stopped += 1;
+                    }
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+    if pss.is_empty() {
+        return Err(run_err(
+            "density",
+            "no instance's /proc/PID/smaps_rollup was readable",
+        ));
+    }
+    Ok(DensityBench {
+        snapshot: dir.to_path_buf(),
+        instances: n,
+        memory_mib: manifest.vm.memory_mib,
+        total_pss_kib: pss.iter().sum(),
+        total_private_kib: private.iter().sum(),
+        pss_kib: KibSeries::of(pss),
+        private_kib: KibSeries::of(private),
+        rss_kib: KibSeries::of(rss),
+        mem_available_drop_per_instance_kib: (before - after) / n as i64,
+        start_all_ms: (start_all.as_secs_f64() * 1e6).round() / 1e3,
+        stopped_cleanly: stopped,
+    })
+}
+
+impl DensityBench {
+    pub fn human(&self) -> String {
+        format!(
+            "density, {} instances of {} ({} MiB guests), idle after one answer each:\n  \
+             PSS per instance     median {} KiB (min {}, max {}); total {} KiB\n  \
+             private per instance median {} KiB (min {}, max {}); total {} KiB\n  \
+             RSS per instance     median {} KiB\n  \
+             MemAvailable drop per instance: {} KiB (includes kernel/KVM memory)\n  \
+             started and answered in {:.1} ms; {} of {} stopped cleanly (EOF -> guest exit 0)\n",
+            self.instances,
+            self.snapshot.display(),
+            self.memory_mib,
+            self.pss_kib.median,
+            self.pss_kib.min,
+            self.pss_kib.max,
+            self.total_pss_kib,
+            self.private_kib.median,
+            self.private_kib.min,
+            self.private_kib.max,
+            self.total_private_kib,
+            self.rss_kib.median,
+            self.mem_available_drop_per_instance_kib,
+            self.start_all_ms,
+            self.stopped_cleanly,
+            self.instances
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pgkraft::vmm::snapshot;
 use pgkraft::{bench, build, image_info, progress::Progress, recipe, smoke, vmm};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Boot an image until it first waits for console input, then save it as a snapshot directory.
+    Snapshot {
+        image: PathBuf,
+        /// A test VM definition: memory, args, timeout, and `snapshot_after` (input fed first).
+        #[arg(long, value_name = "FILE")]
+        vm: Option<PathBuf>,
+        /// The snapshot directory (written whole or not at all).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a snapshot: console on this terminal, or a test VM's checks with --vm.
+    Resume {
+        dir: PathBuf,
+        /// Run this test VM's checks against the resumed guest (its `stdin` is the input).
+        #[arg(long, value_name = "FILE")]
+        vm: Option<PathBuf>,
+        /// The snapshot's image, if it is no longer where the snapshot was taken from.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<PathBuf>,
+        /// Stop the guest after this many seconds (exit status 1); without --vm.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Print one JSON object on stdout (without --vm: stdin is read to its end first).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +114,31 @@ enum BenchCommand {
         /// Boots per VMM.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cold boot to first answer vs snapshot resume to first answer, and QEMU's own resume.
+    Resume {
+        image: PathBuf,
+        /// Test VM (memory, args, snapshot_after); its first `stdin` line is the query.
+        #[arg(long, value_name = "FILE")]
+        vm: Option<PathBuf>,
+        /// Runs per measurement.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume N instances of one snapshot at once, keep them idle, report memory per instance.
+    Density {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        instances: usize,
+        /// A line each instance answers before it idles (default: `get`).
+        #[arg(long, default_value = "get")]
+        query: String,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
         json: bool,
@@ -264,6 +319,63 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        Command::Snapshot {
+            image,
+            vm,
+            out,
+            json,
+        } => snapshot_cmd(&image, vm.as_deref(), &out, json),
+        Command::Resume {
+            dir,
+            vm,
+            image,
+            timeout,
+            json,
+        } => resume_cmd(&dir, vm.as_deref(), image, timeout, json),
+        Command::Bench {
+            what:
+                BenchCommand::Resume {
+                    image,
+                    vm,
+                    runs,
+                    json,
+                },
+        } => {
+            if runs == 0 {
+                return Err(Failure::input(anyhow::anyhow!("--runs must be at least 1")));
+            }
+            let spec = load_spec(vm.as_deref())?;
+            let report = bench::resume(&image, &spec, runs).map_err(bench_failure)?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", report.human());
+            }
+            Ok(0)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Density {
+                    dir,
+                    instances,
+                    query,
+                    json,
+                },
+        } => {
+            if instances == 0 {
+                return Err(Failure::input(anyhow::anyhow!(
+                    "--instances must be at least 1"
+                )));
+            }
+            snapshot::load(&dir, &snapshot::Expect::default()).map_err(snapshot_failure)?;
+            let report = bench::density(&dir, instances, &query).map_err(bench_failure)?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", report.human());
+            }
+            Ok(0)
+        }
         Command::Inspect { image, json } => {
             let info = image_info::read(&image)
                 .with_context(|| format!("inspecting {}", image.display()))
@@ -276,4 +388,182 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+fn snapshot_failure(e: snapshot::SnapshotError) -> Failure {
+    match e {
+        snapshot::SnapshotError::Vmm(e) => vmm_failure(e),
+        e if e.is_bad_input() => Failure::input(e),
+        e => Failure::failed(e),
+    }
+}
+
+fn bench_failure(e: bench::BenchError) -> Failure {
+    match e {
+        bench::BenchError::Image(e) => Failure::input(e),
+        bench::BenchError::Vmm(e) => vmm_failure(e),
+        bench::BenchError::Snapshot(e) => snapshot_failure(e),
+        e => Failure::failed(e),
+    }
+}
+
+fn load_spec(vm: Option<&std::path::Path>) -> Result<smoke::TestVm, Failure> {
+    match vm {
+        Some(path) => smoke::TestVm::load(path).map_err(Failure::input),
+        None => Ok(smoke::TestVm::default()),
+    }
+}
+
+fn snapshot_cmd(
+    image: &std::path::Path,
+    vm: Option<&std::path::Path>,
+    out: &std::path::Path,
+    json: bool,
+) -> Result<u8, Failure> {
+    let spec = load_spec(vm)?;
+    let info = image_info::read(image).map_err(Failure::input)?;
+    let cfg = vmm::VmConfig {
+        mem_mib: spec
+            .memory_mib
+            .or(info.build.as_ref().map(|b| b.memory_mib))
+            .unwrap_or(64),
+        cmdline: spec
+            .args
+            .as_deref()
+            .map(smoke::quote_args)
+            .unwrap_or_default(),
+        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
+        console: vmm::Console::Capture {
+            input: spec.snapshot_after.into_bytes(),
+        },
+    };
+    let report = snapshot::snapshot(image, &cfg, out).map_err(snapshot_failure)?;
+    if json {
+        print_json(&report);
+    } else {
+        let m = &report.manifest;
+        eprintln!(
+            "pgkraft: snapshot {} of {}: ready {:.3} ms after boot, saved in {:.3} ms; {} MiB of \
+             guest memory, {} KiB written ({} image ranges left in the image)",
+            report.dir.display(),
+            image.display(),
+            m.boot_to_ready_ms,
+            m.save_ms,
+            m.vm.memory_mib,
+            m.memory.data_bytes / 1024,
+            m.memory.image_backed.len()
+        );
+    }
+    Ok(0)
+}
+
+#[derive(serde::Serialize)]
+struct ResumeReport {
+    dir: PathBuf,
+    #[serde(flatten)]
+    times: snapshot::ResumeTimes,
+    verify: Option<snapshot::VerifyReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smoke: Option<smoke::SmokeReport>,
+}
+
+fn resume_cmd(
+    dir: &std::path::Path,
+    vm: Option<&std::path::Path>,
+    image: Option<PathBuf>,
+    timeout: Option<f64>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let Some(vm) = vm else {
+        let expect = snapshot::Expect {
+            image,
+            ..Default::default()
+        };
+        let console = if json {
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
+                .map_err(|e| Failure::input(anyhow::anyhow!("reading stdin: {e}")))?;
+            vmm::Console::Capture { input }
+        } else {
+            vmm::Console::Stdio
+        };
+        let cfg = vmm::VmConfig {
+            mem_mib: 0,
+            cmdline: String::new(),
+            timeout: timeout.map(Duration::from_secs_f64),
+            console,
+        };
+        let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
+        let times = snapshot::ResumeTimes::of(&r.outcome.phases);
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3} ms"));
+        let (exit, code) = match &r.outcome.exit {
+            vmm::GuestExit::Status(s) => (format!("status {s}"), *s),
+            vmm::GuestExit::Timeout => ("timeout".to_string(), 1),
+            vmm::GuestExit::Shutdown { regs } => (format!("died: {regs}"), 1),
+        };
+        if json {
+            print_json(&ResumeReport {
+                dir: dir.to_path_buf(),
+                times,
+                verify: Some(r.verify),
+                exit: Some(exit),
+                console: Some(String::from_utf8_lossy(&r.outcome.console).into_owned()),
+                smoke: None,
+            });
+        } else {
+            eprintln!(
+                "pgkraft: resumed {}: restored {}, first sign of life {}, first answer {}; \
+                 integrity check {:.3} ms{}; guest {exit}",
+                dir.display(),
+                fmt(times.restored_ms),
+                fmt(times.resume_ms),
+                fmt(times.first_answer_ms),
+                r.verify.ms,
+                if r.verify.hashed.is_empty() {
+                    " (cached)".to_string()
+                } else {
+                    format!(" (hashed {})", r.verify.hashed.join(", "))
+                },
+            );
+        }
+        return Ok(code);
+    };
+    let spec = smoke::TestVm::load(vm).map_err(Failure::input)?;
+    let expect = snapshot::Expect {
+        image,
+        memory_mib: spec.memory_mib,
+        cmdline: spec.args.as_deref().map(smoke::quote_args),
+    };
+    // Every refusal happens here, before anything runs.
+    let loaded = snapshot::load(dir, &expect).map_err(snapshot_failure)?;
+    let image = loaded.image_path.clone();
+    let (report, info) = snapshot::with_resume(dir, &expect, || smoke::run(&image, &spec));
+    let report = report.map_err(|e| match e {
+        smoke::SmokeError::Vmm(e) => vmm_failure(e),
+        e => Failure::input(e),
+    })?;
+    let at = |name: &str| report.phases.get(name).copied();
+    let times = snapshot::ResumeTimes {
+        restored_ms: at("vmm_ready"),
+        resume_ms: at("first_exit"),
+        first_answer_ms: at("first_answer"),
+    };
+    let ok = report.ok;
+    if json {
+        print_json(&ResumeReport {
+            dir: dir.to_path_buf(),
+            times,
+            verify: info.map(|(_, v)| v),
+            exit: None,
+            console: None,
+            smoke: Some(report),
+        });
+    } else {
+        eprint!("{}", report.human());
+    }
+    Ok(if ok { 0 } else { 1 })
 }

@@ -70,6 +70,31 @@ impl Machine {
         &self.mem
     }
 
+    /// The VM, for VM-wide state (the KVM clock) in snapshots.
+    pub(crate) fn vm(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// KVM_SET_XSAVE with the legacy 4 KiB `kvm_xsave`. `xsave2_size` is
+    /// what `KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2)` answered for this VM (0
+    /// when the capability is missing): the number of bytes KVM copies in.
+    pub(crate) fn set_xsave(
+        &self,
+        xsave: &kvm_bindings::kvm_xsave,
+        xsave2_size: usize,
+    ) -> Result<(), VmmError> {
+        if xsave2_size > std::mem::size_of::<kvm_bindings::kvm_xsave>() {
+            return Err(VmmError::Ioctl {
+                ioctl: "KVM_SET_XSAVE",
+                source: kvm_ioctls::Error::new(libc::E2BIG),
+            });
+        }
+        // SAFETY: KVM reads at most max(4096, KVM_CAP_XSAVE2) bytes from the
+        // pointer; the check above makes that at most the size of `xsave`,
+        // which is a live, initialized `kvm_xsave`.
+        unsafe { self.vcpu.set_xsave(xsave) }.map_err(VmmError::ioctl("KVM_SET_XSAVE"))
+    }
+
     /// The vCPU to run and the RAM to serve its exits from, borrowed at once.
     pub(crate) fn parts(&mut self) -> (&mut VcpuFd, &GuestMemoryMmap) {
         (&mut self.vcpu, &self.mem)

@@ -34,6 +34,7 @@ mod error;
 mod image;
 mod kvm;
 mod memory;
+pub mod snapshot;
 mod vcpu;
 
 use std::collections::HashSet;
@@ -139,6 +140,18 @@ pub fn read_boot_note(elf_bytes: &[u8]) -> Result<BootNote, VmmError> {
 
 /// Boots `image` and runs it until it exits, dies, or `cfg.timeout` passes.
 pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
+    if let Some(resumed) = snapshot::redirected(cfg) {
+        return resumed;
+    }
+    run_with(image_path, cfg, snapshot::Hooks::default())
+}
+
+/// [`run`], with the snapshot machinery's hooks (ready point, answer marks).
+fn run_with(
+    image_path: &Path,
+    cfg: &VmConfig,
+    hooks: snapshot::Hooks,
+) -> Result<RunOutcome, VmmError> {
     let t0 = Instant::now();
     // Started first so that creating and scheduling the thread overlaps
     // with the setup below instead of following it.
@@ -202,7 +215,7 @@ pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
         t_vcpu - t_mem,
     );
 
-    vcpu_thread.run(machine, cfg, mem_bytes, tss_limit > 103, t0)
+    vcpu_thread.run(machine, cfg, mem_bytes, tss_limit > 103, t0, hooks)
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -280,6 +293,7 @@ struct Start {
     machine: Machine,
     devices: Devices,
     done: mpsc::Sender<Finished>,
+    on_ready: Option<snapshot::OnReady>,
 }
 
 /// The thread that runs the vCPU, waiting for its [`Start`]. If `run` fails
@@ -300,12 +314,14 @@ impl VcpuThread {
                     mut machine,
                     mut devices,
                     done,
+                    on_ready,
                 }) = start_rx.recv()
                 else {
                     return;
                 };
                 devices.mark("vmm_ready");
                 let result = devices.run(&mut machine);
+                let result = snapshot::after_run(result, &mut machine, &mut devices, on_ready);
                 devices.mark("exit");
                 let _ = devices.uart.writer_mut().flush();
                 let _ = done.send(Finished {
@@ -328,6 +344,7 @@ impl VcpuThread {
         mem_bytes: u64,
         io_bitmap: bool,
         t0: Instant,
+        hooks: snapshot::Hooks,
     ) -> Result<RunOutcome, VmmError> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
@@ -345,7 +362,8 @@ impl VcpuThread {
                 },
             ),
         };
-        let devices = Devices {
+        let mut devices = Devices {
+            idle: snapshot::Idle::default(),
             uart: Uart::new(NoIrq, out),
             input,
             phases: Vec::with_capacity(8),
@@ -363,6 +381,7 @@ impl VcpuThread {
         };
         self.start
             .send(Start {
+                on_ready: hooks.install(&mut devices),
                 machine,
                 devices,
                 done,
@@ -410,6 +429,8 @@ impl VcpuThread {
 
 /// Everything the vCPU thread serves exits with, apart from the VM itself.
 struct Devices {
+    /// Snapshot ready point, resumed console read, answer timing.
+    idle: snapshot::Idle,
     uart: Uart,
     input: ConsoleIn,
     phases: Vec<PhaseMark>,
@@ -450,6 +471,7 @@ impl Devices {
     }
 
     fn run(&mut self, machine: &mut Machine) -> Result<GuestExit, VmmError> {
+        self.answer_resumed_read(machine.mem());
         loop {
             if self.stopping() {
                 return Ok(GuestExit::Timeout);
@@ -466,6 +488,7 @@ impl Devices {
                 }
             };
             self.exits += 1;
+            self.note_exit();
             match exit {
                 VcpuExit::IoOut(PORT_EXIT, data) => {
                     return Ok(GuestExit::Status(data.first().copied().unwrap_or(0)));
@@ -480,6 +503,9 @@ impl Devices {
                 VcpuExit::IoOut(PORT_HYPERCALL, data) => {
                     if let Ok(gpa) = <[u8; 4]>::try_from(data) {
                         self.hypercall(mem, u64::from(u32::from_le_bytes(gpa)));
+                        if self.idle.stopped() {
+                            return Ok(GuestExit::Status(0));
+                        }
                     } else {
                         log::warn!(
                             "vmm: {}-byte write to the hypercall port ignored; it takes a 32-bit gpa",
@@ -638,6 +664,7 @@ impl Devices {
         let arg = |i: usize| u64::from_le_bytes(block[8 + 8 * i..16 + 8 * i].try_into().unwrap());
         let ret = match op {
             hc::CONSOLE_WRITE => self.console_write(mem, arg(0), arg(1)),
+            hc::CONSOLE_READ if self.stop_at_ready_point(gpa, arg(0), arg(1)) => return,
             hc::CONSOLE_READ => self.console_read(mem, arg(0), arg(1)),
             hc::LOG => self.log(mem, arg(0), arg(1)),
             hc::SLEEP_NS => {
@@ -669,6 +696,7 @@ impl Devices {
             done += n as u64;
         }
         let _ = self.uart.writer_mut().flush();
+        self.note_output();
         if let Some(bytes) = self.uart.writer_mut().captured_len()
             && self.output_marks.len() < MAX_OUTPUT_MARKS
         {
@@ -713,6 +741,7 @@ impl Devices {
                 if mem.write_slice(&buf[..n], GuestAddress(gpa)).is_err() {
                     return -i64::from(libc::EFAULT);
                 }
+                self.note_input(n);
                 n as i64
             }
             Err(Stopped) => -i64::from(libc::EINTR),

@@ -1,0 +1,1692 @@
+//! Snapshots of a running guest and resuming from them (ARCHITECTURE.md §4).
+//!
+//! **Ready point.** `snapshot` boots the image, feeds it the input it is
+//! given, and stops it the first time it asks for console input that is not
+//! there (a CONSOLE_READ hypercall with the input used up): a program that
+//! has done its setup and waits for a query. That is program-agnostic and
+//! needs nothing from the guest. The vCPU is then inside an I/O exit; a
+//! KVM_RUN with `immediate_exit` set lets KVM finish the instruction (on
+//! some paths KVM advances RIP only on re-entry) without running guest code,
+//! so the saved registers are those right after the `out`. The read itself
+//! stays pending: the resumed runner answers it (with the new instance's
+//! input) and writes its `ret` before the guest runs again.
+//!
+//! **What is saved.** vCPU: regs, sregs, FPU, XSAVE, XCRs, debug registers,
+//! every MSR KVM lists and lets us read (TSC and the kvmclock MSRs among
+//! them), pending events, MP state, and the CPUID the guest was given. VM:
+//! the KVM clock. Devices: the UART's registers, the pending console read,
+//! and the console output so far (so a resumed run's output reads as the
+//! whole session). There is no in-kernel interrupt controller or timer in
+//! this runner (the guest polls), so there is no LAPIC/IOAPIC/PIT state; the
+//! manifest says so. Guest memory: one sparse file of guest-physical RAM;
+//! zero pages are holes, and the interior pages of image segments that the
+//! guest left untouched are holes too, mapped from the image at resume
+//! (their bytes are the image's, verified by its sha256).
+//!
+//! **Clock.** KVM_SET_CLOCK restores the KVM clock to its saved value, so
+//! CLOCK_MONOTONIC continues where it stopped (a hibernated guest does not
+//! see the time it slept, like a suspended laptop's monotonic clock), and
+//! the kvmclock wall-clock MSR is written after that, so CLOCK_REALTIME is
+//! the host's real time again: both move forward.
+//!
+//! **Integrity.** The manifest holds the sha256 and size of every state file
+//! and of the image. Small files are hashed at every resume (microseconds).
+//! The memory file and the image are hashed once, and the result is kept in
+//! `verified.json` against each file's identity (device, inode, size,
+//! mtime and ctime; ctime cannot be set back by users, so an in-place edit
+//! always invalidates it). `snapshot` records its own files there as it
+//! writes them; a copied snapshot is verified on first use. Sizes are
+//! checked at every resume, so a truncated file never reaches `mmap`.
+//!
+//! **Atomicity.** Everything is written into `.NAME.partial-XXXX` next to
+//! the target, fsynced, the manifest last, then renamed into place.
+#![deny(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kvm_bindings::{
+    CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_clock_data, kvm_cpuid_entry2, kvm_debugregs, kvm_fpu,
+    kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+};
+use kvm_ioctls::{Cap, VcpuFd};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::console::{ConsoleIn, ConsoleOut, NoIrq, Uart};
+use super::kvm::{self, Machine};
+use super::{
+    Console, Devices, GuestExit, HC_RET_OFFSET, MIB, RunOutcome, VcpuThread, VmConfig, VmmError,
+};
+
+pub const MANIFEST: &str = "manifest.json";
+const VCPU_FILE: &str = "vcpu0.state";
+const VM_FILE: &str = "vm.state";
+const DEVICES_FILE: &str = "devices.json";
+const MEMORY_FILE: &str = "memory.raw";
+const VERIFIED_FILE: &str = "verified.json";
+const FORMAT: u32 = 1;
+const PAGE: u64 = 4096;
+const PARTIAL: &str = ".partial-";
+
+// ---------------------------------------------------------------------------
+// Hooks into the runner's exit loop (called from `Devices` in mod.rs).
+
+/// A CONSOLE_READ the guest is blocked in: `block` is its hypercall block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct PendingRead {
+    pub block: u64,
+    pub buf: u64,
+    pub cap: u64,
+}
+
+/// Per-run snapshot state of the exit loop.
+#[derive(Debug, Default)]
+pub(super) struct Idle {
+    /// Stop at the first console read that finds the input used up.
+    stop_when_idle: bool,
+    /// Set when stopped there.
+    pending: Option<PendingRead>,
+    /// Resume: the read to answer before the guest runs.
+    resume_read: Option<PendingRead>,
+    /// Mark `input` and `first_answer` phases.
+    track: bool,
+    resumed: bool,
+    got_input: bool,
+    answered: bool,
+    seen_exit: bool,
+}
+
+impl Idle {
+    pub(super) fn stopped(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// Runs on the vCPU thread when the guest reached the ready point.
+pub(super) type OnReady =
+    Box<dyn FnOnce(&mut Machine, &mut Devices) -> Result<(), VmmError> + Send>;
+
+/// How a run is set up for snapshot or resume; the default is a plain run.
+#[derive(Default)]
+pub(super) struct Hooks {
+    idle: Idle,
+    console_prefix: Vec<u8>,
+    uart: Option<vm_superio::serial::SerialState>,
+    on_ready: Option<OnReady>,
+}
+
+impl Hooks {
+    pub(super) fn install(self, d: &mut Devices) -> Option<OnReady> {
+        d.idle = self.idle;
+        if let Some(state) = self.uart {
+            let fresh = Uart::new(NoIrq, ConsoleOut::Capture(Vec::new()));
+            let out = std::mem::replace(&mut d.uart, fresh).into_writer();
+            // Checked when the snapshot was loaded, so this cannot fail.
+            match Uart::from_state(&state, NoIrq, vm_superio::serial::NoEvents, out) {
+                Ok(u) => d.uart = u,
+                Err(e) => log::warn!("vmm: UART state not restored: {e:?}"),
+            }
+        }
+        if let ConsoleOut::Capture(v) = d.uart.writer_mut() {
+            v.extend_from_slice(&self.console_prefix);
+        }
+        self.on_ready
+    }
+}
+
+/// After the exit loop: at the ready point, hand the stopped VM to `on_ready`.
+pub(super) fn after_run(
+    result: Result<GuestExit, VmmError>,
+    machine: &mut Machine,
+    devices: &mut Devices,
+    on_ready: Option<OnReady>,
+) -> Result<GuestExit, VmmError> {
+    match (result, on_ready) {
+        (Ok(exit), Some(save)) if devices.idle.stopped() => save(machine, devices).map(|()| exit),
+        (r, _) => r,
+    }
+}
+
+impl Devices {
+    /// At the ready point: remember the read instead of answering it.
+    pub(super) fn stop_at_ready_point(&mut self, block: u64, buf: u64, cap: u64) -> bool {
+        let used_up = matches!(&self.input, ConsoleIn::Buffer { data, pos } if *pos >= data.len());
+        if !(self.idle.stop_when_idle && used_up && cap > 0) {
+            return false;
+        }
+        self.idle.pending = Some(PendingRead { block, buf, cap });
+        self.mark("ready");
+        true
+    }
+
+    /// Resume: answer the read the guest was snapshotted in, before it runs.
+    pub(super) fn answer_resumed_read(&mut self, mem: &GuestMemoryMmap) {
+        if let Some(p) = self.idle.resume_read.take() {
+            let ret = self.console_read(mem, p.buf, p.cap);
+            let _ = mem.write_slice(&ret.to_le_bytes(), GuestAddress(p.block + HC_RET_OFFSET));
+        }
+    }
+
+    pub(super) fn note_exit(&mut self) {
+        if self.idle.resumed && !self.idle.seen_exit {
+            self.idle.seen_exit = true;
+            self.mark("first_exit");
+        }
+    }
+
+    pub(super) fn note_input(&mut self, n: usize) {
+        if self.idle.track && n > 0 && !self.idle.got_input {
+            self.idle.got_input = true;
+            self.mark("input");
+        }
+    }
+
+    pub(super) fn note_output(&mut self) {
+        if self.idle.track && (self.idle.got_input || self.idle.resumed) && !self.idle.answered {
+            self.idle.answered = true;
+            self.mark("first_answer");
+        }
+    }
+}
+
+/// Runs `image` with `input` as console input and "input" / "first_answer"
+/// phases marked: the cold-boot side of the resume benchmark.
+pub fn run_tracked(image: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
+    super::run_with(
+        image,
+        cfg,
+        Hooks {
+            idle: Idle {
+                track: true,
+                ..Idle::default()
+            },
+            ..Hooks::default()
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Errors and the manifest.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+    /// Bad input, found before anything ran.
+    #[error("{}: {problem}\n  fix: {fix}", path.display())]
+    Refused {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+    #[error("could not {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "the guest {how} before it waited for console input, so there is no ready point to \
+         snapshot at (the program must read stdin once set up; check the test VM's \
+         snapshot_after input){console}"
+    )]
+    NotReady { how: String, console: String },
+}
+
+impl SnapshotError {
+    /// Exit status 2 (bad input) rather than 1.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            SnapshotError::Refused { .. } => true,
+            SnapshotError::Vmm(e) => !matches!(
+                e,
+                VmmError::Ioctl { .. } | VmmError::Guest { .. } | VmmError::Thread { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn refused(path: &Path, problem: impl Into<String>, fix: impl Into<String>) -> SnapshotError {
+    SnapshotError::Refused {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub pgkraft_version: String,
+    pub image: ImageRef,
+    pub vm: Shape,
+    /// Where the guest was stopped.
+    pub ready_point: String,
+    /// Console input fed before the ready point.
+    pub input_before_bytes: u64,
+    pub irqchip: String,
+    pub clock: ClockInfo,
+    pub memory: MemoryInfo,
+    /// Every state file: its size and sha256.
+    pub files: BTreeMap<String, FileEntry>,
+    pub taken_unix_ms: u64,
+    /// Runner start to the ready point, and the save itself.
+    pub boot_to_ready_ms: f64,
+    pub save_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// What the guest was built for; a resume must match it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shape {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// The program's arguments as passed on the boot command line ("" = the
+    /// image's own); they live in guest memory now.
+    pub cmdline: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClockInfo {
+    /// KVM clock (guest CLOCK_MONOTONIC base) at the snapshot.
+    pub kvmclock_ns: u64,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    pub file: String,
+    /// Logical size: all of guest RAM.
+    pub bytes: u64,
+    /// Bytes actually written (the rest are holes).
+    pub data_bytes: u64,
+    /// Guest ranges that are the image's own bytes, mapped from it at resume.
+    pub image_backed: Vec<ImageRange>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRange {
+    pub gpa: u64,
+    pub len: u64,
+    pub file_offset: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// devices.json
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeviceState {
+    pending_read: PendingRead,
+    uart: UartState,
+    /// Console output before the snapshot.
+    console: String,
+    /// Console input fed before the snapshot.
+    input_before: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct UartState {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    in_buffer: Vec<u8>,
+}
+
+impl UartState {
+    fn of(s: vm_superio::serial::SerialState) -> UartState {
+        UartState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+    fn to_state(&self) -> vm_superio::serial::SerialState {
+        vm_superio::serial::SerialState {
+            baud_divisor_low: self.baud_divisor_low,
+            baud_divisor_high: self.baud_divisor_high,
+            interrupt_enable: self.interrupt_enable,
+            interrupt_identification: self.interrupt_identification,
+            line_control: self.line_control,
+            line_status: self.line_status,
+            modem_control: self.modem_control,
+            modem_status: self.modem_status,
+            scratch: self.scratch,
+            in_buffer: self.in_buffer.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// vCPU and VM state: a small binary format of named sections, each the raw
+// bytes of one KVM structure (`#[repr(C)]`, converted with zerocopy).
+
+const VCPU_MAGIC: &[u8; 8] = b"PGKVCPU1";
+const VM_MAGIC: &[u8; 8] = b"PGKVM001";
+
+struct VcpuState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    fpu: kvm_fpu,
+    xsave: kvm_xsave,
+    xcrs: kvm_xcrs,
+    debugregs: kvm_debugregs,
+    events: kvm_vcpu_events,
+    mp_state: kvm_mp_state,
+    cpuid: Vec<kvm_cpuid_entry2>,
+    msrs: Vec<kvm_msr_entry>,
+}
+
+fn fpu_bytes(f: &kvm_fpu) -> Vec<u8> {
+    let mut v = Vec::with_capacity(416);
+    for r in &f.fpr {
+        v.extend_from_slice(r);
+    }
+    v.extend_from_slice(&f.fcw.to_le_bytes());
+    v.extend_from_slice(&f.fsw.to_le_bytes());
+    v.push(f.ftwx);
+    v.extend_from_slice(&f.last_opcode.to_le_bytes());
+    v.extend_from_slice(&f.last_ip.to_le_bytes());
+    v.extend_from_slice(&f.last_dp.to_le_bytes());
+    for r in &f.xmm {
+        v.extend_from_slice(r);
+    }
+    v.extend_from_slice(&f.mxcsr.to_le_bytes());
+    v
+}
+
+fn fpu_from(b: &[u8]) -> Option<kvm_fpu> {
+    if b.len() != 8 * 16 + 2 + 2 + 1 + 2 + 8 + 8 + 16 * 16 + 4 {
+        return None;
+    }
+    let mut f = kvm_fpu::default();
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let s = &b[at..at + n];
+        at += n;
+        s
+    };
+    for r in &mut f.fpr {
+        r.copy_from_slice(take(16));
+    }
+    f.fcw = u16::from_le_bytes(take(2).try_into().ok()?);
+    f.fsw = u16::from_le_bytes(take(2).try_into().ok()?);
+    f.ftwx = take(1)[0];
+    f.last_opcode = u16::from_le_bytes(take(2).try_into().ok()?);
+    f.last_ip = u64::from_le_bytes(take(8).try_into().ok()?);
+    f.last_dp = u64::from_le_bytes(take(8).try_into().ok()?);
+    for r in &mut f.xmm {
+        r.copy_from_slice(take(16));
+    }
+    f.mxcsr = u32::from_le_bytes(take(4).try_into().ok()?);
+    Some(f)
+}
+
+struct Sections(Vec<u8>);
+
+impl Sections {
+    fn new(magic: &[u8; 8]) -> Sections {
+        Sections(magic.to_vec())
+    }
+    fn put(&mut self, name: &str, bytes: &[u8]) {
+        let mut tag = [0u8; 8];
+        tag[..name.len()].copy_from_slice(name.as_bytes());
+        self.0.extend_from_slice(&tag);
+        self.0
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+/// Sections by name; `None` if the framing is broken.
+fn parse_sections<'a>(magic: &[u8; 8], b: &'a [u8]) -> Option<BTreeMap<String, &'a [u8]>> {
+    let mut rest = b.strip_prefix(magic.as_slice())?;
+    let mut out = BTreeMap::new();
+    while !rest.is_empty() {
+        if rest.len() < 16 {
+            return None;
+        }
+        let name =
+            String::from_utf8(rest[..8].iter().copied().filter(|&c| c != 0).collect()).ok()?;
+        let len = usize::try_from(u64::from_le_bytes(rest[8..16].try_into().ok()?)).ok()?;
+        rest = &rest[16..];
+        if rest.len() < len {
+            return None;
+        }
+        out.insert(name, &rest[..len]);
+        rest = &rest[len..];
+    }
+    Some(out)
+}
+
+fn one<T: FromBytes>(s: &BTreeMap<String, &[u8]>, name: &str) -> Result<T, String> {
+    let b = s
+        .get(name)
+        .ok_or_else(|| format!("section `{name}` is missing"))?;
+    T::read_from_bytes(b).map_err(|_| {
+        format!(
+            "section `{name}` has {} bytes, expected {}",
+            b.len(),
+            std::mem::size_of::<T>()
+        )
+    })
+}
+
+fn many<T: FromBytes + zerocopy::Immutable>(
+    s: &BTreeMap<String, &[u8]>,
+    name: &str,
+) -> Result<Vec<T>, String> {
+    let b = s
+        .get(name)
+        .ok_or_else(|| format!("section `{name}` is missing"))?;
+    let size = std::mem::size_of::<T>();
+    if b.len() % size != 0 {
+        return Err(format!("section `{name}` is not a whole number of entries"));
+    }
+    Ok(b.chunks_exact(size)
+        .map(|c| T::read_from_bytes(c).expect("exact size"))
+        .collect())
+}
+
+impl VcpuState {
+    fn capture(vcpu: &VcpuFd, msr_index: &[u32], xsave2: usize) -> Result<VcpuState, VmmError> {
+        if xsave2 > std::mem::size_of::<kvm_xsave>() {
+            return Err(VmmError::Ioctl {
+                ioctl: "KVM_GET_XSAVE",
+                source: kvm_ioctls::Error::new(libc::E2BIG),
+            });
+        }
+        Ok(VcpuState {
+            regs: vcpu.get_regs().map_err(VmmError::ioctl("KVM_GET_REGS"))?,
+            sregs: vcpu.get_sregs().map_err(VmmError::ioctl("KVM_GET_SREGS"))?,
+            fpu: vcpu.get_fpu().map_err(VmmError::ioctl("KVM_GET_FPU"))?,
+            xsave: vcpu.get_xsave().map_err(VmmError::ioctl("KVM_GET_XSAVE"))?,
+            xcrs: vcpu.get_xcrs().map_err(VmmError::ioctl("KVM_GET_XCRS"))?,
+            debugregs: vcpu
+                .get_debug_regs()
+                .map_err(VmmError::ioctl("KVM_GET_DEBUGREGS"))?,
+            events: vcpu
+                .get_vcpu_events()
+                .map_err(VmmError::ioctl("KVM_GET_VCPU_EVENTS"))?,
+            mp_state: vcpu
+                .get_mp_state()
+                .map_err(VmmError::ioctl("KVM_GET_MP_STATE"))?,
+            cpuid: vcpu
+                .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+                .map_err(VmmError::ioctl("KVM_GET_CPUID2"))?
+                .as_slice()
+                .to_vec(),
+            msrs: read_msrs(vcpu, msr_index)?,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut s = Sections::new(VCPU_MAGIC);
+        s.put("regs", self.regs.as_bytes());
+        s.put("sregs", self.sregs.as_bytes());
+        s.put("fpu", &fpu_bytes(&self.fpu));
+        s.put("xsave", self.xsave.as_bytes());
+        s.put("xcrs", self.xcrs.as_bytes());
+        s.put("debug", self.debugregs.as_bytes());
+        s.put("events", self.events.as_bytes());
+        s.put("mpstate", self.mp_state.as_bytes());
+        s.put("cpuid", self.cpuid.as_slice().as_bytes());
+        s.put("msrs", self.msrs.as_slice().as_bytes());
+        s.0
+    }
+
+    fn decode(b: &[u8]) -> Result<VcpuState, String> {
+        let s = parse_sections(VCPU_MAGIC, b).ok_or("not a pgkraft vCPU state file")?;
+        Ok(VcpuState {
+            regs: one(&s, "regs")?,
+            sregs: one(&s, "sregs")?,
+            fpu: fpu_from(s.get("fpu").ok_or("section `fpu` is missing")?)
+                .ok_or("section `fpu` has the wrong size")?,
+            xsave: one(&s, "xsave")?,
+            xcrs: one(&s, "xcrs")?,
+            debugregs: one(&s, "debug")?,
+            events: one(&s, "events")?,
+            mp_state: one(&s, "mpstate")?,
+            cpuid: many(&s, "cpuid")?,
+            msrs: many(&s, "msrs")?,
+        })
+    }
+
+    fn apply(&self, machine: &Machine, xsave2: usize) -> Result<(), VmmError> {
+        let vcpu = machine.vcpu();
+        // CPUID first: KVM checks CR4 and XCR0 bits against it.
+        let cpuid = CpuId::from_entries(&self.cpuid).map_err(|_| VmmError::Ioctl {
+            ioctl: "KVM_SET_CPUID2",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(VmmError::ioctl("KVM_SET_CPUID2"))?;
+        vcpu.set_sregs(&self.sregs)
+            .map_err(VmmError::ioctl("KVM_SET_SREGS"))?;
+        vcpu.set_regs(&self.regs)
+            .map_err(VmmError::ioctl("KVM_SET_REGS"))?;
+        vcpu.set_xcrs(&self.xcrs)
+            .map_err(VmmError::ioctl("KVM_SET_XCRS"))?;
+        vcpu.set_fpu(&self.fpu)
+            .map_err(VmmError::ioctl("KVM_SET_FPU"))?;
+        machine.set_xsave(&self.xsave, xsave2)?;
+        vcpu.set_debug_regs(&self.debugregs)
+            .map_err(VmmError::ioctl("KVM_SET_DEBUGREGS"))?;
+        let msrs = Msrs::from_entries(&self.msrs).map_err(|_| VmmError::Ioctl {
+            ioctl: "KVM_SET_MSRS",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        let n = vcpu
+            .set_msrs(&msrs)
+            .map_err(VmmError::ioctl("KVM_SET_MSRS"))?;
+        if n != self.msrs.len() {
+            return Err(VmmError::Ioctl {
+                ioctl: "KVM_SET_MSRS",
+                source: kvm_ioctls::Error::new(libc::EINVAL),
+            })
+            .inspect_err(|_| {
+                log::error!(
+                    "KVM refused MSR {:#x} ({} of {} restored)",
+                    self.msrs[n].index,
+                    n,
+                    self.msrs.len()
+                )
+            });
+        }
+        vcpu.set_vcpu_events(&self.events)
+            .map_err(VmmError::ioctl("KVM_SET_VCPU_EVENTS"))?;
+        vcpu.set_mp_state(self.mp_state)
+            .map_err(VmmError::ioctl("KVM_SET_MP_STATE"))?;
+        Ok(())
+    }
+}
+
+/// Every listed MSR KVM lets us read. KVM_GET_MSRS stops at the first one
+/// it cannot read, so those are dropped one by one (snapshot time only).
+fn read_msrs(vcpu: &VcpuFd, index: &[u32]) -> Result<Vec<kvm_msr_entry>, VmmError> {
+    let mut want: Vec<u32> = index.to_vec();
+    loop {
+        let entries: Vec<kvm_msr_entry> = want
+            .iter()
+            .map(|&i| kvm_msr_entry {
+                index: i,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| VmmError::Ioctl {
+            ioctl: "KVM_GET_MSRS",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        let n = vcpu
+            .get_msrs(&mut msrs)
+            .map_err(VmmError::ioctl("KVM_GET_MSRS"))?;
+        if n == want.len() {
+            return settable(vcpu, msrs.as_slice().to_vec());
+        }
+        log::debug!("vmm: MSR {:#x} is not readable; not saved", want[n]);
+        want.remove(n);
+    }
+}
+
+/// The MSRs KVM accepts back, found by writing them to the stopped vCPU
+/// (same values, so nothing changes): KVM lists some it then refuses to
+/// set (on PVM, e.g. MSR_KVM_ASYNC_PF_INT). A refused MSR at its reset
+/// value 0 is dropped, since a fresh vCPU has it anyway; any other refusal
+/// is an error, so resume can restore the list in one KVM_SET_MSRS.
+fn settable(vcpu: &VcpuFd, mut list: Vec<kvm_msr_entry>) -> Result<Vec<kvm_msr_entry>, VmmError> {
+    let mut from = 0;
+    while from < list.len() {
+        let msrs = Msrs::from_entries(&list[from..]).map_err(|_| VmmError::Ioctl {
+            ioctl: "KVM_SET_MSRS",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        let n = vcpu
+            .set_msrs(&msrs)
+            .map_err(VmmError::ioctl("KVM_SET_MSRS"))?;
+        let at = from + n;
+        if at == list.len() {
+            break;
+        }
+        if list[at].data != 0 {
+            log::error!(
+                "KVM does not accept MSR {:#x} = {:#x} back; the snapshot could not be restored",
+                list[at].index,
+                list[at].data
+            );
+            return Err(VmmError::Ioctl {
+                ioctl: "KVM_SET_MSRS",
+                source: kvm_ioctls::Error::new(libc::EINVAL),
+            });
+        }
+        log::debug!(
+            "vmm: MSR {:#x} (0) cannot be set; not saved",
+            list[at].index
+        );
+        list.remove(at);
+        from = at;
+    }
+    Ok(list)
+}
+
+fn encode_clock(c: &kvm_clock_data) -> Vec<u8> {
+    let mut s = Sections::new(VM_MAGIC);
+    s.put("clock", c.as_bytes());
+    s.0
+}
+
+fn decode_clock(b: &[u8]) -> Result<kvm_clock_data, String> {
+    let s = parse_sections(VM_MAGIC, b).ok_or("not a pgkraft VM state file")?;
+    one(&s, "clock")
+}
+
+// ---------------------------------------------------------------------------
+// Taking a snapshot.
+
+/// What `snapshot` did.
+#[derive(Debug, Serialize)]
+pub struct SnapshotReport {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// The console output up to the ready point.
+    pub console: String,
+}
+
+/// What the vCPU thread saved at the ready point.
+struct Saved {
+    clock_ns: u64,
+    memory: MemoryInfo,
+    memory_sha256: String,
+    files: BTreeMap<String, FileEntry>,
+    ready_at: Duration,
+    save: Duration,
+    console: String,
+}
+
+/// Boots `image` with `cfg` (its console must be `Capture`: the input fed
+/// before the ready point), stops it at the ready point and writes a
+/// snapshot directory `out`.
+pub fn snapshot(image: &Path, cfg: &VmConfig, out: &Path) -> Result<SnapshotReport, SnapshotError> {
+    let Console::Capture { input } = &cfg.console else {
+        return Err(refused(
+            out,
+            "a snapshot needs captured console input",
+            "use Console::Capture",
+        ));
+    };
+    let input_len = input.len() as u64;
+    let name = out
+        .file_name()
+        .ok_or_else(|| {
+            refused(
+                out,
+                "is not a directory name",
+                "name the snapshot directory, e.g. --out snap/counter",
+            )
+        })?
+        .to_string_lossy()
+        .into_owned();
+    if out.exists() && !out.join(MANIFEST).is_file() {
+        return Err(refused(
+            out,
+            "exists and is not a pgkraft snapshot, so it will not be replaced",
+            "choose another --out, or remove it",
+        ));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}{PARTIAL}"))
+        .tempdir_in(&parent)
+        .map_err(io_err("create a temporary directory in", &parent))?;
+
+    let image_file = File::open(image).map_err(io_err("read image", image))?;
+    let image_meta = image_file.metadata().map_err(io_err("read image", image))?;
+    let image_sha =
+        sha256_file(&image_file, image_meta.len()).map_err(io_err("read image", image))?;
+    let img = {
+        let cache = object::ReadCache::new(&image_file);
+        super::image::parse(&cache).map_err(|e| e.with_path(image))?
+    };
+    let candidates = image_ranges(&img, u64::from(cfg.mem_mib) * MIB);
+    let kvm = super::open_kvm()?;
+    let msr_index = kvm
+        .get_msr_index_list()
+        .map_err(VmmError::ioctl("KVM_GET_MSR_INDEX_LIST"))?
+        .as_slice()
+        .to_vec();
+    let xsave2 = kvm.check_extension_int(Cap::Xsave2).max(0) as usize;
+
+    let (saved_tx, saved_rx) = mpsc::channel::<Result<Saved, SnapshotError>>();
+    let dir = tmp.path().to_path_buf();
+    let t0 = Instant::now();
+    let save_image = image_file
+        .try_clone()
+        .map_err(io_err("read image", image))?;
+    let ctx = SaveCtx {
+        dir,
+        msr_index,
+        xsave2,
+        candidates,
+        image: save_image,
+        input_before: input.clone(),
+    };
+    let on_ready: OnReady = Box::new(move |machine: &mut Machine, devices: &mut Devices| {
+        let ready_at = t0.elapsed();
+        let r = save(machine, devices, &ctx).map(|mut s| {
+            s.ready_at = ready_at;
+            s.save = t0.elapsed() - ready_at;
+            s
+        });
+        let _ = saved_tx.send(r);
+        Ok(())
+    });
+    let hooks = Hooks {
+        idle: Idle {
+            stop_when_idle: true,
+            ..Idle::default()
+        },
+        on_ready: Some(on_ready),
+        ..Hooks::default()
+    };
+    let outcome = super::run_with(image, cfg, hooks)?;
+    let saved = match saved_rx.try_recv() {
+        Ok(s) => s?,
+        Err(_) => {
+            let how = match &outcome.exit {
+                GuestExit::Status(s) => format!("exited with status {s}"),
+                GuestExit::Timeout => "ran into the timeout".into(),
+                GuestExit::Shutdown { regs } => {
+                    format!("died ({})", regs.lines().next().unwrap_or(""))
+                }
+            };
+            let console = String::from_utf8_lossy(&outcome.console);
+            return Err(SnapshotError::NotReady {
+                how,
+                console: if console.is_empty() {
+                    String::new()
+                } else {
+                    format!("\nconsole output:\n{console}")
+                },
+            });
+        }
+    };
+
+    let manifest = Manifest {
+        format: FORMAT,
+        pgkraft_version: env!("CARGO_PKG_VERSION").into(),
+        image: ImageRef {
+            path: std::fs::canonicalize(image).map_err(io_err("resolve", image))?,
+            sha256: image_sha.clone(),
+            bytes: image_meta.len(),
+        },
+        vm: Shape {
+            memory_mib: cfg.mem_mib,
+            vcpus: 1,
+            cmdline: cfg.cmdline.clone(),
+        },
+        ready_point: "the guest's first console read with no input left (CONSOLE_READ hypercall)"
+            .into(),
+        input_before_bytes: input_len,
+        irqchip: "none: this runner has no in-kernel interrupt controller, LAPIC or PIT (the \
+                  guest polls), so there is no such state to save"
+            .into(),
+        clock: ClockInfo {
+            kvmclock_ns: saved.clock_ns,
+            policy: "KVM clock restored to this value (monotonic continues, time asleep not \
+                     counted); wall clock re-read from the host at resume"
+                .into(),
+        },
+        memory: saved.memory.clone(),
+        files: saved.files.clone(),
+        taken_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        boot_to_ready_ms: ms(saved.ready_at),
+        save_ms: ms(saved.save),
+    };
+    // Identity records first (the files' inodes survive the rename), the
+    // manifest last: a directory without one is never a snapshot.
+    let mut verified = Verified::default();
+    let mem_path = tmp.path().join(MEMORY_FILE);
+    if let Ok(meta) = std::fs::metadata(&mem_path) {
+        verified.record(MEMORY_FILE.into(), &meta, &saved.memory_sha256);
+    }
+    verified.record(manifest.image.path.clone(), &image_meta, &image_sha);
+    write_synced(
+        &tmp.path().join(VERIFIED_FILE),
+        &serde_json::to_vec_pretty(&verified).expect("json"),
+    )?;
+    write_synced(
+        &tmp.path().join(MANIFEST),
+        &serde_json::to_vec_pretty(&manifest).expect("json"),
+    )?;
+    if std::env::var_os("PGKRAFT_TEST_CRASH_SNAPSHOT").is_some() {
+        // For the tests: die the way a crash would, before the rename.
+        std::process::abort();
+    }
+    sync_dir(tmp.path())?;
+    let tmp = tmp.keep();
+    if out.exists() {
+        // Replace an older snapshot: move it aside first so that `out` is
+        // always either the old or the new snapshot, never a mix.
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(out, &old).map_err(io_err("move aside", out))?;
+        std::fs::rename(&tmp, out).map_err(io_err("rename into place", out))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, out).map_err(io_err("rename into place", out))?;
+    }
+    sync_dir(&parent)?;
+    Ok(SnapshotReport {
+        dir: out.to_path_buf(),
+        manifest,
+        console: saved.console,
+    })
+}
+
+/// The interior pages of image segments that are mapped from the file at
+/// boot: the candidates for staying image-backed in a snapshot.
+fn image_ranges(img: &super::image::Image, mem: u64) -> Vec<ImageRange> {
+    img.segments
+        .iter()
+        .filter(|s| s.filesz > 0 && s.paddr % PAGE == s.offset % PAGE)
+        .filter_map(|s| {
+            let start = s.paddr.next_multiple_of(PAGE);
+            let end = (s.paddr + s.filesz) & !(PAGE - 1);
+            (end > start && end <= mem).then(|| ImageRange {
+                gpa: start,
+                len: end - start,
+                file_offset: s.offset + (start - s.paddr),
+            })
+        })
+        .collect()
+}
+
+/// What `save` needs besides the stopped VM.
+struct SaveCtx {
+    /// The temporary snapshot directory.
+    dir: PathBuf,
+    msr_index: Vec<u32>,
+    /// KVM_CAP_XSAVE2's size (0 without it).
+    xsave2: usize,
+    candidates: Vec<ImageRange>,
+    image: File,
+    input_before: Vec<u8>,
+}
+
+/// On the vCPU thread, at the ready point.
+fn save(
+    machine: &mut Machine,
+    devices: &mut Devices,
+    ctx: &SaveCtx,
+) -> Result<Saved, SnapshotError> {
+    let SaveCtx {
+        dir,
+        msr_index,
+        xsave2,
+        candidates,
+        image,
+        input_before,
+    } = ctx;
+    let xsave2 = *xsave2;
+    let pending = devices.idle.pending.expect("stopped at the ready point");
+    {
+        // Let KVM finish the `out` the guest is in without running it.
+        let (vcpu, _) = machine.parts();
+        vcpu.set_kvm_immediate_exit(1);
+        let r = vcpu.run().map(|_| ());
+        vcpu.set_kvm_immediate_exit(0);
+        match r {
+            Err(e) if e.errno() == libc::EINTR => {}
+            Ok(()) => {
+                return Err(VmmError::Ioctl {
+                    ioctl: "KVM_RUN (immediate_exit)",
+                    source: kvm_ioctls::Error::new(libc::EBUSY),
+                }
+                .into());
+            }
+            Err(source) => {
+                return Err(VmmError::Ioctl {
+                    ioctl: "KVM_RUN (immediate_exit)",
+                    source,
+                }
+                .into());
+            }
+        }
+    }
+    let vcpu_state = VcpuState::capture(machine.vcpu(), msr_index, xsave2)?;
+    let clock = machine
+        .vm()
+        .get_clock()
+        .map_err(VmmError::ioctl("KVM_GET_CLOCK"))?;
+    let console = match devices.uart.writer_mut() {
+        ConsoleOut::Capture(v) => String::from_utf8_lossy(v).into_owned(),
+        ConsoleOut::Stdout(_) => String::new(),
+    };
+    let dev = DeviceState {
+        pending_read: pending,
+        uart: UartState::of(devices.uart.state()),
+        console: console.clone(),
+        input_before: String::from_utf8_lossy(input_before).into_owned(),
+    };
+    let mut files = BTreeMap::new();
+    for (name, bytes) in [
+        (VCPU_FILE, vcpu_state.encode()),
+        (VM_FILE, encode_clock(&clock)),
+        (DEVICES_FILE, serde_json::to_vec_pretty(&dev).expect("json")),
+    ] {
+        write_synced(&dir.join(name), &bytes)?;
+        files.insert(
+            name.to_string(),
+            FileEntry {
+                bytes: bytes.len() as u64,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+            },
+        );
+    }
+    let (memory, sha) = write_memory(
+        machine.mem(),
+        devices.mem_bytes,
+        candidates,
+        image,
+        &dir.join(MEMORY_FILE),
+    )?;
+    files.insert(
+        MEMORY_FILE.to_string(),
+        FileEntry {
+            bytes: memory.bytes,
+            sha256: sha.clone(),
+        },
+    );
+    Ok(Saved {
+        clock_ns: clock.clock,
+        memory,
+        memory_sha256: sha,
+        files,
+        ready_at: Duration::ZERO,
+        save: Duration::ZERO,
+        console,
+    })
+}
+
+/// Guest RAM into a sparse file: zero pages and untouched image pages are
+/// holes. Returns its description and the sha256 of its logical content.
+fn write_memory(
+    mem: &GuestMemoryMmap,
+    mem_bytes: u64,
+    candidates: &[ImageRange],
+    image: &File,
+    path: &Path,
+) -> Result<(MemoryInfo, String), SnapshotError> {
+    let read_guest = |buf: &mut [u8], gpa: u64| {
+        mem.read_slice(buf, GuestAddress(gpa))
+            .map_err(|e| SnapshotError::Io {
+                what: "read guest memory for",
+                path: path.to_path_buf(),
+                source: io::Error::other(e.to_string()),
+            })
+    };
+    // Image ranges whose every byte is still the image's.
+    let mut backed = Vec::new();
+    const CHUNK: usize = 1 << 20;
+    let mut g = vec![0u8; CHUNK];
+    let mut f = vec![0u8; CHUNK];
+    'ranges: for r in candidates {
+        let mut off = 0u64;
+        while off < r.len {
+            let n = ((r.len - off) as usize).min(CHUNK);
+            read_guest(&mut g[..n], r.gpa + off)?;
+            if image
+                .read_exact_at(&mut f[..n], r.file_offset + off)
+                .is_err()
+                || g[..n] != f[..n]
+            {
+                continue 'ranges;
+            }
+            off += n as u64;
+        }
+        backed.push(*r);
+    }
+
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    file.set_len(mem_bytes).map_err(io_err("size", path))?;
+    let mut hasher = Sha256::new();
+    let mut data_bytes = 0u64;
+    let mut gpa = 0u64;
+    while gpa < mem_bytes {
+        let n = ((mem_bytes - gpa) as usize).min(CHUNK);
+        let buf = &mut g[..n];
+        read_guest(buf, gpa)?;
+        for r in &backed {
+            let (s, e) = (r.gpa.max(gpa), (r.gpa + r.len).min(gpa + n as u64));
+            if s < e {
+                buf[(s - gpa) as usize..(e - gpa) as usize].fill(0);
+            }
+        }
+        hasher.update(&*buf);
+        // Runs of non-zero pages, one write each.
+        let mut page = 0;
+        let pages = n / PAGE as usize;
+        while page < pages {
+            let nonzero = |p: usize| {
+                buf[p * PAGE as usize..(p + 1) * PAGE as usize]
+                    .iter()
+                    .fold(0u8, |a, &b| a | b)
+                    != 0
+            };
+            if !nonzero(page) {
+                page += 1;
+                continue;
+            }
+            let first = page;
+            while page < pages && nonzero(page) {
+                page += 1;
+            }
+            let bytes = &buf[first * PAGE as usize..page * PAGE as usize];
+            file.write_all_at(bytes, gpa + (first as u64) * PAGE)
+                .map_err(io_err("write", path))?;
+            data_bytes += bytes.len() as u64;
+        }
+        gpa += n as u64;
+    }
+    file.sync_all().map_err(io_err("sync", path))?;
+    Ok((
+        MemoryInfo {
+            file: MEMORY_FILE.into(),
+            bytes: mem_bytes,
+            data_bytes,
+            image_backed: backed,
+        },
+        hex::encode(hasher.finalize()),
+    ))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let mut f = File::create(path).map_err(io_err("create", path))?;
+    f.write_all(bytes).map_err(io_err("write", path))?;
+    f.sync_all().map_err(io_err("sync", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
+}
+
+fn sha256_file(f: &File, len: u64) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let n = ((len - off) as usize).min(buf.len());
+        f.read_exact_at(&mut buf[..n], off)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+// ---------------------------------------------------------------------------
+// Verification cache.
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Identity {
+    fn of(m: &std::fs::Metadata) -> Identity {
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Verified {
+    entries: Vec<VerifiedEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct VerifiedEntry {
+    /// Relative to the snapshot directory, or absolute (the image).
+    path: PathBuf,
+    identity: Identity,
+    sha256: String,
+}
+
+impl Verified {
+    fn record(&mut self, path: PathBuf, meta: &std::fs::Metadata, sha256: &str) {
+        self.entries.retain(|e| e.path != path);
+        self.entries.push(VerifiedEntry {
+            path,
+            identity: Identity::of(meta),
+            sha256: sha256.into(),
+        });
+    }
+    fn knows(&self, path: &Path, meta: &std::fs::Metadata, sha256: &str) -> bool {
+        let id = Identity::of(meta);
+        self.entries
+            .iter()
+            .any(|e| e.path == path && e.identity == id && e.sha256 == sha256)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Resuming.
+
+/// What the caller expects of the snapshot (from `--vm`), checked before
+/// anything runs.
+#[derive(Clone, Debug, Default)]
+pub struct Expect {
+    /// Resume from this image instead of the one the manifest names.
+    pub image: Option<PathBuf>,
+    pub memory_mib: Option<u32>,
+    pub cmdline: Option<String>,
+}
+
+/// How the integrity check went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub ms: f64,
+    /// Files hashed in full this time (not found in verified.json).
+    pub hashed: Vec<String>,
+    pub hashed_bytes: u64,
+}
+
+/// A snapshot checked and read, ready to restore.
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub verify: VerifyReport,
+    /// The image the snapshot's untouched pages are mapped from.
+    pub image_path: PathBuf,
+    vcpu: VcpuState,
+    clock: kvm_clock_data,
+    devices: DeviceState,
+}
+
+/// Reads and checks snapshot `dir` against `expect`: everything a resume
+/// refuses is found here, before a VM exists.
+pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
+    let t0 = Instant::now();
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mpath = dir.join(MANIFEST);
+    if dir_name.contains(PARTIAL) {
+        return Err(refused(
+            dir,
+            "is the temporary directory of a `pgkraft snapshot` that did not finish (it crashed \
+             or was killed), not a snapshot",
+            "remove it and take the snapshot again",
+        ));
+    }
+    let text = match std::fs::read(&mpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(refused(
+                dir,
+                format!("is not a pgkraft snapshot: it has no {MANIFEST}"),
+                "take one with `pgkraft snapshot IMAGE --out DIR`",
+            ));
+        }
+        Err(e) => return Err(io_err("read", &mpath)(e)),
+    };
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
+        refused(
+            &mpath,
+            format!("is not a valid snapshot manifest ({e})"),
+            "take the snapshot again",
+        )
+    })?;
+    if manifest.format != FORMAT {
+        return Err(refused(
+            &mpath,
+            format!(
+                "is snapshot format {}, this pgkraft reads format {FORMAT}",
+                manifest.format
+            ),
+            "take the snapshot again with this pgkraft",
+        ));
+    }
+    let again = "take the snapshot again with `pgkraft snapshot`";
+
+    // VM shape.
+    if let Some(m) = expect.memory_mib
+        && m != manifest.vm.memory_mib
+    {
+        return Err(refused(
+            dir,
+            format!(
+                "VM shape mismatch: the snapshot's guest has {} MiB of memory, the test VM asks \
+                 for {m} MiB (guest memory cannot change across a resume)",
+                manifest.vm.memory_mib
+            ),
+            format!(
+                "set memory_mib: {} in the test VM, or snapshot with memory_mib: {m}",
+                manifest.vm.memory_mib
+            ),
+        ));
+    }
+    if let Some(c) = &expect.cmdline
+        && *c != manifest.vm.cmdline
+    {
+        return Err(refused(
+            dir,
+            format!(
+                "VM shape mismatch: the snapshot's program was started with arguments {:?}, the \
+                 test VM gives {c:?} (they are in guest memory already)",
+                manifest.vm.cmdline
+            ),
+            "use the same args in the test VM, or snapshot with the new ones",
+        ));
+    }
+
+    let mut verified: Verified = std::fs::read(dir.join(VERIFIED_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut report = VerifyReport::default();
+    let mut learned = false;
+
+    // The image.
+    let image_path = expect
+        .image
+        .clone()
+        .unwrap_or_else(|| manifest.image.path.clone());
+    let image_meta = std::fs::metadata(&image_path).map_err(|e| {
+        refused(
+            &image_path,
+            format!("the snapshot's image cannot be read ({e})"),
+            "restore the image, or pass its new location with --image",
+        )
+    })?;
+    let image_canon = std::fs::canonicalize(&image_path).unwrap_or(image_path.clone());
+    if !verified.knows(&image_canon, &image_meta, &manifest.image.sha256) {
+        let f = File::open(&image_path).map_err(io_err("read image", &image_path))?;
+        let sha = sha256_file(&f, image_meta.len()).map_err(io_err("read image", &image_path))?;
+        report.hashed.push(image_path.display().to_string());
+        report.hashed_bytes += image_meta.len();
+        if sha != manifest.image.sha256 {
+            return Err(refused(
+                &image_path,
+                format!(
+                    "is not the image this snapshot was taken from: its sha256 is {sha}, the \
+                     snapshot {} was taken from an image with sha256 {}",
+                    dir.display(),
+                    manifest.image.sha256
+                ),
+                format!(
+                    "resume with the original image, or snapshot this one: `pgkraft snapshot {} --out DIR`",
+                    image_path.display()
+                ),
+            ));
+        }
+        verified.record(image_canon, &image_meta, &sha);
+        learned = true;
+    }
+
+    // State files, memory last.
+    let mut small = BTreeMap::new();
+    for name in [VCPU_FILE, VM_FILE, DEVICES_FILE, MEMORY_FILE] {
+        let entry = manifest
+            .files
+            .get(name)
+            .ok_or_else(|| refused(&mpath, format!("lists no `{name}`"), again))?;
+        let path = dir.join(name);
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| refused(&path, format!("is missing or unreadable ({e})"), again))?;
+        if meta.len() != entry.bytes {
+            return Err(refused(
+                &path,
+                format!(
+                    "is {} bytes, the manifest says {} (truncated or replaced)",
+                    meta.len(),
+                    entry.bytes
+                ),
+                again,
+            ));
+        }
+        let altered = || {
+            refused(
+                &path,
+                format!(
+                    "has been altered: its sha256 does not match the manifest's {}",
+                    entry.sha256
+                ),
+                again,
+            )
+        };
+        if name == MEMORY_FILE {
+            if !verified.knows(Path::new(name), &meta, &entry.sha256) {
+                let f = File::open(&path).map_err(io_err("read", &path))?;
+                let sha = sha256_file(&f, meta.len()).map_err(io_err("read", &path))?;
+                report.hashed.push(name.into());
+                report.hashed_bytes += meta.len();
+                if sha != entry.sha256 {
+                    return Err(altered());
+                }
+                verified.record(name.into(), &meta, &sha);
+                learned = true;
+            }
+        } else {
+            let mut bytes = Vec::with_capacity(entry.bytes as usize);
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err("read", &path))?;
+            if hex::encode(Sha256::digest(&bytes)) != entry.sha256 {
+                return Err(altered());
+            }
+            small.insert(name, bytes);
+        }
+    }
+    if manifest.memory.bytes != u64::from(manifest.vm.memory_mib) * MIB
+        || manifest.files[MEMORY_FILE].bytes != manifest.memory.bytes
+    {
+        return Err(refused(&mpath, "memory size and VM shape disagree", again));
+    }
+    let bad = |name: &str, e: String| refused(&dir.join(name), format!("is damaged: {e}"), again);
+    let vcpu = VcpuState::decode(&small[VCPU_FILE]).map_err(|e| bad(VCPU_FILE, e))?;
+    let clock = decode_clock(&small[VM_FILE]).map_err(|e| bad(VM_FILE, e))?;
+    let devices: DeviceState = serde_json::from_slice(&small[DEVICES_FILE])
+        .map_err(|e| bad(DEVICES_FILE, e.to_string()))?;
+    if devices.uart.in_buffer.len() > 64 {
+        return Err(bad(
+            DEVICES_FILE,
+            "the UART input buffer is longer than its FIFO".into(),
+        ));
+    }
+    if learned {
+        // Best effort: a read-only snapshot is simply verified every time.
+        let tmp = dir.join(format!(".{VERIFIED_FILE}.{}", std::process::id()));
+        let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&verified).expect("json"))
+            .and_then(|()| std::fs::rename(&tmp, dir.join(VERIFIED_FILE)));
+        if let Err(e) = ok {
+            let _ = std::fs::remove_file(&tmp);
+            log::debug!(
+                "snapshot: could not record the verification in {}: {e}",
+                dir.display()
+            );
+        }
+    }
+    report.ms = ms(t0.elapsed());
+    Ok(Loaded {
+        dir: dir.to_path_buf(),
+        manifest,
+        verify: report,
+        image_path,
+        vcpu,
+        clock,
+        devices,
+    })
+}
+
+/// A resumed run.
+pub struct Resumed {
+    pub outcome: RunOutcome,
+    pub manifest: Manifest,
+    pub verify: VerifyReport,
+}
+
+/// Resumes snapshot `dir` and runs it like [`super::run`]: `cfg`'s console
+/// and timeout apply; its memory and command line are the snapshot's.
+/// Phases, in ms since this call: `vmm_ready` (state restored), `input`
+/// (the pending read answered), `first_exit` (the guest ran: its first sign
+/// of life), `first_answer` (its first console output), `exit`.
+pub fn resume(dir: &Path, cfg: &VmConfig, expect: &Expect) -> Result<Resumed, SnapshotError> {
+    resume_inner(dir, cfg, expect, false)
+}
+
+/// `skip_input_before`: a captured console input that starts with what the
+/// snapshot was fed before its ready point gets the rest only (a test VM's
+/// `snapshot_after` + `stdin`, as a cold boot gets it).
+fn resume_inner(
+    dir: &Path,
+    cfg: &VmConfig,
+    expect: &Expect,
+    skip_input_before: bool,
+) -> Result<Resumed, SnapshotError> {
+    let t0 = Instant::now();
+    let vcpu_thread = VcpuThread::spawn()?;
+    let loaded = load(dir, expect)?;
+    let t_load = t0.elapsed();
+    let stripped;
+    let cfg = match &cfg.console {
+        Console::Capture { input } if skip_input_before => {
+            let before = loaded.devices.input_before.as_bytes();
+            stripped = VmConfig {
+                mem_mib: cfg.mem_mib,
+                cmdline: cfg.cmdline.clone(),
+                timeout: cfg.timeout,
+                console: Console::Capture {
+                    input: input.strip_prefix(before).unwrap_or(input).to_vec(),
+                },
+            };
+            &stripped
+        }
+        _ => cfg,
+    };
+    let machine = restore(&loaded)?;
+    log::debug!(
+        "snapshot: resume setup {:?}: load+verify {t_load:?}, restore {:?}",
+        t0.elapsed(),
+        t0.elapsed() - t_load
+    );
+    let capture = matches!(cfg.console, Console::Capture { .. });
+    let hooks = Hooks {
+        idle: Idle {
+            resume_read: Some(loaded.devices.pending_read),
+            track: true,
+            resumed: true,
+            ..Idle::default()
+        },
+        console_prefix: if capture {
+            loaded.devices.console.clone().into_bytes()
+        } else {
+            Vec::new()
+        },
+        uart: Some(loaded.devices.uart.to_state()),
+        on_ready: None,
+    };
+    let mem_bytes = loaded.manifest.memory.bytes;
+    let outcome = vcpu_thread.run(machine, cfg, mem_bytes, true, t0, hooks)?;
+    Ok(Resumed {
+        outcome,
+        manifest: loaded.manifest,
+        verify: loaded.verify,
+    })
+}
+
+fn restore(l: &Loaded) -> Result<Machine, SnapshotError> {
+    let t0 = Instant::now();
+    let kvm = super::open_kvm()?;
+    let vm = kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM"))?;
+    let t_vm = t0.elapsed();
+    let xsave2 = vm.check_extension_int(Cap::Xsave2).max(0) as usize;
+    let mem_bytes = l.manifest.memory.bytes;
+    let mem_mib = l.manifest.vm.memory_mib;
+    let mem =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_bytes as usize)]).map_err(|e| {
+            VmmError::Memory {
+                mem_mib,
+                detail: e.to_string(),
+            }
+        })?;
+    let mpath = l.dir.join(MEMORY_FILE);
+    let memfile = File::open(&mpath).map_err(io_err("read", &mpath))?;
+    kvm::map_file_into(&mem, 0, mem_bytes, &memfile, 0).map_err(io_err("map", &mpath))?;
+    if !l.manifest.memory.image_backed.is_empty() {
+        let image = File::open(&l.image_path).map_err(io_err("read image", &l.image_path))?;
+        for r in &l.manifest.memory.image_backed {
+            kvm::map_file_into(&mem, r.gpa, r.len, &image, r.file_offset)
+                .map_err(io_err("map image", &l.image_path))?;
+        }
+    }
+    let t_mem = t0.elapsed();
+    let machine = Machine::new(vm, mem)?;
+    let t_vcpu = t0.elapsed();
+    // The clock before the MSRs: writing the kvmclock wall-clock MSR makes
+    // KVM publish (host real time - KVM clock), which must use the restored
+    // KVM clock. flags = 0: continue from the saved value, do not advance
+    // it by the real time that passed (KVM_CLOCK_REALTIME would).
+    let clock = kvm_clock_data {
+        clock: l.clock.clock,
+        flags: 0,
+        ..Default::default()
+    };
+    machine
+        .vm()
+        .set_clock(&clock)
+        .map_err(VmmError::ioctl("KVM_SET_CLOCK"))?;
+    l.vcpu.apply(&machine, xsave2)?;
+    log::debug!(
+        "snapshot: restore: open+create_vm {t_vm:?}, map memory {:?}, create_vcpu+memslot {:?}, \
+         clock+vcpu state {:?}",
+        t_mem - t_vm,
+        t_vcpu - t_mem,
+        t0.elapsed() - t_vcpu
+    );
+    Ok(machine)
+}
+
+// ---------------------------------------------------------------------------
+// Running other code (the smoke checks) against a resumed guest.
+
+thread_local! {
+    static REDIRECT: std::cell::RefCell<Option<Redirect>> = const { std::cell::RefCell::new(None) };
+}
+
+struct Redirect {
+    dir: PathBuf,
+    expect: Expect,
+    resumed: Option<(Manifest, VerifyReport)>,
+}
+
+/// Runs `f` with every [`super::run`] on this thread resuming snapshot `dir`
+/// instead of booting its image, so code written against a booted guest
+/// (the smoke checks, whatever mode) runs unchanged against a resumed one.
+/// The run's console and timeout apply; memory and arguments are the
+/// snapshot's (check them with [`load`] first). Also returns the manifest
+/// and integrity-check report of the last resume.
+pub fn with_resume<T>(
+    dir: &Path,
+    expect: &Expect,
+    f: impl FnOnce() -> T,
+) -> (T, Option<(Manifest, VerifyReport)>) {
+    REDIRECT.with(|r| {
+        *r.borrow_mut() = Some(Redirect {
+            dir: dir.to_path_buf(),
+            expect: expect.clone(),
+            resumed: None,
+        })
+    });
+    let out = f();
+    let info = REDIRECT.with(|r| r.borrow_mut().take().and_then(|r| r.resumed));
+    (out, info)
+}
+
+/// Called by [`super::run`]: `Some` when a [`with_resume`] is active.
+pub(super) fn redirected(cfg: &VmConfig) -> Option<Result<RunOutcome, VmmError>> {
+    let (dir, expect) = REDIRECT.with(|r| {
+        r.borrow()
+            .as_ref()
+            .map(|r| (r.dir.clone(), r.expect.clone()))
+    })?;
+    Some(match resume_inner(&dir, cfg, &expect, true) {
+        Ok(r) => {
+            REDIRECT.with(|x| {
+                if let Some(x) = x.borrow_mut().as_mut() {
+                    x.resumed = Some((r.manifest, r.verify));
+                }
+            });
+            Ok(r.outcome)
+        }
+        Err(SnapshotError::Vmm(e)) => Err(e),
+        Err(e) => Err(VmmError::BadImage {
+            path: Some(dir),
+            detail: e.to_string(),
+        }),
+    })
+}
+
+/// The resume figures of a run, in ms since the resume started.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ResumeTimes {
+    /// State restored, the vCPU about to run.
+    pub restored_ms: Option<f64>,
+    /// The guest's first VM exit after it ran: its first sign of life.
+    pub resume_ms: Option<f64>,
+    /// Its first console output: the answer to the first input.
+    pub first_answer_ms: Option<f64>,
+}
+
+impl ResumeTimes {
+    pub fn of(phases: &[super::PhaseMark]) -> ResumeTimes {
+        let at = |name: &str| phases.iter().find(|p| p.name == name).map(|p| ms(p.at));
+        ResumeTimes {
+            restored_ms: at("vmm_ready"),
+            resume_ms: at("first_exit"),
+            first_answer_ms: at("first_answer"),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! `pgkraft snapshot` / `pgkraft resume` end to end: the real binary, real
+//! KVM, the counter program (test-vms/apps/counter.c). Never asserts times.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+fn counter_vm() -> PathBuf {
+    repo().join("test-vms/counter.yaml")
+}
+
+fn snapshot_into(out: &Path) -> std::process::Output {
+    run(pgkraft()
+        .arg("snapshot")
+        .arg(image("counter"))
+        .arg("--vm")
+        .arg(counter_vm())
+        .arg("--out")
+        .arg(out)
+        .arg("--json"))
+}
+
+/// One snapshot of the counter per test process; tests that damage a
+/// snapshot work on copies.
+fn snap() -> PathBuf {
+    static SNAP: OnceLock<PathBuf> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let dir = out_dir().join("counter.snap");
+        let o = snapshot_into(&dir);
+        assert!(o.status.success(), "pgkraft snapshot failed");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        assert_eq!(v["console"], "counter ready\ncounter=5\ncounter=7\n");
+        dir
+    })
+    .clone()
+}
+
+fn copy_of(name: &str) -> PathBuf {
+    let to = out_dir().join(name);
+    let _ = std::fs::remove_dir_all(&to);
+    let st = Command::new("cp")
+        .args(["-a", "--sparse=always"])
+        .arg(snap())
+        .arg(&to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    to
+}
+
+/// `pgkraft resume DIR --json` with `input` on stdin.
+fn resume_with(dir: &Path, input: &str, extra: &[&str]) -> std::process::Output {
+    let mut child = pgkraft()
+        .arg("resume")
+        .arg(dir)
+        .args(extra)
+        .arg("--json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ pgkraft resume {}\n--- stderr ---\n{}",
+        dir.display(),
+        stderr(&out)
+    );
+    out
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).expect("--json prints one JSON object")
+}
+
+fn refused(o: &std::process::Output, needles: &[&str]) {
+    assert_eq!(o.status.code(), Some(2), "expected exit 2 (bad input)");
+    assert!(o.stdout.is_empty(), "nothing may run: {}", stdout(o));
+    has(&stderr(o), needles);
+}
+
+#[test]
+fn resumed_guest_continues_and_passes_the_test_vm_checks() {
+    if !kvm_available() {
+        return;
+    }
+    let o = run(pgkraft()
+        .arg("resume")
+        .arg(snap())
+        .arg("--vm")
+        .arg(counter_vm())
+        .arg("--json"));
+    assert!(o.status.success(), "resume --vm failed: {}", stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["smoke"]["ok"], true, "{v:#}");
+    // The same expectations hold for a cold boot of the same test VM.
+    let cold = run(pgkraft()
+        .arg("smoke")
+        .arg(image("counter"))
+        .arg("--vm")
+        .arg(counter_vm())
+        .arg("--json"));
+    assert!(cold.status.success());
+    assert_eq!(json(&cold)["console"], v["smoke"]["console"]);
+    // Resume figures are reported (never asserted as times).
+    for key in ["restored_ms", "resume_ms", "first_answer_ms"] {
+        assert!(v[key].is_f64(), "{key} missing: {v:#}");
+    }
+    assert_eq!(v["verify"]["hashed"], serde_json::json!([]), "{v:#}");
+}
+
+#[test]
+fn two_resumes_of_one_snapshot_are_independent() {
+    if !kvm_available() {
+        return;
+    }
+    let a = resume_with(&snap(), "add 10\nget\ntime\n", &[]);
+    let b = resume_with(&snap(), "add 100\nget\ntime\n", &[]);
+    for (o, want) in [(&a, "counter=17"), (&b, "counter=107")] {
+        assert!(o.status.success());
+        let v = json(o);
+        let console = v["console"].as_str().unwrap();
+        assert_eq!(
+            console,
+            format!(
+                "counter ready\ncounter=5\ncounter=7\n{want}\n{want} commands=4 table=OK\nmonotonic forward: yes, realtime forward: \
+                 yes\nbye {want}\n"
+            )
+        );
+        assert_eq!(v["exit"], "status 0");
+        // The console holds the whole session: what the guest printed
+        // before the snapshot, then after the resume.
+    }
+    // The snapshot itself is unchanged by either.
+    let c = resume_with(&snap(), "get\n", &[]);
+    assert_eq!(
+        json(&c)["console"],
+        "counter ready\ncounter=5\ncounter=7\ncounter=7 commands=3 table=OK\nbye counter=7\n"
+    );
+}
+
+#[test]
+fn snapshot_from_another_image_is_refused() {
+    if !kvm_available() {
+        return;
+    }
+    let hello = image("hello");
+    let o = resume_with(&snap(), "get\n", &["--image", hello.to_str().unwrap()]);
+    refused(
+        &o,
+        &[
+            hello.to_str().unwrap(),
+            "is not the image this snapshot was taken from",
+            "fix:",
+        ],
+    );
+    // The same through --vm.
+    let o = run(pgkraft()
+        .arg("resume")
+        .arg(snap())
+        .arg("--vm")
+        .arg(counter_vm())
+        .arg("--image")
+        .arg(&hello));
+    refused(&o, &["is not the image this snapshot was taken from"]);
+}
+
+#[test]
+fn truncated_files_are_refused() {
+    if !kvm_available() {
+        return;
+    }
+    for file in ["memory.raw", "vcpu0.state", "devices.json"] {
+        let dir = copy_of(&format!("truncated-{file}"));
+        let path = dir.join(file);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 1).unwrap();
+        let o = resume_with(&dir, "get\n", &[]);
+        refused(
+            &o,
+            &[path.to_str().unwrap(), "truncated", "pgkraft snapshot"],
+        );
+    }
+}
+
+#[test]
+fn altered_files_are_refused() {
+    if !kvm_available() {
+        return;
+    }
+    for (file, at) in [
+        ("vcpu0.state", 100u64),
+        ("vm.state", 20),
+        ("memory.raw", 0x10_0000),
+    ] {
+        let dir = copy_of(&format!("altered-{file}"));
+        let path = dir.join(file);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        b[0] ^= 0x55;
+        f.write_all_at(&b, at).unwrap();
+        drop(f);
+        // For memory.raw the copy's verification record names the original
+        // file identity, so this also shows an in-place edit is re-hashed.
+        let o = resume_with(&dir, "get\n", &[]);
+        refused(&o, &[path.to_str().unwrap(), "has been altered"]);
+    }
+}
+
+#[test]
+fn vm_shape_mismatch_is_refused() {
+    if !kvm_available() {
+        return;
+    }
+    let text = std::fs::read_to_string(counter_vm()).unwrap();
+    let vm = out_dir().join("counter-128.yaml");
+    std::fs::write(&vm, format!("{text}memory_mib: 128\n")).unwrap();
+    let o = run(pgkraft().arg("resume").arg(snap()).arg("--vm").arg(&vm));
+    refused(&o, &["VM shape mismatch", "64 MiB", "128 MiB", "fix:"]);
+
+    let vm = out_dir().join("counter-args.yaml");
+    std::fs::write(&vm, format!("{text}args: [other]\n")).unwrap();
+    let o = run(pgkraft().arg("resume").arg(snap()).arg("--vm").arg(&vm));
+    refused(&o, &["VM shape mismatch", "arguments"]);
+}
+
+#[test]
+fn a_crash_mid_snapshot_leaves_nothing_that_resumes() {
+    if !kvm_available() {
+        return;
+    }
+    let parent = out_dir().join("crash");
+    std::fs::create_dir_all(&parent).unwrap();
+    let out = parent.join("snap");
+    let o = run(pgkraft()
+        .env("PGKRAFT_TEST_CRASH_SNAPSHOT", "1")
+        .arg("snapshot")
+        .arg(image("counter"))
+        .arg("--vm")
+        .arg(counter_vm())
+        .arg("--out")
+        .arg(&out));
+    assert!(!o.status.success(), "the crash hook did not fire");
+    assert!(!out.exists(), "a crashed snapshot must not appear at --out");
+    let partial: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains(".partial-")
+        })
+        .collect();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    let o = resume_with(&partial[0], "get\n", &[]);
+    refused(&o, &["did not finish", "take the snapshot again"]);
+
+    // A directory that lacks the manifest (written last) is no snapshot.
+    let dir = copy_of("no-manifest");
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    let o = resume_with(&dir, "get\n", &[]);
+    refused(&o, &["is not a pgkraft snapshot", "manifest.json"]);
+}
+
+#[test]
+fn a_guest_that_never_waits_for_input_cannot_be_snapshotted() {
+    if !kvm_available() {
+        return;
+    }
+    let out = out_dir().join("hello.snap");
+    let o = run(pgkraft()
+        .arg("snapshot")
+        .arg(image("hello"))
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(1));
+    has(
+        &stderr(&o),
+        &["exited with status 0 before it waited for console input"],
+    );
+    assert!(!out.exists());
+    // And its temporary directory is gone.
+    let left: Vec<_> = std::fs::read_dir(out_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".hello.snap"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn snapshot_replaces_an_older_snapshot_but_nothing_else() {
+    if !kvm_available() {
+        return;
+    }
+    let out = out_dir().join("replace.snap");
+    assert!(snapshot_into(&out).status.success());
+    assert!(snapshot_into(&out).status.success());
+    assert!(out.join("manifest.json").is_file());
+    let other = out_dir().join("not-a-snapshot");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("precious"), "x").unwrap();
+    let o = snapshot_into(&other);
+    assert_eq!(o.status.code(), Some(2));
+    has(
+        &stderr(&o),
+        &["is not a pgkraft snapshot", "choose another --out"],
+    );
+    assert!(other.join("precious").is_file());
+}
