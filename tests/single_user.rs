@@ -171,20 +171,22 @@ fn a_failing_check_shows_the_servers_error() {
 
 /// A server that does not answer within the definition's timeout is
 /// stopped; the report says `timeout` and keeps what it printed.
-#[test]
-fn a_server_that_never_answers_is_stopped_at_the_timeout() {
-    let img = postgres_image("17");
+fn stopped_at_the_timeout(image: &Path, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let vm = definition(
         dir.path(),
-        "mode: single-user\ntimeout_secs: 2\nchecks:\n  - name: quick\n    sql: SELECT 1\n  - name: slow\n    sql: SELECT pg_sleep(600)\n  - name: never\n    sql: SELECT 2\n",
+        "mode: single-user\ntimeout_secs: 3\nchecks:\n  - name: quick\n    sql: SELECT 1\n  - name: slow\n    sql: SELECT pg_sleep(600)\n  - name: never\n    sql: SELECT 2\n",
     );
-    let (report, code) = smoke_json(&img, &vm, &["--native"]);
+    let (report, code) = smoke_json(image, &vm, extra);
     assert_eq!(code, Some(1));
     assert_eq!(report["exit"], "timeout");
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks[0]["ok"], true);
-    assert!(checks[1]["actual"].as_str().unwrap().contains("no answer"));
+    assert_eq!(checks[0]["ok"], true, "{report}");
+    let slow = checks[1]["actual"].as_str().unwrap();
+    assert!(
+        slow.contains("no answer within timeout_secs (3s)"),
+        "{slow}"
+    );
     assert!(
         checks[2]["actual"]
             .as_str()
@@ -197,6 +199,19 @@ fn a_server_that_never_answers_is_stopped_at_the_timeout() {
             .unwrap()
             .contains("stand-alone backend")
     );
+}
+
+#[test]
+fn a_native_server_that_never_answers_is_stopped_at_the_timeout() {
+    stopped_at_the_timeout(&postgres_image("17"), &["--native"]);
+}
+
+#[test]
+fn a_guest_that_never_answers_is_stopped_at_the_timeout() {
+    if !kvm_available() {
+        return;
+    }
+    stopped_at_the_timeout(&guest_image("17"), &[]);
 }
 
 #[test]

@@ -122,7 +122,15 @@ fn rows_text(rows: &super::Rows) -> String {
 pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
     let console = String::from_utf8_lossy(o.console).into_owned();
     let transcript = pgsingle::parse(&console);
-    let mut checks = evaluate(&transcript, spec, o.marks);
+    let why = if o.exit == "timeout" {
+        format!(
+            "no answer within timeout_secs ({}s); the server was stopped",
+            spec.timeout_secs
+        )
+    } else {
+        format!("no answer: the server ended ({}) first", o.exit)
+    };
+    let mut checks = evaluate(&transcript, spec, o.marks, &why);
     let first_answer_ms = checks.first().and_then(|c| c.answered_ms);
     checks.push(Check {
         name: "server exits cleanly at end of input".into(),
@@ -158,9 +166,9 @@ pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
 }
 
 /// One result per check, in order. A check without an answer (the server
-/// stopped, or the time ran out first) fails, showing what the server said
-/// after its last complete answer.
-fn evaluate(t: &Transcript, spec: &TestVm, marks: &[(f64, usize)]) -> Vec<Check> {
+/// stopped, or the time ran out first) fails with `why`, and what the
+/// server printed after its last complete answer.
+fn evaluate(t: &Transcript, spec: &TestVm, marks: &[(f64, usize)], why: &str) -> Vec<Check> {
     let mut unanswered_shown = false;
     spec.checks
         .iter()
@@ -178,11 +186,9 @@ fn evaluate(t: &Transcript, spec: &TestVm, marks: &[(f64, usize)]) -> Vec<Check>
                 unanswered_shown = true;
                 let partial = t.after_last.trim();
                 let actual = if partial.is_empty() {
-                    "no answer: the server stopped, or the time ran out, before answering \
-                     (see the console tail)"
-                        .to_string()
+                    format!("{why} (see the console tail)")
                 } else {
-                    format!("no complete answer; the server printed: {partial}")
+                    format!("{why}; after its last answer the server printed: {partial}")
                 };
                 return Check {
                     name: c.name.clone(),
