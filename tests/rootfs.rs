@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use pgkraft::build::cache::{self, Cache};
 use pgkraft::build::rootfs::{self, Compression, RootfsError, RootfsOptions};
+use pgkraft::build::rootfs_index;
 use pgkraft::build::select::{Reason, Selected};
 
 const CHILD_DIR: &str = "PGKRAFT_ROOTFS_TEST_CHILD_DIR";
@@ -357,11 +358,30 @@ fn zstd_round_trips() {
     assert_eq!(z.tar_bytes, tar_bytes.len() as u64);
     assert_eq!(z.compression, Compression::Zstd { level: 19 });
     assert_eq!(zstd::decode_all(&compressed[..]).unwrap(), tar_bytes);
-    // The frame records the size, so the guest can decompress in one call.
-    assert_eq!(
-        zstd::zstd_safe::get_frame_content_size(&compressed).ok(),
-        Some(Some(tar_bytes.len() as u64))
-    );
+    // A run of frames, each recording its size, none holding more than one
+    // chunk of file data: the guest inflates only the chunks it touches.
+    let (mut at, mut total, mut frames) = (0, 0, 0);
+    while at < compressed.len() {
+        let len = zstd::zstd_safe::find_frame_compressed_size(&compressed[at..]).unwrap();
+        let size = zstd::zstd_safe::get_frame_content_size(&compressed[at..at + len])
+            .unwrap()
+            .expect("every frame records its size");
+        assert!(size <= rootfs::ZSTD_CHUNK, "frame of {size} bytes");
+        (at, total, frames) = (at + len, total + size, frames + 1);
+    }
+    assert_eq!(total, tar_bytes.len() as u64);
+    assert!(frames > 1, "one frame per file chunk, not one for all");
+    // Both forms index; the zstd index lists chunks, so it is the longer.
+    let plain_index = rootfs_index::build(&tar_bytes).unwrap();
+    let zstd_index = rootfs_index::build(&compressed).unwrap();
+    assert!(plain_index.starts_with(rootfs_index::MAGIC));
+    assert!(zstd_index.starts_with(rootfs_index::MAGIC));
+    assert_eq!(plain_index[8..12], zstd_index[8..12], "same entry count");
+    assert!(zstd_index.len() > plain_index.len());
+    // One frame over everything (not made by pgkraft) cannot be indexed.
+    let one_frame = zstd::encode_all(&tar_bytes[..], 3).unwrap();
+    let err = rootfs_index::build(&one_frame).unwrap_err().to_string();
+    assert!(err.contains("not made by pgkraft"), "{err}");
     assert_eq!(z.files, plain.files);
 }
 

@@ -190,13 +190,12 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         ),
         None => None,
     };
-    // Only a plain tar is indexed: its data is what the libOS lends out.
     let index = match rootfs.as_deref() {
-        Some(tar) if tar.get(257..262) == Some(b"ustar") => Some(
-            super::rootfs_index::build(tar)
+        Some(archive) => Some(
+            super::rootfs_index::build(archive)
                 .map_err(|e| failure(format!("cannot index the rootfs archive: {e}"), log))?,
         ),
-        _ => None,
+        None => None,
     };
     let bytes = args_object(
         input.argv,

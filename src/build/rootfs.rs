@@ -1,7 +1,8 @@
 //! The rootfs archive (ARCHITECTURE.md §1, `rootfs`): the selected files as
-//! one deterministic tar, optionally zstd-compressed, which the link stage
-//! puts into the image and the library OS unpacks into its in-memory file
-//! system at boot.
+//! one deterministic tar, optionally zstd-compressed (one frame per 64 KiB
+//! chunk of each file, see [`compress`]), which the link stage puts into
+//! the image with an index (build::rootfs_index) and the library OS seeds
+//! its in-memory file system from at boot.
 //!
 //! Deterministic: the bytes depend only on the selection (paths, contents,
 //! modes, link targets), the compression and the timestamp, never on the
@@ -44,7 +45,7 @@ const SYMLINK_MODE: u32 = 0o777;
 /// The cache stage of [`build_cached`].
 pub const CACHE_STAGE: &str = "rootfs";
 /// Bumped when the archive's layout changes for equal inputs.
-const FORMAT: &str = "pgkraft-rootfs-v1";
+const FORMAT: &str = "pgkraft-rootfs-v2";
 const METADATA_FILE: &str = "rootfs.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -465,25 +466,49 @@ pub fn write(
     })
 }
 
-/// One zstd frame that records the content size (the library OS can size
-/// its buffer and decompress in one call) and a checksum (a damaged image
-/// fails loudly at boot instead of serving corrupt files). Single-threaded:
-/// the output must not depend on the machine.
+/// Bytes of file data per zstd frame (a multiple of the page size).
+pub const ZSTD_CHUNK: u64 = 64 * 1024;
+
+/// The tar as a run of independent zstd frames, cut at every file's data
+/// and every [`ZSTD_CHUNK`] inside it. Decompressed end to end it is the
+/// tar byte for byte (zstd concatenates frames), but the library OS can
+/// inflate one chunk of one file when the server first touches it instead
+/// of the whole archive at boot (see build::rootfs_index). Each frame
+/// records its content size; no checksum (the image's sha256 covers it).
+/// Single-threaded: the output must not depend on the machine.
 fn compress(
     tar: &mut tempfile::NamedTempFile,
-    tar_bytes: u64,
+    _tar_bytes: u64,
     level: u32,
     out: &File,
 ) -> io::Result<()> {
     let f = tar.as_file_mut();
     f.rewind()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
     let level = i32::try_from(level).map_err(io::Error::other)?;
-    let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(out), level)?;
-    enc.set_pledged_src_size(Some(tar_bytes))?;
+    let mut cuts = vec![0u64, bytes.len() as u64];
+    for entry in tar::Archive::new(&bytes[..]).entries()? {
+        let entry = entry?;
+        let (start, size) = (entry.raw_file_position(), entry.size());
+        if size == 0 {
+            continue;
+        }
+        let end = start + size.div_ceil(512) * 512;
+        cuts.extend((start..end).step_by(ZSTD_CHUNK as usize));
+        cuts.push(end);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut enc = zstd::bulk::Compressor::new(level)?;
+    enc.include_checksum(false)?;
     enc.include_contentsize(true)?;
-    enc.include_checksum(true)?;
-    io::copy(&mut io::BufReader::new(f), &mut enc)?;
-    enc.finish()?.flush()
+    let mut w = BufWriter::new(out);
+    for pair in cuts.windows(2) {
+        let frame = enc.compress(&bytes[pair[0] as usize..pair[1] as usize])?;
+        w.write_all(&frame)?;
+    }
+    w.flush()
 }
 
 /// The archive's file name for `compression`.

@@ -1,32 +1,89 @@
-//! The rootfs index: every entry of the rootfs tar (path, kind, mode,
-//! mtime, where its data lies in the archive), packed in one small blob
-//! that build::link places next to the archive.
+//! The rootfs index: every entry of the rootfs archive (path, kind, mode,
+//! mtime, and where its data lies in the archive as the image carries it),
+//! packed in one small blob that build::link places next to the archive.
 //!
 //! Why: the library OS seeds its file system at boot. Walking the tar
 //! itself reads one 512-byte header per file, each on its own page of the
 //! image, and on PVM every first touch of an image page is a host fault
 //! (~40 µs measured: ~45 ms for PostgreSQL's ~1000 files). The index puts
-//! the same facts on a handful of pages; file data is still lent straight
-//! out of the archive.
+//! the same facts on a handful of pages. A plain tar's file data is lent
+//! straight out of the archive; a zstd archive (build::rootfs::compress:
+//! one frame per 64 KiB of each file) is listed frame by frame, so the
+//! libOS inflates a chunk only when the server first touches it.
 //!
-//! Format (little endian): magic `PGKRIDX1`, entry count (u32), reserved
+//! Format (little endian): magic `PGKRIDX2`, entry count (u32), reserved
 //! (u32); then per entry: kind (u8: 0 file, 1 directory, 2 symlink, 3 hard
-//! link), reserved (u8), path length (u16), link length (u16), reserved
-//! (u16), mode (u32), mtime (i64), data offset in the archive (u64), size
-//! (u64), the path bytes, the link bytes. libos/src/fs/index.rs reads it.
+//! link), data encoding (u8: 0 plain, 1 zstd chunks), path length (u16),
+//! link length (u16), reserved (u16), mode (u32), mtime (i64), data offset
+//! in the archive (u64; plain files), size (u64), the path bytes, the link
+//! bytes; for a zstd file then its chunk count (u32) and per chunk the
+//! frame's offset in the archive (u64), its length (u32) and how many bytes
+//! of the file it holds (u32). libos/src/fs/index.rs reads it.
 
 use std::io;
 
-pub const MAGIC: &[u8; 8] = b"PGKRIDX1";
+pub const MAGIC: &[u8; 8] = b"PGKRIDX2";
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// The index of the plain tar `archive`.
+/// One zstd frame of the archive.
+struct Frame {
+    /// Where the frame lies in the archive.
+    offset: u64,
+    len: u64,
+    /// Where its content lies in the decompressed tar.
+    tar_offset: u64,
+    tar_len: u64,
+}
+
+fn bad(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// The frames of a zstd archive, in order.
+fn frames(archive: &[u8]) -> io::Result<Vec<Frame>> {
+    let mut out = Vec::new();
+    let (mut at, mut tar_at) = (0usize, 0u64);
+    while at < archive.len() {
+        let rest = &archive[at..];
+        let len = zstd::zstd_safe::find_frame_compressed_size(rest).map_err(|_| {
+            bad(format!(
+                "damaged zstd frame at byte {at} of the rootfs archive"
+            ))
+        })?;
+        let content = zstd::zstd_safe::get_frame_content_size(&rest[..len])
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                bad(format!(
+                    "the zstd frame at byte {at} of the rootfs archive does not record its size"
+                ))
+            })?;
+        out.push(Frame {
+            offset: at as u64,
+            len: len as u64,
+            tar_offset: tar_at,
+            tar_len: content,
+        });
+        at += len;
+        tar_at += content;
+    }
+    Ok(out)
+}
+
+/// The index of `archive`: a plain tar, or a zstd one made by the rootfs
+/// stage (its frames must start where file data starts).
 pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
+    let (tar, frames) = if archive.starts_with(&ZSTD_MAGIC) {
+        (zstd::decode_all(archive)?, Some(frames(archive)?))
+    } else {
+        (archive.to_vec(), None)
+    };
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[0; 8]);
     let mut count: u32 = 0;
-    let mut ar = tar::Archive::new(archive);
-    for entry in ar.entries()? {
+    let mut next_frame = 0usize;
+    for entry in tar::Archive::new(&tar[..]).entries()? {
         let entry = entry?;
         let h = entry.header();
         let kind: u8 = match h.entry_type() {
@@ -35,10 +92,10 @@ pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
             tar::EntryType::Symlink => 2,
             tar::EntryType::Link => 3,
             // Metadata entries (pax, GNU long names) are folded into the
-            // entries they describe by the tar crate; anything else is not
+            // entries they describe by the tar crate; nothing else is
             // something the rootfs stage writes.
             other => {
-                return Err(io::Error::other(format!(
+                return Err(bad(format!(
                     "rootfs entry of type {other:?} cannot be indexed"
                 )));
             }
@@ -48,10 +105,16 @@ pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
             .link_name_bytes()
             .map(|l| l.into_owned())
             .unwrap_or_default();
-        let too_long =
-            |what: &str| io::Error::other(format!("rootfs {what} longer than 65535 bytes"));
+        let (data, size) = (entry.raw_file_position(), entry.size());
+        let chunks = match &frames {
+            Some(frames) if kind == 0 && size > 0 => {
+                Some(chunks_of(frames, &mut next_frame, data, size, &path)?)
+            }
+            _ => None,
+        };
+        let too_long = |what: &str| bad(format!("rootfs {what} longer than 65535 bytes"));
         out.push(kind);
-        out.push(0);
+        out.push(u8::from(chunks.is_some()));
         out.extend_from_slice(
             &u16::try_from(path.len())
                 .map_err(|_| too_long("path"))?
@@ -65,12 +128,58 @@ pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
         out.extend_from_slice(&[0; 2]);
         out.extend_from_slice(&h.mode()?.to_le_bytes());
         out.extend_from_slice(&(h.mtime()? as i64).to_le_bytes());
-        out.extend_from_slice(&entry.raw_file_position().to_le_bytes());
-        out.extend_from_slice(&entry.size().to_le_bytes());
+        // Offsets into a zstd archive are the chunks'; a tar offset there
+        // would point at nothing.
+        let plain_offset = if frames.is_some() { 0 } else { data };
+        out.extend_from_slice(&plain_offset.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
         out.extend_from_slice(&path);
         out.extend_from_slice(&link);
+        if let Some(chunks) = chunks {
+            out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+            for (offset, len, holds) in chunks {
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&holds.to_le_bytes());
+            }
+        }
         count += 1;
     }
     out[8..12].copy_from_slice(&count.to_le_bytes());
+    Ok(out)
+}
+
+/// The frames holding a file's `size` bytes at tar offset `data`: (frame
+/// offset, frame length, bytes of the file it holds).
+fn chunks_of(
+    frames: &[Frame],
+    next: &mut usize,
+    data: u64,
+    size: u64,
+    path: &[u8],
+) -> io::Result<Vec<(u64, u32, u32)>> {
+    let misaligned = || {
+        bad(format!(
+            "the rootfs archive's zstd frames do not start where {}'s data starts; \
+             the archive was not made by pgkraft's rootfs stage",
+            String::from_utf8_lossy(path)
+        ))
+    };
+    while *next < frames.len() && frames[*next].tar_offset < data {
+        *next += 1;
+    }
+    let mut out = Vec::new();
+    let mut covered = 0u64;
+    while covered < size {
+        let f = frames.get(*next).ok_or_else(misaligned)?;
+        if f.tar_offset != data + covered {
+            return Err(misaligned());
+        }
+        let holds = f.tar_len.min(size - covered);
+        let len = u32::try_from(f.len).map_err(|_| misaligned())?;
+        out.push((f.offset, len, holds as u32));
+        covered += f.tar_len;
+        *next += 1;
+    }
     Ok(out)
 }

@@ -34,13 +34,33 @@ fn mapped(addr: u64) -> &'static mut [u8; PAGE] {
     crate::arch::uaccess::page_mut(addr)
 }
 
+/// One zstd frame of a packed rootfs file and how many of the file's
+/// bytes it holds (every chunk but the last holds CHUNK bytes).
+#[derive(Clone)]
+pub struct Chunk {
+    pub frame: &'static [u8],
+    pub holds: u32,
+}
+
+/// Bytes of file per chunk: build::rootfs::ZSTD_CHUNK.
+const CHUNK: usize = 64 * 1024;
+
 #[derive(Default)]
 pub struct FileData {
     pages: Vec<Option<Page>>,
     size: u64,
     /// Pages holding data (borrowed or owned), for st_blocks.
     resident: u64,
+    /// Chunks of a packed rootfs file not inflated yet, by chunk number:
+    /// their pages are `None` until `unpack` fills them. Empty for any
+    /// other file.
+    packed: Vec<Option<Chunk>>,
 }
+
+/// The decoder and its output buffer, reused for every chunk (one vCPU:
+/// never contended).
+static INFLATE: spin::Mutex<Option<(ruzstd::decoding::FrameDecoder, Vec<u8>)>> =
+    spin::Mutex::new(None);
 
 /// A zeroed page, or ENOSPC when the heap is exhausted: running out of
 /// memory must fail the write, not the whole libOS.
@@ -62,7 +82,59 @@ impl FileData {
             resident: pages.len() as u64,
             pages,
             size: bytes.len() as u64,
+            packed: Vec::new(),
         }
+    }
+
+    /// A rootfs file stored as zstd chunks, inflated on first use.
+    pub fn packed(size: u64, chunks: Vec<Chunk>) -> Result<FileData, Errno> {
+        let mut d = FileData::default();
+        d.reserve_pages(size)?;
+        d.size = size;
+        d.packed = chunks.into_iter().map(Some).collect();
+        Ok(d)
+    }
+
+    /// Inflate the chunks that hold bytes of `[off, off + len)`. Pages that
+    /// come out all zero stay holes (no memory).
+    fn unpack(&mut self, off: u64, len: u64) -> Result<(), Errno> {
+        if self.packed.is_empty() || len == 0 {
+            return Ok(());
+        }
+        let first = (off / CHUNK as u64) as usize;
+        let last = (off.saturating_add(len - 1) / CHUNK as u64) as usize;
+        for c in first..=last.min(self.packed.len() - 1) {
+            let Some(chunk) = self.packed[c].take() else {
+                continue;
+            };
+            let mut slot = INFLATE.lock();
+            let (dec, buf) = slot.get_or_insert_with(|| {
+                (
+                    ruzstd::decoding::FrameDecoder::new(),
+                    alloc::vec![0u8; CHUNK + 512],
+                )
+            });
+            let n = match dec.decode_all(chunk.frame, buf) {
+                Ok(n) => n.min(chunk.holds as usize),
+                Err(_) => {
+                    crate::log!("libos: rootfs: a zstd chunk does not inflate (damaged image?)");
+                    return Err(Errno::EIO);
+                }
+            };
+            for (i, bytes) in buf[..n].chunks(PAGE).enumerate() {
+                if bytes.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                let mut p = zero_page()?;
+                p[..bytes.len()].copy_from_slice(bytes);
+                self.pages[c * (CHUNK / PAGE) + i] = Some(Page::Owned(p));
+                self.resident += 1;
+            }
+        }
+        if self.packed.iter().all(Option::is_none) {
+            self.packed = Vec::new();
+        }
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {
@@ -74,11 +146,12 @@ impl FileData {
         self.resident * (PAGE as u64 / 512)
     }
 
-    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+    pub fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         if off >= self.size {
-            return 0;
+            return Ok(0);
         }
         let n = (buf.len() as u64).min(self.size - off) as usize;
+        self.unpack(off, n as u64)?;
         let mut done = 0;
         while done < n {
             let pos = off + done as u64;
@@ -102,7 +175,7 @@ impl FileData {
             }
             done += chunk;
         }
-        n
+        Ok(n)
     }
 
     /// The page at `idx`, ours to write: a hole becomes a zeroed page, a
@@ -149,6 +222,7 @@ impl FileData {
         if data.is_empty() {
             return Ok(0);
         }
+        self.unpack(off, data.len() as u64)?;
         let end = off
             .checked_add(data.len() as u64)
             .filter(|&e| e <= MAX_SIZE)
@@ -175,6 +249,15 @@ impl FileData {
     pub fn truncate(&mut self, len: u64) -> Result<(), Errno> {
         if len > MAX_SIZE {
             return Err(Errno::EFBIG);
+        }
+        // The last kept chunk must be real before its tail is cleared, and
+        // chunks past the new end must not come back if the file grows.
+        if len < self.size {
+            self.unpack(len, 1)?;
+            let keep = len.div_ceil(CHUNK as u64) as usize;
+            if keep < self.packed.len() {
+                self.packed.truncate(keep);
+            }
         }
         if len < self.size {
             let keep = len.div_ceil(PAGE as u64) as usize;
@@ -206,6 +289,7 @@ impl FileData {
     /// Drop whole pages inside [off, off+len) and zero the partial ends
     /// (FALLOC_FL_PUNCH_HOLE); the size does not change.
     pub fn punch_hole(&mut self, off: u64, len: u64) -> Result<(), Errno> {
+        self.unpack(off, len.min(self.size.saturating_sub(off)))?;
         let page = PAGE as u64;
         // Past the page vector everything is a hole already.
         let end = off
@@ -237,6 +321,7 @@ impl FileData {
     /// are copied there first. Pages already in another mapping make this
     /// EBUSY: one address space cannot show one page at two addresses.
     pub fn map_shared(&mut self, first: usize, count: usize, addr: u64) -> Result<(), Errno> {
+        self.unpack((first * PAGE) as u64, (count * PAGE) as u64)?;
         let in_file = (self.size.div_ceil(PAGE as u64) as usize).saturating_sub(first);
         let count = count.min(in_file);
         if (first..first + count).any(|i| matches!(self.pages.get(i), Some(Some(Page::Mapped(_)))))
@@ -279,7 +364,9 @@ impl FileData {
 
     /// SEEK_DATA / SEEK_HOLE, at page granularity (as tmpfs answers them).
     /// None is ENXIO: `off` is at or past the end, or no data follows it.
-    pub fn seek_data(&self, off: u64, want_hole: bool) -> Option<u64> {
+    pub fn seek_data(&mut self, off: u64, want_hole: bool) -> Option<u64> {
+        // Where the holes are is only known once the chunks are inflated.
+        self.unpack(0, self.size).ok()?;
         if off >= self.size {
             return None;
         }

@@ -3,10 +3,12 @@
 //! header. Yields the same entries as `tar::Reader`, with file data lent
 //! from the archive.
 
+use super::data::Chunk;
 use super::tar::{Entry, EntryKind, Error};
 use alloc::vec::Vec;
 
-const MAGIC: &[u8; 8] = b"PGKRIDX1";
+const MAGIC: &[u8; 8] = b"PGKRIDX2";
+const CHUNK_RECORD: usize = 16;
 const HEADER: usize = 16;
 const FIXED: usize = 36;
 
@@ -39,8 +41,31 @@ fn le<const N: usize>(b: &[u8]) -> [u8; N] {
     a
 }
 
-impl<'a> Iterator for Reader<'a> {
-    type Item = Result<Entry<'a>, Error>;
+impl Reader<'static> {
+    /// The chunk list of a zstd file, at `at` in the index.
+    fn chunks(&mut self, at: usize) -> Option<Vec<Chunk>> {
+        let n = u32::from_le_bytes(le(self.index.get(at..at + 4)?)) as usize;
+        let records = self
+            .index
+            .get(at + 4..at + 4 + n.checked_mul(CHUNK_RECORD)?)?;
+        self.at = at + 4 + records.len();
+        records
+            .chunks(CHUNK_RECORD)
+            .map(|r| {
+                let off = u64::from_le_bytes(le(&r[0..])) as usize;
+                let len = u32::from_le_bytes(le(&r[8..])) as usize;
+                let holds = u32::from_le_bytes(le(&r[12..]));
+                Some(Chunk {
+                    frame: self.archive.get(off..off.checked_add(len)?)?,
+                    holds,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Iterator for Reader<'static> {
+    type Item = Result<Entry<'static>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
@@ -70,7 +95,19 @@ impl<'a> Iterator for Reader<'a> {
             return bad();
         };
         self.at = names + path_len + link_len;
+        let packed = fixed[1] == 1;
         let kind = match kind {
+            0 if packed => match self.chunks(self.at) {
+                Some(chunks) => EntryKind::Packed {
+                    size: size as u64,
+                    chunks,
+                },
+                None => {
+                    self.left = 0;
+                    return bad();
+                }
+            },
+            0 if size == 0 => EntryKind::File(&[]),
             0 => match offset
                 .checked_add(size)
                 .and_then(|end| self.archive.get(offset..end))

@@ -327,8 +327,8 @@ pub type EmitEntry<'a> = dyn FnMut(u64, u64, u8, &[u8]) -> bool + 'a;
 /// Regular-file and directory operations for open files.
 impl Inode {
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-        match &self.lock().body {
-            Body::File(f) => Ok(f.read_at(off, buf)),
+        match &mut self.lock().body {
+            Body::File(f) => f.read_at(off, buf),
             Body::Dir(_) => Err(Errno::EISDIR),
             Body::None => Err(Errno::EINVAL),
         }
@@ -426,7 +426,7 @@ impl Inode {
 
     /// SEEK_DATA / SEEK_HOLE.
     pub fn seek_data(&self, off: u64, hole: bool) -> Result<u64, Errno> {
-        match &self.lock().body {
+        match &mut self.lock().body {
             Body::File(f) => f.seek_data(off, hole).ok_or(Errno::ENXIO),
             _ => Err(Errno::EINVAL),
         }

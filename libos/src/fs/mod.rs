@@ -73,17 +73,20 @@ pub fn init() {
 /// Create the archive's entries. Errors skip an entry (or, for a damaged
 /// archive, the rest of it) with a diagnostic; they never stop the boot.
 fn seed(archive: &'static [u8]) {
-    // File data is lent straight out of the archive, so it must be a plain
-    // tar; a compressed one would need unpacking into RAM first.
-    if archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    // A zstd archive is read through its index (chunks inflated on first
+    // use); without one it would have to be inflated whole.
+    let index = crate::arch::image::rootfs_index();
+    if archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        && index::Reader::new(index, archive).is_none()
+    {
         crate::log!(
-            "libos: the rootfs archive is zstd-compressed; this libOS reads only plain tar"
+            "libos: the rootfs archive is zstd-compressed and the image has no rootfs index; it is not seeded"
         );
         return;
     }
     let root = root();
     let entries: &mut dyn Iterator<Item = Result<tar::Entry<'static>, tar::Error>> =
-        match index::Reader::new(crate::arch::image::rootfs_index(), archive) {
+        match index::Reader::new(index, archive) {
             Some(ix) => &mut { ix },
             None => &mut tar::Reader::new(archive),
         };
@@ -157,6 +160,9 @@ fn seed_entry(root: &Arc<Inode>, e: &tar::Entry<'static>) -> Result<(), Errno> {
             _ => Inode::new_dir(e.mode, Some(&dir)),
         },
         EntryKind::File(bytes) => Inode::new_file(e.mode, FileData::borrowed(bytes)),
+        EntryKind::Packed { size, chunks } => {
+            Inode::new_file(e.mode, FileData::packed(*size, chunks.clone())?)
+        }
         EntryKind::Symlink(target) if target.is_empty() => return Err(Errno::ENOENT),
         EntryKind::Symlink(target) => Inode::new_symlink(target),
         EntryKind::HardLink(target) => {

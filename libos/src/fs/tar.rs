@@ -26,6 +26,12 @@ pub struct Entry<'a> {
 
 pub enum EntryKind<'a> {
     File(&'a [u8]),
+    /// A file whose data is zstd frames (the rootfs index's zstd form):
+    /// `size` bytes, chunk by chunk.
+    Packed {
+        size: u64,
+        chunks: Vec<super::data::Chunk>,
+    },
     Dir,
     Symlink(Vec<u8>),
     /// A second name for an earlier entry of the archive (its path).

@@ -24,6 +24,7 @@ pub struct Errno(pub i64);
 impl Errno {
     pub const EPERM: Errno = Errno(1);
     pub const EINTR: Errno = Errno(4);
+    pub const EIO: Errno = Errno(5);
     pub const ENOENT: Errno = Errno(2);
     pub const ESRCH: Errno = Errno(3);
     pub const ENXIO: Errno = Errno(6);
