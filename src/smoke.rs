@@ -160,13 +160,15 @@ impl TestVm {
             };
             RecipeError::Invalid(Box::new(d.field(field).fix(fix)))
         };
-        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0) {
+        // A week bounds it well inside what a Duration holds.
+        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 604_800.0) {
             return Err(invalid(
                 "timeout_secs",
                 "timeout_secs",
                 0,
                 format!(
-                    "timeout_secs must be a positive number of seconds, not {}",
+                    "timeout_secs must be a number of seconds above 0 and at most 604800 \
+                     (a week), not {}",
                     self.timeout_secs
                 ),
                 "write e.g. `timeout_secs: 60`".into(),

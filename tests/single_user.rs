@@ -77,6 +77,8 @@ fn keys_of_the_other_mode_and_unusable_checks_are_refused() {
 
     let err = refused("mode: single-user\ntimeout_secs: 0\nchecks:\n  - name: a\n    sql: x\n");
     has(&err, &["vm.yaml:2:1", "timeout_secs"]);
+    let err = refused("mode: single-user\ntimeout_secs: 1e30\nchecks:\n  - name: a\n    sql: x\n");
+    has(&err, &["vm.yaml:2:1", "timeout_secs", "604800"]);
 }
 
 /// The report of `pgkraft smoke IMAGE --vm FILE --json [extra...]`, and
