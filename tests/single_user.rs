@@ -213,7 +213,7 @@ fn a_guest_that_never_answers_is_stopped_at_the_timeout() {
     if !kvm_available() {
         return;
     }
-    stopped_at_the_timeout(&guest_image("17"), &[]);
+    stopped_at_the_timeout(&postgres_image("17"), &[]);
 }
 
 #[test]
@@ -228,47 +228,17 @@ fn single_user_mode_needs_a_postgres_image() {
     has(&stderr(&o), &["postgres --single", "fix:"]);
 }
 
-/// The recipe's image with an uncompressed rootfs: the libOS reads only a
-/// plain tar so far (README, design notes). Same server, same cluster.
-fn guest_image(major: &str) -> PathBuf {
-    let dir = out_dir().join(format!("postgres-{major}-plain"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(repo().join(format!("recipes/postgres-{major}.yaml")))
-        .unwrap()
-        .replace("compression: zstd", "compression: none")
-        .replace(
-            "../kernel-config/",
-            &format!("{}/kernel-config/", repo().display()),
-        );
-    let text: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("zstd_level:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let recipe = dir.join(format!("postgres-{major}.yaml"));
-    std::fs::write(&recipe, text).unwrap();
-    let o = run(pgkraft()
-        .arg("build")
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&dir)
-        .arg("--json")
-        .env("PGKRAFT_PASSWORD", "test-password"));
-    assert!(o.status.success(), "build of {} failed", recipe.display());
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    PathBuf::from(v["image"].as_str().unwrap())
-}
-
 /// The differential check: the image answers every check as the host-linked
-/// server does (on the same cluster), row for row.
+/// server does on a copy of the same files, row for row.
 fn guest_matches_native(major: &str) {
     if !kvm_available() {
         return;
     }
     let vm = repo().join("test-vms/single-user.yaml");
-    let (native, _) = smoke_json(&postgres_image(major), &vm, &["--native"]);
+    let img = postgres_image(major);
+    let (native, _) = smoke_json(&img, &vm, &["--native"]);
     assert_eq!(native["ok"], true, "the native run is the reference");
-    let (guest, code) = smoke_json(&guest_image(major), &vm, &[]);
+    let (guest, code) = smoke_json(&img, &vm, &[]);
     assert_eq!(guest["runner"], "kvm");
     let n = native["checks"].as_array().unwrap();
     let g = guest["checks"].as_array().unwrap();
