@@ -508,14 +508,23 @@ impl SmokeReport {
         for (name, at) in phases {
             s += &format!("  {at:>9.3} ms  {name}\n");
         }
+        // Program output is quoted so whitespace shows; SQL checks already
+        // say rows in JSON, which quoting again would only obscure.
+        let quote = |t: &str| {
+            if self.mode == Mode::Program.name() {
+                format!("{t:?}")
+            } else {
+                t.replace('\n', "\n                  ")
+            }
+        };
         for c in &self.checks {
             s += &format!("  [{}] {}\n", if c.ok { "ok" } else { "FAIL" }, c.name);
             if !c.ok {
                 if let Some(e) = &c.expected {
-                    s += &format!("        expected: {e:?}\n");
+                    s += &format!("        expected: {}\n", quote(e));
                 }
                 if let Some(a) = &c.actual {
-                    s += &format!("        actual:   {a:?}\n");
+                    s += &format!("        actual:   {}\n", quote(a));
                 }
                 for e in &c.errors {
                     s += &format!("        server:   {e}\n");
