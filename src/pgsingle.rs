@@ -12,7 +12,8 @@
 //! - Before reading each query it prints the prompt `backend> ` and flushes
 //!   stdout. The prompt is therefore the boundary between answers: what comes
 //!   between prompt k and prompt k+1 is the answer to query k. At end of input
-//!   it prints one last prompt, a newline, and exits with status 0.
+//!   it has printed one prompt more than it got queries; it then shuts down
+//!   (LOGging its shutdown checkpoint) and exits with status 0.
 //! - With `-j`, a query ends at a `;` that is followed by an empty line, so a
 //!   query may span lines; without it every newline ends a query.
 //! - A statement that returns rows prints a header, one line per column
@@ -135,12 +136,10 @@ pub struct Transcript {
     /// Before the first prompt: the banner, and the reason if the server
     /// stopped before it was ready.
     pub banner: String,
-    /// One per query the server read and answered, in order. When the input
-    /// ran out, the last prompt's text (normally just a newline) is not an
-    /// answer: see `after_last`.
+    /// One per query the server read and answered, in order.
     pub answers: Vec<Answer>,
-    /// Output after the last complete answer: the server's goodbye, or the
-    /// partial answer of a query it never finished.
+    /// Output after the last prompt: the server's shutdown messages at end
+    /// of input, or the partial answer of a query it never finished.
     pub after_last: String,
 }
 
