@@ -172,12 +172,13 @@ fn a_failing_check_shows_the_servers_error() {
 }
 
 /// A server that does not answer within the definition's timeout is
-/// stopped; the report says `timeout` and keeps what it printed.
+/// stopped; the report says `timeout` and keeps what it printed. (The first
+/// check needs an answer within the timeout: 10 s is ample for `SELECT 1`.)
 fn stopped_at_the_timeout(image: &Path, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let vm = definition(
         dir.path(),
-        "mode: single-user\ntimeout_secs: 3\nchecks:\n  - name: quick\n    sql: SELECT 1\n  - name: slow\n    sql: SELECT pg_sleep(600)\n  - name: never\n    sql: SELECT 2\n",
+        "mode: single-user\ntimeout_secs: 10\nchecks:\n  - name: quick\n    sql: SELECT 1\n  - name: slow\n    sql: SELECT pg_sleep(600)\n  - name: never\n    sql: SELECT 2\n",
     );
     let (report, code) = smoke_json(image, &vm, extra);
     assert_eq!(code, Some(1));
@@ -186,7 +187,7 @@ fn stopped_at_the_timeout(image: &Path, extra: &[&str]) {
     assert_eq!(checks[0]["ok"], true, "{report}");
     let slow = checks[1]["actual"].as_str().unwrap();
     assert!(
-        slow.contains("no answer within timeout_secs (3s)"),
+        slow.contains("no answer within timeout_secs (10s)"),
         "{slow}"
     );
     assert!(
