@@ -128,6 +128,23 @@ impl Default for TestVm {
 const WHAT: &str = "test VM definition";
 
 impl TestVm {
+    /// A single-user definition with one check, `sql`, that only has to run
+    /// without ERROR: what a benchmark of start-to-first-answer needs.
+    pub fn single_query(sql: &str, timeout_secs: f64) -> TestVm {
+        TestVm {
+            mode: Mode::SingleUser,
+            timeout_secs,
+            checks: vec![CheckSpec {
+                name: "query".into(),
+                sql: sql.into(),
+                expect: None,
+                contains: Vec::new(),
+                error: None,
+            }],
+            ..TestVm::default()
+        }
+    }
+
     /// Reads and checks a test VM definition; every error names the file,
     /// line, field and fix.
     pub fn load(path: &Path) -> Result<TestVm, RecipeError> {

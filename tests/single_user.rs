@@ -272,3 +272,22 @@ fn postgres_17_in_the_guest_gives_the_native_rows() {
 fn postgres_15_in_the_guest_gives_the_native_rows() {
     guest_matches_native("15");
 }
+
+/// What a benchmark times: the native server prepared apart, then one query
+/// from spawn to first answer.
+#[test]
+fn the_native_run_is_usable_as_a_library() {
+    use pgkraft::smoke::{TestVm, native};
+    let img = postgres_image("17");
+    let postgres = native::host_postgres(&img).unwrap();
+    let server = native::NativeServer::prepare(&img, &postgres).unwrap();
+    assert!(server.data_dir().join("PG_VERSION").exists());
+    let report = server
+        .run(&TestVm::single_query("SELECT version()", 60.0))
+        .unwrap();
+    assert!(report.ok, "{}", report.human());
+    let answered = report.first_answer_ms.unwrap();
+    assert!(answered <= report.boot_ms);
+    let rows = report.checks[0].rows.as_ref().unwrap();
+    assert!(rows[0][0].as_deref().unwrap().starts_with("PostgreSQL 17."));
+}
