@@ -252,10 +252,32 @@ fn guest_matches_native(major: &str) {
             a["name"],
             tail(guest["console"].as_str().unwrap_or(""))
         );
+        assert_eq!(
+            error_messages(a),
+            error_messages(b),
+            "check {:?}: native vs guest errors",
+            a["name"]
+        );
     }
     assert_eq!(guest["ok"], true, "{:#?}", failed_checks(&guest));
     assert_eq!(code, Some(0));
     assert!(guest["first_answer_ms"].as_f64().is_some());
+}
+
+/// A check's ERROR messages without the log line prefix (time, pid).
+fn error_messages(check: &Value) -> Vec<String> {
+    check["errors"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|e| {
+                    e.as_str()?
+                        .split_once("ERROR:  ")
+                        .map(|(_, m)| m.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn tail(s: &str) -> String {
