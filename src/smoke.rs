@@ -266,7 +266,7 @@ impl TestVm {
                         return Err(invalid(
                             &format!("checks[{i}].error"),
                             "error",
-                            c_index_of_key(&self.checks, i, |c| c.error.is_some()),
+                            nth_with(&self.checks, i, |c| c.error.is_some()),
                             format!(
                                 "check `{}` expects an ERROR and rows at once; a failing \
                                  statement returns no rows",
@@ -284,7 +284,7 @@ impl TestVm {
 
 /// How many checks before `i` also have the key that `has` tests: which
 /// occurrence of that key in the text is check `i`'s.
-fn c_index_of_key(checks: &[CheckSpec], i: usize, has: impl Fn(&CheckSpec) -> bool) -> usize {
+fn nth_with(checks: &[CheckSpec], i: usize, has: impl Fn(&CheckSpec) -> bool) -> usize {
     checks[..i].iter().filter(|c| has(c)).count()
 }
 
