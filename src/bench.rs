@@ -202,6 +202,9 @@ pub struct ResumeBench {
     pub resume: Series,
     /// In our runner: resume start to the first answer.
     pub resume_first_answer: Series,
+    /// The same with `--prefault read`: data pages stay shared (density),
+    /// the guest pays for its first touch of each.
+    pub resume_first_answer_shared: Series,
     /// cold_first_answer median / resume_first_answer median.
     pub cold_over_resume: f64,
     /// `pgkraft resume` as a process: spawn to the answer on its stdout.
@@ -291,6 +294,7 @@ pub fn resume(
 
     let (mut cold, mut res, mut res_answer, mut proc_, mut qemu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut res_shared = Vec::new();
     let answer_at = |o: &crate::vmm::RunOutcome, name: &str| {
         o.phases
             .iter()
@@ -317,6 +321,13 @@ pub fn resume(
         res.push(answer_at(&r.outcome, "first_exit")?);
         res_answer.push(answer_at(&r.outcome, "first_answer")?);
 
+        let shared = snapshot::Expect {
+            prefault: snapshot::Prefault::Read,
+            ..Default::default()
+        };
+        let r = snapshot::resume(&snap, &cfg(query.clone()), &shared)?;
+        res_shared.push(answer_at(&r.outcome, "first_answer")?);
+
         let mut cmd = Command::new(&me);
         cmd.arg("resume").arg(&snap);
         proc_.push(time_to_output(cmd, &query, "pgkraft resume")?);
@@ -341,6 +352,7 @@ pub fn resume(
         cold_first_answer: cold,
         resume: Series::of(res),
         resume_first_answer: res_answer,
+        resume_first_answer_shared: Series::of(res_shared),
         pgkraft_resume_process: Series::of(proc_),
         qemu_state_bytes: qemu_state
             .as_ref()
@@ -371,18 +383,27 @@ fn time_to_output(mut cmd: Command, input: &[u8], what: &str) -> Result<Duration
     let mut stdin = child.stdin.take().expect("piped");
     let _ = stdin.write_all(input);
     let mut out = child.stdout.take().expect("piped");
-    let mut b = [0u8; 256];
-    let got = loop {
-        match out.read(&mut b) {
-            Ok(0) => break None,
-            // QEMU's serial may send a lone carriage return or escape first.
-            Ok(n) if b[..n].iter().any(|c| c.is_ascii_alphanumeric()) => break Some(t.elapsed()),
-            Ok(_) => continue,
-            Err(_) => break None,
-        }
-    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 256];
+        let got = loop {
+            match out.read(&mut b) {
+                Ok(0) => break None,
+                // QEMU's serial may send a lone carriage return first.
+                Ok(n) if b[..n].iter().any(|c| c.is_ascii_alphanumeric()) => {
+                    break Some(t.elapsed());
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break None,
+            }
+        };
+        let _ = tx.send(got);
+    });
+    let got = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
     let _ = child.kill();
     let _ = child.wait();
+    drop(stdin);
     got.ok_or_else(|| run_err(what, "ended without printing an answer"))
 }
 
@@ -400,7 +421,7 @@ fn qemu_save(
     use std::io::{BufRead, BufReader, Read, Write};
     use std::os::unix::net::UnixStream;
     let sock = dir.join("qmp.sock");
-    let state = dir.join("qemu.state");
+    let state_file = dir.join("qemu.state");
     let mut cmd = qemu_command(image, mem_mib);
     if !cmdline.is_empty() {
         cmd.arg("-append").arg(cmdline);
@@ -410,7 +431,7 @@ fn qemu_save(
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|source| BenchError::Spawn {
             what: "qemu-system-x86_64".into(),
@@ -418,39 +439,59 @@ fn qemu_save(
         })?;
     let result = (|| {
         let mut stdin = child.stdin.take().expect("piped");
-        // The UART path has no end of input; the guest reads as it polls.
-        stdin
-            .write_all(spec.snapshot_after.as_bytes())
-            .map_err(|e| run_err("qemu", e.to_string()))?;
         let want: String = console.chars().filter(|&c| c != '\r').collect();
         let mut out = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // 1 = first output, 2 = the snapshot's console reached.
+        let (tx, rx) = std::sync::mpsc::channel::<u8>();
+        let seen_all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen_out = seen_all.clone();
         let wanted = want.clone();
-        let reader = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let mut seen = String::new();
             let mut b = [0u8; 4096];
-            while let Ok(n) = out.read(&mut b) {
-                if n == 0 {
-                    break;
-                }
+            loop {
+                let n = match out.read(&mut b) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::debug!("bench: reading QEMU's output: {e}");
+                        break;
+                    }
+                };
                 seen.extend(
                     String::from_utf8_lossy(&b[..n])
                         .chars()
                         .filter(|&c| c != '\r'),
                 );
-                if seen.contains(&wanted) {
-                    let _ = tx.send(());
-                }
+                *seen_out.lock().unwrap_or_else(|e| e.into_inner()) = seen.clone();
+                let _ = tx.send(if seen.contains(&wanted) { 2 } else { 1 });
             }
-            drop(stdin);
         });
-        rx.recv_timeout(Duration::from_secs_f64(spec.timeout_secs))
-            .map_err(|_| {
-                run_err(
-                    "qemu",
-                    format!("did not print {want:?} (the snapshot's console) in time"),
-                )
-            })?;
+        let limit = Instant::now() + Duration::from_secs_f64(spec.timeout_secs);
+        // Input only once the guest is up: its UART set-up would drop
+        // bytes that arrived earlier. A guest that prints nothing first
+        // gets it after a second. The UART path has no end of input.
+        let first = rx.recv_timeout(Duration::from_secs(1)).unwrap_or(0);
+        log::debug!("bench: QEMU first output state {first}");
+        stdin
+            .write_all(spec.snapshot_after.as_bytes())
+            .map_err(|e| run_err("qemu", e.to_string()))?;
+        let mut state = first;
+        while state != 2 {
+            state = rx
+                .recv_timeout(limit.saturating_duration_since(Instant::now()))
+                .map_err(|_| {
+                    run_err(
+                        "qemu",
+                        format!(
+                            "did not print {want:?} (the snapshot's console) in time; it printed \
+                             {:?}",
+                            seen_all.lock().unwrap_or_else(|e| e.into_inner())
+                        ),
+                    )
+                })?;
+        }
         // Let it settle into its input poll loop.
         std::thread::sleep(Duration::from_millis(100));
         let mut qmp = None;
@@ -481,8 +522,10 @@ fn qemu_save(
             }
         };
         call(r#"{"execute":"qmp_capabilities"}"#.into())?;
-        call(r#"{"execute":"stop"}"#.into())?;
-        let uri = format!("exec:cat > {}", state.display());
+        // No `stop` first: the stream records the run state, and a VM
+        // saved paused would stay paused on `-incoming`. Migration stops
+        // the VM itself once the last pages are sent.
+        let uri = format!("exec:cat > {}", state_file.display());
         let resp = call(format!(
             r#"{{"execute":"migrate","arguments":{{"uri":{}}}}}"#,
             serde_json::to_string(&uri).expect("json")
@@ -494,8 +537,8 @@ fn qemu_save(
             let s = call(r#"{"execute":"query-migrate"}"#.into())?;
             if s.contains("\"completed\"") {
                 let _ = call(r#"{"execute":"quit"}"#.into());
-                let _ = reader;
-                return Ok(state.clone());
+                drop(stdin);
+                return Ok(state_file.clone());
             }
             if s.contains("\"failed\"") {
                 return Err(run_err("qemu migrate", s));
@@ -529,6 +572,10 @@ impl ResumeBench {
         );
         s += &line("resume -> first sign of life (runner)", &self.resume);
         s += &line("resume -> first answer (runner)", &self.resume_first_answer);
+        s += &line(
+            "resume -> first answer, --prefault read",
+            &self.resume_first_answer_shared,
+        );
         s += &format!(
             "  cold / resume (first answer): {:.2}x\n",
             self.cold_over_resume
@@ -564,6 +611,9 @@ pub struct DensityBench {
     pub snapshot: std::path::PathBuf,
     pub instances: usize,
     pub memory_mib: u32,
+    pub prefault: crate::vmm::snapshot::Prefault,
+    /// The snapshot's data (non-hole) bytes: what `prefault: write` copies.
+    pub snapshot_data_kib: u64,
     /// Per instance, from /proc/PID/smaps_rollup, in KiB.
     pub pss_kib: KibSeries,
     pub private_kib: KibSeries,
@@ -620,7 +670,12 @@ fn rollup(pid: u32) -> Option<(u64, u64, u64)> {
     ))
 }
 
-pub fn density(dir: &Path, n: usize, query: &str) -> Result<DensityBench, BenchError> {
+pub fn density(
+    dir: &Path,
+    n: usize,
+    query: &str,
+    prefault: crate::vmm::snapshot::Prefault,
+) -> Result<DensityBench, BenchError> {
     use std::io::{BufRead, BufReader, Write};
     let manifest = crate::vmm::snapshot::load(dir, &Default::default())?.manifest;
     let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
@@ -641,6 +696,13 @@ pub fn density(dir: &Path, n: usize, query: &str) -> Result<DensityBench, BenchE
         let spawned = Command::new(&me)
             .arg("resume")
             .arg(dir)
+            .arg("--prefault")
+            .arg(
+                serde_json::to_value(prefault)
+                    .expect("json")
+                    .as_str()
+                    .unwrap_or("write"),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -718,6 +780,8 @@ pub fn density(dir: &Path, n: usize, query: &str) -> Result<DensityBench, BenchE
         snapshot: dir.to_path_buf(),
         instances: n,
         memory_mib: manifest.vm.memory_mib,
+        prefault,
+        snapshot_data_kib: manifest.memory.data_bytes / 1024,
         total_pss_kib: pss.iter().sum(),
         total_private_kib: private.iter().sum(),
         pss_kib: KibSeries::of(pss),
@@ -732,7 +796,8 @@ pub fn density(dir: &Path, n: usize, query: &str) -> Result<DensityBench, BenchE
 impl DensityBench {
     pub fn human(&self) -> String {
         format!(
-            "density, {} instances of {} ({} MiB guests), idle after one answer each:\n  \
+            "density, {} instances of {} ({} MiB guests, {} KiB of snapshot data, prefault \
+             {:?}), idle after one answer each:\n  \
              PSS per instance     median {} KiB (min {}, max {}); total {} KiB\n  \
              private per instance median {} KiB (min {}, max {}); total {} KiB\n  \
              RSS per instance     median {} KiB\n  \
@@ -741,6 +806,8 @@ impl DensityBench {
             self.instances,
             self.snapshot.display(),
             self.memory_mib,
+            self.snapshot_data_kib,
+            self.prefault,
             self.pss_kib.median,
             self.pss_kib.min,
             self.pss_kib.max,

@@ -100,6 +100,10 @@ enum Command {
         /// Stop the guest after this many seconds (exit status 1); without --vm.
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// Fault the snapshot's data pages in first: `write` (private copies,
+        /// fastest answers), `read` or `none` (shared between instances).
+        #[arg(long, default_value = "write", value_name = "HOW")]
+        prefault: snapshot::Prefault,
         /// Print one JSON object on stdout (without --vm: stdin is read to its end first).
         #[arg(long)]
         json: bool,
@@ -139,6 +143,9 @@ enum BenchCommand {
         /// A line each instance answers before it idles (default: `get`).
         #[arg(long, default_value = "get")]
         query: String,
+        /// Passed to each `pgkraft resume` (write, read or none).
+        #[arg(long, default_value = "write", value_name = "HOW")]
+        prefault: snapshot::Prefault,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
         json: bool,
@@ -330,8 +337,9 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             vm,
             image,
             timeout,
+            prefault,
             json,
-        } => resume_cmd(&dir, vm.as_deref(), image, timeout, json),
+        } => resume_cmd(&dir, vm.as_deref(), image, timeout, prefault, json),
         Command::Bench {
             what:
                 BenchCommand::Resume {
@@ -359,6 +367,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     dir,
                     instances,
                     query,
+                    prefault,
                     json,
                 },
         } => {
@@ -368,7 +377,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 )));
             }
             snapshot::load(&dir, &snapshot::Expect::default()).map_err(snapshot_failure)?;
-            let report = bench::density(&dir, instances, &query).map_err(bench_failure)?;
+            let report =
+                bench::density(&dir, instances, &query, prefault).map_err(bench_failure)?;
             if json {
                 print_json(&report);
             } else {
@@ -476,11 +486,13 @@ fn resume_cmd(
     vm: Option<&std::path::Path>,
     image: Option<PathBuf>,
     timeout: Option<f64>,
+    prefault: snapshot::Prefault,
     json: bool,
 ) -> Result<u8, Failure> {
     let Some(vm) = vm else {
         let expect = snapshot::Expect {
             image,
+            prefault,
             ..Default::default()
         };
         let console = if json {
@@ -537,6 +549,7 @@ fn resume_cmd(
         image,
         memory_mib: spec.memory_mib,
         cmdline: spec.args.as_deref().map(smoke::quote_args),
+        prefault,
     };
     // Every refusal happens here, before anything runs.
     let loaded = snapshot::load(dir, &expect).map_err(snapshot_failure)?;

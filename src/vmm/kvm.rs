@@ -171,3 +171,35 @@ pub(crate) fn map_file_into(
     }
     Ok(())
 }
+
+/// Faults guest RAM `[gpa, gpa + len)` in ahead of use with `madvise`
+/// (`MADV_POPULATE_WRITE` if `write`, else `MADV_POPULATE_READ`).
+pub(crate) fn populate(mem: &GuestMemoryMmap, gpa: u64, len: u64, write: bool) -> io::Result<()> {
+    let (region, at) = mem
+        .to_region_addr(GuestAddress(gpa))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "outside guest RAM"))?;
+    if at.0.checked_add(len).is_none_or(|end| end > region.len()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "crosses the end of a RAM region",
+        ));
+    }
+    let host = region
+        .get_host_address(at)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let advice = if write {
+        libc::MADV_POPULATE_WRITE
+    } else {
+        libc::MADV_POPULATE_READ
+    };
+    // SAFETY: the range lies inside one live mapping owned by `mem` (checked
+    // above). Populating faults pages in as a read or write access would;
+    // it never changes what the memory holds (a write fault on a private
+    // file mapping copies the page, same bytes), so nothing Rust can
+    // observe changes.
+    let r = unsafe { libc::madvise(host.cast(), len as usize, advice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
