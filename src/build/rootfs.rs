@@ -529,6 +529,7 @@ pub fn cache_key(
         .str("format", FORMAT)
         .str("compression", &options.compression.to_string())
         .str("zstd", &zstd::zstd_safe::version_number().to_string())
+        .str("zstd_chunk", &ZSTD_CHUNK.to_string())
         .str("mtime", &options.mtime.to_string());
     for e in &plan {
         k.bytes("path", e.path.as_os_str().as_encoded_bytes())

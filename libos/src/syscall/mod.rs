@@ -391,7 +391,10 @@ pub extern "C" fn __pgkraft_syscall(
             .and_then(|i| names::NAMES.get(i))
             .copied()
             .unwrap_or("?");
-        crate::log!("libos: {name}({a1:#x}, {a2:#x}, {a3:#x}, {a4:#x}) = {r:?}");
+        // Microseconds since boot first: gaps between calls show where the
+        // program computes (or faults pages in).
+        let us = crate::time::monotonic_ns() / 1000;
+        crate::log!("libos: {us} {name}({a1:#x}, {a2:#x}, {a3:#x}, {a4:#x}) = {r:?}");
     }
     match r {
         Ok(v) => v,
