@@ -209,8 +209,8 @@ fn guest_sees_and_uses_host_cpu_features() {
     }
 }
 
-/// The image is mapped copy-on-write: bss next to file data reads as zero,
-/// and what the guest writes never reaches the image file.
+/// Guest RAM holds a copy of the image: bss next to file data reads as
+/// zero, and what the guest writes never reaches the image file.
 #[test]
 fn image_pages_are_private_and_bss_is_zero() {
     if !have_kvm() {
