@@ -20,6 +20,16 @@ pub struct Series {
 }
 
 impl Series {
+    /// Samples given in milliseconds (as smoke reports them).
+    pub fn from_ms(samples: &[f64]) -> Series {
+        Series::of(
+            samples
+                .iter()
+                .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3))
+                .collect(),
+        )
+    }
+
     fn of(mut samples: Vec<Duration>) -> Series {
         samples.sort();
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;

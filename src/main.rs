@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgkraft::vmm::snapshot;
-use pgkraft::{bench, build, image_info, progress::Progress, recipe, smoke, vmm};
+use pgkraft::{bench, build, first_answer, image_info, progress::Progress, recipe, smoke, vmm};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,6 +146,22 @@ enum BenchCommand {
         /// Passed to each `pgkraft resume` (write, read or none).
         #[arg(long, default_value = "write", value_name = "HOW")]
         prefault: snapshot::Prefault,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A postgres image booted to its first SQL answer vs native `postgres --single`, alternating.
+    FirstAnswer {
+        image: PathBuf,
+        /// Runs per side.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// The query both answer.
+        #[arg(long, default_value = "SELECT 1")]
+        query: String,
+        /// The host-linked postgres of the image's build (default: found from the image's recipe in the cache).
+        #[arg(long, value_name = "PATH")]
+        postgres: Option<PathBuf>,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
         json: bool,
@@ -319,6 +335,39 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 bench::BenchError::Vmm(e) => vmm_failure(e),
                 e => Failure::failed(e),
             })?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", report.human());
+            }
+            Ok(0)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::FirstAnswer {
+                    image,
+                    runs,
+                    query,
+                    postgres,
+                    json,
+                },
+        } => {
+            if runs == 0 {
+                return Err(Failure::input(anyhow::anyhow!("--runs must be at least 1")));
+            }
+            let postgres = match postgres {
+                Some(p) => p,
+                None => smoke::native::host_postgres(&image).map_err(Failure::input)?,
+            };
+            let report =
+                first_answer::bench(&image, &query, runs, &postgres).map_err(|e| match e {
+                    first_answer::FirstAnswerError::Smoke(smoke::SmokeError::Vmm(e)) => {
+                        vmm_failure(e)
+                    }
+                    first_answer::FirstAnswerError::Smoke(e) => Failure::input(e),
+                    first_answer::FirstAnswerError::Native(e) => Failure::input(e),
+                    e => Failure::failed(e),
+                })?;
             if json {
                 print_json(&report);
             } else {

@@ -1,0 +1,127 @@
+//! `pgkraft bench first-answer`: a postgres image booted in our runner to
+//! its first SQL answer, against the host-linked postgres of the same build
+//! started natively on a copy of the same files, alternating in one run so
+//! both see the same machine.
+
+use crate::bench::Series;
+use crate::smoke::{self, TestVm, native};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Serialize)]
+pub struct FirstAnswerBench {
+    pub image: PathBuf,
+    pub image_bytes: u64,
+    pub query: String,
+    pub runs: usize,
+    /// Runner start to the first answer on the guest console.
+    pub guest_ms: Series,
+    /// Of those, runner start to the program's `main`.
+    pub guest_main_ms: Series,
+    /// `postgres --single` spawned to its first answer on stdout.
+    pub native_ms: Series,
+    /// median guest / median native.
+    pub ratio: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirstAnswerError {
+    #[error(transparent)]
+    Smoke(#[from] smoke::SmokeError),
+    #[error(transparent)]
+    Native(#[from] native::NativeError),
+    #[error("run {run} ({runner}) did not answer: {why}")]
+    NoAnswer {
+        run: usize,
+        runner: &'static str,
+        why: String,
+    },
+}
+
+fn first_answer(report: &smoke::SmokeReport, run: usize) -> Result<f64, FirstAnswerError> {
+    match (report.ok, report.first_answer_ms) {
+        (true, Some(ms)) => Ok(ms),
+        _ => Err(FirstAnswerError::NoAnswer {
+            run,
+            runner: report.runner,
+            why: format!(
+                "{}; console tail: {}",
+                report.exit,
+                report
+                    .console
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+        }),
+    }
+}
+
+pub fn bench(
+    image: &Path,
+    query: &str,
+    runs: usize,
+    postgres: &Path,
+) -> Result<FirstAnswerBench, FirstAnswerError> {
+    let spec = TestVm::single_query(query, 60.0);
+    let (mut guest, mut main, mut native) = (vec![], vec![], vec![]);
+    let mut image_bytes = 0;
+    for run in 0..runs.max(1) {
+        // Alternate which goes first, so neither always meets a warm cache.
+        let order = if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for in_guest in order {
+            if in_guest {
+                let r = smoke::run(image, &spec)?;
+                guest.push(first_answer(&r, run)?);
+                main.push(r.phases.get("main_entered").copied().unwrap_or(f64::NAN));
+                image_bytes = r.image_bytes;
+            } else {
+                // Copying the files is not part of what is timed.
+                let server = native::NativeServer::prepare(image, postgres)?;
+                native.push(first_answer(&server.run(&spec)?, run)?);
+            }
+        }
+    }
+    let (guest_ms, native_ms) = (Series::from_ms(&guest), Series::from_ms(&native));
+    Ok(FirstAnswerBench {
+        image: image.to_path_buf(),
+        image_bytes,
+        query: query.to_string(),
+        runs: runs.max(1),
+        ratio: guest_ms.median_ms / native_ms.median_ms,
+        guest_ms,
+        guest_main_ms: Series::from_ms(&main),
+        native_ms,
+    })
+}
+
+impl FirstAnswerBench {
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "first answer to {:?}, {} runs each, alternating ({}, {} bytes):\n",
+            self.query,
+            self.runs,
+            self.image.display(),
+            self.image_bytes
+        );
+        s += &format!(
+            "  pgkraft runner, boot to first answer:  median {:8.3} ms  (min {:.3}, max {:.3}; main entered at {:.3} ms)\n",
+            self.guest_ms.median_ms,
+            self.guest_ms.min_ms,
+            self.guest_ms.max_ms,
+            self.guest_main_ms.median_ms
+        );
+        s += &format!(
+            "  native postgres --single, spawn to first answer: median {:8.3} ms  (min {:.3}, max {:.3})\n",
+            self.native_ms.median_ms, self.native_ms.min_ms, self.native_ms.max_ms
+        );
+        s += &format!("  ratio guest/native: {:.2}x\n", self.ratio);
+        s
+    }
+}
