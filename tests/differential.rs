@@ -112,6 +112,11 @@ fn files() {
     differential("files");
 }
 
+#[test]
+fn ipc() {
+    differential("ipc");
+}
+
 /// The build itself is reproducible: the same recipe twice, the same bytes.
 #[test]
 fn two_builds_are_bit_identical() {

@@ -100,12 +100,24 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> Result {
         start.saturating_add(want)
     };
     // The runner's sleep may return a little early (host timer slack): loop.
+    // A signal ends it early (EINTR), which with one process can only be
+    // the interval timer: never sleep past its next expiry.
     loop {
         let t = now(clock)?;
         if t >= deadline {
             break;
         }
-        platform::sleep_ns(deadline - t);
+        if super::signal::interrupt_pending() {
+            if rem != 0 && flags & TIMER_ABSTIME == 0 {
+                uaccess::write(rem, &Timespec::from_ns(deadline - t))?;
+            }
+            return Err(super::Errno::EINTR);
+        }
+        let mut ns = deadline - t;
+        if let Some(at) = super::signal::next_alarm() {
+            ns = ns.min(at.saturating_sub(crate::time::monotonic_ns()).max(1000));
+        }
+        platform::sleep_ns(ns);
     }
     if rem != 0 && flags & TIMER_ABSTIME == 0 {
         uaccess::write(rem, &Timespec::default())?;
