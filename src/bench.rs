@@ -239,39 +239,66 @@ fn run_err(what: &str, detail: impl Into<String>) -> BenchError {
     }
 }
 
+/// What a snapshot of `spec` is fed before its ready point: `snapshot_after`
+/// as written, or in single-user mode as one `-j` query (set-up or warm-up
+/// SQL).
+pub fn snapshot_input(spec: &crate::smoke::TestVm) -> Vec<u8> {
+    match spec.mode {
+        crate::smoke::Mode::SingleUser if !spec.snapshot_after.trim().is_empty() => {
+            crate::pgsingle::encode_query(&spec.snapshot_after).into_bytes()
+        }
+        _ => spec.snapshot_after.as_bytes().to_vec(),
+    }
+}
+
+/// A single-user test VM's checks are the session from the first prompt,
+/// so its snapshot's set-up answers are left out of the resumed console.
+pub fn console_prefix(spec: &crate::smoke::TestVm) -> crate::vmm::snapshot::ConsolePrefix {
+    match spec.mode {
+        crate::smoke::Mode::SingleUser => crate::vmm::snapshot::ConsolePrefix::BeforeInput,
+        crate::smoke::Mode::Program => crate::vmm::snapshot::ConsolePrefix::All,
+    }
+}
+
 pub fn resume(
     image: &Path,
     spec: &crate::smoke::TestVm,
     runs: usize,
 ) -> Result<ResumeBench, BenchError> {
+    use crate::smoke::{self, Mode};
     use crate::vmm::snapshot;
-    let info = crate::image_info::read(image)?;
-    let mem_mib = spec
-        .memory_mib
-        .or(info.build.as_ref().map(|b| b.memory_mib))
-        .unwrap_or(64);
-    let cmdline = spec
-        .args
-        .as_deref()
-        .map(crate::smoke::quote_args)
-        .unwrap_or_default();
-    let query: Vec<u8> = if spec.stdin.is_empty() {
-        b"get\n".to_vec()
-    } else {
-        spec.stdin.as_bytes().to_vec()
-    };
-    let cfg = |input: Vec<u8>| crate::vmm::VmConfig {
-        mem_mib,
-        cmdline: cmdline.clone(),
-        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
-        console: crate::vmm::Console::Capture { input },
-    };
     let tmp = tempfile::tempdir().map_err(|source| BenchError::Spawn {
         what: "a temporary directory".into(),
         source,
     })?;
     let snap = tmp.path().join("snap");
-    let taken = snapshot::snapshot(image, &cfg(spec.snapshot_after.as_bytes().to_vec()), &snap)?;
+    // Every run goes through the smoke checks' own boot of the image (its
+    // memory, arguments and input for this test VM), redirected.
+    let smoke_err = |e: smoke::SmokeError| match e {
+        smoke::SmokeError::Vmm(e) => BenchError::Vmm(e),
+        e => run_err("the smoke run", e.to_string()),
+    };
+    let (_, taken) =
+        snapshot::with_snapshot(&snap, &snapshot_input(spec), || smoke::run(image, spec));
+    let taken =
+        taken.ok_or_else(|| run_err("snapshot", "the test VM never booted the image"))??;
+    let mem_mib = taken.manifest.vm.memory_mib;
+    let cmdline = taken.manifest.vm.cmdline.clone();
+    // The query a process-level resume answers: the test VM's first input.
+    let query: Vec<u8> = match spec.mode {
+        Mode::SingleUser => {
+            crate::pgsingle::stdin_for(spec.checks.iter().take(1).map(|c| c.sql.as_str()))
+                .into_bytes()
+        }
+        Mode::Program if spec.stdin.is_empty() => b"get\n".to_vec(),
+        Mode::Program => spec
+            .stdin
+            .lines()
+            .next()
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default()
+            .into_bytes(),
+    };
 
     // The integrity check's two costs: a copy has new inodes, so its first
     // resume hashes; the second finds its record.
@@ -302,41 +329,43 @@ pub fn resume(
             Err(e) => (None, Some(e.to_string())),
         };
 
-    let (mut cold, mut res, mut res_answer, mut proc_, mut qemu) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut res_shared = Vec::new();
-    let answer_at = |o: &crate::vmm::RunOutcome, name: &str| {
-        o.phases
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.at)
-            .ok_or_else(|| {
-                run_err(
-                    "the runner",
-                    format!(
-                        "no `{name}` phase: {:?} {:?}",
-                        o.exit,
-                        String::from_utf8_lossy(&o.console)
-                    ),
-                )
-            })
+    let phase = |r: &smoke::SmokeReport, name: &str| -> Result<Duration, BenchError> {
+        if !r.ok {
+            return Err(run_err("the smoke checks", r.human()));
+        }
+        r.phases
+            .get(name)
+            .map(|ms| Duration::from_secs_f64(ms / 1e3))
+            .ok_or_else(|| run_err("the runner", format!("no `{name}` phase: {:?}", r.phases)))
     };
+    let (mut cold, mut res, mut res_answer, mut res_shared, mut proc_, mut qemu) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..runs {
-        let mut input = spec.snapshot_after.as_bytes().to_vec();
-        input.extend_from_slice(&query);
-        let o = snapshot::run_tracked(image, &cfg(input))?;
-        cold.push(answer_at(&o, "first_answer")?);
+        let r = snapshot::with_tracking(|| smoke::run(image, spec)).map_err(smoke_err)?;
+        cold.push(phase(&r, "first_answer")?);
 
-        let r = snapshot::resume(&snap, &cfg(query.clone()), &snapshot::Expect::default())?;
-        res.push(answer_at(&r.outcome, "first_exit")?);
-        res_answer.push(answer_at(&r.outcome, "first_answer")?);
-
-        let shared = snapshot::Expect {
-            prefault: snapshot::Prefault::Read,
-            ..Default::default()
-        };
-        let r = snapshot::resume(&snap, &cfg(query.clone()), &shared)?;
-        res_shared.push(answer_at(&r.outcome, "first_answer")?);
+        for (prefault, answers) in [
+            (snapshot::Prefault::Write, &mut res_answer),
+            (snapshot::Prefault::Read, &mut res_shared),
+        ] {
+            let expect = snapshot::Expect {
+                prefault,
+                console: console_prefix(spec),
+                ..Default::default()
+            };
+            let (r, _) = snapshot::with_resume(&snap, &expect, || smoke::run(image, spec));
+            let r = r.map_err(smoke_err)?;
+            if prefault == snapshot::Prefault::Write {
+                res.push(phase(&r, "first_exit")?);
+            }
+            answers.push(phase(&r, "first_answer")?);
+        }
 
         let mut cmd = Command::new(&me);
         cmd.arg("resume").arg(&snap);

@@ -473,6 +473,11 @@ fn load_spec(vm: Option<&std::path::Path>) -> Result<smoke::TestVm, Failure> {
     }
 }
 
+/// What `pgkraft snapshot` feeds the guest before its ready point.
+fn snapshot_input(spec: &smoke::TestVm) -> Vec<u8> {
+    bench::snapshot_input(spec)
+}
+
 fn snapshot_cmd(
     image: &std::path::Path,
     vm: Option<&std::path::Path>,
@@ -480,23 +485,20 @@ fn snapshot_cmd(
     json: bool,
 ) -> Result<u8, Failure> {
     let spec = load_spec(vm)?;
-    let info = image_info::read(image).map_err(Failure::input)?;
-    let cfg = vmm::VmConfig {
-        mem_mib: spec
-            .memory_mib
-            .or(info.build.as_ref().map(|b| b.memory_mib))
-            .unwrap_or(64),
-        cmdline: spec
-            .args
-            .as_deref()
-            .map(smoke::quote_args)
-            .unwrap_or_default(),
-        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
-        console: vmm::Console::Capture {
-            input: spec.snapshot_after.into_bytes(),
-        },
+    // The smoke checks know how to boot the image for this test VM (memory,
+    // arguments, the mode's own); the snapshot takes over their boot.
+    let input_before = snapshot_input(&spec);
+    let (smoked, taken) = snapshot::with_snapshot(out, &input_before, || smoke::run(image, &spec));
+    let report = match (taken, smoked) {
+        (Some(taken), _) => taken.map_err(snapshot_failure)?,
+        (None, Err(smoke::SmokeError::Vmm(e))) => return Err(vmm_failure(e)),
+        (None, Err(e)) => return Err(Failure::input(e)),
+        (None, Ok(_)) => {
+            return Err(Failure::failed(anyhow::anyhow!(
+                "the test VM's run never booted the image, so there was nothing to snapshot"
+            )));
+        }
     };
-    let report = snapshot::snapshot(image, &cfg, out).map_err(snapshot_failure)?;
     if json {
         print_json(&report);
     } else {
@@ -599,6 +601,7 @@ fn resume_cmd(
         memory_mib: spec.memory_mib,
         cmdline: spec.args.as_deref().map(smoke::quote_args),
         prefault,
+        console: bench::console_prefix(&spec),
     };
     // Every refusal happens here, before anything runs.
     let loaded = snapshot::load(dir, &expect).map_err(snapshot_failure)?;

@@ -140,7 +140,7 @@ pub fn read_boot_note(elf_bytes: &[u8]) -> Result<BootNote, VmmError> {
 
 /// Boots `image` and runs it until it exits, dies, or `cfg.timeout` passes.
 pub fn run(image_path: &Path, cfg: &VmConfig) -> Result<RunOutcome, VmmError> {
-    if let Some(resumed) = snapshot::redirected(cfg) {
+    if let Some(resumed) = snapshot::redirected(image_path, cfg) {
         return resumed;
     }
     run_with(image_path, cfg, snapshot::Hooks::default())

@@ -72,6 +72,7 @@ const VM_FILE: &str = "vm.state";
 const DEVICES_FILE: &str = "devices.json";
 const MEMORY_FILE: &str = "memory.raw";
 const VERIFIED_FILE: &str = "verified.json";
+
 const FORMAT: u32 = 1;
 const PAGE: u64 = 4096;
 const PARTIAL: &str = ".partial-";
@@ -102,6 +103,8 @@ pub(super) struct Idle {
     got_input: bool,
     answered: bool,
     seen_exit: bool,
+    /// Snapshot: console bytes written before the guest first read input.
+    console_at_input: Option<usize>,
 }
 
 impl Idle {
@@ -183,6 +186,9 @@ impl Devices {
     }
 
     pub(super) fn note_input(&mut self, n: usize) {
+        if self.idle.stop_when_idle && n > 0 && self.idle.console_at_input.is_none() {
+            self.idle.console_at_input = self.uart.writer_mut().captured_len();
+        }
         if self.idle.track && n > 0 && !self.idle.got_input {
             self.idle.got_input = true;
             self.mark("input");
@@ -353,6 +359,10 @@ struct DeviceState {
     console: String,
     /// Console input fed before the snapshot.
     input_before: String,
+    /// How much of `console` the guest had printed before it read that
+    /// input (all of it if there was none).
+    #[serde(default)]
+    console_before_input: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1014,6 +1024,7 @@ fn save(
         uart: UartState::of(devices.uart.state()),
         console: console.clone(),
         input_before: String::from_utf8_lossy(input_before).into_owned(),
+        console_before_input: devices.idle.console_at_input.unwrap_or(console.len()),
     };
     let mut files = BTreeMap::new();
     for (name, bytes) in [
@@ -1256,6 +1267,9 @@ pub struct Expect {
     pub cmdline: Option<String>,
     /// How the snapshot's data pages are faulted in at resume.
     pub prefault: Prefault,
+    /// Which console output of the snapshot's guest a captured resume
+    /// starts with.
+    pub console: ConsolePrefix,
 }
 
 /// How a resume faults in the snapshot's data pages (not the holes, not
@@ -1267,6 +1281,19 @@ pub struct Expect {
 /// (~1 µs per page, in the resume budget): fastest answers, but every
 /// instance then owns a copy. `Read` and `None` keep clean pages shared
 /// between instances (density) and pay on first touch.
+/// See [`Expect::console`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConsolePrefix {
+    /// Everything it printed: the session reads as one cold run that was
+    /// also fed the snapshot's input (program test VMs).
+    #[default]
+    All,
+    /// What it printed before it read the snapshot's input: that input was
+    /// set-up or warm-up outside the session being checked (single-user
+    /// test VMs, whose checks are the session from the first prompt).
+    BeforeInput,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefault {
@@ -1585,10 +1612,13 @@ fn resume_inner(
             resumed: true,
             ..Idle::default()
         },
-        console_prefix: if capture {
-            loaded.devices.console.clone().into_bytes()
-        } else {
-            Vec::new()
+        console_prefix: match (capture, expect.console) {
+            (false, _) => Vec::new(),
+            (true, ConsolePrefix::All) => loaded.devices.console.clone().into_bytes(),
+            (true, ConsolePrefix::BeforeInput) => {
+                let b = loaded.devices.console.as_bytes();
+                b[..loaded.devices.console_before_input.min(b.len())].to_vec()
+            }
         },
         uart: Some(loaded.devices.uart.to_state()),
         on_ready: None,
@@ -1619,7 +1649,15 @@ fn restore(l: &Loaded, prefault: Prefault) -> Result<Machine, SnapshotError> {
         })?;
     let mpath = l.dir.join(MEMORY_FILE);
     let memfile = File::open(&mpath).map_err(io_err("read", &mpath))?;
-    kvm::map_file_into(&mem, 0, mem_bytes, &memfile, 0).map_err(io_err("map", &mpath))?;
+    // Only the data comes from the file; its holes stay anonymous memory,
+    // which a guest's first write fills far cheaper than a private copy of
+    // a file hole (PostgreSQL allocates a lot of fresh memory per query).
+    if l.manifest.memory.data_ranges.is_empty() {
+        kvm::map_file_into(&mem, 0, mem_bytes, &memfile, 0).map_err(io_err("map", &mpath))?;
+    }
+    for &[gpa, len] in &l.manifest.memory.data_ranges {
+        kvm::map_file_into(&mem, gpa, len, &memfile, gpa).map_err(io_err("map", &mpath))?;
+    }
     if !l.manifest.memory.image_backed.is_empty() {
         let image = File::open(&l.image_path).map_err(io_err("read image", &l.image_path))?;
         for r in &l.manifest.memory.image_backed {
@@ -1667,10 +1705,55 @@ thread_local! {
     static REDIRECT: std::cell::RefCell<Option<Redirect>> = const { std::cell::RefCell::new(None) };
 }
 
-struct Redirect {
-    dir: PathBuf,
-    expect: Expect,
-    resumed: Option<(Manifest, VerifyReport)>,
+enum Redirect {
+    Resume {
+        dir: PathBuf,
+        expect: Expect,
+        resumed: Option<(Manifest, VerifyReport)>,
+    },
+    Snapshot {
+        image: PathBuf,
+        out: PathBuf,
+        input_before: Vec<u8>,
+        taken: Option<Result<SnapshotReport, SnapshotError>>,
+    },
+    Track,
+}
+
+/// Runs `f` with every [`super::run`] on this thread marking the `input`
+/// and `first_answer` phases (see [`run_tracked`]): cold-boot figures for
+/// code that boots through `run`, such as the smoke checks.
+pub fn with_tracking<T>(f: impl FnOnce() -> T) -> T {
+    REDIRECT.with(|r| *r.borrow_mut() = Some(Redirect::Track));
+    let value = f();
+    REDIRECT.with(|r| r.borrow_mut().take());
+    value
+}
+
+/// Runs `f` with the first [`super::run`] on this thread taking snapshot
+/// `out` instead of running to the end: with the VM that run was given
+/// (memory, arguments, timeout; code such as the smoke checks knows how to
+/// boot its image), but `input_before` as the console input. Returns what
+/// `f` returned (meaningless: the guest was stopped) and the snapshot.
+pub fn with_snapshot<T>(
+    out: &Path,
+    input_before: &[u8],
+    f: impl FnOnce() -> T,
+) -> (T, Option<Result<SnapshotReport, SnapshotError>>) {
+    REDIRECT.with(|r| {
+        *r.borrow_mut() = Some(Redirect::Snapshot {
+            image: PathBuf::new(),
+            out: out.to_path_buf(),
+            input_before: input_before.to_vec(),
+            taken: None,
+        })
+    });
+    let value = f();
+    let taken = REDIRECT.with(|r| match r.borrow_mut().take() {
+        Some(Redirect::Snapshot { taken, .. }) => taken,
+        _ => None,
+    });
+    (value, taken)
 }
 
 /// Runs `f` with every [`super::run`] on this thread resuming snapshot `dir`
@@ -1685,38 +1768,88 @@ pub fn with_resume<T>(
     f: impl FnOnce() -> T,
 ) -> (T, Option<(Manifest, VerifyReport)>) {
     REDIRECT.with(|r| {
-        *r.borrow_mut() = Some(Redirect {
+        *r.borrow_mut() = Some(Redirect::Resume {
             dir: dir.to_path_buf(),
             expect: expect.clone(),
             resumed: None,
         })
     });
     let out = f();
-    let info = REDIRECT.with(|r| r.borrow_mut().take().and_then(|r| r.resumed));
+    let info = REDIRECT.with(|r| match r.borrow_mut().take() {
+        Some(Redirect::Resume { resumed, .. }) => resumed,
+        _ => None,
+    });
     (out, info)
 }
 
-/// Called by [`super::run`]: `Some` when a [`with_resume`] is active.
-pub(super) fn redirected(cfg: &VmConfig) -> Option<Result<RunOutcome, VmmError>> {
-    let (dir, expect) = REDIRECT.with(|r| {
-        r.borrow()
-            .as_ref()
-            .map(|r| (r.dir.clone(), r.expect.clone()))
+/// Called by [`super::run`]: `Some` when a [`with_resume`] or
+/// [`with_snapshot`] is active.
+pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutcome, VmmError>> {
+    enum What {
+        Resume(PathBuf, Expect),
+        Snapshot(PathBuf, Vec<u8>),
+        Track,
+    }
+    let what = REDIRECT.with(|r| match r.borrow().as_ref()? {
+        Redirect::Resume { dir, expect, .. } => Some(What::Resume(dir.clone(), expect.clone())),
+        Redirect::Snapshot {
+            out,
+            input_before,
+            taken: None,
+            ..
+        } => Some(What::Snapshot(out.clone(), input_before.clone())),
+        Redirect::Snapshot { .. } => None,
+        Redirect::Track => Some(What::Track),
     })?;
-    Some(match resume_inner(&dir, cfg, &expect, true) {
-        Ok(r) => {
+    Some(match what {
+        What::Track => run_tracked(image, cfg),
+        What::Resume(dir, expect) => match resume_inner(&dir, cfg, &expect, true) {
+            Ok(r) => {
+                REDIRECT.with(|x| {
+                    if let Some(Redirect::Resume { resumed, .. }) = x.borrow_mut().as_mut() {
+                        *resumed = Some((r.manifest, r.verify));
+                    }
+                });
+                Ok(r.outcome)
+            }
+            Err(SnapshotError::Vmm(e)) => Err(e),
+            Err(e) => Err(VmmError::BadImage {
+                path: Some(dir),
+                detail: e.to_string(),
+            }),
+        },
+        What::Snapshot(out, input_before) => {
+            let cfg = VmConfig {
+                mem_mib: cfg.mem_mib,
+                cmdline: cfg.cmdline.clone(),
+                timeout: cfg.timeout,
+                console: Console::Capture {
+                    input: input_before,
+                },
+            };
+            let taken = snapshot(image, &cfg, &out);
+            let console = match &taken {
+                Ok(r) => r.console.clone().into_bytes(),
+                Err(_) => Vec::new(),
+            };
             REDIRECT.with(|x| {
-                if let Some(x) = x.borrow_mut().as_mut() {
-                    x.resumed = Some((r.manifest, r.verify));
+                if let Some(Redirect::Snapshot {
+                    taken: t, image: i, ..
+                }) = x.borrow_mut().as_mut()
+                {
+                    *t = Some(taken);
+                    *i = image.to_path_buf();
                 }
             });
-            Ok(r.outcome)
+            // The caller's run ends here (an error, so that nothing takes
+            // the stopped guest for a finished one); `with_snapshot`
+            // returns the snapshot.
+            Err(VmmError::Guest {
+                reason: "stopped at its ready point for `pgkraft snapshot`".into(),
+                regs: String::new(),
+                console,
+            })
         }
-        Err(SnapshotError::Vmm(e)) => Err(e),
-        Err(e) => Err(VmmError::BadImage {
-            path: Some(dir),
-            detail: e.to_string(),
-        }),
     })
 }
 
