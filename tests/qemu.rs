@@ -55,3 +55,40 @@ fn qemu_reports_the_programs_exit_status() {
     assert_eq!(status, 3);
     assert!(console.contains("exiting with status 3"), "{console}");
 }
+
+/// PostgreSQL itself, not only our test programs: the default recipe's
+/// image answers SQL under QEMU too (console input over the UART, Ctrl-D
+/// for end of input).
+#[test]
+fn qemu_microvm_runs_postgres_single_user() {
+    use std::io::Write;
+    use std::process::Stdio;
+    if !kvm_available() {
+        return;
+    }
+    let img = postgres_image("17");
+    let mut child = pgkraft::bench::qemu_command(&img, 256)
+        .args(["-append", "'--single' '-j' '-D' '/data' 'postgres'"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (ci/bootstrap.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT 40 + 2;\n\n\x04")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains(r#"?column? = "42""#),
+        "no answer under QEMU: {console}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status 0 through isa-debug-exit: {console}"
+    );
+}
