@@ -100,8 +100,8 @@ enum Command {
         /// Stop the guest after this many seconds (exit status 1); without --vm.
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
-        /// Fault the snapshot's data pages in first: `write` (private copies,
-        /// fastest answers), `read` or `none` (shared between instances).
+        /// Fault pages in first: `write` (the snapshot's data, private copies),
+        /// `all` (the image's pages too), `read` or `none` (shared between instances).
         #[arg(long, default_value = "write", value_name = "HOW")]
         prefault: snapshot::Prefault,
         /// Print one JSON object on stdout (without --vm: stdin is read to its end first).
@@ -143,7 +143,7 @@ enum BenchCommand {
         /// A line each instance answers before it idles (default: `get`).
         #[arg(long, default_value = "get")]
         query: String,
-        /// Passed to each `pgkraft resume` (write, read or none).
+        /// Passed to each `pgkraft resume` (all, write, read or none).
         #[arg(long, default_value = "write", value_name = "HOW")]
         prefault: snapshot::Prefault,
         /// Print one JSON object on stdout, nothing else there.
