@@ -22,6 +22,9 @@ pub struct FirstAnswerBench {
     pub native_ms: Series,
     /// median guest / median native.
     pub ratio: f64,
+    /// Guest RAM when each guest exited (after answering the query and
+    /// shutting down), the run with the median data bytes.
+    pub guest_memory: crate::vmm::MemoryUse,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +69,7 @@ pub fn bench(
     postgres: &Path,
 ) -> Result<FirstAnswerBench, FirstAnswerError> {
     let spec = TestVm::single_query(query, 60.0);
-    let (mut guest, mut main, mut native) = (vec![], vec![], vec![]);
+    let (mut guest, mut main, mut native, mut memory) = (vec![], vec![], vec![], vec![]);
     let mut image_bytes = 0;
     for run in 0..runs.max(1) {
         // Alternate which goes first, so neither always meets a warm cache.
@@ -80,6 +83,7 @@ pub fn bench(
                 let r = smoke::run(image, &spec)?;
                 guest.push(first_answer(&r, run)?);
                 main.push(r.phases.get("main_entered").copied().unwrap_or(f64::NAN));
+                memory.extend(r.guest_memory);
                 image_bytes = r.image_bytes;
             } else {
                 // Copying the files is not part of what is timed.
@@ -89,6 +93,7 @@ pub fn bench(
         }
     }
     let (guest_ms, native_ms) = (Series::from_ms(&guest), Series::from_ms(&native));
+    memory.sort_by_key(|m| m.data_bytes);
     Ok(FirstAnswerBench {
         image: image.to_path_buf(),
         image_bytes,
@@ -98,6 +103,7 @@ pub fn bench(
         guest_ms,
         guest_main_ms: Series::from_ms(&main),
         native_ms,
+        guest_memory: memory.get(memory.len() / 2).copied().unwrap_or_default(),
     })
 }
 
@@ -122,6 +128,12 @@ impl FirstAnswerBench {
             self.native_ms.median_ms, self.native_ms.min_ms, self.native_ms.max_ms
         );
         s += &format!("  ratio guest/native: {:.2}x\n", self.ratio);
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        s += &format!(
+            "  guest memory at exit: {:.1} MiB holding data (image included), {:.1} MiB of host memory behind guest RAM\n",
+            mib(self.guest_memory.data_bytes),
+            mib(self.guest_memory.resident_bytes)
+        );
         s
     }
 }

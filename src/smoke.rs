@@ -363,6 +363,10 @@ pub struct SmokeReport {
     pub exit: String,
     pub exit_status: Option<u8>,
     pub vm_exits: u64,
+    /// Guest RAM when the guest stopped (not for `--native` runs): host
+    /// memory behind it and pages holding data, both high-water marks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_memory: Option<vmm::MemoryUse>,
     /// Single-user mode: milliseconds since runner start at which the first
     /// check's answer was complete on the console.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -491,6 +495,7 @@ fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
         exit,
         exit_status,
         vm_exits: outcome.exits,
+        guest_memory: Some(outcome.memory),
         first_answer_ms: None,
         checks,
         server_messages: Vec::new(),
@@ -519,6 +524,14 @@ impl SmokeReport {
         );
         if let Some(ms) = self.first_answer_ms {
             s += &format!("  first answer at {ms:.3} ms\n");
+        }
+        if let Some(m) = self.guest_memory {
+            let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+            s += &format!(
+                "  guest memory: {:.1} MiB holding data, {:.1} MiB of host memory behind guest RAM\n",
+                mib(m.data_bytes),
+                mib(m.resident_bytes)
+            );
         }
         let mut phases: Vec<_> = self.phases.iter().collect();
         phases.sort_by(|a, b| a.1.total_cmp(b.1));

@@ -321,6 +321,7 @@ impl NativeServer {
                 phases,
                 boot_ms: super::ms(exit_at),
                 vm_exits: 0,
+                guest_memory: None,
             },
             spec,
         ))

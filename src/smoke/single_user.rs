@@ -89,6 +89,7 @@ pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, Smok
             phases,
             boot_ms,
             vm_exits: outcome.exits,
+            guest_memory: Some(outcome.memory),
         },
         spec,
     ))
@@ -107,6 +108,7 @@ pub(crate) struct Outcome<'a> {
     pub phases: std::collections::BTreeMap<String, f64>,
     pub boot_ms: f64,
     pub vm_exits: u64,
+    pub guest_memory: Option<crate::vmm::MemoryUse>,
 }
 
 /// When the output had grown to `end` bytes.
@@ -154,6 +156,7 @@ pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
         exit: o.exit,
         exit_status: o.exit_status,
         vm_exits: o.vm_exits,
+        guest_memory: o.guest_memory,
         first_answer_ms,
         checks,
         server_messages: transcript

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::VmmError;
 
@@ -221,4 +221,34 @@ pub(crate) fn populate(mem: &GuestMemoryMmap, gpa: u64, len: u64, write: bool) -
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// What guest RAM costs the host when asked: see [`super::MemoryUse`].
+pub(crate) fn memory_use(mem: &GuestMemoryMmap) -> super::MemoryUse {
+    const PAGE: usize = 4096;
+    let mut used = super::MemoryUse::default();
+    let mut zero = [0u8; PAGE];
+    let empty = [0u8; PAGE];
+    for region in mem.iter() {
+        let Ok(host) = region.get_host_address(vm_memory::MemoryRegionAddress(0)) else {
+            continue;
+        };
+        let pages = region.len() as usize / PAGE;
+        let mut resident = vec![0u8; pages];
+        // SAFETY: `host` starts a live mapping of `region.len()` bytes owned
+        // by `mem`, and `resident` has one byte per page of it, as mincore
+        // requires. mincore only reports; it changes nothing.
+        let r = unsafe { libc::mincore(host.cast(), pages * PAGE, resident.as_mut_ptr()) };
+        if r != 0 {
+            continue;
+        }
+        for (i, _) in resident.iter().enumerate().filter(|(_, r)| **r & 1 != 0) {
+            used.resident_bytes += PAGE as u64;
+            let at = region.start_addr().0 + (i * PAGE) as u64;
+            if mem.read_slice(&mut zero, GuestAddress(at)).is_ok() && zero != empty {
+                used.data_bytes += PAGE as u64;
+            }
+        }
+    }
+    used
 }

@@ -100,6 +100,20 @@ pub struct RunOutcome {
     /// how many bytes had been captured by then (at most [`MAX_OUTPUT_MARKS`]),
     /// so a caller can tell when a given piece of output arrived.
     pub output_marks: Vec<OutputMark>,
+    /// Guest RAM when the guest stopped.
+    pub memory: MemoryUse,
+}
+
+/// Guest RAM as the host sees it when the guest stops. The libOS never
+/// gives pages back, so both are high-water marks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryUse {
+    /// Host memory behind guest RAM: pages the guest (or the copied image)
+    /// made the host allocate, huge pages counted whole.
+    pub resident_bytes: u64,
+    /// Of those, 4 KiB pages holding anything but zeros: what the guest
+    /// actually used, image included.
+    pub data_bytes: u64,
 }
 
 /// See [`RunOutcome::output_marks`].
@@ -282,6 +296,7 @@ fn install_kick_handler() -> Result<(), VmmError> {
 /// What the vCPU thread hands back.
 struct Finished {
     result: Result<GuestExit, VmmError>,
+    memory: MemoryUse,
     console: Vec<u8>,
     phases: Vec<PhaseMark>,
     exits: u64,
@@ -326,6 +341,7 @@ impl VcpuThread {
                 let _ = devices.uart.writer_mut().flush();
                 let _ = done.send(Finished {
                     result,
+                    memory: kvm::memory_use(machine.mem()),
                     exits: devices.exits,
                     phases: devices.phases,
                     output_marks: devices.output_marks,
@@ -416,6 +432,7 @@ impl VcpuThread {
                 phases: f.phases,
                 exits: f.exits,
                 output_marks: f.output_marks,
+                memory: f.memory,
             }),
             Err(VmmError::Guest { reason, regs, .. }) => Err(VmmError::Guest {
                 reason,
