@@ -60,8 +60,16 @@ static void file_mappings(void) {
     char path[] = "/tmp/pgkraft-ipc-XXXXXX";
     int fd = mkstemp(path);
     check(fd >= 0, "mkstemp");
-    unlink(path);
     check(ftruncate(fd, 3 * 4096) == 0, "ftruncate to three pages");
+    int ro = open(path, O_RDONLY);
+    unlink(path);
+    void *r = mmap(NULL, 4096, PROT_READ, MAP_SHARED, ro, 0);
+    check(r != MAP_FAILED, "read-only fd: MAP_SHARED for reading");
+    munmap(r, 4096);
+    errno = 0;
+    check(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0) == MAP_FAILED && errno == EACCES,
+          "read-only fd: MAP_SHARED for writing is EACCES");
+    close(ro);
     char *m = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     check(m != MAP_FAILED, "mmap MAP_SHARED");
     memcpy(m + 4096 + 10, "via the mapping", 16);

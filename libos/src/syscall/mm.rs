@@ -15,6 +15,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use spin::Mutex;
 
+const PROT_WRITE: u64 = 0x2;
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
@@ -32,13 +33,13 @@ fn aligned(addr: u64) -> core::result::Result<(), Errno> {
     }
 }
 
-pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: i64, offset: u64) -> Result {
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: i64, offset: u64) -> Result {
     if len == 0 || len > (1 << 46) || flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
         return Err(Errno::EINVAL);
     }
     let len = mem::page_up(len);
     if flags & MAP_ANONYMOUS == 0 {
-        return map_file(addr, len, flags, fd, offset);
+        return map_file(addr, len, prot, flags, fd, offset);
     }
     place(addr, len, flags)
 }
@@ -67,7 +68,7 @@ struct SharedMap {
 
 static SHARED: Mutex<Vec<SharedMap>> = Mutex::new(Vec::new());
 
-fn map_file(addr: u64, len: u64, flags: u64, fd: i64, offset: u64) -> Result {
+fn map_file(addr: u64, len: u64, prot: u64, flags: u64, fd: i64, offset: u64) -> Result {
     aligned(offset)?;
     let file = fd::get(fd as u64)?;
     let inode = match &file.kind {
@@ -80,7 +81,13 @@ fn map_file(addr: u64, len: u64, flags: u64, fd: i64, offset: u64) -> Result {
         Kind::File => {}
         _ => return Err(Errno::ENODEV),
     }
-    if !file.readable() || (flags & MAP_SHARED != 0 && flags & MAP_PRIVATE == 0 && !file.writable())
+    // As Linux: a file mapping needs read access, and a shared one that
+    // may be written needs write access too.
+    if !file.readable()
+        || (flags & MAP_SHARED != 0
+            && flags & MAP_PRIVATE == 0
+            && prot & PROT_WRITE != 0
+            && !file.writable())
     {
         return Err(Errno::EACCES);
     }
