@@ -227,6 +227,24 @@ fn print_json(value: &impl serde::Serialize) {
     );
 }
 
+/// A benchmark's report: JSON on stdout, or its human form there.
+fn print_report(json: bool, report: &impl serde::Serialize, human: impl FnOnce() -> String) -> u8 {
+    if json {
+        print_json(report);
+    } else {
+        print!("{}", human());
+    }
+    0
+}
+
+/// `--runs N` (or `--instances N`) must ask for something.
+fn at_least_one(n: usize, flag: &str) -> Result<(), Failure> {
+    if n == 0 {
+        return Err(Failure::input(anyhow::anyhow!("{flag} must be at least 1")));
+    }
+    Ok(())
+}
+
 /// vmm errors are bad input (not an image, no KVM) unless KVM itself failed.
 fn vmm_failure(e: vmm::VmmError) -> Failure {
     use vmm::VmmError as E;
@@ -327,20 +345,13 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Bench {
             what: BenchCommand::Boot { image, runs, json },
         } => {
-            if runs == 0 {
-                return Err(Failure::input(anyhow::anyhow!("--runs must be at least 1")));
-            }
+            at_least_one(runs, "--runs")?;
             let report = bench::boot(&image, runs).map_err(|e| match e {
                 bench::BenchError::Image(e) => Failure::input(e),
                 bench::BenchError::Vmm(e) => vmm_failure(e),
                 e => Failure::failed(e),
             })?;
-            if json {
-                print_json(&report);
-            } else {
-                print!("{}", report.human());
-            }
-            Ok(0)
+            Ok(print_report(json, &report, || report.human()))
         }
         Command::Bench {
             what:
@@ -352,9 +363,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     json,
                 },
         } => {
-            if runs == 0 {
-                return Err(Failure::input(anyhow::anyhow!("--runs must be at least 1")));
-            }
+            at_least_one(runs, "--runs")?;
             let postgres = match postgres {
                 Some(p) => p,
                 None => smoke::native::host_postgres(&image).map_err(Failure::input)?,
@@ -368,12 +377,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     first_answer::FirstAnswerError::Native(e) => Failure::input(e),
                     e => Failure::failed(e),
                 })?;
-            if json {
-                print_json(&report);
-            } else {
-                print!("{}", report.human());
-            }
-            Ok(0)
+            Ok(print_report(json, &report, || report.human()))
         }
         Command::Snapshot {
             image,
@@ -398,17 +402,10 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     json,
                 },
         } => {
-            if runs == 0 {
-                return Err(Failure::input(anyhow::anyhow!("--runs must be at least 1")));
-            }
+            at_least_one(runs, "--runs")?;
             let spec = load_spec(vm.as_deref())?;
             let report = bench::resume(&image, &spec, runs).map_err(bench_failure)?;
-            if json {
-                print_json(&report);
-            } else {
-                print!("{}", report.human());
-            }
-            Ok(0)
+            Ok(print_report(json, &report, || report.human()))
         }
         Command::Bench {
             what:
@@ -420,20 +417,11 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     json,
                 },
         } => {
-            if instances == 0 {
-                return Err(Failure::input(anyhow::anyhow!(
-                    "--instances must be at least 1"
-                )));
-            }
+            at_least_one(instances, "--instances")?;
             snapshot::load(&dir, &snapshot::Expect::default()).map_err(snapshot_failure)?;
             let report =
                 bench::density(&dir, instances, &query, prefault).map_err(bench_failure)?;
-            if json {
-                print_json(&report);
-            } else {
-                print!("{}", report.human());
-            }
-            Ok(0)
+            Ok(print_report(json, &report, || report.human()))
         }
         Command::Inspect { image, json } => {
             let info = image_info::read(&image)
