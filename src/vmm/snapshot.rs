@@ -1302,6 +1302,8 @@ pub enum Prefault {
     All,
     #[default]
     Write,
+    /// As `Write`, from another thread while the guest already runs.
+    Background,
     Read,
     None,
 }
@@ -1312,9 +1314,12 @@ impl std::str::FromStr for Prefault {
         match s {
             "all" => Ok(Prefault::All),
             "write" => Ok(Prefault::Write),
+            "background" => Ok(Prefault::Background),
             "read" => Ok(Prefault::Read),
             "none" => Ok(Prefault::None),
-            _ => Err(format!("`{s}`: expected all, write, read or none")),
+            _ => Err(format!(
+                "`{s}`: expected all, write, background, read or none"
+            )),
         }
     }
 }
@@ -1684,7 +1689,19 @@ fn restore(vm: kvm_ioctls::VmFd, l: &Loaded, prefault: Prefault) -> Result<Machi
             }
         }
     }
-    if prefault != Prefault::None {
+    if prefault == Prefault::Background {
+        // The guest runs meanwhile; a page it reaches first is simply
+        // faulted in by it. The thread's clone of `mem` keeps the mapping
+        // alive until it is done, whatever happens to the VM.
+        let (mem, ranges) = (mem.clone(), l.manifest.memory.data_ranges.clone());
+        let _ = std::thread::Builder::new()
+            .name("pgkraft-prefault".into())
+            .spawn(move || {
+                for [gpa, len] in ranges {
+                    let _ = kvm::populate(&mem, gpa, len, true);
+                }
+            });
+    } else if prefault != Prefault::None {
         for &[gpa, len] in &l.manifest.memory.data_ranges {
             kvm::populate(
                 &mem,
