@@ -218,31 +218,13 @@ fn nix_root() -> bool {
 /// The host-linked server of the recipe's build (every stage is cached by
 /// the build above, so this only looks it up).
 fn host_postgres_binary(major: &str) -> PathBuf {
-    use pgkraft::build::{cache::Cache, fetch, musl, postgres};
     let recipe =
         pgkraft::recipe::load(&repo().join(format!("recipes/postgres-{major}.yaml"))).unwrap();
     let pgkraft::recipe::Kind::Postgres(spec) = &recipe.kind else {
         panic!("not a postgres recipe")
     };
-    let cache = Cache::from_env().unwrap();
-    let log = out_dir().join("host-postgres.log");
-    let musl_src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, &cache).unwrap();
-    let stock = musl::build_musl(&musl_src, musl::MuslFlavor::Stock, &cache, &log).unwrap();
-    let src = fetch::fetch(&spec.source, "postgres", &cache).unwrap();
-    let pg = postgres::build(
-        &postgres::PgSpec {
-            major: spec.major,
-            source: &src,
-            optimize: spec.configure.optimize.flag(),
-            extensions: &spec.extensions,
-            configure_extra: &spec.configure.extra,
-        },
-        &stock,
-        &cache,
-        &postgres::PgLogs::in_dir(&out_dir()),
-    )
-    .unwrap();
-    pg.bin("postgres")
+    let cache = pgkraft::build::cache::Cache::from_env().unwrap();
+    pgkraft::build::postgres::host_server(spec, &cache, &out_dir()).unwrap()
 }
 
 // ---- bad input -----------------------------------------------------------

@@ -87,34 +87,10 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
             recipe_path.display()
         )));
     };
-    use crate::build::{cache::Cache, fetch, musl, postgres};
-    let cache = Cache::from_env().map_err(|e| missing(e.to_string()))?;
+    let cache = crate::build::cache::Cache::from_env().map_err(|e| missing(e.to_string()))?;
     let logs = cache.root().join("logs").join("native");
     std::fs::create_dir_all(&logs).map_err(io("cannot create", &logs))?;
-    let musl_src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, &cache)
-        .map_err(|e| missing(e.to_string()))?;
-    let stock = musl::build_musl(
-        &musl_src,
-        musl::MuslFlavor::Stock,
-        &cache,
-        &logs.join("musl-stock.log"),
-    )
-    .map_err(|e| missing(e.to_string()))?;
-    let src = fetch::fetch(&spec.source, "postgres", &cache).map_err(|e| missing(e.to_string()))?;
-    let pg = postgres::build(
-        &postgres::PgSpec {
-            major: spec.major,
-            source: &src,
-            optimize: spec.configure.optimize.flag(),
-            extensions: &spec.extensions,
-            configure_extra: &spec.configure.extra,
-        },
-        &stock,
-        &cache,
-        &postgres::PgLogs::in_dir(&logs),
-    )
-    .map_err(|e| missing(e.to_string()))?;
-    Ok(pg.bin("postgres"))
+    crate::build::postgres::host_server(spec, &cache, &logs).map_err(missing)
 }
 
 /// Who the server runs as.

@@ -305,6 +305,41 @@ fn check_optimize(flag: &str) -> Result<(), PgError> {
     }
 }
 
+/// The host-linked `postgres` of a recipe's build, with stock musl: every
+/// stage is looked up in the cache (and built if missing), logging into
+/// `logs` (a directory). For native runs of an image's server.
+pub fn host_server(
+    spec: &crate::recipe::PostgresSpec,
+    cache: &Cache,
+    logs: &Path,
+) -> Result<PathBuf, String> {
+    use super::{fetch, musl};
+    let musl_src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, cache)
+        .map_err(|e| e.to_string())?;
+    let stock = musl::build_musl(
+        &musl_src,
+        musl::MuslFlavor::Stock,
+        cache,
+        &logs.join("musl-stock.log"),
+    )
+    .map_err(|e| e.to_string())?;
+    let src = fetch::fetch(&spec.source, "postgres", cache).map_err(|e| e.to_string())?;
+    let pg = build(
+        &PgSpec {
+            major: spec.major,
+            source: &src,
+            optimize: spec.configure.optimize.flag(),
+            extensions: &spec.extensions,
+            configure_extra: &spec.configure.extra,
+        },
+        &stock,
+        cache,
+        &PgLogs::in_dir(logs),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(pg.bin("postgres"))
+}
+
 /// Builds PostgreSQL (or finds it in the cache): prepare, compile, link.
 /// Each stage appends its tool output to its own log in `logs`.
 pub fn build(
