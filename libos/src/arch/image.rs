@@ -85,32 +85,44 @@ pub fn baked_envp() -> StringBlob {
     }
 }
 
-/// The rootfs archive build::link placed in the image's read-only data.
-/// File data is borrowed from it for as long as the file is not written, so
-/// instances booted from one image share those pages in the host's page cache.
-/// The rootfs index build::link placed next to the archive (empty if none).
-pub fn rootfs_index() -> &'static [u8] {
-    let start = addr_of!(__pgkraft_rootfs_index_start) as usize;
-    let end = addr_of!(__pgkraft_rootfs_index_end) as usize;
+/// The bytes of a linker-script section bracketed by two symbols.
+///
+/// # Safety
+/// `start` and `end` must be the addresses of symbols the linker script
+/// puts around a loaded, never-written section (or both at one address
+/// when the section is empty).
+unsafe fn section(start: *const u8, end: *const u8) -> &'static [u8] {
+    let (start, end) = (start as usize, end as usize);
     if end <= start {
         return &[];
     }
-    // SAFETY: as for `rootfs`: the linker script brackets the loaded,
-    // never-written `.pgkraft.rootfs_index` section with these symbols.
+    // SAFETY: per the contract, the range is mapped, immutable and lives as
+    // long as the image.
     unsafe { core::slice::from_raw_parts(start as *const u8, end - start) }
 }
 
+/// The rootfs archive build::link placed in the image's read-only data.
+/// File data is borrowed from it for as long as the file is not written, so
+/// instances booted from one image share those pages.
 pub fn rootfs() -> &'static [u8] {
-    let start = addr_of!(__pgkraft_rootfs_start) as usize;
-    let end = addr_of!(__pgkraft_rootfs_end) as usize;
-    if end <= start {
-        return &[];
+    // SAFETY: link.ld brackets `.pgkraft.rootfs` with these two symbols.
+    unsafe {
+        section(
+            addr_of!(__pgkraft_rootfs_start),
+            addr_of!(__pgkraft_rootfs_end),
+        )
     }
-    // SAFETY: the linker script brackets the loaded, never-written
-    // `.pgkraft.rootfs` output section with these two symbols (or defines
-    // both at one address when there is no archive), so the range is
-    // mapped, immutable and lives as long as the image.
-    unsafe { core::slice::from_raw_parts(start as *const u8, end - start) }
+}
+
+/// The rootfs index build::link placed next to the archive (empty if none).
+pub fn rootfs_index() -> &'static [u8] {
+    // SAFETY: link.ld brackets `.pgkraft.rootfs_index` with these symbols.
+    unsafe {
+        section(
+            addr_of!(__pgkraft_rootfs_index_start),
+            addr_of!(__pgkraft_rootfs_index_end),
+        )
+    }
 }
 
 /// Iterates a blob of NUL-terminated strings ended by an empty string.
