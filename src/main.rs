@@ -101,8 +101,9 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
         /// Fault pages in first: `write` (the snapshot's data, private copies),
-        /// `all` (the image's pages too), `background` (`write` while the guest
-        /// runs), `read` or `none` (shared between instances).
+        /// `all` (the image's pages too), `copy` (data and image copied into
+        /// huge pages), `background` (`write` while the guest runs), `read` or
+        /// `none` (shared between instances).
         #[arg(long, default_value = "write", value_name = "HOW")]
         prefault: snapshot::Prefault,
         /// Print one JSON object on stdout (without --vm: stdin is read to its end first).
@@ -144,7 +145,7 @@ enum BenchCommand {
         /// A line each instance answers before it idles (default: `get`).
         #[arg(long, default_value = "get")]
         query: String,
-        /// Passed to each `pgkraft resume` (all, write, background, read or none).
+        /// Passed to each `pgkraft resume` (copy, all, write, background, read, none).
         #[arg(long, default_value = "write", value_name = "HOW")]
         prefault: snapshot::Prefault,
         /// Print one JSON object on stdout, nothing else there.

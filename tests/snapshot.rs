@@ -379,3 +379,21 @@ fn postgres_single_user_resumes_with_its_rows() {
     let v = json(&o);
     assert_eq!(v["smoke"]["ok"], true, "{v:#}");
 }
+
+/// Prefaulting changes where pages live, never what they hold.
+#[test]
+fn every_prefault_mode_resumes_the_same_guest() {
+    if !kvm_available() {
+        return;
+    }
+    for how in ["copy", "all", "write", "background", "read", "none"] {
+        let o = resume_with(&snap(), "add 1\nget\n", &["--prefault", how]);
+        assert!(o.status.success(), "--prefault {how}");
+        assert_eq!(
+            json(&o)["console"],
+            "counter ready\ncounter=5\ncounter=7\ncounter=8\ncounter=8 commands=4 table=OK\nbye \
+             counter=8\n",
+            "--prefault {how}"
+        );
+    }
+}

@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -1297,8 +1297,12 @@ pub enum ConsolePrefix {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefault {
-    /// Data pages and the image's pages too, all private: the fastest
-    /// guest, the most memory per instance.
+    /// Data pages and the image's pages copied into private memory on
+    /// huge pages, as a cold boot loads the image: the guest's touches cost
+    /// least (2 MiB per shadow-MMU fault), the copy costs time at resume
+    /// and every instance owns all of it.
+    Copy,
+    /// Data pages and the image's pages too, all private (4 KiB pages).
     All,
     #[default]
     Write,
@@ -1312,13 +1316,14 @@ impl std::str::FromStr for Prefault {
     type Err = String;
     fn from_str(s: &str) -> Result<Prefault, String> {
         match s {
+            "copy" => Ok(Prefault::Copy),
             "all" => Ok(Prefault::All),
             "write" => Ok(Prefault::Write),
             "background" => Ok(Prefault::Background),
             "read" => Ok(Prefault::Read),
             "none" => Ok(Prefault::None),
             _ => Err(format!(
-                "`{s}`: expected all, write, background, read or none"
+                "`{s}`: expected copy, all, write, background, read or none"
             )),
         }
     }
@@ -1672,45 +1677,30 @@ fn restore(vm: kvm_ioctls::VmFd, l: &Loaded, prefault: Prefault) -> Result<Machi
     // Only the data comes from the file; its holes stay anonymous memory,
     // which a guest's first write fills far cheaper than a private copy of
     // a file hole (PostgreSQL allocates a lot of fresh memory per query).
-    if l.manifest.memory.data_ranges.is_empty() {
-        kvm::map_file_into(&mem, 0, mem_bytes, &memfile, 0).map_err(io_err("map", &mpath))?;
-    }
-    for &[gpa, len] in &l.manifest.memory.data_ranges {
-        kvm::map_file_into(&mem, gpa, len, &memfile, gpa).map_err(io_err("map", &mpath))?;
-    }
-    if !l.manifest.memory.image_backed.is_empty() {
+    if prefault == Prefault::Copy {
+        // Everything private, on huge pages: what a cold boot does with the
+        // image (memory.rs), here with the data and the image's pages.
+        kvm::use_huge_pages(&mem);
+        let copy = |f: &File, path: &Path, gpa: u64, len: u64, off: u64| {
+            let mut f = f;
+            f.seek(io::SeekFrom::Start(off))
+                .map_err(io_err("read", path))?;
+            mem.read_exact_volatile_from(GuestAddress(gpa), &mut f, len as usize)
+                .map_err(|e| SnapshotError::Io {
+                    what: "read",
+                    path: path.to_path_buf(),
+                    source: io::Error::other(e.to_string()),
+                })
+        };
+        for &[gpa, len] in &l.manifest.memory.data_ranges {
+            copy(&memfile, &mpath, gpa, len, gpa)?;
+        }
         let image = File::open(&l.image_path).map_err(io_err("read image", &l.image_path))?;
         for r in &l.manifest.memory.image_backed {
-            kvm::map_file_into(&mem, r.gpa, r.len, &image, r.file_offset)
-                .map_err(io_err("map image", &l.image_path))?;
-            if prefault == Prefault::All {
-                kvm::populate(&mem, r.gpa, r.len, true)
-                    .map_err(io_err("prefault", &l.image_path))?;
-            }
+            copy(&image, &l.image_path, r.gpa, r.len, r.file_offset)?;
         }
-    }
-    if prefault == Prefault::Background {
-        // The guest runs meanwhile; a page it reaches first is simply
-        // faulted in by it. The thread's clone of `mem` keeps the mapping
-        // alive until it is done, whatever happens to the VM.
-        let (mem, ranges) = (mem.clone(), l.manifest.memory.data_ranges.clone());
-        let _ = std::thread::Builder::new()
-            .name("pgkraft-prefault".into())
-            .spawn(move || {
-                for [gpa, len] in ranges {
-                    let _ = kvm::populate(&mem, gpa, len, true);
-                }
-            });
-    } else if prefault != Prefault::None {
-        for &[gpa, len] in &l.manifest.memory.data_ranges {
-            kvm::populate(
-                &mem,
-                gpa,
-                len,
-                matches!(prefault, Prefault::Write | Prefault::All),
-            )
-            .map_err(io_err("prefault", &mpath))?;
-        }
+    } else {
+        restore_mappings(&mem, l, prefault, &memfile, &mpath)?;
     }
     let t_mem = t0.elapsed();
     let machine = Machine::new(vm, mem)?;
@@ -1736,6 +1726,59 @@ fn restore(vm: kvm_ioctls::VmFd, l: &Loaded, prefault: Prefault) -> Result<Machi
         t0.elapsed() - t_vcpu
     );
     Ok(machine)
+}
+
+/// Maps the snapshot's data and the image's pages `MAP_PRIVATE` into guest
+/// RAM, and prefaults them as `prefault` says.
+fn restore_mappings(
+    mem: &GuestMemoryMmap,
+    l: &Loaded,
+    prefault: Prefault,
+    memfile: &File,
+    mpath: &Path,
+) -> Result<(), SnapshotError> {
+    let mem_bytes = l.manifest.memory.bytes;
+    if l.manifest.memory.data_ranges.is_empty() {
+        kvm::map_file_into(mem, 0, mem_bytes, memfile, 0).map_err(io_err("map", mpath))?;
+    }
+    for &[gpa, len] in &l.manifest.memory.data_ranges {
+        kvm::map_file_into(mem, gpa, len, memfile, gpa).map_err(io_err("map", mpath))?;
+    }
+    if !l.manifest.memory.image_backed.is_empty() {
+        let image = File::open(&l.image_path).map_err(io_err("read image", &l.image_path))?;
+        for r in &l.manifest.memory.image_backed {
+            kvm::map_file_into(mem, r.gpa, r.len, &image, r.file_offset)
+                .map_err(io_err("map image", &l.image_path))?;
+            if prefault == Prefault::All {
+                kvm::populate(mem, r.gpa, r.len, true)
+                    .map_err(io_err("prefault", &l.image_path))?;
+            }
+        }
+    }
+    if prefault == Prefault::Background {
+        // The guest runs meanwhile; a page it reaches first is simply
+        // faulted in by it. The thread's clone of `mem` keeps the mapping
+        // alive until it is done, whatever happens to the VM.
+        let (mem, ranges) = (mem.clone(), l.manifest.memory.data_ranges.clone());
+        let _ = std::thread::Builder::new()
+            .name("pgkraft-prefault".into())
+            .spawn(move || {
+                for [gpa, len] in ranges {
+                    let _ = kvm::populate(&mem, gpa, len, true);
+                }
+            });
+    } else if prefault != Prefault::None {
+        for &[gpa, len] in &l.manifest.memory.data_ranges {
+            kvm::populate(
+                mem,
+                gpa,
+                len,
+                matches!(prefault, Prefault::Write | Prefault::All),
+            )
+            .map_err(io_err("prefault", mpath))?;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
