@@ -139,8 +139,19 @@ impl KeyHasher {
     /// for symlinks the target. Timestamps, owners and other permission bits
     /// are ignored: they differ between checkouts without changing meaning.
     pub fn dir(&mut self, name: &str, path: &Path) -> Result<&mut Self, CacheError> {
+        self.dir_except(name, path, &[])
+    }
+
+    /// [`Self::dir`] without the top-level entries named in `skip` (a
+    /// cargo `target/` left by a developer's own build, say).
+    pub fn dir_except(
+        &mut self,
+        name: &str,
+        path: &Path,
+        skip: &[&str],
+    ) -> Result<&mut Self, CacheError> {
         let mut entries = Vec::new();
-        walk_sorted(path, PathBuf::new(), &mut entries)
+        walk_sorted(path, PathBuf::new(), skip, &mut entries)
             .map_err(CacheError::io("cannot read directory", path))?;
         let mut tree = Sha256::new();
         let mut put = |bytes: &[u8]| {
@@ -182,9 +193,20 @@ enum EntryKind {
     Symlink,
 }
 
-fn walk_sorted(root: &Path, rel: PathBuf, out: &mut Vec<(PathBuf, EntryKind)>) -> io::Result<()> {
+/// `skip`: names left out at the top level only.
+fn walk_sorted(
+    root: &Path,
+    rel: PathBuf,
+    skip: &[&str],
+    out: &mut Vec<(PathBuf, EntryKind)>,
+) -> io::Result<()> {
     let mut names: Vec<OsString> = fs::read_dir(root.join(&rel))?
         .map(|e| e.map(|e| e.file_name()))
+        .filter(|n| {
+            !(rel.as_os_str().is_empty()
+                && n.as_ref()
+                    .is_ok_and(|n| skip.iter().any(|s| n.as_os_str() == *s)))
+        })
         .collect::<io::Result<_>>()?;
     // Byte order, not locale order: the key must not depend on the host.
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -196,7 +218,7 @@ fn walk_sorted(root: &Path, rel: PathBuf, out: &mut Vec<(PathBuf, EntryKind)>) -
             out.push((child, EntryKind::Symlink));
         } else if ft.is_dir() {
             out.push((child.clone(), EntryKind::Dir));
-            walk_sorted(root, child, out)?;
+            walk_sorted(root, child, &[], out)?;
         } else if ft.is_file() {
             let exec = meta.permissions().mode() & 0o111 != 0;
             out.push((child, EntryKind::File { exec }));
@@ -406,6 +428,26 @@ mod tests {
         assert_ne!(a, c);
         assert_ne!(a, d);
         assert_eq!(a, KeyHasher::new().str("x", "ab").str("y", "c").finish());
+    }
+
+    #[test]
+    fn dir_key_can_skip_a_top_level_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        fs::write(d.join("a"), "1").unwrap();
+        let key = || {
+            KeyHasher::new()
+                .dir_except("d", d, &["target"])
+                .unwrap()
+                .finish()
+        };
+        let k0 = key();
+        fs::create_dir(d.join("target")).unwrap();
+        fs::write(d.join("target/x"), "build output").unwrap();
+        assert_eq!(k0, key(), "a top-level target/ does not count");
+        fs::create_dir(d.join("src")).unwrap();
+        fs::create_dir(d.join("src/target")).unwrap();
+        assert_ne!(k0, key(), "only at the top level");
     }
 
     #[test]

@@ -35,9 +35,14 @@ pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBu
     let rustc =
         exec::output_line(Command::new("rustc").arg("--version")).map_err(LibosError::Rustc)?;
     let mut key = KeyHasher::new();
-    key.dir("libos", &src)?
+    key.dir_except("libos", &src, &["target"])?
         .dir("abi", &paths::abi_dir())?
-        .str("rustc", &rustc);
+        .str("rustc", &rustc)
+        // Cargo hashes a path dependency outside the crate's workspace
+        // (../abi) by its absolute path into every symbol name, so the same
+        // sources built from another checkout give other bytes: a build
+        // from this checkout must never reuse one from elsewhere.
+        .str("source path", &src.display().to_string());
     for f in &config.features {
         key.str("feature", f);
     }
