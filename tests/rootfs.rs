@@ -457,11 +457,18 @@ fn rewriting_replaces_atomically() {
         rootfs::write(&[entry("/f", &f, None)], &opts(Compression::None, 0), &out).unwrap();
     assert_ne!(first.sha256, second.sha256);
     assert_eq!(cache::sha256_file(&out).unwrap(), second.sha256);
-    let names: Vec<_> = fs::read_dir(&out_dir)
+    let mut names: Vec<_> = fs::read_dir(&out_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["rootfs.tar"]);
+    names.sort();
+    // The archive and its index (build::rootfs_index), no temporary left.
+    assert_eq!(names, ["rootfs.tar", "rootfs.tar.index"]);
+    assert_eq!(
+        fs::read(rootfs::index_path(&out)).unwrap(),
+        pgkraft::build::rootfs_index::build(&fs::read(&out).unwrap()).unwrap(),
+        "the index is the second archive's"
+    );
 }
 
 #[test]

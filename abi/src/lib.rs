@@ -116,6 +116,14 @@ pub struct BootInfo {
     pub cmdline_len: u64,
 }
 
+/// The rootfs index build::rootfs_index writes and the libOS reads (see
+/// that module for the format) starts with this.
+pub const ROOTFS_INDEX_MAGIC: &[u8; 8] = b"PGKRIDX2";
+/// A zstd rootfs holds each file's data in frames of this many bytes (the
+/// last one shorter); the libOS inflates one chunk into these many bytes of
+/// pages, so both sides must agree.
+pub const ROOTFS_ZSTD_CHUNK: usize = 64 * 1024;
+
 /// ELF note that marks a pgkraft image: name [`NOTE_NAME`], type [`NOTE_TYPE`].
 pub const NOTE_NAME: &[u8] = b"pgkraft";
 pub const NOTE_TYPE: u32 = 0x5047_4b01;

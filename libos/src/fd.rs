@@ -331,7 +331,7 @@ fn read_device(dev: Device, buf: &mut [u8]) -> usize {
 fn pipe_write(end: &PipeEnd, buf: &[u8], nonblocking: bool) -> Result<usize, Errno> {
     let r = end.write(buf, nonblocking);
     if r == Err(Errno::EPIPE) {
-        let _ = crate::syscall::signal::kill(crate::syscall::ids::PID as i64, SIGPIPE);
+        crate::syscall::signal::raise(SIGPIPE);
     }
     r
 }

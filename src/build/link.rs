@@ -21,6 +21,8 @@ pub struct ImageLink<'a> {
     /// The rootfs archive, placed in the loaded section `.pgkraft.rootfs`
     /// between `__pgkraft_rootfs_start` and `__pgkraft_rootfs_end`.
     pub rootfs: Option<&'a Path>,
+    /// Its index (build::rootfs_index), placed in `.pgkraft.rootfs_index`.
+    pub rootfs_index: Option<&'a Path>,
     /// JSON describing the build (recipe, inputs), kept in the non-loaded
     /// section `.pgkraft.manifest` for `pgkraft inspect` and `pgkraft run`.
     pub build_info: &'a [u8],
@@ -183,20 +185,13 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         .map_err(|e| failure(format!("cannot create a temporary directory: {e}"), log))?;
     let args_o = tmp.path().join("pgkraft-args.o");
     let args_name = args_o.display().to_string();
-    let rootfs = match input.rootfs {
-        Some(p) => Some(
-            std::fs::read(p)
-                .map_err(|e| failure(format!("cannot read {}: {e}", p.display()), log))?,
-        ),
-        None => None,
+    let read = |p: Option<&Path>| -> Result<Option<Vec<u8>>, StageFailure> {
+        p.map(|p| {
+            std::fs::read(p).map_err(|e| failure(format!("cannot read {}: {e}", p.display()), log))
+        })
+        .transpose()
     };
-    let index = match rootfs.as_deref() {
-        Some(archive) => Some(
-            super::rootfs_index::build(archive)
-                .map_err(|e| failure(format!("cannot index the rootfs archive: {e}"), log))?,
-        ),
-        None => None,
-    };
+    let (rootfs, index) = (read(input.rootfs)?, read(input.rootfs_index)?);
     let bytes = args_object(
         input.argv,
         input.env,

@@ -45,7 +45,7 @@ const SYMLINK_MODE: u32 = 0o777;
 /// The cache stage of [`build_cached`].
 pub const CACHE_STAGE: &str = "rootfs";
 /// Bumped when the archive's layout changes for equal inputs.
-const FORMAT: &str = "pgkraft-rootfs-v2";
+const FORMAT: &str = "pgkraft-rootfs-v3";
 const METADATA_FILE: &str = "rootfs.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +100,9 @@ pub fn parse_source_date_epoch(value: Option<&OsStr>) -> Result<u64, RootfsError
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rootfs {
     pub path: PathBuf,
+    /// Its index (build::rootfs_index), which the link stage places next to
+    /// it in the image.
+    pub index: PathBuf,
     pub sha256: String,
     /// Size of the archive file (compressed, if it is).
     pub bytes: u64,
@@ -434,8 +437,29 @@ pub fn write(
     f.set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(io_err("cannot set the mode of", out))?;
     f.rewind().map_err(io_err("cannot read", out))?;
-    let sha256 = cache::sha256_reader(f).map_err(io_err("cannot hash", out))?;
-    let bytes = f.metadata().map_err(io_err("cannot read", out))?.len();
+    let mut archive = Vec::new();
+    f.read_to_end(&mut archive)
+        .map_err(io_err("cannot read", out))?;
+    let sha256 = cache::sha256_reader(&mut &archive[..]).map_err(io_err("cannot hash", out))?;
+    let bytes = archive.len() as u64;
+    // The index is made here, once per archive (and cached with it), not at
+    // every link.
+    let index = index_path(out);
+    let mut index_tmp = temp_in(dir, name)?;
+    let index_bytes =
+        super::rootfs_index::build(&archive).map_err(io_err("cannot index the archive", out))?;
+    index_tmp
+        .write_all(&index_bytes)
+        .and_then(|()| index_tmp.as_file().sync_all())
+        .and_then(|()| {
+            index_tmp
+                .as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))
+        })
+        .map_err(io_err("cannot write", &index))?;
+    index_tmp
+        .persist(&index)
+        .map_err(|e| io_err("cannot rename the finished index to", &index)(e.error))?;
     done.persist(out)
         .map_err(|e| io_err("cannot rename the finished archive to", out)(e.error))?;
     File::open(dir)
@@ -457,6 +481,7 @@ pub fn write(
 
     Ok(Rootfs {
         path: out.to_path_buf(),
+        index,
         sha256,
         bytes,
         tar_bytes,
@@ -467,7 +492,7 @@ pub fn write(
 }
 
 /// Bytes of file data per zstd frame (a multiple of the page size).
-pub const ZSTD_CHUNK: u64 = 64 * 1024;
+pub const ZSTD_CHUNK: u64 = pgkraft_abi::ROOTFS_ZSTD_CHUNK as u64;
 
 /// The tar as a run of independent zstd frames, cut at every file's data
 /// and every [`ZSTD_CHUNK`] inside it. Decompressed end to end it is the
@@ -509,6 +534,13 @@ fn compress(
         w.write_all(&frame)?;
     }
     w.flush()
+}
+
+/// Where the index of the archive at `archive` is written (next to it).
+pub fn index_path(archive: &Path) -> PathBuf {
+    let mut name = archive.file_name().unwrap_or_default().to_os_string();
+    name.push(".index");
+    archive.with_file_name(name)
 }
 
 /// The archive's file name for `compression`.
@@ -576,6 +608,7 @@ pub fn build_cached(
     let mut made: Rootfs =
         serde_json::from_slice(&text).map_err(|e| io_err("cannot decode", &meta)(e.into()))?;
     made.path = dir.join(&name);
+    made.index = index_path(&made.path);
     Ok(made)
 }
 

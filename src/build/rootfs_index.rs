@@ -22,7 +22,7 @@
 
 use std::io;
 
-pub const MAGIC: &[u8; 8] = b"PGKRIDX2";
+pub const MAGIC: &[u8; 8] = pgkraft_abi::ROOTFS_INDEX_MAGIC;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// One zstd frame of the archive.

@@ -78,6 +78,8 @@ static void file_mappings(void) {
           "a store in the mapping is in the file");
     check(pwrite(fd, "via pwrite", 11, 2 * 4096) == 11, "pwrite");
     check(strcmp(m + 2 * 4096, "via pwrite") == 0, "a write to the file is in the mapping");
+    check(madvise(m, 3 * 4096, MADV_DONTNEED) == 0 && strcmp(m + 2 * 4096, "via pwrite") == 0,
+          "MADV_DONTNEED on a shared file mapping keeps the file's bytes");
     char *priv = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 4096);
     check(priv != MAP_FAILED && strcmp(priv + 10, "via the mapping") == 0,
           "MAP_PRIVATE sees the file");

@@ -42,8 +42,8 @@ pub struct Chunk {
     pub holds: u32,
 }
 
-/// Bytes of file per chunk: build::rootfs::ZSTD_CHUNK.
-const CHUNK: usize = 64 * 1024;
+/// Bytes of file per chunk, as the host cut them.
+const CHUNK: usize = pgkraft_abi::ROOTFS_ZSTD_CHUNK;
 
 #[derive(Default)]
 pub struct FileData {

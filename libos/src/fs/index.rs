@@ -7,7 +7,7 @@ use super::data::Chunk;
 use super::tar::{Entry, EntryKind, Error};
 use alloc::vec::Vec;
 
-const MAGIC: &[u8; 8] = b"PGKRIDX2";
+const MAGIC: &[u8; 8] = pgkraft_abi::ROOTFS_INDEX_MAGIC;
 const CHUNK_RECORD: usize = 16;
 const HEADER: usize = 16;
 const FIXED: usize = 36;

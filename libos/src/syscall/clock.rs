@@ -2,7 +2,7 @@
 
 use super::{Errno, Result};
 use crate::arch::uaccess;
-use crate::{platform, time};
+use crate::time;
 
 const CLOCK_REALTIME: u64 = 0;
 const CLOCK_MONOTONIC: u64 = 1;
@@ -38,6 +38,32 @@ impl Timespec {
     }
 }
 
+/// The kernel's `struct timeval` (gettimeofday, setitimer, select).
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct Timeval {
+    pub sec: i64,
+    pub usec: i64,
+}
+
+impl Timeval {
+    pub fn from_ns(ns: u64) -> Timeval {
+        Timeval {
+            sec: (ns / 1_000_000_000) as i64,
+            usec: ((ns % 1_000_000_000) / 1000) as i64,
+        }
+    }
+
+    pub fn to_ns(self) -> core::result::Result<u64, Errno> {
+        if self.sec < 0 || !(0..1_000_000).contains(&self.usec) {
+            return Err(Errno::EINVAL);
+        }
+        Ok((self.sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(self.usec as u64 * 1000))
+    }
+}
+
 /// One vCPU runs one process, so CPU time is time since boot.
 fn now(clock: u64) -> core::result::Result<u64, Errno> {
     match clock {
@@ -67,14 +93,7 @@ pub fn clock_getres(clock: u64, ts: u64) -> Result {
 
 pub fn gettimeofday(tv: u64) -> Result {
     if tv != 0 {
-        let ns = time::realtime_ns();
-        uaccess::write(
-            tv,
-            &[
-                (ns / 1_000_000_000) as i64,
-                ((ns % 1_000_000_000) / 1000) as i64,
-            ],
-        )?;
+        uaccess::write(tv, &Timeval::from_ns(time::realtime_ns()))?;
     }
     Ok(0)
 }
@@ -99,28 +118,15 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> Result {
     } else {
         start.saturating_add(want)
     };
-    // The runner's sleep may return a little early (host timer slack): loop.
-    // A signal ends it early (EINTR), which with one process can only be
-    // the interval timer: never sleep past its next expiry.
-    loop {
-        let t = now(clock)?;
-        if t >= deadline {
-            break;
-        }
-        if super::signal::interrupt_pending() {
-            if rem != 0 && flags & TIMER_ABSTIME == 0 {
-                uaccess::write(rem, &Timespec::from_ns(deadline - t))?;
-            }
-            return Err(super::Errno::EINTR);
-        }
-        let mut ns = deadline - t;
-        if let Some(at) = super::signal::next_alarm() {
-            ns = ns.min(at.saturating_sub(crate::time::monotonic_ns()).max(1000));
-        }
-        platform::sleep_ns(ns);
-    }
+    // Nothing this process does can end the sleep early except a signal
+    // (the interval timer): the same wait as poll() with nothing to poll.
+    let r = super::poll::wait_for(Some(deadline.saturating_sub(start)), || Ok(0));
     if rem != 0 && flags & TIMER_ABSTIME == 0 {
-        uaccess::write(rem, &Timespec::default())?;
+        let left = match r {
+            Err(_) => deadline.saturating_sub(now(clock)?),
+            Ok(_) => 0,
+        };
+        uaccess::write(rem, &Timespec::from_ns(left))?;
     }
-    Ok(0)
+    r.map(|_| 0)
 }

@@ -51,8 +51,7 @@ fn place(addr: u64, len: u64, flags: u64) -> Result {
         if flags & MAP_FIXED_NOREPLACE != 0 && !mem::is_free(addr, len) {
             return Err(Errno::EEXIST);
         }
-        unshare(addr, len)?;
-        mem::free(addr, len).map_err(|_| Errno::ENOMEM)?;
+        release(addr, len).map_err(|_| Errno::ENOMEM)?;
         mem::alloc_fixed(addr, len)?;
         return Ok(addr as i64);
     }
@@ -123,9 +122,23 @@ pub fn munmap(addr: u64, len: u64) -> Result {
     if len == 0 {
         return Err(Errno::EINVAL);
     }
-    unshare(addr, mem::page_up(len))?;
-    mem::free(addr, len)?;
+    release(addr, len)?;
     Ok(0)
+}
+
+/// Every way mapped memory goes back to the allocator comes through here,
+/// so a shared file mapping always returns its pages to the file first.
+fn release(addr: u64, len: u64) -> core::result::Result<(), Errno> {
+    unshare(addr, mem::page_up(len))?;
+    mem::free(addr, len)
+}
+
+/// Whether `[addr, addr+len)` holds pages of a shared file mapping.
+fn overlaps_shared(addr: u64, len: u64) -> bool {
+    SHARED
+        .lock()
+        .iter()
+        .any(|m| m.addr < addr + len && addr < m.addr + m.len)
 }
 
 /// Give the pages of shared file mappings inside `[addr, addr+len)` back to
@@ -168,6 +181,11 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) 
         return Err(Errno::EINVAL);
     }
     let (old_len, new_len) = (mem::page_up(old_len), mem::page_up(new_len));
+    if overlaps_shared(old, old_len) {
+        // Its pages are the file's at their addresses: they cannot move.
+        crate::log!("libos: mremap of a shared file mapping is not supported (EINVAL)");
+        return Err(Errno::EINVAL);
+    }
     if new_len <= old_len {
         if new_len < old_len {
             mem::free(old + new_len, old_len - new_len)?;
@@ -189,11 +207,22 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) 
 }
 
 /// mprotect and madvise. MADV_DONTNEED must leave zeroes behind, as Linux
-/// does for private anonymous memory; the other advice changes nothing here.
+/// does for private anonymous memory; in a shared file mapping Linux shows
+/// the file again, which here is the very same memory, so nothing changes.
+/// The other advice changes nothing here.
 pub fn madvise(addr: u64, len: u64, advice: u64) -> Result {
     aligned(addr)?;
+    let len = mem::page_up(len);
     if advice == MADV_DONTNEED {
-        uaccess::zero(addr, mem::page_up(len));
+        if !overlaps_shared(addr, len) {
+            uaccess::zero(addr, len);
+        } else {
+            for page in (addr..addr + len).step_by(PAGE as usize) {
+                if !overlaps_shared(page, PAGE) {
+                    uaccess::zero(page, PAGE);
+                }
+            }
+        }
     }
     Ok(0)
 }

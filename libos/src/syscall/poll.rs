@@ -6,6 +6,7 @@
 //! every descriptor, and if none is ready sleeps until its timeout or the
 //! interval timer, whichever is first, via the runner (no busy loop).
 
+use super::clock::{Timespec, Timeval};
 use super::{Errno, Result, signal};
 use crate::arch::uaccess;
 use crate::fd::{self, FileKind, O_CLOEXEC, O_NONBLOCK, O_RDWR, OpenFile, POLLERR, POLLHUP};
@@ -265,6 +266,8 @@ struct PollFd {
 
 /// POLLNVAL: the fd is not open.
 const POLLNVAL: u32 = 0x020;
+const POLLRDNORM: u32 = 0x040;
+const POLLWRNORM: u32 = 0x100;
 
 fn poll_common(fds: u64, n: u64, timeout: Option<u64>) -> Result {
     if n > crate::config::MAX_FDS {
@@ -280,14 +283,19 @@ fn poll_common(fds: u64, n: u64, timeout: Option<u64>) -> Result {
             if p.fd < 0 {
                 continue;
             }
-            let ev = match fd::get(p.fd as u64) {
-                Ok(f) => f.poll_events() & (p.events as u16 as u32 | POLLERR | POLLHUP),
+            let asked = p.events as u16 as u32;
+            let mut ev = match fd::get(p.fd as u64) {
+                Ok(f) => f.poll_events(),
                 Err(_) => POLLNVAL,
             };
             // POLLRDNORM/POLLWRNORM mirror POLLIN/POLLOUT.
-            let ev = ev
-                | if ev & 1 != 0 { 0x40 } else { 0 } & p.events as u16 as u32
-                | if ev & 4 != 0 { 0x100 } else { 0 } & p.events as u16 as u32;
+            if ev & fd::POLLIN != 0 {
+                ev |= POLLRDNORM;
+            }
+            if ev & fd::POLLOUT != 0 {
+                ev |= POLLWRNORM;
+            }
+            let ev = ev & (asked | POLLERR | POLLHUP | POLLNVAL);
             p.revents = ev as i16;
             count += i64::from(ev != 0);
         }
@@ -307,7 +315,7 @@ fn timespec_timeout(ts: u64) -> core::result::Result<Option<u64>, Errno> {
     if ts == 0 {
         return Ok(None);
     }
-    Ok(Some(uaccess::read::<super::clock::Timespec>(ts)?.to_ns()?))
+    Ok(Some(uaccess::read::<Timespec>(ts)?.to_ns()?))
 }
 
 pub fn ppoll(fds: u64, n: u64, ts: u64, sigmask: u64, size: u64) -> Result {
@@ -377,20 +385,15 @@ fn select_common(nfds: u64, sets: [u64; 3], timeout: Option<u64>) -> Result {
 }
 
 pub fn select(nfds: u64, r: u64, w: u64, e: u64, tv: u64) -> Result {
-    let timeout = if tv == 0 {
-        None
-    } else {
-        let t: [i64; 2] = uaccess::read(tv)?;
-        if t[0] < 0 || !(0..1_000_000).contains(&t[1]) {
-            return Err(Errno::EINVAL);
-        }
-        Some(t[0] as u64 * 1_000_000_000 + t[1] as u64 * 1000)
-    };
-    let res = select_common(nfds, [r, w, e], timeout);
-    if tv != 0 {
-        // Linux writes back the time left; callers that loop rely on it.
-        uaccess::write(tv, &[0i64, 0i64])?;
+    if tv == 0 {
+        return select_common(nfds, [r, w, e], None);
     }
+    let timeout = uaccess::read::<Timeval>(tv)?.to_ns()?;
+    let deadline = crate::time::monotonic_ns().saturating_add(timeout);
+    let res = select_common(nfds, [r, w, e], Some(timeout));
+    // Linux writes back the time left; callers that loop rely on it.
+    let left = deadline.saturating_sub(crate::time::monotonic_ns());
+    uaccess::write(tv, &Timeval::from_ns(left))?;
     res
 }
 
@@ -411,8 +414,7 @@ pub fn signalfd4(fd: u64, mask: u64, size: u64, flags: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     let m: u64 = uaccess::read(mask)?;
-    // SIGKILL and SIGSTOP cannot be read from a signalfd.
-    let m = m & !((1 << 8) | (1 << 18));
+    let m = m & !signal::UNBLOCKABLE;
     if fd as i32 != -1 {
         let f = fd::get(fd)?;
         return match &f.kind {

@@ -22,8 +22,6 @@ const IPC_INFO: u64 = 3;
 /// musl sets this bit on every shmctl command (the 64-bit layout).
 const IPC_64: u64 = 0x100;
 const SHM_STAT: u64 = 13;
-const SHM_RDONLY: u64 = 0o10000;
-const SHM_RND: u64 = 0o20000;
 /// Linux reports a removed segment still attached with this mode bit.
 const SHM_DEST: u32 = 0o1000;
 /// Linux's SHMMIN and a generous SHMMAX.
@@ -119,14 +117,15 @@ pub fn shmget(key: u64, size: u64, flags: u64) -> Result {
     Ok(id as i64)
 }
 
-pub fn shmat(id: u64, want: u64, flags: u64) -> Result {
+/// SHM_RDONLY and SHM_RND change nothing: memory is not protected per
+/// page, and a segment can only be at its one address anyway.
+pub fn shmat(id: u64, want: u64, _flags: u64) -> Result {
     let mut t = TABLE.lock();
     let s = t
         .segs
         .iter_mut()
         .find(|s| s.id == id as i32)
         .ok_or(Errno::EINVAL)?;
-    let _ = flags & (SHM_RDONLY | SHM_RND);
     // One address space: a segment can only be where it already is.
     if want != 0 && want != s.addr {
         return Err(Errno::EINVAL);

@@ -7,6 +7,7 @@
 //! or at once when the program sends it to itself unblocked. A blocked
 //! signal stays pending until it is unblocked or read from a signalfd.
 
+use super::clock::Timeval;
 use super::{Errno, Result};
 use crate::arch::{cpu, uaccess};
 use spin::Mutex;
@@ -59,7 +60,8 @@ fn bit(sig: u64) -> u64 {
     1 << (sig - 1)
 }
 
-const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+/// SIGKILL and SIGSTOP: never blocked, caught or read from a signalfd.
+pub const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 
 fn valid(sig: u64) -> core::result::Result<usize, Errno> {
     if (1..NSIG as u64).contains(&sig) {
@@ -208,22 +210,16 @@ pub fn deliver_pending() {
     }
 }
 
+/// ITIMER_REAL expired: SIGALRM becomes pending, the timer re-arms.
 fn check_alarm() {
-    let fire = {
-        let mut st = SIGNALS.lock();
-        if st.alarm_at == 0 || crate::time::monotonic_ns() < st.alarm_at {
-            false
-        } else {
-            st.alarm_at = if st.alarm_every == 0 {
-                0
-            } else {
-                crate::time::monotonic_ns() + st.alarm_every
-            };
-            st.pending |= bit(SIGALRM);
-            true
-        }
-    };
-    let _ = fire;
+    let mut st = SIGNALS.lock();
+    if st.alarm_at != 0 && crate::time::monotonic_ns() >= st.alarm_at {
+        st.alarm_at = match st.alarm_every {
+            0 => 0,
+            every => crate::time::monotonic_ns() + every,
+        };
+        st.pending |= bit(SIGALRM);
+    }
 }
 
 /// When the interval timer next fires (monotonic ns), if armed: sleeps
@@ -238,29 +234,6 @@ pub fn interrupt_pending() -> bool {
     check_alarm();
     let st = SIGNALS.lock();
     st.pending & !st.mask != 0
-}
-
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-
-impl Timeval {
-    fn ns(self) -> core::result::Result<u64, Errno> {
-        if self.sec < 0 || !(0..1_000_000).contains(&self.usec) {
-            return Err(Errno::EINVAL);
-        }
-        Ok(self.sec as u64 * 1_000_000_000 + self.usec as u64 * 1000)
-    }
-
-    fn from_ns(ns: u64) -> Timeval {
-        Timeval {
-            sec: (ns / 1_000_000_000) as i64,
-            usec: ((ns % 1_000_000_000) / 1000) as i64,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -305,7 +278,7 @@ pub fn setitimer(which: u64, new: u64, old: u64) -> Result {
     } else {
         Itimerval::default()
     };
-    let (value, every) = (v.value.ns()?, v.interval.ns()?);
+    let (value, every) = (v.value.to_ns()?, v.interval.to_ns()?);
     let mut st = SIGNALS.lock();
     if old != 0 {
         uaccess::write(old, &current_timer(&st))?;
@@ -337,11 +310,10 @@ pub fn alarm(secs: u64) -> Result {
     Ok(left)
 }
 
-/// Signals in `mask` that are pending and blocked: what a signalfd reads.
+/// Signals in `mask` that are pending: what a signalfd would read.
 pub fn signalfd_ready(mask: u64) -> u64 {
     check_alarm();
-    let st = SIGNALS.lock();
-    st.pending & mask & st.mask
+    SIGNALS.lock().pending & mask
 }
 
 /// Take the lowest signal a signalfd with `mask` may read.
