@@ -34,7 +34,12 @@ if PGKRAFT_PASSWORD=bench build recipes/postgres-17.yaml; then
   echo "== PostgreSQL 17 single-user, first check (SELECT 1 + 1)"
   "$pg" bench resume "$out/postgres-17.img" --vm test-vms/single-user.yaml --runs "$runs" "${json[@]}"
   "$pg" snapshot "$out/postgres-17.img" --vm test-vms/single-user.yaml --out "$out/postgres-17.snap"
-  for how in write read; do
+  for how in copy; do
+    echo "== PostgreSQL 17 single-user, one resume with --prefault $how (first_answer_ms)"
+    "$pg" resume "$out/postgres-17.snap" --vm test-vms/single-user.yaml --prefault "$how" --json \
+      | grep -E '"(resume|first_answer)_ms"' || true
+  done
+  for how in write read copy; do
     echo "== density, PostgreSQL 17 single-user, --prefault $how"
     "$pg" bench density "$out/postgres-17.snap" --instances "$instances" --prefault "$how" \
       --query $'SELECT 1;\n' "${json[@]}"

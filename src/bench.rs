@@ -130,8 +130,8 @@ fn time_process(
 }
 
 pub fn boot(image: &Path, runs: usize) -> Result<BootBench, BenchError> {
-    let info = crate::image_info::read(image)?;
-    let mem_mib = info.build.as_ref().map(|b| b.memory_mib).unwrap_or(64);
+    let info = crate::image_info::brief(image)?;
+    let mem_mib = info.memory_mib(None);
     let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
         what: "own path".into(),
         source,
@@ -784,9 +784,8 @@ pub fn density(
     }
     // Clean stop: end of input, the guest sees EOF and exits.
     let mut stopped = 0;
-    for (c, stdin, _) in children.iter_mut() {
+    for (_, stdin, _) in children.iter_mut() {
         drop(stdin.take());
-        let _ = c;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for (c, _, _) in children.iter_mut() {

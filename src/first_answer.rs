@@ -50,13 +50,7 @@ fn first_answer(report: &smoke::SmokeReport, run: usize) -> Result<f64, FirstAns
             why: format!(
                 "{}; console tail: {}",
                 report.exit,
-                report
-                    .console
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                smoke::tail(&report.console, 5).replace('\n', " | ")
             ),
         }),
     }
@@ -82,7 +76,14 @@ pub fn bench(
             if in_guest {
                 let r = smoke::run(image, &spec)?;
                 guest.push(first_answer(&r, run)?);
-                main.push(r.phases.get("main_entered").copied().unwrap_or(f64::NAN));
+                // A missing phase fails the run rather than counting as 0.
+                main.push(r.phases.get("main_entered").copied().ok_or_else(|| {
+                    FirstAnswerError::NoAnswer {
+                        run,
+                        runner: r.runner,
+                        why: "the guest never reported entering main".into(),
+                    }
+                })?);
                 memory.extend(r.guest_memory);
                 image_bytes = r.image_bytes;
             } else {

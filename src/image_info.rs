@@ -81,13 +81,29 @@ fn largest_symbols(elf: &object::File, n: usize) -> Vec<SymbolInfo> {
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The files in the image's rootfs section, read back from the archive.
+/// A rootfs archive as the plain tar it is (build::rootfs writes a plain
+/// tar or zstd frames of one).
+pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if archive.starts_with(&ZSTD_MAGIC) {
+        Some(zstd::decode_all(archive).ok()?.into())
+    } else {
+        Some(archive.into())
+    }
+}
+
+/// The rootfs section of an image's bytes, if it has one.
+pub fn rootfs_section(elf_bytes: &[u8]) -> Option<&[u8]> {
+    let elf = object::File::parse(elf_bytes).ok()?;
+    elf.section_by_name(".pgkraft.rootfs")?.data().ok()
+}
+
 fn rootfs_info(data: &[u8]) -> Option<RootfsInfo> {
-    let (compression, tar): (&'static str, std::borrow::Cow<[u8]>) =
-        if data.starts_with(&ZSTD_MAGIC) {
-            ("zstd", zstd::decode_all(data).ok()?.into())
-        } else {
-            ("none", data.into())
-        };
+    let compression = if data.starts_with(&ZSTD_MAGIC) {
+        "zstd"
+    } else {
+        "none"
+    };
+    let tar = rootfs_tar(data)?;
     let mut archive = tar::Archive::new(&*tar);
     let mut files = Vec::new();
     for entry in archive.entries().ok()? {
@@ -152,6 +168,85 @@ pub enum InspectError {
     },
 }
 
+/// What running an image needs to know of it, read without the full
+/// inspection (no rootfs decompression, no symbol table walk).
+#[derive(Debug)]
+pub struct Brief {
+    pub file_bytes: u64,
+    pub build: Option<BuildInfo>,
+    /// The baked-in argv, argv[0] first (build::link's `__pgkraft_argv_blob`).
+    pub argv: Vec<String>,
+}
+
+impl Brief {
+    /// Guest memory: `wanted`, else the recipe's (embedded), else 64 MiB.
+    pub fn memory_mib(&self, wanted: Option<u32>) -> u32 {
+        wanted
+            .or(self.build.as_ref().map(|b| b.memory_mib))
+            .unwrap_or(64)
+    }
+}
+
+/// The symbol build::link gives the baked-in argv (NUL-terminated strings,
+/// then an empty one).
+const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
+
+pub fn brief(path: &Path) -> Result<Brief, InspectError> {
+    let file = std::fs::File::open(path).map_err(|source| InspectError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let file_bytes = file
+        .metadata()
+        .map_err(|source| InspectError::Read {
+            path: path.into(),
+            source,
+        })?
+        .len();
+    let cache = object::ReadCache::new(&file);
+    // What `run` would refuse (not an ELF, not a pgkraft image), refused
+    // here first with the same words.
+    crate::vmm::read_boot_note_from(&cache).map_err(|e| e.with_path(path))?;
+    let elf_err = |detail: String| InspectError::Elf {
+        path: path.into(),
+        detail,
+    };
+    let elf = object::File::parse(&cache).map_err(|e| elf_err(e.to_string()))?;
+    Ok(Brief {
+        file_bytes,
+        build: build_info(&elf),
+        argv: argv(&elf).map_err(elf_err)?,
+    })
+}
+
+/// The build info build::link embedded, if any.
+fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<BuildInfo> {
+    let data = elf.section_by_name(MANIFEST_SECTION)?.data().ok()?;
+    serde_json::from_slice(data).ok()
+}
+
+fn argv<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<Vec<String>, String> {
+    use object::ObjectSymbol;
+    let sym = elf
+        .symbols()
+        .find(|s| s.name() == Ok(ARGV_SYMBOL))
+        .ok_or_else(|| format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)"))?;
+    let section = sym
+        .section_index()
+        .and_then(|i| elf.section_by_index(i).ok())
+        .ok_or_else(|| format!("{ARGV_SYMBOL} is in no section"))?;
+    let bytes = section
+        .data_range(sym.address(), sym.size())
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("{ARGV_SYMBOL} lies outside its section"))?;
+    Ok(bytes
+        .split(|b| *b == 0)
+        .take_while(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
 pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
     let data = std::fs::read(path).map_err(|source| InspectError::Read {
         path: path.into(),
@@ -163,16 +258,12 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         detail: e.to_string(),
     })?;
     let mut sections = Vec::new();
-    let mut build = None;
     let mut pvh_entry = false;
     let mut rootfs = None;
     for s in elf.sections() {
         let name = s.name().unwrap_or("?").to_string();
         if name.is_empty() {
             continue;
-        }
-        if name == MANIFEST_SECTION {
-            build = s.data().ok().and_then(|d| serde_json::from_slice(d).ok());
         }
         if name == ".pgkraft.rootfs" {
             rootfs = s.data().ok().and_then(rootfs_info);
@@ -206,6 +297,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         _ => data.len() as u64,
     };
     Ok(ImageInfo {
+        build: build_info(&elf),
         largest_symbols: largest_symbols(&elf, 25),
         largest_objects: sibling_manifest_objects(path),
         rootfs,
@@ -215,6 +307,5 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         entry64: note.entry64,
         pvh_entry,
         sections,
-        build,
     })
 }

@@ -295,12 +295,9 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             timeout,
             args,
         } => {
-            let info = image_info::read(&image).map_err(Failure::input)?;
-            let mem_mib = mem
-                .or(info.build.as_ref().map(|b| b.memory_mib))
-                .unwrap_or(64);
+            let info = image_info::brief(&image).map_err(Failure::input)?;
             let cfg = vmm::VmConfig {
-                mem_mib,
+                mem_mib: info.memory_mib(mem),
                 cmdline: smoke::quote_args(&args),
                 timeout: timeout.map(Duration::from_secs_f64),
                 console: vmm::Console::Stdio,
@@ -324,18 +321,12 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             native,
             postgres,
         } => {
-            let spec = match vm {
-                Some(path) => smoke::TestVm::load(&path).map_err(Failure::input)?,
-                None => smoke::TestVm::default(),
-            };
+            let spec = load_spec(vm.as_deref())?;
             let report = if native {
                 smoke::native::run_cli(&image, &spec, postgres.as_deref())
                     .map_err(Failure::input)?
             } else {
-                smoke::run(&image, &spec).map_err(|e| match e {
-                    smoke::SmokeError::Vmm(e) => vmm_failure(e),
-                    e => Failure::input(e),
-                })?
+                smoke::run(&image, &spec).map_err(smoke_failure)?
             };
             if json {
                 print_json(&report);
@@ -348,11 +339,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             what: BenchCommand::Boot { image, runs, json },
         } => {
             at_least_one(runs, "--runs")?;
-            let report = bench::boot(&image, runs).map_err(|e| match e {
-                bench::BenchError::Image(e) => Failure::input(e),
-                bench::BenchError::Vmm(e) => vmm_failure(e),
-                e => Failure::failed(e),
-            })?;
+            let report = bench::boot(&image, runs).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
         Command::Bench {
@@ -372,10 +359,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             };
             let report =
                 first_answer::bench(&image, &query, runs, &postgres).map_err(|e| match e {
-                    first_answer::FirstAnswerError::Smoke(smoke::SmokeError::Vmm(e)) => {
-                        vmm_failure(e)
-                    }
-                    first_answer::FirstAnswerError::Smoke(e) => Failure::input(e),
+                    first_answer::FirstAnswerError::Smoke(e) => smoke_failure(e),
                     first_answer::FirstAnswerError::Native(e) => Failure::input(e),
                     e => Failure::failed(e),
                 })?;
@@ -447,6 +431,15 @@ fn snapshot_failure(e: snapshot::SnapshotError) -> Failure {
     }
 }
 
+/// A smoke run's errors: the runner's as [`vmm_failure`] says, the rest
+/// are the test VM's or the image's (bad input).
+fn smoke_failure(e: smoke::SmokeError) -> Failure {
+    match e {
+        smoke::SmokeError::Vmm(e) => vmm_failure(e),
+        e => Failure::input(e),
+    }
+}
+
 fn bench_failure(e: bench::BenchError) -> Failure {
     match e {
         bench::BenchError::Image(e) => Failure::input(e),
@@ -463,11 +456,6 @@ fn load_spec(vm: Option<&std::path::Path>) -> Result<smoke::TestVm, Failure> {
     }
 }
 
-/// What `pgkraft snapshot` feeds the guest before its ready point.
-fn snapshot_input(spec: &smoke::TestVm) -> Vec<u8> {
-    bench::snapshot_input(spec)
-}
-
 fn snapshot_cmd(
     image: &std::path::Path,
     vm: Option<&std::path::Path>,
@@ -477,12 +465,11 @@ fn snapshot_cmd(
     let spec = load_spec(vm)?;
     // The smoke checks know how to boot the image for this test VM (memory,
     // arguments, the mode's own); the snapshot takes over their boot.
-    let input_before = snapshot_input(&spec);
+    let input_before = bench::snapshot_input(&spec);
     let (smoked, taken) = snapshot::with_snapshot(out, &input_before, || smoke::run(image, &spec));
     let report = match (taken, smoked) {
         (Some(taken), _) => taken.map_err(snapshot_failure)?,
-        (None, Err(smoke::SmokeError::Vmm(e))) => return Err(vmm_failure(e)),
-        (None, Err(e)) => return Err(Failure::input(e)),
+        (None, Err(e)) => return Err(smoke_failure(e)),
         (None, Ok(_)) => {
             return Err(Failure::failed(anyhow::anyhow!(
                 "the test VM's run never booted the image, so there was nothing to snapshot"
@@ -597,10 +584,7 @@ fn resume_cmd(
     let loaded = snapshot::load(dir, &expect).map_err(snapshot_failure)?;
     let image = loaded.image_path.clone();
     let (report, info) = snapshot::with_resume(dir, &expect, || smoke::run(&image, &spec));
-    let report = report.map_err(|e| match e {
-        smoke::SmokeError::Vmm(e) => vmm_failure(e),
-        e => Failure::input(e),
-    })?;
+    let report = report.map_err(smoke_failure)?;
     let at = |name: &str| report.phases.get(name).copied();
     let times = snapshot::ResumeTimes {
         restored_ms: at("vmm_ready"),

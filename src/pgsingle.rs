@@ -30,8 +30,6 @@
 //!   its answer. An ERROR ends the statement but not the session: the next
 //!   query runs.
 
-use serde::Serialize;
-
 /// What the server prints before reading each query.
 pub const PROMPT: &str = "backend> ";
 
@@ -84,7 +82,7 @@ pub fn stdin_for<'a>(queries: impl IntoIterator<Item = &'a str>) -> String {
 
 /// One result set: the column names and the rows, each value as the server
 /// printed it (`None` for NULL).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResultSet {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Option<String>>>,

@@ -40,8 +40,9 @@ pub struct TestVm {
     pub stdin: String,
     /// Console input `pgkraft snapshot` feeds before it snapshots the guest
     /// (at its first read with no input left); `stdin` then goes to the
-    /// resumed guest. A cold boot gets both, in that order, so the same
-    /// expectations hold for a cold boot and a resume.
+    /// resumed guest. In program mode a cold boot gets both, in that order,
+    /// so the same expectations hold for a cold boot and a resume; in
+    /// single-user mode it is set-up SQL a cold boot does not run.
     #[serde(default)]
     pub snapshot_after: String,
     #[serde(default)]
@@ -392,10 +393,6 @@ pub enum SmokeError {
         image.display()
     )]
     NotSingleUser { image: PathBuf, args: Vec<String> },
-    #[error("{}: cannot read the image's arguments: {detail}", image.display())]
-    Argv { image: PathBuf, detail: String },
-    #[error(transparent)]
-    Native(#[from] native::NativeError),
 }
 
 /// Quote arguments for the boot command line (see libos::cmdline).
@@ -418,12 +415,6 @@ pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
     }
 }
 
-fn memory_mib(spec: &TestVm, info: &image_info::ImageInfo) -> u32 {
-    spec.memory_mib
-        .or(info.build.as_ref().map(|b| b.memory_mib))
-        .unwrap_or(64)
-}
-
 fn phase_map(phases: &[vmm::PhaseMark]) -> BTreeMap<String, f64> {
     phases
         .iter()
@@ -440,9 +431,9 @@ fn exit_text(exit: &GuestExit) -> (String, Option<u8>) {
 }
 
 fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
-    let info = image_info::read(image)?;
+    let info = image_info::brief(image)?;
     let cfg = vmm::VmConfig {
-        mem_mib: memory_mib(spec, &info),
+        mem_mib: info.memory_mib(spec.memory_mib),
         cmdline: spec.args.as_deref().map(quote_args).unwrap_or_default(),
         timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
         console: vmm::Console::Capture {
@@ -495,7 +486,7 @@ fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
         exit,
         exit_status,
         vm_exits: outcome.exits,
-        guest_memory: Some(outcome.memory),
+        guest_memory: outcome.memory,
         first_answer_ms: None,
         checks,
         server_messages: Vec::new(),

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use object::{Object, ObjectSection};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -109,16 +108,8 @@ fn a_cold_build_is_bit_identical_to_the_cached_one() {
 /// The rootfs the image carries, unpacked into a directory.
 fn unpack_rootfs(img: &Path, into: &Path) {
     let data = std::fs::read(img).unwrap();
-    let elf = object::File::parse(&*data).unwrap();
-    let section = elf
-        .section_by_name(".pgkraft.rootfs")
-        .expect("rootfs section");
-    let bytes = section.data().unwrap();
-    let tar = if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::decode_all(bytes).unwrap()
-    } else {
-        bytes.to_vec()
-    };
+    let section = pgkraft::image_info::rootfs_section(&data).expect("rootfs section");
+    let tar = pgkraft::image_info::rootfs_tar(section).expect("a readable archive");
     let mut archive = tar::Archive::new(&*tar);
     archive.set_preserve_permissions(true);
     archive.unpack(into).unwrap();

@@ -206,6 +206,9 @@ fn altered_files_are_refused() {
     ] {
         let dir = copy_of(&format!("altered-{file}"));
         let path = dir.join(file);
+        // A first resume verifies the copy and records its files'
+        // identities, so the edit below must invalidate that record.
+        assert!(resume_with(&dir, "get\n", &[]).status.success());
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -217,8 +220,7 @@ fn altered_files_are_refused() {
         b[0] ^= 0x55;
         f.write_all_at(&b, at).unwrap();
         drop(f);
-        // For memory.raw the copy's verification record names the original
-        // file identity, so this also shows an in-place edit is re-hashed.
+        // An in-place edit (same inode, new mtime/ctime) is re-hashed.
         let o = resume_with(&dir, "get\n", &[]);
         refused(&o, &[path.to_str().unwrap(), "has been altered"]);
     }

@@ -13,13 +13,14 @@
 
 use super::single_user::{self, Outcome};
 use super::{SmokeReport, TestVm};
+use crate::build::postgres::user::{RunAs, run_as};
 use crate::build::select::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
 use crate::pgsingle;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,7 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
         image: image.to_path_buf(),
         detail,
     };
-    let info = crate::image_info::read(image).map_err(|e| missing(e.to_string()))?;
+    let info = crate::image_info::brief(image).map_err(|e| missing(e.to_string()))?;
     let build = info
         .build
         .ok_or_else(|| missing("it carries no build info".into()))?;
@@ -93,53 +94,6 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
     crate::build::postgres::host_server(spec, &cache, &logs).map_err(missing)
 }
 
-/// Who the server runs as.
-#[derive(Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-    drop: bool,
-}
-
-fn run_as(probe: &Path) -> Result<RunAs, NativeError> {
-    let meta = std::fs::metadata(probe).map_err(io("cannot stat", probe))?;
-    if meta.uid() != 0 {
-        return Ok(RunAs {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            drop: false,
-        });
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 3 && f[0] == "nobody").then(|| {
-                Some(RunAs {
-                    uid: f[2].parse().ok()?,
-                    gid: f[3].parse().ok()?,
-                    drop: true,
-                })
-            })?
-        })
-        .ok_or(NativeError::NoNobody)
-}
-
-fn chown_tree(path: &Path, who: RunAs) -> Result<(), NativeError> {
-    if !who.drop {
-        return Ok(());
-    }
-    std::os::unix::fs::lchown(path, Some(who.uid), Some(who.gid))
-        .map_err(io("cannot chown", path))?;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        for e in std::fs::read_dir(path).map_err(io("cannot read", path))? {
-            chown_tree(&e.map_err(io("cannot read", path))?.path(), who)?;
-        }
-    }
-    Ok(())
-}
-
 /// A fresh copy of an image's files with the host-linked server in it,
 /// ready for one session. Removed when dropped.
 pub struct NativeServer {
@@ -160,9 +114,11 @@ impl NativeServer {
             .map_err(io("cannot create in", &std::env::temp_dir()))?;
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(io("cannot chmod", root.path()))?;
-        let tar = rootfs_tar(&data).ok_or_else(|| NativeError::NoRootfs {
-            image: image.to_path_buf(),
-        })?;
+        let tar = crate::image_info::rootfs_section(&data)
+            .and_then(crate::image_info::rootfs_tar)
+            .ok_or_else(|| NativeError::NoRootfs {
+                image: image.to_path_buf(),
+            })?;
         let mut archive = tar::Archive::new(&*tar);
         archive.set_preserve_permissions(true);
         archive
@@ -176,9 +132,12 @@ impl NativeServer {
         std::fs::copy(postgres, &server).map_err(io("cannot copy", postgres))?;
         std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755))
             .map_err(io("cannot chmod", &server))?;
-        let who = run_as(root.path())?;
+        let who = run_as(root.path())
+            .map_err(io("cannot stat", root.path()))?
+            .ok_or(NativeError::NoNobody)?;
         // The server checks that it owns its data directory.
-        chown_tree(&root.path().join(data_rel()), who)?;
+        who.chown_tree(&root.path().join(data_rel()))
+            .map_err(|(p, e)| io("cannot chown", &p)(e))?;
         Ok(NativeServer {
             who,
             image: image.to_path_buf(),
@@ -201,17 +160,7 @@ impl NativeServer {
         let writer2 = writer
             .try_clone()
             .map_err(io("cannot make a pipe for", &server))?;
-        let mut cmd = if self.who.drop {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={}", self.who.uid))
-                .arg(format!("--regid={}", self.who.gid))
-                .arg("--clear-groups")
-                .arg("--")
-                .arg(&server);
-            c
-        } else {
-            Command::new(&server)
-        };
+        let mut cmd = self.who.command(&server);
         cmd.args(&args)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -295,7 +244,6 @@ impl NativeServer {
                 exit,
                 exit_status,
                 phases,
-                boot_ms: super::ms(exit_at),
                 vm_exits: 0,
                 guest_memory: None,
             },
@@ -316,18 +264,6 @@ fn prefix_rel() -> PathBuf {
 
 fn data_rel() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR.trim_start_matches('/'))
-}
-
-/// The image's rootfs archive, decompressed.
-fn rootfs_tar(elf_bytes: &[u8]) -> Option<Vec<u8>> {
-    use object::{Object, ObjectSection};
-    let elf = object::File::parse(elf_bytes).ok()?;
-    let bytes = elf.section_by_name(".pgkraft.rootfs")?.data().ok()?;
-    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::decode_all(bytes).ok()
-    } else {
-        Some(bytes.to_vec())
-    }
 }
 
 /// `pgkraft smoke --native`: every error here is the caller's to fix

@@ -1,50 +1,16 @@
 //! Single-user mode in the guest: the image's `postgres --single` gets every
 //! check's SQL on its console, and its output is checked answer by answer.
 
-use super::{Check, Mode, SmokeError, SmokeReport, TestVm, exit_text, memory_mib, ms, phase_map};
+use super::{Check, Mode, SmokeError, SmokeReport, TestVm, exit_text, ms, phase_map};
 use crate::image_info;
 use crate::pgsingle::{self, Transcript};
 
 use crate::vmm;
-use object::{Object, ObjectSection, ObjectSymbol};
 use std::path::Path;
 use std::time::Duration;
 
-/// The symbol build::link gives the baked-in argv (NUL-terminated strings,
-/// then an empty one).
-const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
-
-/// The image's own argv, argv[0] first, as baked in at build time.
-pub(crate) fn image_argv(image: &Path) -> Result<Vec<String>, SmokeError> {
-    let err = |detail: String| SmokeError::Argv {
-        image: image.to_path_buf(),
-        detail,
-    };
-    let data = std::fs::read(image).map_err(|e| err(e.to_string()))?;
-    let elf = object::File::parse(&*data).map_err(|e| err(e.to_string()))?;
-    let sym = elf
-        .symbols()
-        .find(|s| s.name() == Ok(ARGV_SYMBOL))
-        .ok_or_else(|| err(format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)")))?;
-    let section = sym
-        .section_index()
-        .and_then(|i| elf.section_by_index(i).ok())
-        .ok_or_else(|| err(format!("{ARGV_SYMBOL} is in no section")))?;
-    let bytes = section
-        .data_range(sym.address(), sym.size())
-        .ok()
-        .flatten()
-        .ok_or_else(|| err(format!("{ARGV_SYMBOL} lies outside its section")))?;
-    Ok(bytes
-        .split(|b| *b == 0)
-        .take_while(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
-}
-
 /// The guest's arguments (argv[1..]) for `-j` mode, from the image's own.
-fn guest_args(image: &Path) -> Result<Vec<String>, SmokeError> {
-    let argv = image_argv(image)?;
+fn guest_args(image: &Path, argv: &[String]) -> Result<Vec<String>, SmokeError> {
     let rest = argv.get(1..).unwrap_or_default();
     pgsingle::args_with_j(rest).ok_or_else(|| SmokeError::NotSingleUser {
         image: image.to_path_buf(),
@@ -58,10 +24,10 @@ pub(crate) fn stdin_for(spec: &TestVm) -> String {
 }
 
 pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
-    let info = image_info::read(image)?;
-    let args = guest_args(image)?;
+    let info = image_info::brief(image)?;
+    let args = guest_args(image, &info.argv)?;
     let cfg = vmm::VmConfig {
-        mem_mib: memory_mib(spec, &info),
+        mem_mib: info.memory_mib(spec.memory_mib),
         cmdline: super::quote_args(&args),
         timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
         console: vmm::Console::Capture {
@@ -76,7 +42,6 @@ pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, Smok
         .collect();
     let (exit, exit_status) = exit_text(&outcome.exit);
     let phases = phase_map(&outcome.phases);
-    let boot_ms = phases.get("exit").copied().unwrap_or(0.0);
     Ok(report(
         Outcome {
             runner: "kvm",
@@ -87,9 +52,8 @@ pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, Smok
             exit,
             exit_status,
             phases,
-            boot_ms,
             vm_exits: outcome.exits,
-            guest_memory: Some(outcome.memory),
+            guest_memory: outcome.memory,
         },
         spec,
     ))
@@ -106,7 +70,6 @@ pub(crate) struct Outcome<'a> {
     pub exit: String,
     pub exit_status: Option<u8>,
     pub phases: std::collections::BTreeMap<String, f64>,
-    pub boot_ms: f64,
     pub vm_exits: u64,
     pub guest_memory: Option<crate::vmm::MemoryUse>,
 }
@@ -151,7 +114,8 @@ pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
         runner: o.runner,
         image: o.image.to_path_buf(),
         image_bytes: o.image_bytes,
-        boot_ms: o.boot_ms,
+        // Runner start to the end of the run, whichever runner.
+        boot_ms: phases.get("exit").copied().unwrap_or(0.0),
         phases,
         exit: o.exit,
         exit_status: o.exit_status,

@@ -100,8 +100,9 @@ pub struct RunOutcome {
     /// how many bytes had been captured by then (at most [`MAX_OUTPUT_MARKS`]),
     /// so a caller can tell when a given piece of output arrived.
     pub output_marks: Vec<OutputMark>,
-    /// Guest RAM when the guest stopped.
-    pub memory: MemoryUse,
+    /// Guest RAM when the guest stopped; only with [`Console::Capture`] (the
+    /// runs that report), as it means a pass over resident RAM.
+    pub memory: Option<MemoryUse>,
 }
 
 /// Guest RAM as the host sees it when the guest stops. The libOS never
@@ -109,7 +110,9 @@ pub struct RunOutcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryUse {
     /// Host memory behind guest RAM: pages the guest (or the copied image)
-    /// made the host allocate, huge pages counted whole.
+    /// made the host allocate, huge pages counted whole. For a resumed
+    /// guest, pages mapped from the snapshot count when they are in the
+    /// host's page cache, shared or not.
     pub resident_bytes: u64,
     /// Of those, 4 KiB pages holding anything but zeros: what the guest
     /// actually used, image included.
@@ -149,7 +152,12 @@ pub enum GuestExit {
 
 /// The boot note of an image, without booting it (`pgkraft inspect`).
 pub fn read_boot_note(elf_bytes: &[u8]) -> Result<BootNote, VmmError> {
-    Ok(image::parse(elf_bytes)?.note)
+    read_boot_note_from(elf_bytes)
+}
+
+/// [`read_boot_note`] from any object reader (a file read on demand).
+pub fn read_boot_note_from<'a, R: object::ReadRef<'a>>(elf: R) -> Result<BootNote, VmmError> {
+    Ok(image::parse(elf)?.note)
 }
 
 /// Boots `image` and runs it until it exits, dies, or `cfg.timeout` passes.
@@ -296,7 +304,7 @@ fn install_kick_handler() -> Result<(), VmmError> {
 /// What the vCPU thread hands back.
 struct Finished {
     result: Result<GuestExit, VmmError>,
-    memory: MemoryUse,
+    memory: Option<MemoryUse>,
     console: Vec<u8>,
     phases: Vec<PhaseMark>,
     exits: u64,
@@ -341,7 +349,11 @@ impl VcpuThread {
                 let _ = devices.uart.writer_mut().flush();
                 let _ = done.send(Finished {
                     result,
-                    memory: kvm::memory_use(machine.mem()),
+                    memory: devices
+                        .uart
+                        .writer_mut()
+                        .captured_len()
+                        .map(|_| kvm::memory_use(machine.mem())),
                     exits: devices.exits,
                     phases: devices.phases,
                     output_marks: devices.output_marks,

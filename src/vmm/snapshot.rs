@@ -333,7 +333,6 @@ pub struct MemoryInfo {
     pub image_backed: Vec<ImageRange>,
     /// Where the data is (`[gpa, len]`, small holes merged in): prefaulted
     /// into the host page tables at resume.
-    #[serde(default)]
     pub data_ranges: Vec<[u64; 2]>,
 }
 
@@ -361,7 +360,6 @@ struct DeviceState {
     input_before: String,
     /// How much of `console` the guest had printed before it read that
     /// input (all of it if there was none).
-    #[serde(default)]
     console_before_input: usize,
 }
 
@@ -625,13 +623,7 @@ impl VcpuState {
         machine.set_xsave(&self.xsave, xsave2)?;
         vcpu.set_debug_regs(&self.debugregs)
             .map_err(VmmError::ioctl("KVM_SET_DEBUGREGS"))?;
-        let msrs = Msrs::from_entries(&self.msrs).map_err(|_| VmmError::Ioctl {
-            ioctl: "KVM_SET_MSRS",
-            source: kvm_ioctls::Error::new(libc::E2BIG),
-        })?;
-        let n = vcpu
-            .set_msrs(&msrs)
-            .map_err(VmmError::ioctl("KVM_SET_MSRS"))?;
+        let n = super::vcpu::set_msrs(vcpu, &self.msrs)?;
         if n != self.msrs.len() {
             return Err(VmmError::Ioctl {
                 ioctl: "KVM_SET_MSRS",
@@ -689,13 +681,7 @@ fn read_msrs(vcpu: &VcpuFd, index: &[u32]) -> Result<Vec<kvm_msr_entry>, VmmErro
 fn settable(vcpu: &VcpuFd, mut list: Vec<kvm_msr_entry>) -> Result<Vec<kvm_msr_entry>, VmmError> {
     let mut from = 0;
     while from < list.len() {
-        let msrs = Msrs::from_entries(&list[from..]).map_err(|_| VmmError::Ioctl {
-            ioctl: "KVM_SET_MSRS",
-            source: kvm_ioctls::Error::new(libc::E2BIG),
-        })?;
-        let n = vcpu
-            .set_msrs(&msrs)
-            .map_err(VmmError::ioctl("KVM_SET_MSRS"))?;
+        let n = super::vcpu::set_msrs(vcpu, &list[from..])?;
         let at = from + n;
         if at == list.len() {
             break;
@@ -748,7 +734,6 @@ pub struct SnapshotReport {
 struct Saved {
     clock_ns: u64,
     memory: MemoryInfo,
-    memory_sha256: String,
     files: BTreeMap<String, FileEntry>,
     ready_at: Duration,
     save: Duration,
@@ -905,7 +890,7 @@ pub fn snapshot(image: &Path, cfg: &VmConfig, out: &Path) -> Result<SnapshotRepo
     let mut verified = Verified::default();
     let mem_path = tmp.path().join(MEMORY_FILE);
     if let Ok(meta) = std::fs::metadata(&mem_path) {
-        verified.record(MEMORY_FILE.into(), &meta, &saved.memory_sha256);
+        verified.record(MEMORY_FILE.into(), &meta, &saved.files[MEMORY_FILE].sha256);
     }
     verified.record(manifest.image.path.clone(), &image_meta, &image_sha);
     write_synced(
@@ -1052,13 +1037,12 @@ fn save(
         MEMORY_FILE.to_string(),
         FileEntry {
             bytes: memory.bytes,
-            sha256: sha.clone(),
+            sha256: sha,
         },
     );
     Ok(Saved {
         clock_ns: clock.clock,
         memory,
-        memory_sha256: sha,
         files,
         ready_at: Duration::ZERO,
         save: Duration::ZERO,
@@ -1272,15 +1256,6 @@ pub struct Expect {
     pub console: ConsolePrefix,
 }
 
-/// How a resume faults in the snapshot's data pages (not the holes, not
-/// the image's pages) before the guest runs.
-///
-/// Measured on PVM: a guest's first touch of a page that is still a
-/// read-only page of the memory file costs ~25 µs, of a private page
-/// ~1-4 µs. `Write` copies the data pages into private memory up front
-/// (~1 µs per page, in the resume budget): fastest answers, but every
-/// instance then owns a copy. `Read` and `None` keep clean pages shared
-/// between instances (density) and pay on first touch.
 /// See [`Expect::console`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConsolePrefix {
@@ -1294,6 +1269,15 @@ pub enum ConsolePrefix {
     BeforeInput,
 }
 
+/// How a resume faults in the snapshot's data pages (not the holes, not
+/// the image's pages) before the guest runs.
+///
+/// Measured on PVM: a guest's first touch of a page that is still a
+/// read-only page of the memory file costs ~25 µs, of a private page
+/// ~1-4 µs. `Write` copies the data pages into private memory up front
+/// (~1 µs per page, in the resume budget): fastest answers, but every
+/// instance then owns a copy. `Read` and `None` keep clean pages shared
+/// between instances (density) and pay on first touch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefault {
@@ -1737,10 +1721,6 @@ fn restore_mappings(
     memfile: &File,
     mpath: &Path,
 ) -> Result<(), SnapshotError> {
-    let mem_bytes = l.manifest.memory.bytes;
-    if l.manifest.memory.data_ranges.is_empty() {
-        kvm::map_file_into(mem, 0, mem_bytes, memfile, 0).map_err(io_err("map", mpath))?;
-    }
     for &[gpa, len] in &l.manifest.memory.data_ranges {
         kvm::map_file_into(mem, gpa, len, memfile, gpa).map_err(io_err("map", mpath))?;
     }
@@ -1795,7 +1775,6 @@ enum Redirect {
         resumed: Option<(Manifest, VerifyReport)>,
     },
     Snapshot {
-        image: PathBuf,
         out: PathBuf,
         input_before: Vec<u8>,
         taken: Option<Result<SnapshotReport, SnapshotError>>,
@@ -1807,10 +1786,15 @@ enum Redirect {
 /// and `first_answer` phases (see [`run_tracked`]): cold-boot figures for
 /// code that boots through `run`, such as the smoke checks.
 pub fn with_tracking<T>(f: impl FnOnce() -> T) -> T {
-    REDIRECT.with(|r| *r.borrow_mut() = Some(Redirect::Track));
+    with_redirect(Redirect::Track, f).0
+}
+
+/// Runs `f` with `redirect` in force for this thread's [`super::run`]
+/// calls; returns what `f` returned and the redirect as `f` left it.
+fn with_redirect<T>(redirect: Redirect, f: impl FnOnce() -> T) -> (T, Option<Redirect>) {
+    REDIRECT.with(|r| *r.borrow_mut() = Some(redirect));
     let value = f();
-    REDIRECT.with(|r| r.borrow_mut().take());
-    value
+    (value, REDIRECT.with(|r| r.borrow_mut().take()))
 }
 
 /// Runs `f` with the first [`super::run`] on this thread taking snapshot
@@ -1823,20 +1807,15 @@ pub fn with_snapshot<T>(
     input_before: &[u8],
     f: impl FnOnce() -> T,
 ) -> (T, Option<Result<SnapshotReport, SnapshotError>>) {
-    REDIRECT.with(|r| {
-        *r.borrow_mut() = Some(Redirect::Snapshot {
-            image: PathBuf::new(),
-            out: out.to_path_buf(),
-            input_before: input_before.to_vec(),
-            taken: None,
-        })
-    });
-    let value = f();
-    let taken = REDIRECT.with(|r| match r.borrow_mut().take() {
-        Some(Redirect::Snapshot { taken, .. }) => taken,
-        _ => None,
-    });
-    (value, taken)
+    let redirect = Redirect::Snapshot {
+        out: out.to_path_buf(),
+        input_before: input_before.to_vec(),
+        taken: None,
+    };
+    match with_redirect(redirect, f) {
+        (value, Some(Redirect::Snapshot { taken, .. })) => (value, taken),
+        (value, _) => (value, None),
+    }
 }
 
 /// Runs `f` with every [`super::run`] on this thread resuming snapshot `dir`
@@ -1850,19 +1829,15 @@ pub fn with_resume<T>(
     expect: &Expect,
     f: impl FnOnce() -> T,
 ) -> (T, Option<(Manifest, VerifyReport)>) {
-    REDIRECT.with(|r| {
-        *r.borrow_mut() = Some(Redirect::Resume {
-            dir: dir.to_path_buf(),
-            expect: expect.clone(),
-            resumed: None,
-        })
-    });
-    let out = f();
-    let info = REDIRECT.with(|r| match r.borrow_mut().take() {
-        Some(Redirect::Resume { resumed, .. }) => resumed,
-        _ => None,
-    });
-    (out, info)
+    let redirect = Redirect::Resume {
+        dir: dir.to_path_buf(),
+        expect: expect.clone(),
+        resumed: None,
+    };
+    match with_redirect(redirect, f) {
+        (value, Some(Redirect::Resume { resumed, .. })) => (value, resumed),
+        (value, _) => (value, None),
+    }
 }
 
 /// Called by [`super::run`]: `Some` when a [`with_resume`] or
@@ -1916,12 +1891,8 @@ pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutco
                 Err(_) => Vec::new(),
             };
             REDIRECT.with(|x| {
-                if let Some(Redirect::Snapshot {
-                    taken: t, image: i, ..
-                }) = x.borrow_mut().as_mut()
-                {
+                if let Some(Redirect::Snapshot { taken: t, .. }) = x.borrow_mut().as_mut() {
                     *t = Some(taken);
-                    *i = image.to_path_buf();
                 }
             });
             // The caller's run ends here (an error, so that nothing takes

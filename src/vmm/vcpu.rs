@@ -237,13 +237,7 @@ pub(crate) fn setup(
                 ..Default::default()
             },
         ];
-        let msrs = Msrs::from_entries(&entries).map_err(|_| VmmError::Ioctl {
-            ioctl: "KVM_SET_MSRS",
-            source: kvm_ioctls::Error::new(libc::E2BIG),
-        })?;
-        let n = vcpu
-            .set_msrs(&msrs)
-            .map_err(VmmError::ioctl("KVM_SET_MSRS"))?;
+        let n = set_msrs(vcpu, &entries)?;
         if n != entries.len() {
             // Not fatal: the guest sees pvclock version 0 and can fall back
             // to the TSC. Say which MSR KVM refused.
@@ -260,6 +254,17 @@ pub(crate) fn setup(
 
 /// A register dump for a guest that died: enough to find the faulting
 /// instruction (`addr2line -e image <rip>`) and the faulting address.
+/// KVM_SET_MSRS: how many of `entries` KVM took (it stops at the first one
+/// it refuses).
+pub(crate) fn set_msrs(vcpu: &VcpuFd, entries: &[kvm_msr_entry]) -> Result<usize, VmmError> {
+    let msrs = Msrs::from_entries(entries).map_err(|_| VmmError::Ioctl {
+        ioctl: "KVM_SET_MSRS",
+        source: kvm_ioctls::Error::new(libc::E2BIG),
+    })?;
+    vcpu.set_msrs(&msrs)
+        .map_err(VmmError::ioctl("KVM_SET_MSRS"))
+}
+
 pub(crate) fn dump(vcpu: &VcpuFd) -> String {
     let mut s = String::new();
     match vcpu.get_regs() {

@@ -43,7 +43,9 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// Build `recipes/<name>.yaml` once per test process; returns the image path.
+/// Build `recipes/<name>.yaml` once per test process; returns the image
+/// path. A fixed password (program recipes ignore it) keeps postgres builds
+/// sharing the cache's initdb with the other tests.
 pub fn image(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
     let map = BUILT.get_or_init(Default::default);
@@ -57,7 +59,8 @@ pub fn image(name: &str) -> PathBuf {
         .arg(repo().join(format!("recipes/{name}.yaml")))
         .arg("--out")
         .arg(&out)
-        .arg("--json"));
+        .arg("--json")
+        .env("PGKRAFT_PASSWORD", "test-password"));
     assert!(o.status.success(), "pgkraft build {name} failed");
     let v: serde_json::Value =
         serde_json::from_slice(&o.stdout).expect("build --json prints one JSON object");
@@ -96,27 +99,8 @@ pub fn has(msg: &str, needles: &[&str]) {
     }
 }
 
-/// Build `recipes/postgres-<major>.yaml` once per test process with a fixed
-/// password (so the build shares the cache's initdb with other tests);
-/// returns the image path.
+/// Build `recipes/postgres-<major>.yaml` once per test process (see
+/// [`image`]); returns the image path.
 pub fn postgres_image(major: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
-    let map = BUILT.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = map.get(major) {
-        return p.clone();
-    }
-    let o = run(pgkraft()
-        .arg("build")
-        .arg(repo().join(format!("recipes/postgres-{major}.yaml")))
-        .arg("--out")
-        .arg(out_dir().join(format!("postgres-{major}")))
-        .arg("--json")
-        .env("PGKRAFT_PASSWORD", "test-password"));
-    assert!(o.status.success(), "pgkraft build postgres-{major} failed");
-    let v: serde_json::Value =
-        serde_json::from_slice(&o.stdout).expect("build --json prints one JSON object");
-    let img = PathBuf::from(v["image"].as_str().expect("image path"));
-    map.insert(major.to_string(), img.clone());
-    img
+    image(&format!("postgres-{major}"))
 }

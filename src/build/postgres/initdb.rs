@@ -43,13 +43,14 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
 use super::compile::note;
+use super::user::{self, RunAs};
 use super::{PgBuild, PgError, control, io_err, link::copy_tree, scram};
 use crate::build::cache::{Cache, KeyHasher};
 use crate::build::exec::{self, StageFailure};
@@ -200,61 +201,21 @@ impl ClusterSpec {
     }
 }
 
-/// The uid and gid the server programs run as: ours, unless we are root.
-#[derive(Clone, Copy, Debug)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-    drop: bool,
-}
-
-/// Our effective uid is the owner of a file we just created; this avoids
-/// asking libc (unsafe) or spawning `id`.
+/// Ours, unless we are root (see [`super::user`]).
 fn run_as(probe_dir: &Path) -> Result<RunAs, PgError> {
-    let meta =
-        fs::metadata(probe_dir).map_err(io_err("postgres initdb", "cannot stat", probe_dir))?;
-    if meta.uid() != 0 {
-        return Ok(RunAs {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            drop: false,
-        });
-    }
-    // initdb looks its user up in the password database, so the user must
-    // be in /etc/passwd, as nobody is on Debian.
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let nobody = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == "nobody").then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    });
-    let Some((uid, gid)) = nobody else {
-        return Err(PgError::MissingTool {
+    user::run_as(probe_dir)
+        .map_err(io_err("postgres initdb", "cannot stat", probe_dir))?
+        .ok_or_else(|| PgError::MissingTool {
             stage: "postgres initdb",
             program: "user nobody".into(),
             detail: "running as root, and /etc/passwd has no `nobody` to run initdb as".into(),
             fix: "add a `nobody` user, or run pgkraft as an ordinary user".into(),
-        });
-    };
-    Ok(RunAs {
-        uid,
-        gid,
-        drop: true,
-    })
+        })
 }
 
 /// A command that runs `program args` as `who` with umask 077.
 fn as_user(who: RunAs, program: &Path, args: &[String]) -> Command {
-    let mut cmd = if who.drop {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", who.uid))
-            .arg(format!("--regid={}", who.gid))
-            .arg("--clear-groups")
-            .arg("--")
-            .arg("/bin/sh");
-        c
-    } else {
-        Command::new("/bin/sh")
-    };
+    let mut cmd = who.command(Path::new("/bin/sh"));
     cmd.arg("-c")
         .arg("umask 077 && exec \"$0\" \"$@\"")
         .arg(program)
@@ -267,23 +228,9 @@ fn as_user(who: RunAs, program: &Path, args: &[String]) -> Command {
     cmd
 }
 
-/// Recursively hands `path` to `who`.
 fn chown_tree(path: &Path, who: RunAs) -> Result<(), PgError> {
-    if !who.drop {
-        return Ok(());
-    }
-    std::os::unix::fs::lchown(path, Some(who.uid), Some(who.gid)).map_err(io_err(
-        "postgres initdb",
-        "cannot chown",
-        path,
-    ))?;
-    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        for e in fs::read_dir(path).map_err(io_err("postgres initdb", "cannot read", path))? {
-            let e = e.map_err(io_err("postgres initdb", "cannot read", path))?;
-            chown_tree(&e.path(), who)?;
-        }
-    }
-    Ok(())
+    who.chown_tree(path)
+        .map_err(|(p, e)| io_err("postgres initdb", "cannot chown", &p)(e))
 }
 
 /// A scratch directory the unprivileged user can reach, holding a copy of

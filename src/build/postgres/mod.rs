@@ -24,6 +24,7 @@ pub mod link;
 pub mod modules;
 pub mod prepare;
 pub mod scram;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 
