@@ -210,8 +210,12 @@ pub struct ResumeBench {
     pub cold_first_answer: Series,
     /// In our runner: resume start to the guest's first VM exit.
     pub resume: Series,
-    /// In our runner: resume start to the first answer.
+    /// In our runner: resume start to the first answer (`--prefault
+    /// learned`, the default; the working set was learned by one untimed
+    /// resume first).
     pub resume_first_answer: Series,
+    /// The learning resume itself: resume start to its first answer.
+    pub learning_resume_first_answer_ms: Option<f64>,
     /// The same with `--prefault read`: data pages stay shared (density),
     /// the guest pays for its first touch of each.
     pub resume_first_answer_shared: Series,
@@ -346,26 +350,27 @@ pub fn resume(
         Vec::new(),
         Vec::new(),
     );
+    let resume_with = |prefault| {
+        let expect = snapshot::Expect {
+            prefault,
+            console: console_prefix(spec),
+            ..Default::default()
+        };
+        let (r, _) = snapshot::with_resume(&snap, &expect, || smoke::run(image, spec));
+        r.map_err(smoke_err)
+    };
+    // The snapshot's first resume learns its working set.
+    let learning = resume_with(snapshot::Prefault::Learned)?;
+    let learning_ms = phase(&learning, "first_answer")?.as_secs_f64() * 1e3;
     for _ in 0..runs {
         let r = snapshot::with_tracking(|| smoke::run(image, spec)).map_err(smoke_err)?;
         cold.push(phase(&r, "first_answer")?);
 
-        for (prefault, answers) in [
-            (snapshot::Prefault::Write, &mut res_answer),
-            (snapshot::Prefault::Read, &mut res_shared),
-        ] {
-            let expect = snapshot::Expect {
-                prefault,
-                console: console_prefix(spec),
-                ..Default::default()
-            };
-            let (r, _) = snapshot::with_resume(&snap, &expect, || smoke::run(image, spec));
-            let r = r.map_err(smoke_err)?;
-            if prefault == snapshot::Prefault::Write {
-                res.push(phase(&r, "first_exit")?);
-            }
-            answers.push(phase(&r, "first_answer")?);
-        }
+        let r = resume_with(snapshot::Prefault::Learned)?;
+        res.push(phase(&r, "first_exit")?);
+        res_answer.push(phase(&r, "first_answer")?);
+        let r = resume_with(snapshot::Prefault::Read)?;
+        res_shared.push(phase(&r, "first_answer")?);
 
         let mut cmd = Command::new(&me);
         cmd.arg("resume").arg(&snap);
@@ -391,6 +396,7 @@ pub fn resume(
         cold_first_answer: cold,
         resume: Series::of(res),
         resume_first_answer: res_answer,
+        learning_resume_first_answer_ms: Some((learning_ms * 1e3).round() / 1e3),
         resume_first_answer_shared: Series::of(res_shared),
         pgkraft_resume_process: Series::of(proc_),
         qemu_state_bytes: qemu_state
@@ -611,6 +617,9 @@ impl ResumeBench {
         );
         s += &line("resume -> first sign of life (runner)", &self.resume);
         s += &line("resume -> first answer (runner)", &self.resume_first_answer);
+        if let Some(ms) = self.learning_resume_first_answer_ms {
+            s += &format!("  (the first resume, which learned the working set: {ms:.3} ms)\n");
+        }
         s += &line(
             "resume -> first answer, --prefault read",
             &self.resume_first_answer_shared,
@@ -651,7 +660,7 @@ pub struct DensityBench {
     pub instances: usize,
     pub memory_mib: u32,
     pub prefault: crate::vmm::snapshot::Prefault,
-    /// The snapshot's data (non-hole) bytes: what `prefault: write` copies.
+    /// The snapshot's data (non-hole) bytes: what `--prefault write` copies.
     pub snapshot_data_kib: u64,
     /// Per instance, from /proc/PID/smaps_rollup, in KiB.
     pub pss_kib: KibSeries,
@@ -721,6 +730,40 @@ pub fn density(
         what: "own path".into(),
         source,
     })?;
+    let how = serde_json::to_value(prefault)
+        .expect("json")
+        .as_str()
+        .unwrap_or("learned")
+        .to_string();
+    let instance = || {
+        Command::new(&me)
+            .arg("resume")
+            .arg(dir)
+            .arg("--prefault")
+            .arg(&how)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    if prefault == crate::vmm::snapshot::Prefault::Learned {
+        // One resume to the end first, so that the instances use a learned
+        // working set instead of each learning it.
+        let warm = instance()
+            .and_then(|mut c| {
+                if let Some(mut s) = c.stdin.take() {
+                    s.write_all(format!("{query}\n").as_bytes())?;
+                }
+                c.wait_with_output()
+            })
+            .map_err(|source| BenchError::Spawn {
+                what: "the learning resume".into(),
+                source,
+            })?;
+        if !warm.status.success() {
+            return Err(run_err("the learning resume", format!("{}", warm.status)));
+        }
+    }
     let before = meminfo_kib("MemAvailable:").unwrap_or(0);
     let t = Instant::now();
     let mut children = Vec::with_capacity(n);
@@ -732,20 +775,7 @@ pub fn density(
             }
         };
     for i in 0..n {
-        let spawned = Command::new(&me)
-            .arg("resume")
-            .arg(dir)
-            .arg("--prefault")
-            .arg(
-                serde_json::to_value(prefault)
-                    .expect("json")
-                    .as_str()
-                    .unwrap_or("write"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
+        let spawned = instance();
         let mut child = match spawned {
             Ok(c) => c,
             Err(source) => {

@@ -100,11 +100,13 @@ enum Command {
         /// Stop the guest after this many seconds (exit status 1); without --vm.
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
-        /// Fault pages in first: `write` (the snapshot's data, private copies),
-        /// `all` (the image's pages too), `copy` (data and image copied into
-        /// huge pages), `background` (`write` while the guest runs), `read` or
-        /// `none` (shared between instances).
-        #[arg(long, default_value = "write", value_name = "HOW")]
+        /// Where pages go before the guest runs: `learned` (by the working set
+        /// the snapshot's first resume records in workingset.json: pages only
+        /// read stay shared on huge pages, touched pages of written regions
+        /// are copied private), `copy` (all data into private huge pages),
+        /// `write` (all data, private 4 KiB copies), `read` (all data mapped
+        /// shared) or `none` (every page on first touch).
+        #[arg(long, default_value = "learned", value_name = "HOW")]
         prefault: snapshot::Prefault,
         /// Print one JSON object on stdout (without --vm: stdin is read to its end first).
         #[arg(long)]
@@ -145,8 +147,8 @@ enum BenchCommand {
         /// A line each instance answers before it idles (default: `get`).
         #[arg(long, default_value = "get")]
         query: String,
-        /// Passed to each `pgkraft resume` (copy, all, write, background, read, none).
-        #[arg(long, default_value = "write", value_name = "HOW")]
+        /// Passed to each `pgkraft resume` (learned, copy, write, read, none).
+        #[arg(long, default_value = "learned", value_name = "HOW")]
         prefault: snapshot::Prefault,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
@@ -482,14 +484,13 @@ fn snapshot_cmd(
         let m = &report.manifest;
         eprintln!(
             "pgkraft: snapshot {} of {}: ready {:.3} ms after boot, saved in {:.3} ms; {} MiB of \
-             guest memory, {} KiB written ({} image ranges left in the image)",
+             guest memory, {} KiB written",
             report.dir.display(),
             image.display(),
             m.boot_to_ready_ms,
             m.save_ms,
             m.vm.memory_mib,
             m.memory.data_bytes / 1024,
-            m.memory.image_backed.len()
         );
     }
     Ok(0)
@@ -501,6 +502,7 @@ struct ResumeReport {
     #[serde(flatten)]
     times: snapshot::ResumeTimes,
     verify: Option<snapshot::VerifyReport>,
+    working_set: Option<snapshot::WorkingSetUse>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -550,6 +552,7 @@ fn resume_cmd(
                 dir: dir.to_path_buf(),
                 times,
                 verify: Some(r.verify),
+                working_set: Some(r.working_set.clone()),
                 exit: Some(exit),
                 console: Some(String::from_utf8_lossy(&r.outcome.console).into_owned()),
                 smoke: None,
@@ -557,7 +560,7 @@ fn resume_cmd(
         } else {
             eprintln!(
                 "pgkraft: resumed {}: restored {}, first sign of life {}, first answer {}; \
-                 integrity check {:.3} ms{}; guest {exit}",
+                 integrity check {:.3} ms{}; working set {}; guest {exit}",
                 dir.display(),
                 fmt(times.restored_ms),
                 fmt(times.resume_ms),
@@ -568,6 +571,7 @@ fn resume_cmd(
                 } else {
                     format!(" (hashed {})", r.verify.hashed.join(", "))
                 },
+                r.working_set.human(),
             );
         }
         return Ok(code);
@@ -596,7 +600,8 @@ fn resume_cmd(
         print_json(&ResumeReport {
             dir: dir.to_path_buf(),
             times,
-            verify: info.map(|(_, v)| v),
+            working_set: info.as_ref().map(|i| i.working_set.clone()),
+            verify: info.map(|i| i.verify),
             exit: None,
             console: None,
             smoke: Some(report),

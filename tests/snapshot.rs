@@ -349,7 +349,8 @@ fn postgres_single_user_resumes_with_its_rows() {
         .arg(&dir)
         .arg("--json"));
     assert!(o.status.success(), "pgkraft snapshot of postgres failed");
-    for _ in 0..2 {
+    // The first resume learns the working set, the second places pages by it.
+    for how in ["learned", "used"] {
         let o = run(pgkraft()
             .arg("resume")
             .arg(&dir)
@@ -359,6 +360,7 @@ fn postgres_single_user_resumes_with_its_rows() {
         let v = json(&o);
         assert_eq!(v["smoke"]["ok"], true, "{v:#}");
         assert_eq!(o.status.code(), Some(0));
+        assert_eq!(v["working_set"]["how"], how, "{v:#}");
     }
     // The ordinary single-user checks, against a snapshot taken at the
     // server's first prompt, pass as they do on a cold boot.
@@ -388,14 +390,71 @@ fn every_prefault_mode_resumes_the_same_guest() {
     if !kvm_available() {
         return;
     }
-    for how in ["copy", "all", "write", "background", "read", "none"] {
+    for how in ["learned", "copy", "write", "read", "none"] {
         let o = resume_with(&snap(), "add 1\nget\n", &["--prefault", how]);
         assert!(o.status.success(), "--prefault {how}");
         assert_eq!(
             json(&o)["console"],
-            "counter ready\ncounter=5\ncounter=7\ncounter=8\ncounter=8 commands=4 table=OK\nbye \
-             counter=8\n",
+            COUNTER_AFTER_ADD_1_GET,
             "--prefault {how}"
         );
+    }
+}
+
+const COUNTER_AFTER_ADD_1_GET: &str = "counter ready\ncounter=5\ncounter=7\ncounter=8\ncounter=8 commands=4 table=OK\nbye counter=8\n";
+
+/// The first resume learns which pages the guest touches up to its first
+/// answer (workingset.json); later resumes place pages by it. Neither
+/// changes what the guest sees, and a damaged record is only advice: it is
+/// ignored and learned again.
+#[test]
+fn the_working_set_is_learned_once_then_used() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = copy_of("ws.snap");
+    let ws = dir.join("workingset.json");
+    let _ = std::fs::remove_file(&ws);
+    let first = resume_with(&dir, "add 1\nget\n", &[]);
+    assert!(first.status.success());
+    let v = json(&first);
+    assert_eq!(v["console"], COUNTER_AFTER_ADD_1_GET, "{v:#}");
+    assert_eq!(v["working_set"]["how"], "learned", "{v:#}");
+    assert!(v["working_set"]["pages"].as_u64().unwrap() > 0, "{v:#}");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&ws).unwrap()).unwrap();
+    let pages = record["pages"].as_array().unwrap();
+    assert_eq!(
+        pages.len() as u64,
+        v["working_set"]["pages"].as_u64().unwrap()
+    );
+    // The counter's first answer writes memory, so some pages are written
+    // ones, and every written page is a touched page.
+    let written = record["written"].as_array().unwrap();
+    assert!(!written.is_empty());
+    assert!(written.iter().all(|w| pages.contains(w)));
+
+    let second = resume_with(&dir, "add 1\nget\n", &[]);
+    assert!(second.status.success());
+    let v = json(&second);
+    assert_eq!(v["console"], COUNTER_AFTER_ADD_1_GET, "{v:#}");
+    assert_eq!(v["working_set"]["how"], "used", "{v:#}");
+    assert!(
+        v["working_set"]["private_pages"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+
+    for damage in [
+        "not json".to_string(),
+        // Pages outside the guest's 64 MiB, and not page aligned.
+        record
+            .to_string()
+            .replace("\"pages\":[", "\"pages\":[1,9999999999999,"),
+    ] {
+        std::fs::write(&ws, damage).unwrap();
+        let o = resume_with(&dir, "add 1\nget\n", &[]);
+        assert!(o.status.success());
+        let v = json(&o);
+        assert_eq!(v["console"], COUNTER_AFTER_ADD_1_GET, "{v:#}");
+        assert_eq!(v["working_set"]["how"], "learned", "{v:#}");
     }
 }

@@ -1,9 +1,10 @@
-//! The runner's only `unsafe` code: handing guest RAM to KVM, mapping image
-//! file pages into guest RAM, and reading one `kvm_run` union field the safe
-//! kvm-ioctls API does not decode.
+//! The runner's `unsafe` code, with `uffd.rs`: handing guest RAM to KVM,
+//! mapping file pages into guest RAM and advising the kernel about it, and
+//! reading one `kvm_run` union field the safe kvm-ioctls API does not
+//! decode.
 //!
 //! Why this is sound is written next to each block. Everything outside this
-//! module is safe Rust (`vmm` denies `unsafe_code`).
+//! module and `uffd.rs` is safe Rust (`vmm` denies `unsafe_code`).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -28,14 +29,34 @@ pub(crate) struct Machine {
     mem: GuestMemoryMmap,
 }
 
-impl Machine {
-    pub(crate) fn new(vm: VmFd, mem: GuestMemoryMmap) -> Result<Machine, VmmError> {
-        // The vCPU is created before RAM is registered so that, should
-        // registration fail, the `Machine` already exists and its drop order
-        // applies to the half-registered state too.
+/// A VM and its vCPU before guest RAM exists: creating them needs nothing
+/// else, so a resume makes them while it reads the snapshot.
+pub(crate) struct Vm {
+    // Same drop order as `Machine`.
+    vcpu: VcpuFd,
+    vm: VmFd,
+}
+
+impl Vm {
+    pub(crate) fn create(kvm: &kvm_ioctls::Kvm) -> Result<Vm, VmmError> {
+        let vm = kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM"))?;
         let vcpu = vm
             .create_vcpu(0)
             .map_err(VmmError::ioctl("KVM_CREATE_VCPU"))?;
+        Ok(Vm { vcpu, vm })
+    }
+
+    pub(crate) fn vm(&self) -> &VmFd {
+        &self.vm
+    }
+}
+
+impl Machine {
+    pub(crate) fn new(vm: Vm, mem: GuestMemoryMmap) -> Result<Machine, VmmError> {
+        // The vCPU exists before RAM is registered so that, should
+        // registration fail, the `Machine` already exists and its drop order
+        // applies to the half-registered state too.
+        let Vm { vcpu, vm } = vm;
         let m = Machine { vcpu, vm, mem };
         for (slot, region) in m.mem.iter().enumerate() {
             let host = region
@@ -191,9 +212,36 @@ pub(crate) fn use_huge_pages(mem: &GuestMemoryMmap) {
     }
 }
 
-/// Faults guest RAM `[gpa, gpa + len)` in ahead of use with `madvise`
-/// (`MADV_POPULATE_WRITE` if `write`, else `MADV_POPULATE_READ`).
-pub(crate) fn populate(mem: &GuestMemoryMmap, gpa: u64, len: u64, write: bool) -> io::Result<()> {
+/// Asks for huge pages (or, `huge` false, for none) behind guest RAM
+/// `[gpa, gpa + len)`. For a file mapping, `huge` also makes each page-cache
+/// miss read one 2 MiB folio, which the host then maps whole; random-access
+/// advice keeps readahead from adding smaller folios after it.
+pub(crate) fn advise_huge(mem: &GuestMemoryMmap, gpa: u64, len: u64, huge: bool) -> io::Result<()> {
+    let host = host_range(mem, gpa, len)?;
+    let advice: &[i32] = if huge {
+        &[libc::MADV_HUGEPAGE, libc::MADV_RANDOM]
+    } else {
+        &[libc::MADV_NOHUGEPAGE]
+    };
+    for &a in advice {
+        // SAFETY: the range lies inside one live mapping owned by `mem`
+        // (host_range checked it); the advice changes how later faults are
+        // served, never what memory holds.
+        if unsafe { libc::madvise(host.cast(), len as usize, a) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Drops `file`'s clean, unmapped pages from the page cache (advice only;
+/// pages other processes map stay).
+pub(crate) fn drop_cache(file: &File) {
+    // SAFETY: fadvise takes an fd and integers and only advises the kernel.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+fn host_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> io::Result<*mut u8> {
     let (region, at) = mem
         .to_region_addr(GuestAddress(gpa))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "outside guest RAM"))?;
@@ -203,9 +251,15 @@ pub(crate) fn populate(mem: &GuestMemoryMmap, gpa: u64, len: u64, write: bool) -
             "crosses the end of a RAM region",
         ));
     }
-    let host = region
+    region
         .get_host_address(at)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Faults guest RAM `[gpa, gpa + len)` in ahead of use with `madvise`
+/// (`MADV_POPULATE_WRITE` if `write`, else `MADV_POPULATE_READ`).
+pub(crate) fn populate(mem: &GuestMemoryMmap, gpa: u64, len: u64, write: bool) -> io::Result<()> {
+    let host = host_range(mem, gpa, len)?;
     let advice = if write {
         libc::MADV_POPULATE_WRITE
     } else {

@@ -35,7 +35,9 @@ mod image;
 mod kvm;
 mod memory;
 pub mod snapshot;
+mod uffd;
 mod vcpu;
+mod workingset;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -211,7 +213,7 @@ fn run_with(
     let t_parse = t0.elapsed();
 
     let kvm = open_kvm()?;
-    let vm = kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM"))?;
+    let vm = kvm::Vm::create(&kvm)?;
     let t_vm = t0.elapsed();
 
     let mem =
@@ -725,7 +727,7 @@ impl Devices {
             done += n as u64;
         }
         let _ = self.uart.writer_mut().flush();
-        self.note_output();
+        self.note_output(mem);
         if let Some(bytes) = self.uart.writer_mut().captured_len()
             && self.output_marks.len() < MAX_OUTPUT_MARKS
         {

@@ -62,6 +62,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::console::{ConsoleIn, ConsoleOut, NoIrq, Uart};
 use super::kvm::{self, Machine};
+use super::workingset::{self, Learner, WorkingSet};
 use super::{
     Console, Devices, GuestExit, HC_RET_OFFSET, MIB, RunOutcome, VcpuThread, VmConfig, VmmError,
 };
@@ -73,7 +74,7 @@ const DEVICES_FILE: &str = "devices.json";
 const MEMORY_FILE: &str = "memory.raw";
 const VERIFIED_FILE: &str = "verified.json";
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const PAGE: u64 = 4096;
 const PARTIAL: &str = ".partial-";
 
@@ -105,6 +106,17 @@ pub(super) struct Idle {
     seen_exit: bool,
     /// Snapshot: console bytes written before the guest first read input.
     console_at_input: Option<usize>,
+    /// Resume: runs at the first answer (learning the working set).
+    on_answer: AnswerHook,
+}
+
+#[derive(Default)]
+struct AnswerHook(Option<workingset::OnAnswer>);
+
+impl std::fmt::Debug for AnswerHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "set" } else { "none" })
+    }
 }
 
 impl Idle {
@@ -195,10 +207,13 @@ impl Devices {
         }
     }
 
-    pub(super) fn note_output(&mut self) {
+    pub(super) fn note_output(&mut self, mem: &GuestMemoryMmap) {
         if self.idle.track && (self.idle.got_input || self.idle.resumed) && !self.idle.answered {
             self.idle.answered = true;
             self.mark("first_answer");
+            if let Some(hook) = self.idle.on_answer.0.take() {
+                hook(mem);
+            }
         }
     }
 }
@@ -327,20 +342,13 @@ pub struct MemoryInfo {
     pub file: String,
     /// Logical size: all of guest RAM.
     pub bytes: u64,
-    /// Bytes actually written (the rest are holes).
+    /// Bytes actually written (the rest are holes). The image's own pages
+    /// are data too: every page sits at its guest address, so the file can
+    /// be mapped with huge pages (the image's offsets are not 2 MiB
+    /// congruent with its load addresses).
     pub data_bytes: u64,
-    /// Guest ranges that are the image's own bytes, mapped from it at resume.
-    pub image_backed: Vec<ImageRange>,
-    /// Where the data is (`[gpa, len]`, small holes merged in): prefaulted
-    /// into the host page tables at resume.
+    /// Where the data is (`[gpa, len]`, small holes merged in).
     pub data_ranges: Vec<[u64; 2]>,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ImageRange {
-    pub gpa: u64,
-    pub len: u64,
-    pub file_offset: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -784,11 +792,6 @@ pub fn snapshot(image: &Path, cfg: &VmConfig, out: &Path) -> Result<SnapshotRepo
     let image_meta = image_file.metadata().map_err(io_err("read image", image))?;
     let image_sha =
         sha256_file(&image_file, image_meta.len()).map_err(io_err("read image", image))?;
-    let img = {
-        let cache = object::ReadCache::new(&image_file);
-        super::image::parse(&cache).map_err(|e| e.with_path(image))?
-    };
-    let candidates = image_ranges(&img, u64::from(cfg.mem_mib) * MIB);
     let kvm = super::open_kvm()?;
     let msr_index = kvm
         .get_msr_index_list()
@@ -800,15 +803,10 @@ pub fn snapshot(image: &Path, cfg: &VmConfig, out: &Path) -> Result<SnapshotRepo
     let (saved_tx, saved_rx) = mpsc::channel::<Result<Saved, SnapshotError>>();
     let dir = tmp.path().to_path_buf();
     let t0 = Instant::now();
-    let save_image = image_file
-        .try_clone()
-        .map_err(io_err("read image", image))?;
     let ctx = SaveCtx {
         dir,
         msr_index,
         xsave2,
-        candidates,
-        image: save_image,
         input_before: input.clone(),
     };
     let on_ready: OnReady = Box::new(move |machine: &mut Machine, devices: &mut Devices| {
@@ -925,24 +923,6 @@ pub fn snapshot(image: &Path, cfg: &VmConfig, out: &Path) -> Result<SnapshotRepo
     })
 }
 
-/// The interior pages of image segments that are mapped from the file at
-/// boot: the candidates for staying image-backed in a snapshot.
-fn image_ranges(img: &super::image::Image, mem: u64) -> Vec<ImageRange> {
-    img.segments
-        .iter()
-        .filter(|s| s.filesz > 0 && s.paddr % PAGE == s.offset % PAGE)
-        .filter_map(|s| {
-            let start = s.paddr.next_multiple_of(PAGE);
-            let end = (s.paddr + s.filesz) & !(PAGE - 1);
-            (end > start && end <= mem).then(|| ImageRange {
-                gpa: start,
-                len: end - start,
-                file_offset: s.offset + (start - s.paddr),
-            })
-        })
-        .collect()
-}
-
 /// What `save` needs besides the stopped VM.
 struct SaveCtx {
     /// The temporary snapshot directory.
@@ -950,8 +930,6 @@ struct SaveCtx {
     msr_index: Vec<u32>,
     /// KVM_CAP_XSAVE2's size (0 without it).
     xsave2: usize,
-    candidates: Vec<ImageRange>,
-    image: File,
     input_before: Vec<u8>,
 }
 
@@ -965,8 +943,6 @@ fn save(
         dir,
         msr_index,
         xsave2,
-        candidates,
-        image,
         input_before,
     } = ctx;
     let xsave2 = *xsave2;
@@ -1026,13 +1002,7 @@ fn save(
             },
         );
     }
-    let (memory, sha) = write_memory(
-        machine.mem(),
-        devices.mem_bytes,
-        candidates,
-        image,
-        &dir.join(MEMORY_FILE),
-    )?;
+    let (memory, sha) = write_memory(machine.mem(), devices.mem_bytes, &dir.join(MEMORY_FILE))?;
     files.insert(
         MEMORY_FILE.to_string(),
         FileEntry {
@@ -1050,13 +1020,12 @@ fn save(
     })
 }
 
-/// Guest RAM into a sparse file: zero pages and untouched image pages are
-/// holes. Returns its description and the sha256 of its logical content.
+/// Guest RAM into a sparse file, each page at its guest address: zero
+/// pages are holes. Returns its description and the sha256 of its logical
+/// content.
 fn write_memory(
     mem: &GuestMemoryMmap,
     mem_bytes: u64,
-    candidates: &[ImageRange],
-    image: &File,
     path: &Path,
 ) -> Result<(MemoryInfo, String), SnapshotError> {
     let read_guest = |buf: &mut [u8], gpa: u64| {
@@ -1067,28 +1036,8 @@ fn write_memory(
                 source: io::Error::other(e.to_string()),
             })
     };
-    // Image ranges whose every byte is still the image's.
-    let mut backed = Vec::new();
     const CHUNK: usize = 1 << 20;
     let mut g = vec![0u8; CHUNK];
-    let mut f = vec![0u8; CHUNK];
-    'ranges: for r in candidates {
-        let mut off = 0u64;
-        while off < r.len {
-            let n = ((r.len - off) as usize).min(CHUNK);
-            read_guest(&mut g[..n], r.gpa + off)?;
-            if image
-                .read_exact_at(&mut f[..n], r.file_offset + off)
-                .is_err()
-                || g[..n] != f[..n]
-            {
-                continue 'ranges;
-            }
-            off += n as u64;
-        }
-        backed.push(*r);
-    }
-
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -1105,12 +1054,6 @@ fn write_memory(
         let n = ((mem_bytes - gpa) as usize).min(CHUNK);
         let buf = &mut g[..n];
         read_guest(buf, gpa)?;
-        for r in &backed {
-            let (s, e) = (r.gpa.max(gpa), (r.gpa + r.len).min(gpa + n as u64));
-            if s < e {
-                buf[(s - gpa) as usize..(e - gpa) as usize].fill(0);
-            }
-        }
         hasher.update(&*buf);
         // Runs of non-zero pages, one write each.
         let mut page = 0;
@@ -1143,12 +1086,14 @@ fn write_memory(
         gpa += n as u64;
     }
     file.sync_all().map_err(io_err("sync", path))?;
+    // The page cache now holds what the writes made (small folios); dropped,
+    // it is refilled by resumes' huge-page mappings in 2 MiB folios.
+    kvm::drop_cache(&file);
     Ok((
         MemoryInfo {
             file: MEMORY_FILE.into(),
             bytes: mem_bytes,
             data_bytes,
-            image_backed: backed,
             data_ranges,
         },
         hex::encode(hasher.finalize()),
@@ -1269,30 +1214,31 @@ pub enum ConsolePrefix {
     BeforeInput,
 }
 
-/// How a resume faults in the snapshot's data pages (not the holes, not
-/// the image's pages) before the guest runs.
+/// Where a resume puts the snapshot's pages before the guest runs.
 ///
-/// Measured on PVM: a guest's first touch of a page that is still a
-/// read-only page of the memory file costs ~25 µs, of a private page
-/// ~1-4 µs. `Write` copies the data pages into private memory up front
-/// (~1 µs per page, in the resume budget): fastest answers, but every
-/// instance then owns a copy. `Read` and `None` keep clean pages shared
-/// between instances (density) and pay on first touch.
+/// Measured on PVM (README "Design notes"): a guest's first touch of a
+/// 4 KiB page costs ~25 µs unless the host page is present and writable
+/// (~4 µs); a 2 MiB host mapping, of anonymous memory or of a file's
+/// page-cache folio, costs one fault for all of it. A write to a page of a
+/// huge file mapping splits it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefault {
-    /// Data pages and the image's pages copied into private memory on
-    /// huge pages, as a cold boot loads the image: the guest's touches cost
-    /// least (2 MiB per shadow-MMU fault), the copy costs time at resume
-    /// and every instance owns all of it.
-    Copy,
-    /// Data pages and the image's pages too, all private (4 KiB pages).
-    All,
+    /// By the working set (`workingset.json`): regions the first answer only
+    /// reads are shared huge mappings of the memory file, faulted in whole;
+    /// the pages it touches in regions it writes are copied into private
+    /// memory by a second thread while the vCPU is set up and runs. The
+    /// first resume of a snapshot learns the working set (slower, once).
     #[default]
+    Learned,
+    /// Every data page copied into private memory on huge pages, as a cold
+    /// boot loads the image: fast guest, slow resume, no sharing.
+    Copy,
+    /// Every data page copied into private 4 KiB pages.
     Write,
-    /// As `Write`, from another thread while the guest already runs.
-    Background,
+    /// Every data page mapped read-only (shared) ahead of use.
     Read,
+    /// Nothing ahead: every page on first touch.
     None,
 }
 
@@ -1300,15 +1246,44 @@ impl std::str::FromStr for Prefault {
     type Err = String;
     fn from_str(s: &str) -> Result<Prefault, String> {
         match s {
+            "learned" => Ok(Prefault::Learned),
             "copy" => Ok(Prefault::Copy),
-            "all" => Ok(Prefault::All),
             "write" => Ok(Prefault::Write),
-            "background" => Ok(Prefault::Background),
             "read" => Ok(Prefault::Read),
             "none" => Ok(Prefault::None),
             _ => Err(format!(
-                "`{s}`: expected copy, all, write, background, read or none"
+                "`{s}`: expected learned, copy, write, read or none"
             )),
+        }
+    }
+}
+
+/// What a resume did with the working set.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkingSetUse {
+    /// `used`, `learned` (this resume recorded it), or `none`.
+    pub how: &'static str,
+    /// Pages touched before the first answer.
+    pub pages: usize,
+    /// Of those, copied into private memory ahead of the guest.
+    pub private_pages: usize,
+    /// 2 MiB regions mapped shared and whole.
+    pub shared_regions: usize,
+}
+
+impl WorkingSetUse {
+    pub fn human(&self) -> String {
+        match self.how {
+            "used" => format!(
+                "used ({} pages: {} private copies, {} shared 2 MiB regions)",
+                self.pages, self.private_pages, self.shared_regions
+            ),
+            "learned" => format!(
+                "learned now ({} pages, kept in {})",
+                self.pages,
+                workingset::FILE
+            ),
+            other => other.to_string(),
         }
     }
 }
@@ -1551,11 +1526,19 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
     })
 }
 
+/// What a resume through [`with_resume`] reports besides its run.
+pub struct ResumeInfo {
+    pub manifest: Manifest,
+    pub verify: VerifyReport,
+    pub working_set: WorkingSetUse,
+}
+
 /// A resumed run.
 pub struct Resumed {
     pub outcome: RunOutcome,
     pub manifest: Manifest,
     pub verify: VerifyReport,
+    pub working_set: WorkingSetUse,
 }
 
 /// Resumes snapshot `dir` and runs it like [`super::run`]: `cfg`'s console
@@ -1578,16 +1561,12 @@ fn resume_inner(
 ) -> Result<Resumed, SnapshotError> {
     let t0 = Instant::now();
     let vcpu_thread = VcpuThread::spawn()?;
-    // Creating the VM needs nothing from the snapshot: it overlaps with
-    // reading and checking it (~0.2 ms each). If the checks refuse, the VM
-    // is simply dropped; no guest state was loaded into it.
+    // Creating the VM and its vCPU needs nothing from the snapshot: it
+    // overlaps with reading and checking it (~0.2-1 ms each). If the checks
+    // refuse, the VM is simply dropped; no guest state was loaded into it.
     let vm = std::thread::Builder::new()
         .name("pgkraft-create-vm".into())
-        .spawn(|| -> Result<kvm_ioctls::VmFd, VmmError> {
-            super::open_kvm()?
-                .create_vm()
-                .map_err(VmmError::ioctl("KVM_CREATE_VM"))
-        })
+        .spawn(|| kvm::Vm::create(&super::open_kvm()?))
         .map_err(|source| VmmError::Thread { source })?;
     let loaded = load(dir, expect)?;
     let t_load = t0.elapsed();
@@ -1610,7 +1589,11 @@ fn resume_inner(
         }
         _ => cfg,
     };
-    let machine = restore(vm, &loaded, expect.prefault)?;
+    let Restored {
+        machine,
+        learner,
+        mut working_set,
+    } = restore(vm, &loaded, expect.prefault)?;
     log::debug!(
         "snapshot: resume setup {:?}: load+verify {t_load:?}, restore {:?}",
         t0.elapsed(),
@@ -1622,6 +1605,7 @@ fn resume_inner(
             resume_read: Some(loaded.devices.pending_read),
             track: true,
             resumed: true,
+            on_answer: AnswerHook(learner.as_ref().map(Learner::at_answer)),
             ..Idle::default()
         },
         console_prefix: match (capture, expect.console) {
@@ -1636,17 +1620,40 @@ fn resume_inner(
         on_ready: None,
     };
     let mem_bytes = loaded.manifest.memory.bytes;
-    let outcome = vcpu_thread.run(machine, cfg, mem_bytes, true, t0, hooks)?;
+    let outcome = vcpu_thread.run(machine, cfg, mem_bytes, true, t0, hooks);
+    // The guest no longer runs: nothing can fault any more.
+    if let Some(learner) = learner {
+        match learner.finish() {
+            Some(ws) => {
+                working_set.pages = ws.pages.len();
+                ws.write(dir);
+            }
+            None => working_set.how = "none",
+        }
+        // Filling pages read the file through small page-cache folios;
+        // dropped, they come back as 2 MiB folios for the next resume.
+        if let Ok(f) = File::open(dir.join(MEMORY_FILE)) {
+            kvm::drop_cache(&f);
+        }
+    }
     Ok(Resumed {
-        outcome,
+        outcome: outcome?,
         manifest: loaded.manifest,
         verify: loaded.verify,
+        working_set,
     })
 }
 
-fn restore(vm: kvm_ioctls::VmFd, l: &Loaded, prefault: Prefault) -> Result<Machine, SnapshotError> {
+/// A restored VM, and the working-set learner when this resume learns.
+struct Restored {
+    machine: Machine,
+    learner: Option<Learner>,
+    working_set: WorkingSetUse,
+}
+
+fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, SnapshotError> {
     let t0 = Instant::now();
-    let xsave2 = vm.check_extension_int(Cap::Xsave2).max(0) as usize;
+    let xsave2 = vm.vm().check_extension_int(Cap::Xsave2).max(0) as usize;
     let mem_bytes = l.manifest.memory.bytes;
     let mem_mib = l.manifest.vm.memory_mib;
     let mem =
@@ -1658,33 +1665,57 @@ fn restore(vm: kvm_ioctls::VmFd, l: &Loaded, prefault: Prefault) -> Result<Machi
         })?;
     let mpath = l.dir.join(MEMORY_FILE);
     let memfile = File::open(&mpath).map_err(io_err("read", &mpath))?;
-    // Only the data comes from the file; its holes stay anonymous memory,
-    // which a guest's first write fills far cheaper than a private copy of
-    // a file hole (PostgreSQL allocates a lot of fresh memory per query).
-    if prefault == Prefault::Copy {
-        // Everything private, on huge pages: what a cold boot does with the
-        // image (memory.rs), here with the data and the image's pages.
-        kvm::use_huge_pages(&mem);
-        let copy = |f: &File, path: &Path, gpa: u64, len: u64, off: u64| {
-            let mut f = f;
-            f.seek(io::SeekFrom::Start(off))
-                .map_err(io_err("read", path))?;
-            mem.read_exact_volatile_from(GuestAddress(gpa), &mut f, len as usize)
-                .map_err(|e| SnapshotError::Io {
-                    what: "read",
-                    path: path.to_path_buf(),
-                    source: io::Error::other(e.to_string()),
-                })
-        };
-        for &[gpa, len] in &l.manifest.memory.data_ranges {
-            copy(&memfile, &mpath, gpa, len, gpa)?;
+    let mut learner = None;
+    let mut working_set = WorkingSetUse {
+        how: "none",
+        ..Default::default()
+    };
+    match prefault {
+        Prefault::Copy => {
+            // Everything private, on huge pages: what a cold boot does with
+            // the image (memory.rs), here with all the data.
+            kvm::use_huge_pages(&mem);
+            let mut f = &memfile;
+            for &[gpa, len] in &l.manifest.memory.data_ranges {
+                f.seek(io::SeekFrom::Start(gpa))
+                    .map_err(io_err("read", &mpath))?;
+                mem.read_exact_volatile_from(GuestAddress(gpa), &mut f, len as usize)
+                    .map_err(|e| SnapshotError::Io {
+                        what: "read",
+                        path: mpath.clone(),
+                        source: io::Error::other(e.to_string()),
+                    })?;
+            }
         }
-        let image = File::open(&l.image_path).map_err(io_err("read image", &l.image_path))?;
-        for r in &l.manifest.memory.image_backed {
-            copy(&image, &l.image_path, r.gpa, r.len, r.file_offset)?;
+        Prefault::Learned => {
+            let sha = &l.manifest.files[MEMORY_FILE].sha256;
+            match WorkingSet::read(&l.dir, sha, mem_bytes) {
+                Some(ws) => {
+                    map_data(&mem, l, &memfile, &mpath)?;
+                    working_set =
+                        place(&mem, mem_bytes, &ws).map_err(io_err("prefault", &mpath))?;
+                }
+                None => match Learner::start(&mem, &memfile, sha) {
+                    Ok(found) => {
+                        learner = Some(found);
+                        working_set.how = "learned";
+                    }
+                    Err(e) => {
+                        log::debug!("snapshot: working set not learned (userfaultfd: {e})");
+                        map_data(&mem, l, &memfile, &mpath)?;
+                    }
+                },
+            }
         }
-    } else {
-        restore_mappings(&mem, l, prefault, &memfile, &mpath)?;
+        Prefault::Write | Prefault::Read | Prefault::None => {
+            map_data(&mem, l, &memfile, &mpath)?;
+            if prefault != Prefault::None {
+                for &[gpa, len] in &l.manifest.memory.data_ranges {
+                    kvm::populate(&mem, gpa, len, prefault == Prefault::Write)
+                        .map_err(io_err("prefault", &mpath))?;
+                }
+            }
+        }
     }
     let t_mem = t0.elapsed();
     let machine = Machine::new(vm, mem)?;
@@ -1709,56 +1740,78 @@ fn restore(vm: kvm_ioctls::VmFd, l: &Loaded, prefault: Prefault) -> Result<Machi
         t_vcpu - t_mem,
         t0.elapsed() - t_vcpu
     );
-    Ok(machine)
+    Ok(Restored {
+        machine,
+        learner,
+        working_set,
+    })
 }
 
-/// Maps the snapshot's data and the image's pages `MAP_PRIVATE` into guest
-/// RAM, and prefaults them as `prefault` says.
-fn restore_mappings(
+/// Maps the memory file `MAP_PRIVATE` over every 2 MiB region of guest RAM
+/// that holds data (whole regions, so the host can map them with huge
+/// pages; the file's holes read as zeros). Regions without data stay
+/// anonymous memory.
+fn map_data(
     mem: &GuestMemoryMmap,
     l: &Loaded,
-    prefault: Prefault,
     memfile: &File,
     mpath: &Path,
 ) -> Result<(), SnapshotError> {
+    let mem_bytes = l.manifest.memory.bytes;
+    let mut regions: Vec<[u64; 2]> = Vec::new();
     for &[gpa, len] in &l.manifest.memory.data_ranges {
-        kvm::map_file_into(mem, gpa, len, memfile, gpa).map_err(io_err("map", mpath))?;
-    }
-    if !l.manifest.memory.image_backed.is_empty() {
-        let image = File::open(&l.image_path).map_err(io_err("read image", &l.image_path))?;
-        for r in &l.manifest.memory.image_backed {
-            kvm::map_file_into(mem, r.gpa, r.len, &image, r.file_offset)
-                .map_err(io_err("map image", &l.image_path))?;
-            if prefault == Prefault::All {
-                kvm::populate(mem, r.gpa, r.len, true)
-                    .map_err(io_err("prefault", &l.image_path))?;
-            }
+        let start = gpa & !(workingset::REGION - 1);
+        let end = (gpa + len)
+            .next_multiple_of(workingset::REGION)
+            .min(mem_bytes);
+        match regions.last_mut() {
+            Some([_, e]) if *e >= start => *e = (*e).max(end),
+            _ => regions.push([start, end]),
         }
     }
-    if prefault == Prefault::Background {
-        // The guest runs meanwhile; a page it reaches first is simply
-        // faulted in by it. The thread's clone of `mem` keeps the mapping
-        // alive until it is done, whatever happens to the VM.
-        let (mem, ranges) = (mem.clone(), l.manifest.memory.data_ranges.clone());
-        let _ = std::thread::Builder::new()
-            .name("pgkraft-prefault".into())
-            .spawn(move || {
-                for [gpa, len] in ranges {
-                    let _ = kvm::populate(&mem, gpa, len, true);
-                }
-            });
-    } else if prefault != Prefault::None {
-        for &[gpa, len] in &l.manifest.memory.data_ranges {
-            kvm::populate(
-                mem,
-                gpa,
-                len,
-                matches!(prefault, Prefault::Write | Prefault::All),
-            )
-            .map_err(io_err("prefault", mpath))?;
-        }
+    for [start, end] in regions {
+        kvm::map_file_into(mem, start, end - start, memfile, start)
+            .map_err(io_err("map", mpath))?;
     }
     Ok(())
+}
+
+/// Places pages as the working set says (see [`Prefault::Learned`]).
+fn place(mem: &GuestMemoryMmap, mem_bytes: u64, ws: &WorkingSet) -> io::Result<WorkingSetUse> {
+    let plan = ws.plan();
+    let whole = |r: u64| workingset::REGION.min(mem_bytes - r);
+    // Shared regions first: their page-cache folios must be read as 2 MiB
+    // ones, before readahead for the written regions' pages around them can
+    // fill the cache with small ones.
+    for &r in &plan.shared_regions {
+        kvm::advise_huge(mem, r, whole(r), true)?;
+        kvm::populate(mem, r, whole(r), false)?;
+    }
+    for &r in &plan.written_regions {
+        kvm::advise_huge(mem, r, whole(r), false)?;
+    }
+    // The private copies from another thread: they overlap with the vCPU's
+    // setup and the guest's start (a page the guest reaches first it faults
+    // in itself; the copy is the same bytes). The clone keeps guest RAM
+    // mapped until the thread is done.
+    let (copy_mem, runs) = (mem.clone(), plan.private_runs.clone());
+    std::thread::Builder::new()
+        .name("pgkraft-prefault".into())
+        .spawn(move || {
+            for [gpa, len] in runs {
+                let _ = kvm::populate(&copy_mem, gpa, len, true);
+            }
+        })?;
+    Ok(WorkingSetUse {
+        how: "used",
+        pages: ws.pages.len(),
+        private_pages: plan
+            .private_runs
+            .iter()
+            .map(|[_, l]| (l / PAGE) as usize)
+            .sum(),
+        shared_regions: plan.shared_regions.len(),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1772,7 +1825,7 @@ enum Redirect {
     Resume {
         dir: PathBuf,
         expect: Expect,
-        resumed: Option<(Manifest, VerifyReport)>,
+        resumed: Option<ResumeInfo>,
     },
     Snapshot {
         out: PathBuf,
@@ -1828,7 +1881,7 @@ pub fn with_resume<T>(
     dir: &Path,
     expect: &Expect,
     f: impl FnOnce() -> T,
-) -> (T, Option<(Manifest, VerifyReport)>) {
+) -> (T, Option<ResumeInfo>) {
     let redirect = Redirect::Resume {
         dir: dir.to_path_buf(),
         expect: expect.clone(),
@@ -1865,7 +1918,11 @@ pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutco
             Ok(r) => {
                 REDIRECT.with(|x| {
                     if let Some(Redirect::Resume { resumed, .. }) = x.borrow_mut().as_mut() {
-                        *resumed = Some((r.manifest, r.verify));
+                        *resumed = Some(ResumeInfo {
+                            manifest: r.manifest,
+                            verify: r.verify,
+                            working_set: r.working_set,
+                        });
                     }
                 });
                 Ok(r.outcome)
