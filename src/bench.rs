@@ -208,7 +208,8 @@ pub struct ResumeBench {
     pub snapshot_data_bytes: u64,
     /// In our runner: runner start to the first answer after the first input.
     pub cold_first_answer: Series,
-    /// In our runner: resume start to the guest's first VM exit.
+    /// In our runner: resume start to the guest's first sign of life
+    /// (`resume_ms`: its libOS reports it runs again).
     pub resume: Series,
     /// In our runner: resume start to the first answer (`--prefault
     /// learned`, the default; the working set was learned by one untimed
@@ -367,7 +368,13 @@ pub fn resume(
         cold.push(phase(&r, "first_answer")?);
 
         let r = resume_with(snapshot::Prefault::Learned)?;
-        res.push(phase(&r, "first_exit")?);
+        let times = snapshot::ResumeTimes::by(|name| r.phases.get(name).copied());
+        res.push(Duration::from_secs_f64(
+            times
+                .resume_ms
+                .ok_or_else(|| run_err("the runner", "no resume phase"))?
+                / 1e3,
+        ));
         res_answer.push(phase(&r, "first_answer")?);
         let r = resume_with(snapshot::Prefault::Read)?;
         res_shared.push(phase(&r, "first_answer")?);

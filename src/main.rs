@@ -589,12 +589,7 @@ fn resume_cmd(
     let image = loaded.image_path.clone();
     let (report, info) = snapshot::with_resume(dir, &expect, || smoke::run(&image, &spec));
     let report = report.map_err(smoke_failure)?;
-    let at = |name: &str| report.phases.get(name).copied();
-    let times = snapshot::ResumeTimes {
-        restored_ms: at("vmm_ready"),
-        resume_ms: at("first_exit"),
-        first_answer_ms: at("first_answer"),
-    };
+    let times = snapshot::ResumeTimes::by(|name| report.phases.get(name).copied());
     let ok = report.ok;
     if json {
         print_json(&ResumeReport {

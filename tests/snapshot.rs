@@ -116,6 +116,12 @@ fn resumed_guest_continues_and_passes_the_test_vm_checks() {
     for key in ["restored_ms", "resume_ms", "first_answer_ms"] {
         assert!(v[key].is_f64(), "{key} missing: {v:#}");
     }
+    // The first sign of life is the guest's own report that it runs again,
+    // after the state was restored and before it answered.
+    let phases = &v["smoke"]["phases"];
+    assert_eq!(v["resume_ms"], phases["resumed"], "{v:#}");
+    let at = |k: &str| phases[k].as_f64().unwrap();
+    assert!(at("vmm_ready") <= at("resumed") && at("resumed") <= at("first_answer"));
     assert_eq!(v["verify"]["hashed"], serde_json::json!([]), "{v:#}");
 }
 

@@ -42,6 +42,9 @@ pub enum Phase {
     MainEntered = 3,
     /// The guest says it is ready to be snapshotted (used by `pgkraft snapshot`).
     Ready = 4,
+    /// The guest runs again after a resume: the libOS saw its pending console
+    /// read answered with [`hc::CONSOLE_READ_RESUMED`] (its first sign of life).
+    Resumed = 5,
 }
 
 impl Phase {
@@ -51,6 +54,7 @@ impl Phase {
             2 => Phase::LibosReady,
             3 => Phase::MainEntered,
             4 => Phase::Ready,
+            5 => Phase::Resumed,
             _ => return None,
         })
     }
@@ -60,6 +64,7 @@ impl Phase {
             Phase::LibosReady => "libos_ready",
             Phase::MainEntered => "main_entered",
             Phase::Ready => "ready",
+            Phase::Resumed => "resumed",
         }
     }
 }
@@ -69,8 +74,12 @@ pub mod hc {
     /// args[0] = gpa of bytes, args[1] = length. ret = bytes written.
     pub const CONSOLE_WRITE: u32 = 1;
     /// args[0] = gpa of buffer, args[1] = capacity. Blocks until at least one
-    /// byte or end of input. ret = bytes read, 0 at end of input.
+    /// byte or end of input. ret = bytes read, 0 at end of input. The guest
+    /// passes args[3] = 0; the runner sets it to [`CONSOLE_READ_RESUMED`]
+    /// when it answers a read that a snapshot was taken in.
     pub const CONSOLE_READ: u32 = 2;
+    /// See [`CONSOLE_READ`].
+    pub const CONSOLE_READ_RESUMED: u64 = 1;
     /// args[0] = nanoseconds to sleep. ret = 0.
     pub const SLEEP_NS: u32 = 3;
     /// args[0] = gpa of bytes, args[1] = length: a libOS diagnostic (an

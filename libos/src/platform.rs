@@ -75,11 +75,17 @@ fn host() -> Host {
 }
 
 fn call(op: u32, args: [u64; 4]) -> i64 {
+    call_block(op, args).0
+}
+
+/// A hypercall, with the block's `args` as the runner left them.
+fn call_block(op: u32, args: [u64; 4]) -> (i64, [u64; 4]) {
     let mut block = HYPERCALL.lock();
     block.op = op;
     block.args = args;
     block.ret = 0;
-    image::hypercall(&mut block)
+    let ret = image::hypercall(&mut block);
+    (ret, image::hypercall_args(&block))
 }
 
 pub fn phase(p: Phase) {
@@ -114,10 +120,13 @@ pub fn console_read(buf: &mut [u8]) -> usize {
     }
     match host() {
         Host::Runner => {
-            let r = call(
+            let (r, args) = call_block(
                 hc::CONSOLE_READ,
                 [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0],
             );
+            if args[3] == hc::CONSOLE_READ_RESUMED {
+                phase(Phase::Resumed);
+            }
             if r < 0 { 0 } else { r as usize }
         }
         Host::Pvh => {

@@ -796,6 +796,8 @@ const LSR: u8 = 5;
 const LSR_DATA_READY: u8 = 1;
 const HC_SIZE: usize = std::mem::size_of::<pgkraft_abi::Hypercall>();
 const HC_RET_OFFSET: u64 = std::mem::offset_of!(pgkraft_abi::Hypercall, ret) as u64;
+/// `args[3]` of the block: where a resumed read is flagged.
+const HC_RESUMED_OFFSET: u64 = std::mem::offset_of!(pgkraft_abi::Hypercall, args) as u64 + 3 * 8;
 
 fn in_ram(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> bool {
     usize::try_from(len).is_ok_and(|len| mem.check_range(GuestAddress(gpa), len))

@@ -64,7 +64,8 @@ use super::console::{ConsoleIn, ConsoleOut, NoIrq, Uart};
 use super::kvm::{self, Machine};
 use super::workingset::{self, Learner, WorkingSet};
 use super::{
-    Console, Devices, GuestExit, HC_RET_OFFSET, MIB, RunOutcome, VcpuThread, VmConfig, VmmError,
+    Console, Devices, GuestExit, HC_RESUMED_OFFSET, HC_RET_OFFSET, MIB, RunOutcome, VcpuThread,
+    VmConfig, VmmError,
 };
 
 pub const MANIFEST: &str = "manifest.json";
@@ -182,11 +183,17 @@ impl Devices {
         true
     }
 
-    /// Resume: answer the read the guest was snapshotted in, before it runs.
+    /// Resume: answer the read the guest was snapshotted in, before it runs,
+    /// and tell the guest so (it reports [`pgkraft_abi::Phase::Resumed`]
+    /// when it runs).
     pub(super) fn answer_resumed_read(&mut self, mem: &GuestMemoryMmap) {
         if let Some(p) = self.idle.resume_read.take() {
             let ret = self.console_read(mem, p.buf, p.cap);
             let _ = mem.write_slice(&ret.to_le_bytes(), GuestAddress(p.block + HC_RET_OFFSET));
+            let _ = mem.write_slice(
+                &pgkraft_abi::hc::CONSOLE_READ_RESUMED.to_le_bytes(),
+                GuestAddress(p.block + HC_RESUMED_OFFSET),
+            );
         }
     }
 
@@ -1544,8 +1551,9 @@ pub struct Resumed {
 /// Resumes snapshot `dir` and runs it like [`super::run`]: `cfg`'s console
 /// and timeout apply; its memory and command line are the snapshot's.
 /// Phases, in ms since this call: `vmm_ready` (state restored), `input`
-/// (the pending read answered), `first_exit` (the guest ran: its first sign
-/// of life), `first_answer` (its first console output), `exit`.
+/// (the pending read answered), `resumed` (the guest runs and says so: its
+/// first sign of life), `first_exit` (its first VM exit), `first_answer`
+/// (its first console output), `exit`.
 pub fn resume(dir: &Path, cfg: &VmConfig, expect: &Expect) -> Result<Resumed, SnapshotError> {
     resume_inner(dir, cfg, expect, false)
 }
@@ -1561,18 +1569,13 @@ fn resume_inner(
 ) -> Result<Resumed, SnapshotError> {
     let t0 = Instant::now();
     let vcpu_thread = VcpuThread::spawn()?;
-    // Creating the VM and its vCPU needs nothing from the snapshot: it
-    // overlaps with reading and checking it (~0.2-1 ms each). If the checks
-    // refuse, the VM is simply dropped; no guest state was loaded into it.
-    let vm = std::thread::Builder::new()
-        .name("pgkraft-create-vm".into())
-        .spawn(|| kvm::Vm::create(&super::open_kvm()?))
-        .map_err(|source| VmmError::Thread { source })?;
+    // Made before the snapshot is read: a refused snapshot just drops it.
+    // (Creating it on another thread while the snapshot is read was
+    // measured no faster on this 2-core host: the thread starts late.)
+    let vm = kvm::Vm::create(&super::open_kvm()?)?;
+    let t_vm = t0.elapsed();
     let loaded = load(dir, expect)?;
-    let t_load = t0.elapsed();
-    let vm = vm.join().map_err(|_| VmmError::Thread {
-        source: io::Error::other("the VM-creating thread panicked"),
-    })??;
+    let t_load = t0.elapsed() - t_vm;
     let stripped;
     let cfg = match &cfg.console {
         Console::Capture { input } if skip_input_before => {
@@ -1595,9 +1598,9 @@ fn resume_inner(
         mut working_set,
     } = restore(vm, &loaded, expect.prefault)?;
     log::debug!(
-        "snapshot: resume setup {:?}: load+verify {t_load:?}, restore {:?}",
+        "snapshot: resume setup {:?}: VM and vCPU {t_vm:?}, load+verify {t_load:?}, restore {:?}",
         t0.elapsed(),
-        t0.elapsed() - t_load
+        t0.elapsed() - t_load - t_vm
     );
     let capture = matches!(cfg.console, Console::Capture { .. });
     let hooks = Hooks {
@@ -1653,7 +1656,6 @@ struct Restored {
 
 fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, SnapshotError> {
     let t0 = Instant::now();
-    let xsave2 = vm.vm().check_extension_int(Cap::Xsave2).max(0) as usize;
     let mem_bytes = l.manifest.memory.bytes;
     let mem_mib = l.manifest.vm.memory_mib;
     let mem =
@@ -1691,9 +1693,15 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
             let sha = &l.manifest.files[MEMORY_FILE].sha256;
             match WorkingSet::read(&l.dir, sha, mem_bytes) {
                 Some(ws) => {
+                    let t = Instant::now();
                     map_data(&mem, l, &memfile, &mpath)?;
+                    let t_map = t.elapsed();
                     working_set =
                         place(&mem, mem_bytes, &ws).map_err(io_err("prefault", &mpath))?;
+                    log::debug!(
+                        "snapshot: working set: map {t_map:?}, place {:?}",
+                        t.elapsed() - t_map
+                    );
                 }
                 None => match Learner::start(&mem, &memfile, sha) {
                     Ok(found) => {
@@ -1718,6 +1726,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
         }
     }
     let t_mem = t0.elapsed();
+    let xsave2 = vm.vm().check_extension_int(Cap::Xsave2).max(0) as usize;
     let machine = Machine::new(vm, mem)?;
     let t_vcpu = t0.elapsed();
     // The clock before the MSRs: writing the kvmclock wall-clock MSR makes
@@ -1735,7 +1744,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
         .map_err(VmmError::ioctl("KVM_SET_CLOCK"))?;
     l.vcpu.apply(&machine, xsave2)?;
     log::debug!(
-        "snapshot: restore: map memory {t_mem:?}, create_vcpu+memslot {:?}, clock+vcpu \
+        "snapshot: restore: map memory {t_mem:?}, memslot {:?}, clock+vcpu \
          state {:?}",
         t_vcpu - t_mem,
         t0.elapsed() - t_vcpu
@@ -1776,6 +1785,11 @@ fn map_data(
     Ok(())
 }
 
+fn populate_all(mem: &GuestMemoryMmap, runs: &[[u64; 2]]) -> io::Result<()> {
+    runs.iter()
+        .try_for_each(|&[gpa, len]| kvm::populate(mem, gpa, len, true))
+}
+
 /// Places pages as the working set says (see [`Prefault::Learned`]).
 fn place(mem: &GuestMemoryMmap, mem_bytes: u64, ws: &WorkingSet) -> io::Result<WorkingSetUse> {
     let plan = ws.plan();
@@ -1790,18 +1804,25 @@ fn place(mem: &GuestMemoryMmap, mem_bytes: u64, ws: &WorkingSet) -> io::Result<W
     for &r in &plan.written_regions {
         kvm::advise_huge(mem, r, whole(r), false)?;
     }
-    // The private copies from another thread: they overlap with the vCPU's
-    // setup and the guest's start (a page the guest reaches first it faults
-    // in itself; the copy is the same bytes). The clone keeps guest RAM
-    // mapped until the thread is done.
-    let (copy_mem, runs) = (mem.clone(), plan.private_runs.clone());
-    std::thread::Builder::new()
-        .name("pgkraft-prefault".into())
-        .spawn(move || {
-            for [gpa, len] in runs {
-                let _ = kvm::populate(&copy_mem, gpa, len, true);
-            }
+    // The private copies before the guest runs, on both cores. (Copying
+    // while the guest already runs was slower: each copy invalidates KVM's
+    // mappings, and while invalidations are in flight KVM neither maps a
+    // faulting page's neighbours nor finishes the fault.)
+    let runs = &plan.private_runs;
+    let private_pages: u64 = runs.iter().map(|[_, l]| l / PAGE).sum();
+    // A second thread pays off only for more than a few hundred pages.
+    if private_pages < 256 {
+        populate_all(mem, runs)?;
+    } else {
+        let (first, second) = runs.split_at(runs.len() / 2);
+        std::thread::scope(|s| {
+            let helper = s.spawn(|| populate_all(mem, first));
+            populate_all(mem, second)?;
+            helper
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("prefault thread panicked")))
         })?;
+    }
     Ok(WorkingSetUse {
         how: "used",
         pages: ws.pages.len(),
@@ -1969,7 +1990,9 @@ pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutco
 pub struct ResumeTimes {
     /// State restored, the vCPU about to run.
     pub restored_ms: Option<f64>,
-    /// The guest's first VM exit after it ran: its first sign of life.
+    /// The guest's first sign of life: its libOS reports that it runs
+    /// again (phase `resumed`; an image whose libOS predates that phase:
+    /// its first VM exit).
     pub resume_ms: Option<f64>,
     /// Its first console output: the answer to the first input.
     pub first_answer_ms: Option<f64>,
@@ -1977,10 +2000,14 @@ pub struct ResumeTimes {
 
 impl ResumeTimes {
     pub fn of(phases: &[super::PhaseMark]) -> ResumeTimes {
-        let at = |name: &str| phases.iter().find(|p| p.name == name).map(|p| ms(p.at));
+        ResumeTimes::by(|name| phases.iter().find(|p| p.name == name).map(|p| ms(p.at)))
+    }
+
+    /// From a lookup of phase name to ms.
+    pub fn by(at: impl Fn(&str) -> Option<f64>) -> ResumeTimes {
         ResumeTimes {
             restored_ms: at("vmm_ready"),
-            resume_ms: at("first_exit"),
+            resume_ms: at("resumed").or_else(|| at("first_exit")),
             first_answer_ms: at("first_answer"),
         }
     }
