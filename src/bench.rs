@@ -357,7 +357,7 @@ pub fn resume(
             console: console_prefix(spec),
             ..Default::default()
         };
-        let (r, _) = snapshot::with_resume(&snap, &expect, || smoke::run(image, spec));
+        let (r, _) = snapshot::with_resume(&snap, &expect, None, || smoke::run(image, spec));
         r.map_err(smoke_err)
     };
     // The snapshot's first resume learns its working set.

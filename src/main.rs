@@ -587,7 +587,8 @@ fn resume_cmd(
     // Every refusal happens here, before anything runs.
     let loaded = snapshot::load(dir, &expect).map_err(snapshot_failure)?;
     let image = loaded.image_path.clone();
-    let (report, info) = snapshot::with_resume(dir, &expect, || smoke::run(&image, &spec));
+    let (report, info) =
+        snapshot::with_resume(dir, &expect, Some(loaded), || smoke::run(&image, &spec));
     let report = report.map_err(smoke_failure)?;
     let times = snapshot::ResumeTimes::by(|name| report.phases.get(name).copied());
     let ok = report.ok;

@@ -1309,8 +1309,10 @@ pub struct Loaded {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub verify: VerifyReport,
-    /// The image the snapshot's untouched pages are mapped from.
+    /// The image the snapshot was taken from.
     pub image_path: PathBuf,
+    /// The memory file, as checked.
+    memory: File,
     vcpu: VcpuState,
     clock: kvm_clock_data,
     devices: DeviceState,
@@ -1440,14 +1442,17 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
 
     // State files, memory last.
     let mut small = BTreeMap::new();
+    let mut memory = None;
     for name in [VCPU_FILE, VM_FILE, DEVICES_FILE, MEMORY_FILE] {
         let entry = manifest
             .files
             .get(name)
             .ok_or_else(|| refused(&mpath, format!("lists no `{name}`"), again))?;
         let path = dir.join(name);
-        let meta = std::fs::metadata(&path)
+        // Opened once: what is checked is what the resume uses.
+        let mut file = File::open(&path)
             .map_err(|e| refused(&path, format!("is missing or unreadable ({e})"), again))?;
+        let meta = file.metadata().map_err(io_err("read", &path))?;
         if meta.len() != entry.bytes {
             return Err(refused(
                 &path,
@@ -1471,8 +1476,7 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
         };
         if name == MEMORY_FILE {
             if !verified.knows(Path::new(name), &meta, &entry.sha256) {
-                let f = File::open(&path).map_err(io_err("read", &path))?;
-                let sha = sha256_file(&f, meta.len()).map_err(io_err("read", &path))?;
+                let sha = sha256_file(&file, meta.len()).map_err(io_err("read", &path))?;
                 report.hashed.push(name.into());
                 report.hashed_bytes += meta.len();
                 if sha != entry.sha256 {
@@ -1480,11 +1484,14 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
                 }
                 verified.record(name.into(), &meta, &sha);
                 learned = true;
+                // Hashing read it into small page-cache folios; resumes map
+                // it best from 2 MiB ones, which a mapping's faults read.
+                kvm::drop_cache(&file);
             }
+            memory = Some(file);
         } else {
             let mut bytes = Vec::with_capacity(entry.bytes as usize);
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
+            file.read_to_end(&mut bytes)
                 .map_err(io_err("read", &path))?;
             if hex::encode(Sha256::digest(&bytes)) != entry.sha256 {
                 return Err(altered());
@@ -1527,6 +1534,7 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
         manifest,
         verify: report,
         image_path,
+        memory: memory.expect("the memory file is checked above"),
         vcpu,
         clock,
         devices,
@@ -1555,7 +1563,7 @@ pub struct Resumed {
 /// first sign of life), `first_exit` (its first VM exit), `first_answer`
 /// (its first console output), `exit`.
 pub fn resume(dir: &Path, cfg: &VmConfig, expect: &Expect) -> Result<Resumed, SnapshotError> {
-    resume_inner(dir, cfg, expect, false)
+    resume_inner(dir, cfg, expect, false, None)
 }
 
 /// `skip_input_before`: a captured console input that starts with what the
@@ -1566,6 +1574,7 @@ fn resume_inner(
     cfg: &VmConfig,
     expect: &Expect,
     skip_input_before: bool,
+    preloaded: Option<Loaded>,
 ) -> Result<Resumed, SnapshotError> {
     let t0 = Instant::now();
     let vcpu_thread = VcpuThread::spawn()?;
@@ -1574,7 +1583,10 @@ fn resume_inner(
     // measured no faster on this 2-core host: the thread starts late.)
     let vm = kvm::Vm::create(&super::open_kvm()?)?;
     let t_vm = t0.elapsed();
-    let loaded = load(dir, expect)?;
+    let loaded = match preloaded {
+        Some(l) => l,
+        None => load(dir, expect)?,
+    };
     let t_load = t0.elapsed() - t_vm;
     let stripped;
     let cfg = match &cfg.console {
@@ -1635,9 +1647,7 @@ fn resume_inner(
         }
         // Filling pages read the file through small page-cache folios;
         // dropped, they come back as 2 MiB folios for the next resume.
-        if let Ok(f) = File::open(dir.join(MEMORY_FILE)) {
-            kvm::drop_cache(&f);
-        }
+        kvm::drop_cache(&loaded.memory);
     }
     Ok(Resumed {
         outcome: outcome?,
@@ -1666,7 +1676,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
             }
         })?;
     let mpath = l.dir.join(MEMORY_FILE);
-    let memfile = File::open(&mpath).map_err(io_err("read", &mpath))?;
+    let memfile = &l.memory;
     let mut learner = None;
     let mut working_set = WorkingSetUse {
         how: "none",
@@ -1677,7 +1687,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
             // Everything private, on huge pages: what a cold boot does with
             // the image (memory.rs), here with all the data.
             kvm::use_huge_pages(&mem);
-            let mut f = &memfile;
+            let mut f = memfile;
             for &[gpa, len] in &l.manifest.memory.data_ranges {
                 f.seek(io::SeekFrom::Start(gpa))
                     .map_err(io_err("read", &mpath))?;
@@ -1694,7 +1704,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
             match WorkingSet::read(&l.dir, sha, mem_bytes) {
                 Some(ws) => {
                     let t = Instant::now();
-                    map_data(&mem, l, &memfile, &mpath)?;
+                    map_data(&mem, l, memfile, &mpath)?;
                     let t_map = t.elapsed();
                     working_set =
                         place(&mem, mem_bytes, &ws).map_err(io_err("prefault", &mpath))?;
@@ -1703,20 +1713,20 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
                         t.elapsed() - t_map
                     );
                 }
-                None => match Learner::start(&mem, &memfile, sha) {
+                None => match Learner::start(&mem, memfile, sha) {
                     Ok(found) => {
                         learner = Some(found);
                         working_set.how = "learned";
                     }
                     Err(e) => {
                         log::debug!("snapshot: working set not learned (userfaultfd: {e})");
-                        map_data(&mem, l, &memfile, &mpath)?;
+                        map_data(&mem, l, memfile, &mpath)?;
                     }
                 },
             }
         }
         Prefault::Write | Prefault::Read | Prefault::None => {
-            map_data(&mem, l, &memfile, &mpath)?;
+            map_data(&mem, l, memfile, &mpath)?;
             if prefault != Prefault::None {
                 for &[gpa, len] in &l.manifest.memory.data_ranges {
                     kvm::populate(&mem, gpa, len, prefault == Prefault::Write)
@@ -1846,6 +1856,8 @@ enum Redirect {
     Resume {
         dir: PathBuf,
         expect: Expect,
+        /// Checked already: used by the first resume instead of loading.
+        loaded: Option<Loaded>,
         resumed: Option<ResumeInfo>,
     },
     Snapshot {
@@ -1896,16 +1908,20 @@ pub fn with_snapshot<T>(
 /// instead of booting its image, so code written against a booted guest
 /// (the smoke checks, whatever mode) runs unchanged against a resumed one.
 /// The run's console and timeout apply; memory and arguments are the
-/// snapshot's (check them with [`load`] first). Also returns the manifest
-/// and integrity-check report of the last resume.
+/// snapshot's (check them with [`load`] first, and pass what it returned as
+/// `loaded`: the first resume then uses it instead of loading again). Also
+/// returns the manifest, integrity-check report and working-set use of the
+/// last resume.
 pub fn with_resume<T>(
     dir: &Path,
     expect: &Expect,
+    loaded: Option<Loaded>,
     f: impl FnOnce() -> T,
 ) -> (T, Option<ResumeInfo>) {
     let redirect = Redirect::Resume {
         dir: dir.to_path_buf(),
         expect: expect.clone(),
+        loaded,
         resumed: None,
     };
     match with_redirect(redirect, f) {
@@ -1918,12 +1934,17 @@ pub fn with_resume<T>(
 /// [`with_snapshot`] is active.
 pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutcome, VmmError>> {
     enum What {
-        Resume(PathBuf, Expect),
+        Resume(PathBuf, Expect, Option<Loaded>),
         Snapshot(PathBuf, Vec<u8>),
         Track,
     }
-    let what = REDIRECT.with(|r| match r.borrow().as_ref()? {
-        Redirect::Resume { dir, expect, .. } => Some(What::Resume(dir.clone(), expect.clone())),
+    let what = REDIRECT.with(|r| match r.borrow_mut().as_mut()? {
+        Redirect::Resume {
+            dir,
+            expect,
+            loaded,
+            ..
+        } => Some(What::Resume(dir.clone(), expect.clone(), loaded.take())),
         Redirect::Snapshot {
             out,
             input_before,
@@ -1935,7 +1956,7 @@ pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutco
     })?;
     Some(match what {
         What::Track => run_tracked(image, cfg),
-        What::Resume(dir, expect) => match resume_inner(&dir, cfg, &expect, true) {
+        What::Resume(dir, expect, loaded) => match resume_inner(&dir, cfg, &expect, true, loaded) {
             Ok(r) => {
                 REDIRECT.with(|x| {
                     if let Some(Redirect::Resume { resumed, .. }) = x.borrow_mut().as_mut() {
