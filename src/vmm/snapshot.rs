@@ -1857,7 +1857,7 @@ enum Redirect {
         dir: PathBuf,
         expect: Expect,
         /// Checked already: used by the first resume instead of loading.
-        loaded: Option<Loaded>,
+        loaded: Option<Box<Loaded>>,
         resumed: Option<ResumeInfo>,
     },
     Snapshot {
@@ -1921,7 +1921,7 @@ pub fn with_resume<T>(
     let redirect = Redirect::Resume {
         dir: dir.to_path_buf(),
         expect: expect.clone(),
-        loaded,
+        loaded: loaded.map(Box::new),
         resumed: None,
     };
     match with_redirect(redirect, f) {
@@ -1934,7 +1934,7 @@ pub fn with_resume<T>(
 /// [`with_snapshot`] is active.
 pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutcome, VmmError>> {
     enum What {
-        Resume(PathBuf, Expect, Option<Loaded>),
+        Resume(PathBuf, Expect, Option<Box<Loaded>>),
         Snapshot(PathBuf, Vec<u8>),
         Track,
     }
@@ -1956,25 +1956,27 @@ pub(super) fn redirected(image: &Path, cfg: &VmConfig) -> Option<Result<RunOutco
     })?;
     Some(match what {
         What::Track => run_tracked(image, cfg),
-        What::Resume(dir, expect, loaded) => match resume_inner(&dir, cfg, &expect, true, loaded) {
-            Ok(r) => {
-                REDIRECT.with(|x| {
-                    if let Some(Redirect::Resume { resumed, .. }) = x.borrow_mut().as_mut() {
-                        *resumed = Some(ResumeInfo {
-                            manifest: r.manifest,
-                            verify: r.verify,
-                            working_set: r.working_set,
-                        });
-                    }
-                });
-                Ok(r.outcome)
+        What::Resume(dir, expect, loaded) => {
+            match resume_inner(&dir, cfg, &expect, true, loaded.map(|l| *l)) {
+                Ok(r) => {
+                    REDIRECT.with(|x| {
+                        if let Some(Redirect::Resume { resumed, .. }) = x.borrow_mut().as_mut() {
+                            *resumed = Some(ResumeInfo {
+                                manifest: r.manifest,
+                                verify: r.verify,
+                                working_set: r.working_set,
+                            });
+                        }
+                    });
+                    Ok(r.outcome)
+                }
+                Err(SnapshotError::Vmm(e)) => Err(e),
+                Err(e) => Err(VmmError::BadImage {
+                    path: Some(dir),
+                    detail: e.to_string(),
+                }),
             }
-            Err(SnapshotError::Vmm(e)) => Err(e),
-            Err(e) => Err(VmmError::BadImage {
-                path: Some(dir),
-                detail: e.to_string(),
-            }),
-        },
+        }
         What::Snapshot(out, input_before) => {
             let cfg = VmConfig {
                 mem_mib: cfg.mem_mib,
