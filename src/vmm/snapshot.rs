@@ -1576,6 +1576,7 @@ fn resume_inner(
     skip_input_before: bool,
     preloaded: Option<Loaded>,
 ) -> Result<Resumed, SnapshotError> {
+    super::settle();
     let t0 = Instant::now();
     let vcpu_thread = VcpuThread::spawn()?;
     // Made before the snapshot is read: a refused snapshot just drops it.
