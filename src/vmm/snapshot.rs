@@ -1306,6 +1306,8 @@ pub struct VerifyReport {
 
 /// A snapshot checked and read, ready to restore.
 pub struct Loaded {
+    /// When checking began: a resume of this snapshot is timed from here.
+    started: Instant,
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub verify: VerifyReport,
@@ -1530,6 +1532,7 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
     }
     report.ms = ms(t0.elapsed());
     Ok(Loaded {
+        started: t0,
         dir: dir.to_path_buf(),
         manifest,
         verify: report,
@@ -1577,7 +1580,9 @@ fn resume_inner(
     preloaded: Option<Loaded>,
 ) -> Result<Resumed, SnapshotError> {
     super::settle();
-    let t0 = Instant::now();
+    // A snapshot checked beforehand (to refuse it before anything else
+    // ran) is timed from the start of that check.
+    let t0 = preloaded.as_ref().map_or_else(Instant::now, |l| l.started);
     let vcpu_thread = VcpuThread::spawn()?;
     // Made before the snapshot is read: a refused snapshot just drops it.
     // (Creating it on another thread while the snapshot is read was
