@@ -1306,8 +1306,8 @@ pub struct VerifyReport {
 
 /// A snapshot checked and read, ready to restore.
 pub struct Loaded {
-    /// When checking began: a resume of this snapshot is timed from here.
-    started: Instant,
+    /// How long checking it took: part of a resume's time.
+    took: Duration,
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub verify: VerifyReport,
@@ -1532,7 +1532,7 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
     }
     report.ms = ms(t0.elapsed());
     Ok(Loaded {
-        started: t0,
+        took: t0.elapsed(),
         dir: dir.to_path_buf(),
         manifest,
         verify: report,
@@ -1581,19 +1581,24 @@ fn resume_inner(
 ) -> Result<Resumed, SnapshotError> {
     super::settle();
     // A snapshot checked beforehand (to refuse it before anything else
-    // ran) is timed from the start of that check.
-    let t0 = preloaded.as_ref().map_or_else(Instant::now, |l| l.started);
+    // ran): its check counts as if it had just happened.
+    let now = Instant::now();
+    let t0 = preloaded
+        .as_ref()
+        .and_then(|l| now.checked_sub(l.took))
+        .unwrap_or(now);
     let vcpu_thread = VcpuThread::spawn()?;
     // Made before the snapshot is read: a refused snapshot just drops it.
     // (Creating it on another thread while the snapshot is read was
     // measured no faster on this 2-core host: the thread starts late.)
+    let t = Instant::now();
     let vm = kvm::Vm::create(&super::open_kvm()?)?;
-    let t_vm = t0.elapsed();
+    let t_vm = t.elapsed();
     let loaded = match preloaded {
         Some(l) => l,
         None => load(dir, expect)?,
     };
-    let t_load = t0.elapsed() - t_vm;
+    let t_load = loaded.verify.ms;
     let stripped;
     let cfg = match &cfg.console {
         Console::Capture { input } if skip_input_before => {
@@ -1616,9 +1621,8 @@ fn resume_inner(
         mut working_set,
     } = restore(vm, &loaded, expect.prefault)?;
     log::debug!(
-        "snapshot: resume setup {:?}: VM and vCPU {t_vm:?}, load+verify {t_load:?}, restore {:?}",
+        "snapshot: resume setup {:?}: VM and vCPU {t_vm:?}, load+verify {t_load:.3} ms",
         t0.elapsed(),
-        t0.elapsed() - t_load - t_vm
     );
     let capture = matches!(cfg.console, Console::Capture { .. });
     let hooks = Hooks {
