@@ -1234,8 +1234,8 @@ pub enum Prefault {
     /// By the working set (`workingset.json`): regions the first answer only
     /// reads are shared huge mappings of the memory file, faulted in whole;
     /// the pages it touches in regions it writes are copied into private
-    /// memory by a second thread while the vCPU is set up and runs. The
-    /// first resume of a snapshot learns the working set (slower, once).
+    /// memory before the guest runs. The first resume of a snapshot learns
+    /// the working set (slower, once).
     #[default]
     Learned,
     /// Every data page copied into private memory on huge pages, as a cold
