@@ -91,7 +91,7 @@ pub(super) struct PendingRead {
 }
 
 /// Per-run snapshot state of the exit loop.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Idle {
     /// Stop at the first console read that finds the input used up.
     stop_when_idle: bool,
@@ -108,16 +108,7 @@ pub(super) struct Idle {
     /// Snapshot: console bytes written before the guest first read input.
     console_at_input: Option<usize>,
     /// Resume: runs at the first answer (learning the working set).
-    on_answer: AnswerHook,
-}
-
-#[derive(Default)]
-struct AnswerHook(Option<workingset::OnAnswer>);
-
-impl std::fmt::Debug for AnswerHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "set" } else { "none" })
-    }
+    on_answer: Option<workingset::OnAnswer>,
 }
 
 impl Idle {
@@ -218,7 +209,7 @@ impl Devices {
         if self.idle.track && (self.idle.got_input || self.idle.resumed) && !self.idle.answered {
             self.idle.answered = true;
             self.mark("first_answer");
-            if let Some(hook) = self.idle.on_answer.0.take() {
+            if let Some(hook) = self.idle.on_answer.take() {
                 hook(mem);
             }
         }
@@ -1249,27 +1240,55 @@ pub enum Prefault {
     None,
 }
 
+impl Prefault {
+    const ALL: [Prefault; 5] = [
+        Prefault::Learned,
+        Prefault::Copy,
+        Prefault::Write,
+        Prefault::Read,
+        Prefault::None,
+    ];
+
+    /// Its `--prefault` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prefault::Learned => "learned",
+            Prefault::Copy => "copy",
+            Prefault::Write => "write",
+            Prefault::Read => "read",
+            Prefault::None => "none",
+        }
+    }
+}
+
 impl std::str::FromStr for Prefault {
     type Err = String;
     fn from_str(s: &str) -> Result<Prefault, String> {
-        match s {
-            "learned" => Ok(Prefault::Learned),
-            "copy" => Ok(Prefault::Copy),
-            "write" => Ok(Prefault::Write),
-            "read" => Ok(Prefault::Read),
-            "none" => Ok(Prefault::None),
-            _ => Err(format!(
-                "`{s}`: expected learned, copy, write, read or none"
-            )),
-        }
+        Prefault::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("`{s}`: expected learned, copy, write, read or none"))
     }
+}
+
+/// What a resume did with the working set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkingSetHow {
+    /// None was used or learned (another `--prefault`, no userfaultfd, or
+    /// the guest never answered).
+    #[default]
+    None,
+    /// This resume recorded it.
+    Learned,
+    /// This resume placed pages by it.
+    Used,
 }
 
 /// What a resume did with the working set.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct WorkingSetUse {
-    /// `used`, `learned` (this resume recorded it), or `none`.
-    pub how: &'static str,
+    pub how: WorkingSetHow,
     /// Pages touched before the first answer.
     pub pages: usize,
     /// Of those, copied into private memory ahead of the guest.
@@ -1281,16 +1300,16 @@ pub struct WorkingSetUse {
 impl WorkingSetUse {
     pub fn human(&self) -> String {
         match self.how {
-            "used" => format!(
+            WorkingSetHow::Used => format!(
                 "used ({} pages: {} private copies, {} shared 2 MiB regions)",
                 self.pages, self.private_pages, self.shared_regions
             ),
-            "learned" => format!(
+            WorkingSetHow::Learned => format!(
                 "learned now ({} pages, kept in {})",
                 self.pages,
                 workingset::FILE
             ),
-            other => other.to_string(),
+            WorkingSetHow::None => "none".into(),
         }
     }
 }
@@ -1518,17 +1537,12 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
         ));
     }
     if learned {
-        // Best effort: a read-only snapshot is simply verified every time.
-        let tmp = dir.join(format!(".{VERIFIED_FILE}.{}", std::process::id()));
-        let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&verified).expect("json"))
-            .and_then(|()| std::fs::rename(&tmp, dir.join(VERIFIED_FILE)));
-        if let Err(e) = ok {
-            let _ = std::fs::remove_file(&tmp);
-            log::debug!(
-                "snapshot: could not record the verification in {}: {e}",
-                dir.display()
-            );
-        }
+        // A read-only snapshot is simply verified every time.
+        record_beside(
+            dir,
+            VERIFIED_FILE,
+            &serde_json::to_vec_pretty(&verified).expect("json"),
+        );
     }
     report.ms = ms(t0.elapsed());
     Ok(Loaded {
@@ -1549,6 +1563,18 @@ pub struct ResumeInfo {
     pub manifest: Manifest,
     pub verify: VerifyReport,
     pub working_set: WorkingSetUse,
+}
+
+/// Writes `name` into snapshot `dir`, best effort: records that only save
+/// work later (verified.json, workingset.json) and are simply made again
+/// when they cannot be written. Temporary file, then rename.
+fn record_beside(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let ok = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+    if let Err(e) = ok {
+        let _ = std::fs::remove_file(&tmp);
+        log::debug!("snapshot: {name} not recorded in {}: {e}", dir.display());
+    }
 }
 
 /// A resumed run.
@@ -1630,7 +1656,7 @@ fn resume_inner(
             resume_read: Some(loaded.devices.pending_read),
             track: true,
             resumed: true,
-            on_answer: AnswerHook(learner.as_ref().map(Learner::at_answer)),
+            on_answer: learner.as_ref().map(Learner::at_answer),
             ..Idle::default()
         },
         console_prefix: match (capture, expect.console) {
@@ -1651,9 +1677,9 @@ fn resume_inner(
         match learner.finish() {
             Some(ws) => {
                 working_set.pages = ws.pages.len();
-                ws.write(dir);
+                record_beside(dir, workingset::FILE, &ws.to_json());
             }
-            None => working_set.how = "none",
+            None => working_set.how = WorkingSetHow::None,
         }
         // Filling pages read the file through small page-cache folios;
         // dropped, they come back as 2 MiB folios for the next resume.
@@ -1688,10 +1714,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
     let mpath = l.dir.join(MEMORY_FILE);
     let memfile = &l.memory;
     let mut learner = None;
-    let mut working_set = WorkingSetUse {
-        how: "none",
-        ..Default::default()
-    };
+    let mut working_set = WorkingSetUse::default();
     match prefault {
         Prefault::Copy => {
             // Everything private, on huge pages: what a cold boot does with
@@ -1726,7 +1749,7 @@ fn restore(vm: kvm::Vm, l: &Loaded, prefault: Prefault) -> Result<Restored, Snap
                 None => match Learner::start(&mem, memfile, sha) {
                     Ok(found) => {
                         learner = Some(found);
-                        working_set.how = "learned";
+                        working_set.how = WorkingSetHow::Learned;
                     }
                     Err(e) => {
                         log::debug!("snapshot: working set not learned (userfaultfd: {e})");
@@ -1844,7 +1867,7 @@ fn place(mem: &GuestMemoryMmap, mem_bytes: u64, ws: &WorkingSet) -> io::Result<W
         })?;
     }
     Ok(WorkingSetUse {
-        how: "used",
+        how: WorkingSetHow::Used,
         pages: ws.pages.len(),
         private_pages: plan
             .private_runs

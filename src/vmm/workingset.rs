@@ -85,45 +85,33 @@ impl WorkingSet {
         .then_some(ws)
     }
 
-    /// Records it in `dir`, best effort (a read-only snapshot just learns
-    /// again next time): temporary file, then rename.
-    pub(crate) fn write(&self, dir: &Path) {
-        let tmp = dir.join(format!(".{FILE}.{}", std::process::id()));
-        let ok = std::fs::write(&tmp, serde_json::to_vec(self).expect("json"))
-            .and_then(|()| std::fs::rename(&tmp, dir.join(FILE)));
-        if let Err(e) = ok {
-            let _ = std::fs::remove_file(&tmp);
-            log::debug!("workingset: not recorded in {}: {e}", dir.display());
-        }
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("json")
     }
 
     pub(crate) fn plan(&self) -> Plan {
-        let region = |p: &u64| p & !(REGION - 1);
-        let mut written_regions: Vec<u64> = self.written.iter().map(region).collect();
-        written_regions.dedup();
-        let mut plan = Plan::default();
-        let private = |p: &&u64| written_regions.binary_search(&region(p)).is_ok();
+        let region = |p: u64| p & !(REGION - 1);
         let group = |p: u64| p & !(GROUP - 1);
-        let mut in_group = std::collections::HashMap::<u64, u64>::new();
-        for &p in self.pages.iter().filter(private) {
-            *in_group.entry(group(p)).or_default() += 1;
+        let mut written_regions: Vec<u64> = self.written.iter().map(|&p| region(p)).collect();
+        written_regions.dedup();
+        let written = |p: &u64| written_regions.binary_search(&region(*p)).is_ok();
+        let mut plan = Plan::default();
+        for &p in self.pages.iter().filter(|p| !written(p)) {
+            if plan.shared_regions.last() != Some(&region(p)) {
+                plan.shared_regions.push(region(p));
+            }
         }
-        for &p in &self.pages {
-            let r = region(&p);
-            if private(&&p) {
-                // A whole group when it saves faults (two touched pages or
-                // more), else the page alone: each copy costs ~3 µs here.
-                let (start, len) = match in_group[&group(p)] {
-                    1 => (p, PAGE),
-                    _ => (group(p), GROUP),
-                };
-                match plan.private_runs.last_mut() {
-                    Some([s, l]) if *s + *l > start => {}
-                    Some([s, l]) if *s + *l == start => *l += len,
-                    _ => plan.private_runs.push([start, len]),
-                }
-            } else if plan.shared_regions.last() != Some(&r) {
-                plan.shared_regions.push(r);
+        let private: Vec<u64> = self.pages.iter().copied().filter(written).collect();
+        for touched in private.chunk_by(|&a, &b| group(a) == group(b)) {
+            // A whole group when it saves faults (two touched pages or
+            // more), else the page alone: each copy costs ~3 µs here.
+            let (start, len) = match touched {
+                [one] => (*one, PAGE),
+                _ => (group(touched[0]), GROUP),
+            };
+            match plan.private_runs.last_mut() {
+                Some([s, l]) if *s + *l == start => *l += len,
+                _ => plan.private_runs.push([start, len]),
             }
         }
         plan.written_regions = written_regions;
