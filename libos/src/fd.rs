@@ -53,6 +53,10 @@ pub const POLLIN: u32 = 0x001;
 pub const POLLOUT: u32 = 0x004;
 pub const POLLERR: u32 = 0x008;
 pub const POLLHUP: u32 = 0x010;
+/// The fd is not open.
+pub const POLLNVAL: u32 = 0x020;
+pub const POLLRDNORM: u32 = 0x040;
+pub const POLLWRNORM: u32 = 0x100;
 
 pub enum FileKind {
     /// The VM's console (fds 0, 1 and 2 at start).

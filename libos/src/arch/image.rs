@@ -262,16 +262,16 @@ pub fn c_string(gpa: u64) -> &'static [u8] {
 
 /// Ask the runner to perform a hypercall. The block must stay put while the
 /// runner reads and writes it, and must live below 4 GiB (32-bit port write).
-/// The block's `args` after a [`hypercall`], as the runner left them.
-pub fn hypercall_args(block: &Hypercall) -> [u64; 4] {
-    // SAFETY: the runner may have written them during the exit; read fresh.
-    unsafe { read_volatile(addr_of!(block.args)) }
-}
-
 pub fn hypercall(block: &mut Hypercall) -> i64 {
     let gpa = block as *mut Hypercall as u64;
     debug_assert!(gpa < (1 << 32));
     super::cpu::outl(pgkraft_abi::PORT_HYPERCALL, gpa as u32);
     // SAFETY: the runner filled `ret` during the exit; read it fresh.
     unsafe { read_volatile(addr_of!(block.ret)) }
+}
+
+/// The block's `args` after a [`hypercall`], as the runner left them.
+pub fn hypercall_args(block: &Hypercall) -> [u64; 4] {
+    // SAFETY: the runner may have written them during the exit; read fresh.
+    unsafe { read_volatile(addr_of!(block.args)) }
 }

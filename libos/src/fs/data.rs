@@ -12,6 +12,7 @@
 //!   mapping's memory *is* the page cache). munmap turns it back into an
 //!   owned page.
 
+use crate::arch::uaccess;
 use crate::syscall::Errno;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -28,10 +29,6 @@ enum Page {
     Owned(Box<[u8; PAGE]>),
     /// Guest address of a page of a shared mapping.
     Mapped(u64),
-}
-
-fn mapped(addr: u64) -> &'static mut [u8; PAGE] {
-    crate::arch::uaccess::page_mut(addr)
 }
 
 /// One zstd frame of a packed rootfs file and how many of the file's
@@ -161,7 +158,7 @@ impl FileData {
             match self.pages.get(idx) {
                 Some(Some(Page::Owned(p))) => dst.copy_from_slice(&p[inner..inner + chunk]),
                 Some(Some(Page::Mapped(a))) => {
-                    dst.copy_from_slice(&mapped(*a)[inner..inner + chunk])
+                    dst.copy_from_slice(&uaccess::page_mut(*a)[inner..inner + chunk])
                 }
                 Some(Some(Page::Borrowed(s))) => {
                     // `inner` may lie past a short page's end (the file grew).
@@ -184,7 +181,7 @@ impl FileData {
         let slot = &mut self.pages[idx];
         let fresh = match slot {
             Some(Page::Owned(_)) => None,
-            Some(Page::Mapped(a)) => return Ok(mapped(*a)),
+            Some(Page::Mapped(a)) => return Ok(uaccess::page_mut(*a)),
             Some(Page::Borrowed(s)) => {
                 let mut p = zero_page()?;
                 p[..s.len()].copy_from_slice(s);
@@ -254,12 +251,10 @@ impl FileData {
         // chunks past the new end must not come back if the file grows.
         if len < self.size {
             self.unpack(len, 1)?;
-            let keep = len.div_ceil(CHUNK as u64) as usize;
-            if keep < self.packed.len() {
-                self.packed.truncate(keep);
+            let keep_chunks = len.div_ceil(CHUNK as u64) as usize;
+            if keep_chunks < self.packed.len() {
+                self.packed.truncate(keep_chunks);
             }
-        }
-        if len < self.size {
             let keep = len.div_ceil(PAGE as u64) as usize;
             if keep < self.pages.len() {
                 self.resident -= self.pages[keep..].iter().filter(|p| p.is_some()).count() as u64;
@@ -276,7 +271,7 @@ impl FileData {
             {
                 match page {
                     Page::Owned(p) => p[inner..].fill(0),
-                    Page::Mapped(a) => mapped(*a)[inner..].fill(0),
+                    Page::Mapped(a) => uaccess::page_mut(*a)[inner..].fill(0),
                     Page::Borrowed(s) => *s = &s[..inner.min(s.len())],
                 }
             }
@@ -331,7 +326,7 @@ impl FileData {
         self.reserve_pages(((first + count) * PAGE) as u64)?;
         for i in 0..count {
             let at = addr + (i * PAGE) as u64;
-            let dst = mapped(at);
+            let dst = uaccess::page_mut(at);
             match self.pages[first + i].take() {
                 Some(Page::Owned(p)) => dst.copy_from_slice(&p[..]),
                 Some(Page::Borrowed(b)) => dst[..b.len()].copy_from_slice(b),
@@ -351,7 +346,7 @@ impl FileData {
                 && (addr..end).contains(&a)
             {
                 let mut p = zero_page()?;
-                p.copy_from_slice(mapped(a));
+                p.copy_from_slice(uaccess::page_mut(a));
                 *slot = Some(Page::Owned(p));
             }
         }
@@ -363,23 +358,24 @@ impl FileData {
     }
 
     /// SEEK_DATA / SEEK_HOLE, at page granularity (as tmpfs answers them).
-    /// None is ENXIO: `off` is at or past the end, or no data follows it.
-    pub fn seek_data(&mut self, off: u64, want_hole: bool) -> Option<u64> {
-        // Where the holes are is only known once the chunks are inflated.
-        self.unpack(0, self.size).ok()?;
+    /// ENXIO when `off` is at or past the end, or no data follows it.
+    pub fn seek_data(&mut self, off: u64, want_hole: bool) -> Result<u64, Errno> {
         if off >= self.size {
-            return None;
+            return Err(Errno::ENXIO);
         }
+        // Where the holes are is only known once the chunks are inflated;
+        // nothing before `off` matters.
+        self.unpack(off, self.size - off)?;
         let page = PAGE as u64;
         let mut idx = off / page;
         let last = (self.size - 1) / page;
         while idx <= last {
             if self.is_hole(idx) == want_hole {
-                return Some((idx * page).max(off));
+                return Ok((idx * page).max(off));
             }
             idx += 1;
         }
         // Past the last page of data there is the implicit hole at EOF.
-        want_hole.then_some(self.size)
+        want_hole.then_some(self.size).ok_or(Errno::ENXIO)
     }
 }

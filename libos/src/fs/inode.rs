@@ -427,7 +427,7 @@ impl Inode {
     /// SEEK_DATA / SEEK_HOLE.
     pub fn seek_data(&self, off: u64, hole: bool) -> Result<u64, Errno> {
         match &mut self.lock().body {
-            Body::File(f) => f.seek_data(off, hole).ok_or(Errno::ENXIO),
+            Body::File(f) => f.seek_data(off, hole),
             _ => Err(Errno::EINVAL),
         }
     }

@@ -75,21 +75,18 @@ pub fn init() {
 fn seed(archive: &'static [u8]) {
     // A zstd archive is read through its index (chunks inflated on first
     // use); without one it would have to be inflated whole.
-    let index = crate::arch::image::rootfs_index();
-    if archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        && index::Reader::new(index, archive).is_none()
-    {
+    let index = index::Reader::new(crate::arch::image::rootfs_index(), archive);
+    if index.is_none() && archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         crate::log!(
             "libos: the rootfs archive is zstd-compressed and the image has no rootfs index; it is not seeded"
         );
         return;
     }
     let root = root();
-    let entries: &mut dyn Iterator<Item = Result<tar::Entry<'static>, tar::Error>> =
-        match index::Reader::new(index, archive) {
-            Some(ix) => &mut { ix },
-            None => &mut tar::Reader::new(archive),
-        };
+    let entries: &mut dyn Iterator<Item = Result<tar::Entry<'static>, tar::Error>> = match index {
+        Some(ix) => &mut { ix },
+        None => &mut tar::Reader::new(archive),
+    };
     for entry in entries {
         match entry {
             Ok(e) => {

@@ -2,7 +2,7 @@
 //! structures, and the checks Linux makes before the file system is
 //! involved (bad flags, bad descriptors, in Linux's order).
 
-use super::clock::Timespec;
+use super::clock::{Timespec, Timeval};
 use super::{Errno, Result};
 use crate::arch::uaccess;
 use crate::fd::{self, FileKind, OpenFile};
@@ -738,14 +738,15 @@ pub fn futimesat(dirfd: u64, path: u64, tv: u64) -> Result {
     let (a, m) = if tv == 0 {
         (now, now)
     } else {
-        let v: [[i64; 2]; 2] = uaccess::read(tv)?;
-        let conv = |t: [i64; 2]| {
-            if !(0..1_000_000).contains(&t[1]) {
+        let v: [Timeval; 2] = uaccess::read(tv)?;
+        // Not Timeval::to_ns: times before 1970 (negative seconds) are valid.
+        let conv = |t: Timeval| {
+            if !(0..1_000_000).contains(&t.usec) {
                 return Err(Errno::EINVAL);
             }
             Ok(Time {
-                sec: t[0],
-                nsec: (t[1] * 1000) as u32,
+                sec: t.sec,
+                nsec: (t.usec * 1000) as u32,
             })
         };
         (conv(v[0])?, conv(v[1])?)

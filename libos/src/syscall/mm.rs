@@ -80,19 +80,16 @@ fn map_file(addr: u64, len: u64, prot: u64, flags: u64, fd: i64, offset: u64) ->
         Kind::File => {}
         _ => return Err(Errno::ENODEV),
     }
+    // MAP_SHARED_VALIDATE is MAP_SHARED | MAP_PRIVATE and is shared.
+    let shared = flags & MAP_SHARED != 0;
     // As Linux: a file mapping needs read access, and a shared one that
     // may be written needs write access too.
-    if !file.readable()
-        || (flags & MAP_SHARED != 0
-            && flags & MAP_PRIVATE == 0
-            && prot & PROT_WRITE != 0
-            && !file.writable())
-    {
+    if !file.readable() || (shared && prot & PROT_WRITE != 0 && !file.writable()) {
         return Err(Errno::EACCES);
     }
     let at = place(addr, len, flags)? as u64;
     let pages = (len / PAGE) as usize;
-    let result = if flags & MAP_SHARED != 0 && flags & MAP_PRIVATE == 0 {
+    let result = if shared {
         inode
             .map_shared((offset / PAGE) as usize, pages, at)
             .map(|()| {

@@ -338,8 +338,7 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::SETRLIMIT => misc::prlimit(0, a[0], a[1], 0),
         nr::GETGROUPS => ids::getgroups(a[0], a[1]),
         // One process that is its own session and process-group leader.
-        nr::GETPGRP | nr::GETSID => Ok(ids::PID as i64),
-        nr::GETPGID => Ok(ids::PID as i64),
+        nr::GETPGRP | nr::GETSID | nr::GETPGID => Ok(ids::PID as i64),
         nr::SETSID => Err(Errno::EPERM),
         nr::SETPGID => Ok(0),
         nr::PRCTL => misc::prctl(a[0], a[1]),

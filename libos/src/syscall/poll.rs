@@ -9,7 +9,10 @@
 use super::clock::{Timespec, Timeval};
 use super::{Errno, Result, signal};
 use crate::arch::uaccess;
-use crate::fd::{self, FileKind, O_CLOEXEC, O_NONBLOCK, O_RDWR, OpenFile, POLLERR, POLLHUP};
+use crate::fd::{
+    self, FileKind, O_CLOEXEC, O_NONBLOCK, O_RDWR, OpenFile, POLLERR, POLLHUP, POLLNVAL,
+    POLLRDNORM, POLLWRNORM,
+};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -264,11 +267,6 @@ struct PollFd {
     revents: i16,
 }
 
-/// POLLNVAL: the fd is not open.
-const POLLNVAL: u32 = 0x020;
-const POLLRDNORM: u32 = 0x040;
-const POLLWRNORM: u32 = 0x100;
-
 fn poll_common(fds: u64, n: u64, timeout: Option<u64>) -> Result {
     if n > crate::config::MAX_FDS {
         return Err(Errno::EINVAL);
@@ -329,16 +327,27 @@ fn select_common(nfds: u64, sets: [u64; 3], timeout: Option<u64>) -> Result {
         return Err(Errno::EINVAL);
     }
     let words = nfds.div_ceil(64);
+    // Bits at or past nfds in the last word are not part of the set.
+    let last_mask = match nfds % 64 {
+        0 => u64::MAX,
+        r => (1 << r) - 1,
+    };
     let read_set = |addr: u64| -> core::result::Result<Vec<u64>, Errno> {
         if addr == 0 {
             return Ok(Vec::new());
         }
         (0..words)
-            .map(|w| uaccess::read::<u64>(addr + w * 8))
+            .map(|w| {
+                let bits = uaccess::read::<u64>(addr + w * 8)?;
+                Ok(if w + 1 == words {
+                    bits & last_mask
+                } else {
+                    bits
+                })
+            })
             .collect()
     };
     let want = [read_set(sets[0])?, read_set(sets[1])?, read_set(sets[2])?];
-    let mut got = [Vec::new(), Vec::new(), Vec::new()];
     for fd in 0..nfds {
         let asked = want.iter().any(|s| {
             s.get((fd / 64) as usize)
@@ -348,10 +357,14 @@ fn select_common(nfds: u64, sets: [u64; 3], timeout: Option<u64>) -> Result {
             return Err(Errno::EBADF);
         }
     }
+    // No descriptor here has exceptional conditions (out-of-band data), so
+    // exceptfds is never scanned and comes back empty.
+    let mut got = want.each_ref().map(|s| alloc::vec![0u64; s.len()]);
+    let wanted = [fd::POLLIN | POLLHUP | POLLERR, fd::POLLOUT | POLLERR];
     let r = wait_for(timeout, || {
         let mut count = 0;
-        for (k, set) in want.iter().enumerate() {
-            got[k] = alloc::vec![0u64; set.len()];
+        for ((set, out), wanted) in want.iter().zip(got.iter_mut()).zip(wanted) {
+            out.fill(0);
             for (w, bits) in set.iter().enumerate() {
                 for b in 0..64 {
                     if bits & (1 << b) == 0 {
@@ -360,13 +373,8 @@ fn select_common(nfds: u64, sets: [u64; 3], timeout: Option<u64>) -> Result {
                     let ev = fd::get(w as u64 * 64 + b)
                         .map(|f| f.poll_events())
                         .unwrap_or(0);
-                    let hit = match k {
-                        0 => ev & (fd::POLLIN | POLLHUP | POLLERR) != 0,
-                        1 => ev & (fd::POLLOUT | POLLERR) != 0,
-                        _ => false,
-                    };
-                    if hit {
-                        got[k][w] |= 1 << b;
+                    if ev & wanted != 0 {
+                        out[w] |= 1 << b;
                         count += 1;
                     }
                 }

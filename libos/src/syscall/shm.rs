@@ -8,6 +8,7 @@
 
 use super::{Errno, Result};
 use crate::arch::uaccess;
+use crate::fs::inode::Time;
 use crate::mem;
 use alloc::vec::Vec;
 use spin::Mutex;
@@ -74,10 +75,6 @@ struct ShmidDs {
     _unused2: [u64; 2],
 }
 
-fn now() -> i64 {
-    (crate::time::realtime_ns() / 1_000_000_000) as i64
-}
-
 pub fn shmget(key: u64, size: u64, flags: u64) -> Result {
     let key = key as i32;
     let mut t = TABLE.lock();
@@ -112,7 +109,7 @@ pub fn shmget(key: u64, size: u64, flags: u64) -> Result {
         removed: false,
         atime: 0,
         dtime: 0,
-        ctime: now(),
+        ctime: Time::now().sec,
     });
     Ok(id as i64)
 }
@@ -131,7 +128,7 @@ pub fn shmat(id: u64, want: u64, _flags: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     s.nattch += 1;
-    s.atime = now();
+    s.atime = Time::now().sec;
     Ok(s.addr as i64)
 }
 
@@ -145,7 +142,7 @@ pub fn shmdt(addr: u64) -> Result {
             .ok_or(Errno::EINVAL)?;
         let s = &mut t.segs[i];
         s.nattch -= 1;
-        s.dtime = now();
+        s.dtime = Time::now().sec;
         release_if_done(&mut t, i)
     };
     free(freed)
@@ -214,7 +211,7 @@ pub fn shmctl(id: u64, cmd: u64, buf: u64) -> Result {
                 let ds: ShmidDs = uaccess::read(buf)?;
                 let s = &mut t.segs[i];
                 s.mode = (s.mode & !0o777) | (ds.mode & 0o777);
-                s.ctime = now();
+                s.ctime = Time::now().sec;
                 return Ok(0);
             }
             IPC_RMID => {

@@ -3,9 +3,11 @@
 //!
 //! There is one process and no preemption, so a signal is delivered where
 //! the kernel would deliver it on its way back to user space: when the
-//! program makes a system call (`deliver_pending`, called after each one),
-//! or at once when the program sends it to itself unblocked. A blocked
-//! signal stays pending until it is unblocked or read from a signalfd.
+//! program makes a system call (`deliver_pending`, called after each one).
+//! A signal the program sends itself, or that a system call raises (SIGPIPE),
+//! is thus handled as that call returns, as Linux does for synchronous
+//! signals. A blocked signal stays pending until it is unblocked or read
+//! from a signalfd.
 
 use super::clock::Timeval;
 use super::{Errno, Result};
@@ -91,7 +93,7 @@ pub fn rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> Result {
     if let Some(a) = new {
         st.actions[s] = a;
         // Setting a signal to be ignored discards it if pending (POSIX).
-        if a.handler == SIG_IGN || (a.handler == SIG_DFL && ignored_by_default(sig)) {
+        if discards(&a, sig) {
             st.pending &= !bit(sig);
         }
     }
@@ -139,18 +141,22 @@ fn ignored_by_default(sig: u64) -> bool {
     matches!(sig, 17 | 23 | 28) // SIGCHLD, SIGURG, SIGWINCH
 }
 
-/// Send `sig` to ourselves: pending if blocked, otherwise acted on now.
+/// Whether action `a` throws `sig` away instead of acting on it.
+fn discards(a: &KSigaction, sig: u64) -> bool {
+    a.handler == SIG_IGN || (a.handler == SIG_DFL && ignored_by_default(sig))
+}
+
+/// Send `sig` to ourselves. It only becomes pending: a handler must not run
+/// in the middle of the system call that raised it (a handler may make
+/// system calls of its own), so it is acted on as that call returns.
 pub fn raise(sig: u64) {
-    {
-        let mut st = SIGNALS.lock();
-        let a = st.actions[sig as usize];
-        let blocked = st.mask & bit(sig) != 0;
-        if !blocked && (a.handler == SIG_IGN || (a.handler == SIG_DFL && ignored_by_default(sig))) {
-            return;
-        }
-        st.pending |= bit(sig);
+    let mut st = SIGNALS.lock();
+    let a = st.actions[sig as usize];
+    let blocked = st.mask & bit(sig) != 0;
+    if !blocked && discards(&a, sig) {
+        return;
     }
-    deliver_pending();
+    st.pending |= bit(sig);
 }
 
 pub fn kill(pid: i64, sig: u64) -> Result {
@@ -165,15 +171,30 @@ pub fn kill(pid: i64, sig: u64) -> Result {
     Ok(0)
 }
 
-/// The lowest pending, unblocked signal, taken off the pending set.
-fn take_deliverable() -> Option<(u64, KSigaction, u64)> {
+/// The signal state, with an expired interval timer already turned into a
+/// pending SIGALRM: one lock for both.
+fn current() -> spin::MutexGuard<'static, Signals> {
     let mut st = SIGNALS.lock();
-    let ready = st.pending & !st.mask;
+    fire_alarm(&mut st);
+    st
+}
+
+/// The lowest pending signal in `set`, taken off the pending set.
+fn take_lowest(st: &mut Signals, set: u64) -> Option<u64> {
+    let ready = st.pending & set;
     if ready == 0 {
         return None;
     }
     let sig = ready.trailing_zeros() as u64 + 1;
     st.pending &= !bit(sig);
+    Some(sig)
+}
+
+/// The lowest pending, unblocked signal, taken off the pending set, with
+/// its action and the mask to restore after its handler.
+fn take_deliverable(st: &mut Signals) -> Option<(u64, KSigaction, u64)> {
+    let unblocked = !st.mask;
+    let sig = take_lowest(st, unblocked)?;
     let a = st.actions[sig as usize];
     if a.flags & SA_RESETHAND != 0 {
         st.actions[sig as usize].handler = SIG_DFL;
@@ -191,32 +212,36 @@ fn take_deliverable() -> Option<(u64, KSigaction, u64)> {
 }
 
 /// Fire the interval timer if due, then run every deliverable signal.
+/// This runs after every system call, so the common case (nothing pending
+/// or due) costs one lock.
 pub fn deliver_pending() {
-    check_alarm();
-    while let Some((sig, action, saved_mask)) = take_deliverable() {
+    let mut st = current();
+    while let Some((sig, action, saved_mask)) = take_deliverable(&mut st) {
         match action.handler {
-            SIG_IGN => {}
-            SIG_DFL if ignored_by_default(sig) => {}
+            _ if discards(&action, sig) => {}
             SIG_DFL => {
+                drop(st);
                 crate::log!("libos: terminated by signal {sig}");
                 crate::platform::exit(128 + sig as u8)
             }
             handler => {
+                // The handler may make system calls, which take the lock.
+                drop(st);
                 cpu::call_signal_handler(handler, sig, action.flags & SA_SIGINFO != 0);
+                st = SIGNALS.lock();
                 // sigreturn restores the mask the handler interrupted.
-                SIGNALS.lock().mask = saved_mask;
+                st.mask = saved_mask;
             }
         }
     }
 }
 
 /// ITIMER_REAL expired: SIGALRM becomes pending, the timer re-arms.
-fn check_alarm() {
-    let mut st = SIGNALS.lock();
+fn fire_alarm(st: &mut Signals) {
     if st.alarm_at != 0 && crate::time::monotonic_ns() >= st.alarm_at {
         st.alarm_at = match st.alarm_every {
             0 => 0,
-            every => crate::time::monotonic_ns() + every,
+            every => crate::time::monotonic_ns().saturating_add(every),
         };
         st.pending |= bit(SIGALRM);
     }
@@ -231,8 +256,7 @@ pub fn next_alarm() -> Option<u64> {
 
 /// Whether a signal is waiting to be handled (a sleep ends early, EINTR).
 pub fn interrupt_pending() -> bool {
-    check_alarm();
-    let st = SIGNALS.lock();
+    let st = current();
     st.pending & !st.mask != 0
 }
 
@@ -262,7 +286,7 @@ pub fn getitimer(which: u64, cur: u64) -> Result {
     if which != ITIMER_REAL {
         return Err(Errno::EINVAL);
     }
-    let v = current_timer(&SIGNALS.lock());
+    let v = current_timer(&current());
     uaccess::write(cur, &v)?;
     Ok(0)
 }
@@ -279,52 +303,51 @@ pub fn setitimer(which: u64, new: u64, old: u64) -> Result {
         Itimerval::default()
     };
     let (value, every) = (v.value.to_ns()?, v.interval.to_ns()?);
-    let mut st = SIGNALS.lock();
+    // A timer already due has fired (SIGALRM pending) before it is replaced,
+    // as the kernel's would have.
+    let mut st = current();
     if old != 0 {
         uaccess::write(old, &current_timer(&st))?;
     }
+    // A value too large to add stays armed for ever rather than wrapping
+    // into the past and firing at once.
     st.alarm_at = if value == 0 {
         0
     } else {
-        crate::time::monotonic_ns() + value
+        crate::time::monotonic_ns().saturating_add(value)
     };
     st.alarm_every = every;
     Ok(0)
 }
 
 pub fn alarm(secs: u64) -> Result {
-    let mut st = SIGNALS.lock();
+    // The argument is an unsigned int: the kernel never sees the high bits.
+    let secs = u64::from(secs as u32);
+    let mut st = current();
+    let was_armed = st.alarm_at != 0;
     let left = current_timer(&st).value;
     st.alarm_at = if secs == 0 {
         0
     } else {
-        crate::time::monotonic_ns() + secs * 1_000_000_000
+        crate::time::monotonic_ns().saturating_add(secs * 1_000_000_000)
     };
     st.alarm_every = 0;
-    // alarm() rounds what was left to the nearest second, never to 0.
-    let left = if st.alarm_at == 0 && left.sec == 0 && left.usec == 0 {
-        0
-    } else {
+    // As Linux: what was left, to the nearest second but never 0 while the
+    // old alarm was armed (0 means there was none).
+    let left = if was_armed {
         (left.sec + i64::from(left.usec >= 500_000)).max(1)
+    } else {
+        0
     };
     Ok(left)
 }
 
 /// Signals in `mask` that are pending: what a signalfd would read.
 pub fn signalfd_ready(mask: u64) -> u64 {
-    check_alarm();
-    SIGNALS.lock().pending & mask
+    current().pending & mask
 }
 
 /// Take the lowest signal a signalfd with `mask` may read.
 pub fn signalfd_take(mask: u64) -> Option<u64> {
-    check_alarm();
-    let mut st = SIGNALS.lock();
-    let ready = st.pending & mask;
-    if ready == 0 {
-        return None;
-    }
-    let sig = ready.trailing_zeros() as u64 + 1;
-    st.pending &= !bit(sig);
-    Some(sig)
+    take_lowest(&mut current(), mask)
 }
