@@ -7,9 +7,8 @@ mod common;
 use common::*;
 use pgkraft::build::{self, cache::Cache, compile, fetch, link, musl};
 use pgkraft::recipe::{self, Kind};
-use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Console input each program gets on both sides.
 fn stdin_for(name: &str) -> &'static [u8] {
@@ -42,17 +41,14 @@ fn differential(name: &str) {
     let recipe = recipe::load(&repo().join(format!("recipes/{name}.yaml"))).unwrap();
     let input = stdin_for(name);
 
-    let mut child = Command::new(native_binary(name))
-        .arg0(&recipe.name)
-        .args(&recipe.args)
-        .env_clear()
-        .envs(&recipe.env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let native = child.wait_with_output().unwrap();
+    let native = run_with_input(
+        Command::new(native_binary(name))
+            .arg0(&recipe.name)
+            .args(&recipe.args)
+            .env_clear()
+            .envs(&recipe.env),
+        input,
+    );
 
     let image = image(name);
     let cfg = pgkraft::vmm::VmConfig {

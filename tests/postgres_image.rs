@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn build_json(recipe: &Path, out: &Path, cache: Option<&Path>, umask: &str) -> serde_json::Value {
     // A fixed password: a generated one would differ between builds.
@@ -166,29 +166,19 @@ fn the_selected_closure_alone_runs_the_server() {
             .success()
     );
 
-    let mut child = Command::new("chroot")
-        .arg(format!("--userspec={id}"))
-        .arg(root.path())
-        .args([
-            "/usr/local/pgsql/bin/postgres",
-            "--single",
-            "-D",
-            "/data",
-            "postgres",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"SELECT version();\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new("chroot")
+            .arg(format!("--userspec={id}"))
+            .arg(root.path())
+            .args([
+                "/usr/local/pgsql/bin/postgres",
+                "--single",
+                "-D",
+                "/data",
+                "postgres",
+            ]),
+        b"SELECT version();\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

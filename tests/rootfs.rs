@@ -105,6 +105,140 @@ fn make_input(root: &Path, mtime: SystemTime) -> Vec<Selected> {
     ]
 }
 
+/// One entry of a rootfs index, read the way the libOS reads it
+/// (libos/src/fs/index.rs; the format is build::rootfs_index's).
+#[derive(Debug)]
+struct IndexEntry {
+    kind: u8,
+    path: Vec<u8>,
+    link: Vec<u8>,
+    mode: u32,
+    mtime: i64,
+    offset: u64,
+    size: u64,
+    /// For a zstd file: (frame offset, frame length, bytes of the file).
+    chunks: Option<Vec<(u64, u32, u32)>>,
+}
+
+fn decode_index(ix: &[u8]) -> Vec<IndexEntry> {
+    let mut at = 0usize;
+    let mut take = |n: usize| {
+        let b = ix.get(at..at + n).expect("the index ends inside an entry");
+        at += n;
+        b
+    };
+    assert_eq!(take(8), pgkraft_abi::ROOTFS_INDEX_MAGIC);
+    let u16_ = |b: &[u8]| u16::from_le_bytes(b.try_into().unwrap());
+    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
+    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+    let count = u32_(take(4));
+    assert_eq!(u32_(take(4)), 0, "reserved");
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let head = take(36);
+        let (kind, encoding) = (head[0], head[1]);
+        let (path_len, link_len) = (u16_(&head[2..4]), u16_(&head[4..6]));
+        assert_eq!(u16_(&head[6..8]), 0, "reserved");
+        let mode = u32_(&head[8..12]);
+        let mtime = i64::from_le_bytes(head[12..20].try_into().unwrap());
+        let (offset, size) = (u64_(&head[20..28]), u64_(&head[28..36]));
+        let path = take(path_len.into()).to_vec();
+        let link = take(link_len.into()).to_vec();
+        let chunks = match encoding {
+            0 => None,
+            1 => {
+                let n = u32_(take(4));
+                Some(
+                    (0..n)
+                        .map(|_| {
+                            let c = take(16);
+                            (u64_(&c[..8]), u32_(&c[8..12]), u32_(&c[12..]))
+                        })
+                        .collect(),
+                )
+            }
+            e => panic!("unknown data encoding {e}"),
+        };
+        out.push(IndexEntry {
+            kind,
+            path,
+            link,
+            mode,
+            mtime,
+            offset,
+            size,
+            chunks,
+        });
+    }
+    assert_eq!(at, ix.len(), "bytes after the last entry");
+    out
+}
+
+/// Decodes `index` and checks it against `archive` (plain or zstd) entry by
+/// entry: every fact the tar header holds, and each file's bytes as the
+/// libOS would get them, lent from the plain archive or inflated chunk by
+/// chunk from the zstd one.
+fn check_index(index: &[u8], archive: &[u8]) {
+    let zstd = archive.starts_with(&zstd::zstd_safe::MAGICNUMBER.to_le_bytes());
+    let tar_bytes = if zstd {
+        zstd::decode_all(archive).unwrap()
+    } else {
+        archive.to_vec()
+    };
+    let decoded = decode_index(index);
+    let mut tar = tar::Archive::new(&tar_bytes[..]);
+    let mut n = 0;
+    for (e, ix) in tar.entries().unwrap().zip(&decoded) {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&ix.path).into_owned();
+        assert_eq!(&*e.path_bytes(), &ix.path[..]);
+        let kind = match e.header().entry_type() {
+            tar::EntryType::Regular => 0,
+            tar::EntryType::Directory => 1,
+            tar::EntryType::Symlink => 2,
+            other => panic!("{name}: unexpected {other:?}"),
+        };
+        assert_eq!(ix.kind, kind, "{name}");
+        assert_eq!(
+            e.link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default(),
+            ix.link,
+            "{name}"
+        );
+        assert_eq!(ix.mode, e.header().mode().unwrap(), "{name}");
+        assert_eq!(ix.mtime, e.header().mtime().unwrap() as i64, "{name}");
+        assert_eq!(ix.size, e.size(), "{name}");
+        let mut want = Vec::new();
+        e.read_to_end(&mut want).unwrap();
+        let got = match &ix.chunks {
+            None if zstd && kind == 0 && ix.size > 0 => panic!("{name}: zstd file without chunks"),
+            None => {
+                if zstd {
+                    assert_eq!(ix.offset, 0, "{name}: no plain offset in a zstd archive");
+                }
+                let at = ix.offset as usize;
+                archive[at..at + ix.size as usize].to_vec()
+            }
+            Some(chunks) => {
+                assert!(zstd, "{name}: chunks in a plain archive");
+                let mut got = Vec::new();
+                for &(offset, len, holds) in chunks {
+                    let frame = &archive[offset as usize..][..len as usize];
+                    let inflated =
+                        zstd::bulk::decompress(frame, pgkraft_abi::ROOTFS_ZSTD_CHUNK).unwrap();
+                    assert!(holds as usize <= inflated.len(), "{name}");
+                    got.extend_from_slice(&inflated[..holds as usize]);
+                }
+                got
+            }
+        };
+        assert!(got == want, "{name}: the index's data is not the file's");
+        n += 1;
+    }
+    assert_eq!(n, decoded.len(), "one index entry per archive entry");
+}
+
 fn opts(compression: Compression, mtime: u64) -> RootfsOptions {
     RootfsOptions { compression, mtime }
 }
@@ -342,7 +476,19 @@ fn archive_layout_modes_and_long_names() {
 #[test]
 fn zstd_round_trips() {
     let d = tempfile::tempdir().unwrap();
-    let input = make_input(&d.path().join("in"), SystemTime::now());
+    let mut input = make_input(&d.path().join("in"), SystemTime::now());
+    // Several chunks, the last a short one, of bytes that differ chunk to
+    // chunk: a chunk listed twice or out of order shows.
+    let big = d.path().join("in/data/big");
+    let chunk = rootfs::ZSTD_CHUNK as usize;
+    fs::write(
+        &big,
+        (0..2 * chunk + 1000)
+            .map(|i| (i / 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    input.push(entry("/data/big", &big, Some(0o600)));
     let plain =
         rootfs::write(&input, &opts(Compression::None, 7), &d.path().join("r.tar")).unwrap();
     let z = rootfs::write(
@@ -378,8 +524,24 @@ fn zstd_round_trips() {
     assert!(zstd_index.starts_with(rootfs_index::MAGIC));
     assert_eq!(plain_index[8..12], zstd_index[8..12], "same entry count");
     assert!(zstd_index.len() > plain_index.len());
+    // What the libOS would read matches the archive, and the stage wrote
+    // the index it gets from the archive alone.
+    check_index(&plain_index, &tar_bytes);
+    check_index(&zstd_index, &compressed);
+    assert_eq!(
+        fs::read(rootfs::index_path(&plain.path)).unwrap(),
+        plain_index
+    );
+    assert_eq!(fs::read(rootfs::index_path(&z.path)).unwrap(), zstd_index);
+    let big_entry = decode_index(&zstd_index)
+        .into_iter()
+        .find(|e| e.path == b"data/big")
+        .expect("data/big is indexed");
+    assert_eq!(big_entry.chunks.map(|c| c.len()), Some(3));
     // One frame over everything (not made by pgkraft) cannot be indexed.
-    let one_frame = zstd::encode_all(&tar_bytes[..], 3).unwrap();
+    // (bulk: a streamed frame this large would not record its size, and
+    // fail for that first).
+    let one_frame = zstd::bulk::compress(&tar_bytes[..], 3).unwrap();
     let err = rootfs_index::build(&one_frame).unwrap_err().to_string();
     assert!(err.contains("not made by pgkraft"), "{err}");
     assert_eq!(z.files, plain.files);
@@ -464,10 +626,20 @@ fn rewriting_replaces_atomically() {
     names.sort();
     // The archive and its index (build::rootfs_index), no temporary left.
     assert_eq!(names, ["rootfs.tar", "rootfs.tar.index"]);
+    let index = fs::read(rootfs::index_path(&out)).unwrap();
     assert_eq!(
-        fs::read(rootfs::index_path(&out)).unwrap(),
+        index,
         pgkraft::build::rootfs_index::build(&fs::read(&out).unwrap()).unwrap(),
         "the index is the second archive's"
+    );
+    check_index(&index, &fs::read(&out).unwrap());
+    assert_eq!(
+        fs::metadata(rootfs::index_path(&out))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
     );
 }
 

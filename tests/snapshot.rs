@@ -4,9 +4,8 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 fn counter_vm() -> PathBuf {
@@ -54,29 +53,10 @@ fn copy_of(name: &str) -> PathBuf {
 
 /// `pgkraft resume DIR --json` with `input` on stdin.
 fn resume_with(dir: &Path, input: &str, extra: &[&str]) -> std::process::Output {
-    let mut child = pgkraft()
-        .arg("resume")
-        .arg(dir)
-        .args(extra)
-        .arg("--json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "$ pgkraft resume {}\n--- stderr ---\n{}",
-        dir.display(),
-        stderr(&out)
-    );
-    out
+    run_with_input(
+        pgkraft().arg("resume").arg(dir).args(extra).arg("--json"),
+        input.as_bytes(),
+    )
 }
 
 fn json(o: &std::process::Output) -> serde_json::Value {

@@ -193,7 +193,8 @@ enum EntryKind {
     Symlink,
 }
 
-/// `skip`: names left out at the top level only.
+/// `skip`: names left out of this directory only; the recursion passes
+/// none, so they count at the top level alone.
 fn walk_sorted(
     root: &Path,
     rel: PathBuf,
@@ -203,9 +204,8 @@ fn walk_sorted(
     let mut names: Vec<OsString> = fs::read_dir(root.join(&rel))?
         .map(|e| e.map(|e| e.file_name()))
         .filter(|n| {
-            !(rel.as_os_str().is_empty()
-                && n.as_ref()
-                    .is_ok_and(|n| skip.iter().any(|s| n.as_os_str() == *s)))
+            !n.as_ref()
+                .is_ok_and(|n| skip.iter().any(|s| n.as_os_str() == *s))
         })
         .collect::<io::Result<_>>()?;
     // Byte order, not locale order: the key must not depend on the host.
@@ -393,7 +393,17 @@ fn sync_tree(path: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `bytes` atomically: readers see the old contents or
 /// the new ones, never a mix, and after a crash the file is one or the other.
+/// The file is private to its owner (mode 0600).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, bytes, None)
+}
+
+/// [`write_atomic`], the file getting `mode` whatever the umask says.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, bytes, Some(mode))
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -409,6 +419,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     prefix.push(".tmp-");
     let mut tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    if let Some(mode) = mode {
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)
@@ -573,6 +587,17 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        write_atomic_mode(&p, b"three", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
     }
 }

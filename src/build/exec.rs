@@ -68,7 +68,11 @@ pub fn run(cmd: &mut Command, stage: &str, log: &Path) -> Result<(), StageFailur
 
 /// The last `n` lines of a log file (empty if unreadable).
 pub fn tail(log: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    tail_text(&std::fs::read_to_string(log).unwrap_or_default(), n)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail_text(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

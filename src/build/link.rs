@@ -19,10 +19,10 @@ pub struct ImageLink<'a> {
     /// `KEY=value` strings.
     pub env: &'a [String],
     /// The rootfs archive, placed in the loaded section `.pgkraft.rootfs`
-    /// between `__pgkraft_rootfs_start` and `__pgkraft_rootfs_end`.
+    /// between `__pgkraft_rootfs_start` and `__pgkraft_rootfs_end`; its
+    /// index (build::rootfs_index, at build::rootfs::index_path) goes into
+    /// `.pgkraft.rootfs_index`.
     pub rootfs: Option<&'a Path>,
-    /// Its index (build::rootfs_index), placed in `.pgkraft.rootfs_index`.
-    pub rootfs_index: Option<&'a Path>,
     /// JSON describing the build (recipe, inputs), kept in the non-loaded
     /// section `.pgkraft.manifest` for `pgkraft inspect` and `pgkraft run`.
     pub build_info: &'a [u8],
@@ -123,8 +123,10 @@ fn args_object(
 ) -> Result<Vec<u8>, object::write::Error> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
     if let Some(bytes) = rootfs {
-        // Page aligned so the runner's copy-on-write mapping of the image
-        // shares the archive's pages between instances.
+        // Page aligned so the archive starts a page of its own: a cold boot
+        // copies the image into RAM (vmm::memory), but a resumed snapshot
+        // maps the image pages the guest never touched straight from the
+        // file (vmm::snapshot), and those are shared between instances.
         let fs = obj.add_section(
             Vec::new(),
             b".pgkraft.rootfs".to_vec(),
@@ -191,7 +193,8 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         })
         .transpose()
     };
-    let (rootfs, index) = (read(input.rootfs)?, read(input.rootfs_index)?);
+    let index = input.rootfs.map(super::rootfs::index_path);
+    let (rootfs, index) = (read(input.rootfs)?, read(index.as_deref())?);
     let bytes = args_object(
         input.argv,
         input.env,

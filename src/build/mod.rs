@@ -178,7 +178,6 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         argv: &payload.argv,
         env: &payload.env,
         rootfs: payload.rootfs.as_ref().map(|r| r.path.as_path()),
-        rootfs_index: payload.rootfs.as_ref().map(|r| r.index.as_path()),
         build_info: &info_json,
     };
     let report = link::link_image(&link_input, &tmp_image, &logs.stage("link")).map_err(|e| {

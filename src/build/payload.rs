@@ -127,23 +127,21 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn postgres(
-    recipe: &Recipe,
+/// PostgreSQL from a recipe's spec, built or found in the cache: its
+/// source and the build. Shared by the image build and
+/// postgres::host_server, so a native server is the image's own build.
+pub(super) fn host_postgres(
     spec: &PostgresSpec,
     musl_src: &fetch::VerifiedSource,
-    out: &Path,
     cache: &Cache,
     logs: &Logs,
-    inputs: &mut Inputs,
     progress: &Progress,
-) -> Result<Payload, BuildError> {
+) -> Result<(fetch::VerifiedSource, postgres::PgBuild), BuildError> {
     let stage = progress.stage("fetch");
     let hint = postgres::pin(spec.major)
         .map(|p| p.file_name)
         .unwrap_or("postgresql source");
     let src = fetch::fetch(&spec.source, hint, cache)?;
-    inputs.file("postgres source", &src.path, &src.sha256);
     stage.finish(&format!("PostgreSQL {}", spec.major));
 
     // The host programs (initdb, and postgres for the closure check) are
@@ -171,6 +169,27 @@ pub fn postgres(
         cache,
         &postgres::PgLogs::in_dir(&logs.dir),
     )?;
+    stage.finish(&format!(
+        "PostgreSQL {} with {}",
+        pg.version,
+        pg.modules.join(", ")
+    ));
+    Ok((src, pg))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn postgres(
+    recipe: &Recipe,
+    spec: &PostgresSpec,
+    musl_src: &fetch::VerifiedSource,
+    out: &Path,
+    cache: &Cache,
+    logs: &Logs,
+    inputs: &mut Inputs,
+    progress: &Progress,
+) -> Result<Payload, BuildError> {
+    let (src, pg) = host_postgres(spec, musl_src, cache, logs, progress)?;
+    inputs.file("postgres source", &src.path, &src.sha256);
     for p in postgres::default_patch_dir(spec.major)
         .read_dir()
         .into_iter()
@@ -179,11 +198,6 @@ pub fn postgres(
     {
         inputs.path("postgres patch", &p.path());
     }
-    stage.finish(&format!(
-        "PostgreSQL {} with {}",
-        pg.version,
-        pg.modules.join(", ")
-    ));
 
     let (pw, pw_origin, pw_file) = password(spec, out, &recipe.name)?;
     let data_dir = if spec.cluster.preinit {

@@ -22,13 +22,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::cache::{self, Cache, CacheError, KeyHasher};
+use super::rootfs_index::Frame;
 use super::select::Selected;
 pub use crate::recipe::Compression;
 
@@ -44,8 +45,10 @@ pub const PARENT_DIR_MODE: u32 = 0o755;
 const SYMLINK_MODE: u32 = 0o777;
 /// The cache stage of [`build_cached`].
 pub const CACHE_STAGE: &str = "rootfs";
-/// Bumped when the archive's layout changes for equal inputs.
-const FORMAT: &str = "pgkraft-rootfs-v3";
+/// Bumped when the archive's layout changes for equal inputs, or the shape
+/// of the cached [`Rootfs`] (an older pgkraft sharing the cache must not
+/// find an entry it cannot decode: v4 dropped `index`).
+const FORMAT: &str = "pgkraft-rootfs-v4";
 const METADATA_FILE: &str = "rootfs.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +103,6 @@ pub fn parse_source_date_epoch(value: Option<&OsStr>) -> Result<u64, RootfsError
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rootfs {
     pub path: PathBuf,
-    /// Its index (build::rootfs_index), which the link stage places next to
-    /// it in the image.
-    pub index: PathBuf,
     pub sha256: String,
     /// Size of the archive file (compressed, if it is).
     pub bytes: u64,
@@ -408,58 +408,39 @@ pub fn write(
         why: "not a file path".into(),
     })?;
 
-    let mut tar_tmp = temp_in(dir, name)?;
-    let tar_path = tar_tmp.path().to_path_buf();
-    {
-        let mut w = BufWriter::new(tar_tmp.as_file_mut());
-        write_tar(&plan, options.mtime, &mut w)?;
-        w.flush().map_err(io_err("cannot write", &tar_path))?;
-    }
-    let tar_bytes = tar_tmp
-        .as_file()
-        .metadata()
-        .map_err(io_err("cannot read", tar_tmp.path()))?
-        .len();
-
-    let mut done = match options.compression {
-        Compression::None => tar_tmp,
+    let mut tar = Vec::new();
+    write_tar(&plan, options.mtime, &mut tar)?;
+    let tar_bytes = tar.len() as u64;
+    let (archive, frames) = match options.compression {
+        Compression::None => (None, None),
         Compression::Zstd { level } => {
-            let zst_tmp = temp_in(dir, name)?;
-            compress(&mut tar_tmp, tar_bytes, level, zst_tmp.as_file())
-                .map_err(io_err("cannot compress into", zst_tmp.path()))?;
-            zst_tmp
+            let (archive, frames) =
+                compress(&tar, level).map_err(io_err("cannot compress into", out))?;
+            (Some(archive), Some(frames))
         }
     };
-
-    let f = done.as_file_mut();
-    f.sync_all().map_err(io_err("cannot sync", out))?;
-    // Readable like any build output, whatever the umask said.
-    f.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_err("cannot set the mode of", out))?;
-    f.rewind().map_err(io_err("cannot read", out))?;
-    let mut archive = Vec::new();
-    f.read_to_end(&mut archive)
-        .map_err(io_err("cannot read", out))?;
+    // Made here, once per archive (and cached with it), not at every link.
+    let index_bytes = super::rootfs_index::of_tar(&tar, frames.as_deref())
+        .map_err(io_err("cannot index the archive", out))?;
+    let archive = archive.unwrap_or(tar);
     let sha256 = cache::sha256_reader(&mut &archive[..]).map_err(io_err("cannot hash", out))?;
     let bytes = archive.len() as u64;
-    // The index is made here, once per archive (and cached with it), not at
-    // every link.
-    let index = index_path(out);
-    let mut index_tmp = temp_in(dir, name)?;
-    let index_bytes =
-        super::rootfs_index::build(&archive).map_err(io_err("cannot index the archive", out))?;
-    index_tmp
-        .write_all(&index_bytes)
-        .and_then(|()| index_tmp.as_file().sync_all())
+
+    // The archive is complete on disk before the index replaces the old
+    // one, and renamed last: a failure leaves the old pair, not a new index
+    // beside an old archive (short of the final rename failing).
+    let mut done = temp_in(dir, name)?;
+    done.write_all(&archive)
+        .and_then(|()| done.as_file().sync_all())
+        // Readable like any build output, whatever the umask said.
         .and_then(|()| {
-            index_tmp
-                .as_file()
+            done.as_file()
                 .set_permissions(fs::Permissions::from_mode(0o644))
         })
+        .map_err(io_err("cannot write", out))?;
+    let index = index_path(out);
+    cache::write_atomic_mode(&index, &index_bytes, 0o644)
         .map_err(io_err("cannot write", &index))?;
-    index_tmp
-        .persist(&index)
-        .map_err(|e| io_err("cannot rename the finished index to", &index)(e.error))?;
     done.persist(out)
         .map_err(|e| io_err("cannot rename the finished archive to", out)(e.error))?;
     File::open(dir)
@@ -481,7 +462,6 @@ pub fn write(
 
     Ok(Rootfs {
         path: out.to_path_buf(),
-        index,
         sha256,
         bytes,
         tar_bytes,
@@ -495,25 +475,17 @@ pub fn write(
 pub const ZSTD_CHUNK: u64 = pgkraft_abi::ROOTFS_ZSTD_CHUNK as u64;
 
 /// The tar as a run of independent zstd frames, cut at every file's data
-/// and every [`ZSTD_CHUNK`] inside it. Decompressed end to end it is the
-/// tar byte for byte (zstd concatenates frames), but the library OS can
-/// inflate one chunk of one file when the server first touches it instead
-/// of the whole archive at boot (see build::rootfs_index). Each frame
-/// records its content size; no checksum (the image's sha256 covers it).
-/// Single-threaded: the output must not depend on the machine.
-fn compress(
-    tar: &mut tempfile::NamedTempFile,
-    _tar_bytes: u64,
-    level: u32,
-    out: &File,
-) -> io::Result<()> {
-    let f = tar.as_file_mut();
-    f.rewind()?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
+/// and every [`ZSTD_CHUNK`] inside it, and those frames. Decompressed end
+/// to end it is the tar byte for byte (zstd concatenates frames), but the
+/// library OS can inflate one chunk of one file when the server first
+/// touches it instead of the whole archive at boot (see
+/// build::rootfs_index). Each frame records its content size; no checksum
+/// (the image's sha256 covers it). Single-threaded: the output must not
+/// depend on the machine.
+fn compress(tar: &[u8], level: u32) -> io::Result<(Vec<u8>, Vec<Frame>)> {
     let level = i32::try_from(level).map_err(io::Error::other)?;
-    let mut cuts = vec![0u64, bytes.len() as u64];
-    for entry in tar::Archive::new(&bytes[..]).entries()? {
+    let mut cuts = vec![0u64, tar.len() as u64];
+    for entry in tar::Archive::new(tar).entries()? {
         let entry = entry?;
         let (start, size) = (entry.raw_file_position(), entry.size());
         if size == 0 {
@@ -528,12 +500,19 @@ fn compress(
     let mut enc = zstd::bulk::Compressor::new(level)?;
     enc.include_checksum(false)?;
     enc.include_contentsize(true)?;
-    let mut w = BufWriter::new(out);
+    let mut out = Vec::new();
+    let mut frames = Vec::with_capacity(cuts.len() - 1);
     for pair in cuts.windows(2) {
-        let frame = enc.compress(&bytes[pair[0] as usize..pair[1] as usize])?;
-        w.write_all(&frame)?;
+        let frame = enc.compress(&tar[pair[0] as usize..pair[1] as usize])?;
+        frames.push(Frame {
+            offset: out.len() as u64,
+            len: frame.len() as u64,
+            tar_offset: pair[0],
+            tar_len: pair[1] - pair[0],
+        });
+        out.extend_from_slice(&frame);
     }
-    w.flush()
+    Ok((out, frames))
 }
 
 /// Where the index of the archive at `archive` is written (next to it).
@@ -608,7 +587,6 @@ pub fn build_cached(
     let mut made: Rootfs =
         serde_json::from_slice(&text).map_err(|e| io_err("cannot decode", &meta)(e.into()))?;
     made.path = dir.join(&name);
-    made.index = index_path(&made.path);
     Ok(made)
 }
 

@@ -23,16 +23,16 @@
 use std::io;
 
 pub const MAGIC: &[u8; 8] = pgkraft_abi::ROOTFS_INDEX_MAGIC;
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// One zstd frame of the archive.
-struct Frame {
+/// One zstd frame of a rootfs archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
     /// Where the frame lies in the archive.
-    offset: u64,
-    len: u64,
+    pub offset: u64,
+    pub len: u64,
     /// Where its content lies in the decompressed tar.
-    tar_offset: u64,
-    tar_len: u64,
+    pub tar_offset: u64,
+    pub tar_len: u64,
 }
 
 fn bad(what: impl Into<String>) -> io::Error {
@@ -70,20 +70,30 @@ fn frames(archive: &[u8]) -> io::Result<Vec<Frame>> {
     Ok(out)
 }
 
-/// The index of `archive`: a plain tar, or a zstd one made by the rootfs
-/// stage (its frames must start where file data starts).
+/// The index of `archive` as an image carries it: a plain tar, or a zstd
+/// one made by the rootfs stage (its frames must start where file data
+/// starts). The rootfs stage itself has the tar and the frames at hand and
+/// calls [`of_tar`].
 pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
-    let (tar, frames) = if archive.starts_with(&ZSTD_MAGIC) {
-        (zstd::decode_all(archive)?, Some(frames(archive)?))
+    let tar = crate::image_info::rootfs_tar(archive)
+        .ok_or_else(|| bad("the rootfs archive is not valid zstd"))?;
+    let frames = if archive.starts_with(&zstd::zstd_safe::MAGICNUMBER.to_le_bytes()) {
+        Some(frames(archive)?)
     } else {
-        (archive.to_vec(), None)
+        None
     };
+    of_tar(&tar, frames.as_deref())
+}
+
+/// The index of the archive that is `tar` as it stands (`frames: None`),
+/// or `tar` cut into `frames` (in order, covering it end to end).
+pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[0; 8]);
     let mut count: u32 = 0;
     let mut next_frame = 0usize;
-    for entry in tar::Archive::new(&tar[..]).entries()? {
+    for entry in tar::Archive::new(tar).entries()? {
         let entry = entry?;
         let h = entry.header();
         let kind: u8 = match h.entry_type() {
@@ -106,7 +116,7 @@ pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
             .map(|l| l.into_owned())
             .unwrap_or_default();
         let (data, size) = (entry.raw_file_position(), entry.size());
-        let chunks = match &frames {
+        let chunks = match frames {
             Some(frames) if kind == 0 && size > 0 => {
                 Some(chunks_of(frames, &mut next_frame, data, size, &path)?)
             }

@@ -186,8 +186,8 @@ fn run_with(
         source,
     };
     let file = File::open(image_path).map_err(read_err)?;
-    // Only headers and notes are read here; segments are mapped (or read)
-    // straight into guest RAM by `memory::build`.
+    // Only headers and notes are read here; `memory::build` copies the
+    // segments into guest RAM.
     let cache = object::ReadCache::new(&file);
     let img = image::parse(&cache).map_err(|e| e.with_path(image_path))?;
     drop(cache);

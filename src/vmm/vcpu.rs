@@ -252,8 +252,6 @@ pub(crate) fn setup(
     Ok(cr4)
 }
 
-/// A register dump for a guest that died: enough to find the faulting
-/// instruction (`addr2line -e image <rip>`) and the faulting address.
 /// KVM_SET_MSRS: how many of `entries` KVM took (it stops at the first one
 /// it refuses).
 pub(crate) fn set_msrs(vcpu: &VcpuFd, entries: &[kvm_msr_entry]) -> Result<usize, VmmError> {
@@ -265,6 +263,8 @@ pub(crate) fn set_msrs(vcpu: &VcpuFd, entries: &[kvm_msr_entry]) -> Result<usize
         .map_err(VmmError::ioctl("KVM_SET_MSRS"))
 }
 
+/// A register dump for a guest that died: enough to find the faulting
+/// instruction (`addr2line -e image <rip>`) and the faulting address.
 pub(crate) fn dump(vcpu: &VcpuFd) -> String {
     let mut s = String::new();
     match vcpu.get_regs() {

@@ -2,8 +2,9 @@
 //! binary, real KVM and the real toolchain.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 pub fn repo() -> PathBuf {
@@ -36,6 +37,37 @@ pub fn kvm_available() -> bool {
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run pgkraft");
+    eprintln!(
+        "$ {cmd:?}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// [`run`] with `input` on stdin, which is then closed; stdout and stderr
+/// are captured.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_vec();
+    // From a thread of its own: a child that prints more than a pipe holds
+    // before reading all its input would otherwise wait on us as we wait
+    // on it. One that exits without reading it all is the test's to judge
+    // from the output, not a failure to write.
+    let writer = std::thread::spawn(move || match stdin.write_all(&input) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    });
+    let out = child.wait_with_output().expect("wait for the child");
+    writer
+        .join()
+        .expect("stdin writer")
+        .expect("write the child's stdin");
     eprintln!(
         "$ {cmd:?}\n--- stderr ---\n{}",
         String::from_utf8_lossy(&out.stderr)

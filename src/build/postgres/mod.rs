@@ -317,27 +317,12 @@ pub fn host_server(
     use super::{fetch, musl};
     let musl_src = fetch::fetch(&musl::MUSL_PIN.spec(), musl::MUSL_PIN.file_name, cache)
         .map_err(|e| e.to_string())?;
-    let stock = musl::build_musl(
-        &musl_src,
-        musl::MuslFlavor::Stock,
-        cache,
-        &logs.join("musl-stock.log"),
-    )
-    .map_err(|e| e.to_string())?;
-    let src = fetch::fetch(&spec.source, "postgres", cache).map_err(|e| e.to_string())?;
-    let pg = build(
-        &PgSpec {
-            major: spec.major,
-            source: &src,
-            optimize: spec.configure.optimize.flag(),
-            extensions: &spec.extensions,
-            configure_extra: &spec.configure.extra,
-        },
-        &stock,
-        cache,
-        &PgLogs::in_dir(logs),
-    )
-    .map_err(|e| e.to_string())?;
+    let logs = super::Logs {
+        dir: logs.to_path_buf(),
+    };
+    let quiet = crate::progress::Progress::new(true);
+    let (_, pg) = super::payload::host_postgres(spec, &musl_src, cache, &logs, &quiet)
+        .map_err(|e| e.to_string())?;
     Ok(pg.bin("postgres"))
 }
 
