@@ -17,7 +17,13 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 json=()
 [ "${PGKRAFT_BENCH_JSON:-}" = 1 ] && json=(--json)
-build() { "$pg" build "$1" --out "$out" >/dev/null 2>&1 || "$pg" build "$1" --out "$out"; }
+# Quiet when it works; on failure, its output once (not a second build).
+build() {
+  if ! "$pg" build "$1" --out "$out" >"$out/build.log" 2>&1; then
+    cat "$out/build.log" >&2
+    return 1
+  fi
+}
 
 build recipes/counter.yaml
 echo "== counter, light query (add 1)"

@@ -7,6 +7,7 @@
 //! guest exit, as `smoke` reports it).
 
 use serde::Serialize;
+use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,6 +105,16 @@ pub fn qemu_command(image: &Path, mem_mib: u32) -> Command {
     cmd
 }
 
+/// [`qemu_command`] passing the guest `cmdline` as our runner would (an
+/// empty one is left out, as our runner gives the guest none).
+fn qemu_command_with(image: &Path, mem_mib: u32, cmdline: &str) -> Command {
+    let mut cmd = qemu_command(image, mem_mib);
+    if !cmdline.is_empty() {
+        cmd.arg("-append").arg(cmdline);
+    }
+    cmd
+}
+
 fn time_process(
     mut cmd: Command,
     what: &str,
@@ -115,10 +126,7 @@ fn time_process(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|source| BenchError::Spawn {
-            what: what.into(),
-            source,
-        })?;
+        .map_err(spawn_err(what))?;
     let dt = t.elapsed();
     match out.status.code() {
         Some(c) if ok(c) => Ok(dt),
@@ -132,10 +140,7 @@ fn time_process(
 pub fn boot(image: &Path, runs: usize) -> Result<BootBench, BenchError> {
     let info = crate::image_info::brief(image)?;
     let mem_mib = info.memory_mib(None);
-    let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
-        what: "own path".into(),
-        source,
-    })?;
+    let me = own_exe()?;
     let (mut ours, mut inside, mut qemu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let mut run = Command::new(&me);
@@ -216,7 +221,7 @@ pub struct ResumeBench {
     /// resume first).
     pub resume_first_answer: Series,
     /// The learning resume itself: resume start to its first answer.
-    pub learning_resume_first_answer_ms: Option<f64>,
+    pub learning_resume_first_answer_ms: f64,
     /// The same with `--prefault read`: data pages stay shared (density),
     /// the guest pays for its first touch of each.
     pub resume_first_answer_shared: Series,
@@ -242,6 +247,17 @@ fn run_err(what: &str, detail: impl Into<String>) -> BenchError {
         what: what.into(),
         detail: detail.into(),
     }
+}
+
+/// For `.map_err`: `what` could not be started or set up.
+fn spawn_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Spawn { what, source }
+}
+
+/// This very executable, to time `pgkraft run`/`resume` as processes.
+fn own_exe() -> Result<std::path::PathBuf, BenchError> {
+    std::env::current_exe().map_err(spawn_err("own path"))
 }
 
 /// What a snapshot of `spec` is fed before its ready point: `snapshot_after`
@@ -272,10 +288,7 @@ pub fn resume(
 ) -> Result<ResumeBench, BenchError> {
     use crate::smoke::{self, Mode};
     use crate::vmm::snapshot;
-    let tmp = tempfile::tempdir().map_err(|source| BenchError::Spawn {
-        what: "a temporary directory".into(),
-        source,
-    })?;
+    let tmp = tempfile::tempdir().map_err(spawn_err("a temporary directory"))?;
     let snap = tmp.path().join("snap");
     // Every run goes through the smoke checks' own boot of the image (its
     // memory, arguments and input for this test VM), redirected.
@@ -313,10 +326,7 @@ pub fn resume(
         .arg(&snap)
         .arg(&copy)
         .status()
-        .map_err(|source| BenchError::Spawn {
-            what: "cp".into(),
-            source,
-        })?;
+        .map_err(spawn_err("cp"))?;
     if !cp.success() {
         return Err(run_err("cp", "could not copy the snapshot"));
     }
@@ -324,23 +334,21 @@ pub fn resume(
     let first = snapshot::load(&copy, &snapshot::Expect::default())?;
     let again = snapshot::load(&copy, &snapshot::Expect::default())?;
 
-    let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
-        what: "own path".into(),
-        source,
-    })?;
+    let me = own_exe()?;
     let (qemu_state, qemu_note) =
         match qemu_save(image, mem_mib, &cmdline, spec, &taken.console, tmp.path()) {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(e.to_string())),
         };
 
-    let phase = |r: &smoke::SmokeReport, name: &str| -> Result<Duration, BenchError> {
+    // In milliseconds, as smoke reports phases.
+    let phase = |r: &smoke::SmokeReport, name: &str| -> Result<f64, BenchError> {
         if !r.ok {
             return Err(run_err("the smoke checks", r.human()));
         }
         r.phases
             .get(name)
-            .map(|ms| Duration::from_secs_f64(ms / 1e3))
+            .copied()
             .ok_or_else(|| run_err("the runner", format!("no `{name}` phase: {:?}", r.phases)))
     };
     let (mut cold, mut res, mut res_answer, mut res_shared, mut proc_, mut qemu) = (
@@ -362,19 +370,18 @@ pub fn resume(
     };
     // The snapshot's first resume learns its working set.
     let learning = resume_with(snapshot::Prefault::Learned)?;
-    let learning_ms = phase(&learning, "first_answer")?.as_secs_f64() * 1e3;
+    let learning_ms = phase(&learning, "first_answer")?;
     for _ in 0..runs {
         let r = snapshot::with_tracking(|| smoke::run(image, spec)).map_err(smoke_err)?;
         cold.push(phase(&r, "first_answer")?);
 
         let r = resume_with(snapshot::Prefault::Learned)?;
         let times = snapshot::ResumeTimes::by(|name| r.phases.get(name).copied());
-        res.push(Duration::from_secs_f64(
+        res.push(
             times
                 .resume_ms
-                .ok_or_else(|| run_err("the runner", "no resume phase"))?
-                / 1e3,
-        ));
+                .ok_or_else(|| run_err("the runner", "no resume phase"))?,
+        );
         res_answer.push(phase(&r, "first_answer")?);
         let r = resume_with(snapshot::Prefault::Read)?;
         res_shared.push(phase(&r, "first_answer")?);
@@ -384,16 +391,13 @@ pub fn resume(
         proc_.push(time_to_output(cmd, &query, "pgkraft resume")?);
 
         if let Some(state) = &qemu_state {
-            let mut cmd = qemu_command(image, mem_mib);
-            if !cmdline.is_empty() {
-                cmd.arg("-append").arg(&cmdline);
-            }
+            let mut cmd = qemu_command_with(image, mem_mib, &cmdline);
             cmd.arg("-incoming")
                 .arg(format!("exec:cat {}", state.display()));
             qemu.push(time_to_output(cmd, &query, "qemu-system-x86_64 -incoming")?);
         }
     }
-    let (cold, res_answer) = (Series::of(cold), Series::of(res_answer));
+    let (cold, res_answer) = (Series::from_ms(&cold), Series::from_ms(&res_answer));
     Ok(ResumeBench {
         image: image.to_path_buf(),
         snapshot: snap.clone(),
@@ -401,10 +405,10 @@ pub fn resume(
         snapshot_data_bytes: taken.manifest.memory.data_bytes,
         cold_over_resume: (cold.median_ms / res_answer.median_ms * 100.0).round() / 100.0,
         cold_first_answer: cold,
-        resume: Series::of(res),
+        resume: Series::from_ms(&res),
         resume_first_answer: res_answer,
-        learning_resume_first_answer_ms: Some((learning_ms * 1e3).round() / 1e3),
-        resume_first_answer_shared: Series::of(res_shared),
+        learning_resume_first_answer_ms: (learning_ms * 1e3).round() / 1e3,
+        resume_first_answer_shared: Series::from_ms(&res_shared),
         pgkraft_resume_process: Series::of(proc_),
         qemu_state_bytes: qemu_state
             .as_ref()
@@ -428,10 +432,7 @@ fn time_to_output(mut cmd: Command, input: &[u8], what: &str) -> Result<Duration
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|source| BenchError::Spawn {
-            what: what.into(),
-            source,
-        })?;
+        .map_err(spawn_err(what))?;
     let mut stdin = child.stdin.take().expect("piped");
     let _ = stdin.write_all(input);
     let mut out = child.stdout.take().expect("piped");
@@ -474,10 +475,7 @@ fn qemu_save(
     use std::os::unix::net::UnixStream;
     let sock = dir.join("qmp.sock");
     let state_file = dir.join("qemu.state");
-    let mut cmd = qemu_command(image, mem_mib);
-    if !cmdline.is_empty() {
-        cmd.arg("-append").arg(cmdline);
-    }
+    let mut cmd = qemu_command_with(image, mem_mib, cmdline);
     cmd.arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", sock.display()));
     let mut child = cmd
@@ -485,10 +483,7 @@ fn qemu_save(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|source| BenchError::Spawn {
-            what: "qemu-system-x86_64".into(),
-            source,
-        })?;
+        .map_err(spawn_err("qemu-system-x86_64"))?;
     let result = (|| {
         let mut stdin = child.stdin.take().expect("piped");
         let want: String = console.chars().filter(|&c| c != '\r').collect();
@@ -625,9 +620,10 @@ impl ResumeBench {
         );
         s += &line("resume -> first sign of life (runner)", &self.resume);
         s += &line("resume -> first answer (runner)", &self.resume_first_answer);
-        if let Some(ms) = self.learning_resume_first_answer_ms {
-            s += &format!("  (the first resume, which learned the working set: {ms:.3} ms)\n");
-        }
+        s += &format!(
+            "  (the first resume, which learned the working set: {:.3} ms)\n",
+            self.learning_resume_first_answer_ms
+        );
         s += &line(
             "resume -> first answer, --prefault read",
             &self.resume_first_answer_shared,
@@ -702,27 +698,33 @@ impl KibSeries {
     }
 }
 
-fn meminfo_kib(key: &str) -> Option<i64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+/// The number after `key` in a /proc file of `key: N kB` lines.
+fn proc_kib<T: std::str::FromStr>(file: &str, text: &str, key: &str) -> Result<T, BenchError> {
     text.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+        .ok_or_else(|| run_err("density", format!("{file} has no readable `{key}` figure")))
 }
 
-fn rollup(pid: u32) -> Option<(u64, u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let get = |k: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Some((
-        get("Pss:"),
-        get("Private_Clean:") + get("Private_Dirty:"),
-        get("Rss:"),
+fn read_proc(file: &str) -> Result<String, BenchError> {
+    std::fs::read_to_string(file).map_err(|e| run_err("density", format!("reading {file}: {e}")))
+}
+
+fn mem_available_kib() -> Result<i64, BenchError> {
+    const FILE: &str = "/proc/meminfo";
+    proc_kib(FILE, &read_proc(FILE)?, "MemAvailable:")
+}
+
+/// (PSS, private, RSS) of a process, in KiB.
+fn rollup(pid: u32) -> Result<(u64, u64, u64), BenchError> {
+    let file = format!("/proc/{pid}/smaps_rollup");
+    let text = read_proc(&file)?;
+    let get = |k: &str| proc_kib::<u64>(&file, &text, k);
+    Ok((
+        get("Pss:")?,
+        get("Private_Clean:")? + get("Private_Dirty:")?,
+        get("Rss:")?,
     ))
 }
 
@@ -733,22 +735,16 @@ pub fn density(
     prefault: crate::vmm::snapshot::Prefault,
 ) -> Result<DensityBench, BenchError> {
     use std::io::{BufRead, BufReader, Write};
+    // Also refuses a snapshot `pgkraft resume` would refuse, before
+    // anything runs.
     let manifest = crate::vmm::snapshot::load(dir, &Default::default())?.manifest;
-    let me = std::env::current_exe().map_err(|source| BenchError::Spawn {
-        what: "own path".into(),
-        source,
-    })?;
-    let how = serde_json::to_value(prefault)
-        .expect("json")
-        .as_str()
-        .unwrap_or("learned")
-        .to_string();
+    let me = own_exe()?;
     let instance = || {
         Command::new(&me)
             .arg("resume")
             .arg(dir)
             .arg("--prefault")
-            .arg(&how)
+            .arg(prefault.as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -764,15 +760,12 @@ pub fn density(
                 }
                 c.wait_with_output()
             })
-            .map_err(|source| BenchError::Spawn {
-                what: "the learning resume".into(),
-                source,
-            })?;
+            .map_err(spawn_err("the learning resume"))?;
         if !warm.status.success() {
             return Err(run_err("the learning resume", format!("{}", warm.status)));
         }
     }
-    let before = meminfo_kib("MemAvailable:").unwrap_or(0);
+    let before = mem_available_kib()?;
     let t = Instant::now();
     let mut children = Vec::with_capacity(n);
     let stop_all =
@@ -788,10 +781,7 @@ pub fn density(
             Ok(c) => c,
             Err(source) => {
                 stop_all(&mut children);
-                return Err(BenchError::Spawn {
-                    what: format!("instance {i}"),
-                    source,
-                });
+                return Err(spawn_err(format!("instance {i}"))(source));
             }
         };
         let mut stdin = child.stdin.take();
@@ -811,15 +801,26 @@ pub fn density(
     let start_all = t.elapsed();
     // Let every instance settle into its blocked read.
     std::thread::sleep(Duration::from_millis(300));
-    let after = meminfo_kib("MemAvailable:").unwrap_or(0);
-    let (mut pss, mut private, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-    for (c, _, _) in &children {
-        if let Some((p, pr, r)) = rollup(c.id()) {
+    // Every instance counts: a figure missing for one would make the
+    // report describe fewer instances than it claims.
+    let measured = (|| {
+        let after = mem_available_kib()?;
+        let (mut pss, mut private, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        for (c, _, _) in &children {
+            let (p, pr, r) = rollup(c.id())?;
             pss.push(p);
             private.push(pr);
             rss.push(r);
         }
-    }
+        Ok((after, pss, private, rss))
+    })();
+    let (after, pss, private, rss) = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            stop_all(&mut children);
+            return Err(e);
+        }
+    };
     // Clean stop: end of input, the guest sees EOF and exits.
     let mut stopped = 0;
     for (_, stdin, _) in children.iter_mut() {
@@ -845,12 +846,6 @@ pub fn density(
                 }
             }
         }
-    }
-    if pss.is_empty() {
-        return Err(run_err(
-            "density",
-            "no instance's /proc/PID/smaps_rollup was readable",
-        ));
     }
     Ok(DensityBench {
         snapshot: dir.to_path_buf(),
@@ -883,10 +878,7 @@ impl DensityBench {
             self.snapshot.display(),
             self.memory_mib,
             self.snapshot_data_kib,
-            serde_json::to_value(self.prefault)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            self.prefault.as_str(),
             self.pss_kib.median,
             self.pss_kib.min,
             self.pss_kib.max,

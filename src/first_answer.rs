@@ -39,6 +39,12 @@ pub enum FirstAnswerError {
         runner: &'static str,
         why: String,
     },
+    #[error("run {run} ({runner}) reported no {what}")]
+    NotMeasured {
+        run: usize,
+        runner: &'static str,
+        what: &'static str,
+    },
 }
 
 fn first_answer(report: &smoke::SmokeReport, run: usize) -> Result<f64, FirstAnswerError> {
@@ -50,7 +56,7 @@ fn first_answer(report: &smoke::SmokeReport, run: usize) -> Result<f64, FirstAns
             why: format!(
                 "{}; console tail: {}",
                 report.exit,
-                smoke::tail(&report.console, 5).replace('\n', " | ")
+                crate::build::exec::tail_text(&report.console, 5).replace('\n', " | ")
             ),
         }),
     }
@@ -65,7 +71,7 @@ pub fn bench(
     let spec = TestVm::single_query(query, 60.0);
     let (mut guest, mut main, mut native, mut memory) = (vec![], vec![], vec![], vec![]);
     let mut image_bytes = 0;
-    for run in 0..runs.max(1) {
+    for run in 0..runs {
         // Alternate which goes first, so neither always meets a warm cache.
         let order = if run % 2 == 0 {
             [true, false]
@@ -84,7 +90,11 @@ pub fn bench(
                         why: "the guest never reported entering main".into(),
                     }
                 })?);
-                memory.extend(r.guest_memory);
+                memory.push(r.guest_memory.ok_or(FirstAnswerError::NotMeasured {
+                    run,
+                    runner: r.runner,
+                    what: "guest memory figure",
+                })?);
                 image_bytes = r.image_bytes;
             } else {
                 // Copying the files is not part of what is timed.
@@ -99,12 +109,12 @@ pub fn bench(
         image: image.to_path_buf(),
         image_bytes,
         query: query.to_string(),
-        runs: runs.max(1),
+        runs,
         ratio: guest_ms.median_ms / native_ms.median_ms,
         guest_ms,
         guest_main_ms: Series::from_ms(&main),
         native_ms,
-        guest_memory: memory.get(memory.len() / 2).copied().unwrap_or_default(),
+        guest_memory: memory[memory.len() / 2],
     })
 }
 

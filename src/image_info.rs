@@ -174,8 +174,6 @@ pub enum InspectError {
 pub struct Brief {
     pub file_bytes: u64,
     pub build: Option<BuildInfo>,
-    /// The baked-in argv, argv[0] first (build::link's `__pgkraft_argv_blob`).
-    pub argv: Vec<String>,
 }
 
 impl Brief {
@@ -191,31 +189,33 @@ impl Brief {
 /// then an empty one).
 const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
 
-pub fn brief(path: &Path) -> Result<Brief, InspectError> {
-    let file = std::fs::File::open(path).map_err(|source| InspectError::Read {
+fn open(path: &Path) -> Result<(std::fs::File, u64), InspectError> {
+    let read_err = |source| InspectError::Read {
         path: path.into(),
         source,
-    })?;
-    let file_bytes = file
-        .metadata()
-        .map_err(|source| InspectError::Read {
-            path: path.into(),
-            source,
-        })?
-        .len();
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let bytes = file.metadata().map_err(read_err)?.len();
+    Ok((file, bytes))
+}
+
+fn elf_err(path: &Path, detail: impl std::fmt::Display) -> InspectError {
+    InspectError::Elf {
+        path: path.into(),
+        detail: detail.to_string(),
+    }
+}
+
+pub fn brief(path: &Path) -> Result<Brief, InspectError> {
+    let (file, file_bytes) = open(path)?;
     let cache = object::ReadCache::new(&file);
     // What `run` would refuse (not an ELF, not a pgkraft image), refused
     // here first with the same words.
     crate::vmm::read_boot_note_from(&cache).map_err(|e| e.with_path(path))?;
-    let elf_err = |detail: String| InspectError::Elf {
-        path: path.into(),
-        detail,
-    };
-    let elf = object::File::parse(&cache).map_err(|e| elf_err(e.to_string()))?;
+    let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
     Ok(Brief {
         file_bytes,
         build: build_info(&elf),
-        argv: argv(&elf).map_err(elf_err)?,
     })
 }
 
@@ -225,21 +225,32 @@ fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<B
     serde_json::from_slice(data).ok()
 }
 
-fn argv<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<Vec<String>, String> {
+/// The image's baked-in argv, argv[0] first (build::link's
+/// `__pgkraft_argv_blob`). Apart from [`brief`] because finding it walks the
+/// symbol table, and only single-user mode needs it.
+pub fn argv(path: &Path) -> Result<Vec<String>, InspectError> {
     use object::ObjectSymbol;
+    let (file, _) = open(path)?;
+    let cache = object::ReadCache::new(&file);
+    let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
     let sym = elf
         .symbols()
         .find(|s| s.name() == Ok(ARGV_SYMBOL))
-        .ok_or_else(|| format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)"))?;
+        .ok_or_else(|| {
+            elf_err(
+                path,
+                format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)"),
+            )
+        })?;
     let section = sym
         .section_index()
         .and_then(|i| elf.section_by_index(i).ok())
-        .ok_or_else(|| format!("{ARGV_SYMBOL} is in no section"))?;
+        .ok_or_else(|| elf_err(path, format!("{ARGV_SYMBOL} is in no section")))?;
     let bytes = section
         .data_range(sym.address(), sym.size())
         .ok()
         .flatten()
-        .ok_or_else(|| format!("{ARGV_SYMBOL} lies outside its section"))?;
+        .ok_or_else(|| elf_err(path, format!("{ARGV_SYMBOL} lies outside its section")))?;
     Ok(bytes
         .split(|b| *b == 0)
         .take_while(|s| !s.is_empty())

@@ -406,7 +406,6 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 },
         } => {
             at_least_one(instances, "--instances")?;
-            snapshot::load(&dir, &snapshot::Expect::default()).map_err(snapshot_failure)?;
             let report =
                 bench::density(&dir, instances, &query, prefault).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
@@ -542,11 +541,8 @@ fn resume_cmd(
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3} ms"));
-        let (exit, code) = match &r.outcome.exit {
-            vmm::GuestExit::Status(s) => (format!("status {s}"), *s),
-            vmm::GuestExit::Timeout => ("timeout".to_string(), 1),
-            vmm::GuestExit::Shutdown { regs } => (format!("died: {regs}"), 1),
-        };
+        let (exit, status) = smoke::exit_text(&r.outcome.exit);
+        let code = status.unwrap_or(1);
         if json {
             print_json(&ResumeReport {
                 dir: dir.to_path_buf(),

@@ -52,7 +52,7 @@ pub struct TestVm {
     pub checks: Vec<CheckSpec>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Run the image's program once; check its exit status and output.
@@ -149,7 +149,8 @@ impl TestVm {
     /// Reads and checks a test VM definition; every error names the file,
     /// line, field and fix.
     pub fn load(path: &Path) -> Result<TestVm, RecipeError> {
-        let vm: TestVm = crate::recipe::load_yaml(path, WHAT).map_err(|mut e| {
+        let (text, _) = crate::recipe::read(path, WHAT)?;
+        let vm: TestVm = crate::recipe::parse_yaml(path, &text, WHAT, &[]).map_err(|mut e| {
             if let RecipeError::Parse(d) = &mut e
                 && d.field.as_deref() == Some("mode")
                 && d.fix.is_none()
@@ -162,7 +163,6 @@ impl TestVm {
             }
             e
         })?;
-        let text = std::fs::read_to_string(path).unwrap_or_default();
         vm.validate(path, &text)?;
         Ok(vm)
     }
@@ -210,7 +210,9 @@ impl TestVm {
                 for (key, given) in [
                     ("args", self.args.is_some()),
                     ("stdin", !self.stdin.is_empty()),
-                    ("expect", text_has_top_key(text, "expect")),
+                    // `expect` has a default, so only the text tells
+                    // whether it was written.
+                    ("expect", key_line(text, "expect", 0).is_some()),
                 ] {
                     if given {
                         return Err(invalid(
@@ -289,14 +291,6 @@ fn nth_with(checks: &[CheckSpec], i: usize, has: impl Fn(&CheckSpec) -> bool) ->
     checks[..i].iter().filter(|c| has(c)).count()
 }
 
-/// Whether the document has `key:` at the top level.
-fn text_has_top_key(text: &str, key: &str) -> bool {
-    text.lines().any(|l| {
-        l.strip_prefix(key)
-            .is_some_and(|r| r.trim_start().starts_with(':'))
-    })
-}
-
 /// 1-based line and column of the `nth` (from 0) line whose key is `key`,
 /// as a plain mapping entry or the first entry of a list item.
 /// Top-level keys are looked for at the start of a line only (`expect` is
@@ -350,7 +344,7 @@ pub struct Check {
 pub struct SmokeReport {
     pub ok: bool,
     /// `program` or `single-user`.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// `kvm` (the image under our runner) or `native` (the host-linked
     /// server on a copy of the image's files).
     pub runner: &'static str,
@@ -422,7 +416,8 @@ fn phase_map(phases: &[vmm::PhaseMark]) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn exit_text(exit: &GuestExit) -> (String, Option<u8>) {
+/// How a guest's run ended, in words, and its exit status if it had one.
+pub fn exit_text(exit: &GuestExit) -> (String, Option<u8>) {
     match exit {
         GuestExit::Status(s) => (format!("status {s}"), Some(*s)),
         GuestExit::Timeout => ("timeout".to_string(), None),
@@ -477,7 +472,7 @@ fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
     }
     Ok(SmokeReport {
         ok: checks.iter().all(|c| c.ok),
-        mode: Mode::Program.name(),
+        mode: Mode::Program,
         runner: "kvm",
         image: image.to_path_buf(),
         image_bytes: info.file_bytes,
@@ -493,13 +488,6 @@ fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
         console,
     })
 }
-
-/// The last `n` lines of console output, for a report on a failure.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 impl SmokeReport {
     pub fn human(&self) -> String {
         let mut s = format!(
@@ -507,7 +495,7 @@ impl SmokeReport {
             if self.ok { "ok" } else { "FAILED" },
             self.image.display(),
             self.image_bytes,
-            self.mode,
+            self.mode.name(),
             self.runner,
             self.exit,
             self.boot_ms,
@@ -532,7 +520,7 @@ impl SmokeReport {
         // Program output is quoted so whitespace shows; SQL checks already
         // say rows in JSON, which quoting again would only obscure.
         let quote = |t: &str| {
-            if self.mode == Mode::Program.name() {
+            if self.mode == Mode::Program {
                 format!("{t:?}")
             } else {
                 t.replace('\n', "\n                  ")
@@ -556,9 +544,9 @@ impl SmokeReport {
             for m in &self.server_messages {
                 s += &format!("  server: {m}\n");
             }
-            if self.mode != Mode::Program.name() || self.exit == "timeout" {
+            if self.mode != Mode::Program || self.exit == "timeout" {
                 s += "  console tail:\n";
-                for l in tail(&self.console, 20).lines() {
+                for l in crate::build::exec::tail_text(&self.console, 20).lines() {
                     s += &format!("    | {l}\n");
                 }
             }

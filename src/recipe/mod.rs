@@ -197,7 +197,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
 // What each field takes, for messages about wrong types and missing keys.
 // Paths use `[]` for any list index and `*` for any mapping key.
 
-struct FieldInfo {
+pub(crate) struct FieldInfo {
     path: &'static str,
     expected: &'static str,
     example: &'static str,
@@ -749,7 +749,7 @@ pub fn load_yaml<T: serde::de::DeserializeOwned>(
 }
 
 /// The file's text and its canonical path.
-fn read(path: &Path, what: &str) -> Result<(String, PathBuf), RecipeError> {
+pub(crate) fn read(path: &Path, what: &str) -> Result<(String, PathBuf), RecipeError> {
     let read_err = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             RecipeError::NotFound {
@@ -769,7 +769,7 @@ fn read(path: &Path, what: &str) -> Result<(String, PathBuf), RecipeError> {
     Ok((text, file))
 }
 
-fn parse_yaml<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
     shown: &Path,
     text: &str,
     what: &str,

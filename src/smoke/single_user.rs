@@ -25,7 +25,7 @@ pub(crate) fn stdin_for(spec: &TestVm) -> String {
 
 pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
     let info = image_info::brief(image)?;
-    let args = guest_args(image, &info.argv)?;
+    let args = guest_args(image, &image_info::argv(image)?)?;
     let cfg = vmm::VmConfig {
         mem_mib: info.memory_mib(spec.memory_mib),
         cmdline: super::quote_args(&args),
@@ -110,7 +110,7 @@ pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
     }
     SmokeReport {
         ok: checks.iter().all(|c| c.ok),
-        mode: Mode::SingleUser.name(),
+        mode: Mode::SingleUser,
         runner: o.runner,
         image: o.image.to_path_buf(),
         image_bytes: o.image_bytes,
