@@ -9,4 +9,4 @@ pub mod pgsingle;
 pub mod progress;
 pub mod recipe;
 pub mod smoke;
-pub mod vmm;
+pub use pgkraft_vmm as vmm;

@@ -1,4 +1,4 @@
-//! The embedded KVM runner (ARCHITECTURE.md §4): boots one pgkraft image
+//! pgkraft's KVM runner (docs/ARCHITECTURE.md, "The runner"): boots one pgkraft image
 //! through its direct 64-bit entry and serves its console, exit and boot-phase
 //! ports. The contract with the guest is `pgkraft_abi`.
 //!
@@ -312,7 +312,7 @@ static TEARDOWN: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
 /// unmaps guest RAM, holding the process's memory map lock for
 /// milliseconds, which a new VM's memory setup would otherwise wait on
 /// inside its own timed setup (benchmarks run many VMs in one process).
-pub(super) fn settle() {
+pub(crate) fn settle() {
     let last = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(handle) = last {
         let _ = handle.join();
