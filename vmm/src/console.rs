@@ -51,6 +51,14 @@ impl ConsoleOut {
     }
 }
 
+/// The guest's console: where its output goes and its input comes from,
+/// whichever device (COM1 or the CONSOLE_* hypercalls) carries the bytes.
+#[allow(dead_code)] // Wired in step by step.
+pub(crate) struct Console {
+    pub out: ConsoleOut,
+    pub input: ConsoleIn,
+}
+
 /// The runner has no interrupt controller yet: the guest polls the UART's
 /// line status register, so raising its interrupt line is a no-op.
 pub(crate) struct NoIrq;

@@ -29,11 +29,15 @@
 //! the VM and unmaps guest RAM in the background.
 #![deny(unsafe_code)]
 
+#[allow(dead_code)] // Wired in step by step.
+mod bus;
 mod console;
 mod error;
 mod image;
 mod kvm;
 mod memory;
+#[allow(dead_code)]
+mod timeline;
 pub mod snapshot;
 mod uffd;
 mod vcpu;
