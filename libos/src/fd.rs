@@ -346,10 +346,17 @@ struct Slot {
     cloexec: bool,
 }
 
-/// Slot n is fd n; it grows on demand up to MAX_FDS.
-static TABLE: Mutex<Vec<Option<Slot>>> = Mutex::new(Vec::new());
+/// A descriptor table: slot n is fd n; it grows on demand up to `max`.
+/// What a method takes out of the table it hands back, so that the caller
+/// drops it after letting go of the table's lock.
+struct Table {
+    slots: Vec<Option<Slot>>,
+    max: usize,
+}
 
-fn table() -> spin::MutexGuard<'static, Vec<Option<Slot>>> {
+static TABLE: Mutex<Table> = Mutex::new(Table::new(MAX_FDS as usize));
+
+fn table() -> spin::MutexGuard<'static, Table> {
     // As with inodes: held here means re-entered, a libOS bug.
     TABLE.try_lock().expect("fd table locked twice")
 }
@@ -359,100 +366,93 @@ fn index(fd: u64) -> usize {
     fd as u32 as usize
 }
 
-/// fds 0, 1 and 2: one console description, as a terminal login has.
-pub fn init() {
-    let console = OpenFile::new(FileKind::Console, O_RDWR | O_LARGEFILE);
-    let mut t = table();
-    t.clear();
-    for _ in 0..3 {
-        t.push(Some(Slot {
-            file: console.clone(),
-            cloexec: false,
-        }));
+impl Table {
+    const fn new(max: usize) -> Table {
+        Table {
+            slots: Vec::new(),
+            max,
+        }
     }
-}
 
-pub fn get(fd: u64) -> Result<Arc<OpenFile>, Errno> {
-    match table().get(index(fd)) {
-        Some(Some(s)) => Ok(s.file.clone()),
-        _ => Err(Errno::EBADF),
+    /// fds 0, 1 and 2 name `console`; everything else is closed.
+    fn reset(&mut self, console: Arc<OpenFile>) -> Vec<Option<Slot>> {
+        let old = core::mem::take(&mut self.slots);
+        for _ in 0..3 {
+            self.slots.push(Some(Slot {
+                file: console.clone(),
+                cloexec: false,
+            }));
+        }
+        old
     }
-}
 
-fn lowest_free(t: &[Option<Slot>], min: usize) -> Result<usize, Errno> {
-    let found = t
-        .iter()
-        .enumerate()
-        .skip(min)
-        .find(|(_, s)| s.is_none())
-        .map(|(i, _)| i)
-        .unwrap_or(t.len().max(min));
-    if found >= MAX_FDS as usize {
-        return Err(Errno::EMFILE);
+    fn get(&self, fd: u64) -> Result<Arc<OpenFile>, Errno> {
+        match self.slots.get(index(fd)) {
+            Some(Some(s)) => Ok(s.file.clone()),
+            _ => Err(Errno::EBADF),
+        }
     }
-    Ok(found)
-}
 
-fn put(t: &mut Vec<Option<Slot>>, at: usize, slot: Slot) -> Option<Slot> {
-    if at >= t.len() {
-        t.resize(at + 1, None);
+    fn lowest_free(&self, min: usize) -> Result<usize, Errno> {
+        let found = self
+            .slots
+            .iter()
+            .enumerate()
+            .skip(min)
+            .find(|(_, s)| s.is_none())
+            .map(|(i, _)| i)
+            .unwrap_or(self.slots.len().max(min));
+        if found >= self.max {
+            return Err(Errno::EMFILE);
+        }
+        Ok(found)
     }
-    t[at].replace(slot)
-}
 
-/// How many more descriptors can be installed, up to `want` (open checks
-/// first, as Linux reserves the number before it creates anything).
-pub fn free_count(want: usize) -> usize {
-    let t = table();
-    let holes = t.iter().filter(|s| s.is_none()).count();
-    let tail = (MAX_FDS as usize).saturating_sub(t.len());
-    (holes + tail).min(want)
-}
-
-/// Install at the lowest free number at or above `min`.
-pub fn install_from(min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    if min >= MAX_FDS {
-        return Err(Errno::EINVAL);
+    fn put(&mut self, at: usize, slot: Slot) -> Option<Slot> {
+        if at >= self.slots.len() {
+            self.slots.resize(at + 1, None);
+        }
+        self.slots[at].replace(slot)
     }
-    let mut t = table();
-    let at = lowest_free(&t, min as usize)?;
-    put(&mut t, at, Slot { file, cloexec });
-    Ok(at as u64)
-}
 
-pub fn install(file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    install_from(0, file, cloexec)
-}
-
-/// dup2/dup3: `fd` now names `file`; what it named before is closed.
-pub fn install_at(fd: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    if fd >= MAX_FDS {
-        return Err(Errno::EBADF);
+    fn free_count(&self, want: usize) -> usize {
+        let holes = self.slots.iter().filter(|s| s.is_none()).count();
+        let tail = self.max.saturating_sub(self.slots.len());
+        (holes + tail).min(want)
     }
-    let old = put(&mut table(), fd as usize, Slot { file, cloexec });
-    // Dropped outside the table lock: closing a pipe end or the last name
-    // of an unlinked file must not run under it.
-    drop(old);
-    Ok(fd)
-}
 
-pub fn close(fd: u64) -> Result<(), Errno> {
-    let old = table()
-        .get_mut(index(fd))
-        .and_then(|s| s.take())
-        .ok_or(Errno::EBADF)?;
-    drop(old);
-    Ok(())
-}
+    fn install_from(&mut self, min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+        if min >= self.max as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let at = self.lowest_free(min as usize)?;
+        self.put(at, Slot { file, cloexec });
+        Ok(at as u64)
+    }
 
-/// close_range: close (or with `cloexec_only`, mark close-on-exec) every
-/// open fd in [first, last].
-pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
-    let mut closed = Vec::new();
-    {
-        let mut t = table();
-        let end = (t.len() as u64).min(last.saturating_add(1)) as usize;
-        for slot in t.iter_mut().take(end).skip(first as usize) {
+    fn install_at(
+        &mut self,
+        fd: u64,
+        file: Arc<OpenFile>,
+        cloexec: bool,
+    ) -> Result<Option<Slot>, Errno> {
+        if fd >= self.max as u64 {
+            return Err(Errno::EBADF);
+        }
+        Ok(self.put(fd as usize, Slot { file, cloexec }))
+    }
+
+    fn close(&mut self, fd: u64) -> Result<Slot, Errno> {
+        self.slots
+            .get_mut(index(fd))
+            .and_then(|s| s.take())
+            .ok_or(Errno::EBADF)
+    }
+
+    fn close_range(&mut self, first: u64, last: u64, cloexec_only: bool) -> Vec<Slot> {
+        let mut closed = Vec::new();
+        let end = (self.slots.len() as u64).min(last.saturating_add(1)) as usize;
+        for slot in self.slots.iter_mut().take(end).skip(first as usize) {
             if cloexec_only {
                 if let Some(s) = slot {
                     s.cloexec = true;
@@ -461,23 +461,79 @@ pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
                 closed.push(s);
             }
         }
+        closed
     }
+
+    fn cloexec(&self, fd: u64) -> Result<bool, Errno> {
+        match self.slots.get(index(fd)) {
+            Some(Some(s)) => Ok(s.cloexec),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    fn set_cloexec(&mut self, fd: u64, on: bool) -> Result<(), Errno> {
+        match self.slots.get_mut(index(fd)) {
+            Some(Some(s)) => {
+                s.cloexec = on;
+                Ok(())
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+}
+
+/// fds 0, 1 and 2: one console description, as a terminal login has.
+pub fn init() {
+    let console = OpenFile::new(FileKind::Console, O_RDWR | O_LARGEFILE);
+    let old = table().reset(console);
+    drop(old);
+}
+
+pub fn get(fd: u64) -> Result<Arc<OpenFile>, Errno> {
+    table().get(fd)
+}
+
+/// How many more descriptors can be installed, up to `want` (open checks
+/// first, as Linux reserves the number before it creates anything).
+pub fn free_count(want: usize) -> usize {
+    table().free_count(want)
+}
+
+/// Install at the lowest free number at or above `min`.
+pub fn install_from(min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    table().install_from(min, file, cloexec)
+}
+
+pub fn install(file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    install_from(0, file, cloexec)
+}
+
+/// dup2/dup3: `fd` now names `file`; what it named before is closed.
+pub fn install_at(fd: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    let old = table().install_at(fd, file, cloexec)?;
+    // Dropped outside the table lock: closing a pipe end or the last name
+    // of an unlinked file must not run under it.
+    drop(old);
+    Ok(fd)
+}
+
+pub fn close(fd: u64) -> Result<(), Errno> {
+    let old = table().close(fd)?;
+    drop(old);
+    Ok(())
+}
+
+/// close_range: close (or with `cloexec_only`, mark close-on-exec) every
+/// open fd in [first, last].
+pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
+    let closed = table().close_range(first, last, cloexec_only);
     drop(closed);
 }
 
 pub fn cloexec(fd: u64) -> Result<bool, Errno> {
-    match table().get(index(fd)) {
-        Some(Some(s)) => Ok(s.cloexec),
-        _ => Err(Errno::EBADF),
-    }
+    table().cloexec(fd)
 }
 
 pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
-    match table().get_mut(index(fd)) {
-        Some(Some(s)) => {
-            s.cloexec = on;
-            Ok(())
-        }
-        _ => Err(Errno::EBADF),
-    }
+    table().set_cloexec(fd, on)
 }

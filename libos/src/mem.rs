@@ -31,17 +31,7 @@ pub struct Ram {
     ram_end: u64,
 }
 
-static RAM: Mutex<Ram> = Mutex::new(Ram {
-    free: [Range {
-        start: 0,
-        len: 0,
-        dirty: false,
-    }; MAX_RANGES],
-    nfree: 0,
-    brk_start: 0,
-    brk: 0,
-    ram_end: 0,
-});
+static RAM: Mutex<Ram> = Mutex::new(Ram::new());
 
 pub fn page_up(x: u64) -> u64 {
     (x + PAGE - 1) & !(PAGE - 1)
@@ -49,56 +39,23 @@ pub fn page_up(x: u64) -> u64 {
 
 /// Everything from the end of the image to the end of RAM is free.
 pub fn init(image_end: u64, ram_end: u64) {
-    let mut ram = RAM.lock();
-    let start = page_up(image_end);
-    ram.free[0] = Range {
-        start,
-        len: ram_end.saturating_sub(start),
-        dirty: false,
-    };
-    ram.nfree = 1;
-    ram.brk_start = start;
-    ram.brk = start;
-    ram.ram_end = ram_end;
+    RAM.lock().init(image_end, ram_end);
 }
 
 /// Take `len` bytes (page multiple) from the highest free range that fits.
 pub fn alloc_top(len: u64) -> Result<u64, Errno> {
-    let len = page_up(len);
-    let mut ram = RAM.lock();
-    let brk = ram.brk;
-    let i = (0..ram.nfree)
-        .rev()
-        .find(|&i| {
-            let r = ram.free[i];
-            r.len >= len && r.start + r.len - len >= brk
-        })
-        .ok_or(Errno::ENOMEM)?;
-    let r = ram.free[i];
-    let at = r.start + r.len - len;
-    ram.take(i, at, len)?;
-    drop(ram);
-    if r.dirty {
-        crate::arch::uaccess::zero(at, len);
+    let (at, dirty) = RAM.lock().alloc_top(len)?;
+    if dirty {
+        crate::arch::uaccess::zero(at, page_up(len));
     }
     Ok(at)
 }
 
 /// Take exactly `[at, at+len)`, which must be free (MAP_FIXED after unmap, brk).
 pub fn alloc_fixed(at: u64, len: u64) -> Result<(), Errno> {
-    let len = page_up(len);
-    let mut ram = RAM.lock();
-    let i = (0..ram.nfree)
-        .find(|&i| {
-            let r = ram.free[i];
-            r.start <= at && at + len <= r.start + r.len
-        })
-        .ok_or(Errno::ENOMEM)?;
-    let dirty = ram.free[i].dirty;
-    ram.take(i, at, len)?;
-    drop(ram);
+    let dirty = RAM.lock().alloc_fixed(at, len)?;
     if dirty {
-        crate::arch::uaccess::zero(at, len);
+        crate::arch::uaccess::zero(at, page_up(len));
     }
     Ok(())
 }
@@ -106,79 +63,159 @@ pub fn alloc_fixed(at: u64, len: u64) -> Result<(), Errno> {
 /// Give `[at, at+len)` back. Parts already free are left as they are, so a
 /// munmap of a range that is partly unmapped works as on Linux.
 pub fn free(at: u64, len: u64) -> Result<(), Errno> {
-    let len = page_up(len);
-    let mut ram = RAM.lock();
-    if at < ram.brk_start || at + len > ram.ram_end {
-        return Err(Errno::EINVAL);
-    }
-    // Walk the gaps between free ranges that intersect [at, at+len).
-    let mut cursor = at;
-    let end = at + len;
-    while cursor < end {
-        let next_free = (0..ram.nfree)
-            .map(|i| ram.free[i])
-            .find(|r| r.start + r.len > cursor);
-        match next_free {
-            Some(r) if r.start <= cursor => cursor = r.start + r.len,
-            Some(r) => {
-                let stop = r.start.min(end);
-                ram.insert(Range {
-                    start: cursor,
-                    len: stop - cursor,
-                    dirty: true,
-                })?;
-                cursor = stop;
-            }
-            None => {
-                ram.insert(Range {
-                    start: cursor,
-                    len: end - cursor,
-                    dirty: true,
-                })?;
-                cursor = end;
-            }
-        }
-    }
-    Ok(())
+    RAM.lock().free(at, len)
 }
 
 /// Whether `[at, at+len)` is entirely free.
 pub fn is_free(at: u64, len: u64) -> bool {
-    let ram = RAM.lock();
-    (0..ram.nfree).any(|i| {
-        let r = ram.free[i];
-        r.start <= at && at + len <= r.start + r.len
-    })
+    RAM.lock().is_free(at, len)
 }
 
 /// brk(2): 0 or an address below the current break answers the current one.
 pub fn brk(want: u64) -> u64 {
-    let (start, cur) = {
-        let ram = RAM.lock();
-        (ram.brk_start, ram.brk)
-    };
-    if want < start {
-        return cur;
+    let (brk, zero) = RAM.lock().brk(want);
+    if let Some((at, len)) = zero {
+        crate::arch::uaccess::zero(at, len);
     }
-    let (old_top, new_top) = (page_up(cur), page_up(want));
-    if new_top > old_top {
-        if alloc_fixed(old_top, new_top - old_top).is_err() {
-            return cur;
-        }
-    } else if new_top < old_top {
-        let _ = free(new_top, old_top - new_top);
-    }
-    RAM.lock().brk = want;
-    want
+    brk
 }
 
 /// Bytes of RAM not handed out (for sysinfo and diagnostics).
 pub fn free_bytes() -> u64 {
-    let ram = RAM.lock();
-    (0..ram.nfree).map(|i| ram.free[i].len).sum()
+    RAM.lock().free_bytes()
 }
 
+/// The bookkeeping itself, without touching memory: the functions above
+/// wrap the one `RAM` and zero what these methods report as dirty.
 impl Ram {
+    const fn new() -> Ram {
+        Ram {
+            free: [Range {
+                start: 0,
+                len: 0,
+                dirty: false,
+            }; MAX_RANGES],
+            nfree: 0,
+            brk_start: 0,
+            brk: 0,
+            ram_end: 0,
+        }
+    }
+
+    fn init(&mut self, image_end: u64, ram_end: u64) {
+        let start = page_up(image_end);
+        self.free[0] = Range {
+            start,
+            len: ram_end.saturating_sub(start),
+            dirty: false,
+        };
+        self.nfree = 1;
+        self.brk_start = start;
+        self.brk = start;
+        self.ram_end = ram_end;
+    }
+
+    /// The address taken, and whether its pages were handed out before
+    /// (so must be zeroed).
+    fn alloc_top(&mut self, len: u64) -> Result<(u64, bool), Errno> {
+        let len = page_up(len);
+        let brk = self.brk;
+        let i = (0..self.nfree)
+            .rev()
+            .find(|&i| {
+                let r = self.free[i];
+                r.len >= len && r.start + r.len - len >= brk
+            })
+            .ok_or(Errno::ENOMEM)?;
+        let r = self.free[i];
+        let at = r.start + r.len - len;
+        self.take(i, at, len)?;
+        Ok((at, r.dirty))
+    }
+
+    /// Whether the pages taken must be zeroed.
+    fn alloc_fixed(&mut self, at: u64, len: u64) -> Result<bool, Errno> {
+        let len = page_up(len);
+        let i = (0..self.nfree)
+            .find(|&i| {
+                let r = self.free[i];
+                r.start <= at && at + len <= r.start + r.len
+            })
+            .ok_or(Errno::ENOMEM)?;
+        let dirty = self.free[i].dirty;
+        self.take(i, at, len)?;
+        Ok(dirty)
+    }
+
+    fn free(&mut self, at: u64, len: u64) -> Result<(), Errno> {
+        let len = page_up(len);
+        if at < self.brk_start || at + len > self.ram_end {
+            return Err(Errno::EINVAL);
+        }
+        // Walk the gaps between free ranges that intersect [at, at+len).
+        let mut cursor = at;
+        let end = at + len;
+        while cursor < end {
+            let next_free = (0..self.nfree)
+                .map(|i| self.free[i])
+                .find(|r| r.start + r.len > cursor);
+            match next_free {
+                Some(r) if r.start <= cursor => cursor = r.start + r.len,
+                Some(r) => {
+                    let stop = r.start.min(end);
+                    self.insert(Range {
+                        start: cursor,
+                        len: stop - cursor,
+                        dirty: true,
+                    })?;
+                    cursor = stop;
+                }
+                None => {
+                    self.insert(Range {
+                        start: cursor,
+                        len: end - cursor,
+                        dirty: true,
+                    })?;
+                    cursor = end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_free(&self, at: u64, len: u64) -> bool {
+        (0..self.nfree).any(|i| {
+            let r = self.free[i];
+            r.start <= at && at + len <= r.start + r.len
+        })
+    }
+
+    /// The break after the call, and a range to zero (pages the break
+    /// grew into that were used before).
+    fn brk(&mut self, want: u64) -> (u64, Option<(u64, u64)>) {
+        let (start, cur) = (self.brk_start, self.brk);
+        if want < start {
+            return (cur, None);
+        }
+        let (old_top, new_top) = (page_up(cur), page_up(want));
+        let mut zero = None;
+        if new_top > old_top {
+            match self.alloc_fixed(old_top, new_top - old_top) {
+                Err(_) => return (cur, None),
+                Ok(true) => zero = Some((old_top, new_top - old_top)),
+                Ok(false) => {}
+            }
+        } else if new_top < old_top {
+            let _ = self.free(new_top, old_top - new_top);
+        }
+        self.brk = want;
+        (want, zero)
+    }
+
+    fn free_bytes(&self) -> u64 {
+        (0..self.nfree).map(|i| self.free[i].len).sum()
+    }
+
     /// Remove `[at, at+len)` from free range `i`, which contains it.
     fn take(&mut self, i: usize, at: u64, len: u64) -> Result<(), Errno> {
         let r = self.free[i];

@@ -47,7 +47,18 @@ pub fn set_umask(mask: u32) -> u32 {
     UMASK.swap(mask & 0o777, Ordering::Relaxed)
 }
 
+#[cfg(not(test))]
 pub fn init() {
+    init_tree();
+    seed(
+        &root(),
+        crate::arch::image::rootfs(),
+        crate::arch::image::rootfs_index(),
+    );
+}
+
+/// `/` with `/tmp`, `/dev` and its devices.
+fn init_tree() {
     let root = ROOT.call_once(|| Inode::new_dir(0o755, None)).clone();
     root.lock().nlink = 2;
     let mkdir = |parent: &Arc<Inode>, name: &[u8], perm: u32| -> Arc<Inode> {
@@ -67,22 +78,27 @@ pub fn init() {
     ] {
         let _ = namei::link_into(&dev, name, &Inode::new_device(device, 0o666));
     }
-    seed(crate::arch::image::rootfs());
+}
+
+/// Unit tests share one file system tree, made once (without a rootfs).
+#[cfg(test)]
+pub fn init_for_tests() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(init_tree);
 }
 
 /// Create the archive's entries. Errors skip an entry (or, for a damaged
 /// archive, the rest of it) with a diagnostic; they never stop the boot.
-fn seed(archive: &'static [u8]) {
+fn seed(root: &Arc<Inode>, archive: &'static [u8], index: &'static [u8]) {
     // A zstd archive is read through its index (chunks inflated on first
     // use); without one it would have to be inflated whole.
-    let index = index::Reader::new(crate::arch::image::rootfs_index(), archive);
+    let index = index::Reader::new(index, archive);
     if index.is_none() && archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         crate::log!(
             "libos: the rootfs archive is zstd-compressed and the image has no rootfs index; it is not seeded"
         );
         return;
     }
-    let root = root();
     let entries: &mut dyn Iterator<Item = Result<tar::Entry<'static>, tar::Error>> = match index {
         Some(ix) => &mut { ix },
         None => &mut tar::Reader::new(archive),
@@ -90,7 +106,7 @@ fn seed(archive: &'static [u8]) {
     for entry in entries {
         match entry {
             Ok(e) => {
-                if let Err(err) = seed_entry(&root, &e) {
+                if let Err(err) = seed_entry(root, &e) {
                     crate::log!(
                         "libos: rootfs: {}: {err:?}; entry skipped",
                         core::str::from_utf8(&e.path).unwrap_or("(not UTF-8)")

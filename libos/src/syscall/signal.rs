@@ -45,18 +45,59 @@ struct Signals {
     alarm_every: u64,
 }
 
-static SIGNALS: Mutex<Signals> = Mutex::new(Signals {
-    actions: [KSigaction {
-        handler: 0,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    }; NSIG],
-    mask: 0,
-    pending: 0,
-    alarm_at: 0,
-    alarm_every: 0,
-});
+static SIGNALS: Mutex<Signals> = Mutex::new(Signals::new());
+
+impl Signals {
+    const fn new() -> Signals {
+        Signals {
+            actions: [KSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            }; NSIG],
+            mask: 0,
+            pending: 0,
+            alarm_at: 0,
+            alarm_every: 0,
+        }
+    }
+
+    /// rt_sigaction's change: SIGKILL and SIGSTOP keep theirs.
+    fn set_action(&mut self, sig: u64, a: KSigaction) -> core::result::Result<(), Errno> {
+        let s = valid(sig)?;
+        if sig == SIGKILL || sig == SIGSTOP {
+            return Err(Errno::EINVAL);
+        }
+        self.actions[s] = a;
+        // Setting a signal to be ignored discards it if pending (POSIX).
+        if discards(&a, sig) {
+            self.pending &= !bit(sig);
+        }
+        Ok(())
+    }
+
+    /// rt_sigprocmask's change (SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK).
+    fn change_mask(&mut self, how: u64, v: u64) -> core::result::Result<(), Errno> {
+        self.mask = match how {
+            0 => self.mask | v,
+            1 => self.mask & !v,
+            2 => v,
+            _ => return Err(Errno::EINVAL),
+        } & !UNBLOCKABLE;
+        Ok(())
+    }
+
+    /// See `raise`.
+    fn raise(&mut self, sig: u64) {
+        let a = self.actions[sig as usize];
+        let blocked = self.mask & bit(sig) != 0;
+        if !blocked && discards(&a, sig) {
+            return;
+        }
+        self.pending |= bit(sig);
+    }
+}
 
 fn bit(sig: u64) -> u64 {
     1 << (sig - 1)
@@ -91,11 +132,7 @@ pub fn rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> Result {
         uaccess::write(old, &st.actions[s])?;
     }
     if let Some(a) = new {
-        st.actions[s] = a;
-        // Setting a signal to be ignored discards it if pending (POSIX).
-        if discards(&a, sig) {
-            st.pending &= !bit(sig);
-        }
+        st.set_action(sig, a)?;
     }
     Ok(0)
 }
@@ -110,12 +147,7 @@ pub fn rt_sigprocmask(how: u64, set: u64, old: u64, size: u64) -> Result {
     }
     if set != 0 {
         let v = uaccess::read::<u64>(set)?;
-        st.mask = match how {
-            0 => st.mask | v,
-            1 => st.mask & !v,
-            2 => v,
-            _ => return Err(Errno::EINVAL),
-        } & !UNBLOCKABLE;
+        st.change_mask(how, v)?;
     }
     // Whatever became unblocked is delivered on the way out (see mod.rs).
     Ok(0)
@@ -150,13 +182,7 @@ fn discards(a: &KSigaction, sig: u64) -> bool {
 /// in the middle of the system call that raised it (a handler may make
 /// system calls of its own), so it is acted on as that call returns.
 pub fn raise(sig: u64) {
-    let mut st = SIGNALS.lock();
-    let a = st.actions[sig as usize];
-    let blocked = st.mask & bit(sig) != 0;
-    if !blocked && discards(&a, sig) {
-        return;
-    }
-    st.pending |= bit(sig);
+    SIGNALS.lock().raise(sig);
 }
 
 pub fn kill(pid: i64, sig: u64) -> Result {
@@ -332,14 +358,17 @@ pub fn alarm(secs: u64) -> Result {
         crate::time::monotonic_ns().saturating_add(secs * 1_000_000_000)
     };
     st.alarm_every = 0;
-    // As Linux: what was left, to the nearest second but never 0 while the
-    // old alarm was armed (0 means there was none).
-    let left = if was_armed {
+    Ok(alarm_left(was_armed, left))
+}
+
+/// As Linux: what was left, to the nearest second but never 0 while the
+/// old alarm was armed (0 means there was none).
+fn alarm_left(was_armed: bool, left: Timeval) -> i64 {
+    if was_armed {
         (left.sec + i64::from(left.usec >= 500_000)).max(1)
     } else {
         0
-    };
-    Ok(left)
+    }
 }
 
 /// Signals in `mask` that are pending: what a signalfd would read.
