@@ -64,7 +64,10 @@ mod tests {
 
     #[test]
     fn whitespace_separates_words() {
-        assert_eq!(words("  -D  /data\tpostgres\n"), ["-D", "/data", "postgres"]);
+        assert_eq!(
+            words("  -D  /data\tpostgres\n"),
+            ["-D", "/data", "postgres"]
+        );
         assert!(words(" \t\n ").is_empty());
         assert!(words("").is_empty());
     }

@@ -537,3 +537,205 @@ pub fn cloexec(fd: u64) -> Result<bool, Errno> {
 pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
     table().set_cloexec(fd, on)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::data::FileData;
+    use crate::fs::pipe;
+
+    fn console() -> Arc<OpenFile> {
+        OpenFile::new(FileKind::Console, O_RDWR)
+    }
+
+    fn table(max: usize) -> Table {
+        let mut t = Table::new(max);
+        t.reset(console());
+        t
+    }
+
+    fn file(bytes: &[u8], flags: u32) -> Arc<OpenFile> {
+        let data = FileData::borrowed(Vec::leak(bytes.to_vec()));
+        OpenFile::new(FileKind::Node(Inode::new_file(0o644, data)), flags)
+    }
+
+    #[test]
+    fn new_descriptors_take_the_lowest_free_number() {
+        let mut t = table(16);
+        assert_eq!(t.install_from(0, console(), false), Ok(3));
+        t.close(1).unwrap();
+        assert_eq!(t.install_from(0, console(), false), Ok(1));
+        assert_eq!(t.install_from(0, console(), false), Ok(4));
+    }
+
+    #[test]
+    fn f_dupfd_starts_at_its_argument() {
+        let mut t = table(16);
+        assert_eq!(t.install_from(10, console(), false), Ok(10));
+        assert_eq!(t.install_from(10, console(), false), Ok(11));
+        // The gap below is still free for plain dup.
+        assert_eq!(t.install_from(0, console(), false), Ok(3));
+        // At or past RLIMIT_NOFILE: EINVAL.
+        assert_eq!(t.install_from(16, console(), false), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn a_full_table_is_emfile() {
+        let mut t = table(5);
+        assert_eq!(t.free_count(10), 2);
+        t.install_from(0, console(), false).unwrap();
+        t.install_from(0, console(), false).unwrap();
+        assert_eq!(t.free_count(10), 0);
+        assert_eq!(t.install_from(0, console(), false), Err(Errno::EMFILE));
+        assert_eq!(t.install_from(4, console(), false), Err(Errno::EMFILE));
+    }
+
+    #[test]
+    fn dup2_replaces_and_hands_back_the_old_description() {
+        let mut t = table(16);
+        let f = file(b"x", O_RDONLY);
+        let old = t.install_at(1, f.clone(), true).unwrap();
+        assert!(matches!(
+            old.as_ref().map(|s| &s.file.kind),
+            Some(FileKind::Console)
+        ));
+        assert!(Arc::ptr_eq(&t.get(1).unwrap(), &f));
+        // Past the table: EBADF (dup2's newfd check).
+        assert_eq!(t.install_at(16, f, false).err(), Some(Errno::EBADF));
+        // dup2 onto a number past the end grows the table.
+        assert!(t.install_at(9, console(), false).unwrap().is_none());
+        assert_eq!(t.install_from(0, console(), false), Ok(3));
+    }
+
+    #[test]
+    fn close_twice_is_ebadf_and_only_the_low_32_bits_name_the_fd() {
+        let mut t = table(16);
+        assert!(t.get((1 << 32) | 2).is_ok());
+        assert!(t.close((7 << 32) | 2).is_ok());
+        assert_eq!(t.close(2).err(), Some(Errno::EBADF));
+        assert_eq!(t.get(2).err(), Some(Errno::EBADF));
+        assert_eq!(t.get(u64::MAX).err(), Some(Errno::EBADF));
+    }
+
+    #[test]
+    fn cloexec_belongs_to_the_number_not_the_description() {
+        let mut t = table(16);
+        let f = file(b"", O_RDONLY);
+        let a = t.install_from(0, f.clone(), true).unwrap();
+        let b = t.install_from(0, f, false).unwrap();
+        assert_eq!(t.cloexec(a), Ok(true));
+        assert_eq!(t.cloexec(b), Ok(false));
+        t.set_cloexec(b, true).unwrap();
+        assert_eq!(t.cloexec(b), Ok(true));
+        assert_eq!(t.set_cloexec(12, true), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn close_range_closes_or_marks_what_is_open() {
+        let mut t = table(16);
+        for _ in 0..5 {
+            t.install_from(0, console(), false).unwrap();
+        }
+        // fds 0..=7 open; mark 6..=MAX close-on-exec.
+        assert!(t.close_range(6, u64::MAX, true).is_empty());
+        assert_eq!(t.cloexec(6), Ok(true));
+        assert_eq!(t.cloexec(5), Ok(false));
+        let closed = t.close_range(3, u32::MAX as u64, false);
+        assert_eq!(closed.len(), 5);
+        assert!(t.get(2).is_ok());
+        assert!(t.get(3).is_err() && t.get(7).is_err());
+    }
+
+    #[test]
+    fn f_setfl_changes_only_the_status_flags() {
+        let f = file(b"", O_RDONLY | O_LARGEFILE);
+        f.set_status_flags(O_RDWR | O_APPEND | O_NONBLOCK | O_CREAT | O_TRUNC);
+        // The access mode and creation flags are not F_SETFL's to change.
+        assert_eq!(f.flags(), O_RDONLY | O_LARGEFILE | O_APPEND | O_NONBLOCK);
+        assert!(f.readable() && !f.writable());
+        f.set_status_flags(0);
+        assert_eq!(f.flags(), O_RDONLY | O_LARGEFILE);
+    }
+
+    #[test]
+    fn access_mode_decides_read_and_write() {
+        let ro = file(b"abc", O_RDONLY);
+        let wo = file(b"abc", O_WRONLY);
+        let path = file(b"abc", O_PATH | O_RDWR);
+        let mut buf = [0u8; 3];
+        assert_eq!(wo.read(&mut buf), Err(Errno::EBADF));
+        assert_eq!(ro.write(b"x"), Err(Errno::EBADF));
+        assert_eq!(path.read(&mut buf), Err(Errno::EBADF));
+        assert_eq!(path.write(b"x"), Err(Errno::EBADF));
+        assert_eq!(ro.read(&mut buf), Ok(3));
+        assert_eq!(&buf, b"abc");
+    }
+
+    #[test]
+    fn dup_shares_the_offset() {
+        let f = file(b"0123456789", O_RDWR);
+        let dup = f.clone();
+        let mut buf = [0u8; 4];
+        f.read(&mut buf).unwrap();
+        assert_eq!(dup.pos(), 4);
+        dup.read(&mut buf).unwrap();
+        assert_eq!(&buf, b"4567");
+        // pread leaves the offset alone.
+        assert_eq!(f.pread(&mut buf, 0), Ok(4));
+        assert_eq!(f.pos(), 8);
+    }
+
+    #[test]
+    fn o_append_writes_at_the_end_whatever_the_offset() {
+        let f = file(b"abc", O_RDWR | O_APPEND);
+        f.set_pos(0);
+        assert_eq!(f.write(b"de"), Ok(2));
+        assert_eq!(f.pos(), 5);
+        // pwrite with O_APPEND appends too (a Linux quirk).
+        assert_eq!(f.pwrite(b"f", 0), Ok(1));
+        let mut buf = [0u8; 8];
+        assert_eq!(f.pread(&mut buf, 0), Ok(6));
+        assert_eq!(&buf[..6], b"abcdef");
+    }
+
+    #[test]
+    fn lseek_follows_linux() {
+        let f = file(b"0123456789", O_RDONLY);
+        assert_eq!(f.seek(-3, SEEK_END), Ok(7));
+        assert_eq!(f.seek(2, SEEK_CUR), Ok(9));
+        // Past the end is allowed; before the start is EINVAL and the
+        // offset stays.
+        assert_eq!(f.seek(100, SEEK_SET), Ok(100));
+        assert_eq!(f.seek(-1, SEEK_SET), Err(Errno::EINVAL));
+        assert_eq!(f.pos(), 100);
+        assert_eq!(f.seek(0, 5), Err(Errno::EINVAL));
+        // SEEK_DATA at or past the end: ENXIO.
+        assert_eq!(f.seek(10, SEEK_DATA), Err(Errno::ENXIO));
+        assert_eq!(f.seek(3, SEEK_DATA), Ok(3));
+        assert_eq!(f.seek(3, SEEK_HOLE), Ok(10));
+        // A pipe cannot seek.
+        let (r, _w) = pipe::new();
+        let p = OpenFile::new(FileKind::Pipe(r), O_RDONLY);
+        assert_eq!(p.seek(0, SEEK_SET), Err(Errno::ESPIPE));
+        assert_eq!(p.pread(&mut [0u8; 1], 0), Err(Errno::ESPIPE));
+    }
+
+    #[test]
+    fn eventfd_readiness() {
+        let ev = |c: u64| {
+            OpenFile::new(
+                FileKind::EventFd {
+                    count: AtomicU64::new(c),
+                    semaphore: false,
+                },
+                O_RDWR,
+            )
+            .poll_events()
+        };
+        assert_eq!(ev(0), POLLOUT);
+        assert_eq!(ev(1), POLLIN | POLLOUT);
+        // Writable while another 1 still fits under the maximum.
+        assert_eq!(ev(u64::MAX - 2), POLLIN | POLLOUT);
+        assert_eq!(ev(u64::MAX - 1), POLLIN);
+    }
+}

@@ -285,3 +285,121 @@ impl Ram {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IMAGE_END: u64 = 0x20_0800;
+    const RAM_END: u64 = 0x100_0000; // 16 MiB
+
+    fn ram() -> Box<Ram> {
+        let mut r = Box::new(Ram::new());
+        r.init(IMAGE_END, RAM_END);
+        r
+    }
+
+    #[test]
+    fn mmap_takes_page_rounded_ranges_from_the_top() {
+        let mut r = ram();
+        assert_eq!(r.alloc_top(1), Ok((RAM_END - PAGE, false)));
+        assert_eq!(r.alloc_top(PAGE + 1), Ok((RAM_END - 3 * PAGE, false)));
+        assert_eq!(r.free_bytes(), RAM_END - page_up(IMAGE_END) - 3 * PAGE);
+        assert!(!r.is_free(RAM_END - PAGE, PAGE));
+    }
+
+    #[test]
+    fn memory_given_back_is_dirty_and_fresh_memory_is_not() {
+        let mut r = ram();
+        let (a, _) = r.alloc_top(4 * PAGE).unwrap();
+        r.free(a, 4 * PAGE).unwrap();
+        // Handed out again: it must be zeroed (the caller does).
+        assert_eq!(r.alloc_top(2 * PAGE), Ok((a + 2 * PAGE, true)));
+        // Below it nothing was ever used.
+        assert_eq!(r.alloc_fixed(page_up(IMAGE_END), PAGE), Ok(false));
+    }
+
+    #[test]
+    fn freed_neighbours_merge_into_one_range() {
+        let mut r = ram();
+        let (a, _) = r.alloc_top(PAGE).unwrap();
+        let (b, _) = r.alloc_top(PAGE).unwrap();
+        let (c, _) = r.alloc_top(PAGE).unwrap();
+        assert_eq!((b, c), (a - PAGE, a - 2 * PAGE));
+        r.free(a, PAGE).unwrap();
+        r.free(c, PAGE).unwrap();
+        assert_eq!(r.nfree, 3);
+        r.free(b, PAGE).unwrap();
+        // c..a+PAGE is one dirty range next to the clean one below it.
+        assert_eq!(r.nfree, 2);
+        assert!(r.is_free(c, 3 * PAGE));
+    }
+
+    #[test]
+    fn munmap_of_a_partly_unmapped_range_works_as_on_linux() {
+        let mut r = ram();
+        let (a, _) = r.alloc_top(8 * PAGE).unwrap();
+        r.free(a + 2 * PAGE, 2 * PAGE).unwrap();
+        // Overlaps the hole and what is still mapped around it.
+        r.free(a + PAGE, 4 * PAGE).unwrap();
+        assert!(r.is_free(a + PAGE, 4 * PAGE));
+        assert!(!r.is_free(a, PAGE));
+        assert!(!r.is_free(a + 5 * PAGE, PAGE));
+        // Freeing free memory again changes nothing.
+        let before = r.free_bytes();
+        r.free(a + PAGE, 4 * PAGE).unwrap();
+        assert_eq!(r.free_bytes(), before);
+    }
+
+    #[test]
+    fn free_outside_the_heap_is_einval_and_fixed_on_used_memory_enomem() {
+        let mut r = ram();
+        assert_eq!(r.free(0x1000, PAGE), Err(Errno::EINVAL));
+        assert_eq!(r.free(RAM_END - PAGE, 2 * PAGE), Err(Errno::EINVAL));
+        let (a, _) = r.alloc_top(PAGE).unwrap();
+        assert_eq!(r.alloc_fixed(a, PAGE), Err(Errno::ENOMEM));
+        assert_eq!(r.alloc_top(RAM_END), Err(Errno::ENOMEM));
+    }
+
+    #[test]
+    fn brk_grows_shrinks_and_reports_the_old_break_on_failure() {
+        let mut r = ram();
+        let start = page_up(IMAGE_END);
+        // brk(0) and a value below the start answer the current break.
+        assert_eq!(r.brk(0), (start, None));
+        assert_eq!(r.brk(start - 1), (start, None));
+        // Not page aligned: the break is exact, the pages rounded up.
+        assert_eq!(r.brk(start + 10), (start + 10, None));
+        assert!(!r.is_free(start, PAGE));
+        assert_eq!(r.brk(start + 3 * PAGE).0, start + 3 * PAGE);
+        // Shrinking gives whole pages back.
+        assert_eq!(r.brk(start + PAGE).0, start + PAGE);
+        assert!(r.is_free(start + PAGE, 2 * PAGE));
+        // Growing again into those pages: they must be zeroed.
+        assert_eq!(
+            r.brk(start + 2 * PAGE),
+            (start + 2 * PAGE, Some((start + PAGE, PAGE)))
+        );
+        // A mapping in the way: Linux's brk fails by returning the old break.
+        r.alloc_fixed(start + 4 * PAGE, PAGE).unwrap();
+        assert_eq!(r.brk(start + 6 * PAGE), (start + 2 * PAGE, None));
+    }
+
+    #[test]
+    fn mmap_never_takes_memory_below_the_break() {
+        let mut r = ram();
+        let start = page_up(IMAGE_END);
+        let top = RAM_END - start;
+        r.brk(start + top / 2);
+        assert_eq!(r.alloc_top(top / 2 + PAGE), Err(Errno::ENOMEM));
+        assert!(r.alloc_top(top / 2 - PAGE).is_ok());
+    }
+
+    #[test]
+    fn page_up_rounds_to_4k() {
+        assert_eq!(page_up(0), 0);
+        assert_eq!(page_up(1), PAGE);
+        assert_eq!(page_up(PAGE), PAGE);
+        assert_eq!(page_up(PAGE + 1), 2 * PAGE);
+    }
+}

@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(clock(1 << 31, -1).ns_at(3_000), 5_000 + 500);
         assert_eq!(clock(1 << 31, 1).ns_at(3_000), 5_000 + 2_000);
         // mul = 2^32 - 1 is just under 1.0: the product is rounded down.
-        assert_eq!(clock(u32::MAX, 0).ns_at(1_000 + (1 << 32)), 5_000 + (1 << 32) - 1);
+        assert_eq!(
+            clock(u32::MAX, 0).ns_at(1_000 + (1 << 32)),
+            5_000 + (1 << 32) - 1
+        );
         // A shift past the width clears the delta instead of overflowing.
         assert_eq!(clock(1 << 31, -100).ns_at(3_000), 5_000);
     }
@@ -163,7 +166,10 @@ mod tests {
 
     #[test]
     fn wall_clock_is_boot_time_plus_monotonic() {
-        assert_eq!(wall_ns(1_700_000_000, 250, 1_000), 1_700_000_000_000_001_250);
+        assert_eq!(
+            wall_ns(1_700_000_000, 250, 1_000),
+            1_700_000_000_000_001_250
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The boot structures defined in boot.s and by the linker script, and the
 //! data the host (runner or PVH loader) leaves in guest memory for us.
 
-use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use crate::time::PvClock;
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use pgkraft_abi::{BootInfo, Hypercall};
 
 unsafe extern "C" {
