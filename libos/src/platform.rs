@@ -40,7 +40,7 @@ pub fn init(info: u64, kind: u64) -> &'static Platform {
             let bi = image::boot_info(info).unwrap_or_default();
             let cmdline = if bi.cmdline_len > 0 {
                 crate::arch::uaccess::set_ram_end(bi.mem_bytes);
-                crate::arch::uaccess::slice(bi.cmdline_gpa, bi.cmdline_len).unwrap_or(&[])
+                crate::arch::uaccess::boot_bytes(bi.cmdline_gpa, bi.cmdline_len).unwrap_or(&[])
             } else {
                 &[]
             };

@@ -13,6 +13,7 @@ use super::clock::Timeval;
 use super::{Errno, Result};
 use crate::arch::{cpu, uaccess};
 use spin::Mutex;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const NSIG: usize = 65;
 const SIG_DFL: u64 = 0;
@@ -26,7 +27,7 @@ const SIGSTOP: u64 = 19;
 const ITIMER_REAL: u64 = 0;
 
 /// The kernel's `struct k_sigaction`.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct KSigaction {
     handler: u64,
@@ -286,7 +287,7 @@ pub fn interrupt_pending() -> bool {
     st.pending & !st.mask != 0
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Itimerval {
     interval: Timeval,
