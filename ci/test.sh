@@ -21,6 +21,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --tests -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# The libOS's host unit tests (its own crate, outside the workspace).
+(cd libos && cargo test --locked 2>&1) | tee -a "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
