@@ -389,3 +389,76 @@ impl FileData {
         want_hole.then_some(self.size).ok_or(Errno::ENXIO)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(d: &mut FileData, off: u64, n: usize) -> Vec<u8> {
+        let mut buf = vec![0xaa; n];
+        let got = d.read_at(off, &mut buf).unwrap();
+        buf.truncate(got);
+        buf
+    }
+
+    #[test]
+    fn writing_past_the_end_leaves_a_hole_of_zeros() {
+        let mut d = FileData::default();
+        assert_eq!(d.write_at(3 * PAGE as u64 + 10, b"end"), Ok(3));
+        assert_eq!(d.size(), 3 * PAGE as u64 + 13);
+        assert_eq!(read(&mut d, 5, 4), [0, 0, 0, 0]);
+        assert_eq!(read(&mut d, 3 * PAGE as u64 + 10, 100), b"end");
+        // Only the page written takes memory (st_blocks counts 512s).
+        assert_eq!(d.blocks(), 8);
+        let size = d.size();
+        assert_eq!(read(&mut d, size, 10), b"");
+    }
+
+    #[test]
+    fn shrinking_then_growing_reads_zeros_not_old_bytes() {
+        let mut d = FileData::default();
+        d.write_at(0, &[7u8; 5000]).unwrap();
+        d.truncate(10).unwrap();
+        d.truncate(5000).unwrap();
+        let back = read(&mut d, 0, 5000);
+        assert_eq!(&back[..10], &[7u8; 10]);
+        assert!(back[10..].iter().all(|&b| b == 0));
+        assert_eq!(d.truncate(MAX_SIZE + 1), Err(Errno::EFBIG));
+        assert_eq!(d.write_at(MAX_SIZE, b"x"), Err(Errno::EFBIG));
+    }
+
+    #[test]
+    fn borrowed_bytes_are_copied_on_write() {
+        let image: &'static [u8] = Vec::leak(vec![1u8; PAGE + 100]);
+        let mut d = FileData::borrowed(image);
+        d.write_at(PAGE as u64 + 1, b"\x02").unwrap();
+        assert_eq!(read(&mut d, PAGE as u64, 3), [1, 2, 1]);
+        // The image itself is untouched.
+        assert!(image.iter().all(|&b| b == 1));
+        // A short borrowed last page that grows reads zeros past its end.
+        d.truncate(PAGE as u64 + 50).unwrap();
+        d.truncate(PAGE as u64 + 200).unwrap();
+        assert_eq!(read(&mut d, PAGE as u64 + 49, 2), [1, 0]);
+    }
+
+    #[test]
+    fn seek_data_and_hole_and_punch_hole() {
+        let mut d = FileData::default();
+        d.write_at(2 * PAGE as u64, &[9u8; PAGE]).unwrap();
+        d.truncate(5 * PAGE as u64).unwrap();
+        assert_eq!(d.seek_data(0, false), Ok(2 * PAGE as u64));
+        assert_eq!(d.seek_data(0, true), Ok(0));
+        assert_eq!(d.seek_data(2 * PAGE as u64 + 5, true), Ok(3 * PAGE as u64));
+        assert_eq!(d.seek_data(3 * PAGE as u64, false), Err(Errno::ENXIO));
+        assert_eq!(d.seek_data(5 * PAGE as u64, true), Err(Errno::ENXIO));
+        // Punching part of the page zeroes it; the whole page frees it.
+        d.punch_hole(2 * PAGE as u64 + 10, 10).unwrap();
+        assert_eq!(
+            read(&mut d, 2 * PAGE as u64 + 9, 12)[..],
+            [9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]
+        );
+        d.punch_hole(2 * PAGE as u64, PAGE as u64).unwrap();
+        assert_eq!((d.blocks(), d.size()), (0, 5 * PAGE as u64));
+        assert_eq!(d.seek_data(0, false), Err(Errno::ENXIO));
+    }
+}

@@ -225,3 +225,51 @@ fn set_seeded(inode: &Inode, perm: u32, mtime: i64) {
     node.mtime = t;
     node.ctime = t;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tar::testing::{end, entry};
+    use super::*;
+
+    fn seeded(archive: &'static [u8]) -> Arc<Inode> {
+        let root = Inode::new_dir(0o755, None);
+        seed(&root, archive, &[]);
+        root
+    }
+
+    #[test]
+    fn seeding_makes_the_tree_with_modes_times_and_hard_links() {
+        let mut v = entry(b"./", b'5', b"", b"");
+        v.extend(entry(b"usr/lib/libx.so", b'0', b"ELF", b""));
+        v.extend(entry(b"usr/lib/liby.so", b'1', b"", b"usr/lib/libx.so"));
+        v.extend(entry(b"usr/lib/libz.so", b'2', b"", b"libx.so"));
+        let root = seeded(end(v));
+        // Intermediate directories are made on the way.
+        let lib = namei::resolve(&root, b"usr/lib", true).unwrap();
+        assert!(lib.is_dir());
+        let x = namei::resolve(&root, b"usr/lib/libx.so", true).unwrap();
+        let a = x.attr();
+        assert_eq!((a.mode, a.size, a.nlink), (inode::S_IFREG | 0o644, 3, 2));
+        assert_eq!(a.mtime.sec, 0o1750);
+        let y = namei::resolve(&root, b"usr/lib/liby.so", true).unwrap();
+        assert!(Arc::ptr_eq(&x, &y));
+        let z = namei::resolve(&root, b"usr/lib/libz.so", true).unwrap();
+        assert!(Arc::ptr_eq(&x, &z));
+        let mut buf = [0u8; 8];
+        assert_eq!(x.read_at(0, &mut buf), Ok(3));
+        assert_eq!(&buf[..3], b"ELF");
+    }
+
+    #[test]
+    fn a_later_entry_replaces_an_earlier_one_and_dot_dot_is_refused() {
+        let mut v = entry(b"f", b'0', b"old", b"");
+        v.extend(entry(b"f", b'0', b"newer", b""));
+        v.extend(entry(b"../escape", b'0', b"x", b""));
+        v.extend(entry(b"a/../b", b'0', b"x", b""));
+        let root = seeded(end(v));
+        assert_eq!(namei::resolve(&root, b"f", true).unwrap().size(), 5);
+        assert_eq!(root.lookup(b"escape").err(), Some(Errno::ENOENT));
+        assert_eq!(root.lookup(b"b").err(), Some(Errno::ENOENT));
+        assert_eq!(root.lookup(b"..").err(), Some(Errno::ENOENT));
+    }
+}
