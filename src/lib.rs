@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod build;
 pub mod first_answer;
+pub mod image;
 pub mod image_info;
 pub mod inspect;
 pub mod paths;

@@ -35,10 +35,6 @@ impl Timeline {
         self.phases.push(PhaseMark { name, at });
     }
 
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.phases.iter().any(|p| p.name == name)
-    }
-
     /// Console output reached `bytes` captured bytes now.
     pub(crate) fn output(&mut self, bytes: usize) {
         if self.output_marks.len() < MAX_OUTPUT_MARKS {
