@@ -41,6 +41,7 @@ mod timeline;
 pub mod snapshot;
 mod uffd;
 mod vcpu;
+mod virtio;
 mod workingset;
 
 use std::collections::HashSet;
