@@ -30,6 +30,7 @@ pub mod snapshot;
 mod timeline;
 mod uffd;
 mod vcpu;
+mod virtio;
 mod vm;
 mod workingset;
 

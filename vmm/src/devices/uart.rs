@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(back.state(), s);
         let mut old = s.clone();
         old.version = 0;
-        assert!(Uart::restore(&old).unwrap_err().contains("version 0"));
+        assert!(Uart::restore(&old).err().unwrap().contains("version 0"));
         let mut big = s;
         big.in_buffer = vec![0; FIFO + 1];
         assert!(Uart::restore(&big).is_err());
