@@ -1,4 +1,5 @@
 //! pgkraft: recipe -> one bootable unikernel image -> boot it under our own KVM runner.
+#![forbid(unsafe_code)]
 pub mod bench;
 pub mod build;
 pub mod first_answer;

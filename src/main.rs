@@ -1,5 +1,7 @@
 //! The `pgkraft` command line.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgkraft::vmm::snapshot;

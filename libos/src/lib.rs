@@ -1,6 +1,6 @@
 //! pgkraft's library OS: runs one Linux x86-64 program (linked against our
 //! patched musl) in a VM, with the program and the libOS both at CPL3 and
-//! system calls as plain function calls. See ARCHITECTURE.md §3.
+//! system calls as plain function calls. See docs/ARCHITECTURE.md §3.
 //!
 //! Unit tests (`cargo test` in libos/) build this crate as an ordinary host
 //! test binary, with std: `cfg(test)` leaves out what only exists inside

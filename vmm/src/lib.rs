@@ -1,4 +1,4 @@
-//! pgkraft's KVM runner (docs/ARCHITECTURE.md, "The runner"): boots a
+//! pgkraft's KVM runner (docs/ARCHITECTURE.md §4): boots a
 //! pgkraft image through its direct 64-bit entry, serves its devices, stops
 //! it at its ready point, snapshots and restores it. It knows nothing of
 //! recipes or PostgreSQL; the contract with the guest is `pgkraft_abi`.

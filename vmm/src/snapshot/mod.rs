@@ -1,5 +1,5 @@
-//! Snapshots of a running guest and resuming from them (docs/ARCHITECTURE.md,
-//! "Snapshots").
+//! Snapshots of a running guest and resuming from them (docs/ARCHITECTURE.md
+//! §5).
 //!
 //! **Ready point.** `snapshot` boots the image, feeds it the input it is
 //! given, and stops it the first time it asks for console input that is not
