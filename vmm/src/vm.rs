@@ -67,7 +67,6 @@ pub struct Paused {
     pub(crate) cmdline: String,
     /// When it stopped, since the run's start.
     pub(crate) ready_at: Duration,
-    pub(crate) t0: Instant,
 }
 
 impl Paused {
@@ -225,7 +224,6 @@ impl Vm {
                 devices,
                 mem_bytes,
                 cmdline,
-                t0,
             }))),
             (Ok(Stop::Exit(exit)), _) => Ok(Ready::Ended(RunOutcome {
                 exit,

@@ -122,6 +122,8 @@ pub fn save(
         .metadata()
         .map_err(io_err("read image", image_path))?;
 
+    // Timed from here: the image's hash is not part of saving the VM.
+    let t_save = std::time::Instant::now();
     let kvm = crate::boot::open_kvm()?;
     let msr_index = kvm
         .get_msr_index_list()
@@ -191,7 +193,7 @@ pub fn save(
             sha256: mem_sha.clone(),
         },
     );
-    let save_took = paused.t0.elapsed().saturating_sub(paused.ready_at);
+    let save_took = t_save.elapsed();
 
     let manifest = Manifest {
         format: FORMAT,
