@@ -1,6 +1,7 @@
 //! pgkraft: recipe -> one bootable unikernel image -> boot it under our own KVM runner.
 pub mod bench;
 pub mod build;
+pub mod catalog;
 pub mod first_answer;
 pub mod image_info;
 pub mod inspect;
