@@ -27,6 +27,8 @@ trap 'rm -f "$log" "$skipped"' EXIT
 export PGKRAFT_SKIPPED_FILE="$skipped"
 status=0
 cargo test --locked --tests -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# The libOS's host unit tests (its own crate, outside the workspace).
+(cd libos && cargo test --locked 2>&1) | tee -a "$log" || status=$?
 sort -u "$skipped" >"$skipped.u" && mv "$skipped.u" "$skipped"
 cat "$skipped"
 # One closing line for the whole suite, summed over every test binary.

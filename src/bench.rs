@@ -6,6 +6,7 @@
 //! and also records our runner's own in-process figure (runner start to
 //! guest exit, as `smoke` reports it).
 
+use crate::image::Image;
 use serde::Serialize;
 use std::io;
 use std::path::Path;
@@ -75,7 +76,7 @@ pub enum BenchError {
     #[error(transparent)]
     Vmm(#[from] crate::vmm::VmmError),
     #[error(transparent)]
-    Image(#[from] crate::image_info::InspectError),
+    Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Snapshot(#[from] crate::vmm::snapshot::SnapshotError),
 }
@@ -137,18 +138,18 @@ fn time_process(
     }
 }
 
-pub fn boot(image: &Path, runs: usize) -> Result<BootBench, BenchError> {
-    let info = crate::image_info::brief(image)?;
-    let mem_mib = info.memory_mib(None);
+pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
+    let mem_mib = image.memory_mib(None);
+    let path = image.path();
     let me = own_exe()?;
     let (mut ours, mut inside, mut qemu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let mut run = Command::new(&me);
-        run.arg("run").arg(image);
+        run.arg("run").arg(path);
         ours.push(time_process(run, "pgkraft run", |c| c == 0)?);
         // isa-debug-exit: status 0 leaves QEMU with exit code 1.
         qemu.push(time_process(
-            qemu_command(image, mem_mib),
+            qemu_command(path, mem_mib),
             "qemu-system-x86_64",
             |c| c == 1,
         )?);
@@ -158,7 +159,7 @@ pub fn boot(image: &Path, runs: usize) -> Result<BootBench, BenchError> {
             timeout: Some(Duration::from_secs(30)),
             console: crate::vmm::Console::Capture { input: Vec::new() },
         };
-        let outcome = crate::vmm::run(image, &cfg)?;
+        let outcome = crate::vmm::run(image.boot(), &cfg)?;
         let exit = outcome
             .phases
             .iter()
@@ -171,8 +172,8 @@ pub fn boot(image: &Path, runs: usize) -> Result<BootBench, BenchError> {
     }
     let (ours, qemu) = (Series::of(ours), Series::of(qemu));
     Ok(BootBench {
-        image: image.to_path_buf(),
-        image_bytes: info.file_bytes,
+        image: path.to_path_buf(),
+        image_bytes: image.file_bytes(),
         qemu_over_pgkraft: (qemu.median_ms / ours.median_ms * 100.0).round() / 100.0,
         pgkraft_process: ours,
         pgkraft_runner: Series::of(inside),
@@ -282,7 +283,7 @@ pub fn console_prefix(spec: &crate::smoke::TestVm) -> crate::vmm::snapshot::Cons
 }
 
 pub fn resume(
-    image: &Path,
+    image: &Image,
     spec: &crate::smoke::TestVm,
     runs: usize,
 ) -> Result<ResumeBench, BenchError> {
@@ -290,16 +291,14 @@ pub fn resume(
     use crate::vmm::snapshot;
     let tmp = tempfile::tempdir().map_err(spawn_err("a temporary directory"))?;
     let snap = tmp.path().join("snap");
-    // Every run goes through the smoke checks' own boot of the image (its
-    // memory, arguments and input for this test VM), redirected.
+    // Every run boots (or restores) the image as the smoke checks plan it
+    // for this test VM (its memory, arguments and input).
     let smoke_err = |e: smoke::SmokeError| match e {
         smoke::SmokeError::Vmm(e) => BenchError::Vmm(e),
+        smoke::SmokeError::Snapshot(e) => BenchError::Snapshot(e),
         e => run_err("the smoke run", e.to_string()),
     };
-    let (_, taken) =
-        snapshot::with_snapshot(&snap, &snapshot_input(spec), || smoke::run(image, spec));
-    let taken =
-        taken.ok_or_else(|| run_err("snapshot", "the test VM never booted the image"))??;
+    let taken = smoke::snapshot(image, spec, &snapshot_input(spec), &snap).map_err(smoke_err)?;
     let mem_mib = taken.manifest.vm.memory_mib;
     let cmdline = taken.manifest.vm.cmdline.clone();
     // The query a process-level resume answers: the test VM's first input.
@@ -335,11 +334,17 @@ pub fn resume(
     let again = snapshot::load(&copy, &snapshot::Expect::default())?;
 
     let me = own_exe()?;
-    let (qemu_state, qemu_note) =
-        match qemu_save(image, mem_mib, &cmdline, spec, &taken.console, tmp.path()) {
-            Ok(p) => (Some(p), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+    let (qemu_state, qemu_note) = match qemu_save(
+        image.path(),
+        mem_mib,
+        &cmdline,
+        spec,
+        &taken.console,
+        tmp.path(),
+    ) {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
 
     // In milliseconds, as smoke reports phases.
     let phase = |r: &smoke::SmokeReport, name: &str| -> Result<f64, BenchError> {
@@ -365,14 +370,18 @@ pub fn resume(
             console: console_prefix(spec),
             ..Default::default()
         };
-        let (r, _) = snapshot::with_resume(&snap, &expect, None, || smoke::run(image, spec));
-        r.map_err(smoke_err)
+        let loaded = snapshot::load(&snap, &expect)?;
+        Ok::<_, BenchError>(
+            smoke::resume(image, spec, loaded, &expect)
+                .map_err(smoke_err)?
+                .0,
+        )
     };
     // The snapshot's first resume learns its working set.
     let learning = resume_with(snapshot::Prefault::Learned)?;
     let learning_ms = phase(&learning, "first_answer")?;
     for _ in 0..runs {
-        let r = snapshot::with_tracking(|| smoke::run(image, spec)).map_err(smoke_err)?;
+        let r = smoke::run_tracked(image, spec).map_err(smoke_err)?;
         cold.push(phase(&r, "first_answer")?);
 
         let r = resume_with(snapshot::Prefault::Learned)?;
@@ -391,7 +400,7 @@ pub fn resume(
         proc_.push(time_to_output(cmd, &query, "pgkraft resume")?);
 
         if let Some(state) = &qemu_state {
-            let mut cmd = qemu_command_with(image, mem_mib, &cmdline);
+            let mut cmd = qemu_command_with(image.path(), mem_mib, &cmdline);
             cmd.arg("-incoming")
                 .arg(format!("exec:cat {}", state.display()));
             qemu.push(time_to_output(cmd, &query, "qemu-system-x86_64 -incoming")?);
@@ -399,7 +408,7 @@ pub fn resume(
     }
     let (cold, res_answer) = (Series::from_ms(&cold), Series::from_ms(&res_answer));
     Ok(ResumeBench {
-        image: image.to_path_buf(),
+        image: image.path().to_path_buf(),
         snapshot: snap.clone(),
         memory_mib: mem_mib,
         snapshot_data_bytes: taken.manifest.memory.data_bytes,

@@ -63,7 +63,7 @@ fn first_answer(report: &smoke::SmokeReport, run: usize) -> Result<f64, FirstAns
 }
 
 pub fn bench(
-    image: &Path,
+    image: &crate::image::Image,
     query: &str,
     runs: usize,
     postgres: &Path,
@@ -98,7 +98,7 @@ pub fn bench(
                 image_bytes = r.image_bytes;
             } else {
                 // Copying the files is not part of what is timed.
-                let server = native::NativeServer::prepare(image, postgres)?;
+                let server = native::NativeServer::prepare(image.path(), postgres)?;
                 native.push(first_answer(&server.run(&spec)?, run)?);
             }
         }
@@ -106,7 +106,7 @@ pub fn bench(
     let (guest_ms, native_ms) = (Series::from_ms(&guest), Series::from_ms(&native));
     memory.sort_by_key(|m| m.data_bytes);
     Ok(FirstAnswerBench {
-        image: image.to_path_buf(),
+        image: image.path().to_path_buf(),
         image_bytes,
         query: query.to_string(),
         runs,

@@ -1,9 +1,8 @@
-//! Reading a built image without booting it: its sections and the build
-//! info embedded by build::link (`pgkraft inspect`, and `pgkraft run`'s
-//! default memory size).
+//! `pgkraft inspect`: everything about a built image without booting it —
+//! sections, symbols, the rootfs by file, the build info, and the largest
+//! input objects from the build manifest next to it.
 
-use crate::build::link::MANIFEST_SECTION;
-use crate::build::manifest::BuildInfo;
+use crate::image::format::{self, BuildInfo, MANIFEST_SECTION, ROOTFS_SECTION};
 use object::{Object, ObjectSection, ObjectSegment};
 use serde::Serialize;
 use std::path::Path;
@@ -78,32 +77,9 @@ fn largest_symbols(elf: &object::File, n: usize) -> Vec<SymbolInfo> {
     v
 }
 
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// The files in the image's rootfs section, read back from the archive.
-/// A rootfs archive as the plain tar it is (build::rootfs writes a plain
-/// tar or zstd frames of one).
-pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    if archive.starts_with(&ZSTD_MAGIC) {
-        Some(zstd::decode_all(archive).ok()?.into())
-    } else {
-        Some(archive.into())
-    }
-}
-
-/// The rootfs section of an image's bytes, if it has one.
-pub fn rootfs_section(elf_bytes: &[u8]) -> Option<&[u8]> {
-    let elf = object::File::parse(elf_bytes).ok()?;
-    elf.section_by_name(".pgkraft.rootfs")?.data().ok()
-}
-
 fn rootfs_info(data: &[u8]) -> Option<RootfsInfo> {
-    let compression = if data.starts_with(&ZSTD_MAGIC) {
-        "zstd"
-    } else {
-        "none"
-    };
-    let tar = rootfs_tar(data)?;
+    let compression = format::rootfs_compression(data);
+    let tar = format::rootfs_tar(data)?;
     let mut archive = tar::Archive::new(&*tar);
     let mut files = Vec::new();
     for entry in archive.entries().ok()? {
@@ -168,94 +144,10 @@ pub enum InspectError {
     },
 }
 
-/// What running an image needs to know of it, read without the full
-/// inspection (no rootfs decompression, no symbol table walk).
-#[derive(Debug)]
-pub struct Brief {
-    pub file_bytes: u64,
-    pub build: Option<BuildInfo>,
-}
-
-impl Brief {
-    /// Guest memory: `wanted`, else the recipe's (embedded), else 64 MiB.
-    pub fn memory_mib(&self, wanted: Option<u32>) -> u32 {
-        wanted
-            .or(self.build.as_ref().map(|b| b.memory_mib))
-            .unwrap_or(64)
-    }
-}
-
-/// The symbol build::link gives the baked-in argv (NUL-terminated strings,
-/// then an empty one).
-const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
-
-fn open(path: &Path) -> Result<(std::fs::File, u64), InspectError> {
-    let read_err = |source| InspectError::Read {
-        path: path.into(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let bytes = file.metadata().map_err(read_err)?.len();
-    Ok((file, bytes))
-}
-
-fn elf_err(path: &Path, detail: impl std::fmt::Display) -> InspectError {
-    InspectError::Elf {
-        path: path.into(),
-        detail: detail.to_string(),
-    }
-}
-
-pub fn brief(path: &Path) -> Result<Brief, InspectError> {
-    let (file, file_bytes) = open(path)?;
-    let cache = object::ReadCache::new(&file);
-    // What `run` would refuse (not an ELF, not a pgkraft image), refused
-    // here first with the same words.
-    crate::vmm::read_boot_note_from(&cache).map_err(|e| e.with_path(path))?;
-    let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
-    Ok(Brief {
-        file_bytes,
-        build: build_info(&elf),
-    })
-}
-
 /// The build info build::link embedded, if any.
 fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<BuildInfo> {
     let data = elf.section_by_name(MANIFEST_SECTION)?.data().ok()?;
     serde_json::from_slice(data).ok()
-}
-
-/// The image's baked-in argv, argv[0] first (build::link's
-/// `__pgkraft_argv_blob`). Apart from [`brief`] because finding it walks the
-/// symbol table, and only single-user mode needs it.
-pub fn argv(path: &Path) -> Result<Vec<String>, InspectError> {
-    use object::ObjectSymbol;
-    let (file, _) = open(path)?;
-    let cache = object::ReadCache::new(&file);
-    let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
-    let sym = elf
-        .symbols()
-        .find(|s| s.name() == Ok(ARGV_SYMBOL))
-        .ok_or_else(|| {
-            elf_err(
-                path,
-                format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)"),
-            )
-        })?;
-    let section = sym
-        .section_index()
-        .and_then(|i| elf.section_by_index(i).ok())
-        .ok_or_else(|| elf_err(path, format!("{ARGV_SYMBOL} is in no section")))?;
-    let bytes = section
-        .data_range(sym.address(), sym.size())
-        .ok()
-        .flatten()
-        .ok_or_else(|| elf_err(path, format!("{ARGV_SYMBOL} lies outside its section")))?;
-    Ok(bytes
-        .split(|b| *b == 0)
-        .take_while(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
 }
 
 pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
@@ -276,7 +168,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         if name.is_empty() {
             continue;
         }
-        if name == ".pgkraft.rootfs" {
+        if name == ROOTFS_SECTION {
             rootfs = s.data().ok().and_then(rootfs_info);
         }
         if name == ".note" {

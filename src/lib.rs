@@ -1,8 +1,10 @@
 //! pgkraft: recipe -> one bootable unikernel image -> boot it under our own KVM runner.
+#![forbid(unsafe_code)]
 pub mod bench;
 pub mod build;
 pub mod catalog;
 pub mod first_answer;
+pub mod image;
 pub mod image_info;
 pub mod inspect;
 pub mod paths;

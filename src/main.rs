@@ -1,5 +1,7 @@
 //! The `pgkraft` command line.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgkraft::vmm::snapshot;
@@ -348,14 +350,14 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             timeout,
             args,
         } => {
-            let info = image_info::brief(&image).map_err(Failure::input)?;
+            let image = open_image(&image)?;
             let cfg = vmm::VmConfig {
-                mem_mib: info.memory_mib(mem),
+                mem_mib: image.memory_mib(mem),
                 cmdline: smoke::quote_args(&args),
                 timeout,
                 console: vmm::Console::Stdio,
             };
-            let outcome = vmm::run(&image, &cfg).map_err(vmm_failure)?;
+            let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
                 vmm::GuestExit::Status(s) => Ok(s),
                 vmm::GuestExit::Timeout => Err(Failure::failed(anyhow::anyhow!(
@@ -379,7 +381,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 smoke::native::run_cli(&image, &spec, postgres.as_deref())
                     .map_err(Failure::input)?
             } else {
-                smoke::run(&image, &spec).map_err(smoke_failure)?
+                smoke::run(&open_image(&image)?, &spec).map_err(smoke_failure)?
             };
             if json {
                 print_json(&report);
@@ -391,7 +393,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Bench {
             what: BenchCommand::Boot { image, runs, json },
         } => {
-            let report = bench::boot(&image, runs).map_err(bench_failure)?;
+            let report = bench::boot(&open_image(&image)?, runs).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
         Command::Bench {
@@ -408,6 +410,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 Some(p) => p,
                 None => smoke::native::host_postgres(&image).map_err(Failure::input)?,
             };
+            let image = open_image(&image)?;
             let report =
                 first_answer::bench(&image, &query, runs, &postgres).map_err(|e| match e {
                     first_answer::FirstAnswerError::Smoke(e) => smoke_failure(e),
@@ -440,7 +443,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 },
         } => {
             let spec = load_spec(vm.as_deref())?;
-            let report = bench::resume(&image, &spec, runs).map_err(bench_failure)?;
+            let report = bench::resume(&open_image(&image)?, &spec, runs).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
         Command::Bench {
@@ -484,6 +487,7 @@ fn snapshot_failure(e: snapshot::SnapshotError) -> Failure {
 fn smoke_failure(e: smoke::SmokeError) -> Failure {
     match e {
         smoke::SmokeError::Vmm(e) => vmm_failure(e),
+        smoke::SmokeError::Snapshot(e) => snapshot_failure(e),
         e => Failure::input(e),
     }
 }
@@ -495,6 +499,15 @@ fn bench_failure(e: bench::BenchError) -> Failure {
         bench::BenchError::Snapshot(e) => snapshot_failure(e),
         e => Failure::failed(e),
     }
+}
+
+/// An image opened once for a command; what the runner would refuse is
+/// bad input.
+fn open_image(path: &std::path::Path) -> Result<pgkraft::image::Image, Failure> {
+    pgkraft::image::Image::open(path).map_err(|e| match e {
+        pgkraft::image::ImageError::NotImage(e) => vmm_failure(e),
+        e => Failure::input(e),
+    })
 }
 
 fn load_spec(vm: Option<&std::path::Path>) -> Result<smoke::TestVm, Failure> {
@@ -511,19 +524,11 @@ fn snapshot_cmd(
     json: bool,
 ) -> Result<u8, Failure> {
     let spec = load_spec(vm)?;
-    // The smoke checks know how to boot the image for this test VM (memory,
-    // arguments, the mode's own); the snapshot takes over their boot.
+    // Booted as the smoke checks plan it for this test VM (memory,
+    // arguments, the mode's own), fed the snapshot's input.
     let input_before = bench::snapshot_input(&spec);
-    let (smoked, taken) = snapshot::with_snapshot(out, &input_before, || smoke::run(image, &spec));
-    let report = match (taken, smoked) {
-        (Some(taken), _) => taken.map_err(snapshot_failure)?,
-        (None, Err(e)) => return Err(smoke_failure(e)),
-        (None, Ok(_)) => {
-            return Err(Failure::failed(anyhow::anyhow!(
-                "the test VM's run never booted the image, so there was nothing to snapshot"
-            )));
-        }
-    };
+    let report =
+        smoke::snapshot(&open_image(image)?, &spec, &input_before, out).map_err(smoke_failure)?;
     if json {
         print_json(&report);
     } else {
@@ -629,18 +634,16 @@ fn resume_cmd(
     };
     // Every refusal happens here, before anything runs.
     let loaded = snapshot::load(dir, &expect).map_err(snapshot_failure)?;
-    let image = loaded.image_path.clone();
-    let (report, info) =
-        snapshot::with_resume(dir, &expect, Some(loaded), || smoke::run(&image, &spec));
-    let report = report.map_err(smoke_failure)?;
+    let image = open_image(&loaded.image_path)?;
+    let (report, resumed) = smoke::resume(&image, &spec, loaded, &expect).map_err(smoke_failure)?;
     let times = snapshot::ResumeTimes::by(|name| report.phases.get(name).copied());
     let ok = report.ok;
     if json {
         print_json(&ResumeReport {
             dir: dir.to_path_buf(),
             times,
-            working_set: info.as_ref().map(|i| i.working_set.clone()),
-            verify: info.map(|i| i.verify),
+            working_set: Some(resumed.working_set),
+            verify: Some(resumed.verify),
             exit: None,
             console: None,
             smoke: Some(report),

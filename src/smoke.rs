@@ -6,14 +6,20 @@
 //! `postgres --single` (see [`crate::pgsingle`]) and checks each answer,
 //! either in the guest ([`run`]) or with the host-linked server on a copy of
 //! the image's files ([`native`]).
+//!
+//! A run is two halves the caller may drive apart: [`plan`] says how to
+//! boot the image for a test VM (memory, arguments, console input) and
+//! [`check`] judges what the guest did. [`run`] cold-boots between them;
+//! `pgkraft resume --vm` and the benchmarks restore a snapshot or time the
+//! run instead, with the same checks.
 
 mod single_user;
 
 pub mod native;
 
-use crate::image_info;
+use crate::image::{Image, ImageError};
 use crate::recipe::{Diagnostic, RecipeError};
-use crate::vmm::{self, GuestExit};
+use crate::vmm::{self, GuestExit, snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -376,9 +382,11 @@ pub struct SmokeReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SmokeError {
     #[error(transparent)]
-    Image(#[from] image_info::InspectError),
+    Image(#[from] ImageError),
     #[error(transparent)]
     Vmm(#[from] vmm::VmmError),
+    #[error(transparent)]
+    Snapshot(#[from] vmm::snapshot::SnapshotError),
     /// Single-user mode on an image that does not run `postgres --single`.
     #[error(
         "{}: single-user mode needs an image whose program is `postgres --single`, but its \
@@ -402,10 +410,80 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Boots `image` under our runner and checks it as `spec` says.
-pub fn run(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+pub fn run(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+    let outcome = vmm::run(image.boot(), &plan(image, spec)?)?;
+    Ok(check(image, spec, &outcome))
+}
+
+/// How to boot `image` for `spec`: memory, arguments (single-user mode
+/// adds `-j` to the image's own), timeout, and the whole console input.
+pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
+    let (cmdline, input) = match spec.mode {
+        Mode::Program => (
+            spec.args.as_deref().map(quote_args).unwrap_or_default(),
+            [spec.snapshot_after.as_bytes(), spec.stdin.as_bytes()].concat(),
+        ),
+        Mode::SingleUser => (
+            quote_args(&single_user::guest_args(image)?),
+            single_user::stdin_for(spec).into_bytes(),
+        ),
+    };
+    Ok(vmm::VmConfig {
+        mem_mib: image.memory_mib(spec.memory_mib),
+        cmdline,
+        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
+        console: vmm::Console::Capture { input },
+    })
+}
+
+/// [`run`], with the `input` and `first_answer` phases marked: the
+/// cold-boot side of the resume benchmark.
+pub fn run_tracked(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+    let mut vm = vmm::boot(image.boot(), &plan(image, spec)?)?;
+    vm.track_answers();
+    Ok(check(image, spec, &vm.run()?))
+}
+
+/// Boots `image` as [`plan`] says for `spec`, but fed `input_before`, and
+/// snapshots it at its ready point into `out`.
+pub fn snapshot(
+    image: &Image,
+    spec: &TestVm,
+    input_before: &[u8],
+    out: &Path,
+) -> Result<snapshot::SnapshotReport, SmokeError> {
+    let mut cfg = plan(image, spec)?;
+    cfg.console = vmm::Console::Capture {
+        input: input_before.to_vec(),
+    };
+    Ok(snapshot::take(image.boot(), &cfg, out)?)
+}
+
+/// Runs `spec`'s checks against snapshot `loaded` (of `image`, checked
+/// against `expect`) resumed instead of booted. The plan's console input
+/// starts with what the snapshot was fed before its ready point; the
+/// resumed guest gets only the rest, as a cold boot would have by then.
+pub fn resume(
+    image: &Image,
+    spec: &TestVm,
+    loaded: snapshot::Loaded,
+    expect: &snapshot::Expect,
+) -> Result<(SmokeReport, snapshot::Resumed), SmokeError> {
+    let mut cfg = plan(image, spec)?;
+    if let vmm::Console::Capture { input } = &mut cfg.console
+        && let Some(rest) = input.strip_prefix(loaded.input_before())
+    {
+        *input = rest.to_vec();
+    }
+    let resumed = snapshot::restore(loaded, &cfg, expect)?.run()?;
+    Ok((check(image, spec, &resumed.outcome), resumed))
+}
+
+/// Judges what the guest did in a run of `image` planned for `spec`.
+pub fn check(image: &Image, spec: &TestVm, outcome: &vmm::RunOutcome) -> SmokeReport {
     match spec.mode {
-        Mode::Program => run_program(image, spec),
-        Mode::SingleUser => single_user::run_guest(image, spec),
+        Mode::Program => check_program(image, spec, outcome),
+        Mode::SingleUser => single_user::check_guest(image, spec, outcome),
     }
 }
 
@@ -425,17 +503,7 @@ pub fn exit_text(exit: &GuestExit) -> (String, Option<u8>) {
     }
 }
 
-fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
-    let info = image_info::brief(image)?;
-    let cfg = vmm::VmConfig {
-        mem_mib: info.memory_mib(spec.memory_mib),
-        cmdline: spec.args.as_deref().map(quote_args).unwrap_or_default(),
-        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
-        console: vmm::Console::Capture {
-            input: [spec.snapshot_after.as_bytes(), spec.stdin.as_bytes()].concat(),
-        },
-    };
-    let outcome = vmm::run(image, &cfg)?;
+fn check_program(image: &Image, spec: &TestVm, outcome: &vmm::RunOutcome) -> SmokeReport {
     let console = String::from_utf8_lossy(&outcome.console).into_owned();
     let phases = phase_map(&outcome.phases);
     let boot_ms = outcome
@@ -470,12 +538,12 @@ fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
             ..Check::default()
         });
     }
-    Ok(SmokeReport {
+    SmokeReport {
         ok: checks.iter().all(|c| c.ok),
         mode: Mode::Program,
         runner: "kvm",
-        image: image.to_path_buf(),
-        image_bytes: info.file_bytes,
+        image: image.path().to_path_buf(),
+        image_bytes: image.file_bytes(),
         boot_ms,
         phases,
         exit,
@@ -486,7 +554,7 @@ fn run_program(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
         checks,
         server_messages: Vec::new(),
         console,
-    })
+    }
 }
 impl SmokeReport {
     pub fn human(&self) -> String {

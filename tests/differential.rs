@@ -59,7 +59,7 @@ fn differential(name: &str) {
             input: input.to_vec(),
         },
     };
-    let guest = pgkraft::vmm::run(&image, &cfg).unwrap();
+    let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
 
     assert_eq!(
         String::from_utf8_lossy(&guest.console),

@@ -108,8 +108,8 @@ fn a_cold_build_is_bit_identical_to_the_cached_one() {
 /// The rootfs the image carries, unpacked into a directory.
 fn unpack_rootfs(img: &Path, into: &Path) {
     let data = std::fs::read(img).unwrap();
-    let section = pgkraft::image_info::rootfs_section(&data).expect("rootfs section");
-    let tar = pgkraft::image_info::rootfs_tar(section).expect("a readable archive");
+    let section = pgkraft::image::format::rootfs_section(&data).expect("rootfs section");
+    let tar = pgkraft::image::format::rootfs_tar(section).expect("a readable archive");
     let mut archive = tar::Archive::new(&*tar);
     archive.set_preserve_permissions(true);
     archive.unpack(into).unwrap();

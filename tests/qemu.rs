@@ -86,3 +86,37 @@ fn qemu_microvm_runs_postgres_single_user() {
     );
     assert_eq!(status, 0, "exit status 0 through isa-debug-exit: {console}");
 }
+
+/// Under another VMM the image writes only to ports that VMM defines: with
+/// QEMU's exit device at its common 4-byte size (0xf4-0xf7, which covers
+/// our runner's phase port 0xf5), a boot-phase write would end the guest at
+/// boot with status 2 instead of running the program.
+#[test]
+fn qemu_exit_device_of_four_ports_sees_only_the_programs_exit() {
+    if !kvm_available() {
+        return;
+    }
+    let img = image("errno");
+    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    cmd.args(["-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm"])
+        .args([
+            "-cpu",
+            "host",
+            "-m",
+            "128",
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args(["-display", "none", "-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&img);
+    let out = run_with_input(&mut cmd, b"");
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some((3 << 1) | 1),
+        "the program's own exit status 3, not a phase byte: {console}"
+    );
+    assert!(console.contains("exiting with status 3"), "{console}");
+}

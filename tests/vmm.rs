@@ -84,7 +84,7 @@ fn capture(input: &[u8]) -> VmConfig {
 
 fn run_guest(name: &str, cfg: &VmConfig) -> RunOutcome {
     let g = guest(&[&format!("GUEST_{name}")]);
-    vmm::run(&g.elf, cfg).unwrap_or_else(|e| panic!("run {name}: {e}"))
+    vmm::run_file(&g.elf, cfg).unwrap_or_else(|e| panic!("run {name}: {e}"))
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn image_pages_are_private_and_bss_is_zero() {
         (seg.file_range().0 + probe - seg.address()) as usize
     };
     assert!(before[in_file..in_file + 64].iter().any(|&b| b != 0));
-    let out = vmm::run(&g.elf, &capture(b"")).unwrap();
+    let out = vmm::run_file(&g.elf, &capture(b"")).unwrap();
     assert_eq!(out.exit, GuestExit::Status(0));
     assert_eq!(out.console, [0u8; 64]);
     // The guest wrote its hypercall block in .data.
@@ -255,7 +255,7 @@ fn ud2_with_empty_idt_is_reported_as_shutdown() {
     }
     let g = guest(&["GUEST_UD2"]);
     let out_elf = g.elf.clone();
-    let out = vmm::run(&g.elf, &capture(b"")).unwrap();
+    let out = vmm::run_file(&g.elf, &capture(b"")).unwrap();
     let GuestExit::Shutdown { regs } = &out.exit else {
         panic!("expected Shutdown, got {out:?}");
     };
@@ -274,7 +274,7 @@ fn port_io_without_io_bitmap_is_explained() {
         return;
     }
     let g = guest(&["GUEST_HELLO", "NO_IOBITMAP"]);
-    let out = vmm::run(&g.elf, &capture(b"")).unwrap();
+    let out = vmm::run_file(&g.elf, &capture(b"")).unwrap();
     match &out.exit {
         GuestExit::Status(7) => eprintln!("this KVM honours IOPL=3"),
         GuestExit::Shutdown { regs } => {
@@ -313,7 +313,7 @@ fn mmio_outside_ram_is_a_guest_error() {
         return;
     }
     let g = guest(&["GUEST_MMIO"]);
-    match vmm::run(&g.elf, &capture(b"")) {
+    match vmm::run_file(&g.elf, &capture(b"")) {
         Err(e @ VmmError::Guest { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("0x10000000"), "{msg}");
@@ -336,11 +336,11 @@ fn cmdline_reaches_the_guest() {
     ] {
         let mut cfg = capture(b"");
         cfg.cmdline = cmdline.clone();
-        let out = vmm::run(&g.elf, &cfg).unwrap();
+        let out = vmm::run_file(&g.elf, &cfg).unwrap();
         assert_eq!(out.exit, GuestExit::Status(0));
         assert_eq!(String::from_utf8_lossy(&out.console), cmdline);
     }
-    let out = vmm::run(&g.elf, &capture(b"")).unwrap();
+    let out = vmm::run_file(&g.elf, &capture(b"")).unwrap();
     assert_eq!(out.exit, GuestExit::Status(0));
     assert!(out.console.is_empty());
 }
@@ -368,7 +368,7 @@ fn non_elf_file_is_not_a_pgkraft_image() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("recipe.yaml");
     std::fs::write(&path, "postgres: 17\n").unwrap();
-    let err = vmm::run(&path, &capture(b"")).unwrap_err();
+    let err = vmm::run_file(&path, &capture(b"")).unwrap_err();
     assert!(matches!(err, VmmError::NotElf { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("recipe.yaml"), "{msg}");
@@ -397,7 +397,7 @@ fn non_elf_file_is_not_a_pgkraft_image() {
 #[test]
 fn elf_without_note_is_not_a_pgkraft_image() {
     let g = guest(&["GUEST_HELLO", "NO_NOTE"]);
-    let err = vmm::run(&g.elf, &capture(b"")).unwrap_err();
+    let err = vmm::run_file(&g.elf, &capture(b"")).unwrap_err();
     assert!(matches!(err, VmmError::NoBootNote { .. }), "{err:?}");
     assert!(err.to_string().contains("pgkraft build"), "{err}");
 }
@@ -417,7 +417,7 @@ fn too_little_memory_names_the_mem_needed() {
     let g = guest(&["GUEST_HELLO"]);
     let mut cfg = capture(b"");
     cfg.mem_mib = 1;
-    let err = vmm::run(&g.elf, &cfg).unwrap_err();
+    let err = vmm::run_file(&g.elf, &cfg).unwrap_err();
     let VmmError::TooBig { needed_mib, .. } = &err else {
         panic!("{err:?}");
     };
@@ -429,7 +429,10 @@ fn too_little_memory_names_the_mem_needed() {
     // The boot with enough memory needs KVM (without it the test counts
     // as skipped, though the refusal above was checked).
     if have_kvm() {
-        assert_eq!(vmm::run(&g.elf, &cfg).unwrap().exit, GuestExit::Status(7));
+        assert_eq!(
+            vmm::run_file(&g.elf, &cfg).unwrap().exit,
+            GuestExit::Status(7)
+        );
     }
 }
 
@@ -448,7 +451,7 @@ fn stdio_child() {
         timeout: Some(Duration::from_secs(1)),
         console: Console::Stdio,
     };
-    let out = vmm::run(Path::new(&elf), &cfg).unwrap();
+    let out = vmm::run_file(Path::new(&elf), &cfg).unwrap();
     assert_eq!(out.exit, GuestExit::Timeout);
     assert!(out.console.is_empty());
 }
@@ -524,7 +527,7 @@ fn boot_time() {
     let mut guest = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let out = vmm::run(&g.elf, &cfg).unwrap();
+        let out = vmm::run_file(&g.elf, &cfg).unwrap();
         total.push(t.elapsed());
         let at = |n: &str| out.phases.iter().find(|p| p.name == n).unwrap().at;
         ready.push(at("vmm_ready"));

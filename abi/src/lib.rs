@@ -3,7 +3,7 @@
 //! Both sides compile this crate, so a port number or a struct layout can
 //! only change in one place. Everything here is `#[repr(C)]` plain data.
 //!
-//! Boot paths (see ARCHITECTURE.md §2):
+//! Boot paths (see docs/ARCHITECTURE.md §2):
 //! - **PVH** (QEMU, Firecracker, Cloud Hypervisor): 32-bit entry at CPL0 with
 //!   paging off, `%ebx` = `hvm_start_info`. The image's CPL0 stub enables long
 //!   mode with the image's static page tables, turns on kvmclock with `wrmsr`
@@ -14,6 +14,7 @@
 //!   from the host and enters `entry64` with `%rdi` = guest physical address of
 //!   a [`BootInfo`]. Not one guest instruction runs at CPL0 on this path,
 //!   which matters on PVM where CPL0 is emulated (~1 µs per instruction).
+#![forbid(unsafe_code)]
 #![no_std]
 
 /// QEMU `isa-debug-exit` compatible: the guest writes its exit status (one

@@ -50,3 +50,56 @@ pub fn split(line: &[u8]) -> Vec<Vec<u8>> {
     }
     words
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    fn words(line: &str) -> Vec<String> {
+        split(line.as_bytes())
+            .into_iter()
+            .map(|w| String::from_utf8(w).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn whitespace_separates_words() {
+        assert_eq!(
+            words("  -D  /data\tpostgres\n"),
+            ["-D", "/data", "postgres"]
+        );
+        assert!(words(" \t\n ").is_empty());
+        assert!(words("").is_empty());
+    }
+
+    #[test]
+    fn single_quotes_are_literal() {
+        // As in sh: no escape inside '...', a backslash is itself.
+        assert_eq!(words(r#"'a b\"c' d"#), [r#"a b\"c"#, "d"]);
+    }
+
+    #[test]
+    fn double_quotes_take_backslash_quote_and_backslash_backslash() {
+        // \" and \\ are escapes; any other backslash stays, as sh keeps
+        // "\n" as backslash-n.
+        assert_eq!(words(r#""say \"hi\" \\ \n""#), [r#"say "hi" \ \n"#]);
+    }
+
+    #[test]
+    fn quoted_and_bare_parts_join_into_one_word() {
+        assert_eq!(words(r#"a'b c'"d e"f g"#), ["ab cd ef", "g"]);
+        // An escaped blank does not split.
+        assert_eq!(words(r"one\ word two"), ["one word", "two"]);
+    }
+
+    #[test]
+    fn empty_quotes_are_an_empty_argument() {
+        assert_eq!(words(r#"-c '' """#), ["-c", "", ""]);
+    }
+
+    #[test]
+    fn an_unterminated_quote_runs_to_the_end() {
+        assert_eq!(words("a 'b c"), ["a", "b c"]);
+        assert_eq!(words("trailing\\"), ["trailing\\"]);
+    }
+}

@@ -66,6 +66,7 @@ const NAMES: [&str; 32] = [
     "reserved",
 ];
 
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn libos_fault(frame: &FaultFrame) -> ! {
     // Copy first: the frame sits on the CPL0 stack, which the next exception

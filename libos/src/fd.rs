@@ -346,10 +346,17 @@ struct Slot {
     cloexec: bool,
 }
 
-/// Slot n is fd n; it grows on demand up to MAX_FDS.
-static TABLE: Mutex<Vec<Option<Slot>>> = Mutex::new(Vec::new());
+/// A descriptor table: slot n is fd n; it grows on demand up to `max`.
+/// What a method takes out of the table it hands back, so that the caller
+/// drops it after letting go of the table's lock.
+struct Table {
+    slots: Vec<Option<Slot>>,
+    max: usize,
+}
 
-fn table() -> spin::MutexGuard<'static, Vec<Option<Slot>>> {
+static TABLE: Mutex<Table> = Mutex::new(Table::new(MAX_FDS as usize));
+
+fn table() -> spin::MutexGuard<'static, Table> {
     // As with inodes: held here means re-entered, a libOS bug.
     TABLE.try_lock().expect("fd table locked twice")
 }
@@ -359,100 +366,93 @@ fn index(fd: u64) -> usize {
     fd as u32 as usize
 }
 
-/// fds 0, 1 and 2: one console description, as a terminal login has.
-pub fn init() {
-    let console = OpenFile::new(FileKind::Console, O_RDWR | O_LARGEFILE);
-    let mut t = table();
-    t.clear();
-    for _ in 0..3 {
-        t.push(Some(Slot {
-            file: console.clone(),
-            cloexec: false,
-        }));
+impl Table {
+    const fn new(max: usize) -> Table {
+        Table {
+            slots: Vec::new(),
+            max,
+        }
     }
-}
 
-pub fn get(fd: u64) -> Result<Arc<OpenFile>, Errno> {
-    match table().get(index(fd)) {
-        Some(Some(s)) => Ok(s.file.clone()),
-        _ => Err(Errno::EBADF),
+    /// fds 0, 1 and 2 name `console`; everything else is closed.
+    fn reset(&mut self, console: Arc<OpenFile>) -> Vec<Option<Slot>> {
+        let old = core::mem::take(&mut self.slots);
+        for _ in 0..3 {
+            self.slots.push(Some(Slot {
+                file: console.clone(),
+                cloexec: false,
+            }));
+        }
+        old
     }
-}
 
-fn lowest_free(t: &[Option<Slot>], min: usize) -> Result<usize, Errno> {
-    let found = t
-        .iter()
-        .enumerate()
-        .skip(min)
-        .find(|(_, s)| s.is_none())
-        .map(|(i, _)| i)
-        .unwrap_or(t.len().max(min));
-    if found >= MAX_FDS as usize {
-        return Err(Errno::EMFILE);
+    fn get(&self, fd: u64) -> Result<Arc<OpenFile>, Errno> {
+        match self.slots.get(index(fd)) {
+            Some(Some(s)) => Ok(s.file.clone()),
+            _ => Err(Errno::EBADF),
+        }
     }
-    Ok(found)
-}
 
-fn put(t: &mut Vec<Option<Slot>>, at: usize, slot: Slot) -> Option<Slot> {
-    if at >= t.len() {
-        t.resize(at + 1, None);
+    fn lowest_free(&self, min: usize) -> Result<usize, Errno> {
+        let found = self
+            .slots
+            .iter()
+            .enumerate()
+            .skip(min)
+            .find(|(_, s)| s.is_none())
+            .map(|(i, _)| i)
+            .unwrap_or(self.slots.len().max(min));
+        if found >= self.max {
+            return Err(Errno::EMFILE);
+        }
+        Ok(found)
     }
-    t[at].replace(slot)
-}
 
-/// How many more descriptors can be installed, up to `want` (open checks
-/// first, as Linux reserves the number before it creates anything).
-pub fn free_count(want: usize) -> usize {
-    let t = table();
-    let holes = t.iter().filter(|s| s.is_none()).count();
-    let tail = (MAX_FDS as usize).saturating_sub(t.len());
-    (holes + tail).min(want)
-}
-
-/// Install at the lowest free number at or above `min`.
-pub fn install_from(min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    if min >= MAX_FDS {
-        return Err(Errno::EINVAL);
+    fn put(&mut self, at: usize, slot: Slot) -> Option<Slot> {
+        if at >= self.slots.len() {
+            self.slots.resize(at + 1, None);
+        }
+        self.slots[at].replace(slot)
     }
-    let mut t = table();
-    let at = lowest_free(&t, min as usize)?;
-    put(&mut t, at, Slot { file, cloexec });
-    Ok(at as u64)
-}
 
-pub fn install(file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    install_from(0, file, cloexec)
-}
-
-/// dup2/dup3: `fd` now names `file`; what it named before is closed.
-pub fn install_at(fd: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    if fd >= MAX_FDS {
-        return Err(Errno::EBADF);
+    fn free_count(&self, want: usize) -> usize {
+        let holes = self.slots.iter().filter(|s| s.is_none()).count();
+        let tail = self.max.saturating_sub(self.slots.len());
+        (holes + tail).min(want)
     }
-    let old = put(&mut table(), fd as usize, Slot { file, cloexec });
-    // Dropped outside the table lock: closing a pipe end or the last name
-    // of an unlinked file must not run under it.
-    drop(old);
-    Ok(fd)
-}
 
-pub fn close(fd: u64) -> Result<(), Errno> {
-    let old = table()
-        .get_mut(index(fd))
-        .and_then(|s| s.take())
-        .ok_or(Errno::EBADF)?;
-    drop(old);
-    Ok(())
-}
+    fn install_from(&mut self, min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+        if min >= self.max as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let at = self.lowest_free(min as usize)?;
+        self.put(at, Slot { file, cloexec });
+        Ok(at as u64)
+    }
 
-/// close_range: close (or with `cloexec_only`, mark close-on-exec) every
-/// open fd in [first, last].
-pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
-    let mut closed = Vec::new();
-    {
-        let mut t = table();
-        let end = (t.len() as u64).min(last.saturating_add(1)) as usize;
-        for slot in t.iter_mut().take(end).skip(first as usize) {
+    fn install_at(
+        &mut self,
+        fd: u64,
+        file: Arc<OpenFile>,
+        cloexec: bool,
+    ) -> Result<Option<Slot>, Errno> {
+        if fd >= self.max as u64 {
+            return Err(Errno::EBADF);
+        }
+        Ok(self.put(fd as usize, Slot { file, cloexec }))
+    }
+
+    fn close(&mut self, fd: u64) -> Result<Slot, Errno> {
+        self.slots
+            .get_mut(index(fd))
+            .and_then(|s| s.take())
+            .ok_or(Errno::EBADF)
+    }
+
+    fn close_range(&mut self, first: u64, last: u64, cloexec_only: bool) -> Vec<Slot> {
+        let mut closed = Vec::new();
+        let end = (self.slots.len() as u64).min(last.saturating_add(1)) as usize;
+        for slot in self.slots.iter_mut().take(end).skip(first as usize) {
             if cloexec_only {
                 if let Some(s) = slot {
                     s.cloexec = true;
@@ -461,23 +461,281 @@ pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
                 closed.push(s);
             }
         }
+        closed
     }
+
+    fn cloexec(&self, fd: u64) -> Result<bool, Errno> {
+        match self.slots.get(index(fd)) {
+            Some(Some(s)) => Ok(s.cloexec),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    fn set_cloexec(&mut self, fd: u64, on: bool) -> Result<(), Errno> {
+        match self.slots.get_mut(index(fd)) {
+            Some(Some(s)) => {
+                s.cloexec = on;
+                Ok(())
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+}
+
+/// fds 0, 1 and 2: one console description, as a terminal login has.
+pub fn init() {
+    let console = OpenFile::new(FileKind::Console, O_RDWR | O_LARGEFILE);
+    let old = table().reset(console);
+    drop(old);
+}
+
+pub fn get(fd: u64) -> Result<Arc<OpenFile>, Errno> {
+    table().get(fd)
+}
+
+/// How many more descriptors can be installed, up to `want` (open checks
+/// first, as Linux reserves the number before it creates anything).
+pub fn free_count(want: usize) -> usize {
+    table().free_count(want)
+}
+
+/// Install at the lowest free number at or above `min`.
+pub fn install_from(min: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    table().install_from(min, file, cloexec)
+}
+
+pub fn install(file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    install_from(0, file, cloexec)
+}
+
+/// dup2/dup3: `fd` now names `file`; what it named before is closed.
+pub fn install_at(fd: u64, file: Arc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    let old = table().install_at(fd, file, cloexec)?;
+    // Dropped outside the table lock: closing a pipe end or the last name
+    // of an unlinked file must not run under it.
+    drop(old);
+    Ok(fd)
+}
+
+pub fn close(fd: u64) -> Result<(), Errno> {
+    let old = table().close(fd)?;
+    drop(old);
+    Ok(())
+}
+
+/// close_range: close (or with `cloexec_only`, mark close-on-exec) every
+/// open fd in [first, last].
+pub fn close_range(first: u64, last: u64, cloexec_only: bool) {
+    let closed = table().close_range(first, last, cloexec_only);
     drop(closed);
 }
 
 pub fn cloexec(fd: u64) -> Result<bool, Errno> {
-    match table().get(index(fd)) {
-        Some(Some(s)) => Ok(s.cloexec),
-        _ => Err(Errno::EBADF),
-    }
+    table().cloexec(fd)
 }
 
 pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
-    match table().get_mut(index(fd)) {
-        Some(Some(s)) => {
-            s.cloexec = on;
-            Ok(())
+    table().set_cloexec(fd, on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::data::FileData;
+    use crate::fs::pipe;
+
+    fn console() -> Arc<OpenFile> {
+        OpenFile::new(FileKind::Console, O_RDWR)
+    }
+
+    fn table(max: usize) -> Table {
+        let mut t = Table::new(max);
+        t.reset(console());
+        t
+    }
+
+    fn file(bytes: &[u8], flags: u32) -> Arc<OpenFile> {
+        let data = FileData::borrowed(Vec::leak(bytes.to_vec()));
+        OpenFile::new(FileKind::Node(Inode::new_file(0o644, data)), flags)
+    }
+
+    #[test]
+    fn new_descriptors_take_the_lowest_free_number() {
+        let mut t = table(16);
+        assert_eq!(t.install_from(0, console(), false), Ok(3));
+        t.close(1).unwrap();
+        assert_eq!(t.install_from(0, console(), false), Ok(1));
+        assert_eq!(t.install_from(0, console(), false), Ok(4));
+    }
+
+    #[test]
+    fn f_dupfd_starts_at_its_argument() {
+        let mut t = table(16);
+        assert_eq!(t.install_from(10, console(), false), Ok(10));
+        assert_eq!(t.install_from(10, console(), false), Ok(11));
+        // The gap below is still free for plain dup.
+        assert_eq!(t.install_from(0, console(), false), Ok(3));
+        // At or past RLIMIT_NOFILE: EINVAL.
+        assert_eq!(t.install_from(16, console(), false), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn a_full_table_is_emfile() {
+        let mut t = table(5);
+        assert_eq!(t.free_count(10), 2);
+        t.install_from(0, console(), false).unwrap();
+        t.install_from(0, console(), false).unwrap();
+        assert_eq!(t.free_count(10), 0);
+        assert_eq!(t.install_from(0, console(), false), Err(Errno::EMFILE));
+        assert_eq!(t.install_from(4, console(), false), Err(Errno::EMFILE));
+    }
+
+    #[test]
+    fn dup2_replaces_and_hands_back_the_old_description() {
+        let mut t = table(16);
+        let f = file(b"x", O_RDONLY);
+        let old = t.install_at(1, f.clone(), true).unwrap();
+        assert!(matches!(
+            old.as_ref().map(|s| &s.file.kind),
+            Some(FileKind::Console)
+        ));
+        assert!(Arc::ptr_eq(&t.get(1).unwrap(), &f));
+        // Past the table: EBADF (dup2's newfd check).
+        assert_eq!(t.install_at(16, f, false).err(), Some(Errno::EBADF));
+        // dup2 onto a number past the end grows the table.
+        assert!(t.install_at(9, console(), false).unwrap().is_none());
+        assert_eq!(t.install_from(0, console(), false), Ok(3));
+    }
+
+    #[test]
+    fn close_twice_is_ebadf_and_only_the_low_32_bits_name_the_fd() {
+        let mut t = table(16);
+        assert!(t.get((1 << 32) | 2).is_ok());
+        assert!(t.close((7 << 32) | 2).is_ok());
+        assert_eq!(t.close(2).err(), Some(Errno::EBADF));
+        assert_eq!(t.get(2).err(), Some(Errno::EBADF));
+        assert_eq!(t.get(u64::MAX).err(), Some(Errno::EBADF));
+    }
+
+    #[test]
+    fn cloexec_belongs_to_the_number_not_the_description() {
+        let mut t = table(16);
+        let f = file(b"", O_RDONLY);
+        let a = t.install_from(0, f.clone(), true).unwrap();
+        let b = t.install_from(0, f, false).unwrap();
+        assert_eq!(t.cloexec(a), Ok(true));
+        assert_eq!(t.cloexec(b), Ok(false));
+        t.set_cloexec(b, true).unwrap();
+        assert_eq!(t.cloexec(b), Ok(true));
+        assert_eq!(t.set_cloexec(12, true), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn close_range_closes_or_marks_what_is_open() {
+        let mut t = table(16);
+        for _ in 0..5 {
+            t.install_from(0, console(), false).unwrap();
         }
-        _ => Err(Errno::EBADF),
+        // fds 0..=7 open; mark 6..=MAX close-on-exec.
+        assert!(t.close_range(6, u64::MAX, true).is_empty());
+        assert_eq!(t.cloexec(6), Ok(true));
+        assert_eq!(t.cloexec(5), Ok(false));
+        let closed = t.close_range(3, u32::MAX as u64, false);
+        assert_eq!(closed.len(), 5);
+        assert!(t.get(2).is_ok());
+        assert!(t.get(3).is_err() && t.get(7).is_err());
+    }
+
+    #[test]
+    fn f_setfl_changes_only_the_status_flags() {
+        let f = file(b"", O_RDONLY | O_LARGEFILE);
+        f.set_status_flags(O_RDWR | O_APPEND | O_NONBLOCK | O_CREAT | O_TRUNC);
+        // The access mode and creation flags are not F_SETFL's to change.
+        assert_eq!(f.flags(), O_RDONLY | O_LARGEFILE | O_APPEND | O_NONBLOCK);
+        assert!(f.readable() && !f.writable());
+        f.set_status_flags(0);
+        assert_eq!(f.flags(), O_RDONLY | O_LARGEFILE);
+    }
+
+    #[test]
+    fn access_mode_decides_read_and_write() {
+        let ro = file(b"abc", O_RDONLY);
+        let wo = file(b"abc", O_WRONLY);
+        let path = file(b"abc", O_PATH | O_RDWR);
+        let mut buf = [0u8; 3];
+        assert_eq!(wo.read(&mut buf), Err(Errno::EBADF));
+        assert_eq!(ro.write(b"x"), Err(Errno::EBADF));
+        assert_eq!(path.read(&mut buf), Err(Errno::EBADF));
+        assert_eq!(path.write(b"x"), Err(Errno::EBADF));
+        assert_eq!(ro.read(&mut buf), Ok(3));
+        assert_eq!(&buf, b"abc");
+    }
+
+    #[test]
+    fn dup_shares_the_offset() {
+        let f = file(b"0123456789", O_RDWR);
+        let dup = f.clone();
+        let mut buf = [0u8; 4];
+        f.read(&mut buf).unwrap();
+        assert_eq!(dup.pos(), 4);
+        dup.read(&mut buf).unwrap();
+        assert_eq!(&buf, b"4567");
+        // pread leaves the offset alone.
+        assert_eq!(f.pread(&mut buf, 0), Ok(4));
+        assert_eq!(f.pos(), 8);
+    }
+
+    #[test]
+    fn o_append_writes_at_the_end_whatever_the_offset() {
+        let f = file(b"abc", O_RDWR | O_APPEND);
+        f.set_pos(0);
+        assert_eq!(f.write(b"de"), Ok(2));
+        assert_eq!(f.pos(), 5);
+        // pwrite with O_APPEND appends too (a Linux quirk).
+        assert_eq!(f.pwrite(b"f", 0), Ok(1));
+        let mut buf = [0u8; 8];
+        assert_eq!(f.pread(&mut buf, 0), Ok(6));
+        assert_eq!(&buf[..6], b"abcdef");
+    }
+
+    #[test]
+    fn lseek_follows_linux() {
+        let f = file(b"0123456789", O_RDONLY);
+        assert_eq!(f.seek(-3, SEEK_END), Ok(7));
+        assert_eq!(f.seek(2, SEEK_CUR), Ok(9));
+        // Past the end is allowed; before the start is EINVAL and the
+        // offset stays.
+        assert_eq!(f.seek(100, SEEK_SET), Ok(100));
+        assert_eq!(f.seek(-1, SEEK_SET), Err(Errno::EINVAL));
+        assert_eq!(f.pos(), 100);
+        assert_eq!(f.seek(0, 5), Err(Errno::EINVAL));
+        // SEEK_DATA at or past the end: ENXIO.
+        assert_eq!(f.seek(10, SEEK_DATA), Err(Errno::ENXIO));
+        assert_eq!(f.seek(3, SEEK_DATA), Ok(3));
+        assert_eq!(f.seek(3, SEEK_HOLE), Ok(10));
+        // A pipe cannot seek.
+        let (r, _w) = pipe::new();
+        let p = OpenFile::new(FileKind::Pipe(r), O_RDONLY);
+        assert_eq!(p.seek(0, SEEK_SET), Err(Errno::ESPIPE));
+        assert_eq!(p.pread(&mut [0u8; 1], 0), Err(Errno::ESPIPE));
+    }
+
+    #[test]
+    fn eventfd_readiness() {
+        let ev = |c: u64| {
+            OpenFile::new(
+                FileKind::EventFd {
+                    count: AtomicU64::new(c),
+                    semaphore: false,
+                },
+                O_RDWR,
+            )
+            .poll_events()
+        };
+        assert_eq!(ev(0), POLLOUT);
+        assert_eq!(ev(1), POLLIN | POLLOUT);
+        // Writable while another 1 still fits under the maximum.
+        assert_eq!(ev(u64::MAX - 2), POLLIN | POLLOUT);
+        assert_eq!(ev(u64::MAX - 1), POLLIN);
     }
 }

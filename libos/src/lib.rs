@@ -1,19 +1,33 @@
 //! pgkraft's library OS: runs one Linux x86-64 program (linked against our
 //! patched musl) in a VM, with the program and the libOS both at CPL3 and
-//! system calls as plain function calls. See ARCHITECTURE.md §3.
-#![no_std]
+//! system calls as plain function calls. See docs/ARCHITECTURE.md §3.
+//!
+//! Unit tests (`cargo test` in libos/) build this crate as an ordinary host
+//! test binary, with std: `cfg(test)` leaves out what only exists inside
+//! the VM (boot code, the image's linker symbols, the panic handler, the
+//! heap on guest RAM, the entry points) and swaps the platform layer for a
+//! host stand-in (`platform_host.rs`). The staticlib is unchanged.
+#![cfg_attr(not(test), no_std)]
+// `unsafe` lives in arch/ (and the `no_mangle` entry points, marked one by one).
+#![deny(unsafe_code)]
+// Without the entry points nothing is reachable in a test build.
+#![cfg_attr(test, allow(dead_code))]
 
 extern crate alloc;
 
+#[allow(unsafe_code)]
 mod arch;
 mod cmdline;
+#[cfg(not(test))]
 mod fault;
 mod fd;
 mod fs;
 #[macro_use]
 mod log;
 mod mem;
+#[cfg_attr(test, path = "platform_host.rs")]
 mod platform;
+#[cfg(not(test))]
 mod start;
 mod syscall;
 mod time;
@@ -22,10 +36,13 @@ mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
 
+#[cfg(not(test))]
 use pgkraft_abi::Phase;
 
 /// Both boot paths land here at CPL3: `info` is the BootInfo (kind 0, our
 /// runner) or the PVH start info (kind 1).
+#[cfg(not(test))]
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn libos_main(info: u64, kind: u64) -> ! {
     arch::image::fill_idt();
@@ -56,6 +73,7 @@ extern "C" fn libos_main(info: u64, kind: u64) -> ! {
 /// Exit status when the libOS itself cannot go on (not the program's).
 pub const EXIT_LIBOS: u8 = 1;
 
+#[cfg(not(test))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     log!("libos: panic: {info}");
@@ -65,5 +83,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// The prebuilt `alloc` was compiled for unwinding and names this symbol in
 /// its unwind tables; with panic = "abort" nothing ever calls it, and the
 /// link script discards those tables. It only has to exist.
+#[cfg(not(test))]
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn rust_eh_personality() {}

@@ -31,17 +31,7 @@ pub struct Ram {
     ram_end: u64,
 }
 
-static RAM: Mutex<Ram> = Mutex::new(Ram {
-    free: [Range {
-        start: 0,
-        len: 0,
-        dirty: false,
-    }; MAX_RANGES],
-    nfree: 0,
-    brk_start: 0,
-    brk: 0,
-    ram_end: 0,
-});
+static RAM: Mutex<Ram> = Mutex::new(Ram::new());
 
 pub fn page_up(x: u64) -> u64 {
     (x + PAGE - 1) & !(PAGE - 1)
@@ -49,56 +39,23 @@ pub fn page_up(x: u64) -> u64 {
 
 /// Everything from the end of the image to the end of RAM is free.
 pub fn init(image_end: u64, ram_end: u64) {
-    let mut ram = RAM.lock();
-    let start = page_up(image_end);
-    ram.free[0] = Range {
-        start,
-        len: ram_end.saturating_sub(start),
-        dirty: false,
-    };
-    ram.nfree = 1;
-    ram.brk_start = start;
-    ram.brk = start;
-    ram.ram_end = ram_end;
+    RAM.lock().init(image_end, ram_end);
 }
 
 /// Take `len` bytes (page multiple) from the highest free range that fits.
 pub fn alloc_top(len: u64) -> Result<u64, Errno> {
-    let len = page_up(len);
-    let mut ram = RAM.lock();
-    let brk = ram.brk;
-    let i = (0..ram.nfree)
-        .rev()
-        .find(|&i| {
-            let r = ram.free[i];
-            r.len >= len && r.start + r.len - len >= brk
-        })
-        .ok_or(Errno::ENOMEM)?;
-    let r = ram.free[i];
-    let at = r.start + r.len - len;
-    ram.take(i, at, len)?;
-    drop(ram);
-    if r.dirty {
-        crate::arch::uaccess::zero(at, len);
+    let (at, dirty) = RAM.lock().alloc_top(len)?;
+    if dirty {
+        crate::arch::uaccess::zero(at, page_up(len));
     }
     Ok(at)
 }
 
 /// Take exactly `[at, at+len)`, which must be free (MAP_FIXED after unmap, brk).
 pub fn alloc_fixed(at: u64, len: u64) -> Result<(), Errno> {
-    let len = page_up(len);
-    let mut ram = RAM.lock();
-    let i = (0..ram.nfree)
-        .find(|&i| {
-            let r = ram.free[i];
-            r.start <= at && at + len <= r.start + r.len
-        })
-        .ok_or(Errno::ENOMEM)?;
-    let dirty = ram.free[i].dirty;
-    ram.take(i, at, len)?;
-    drop(ram);
+    let dirty = RAM.lock().alloc_fixed(at, len)?;
     if dirty {
-        crate::arch::uaccess::zero(at, len);
+        crate::arch::uaccess::zero(at, page_up(len));
     }
     Ok(())
 }
@@ -106,79 +63,159 @@ pub fn alloc_fixed(at: u64, len: u64) -> Result<(), Errno> {
 /// Give `[at, at+len)` back. Parts already free are left as they are, so a
 /// munmap of a range that is partly unmapped works as on Linux.
 pub fn free(at: u64, len: u64) -> Result<(), Errno> {
-    let len = page_up(len);
-    let mut ram = RAM.lock();
-    if at < ram.brk_start || at + len > ram.ram_end {
-        return Err(Errno::EINVAL);
-    }
-    // Walk the gaps between free ranges that intersect [at, at+len).
-    let mut cursor = at;
-    let end = at + len;
-    while cursor < end {
-        let next_free = (0..ram.nfree)
-            .map(|i| ram.free[i])
-            .find(|r| r.start + r.len > cursor);
-        match next_free {
-            Some(r) if r.start <= cursor => cursor = r.start + r.len,
-            Some(r) => {
-                let stop = r.start.min(end);
-                ram.insert(Range {
-                    start: cursor,
-                    len: stop - cursor,
-                    dirty: true,
-                })?;
-                cursor = stop;
-            }
-            None => {
-                ram.insert(Range {
-                    start: cursor,
-                    len: end - cursor,
-                    dirty: true,
-                })?;
-                cursor = end;
-            }
-        }
-    }
-    Ok(())
+    RAM.lock().free(at, len)
 }
 
 /// Whether `[at, at+len)` is entirely free.
 pub fn is_free(at: u64, len: u64) -> bool {
-    let ram = RAM.lock();
-    (0..ram.nfree).any(|i| {
-        let r = ram.free[i];
-        r.start <= at && at + len <= r.start + r.len
-    })
+    RAM.lock().is_free(at, len)
 }
 
 /// brk(2): 0 or an address below the current break answers the current one.
 pub fn brk(want: u64) -> u64 {
-    let (start, cur) = {
-        let ram = RAM.lock();
-        (ram.brk_start, ram.brk)
-    };
-    if want < start {
-        return cur;
+    let (brk, zero) = RAM.lock().brk(want);
+    if let Some((at, len)) = zero {
+        crate::arch::uaccess::zero(at, len);
     }
-    let (old_top, new_top) = (page_up(cur), page_up(want));
-    if new_top > old_top {
-        if alloc_fixed(old_top, new_top - old_top).is_err() {
-            return cur;
-        }
-    } else if new_top < old_top {
-        let _ = free(new_top, old_top - new_top);
-    }
-    RAM.lock().brk = want;
-    want
+    brk
 }
 
 /// Bytes of RAM not handed out (for sysinfo and diagnostics).
 pub fn free_bytes() -> u64 {
-    let ram = RAM.lock();
-    (0..ram.nfree).map(|i| ram.free[i].len).sum()
+    RAM.lock().free_bytes()
 }
 
+/// The bookkeeping itself, without touching memory: the functions above
+/// wrap the one `RAM` and zero what these methods report as dirty.
 impl Ram {
+    const fn new() -> Ram {
+        Ram {
+            free: [Range {
+                start: 0,
+                len: 0,
+                dirty: false,
+            }; MAX_RANGES],
+            nfree: 0,
+            brk_start: 0,
+            brk: 0,
+            ram_end: 0,
+        }
+    }
+
+    fn init(&mut self, image_end: u64, ram_end: u64) {
+        let start = page_up(image_end);
+        self.free[0] = Range {
+            start,
+            len: ram_end.saturating_sub(start),
+            dirty: false,
+        };
+        self.nfree = 1;
+        self.brk_start = start;
+        self.brk = start;
+        self.ram_end = ram_end;
+    }
+
+    /// The address taken, and whether its pages were handed out before
+    /// (so must be zeroed).
+    fn alloc_top(&mut self, len: u64) -> Result<(u64, bool), Errno> {
+        let len = page_up(len);
+        let brk = self.brk;
+        let i = (0..self.nfree)
+            .rev()
+            .find(|&i| {
+                let r = self.free[i];
+                r.len >= len && r.start + r.len - len >= brk
+            })
+            .ok_or(Errno::ENOMEM)?;
+        let r = self.free[i];
+        let at = r.start + r.len - len;
+        self.take(i, at, len)?;
+        Ok((at, r.dirty))
+    }
+
+    /// Whether the pages taken must be zeroed.
+    fn alloc_fixed(&mut self, at: u64, len: u64) -> Result<bool, Errno> {
+        let len = page_up(len);
+        let i = (0..self.nfree)
+            .find(|&i| {
+                let r = self.free[i];
+                r.start <= at && at + len <= r.start + r.len
+            })
+            .ok_or(Errno::ENOMEM)?;
+        let dirty = self.free[i].dirty;
+        self.take(i, at, len)?;
+        Ok(dirty)
+    }
+
+    fn free(&mut self, at: u64, len: u64) -> Result<(), Errno> {
+        let len = page_up(len);
+        if at < self.brk_start || at + len > self.ram_end {
+            return Err(Errno::EINVAL);
+        }
+        // Walk the gaps between free ranges that intersect [at, at+len).
+        let mut cursor = at;
+        let end = at + len;
+        while cursor < end {
+            let next_free = (0..self.nfree)
+                .map(|i| self.free[i])
+                .find(|r| r.start + r.len > cursor);
+            match next_free {
+                Some(r) if r.start <= cursor => cursor = r.start + r.len,
+                Some(r) => {
+                    let stop = r.start.min(end);
+                    self.insert(Range {
+                        start: cursor,
+                        len: stop - cursor,
+                        dirty: true,
+                    })?;
+                    cursor = stop;
+                }
+                None => {
+                    self.insert(Range {
+                        start: cursor,
+                        len: end - cursor,
+                        dirty: true,
+                    })?;
+                    cursor = end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_free(&self, at: u64, len: u64) -> bool {
+        (0..self.nfree).any(|i| {
+            let r = self.free[i];
+            r.start <= at && at + len <= r.start + r.len
+        })
+    }
+
+    /// The break after the call, and a range to zero (pages the break
+    /// grew into that were used before).
+    fn brk(&mut self, want: u64) -> (u64, Option<(u64, u64)>) {
+        let (start, cur) = (self.brk_start, self.brk);
+        if want < start {
+            return (cur, None);
+        }
+        let (old_top, new_top) = (page_up(cur), page_up(want));
+        let mut zero = None;
+        if new_top > old_top {
+            match self.alloc_fixed(old_top, new_top - old_top) {
+                Err(_) => return (cur, None),
+                Ok(true) => zero = Some((old_top, new_top - old_top)),
+                Ok(false) => {}
+            }
+        } else if new_top < old_top {
+            let _ = self.free(new_top, old_top - new_top);
+        }
+        self.brk = want;
+        (want, zero)
+    }
+
+    fn free_bytes(&self) -> u64 {
+        (0..self.nfree).map(|i| self.free[i].len).sum()
+    }
+
     /// Remove `[at, at+len)` from free range `i`, which contains it.
     fn take(&mut self, i: usize, at: u64, len: u64) -> Result<(), Errno> {
         let r = self.free[i];
@@ -246,5 +283,123 @@ impl Ram {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IMAGE_END: u64 = 0x20_0800;
+    const RAM_END: u64 = 0x100_0000; // 16 MiB
+
+    fn ram() -> Box<Ram> {
+        let mut r = Box::new(Ram::new());
+        r.init(IMAGE_END, RAM_END);
+        r
+    }
+
+    #[test]
+    fn mmap_takes_page_rounded_ranges_from_the_top() {
+        let mut r = ram();
+        assert_eq!(r.alloc_top(1), Ok((RAM_END - PAGE, false)));
+        assert_eq!(r.alloc_top(PAGE + 1), Ok((RAM_END - 3 * PAGE, false)));
+        assert_eq!(r.free_bytes(), RAM_END - page_up(IMAGE_END) - 3 * PAGE);
+        assert!(!r.is_free(RAM_END - PAGE, PAGE));
+    }
+
+    #[test]
+    fn memory_given_back_is_dirty_and_fresh_memory_is_not() {
+        let mut r = ram();
+        let (a, _) = r.alloc_top(4 * PAGE).unwrap();
+        r.free(a, 4 * PAGE).unwrap();
+        // Handed out again: it must be zeroed (the caller does).
+        assert_eq!(r.alloc_top(2 * PAGE), Ok((a + 2 * PAGE, true)));
+        // Below it nothing was ever used.
+        assert_eq!(r.alloc_fixed(page_up(IMAGE_END), PAGE), Ok(false));
+    }
+
+    #[test]
+    fn freed_neighbours_merge_into_one_range() {
+        let mut r = ram();
+        let (a, _) = r.alloc_top(PAGE).unwrap();
+        let (b, _) = r.alloc_top(PAGE).unwrap();
+        let (c, _) = r.alloc_top(PAGE).unwrap();
+        assert_eq!((b, c), (a - PAGE, a - 2 * PAGE));
+        r.free(a, PAGE).unwrap();
+        r.free(c, PAGE).unwrap();
+        assert_eq!(r.nfree, 3);
+        r.free(b, PAGE).unwrap();
+        // c..a+PAGE is one dirty range next to the clean one below it.
+        assert_eq!(r.nfree, 2);
+        assert!(r.is_free(c, 3 * PAGE));
+    }
+
+    #[test]
+    fn munmap_of_a_partly_unmapped_range_works_as_on_linux() {
+        let mut r = ram();
+        let (a, _) = r.alloc_top(8 * PAGE).unwrap();
+        r.free(a + 2 * PAGE, 2 * PAGE).unwrap();
+        // Overlaps the hole and what is still mapped around it.
+        r.free(a + PAGE, 4 * PAGE).unwrap();
+        assert!(r.is_free(a + PAGE, 4 * PAGE));
+        assert!(!r.is_free(a, PAGE));
+        assert!(!r.is_free(a + 5 * PAGE, PAGE));
+        // Freeing free memory again changes nothing.
+        let before = r.free_bytes();
+        r.free(a + PAGE, 4 * PAGE).unwrap();
+        assert_eq!(r.free_bytes(), before);
+    }
+
+    #[test]
+    fn free_outside_the_heap_is_einval_and_fixed_on_used_memory_enomem() {
+        let mut r = ram();
+        assert_eq!(r.free(0x1000, PAGE), Err(Errno::EINVAL));
+        assert_eq!(r.free(RAM_END - PAGE, 2 * PAGE), Err(Errno::EINVAL));
+        let (a, _) = r.alloc_top(PAGE).unwrap();
+        assert_eq!(r.alloc_fixed(a, PAGE), Err(Errno::ENOMEM));
+        assert_eq!(r.alloc_top(RAM_END), Err(Errno::ENOMEM));
+    }
+
+    #[test]
+    fn brk_grows_shrinks_and_reports_the_old_break_on_failure() {
+        let mut r = ram();
+        let start = page_up(IMAGE_END);
+        // brk(0) and a value below the start answer the current break.
+        assert_eq!(r.brk(0), (start, None));
+        assert_eq!(r.brk(start - 1), (start, None));
+        // Not page aligned: the break is exact, the pages rounded up.
+        assert_eq!(r.brk(start + 10), (start + 10, None));
+        assert!(!r.is_free(start, PAGE));
+        assert_eq!(r.brk(start + 3 * PAGE).0, start + 3 * PAGE);
+        // Shrinking gives whole pages back.
+        assert_eq!(r.brk(start + PAGE).0, start + PAGE);
+        assert!(r.is_free(start + PAGE, 2 * PAGE));
+        // Growing again into those pages: they must be zeroed.
+        assert_eq!(
+            r.brk(start + 2 * PAGE),
+            (start + 2 * PAGE, Some((start + PAGE, PAGE)))
+        );
+        // A mapping in the way: Linux's brk fails by returning the old break.
+        r.alloc_fixed(start + 4 * PAGE, PAGE).unwrap();
+        assert_eq!(r.brk(start + 6 * PAGE), (start + 2 * PAGE, None));
+    }
+
+    #[test]
+    fn mmap_never_takes_memory_below_the_break() {
+        let mut r = ram();
+        let start = page_up(IMAGE_END);
+        let top = RAM_END - start;
+        r.brk(start + top / 2);
+        assert_eq!(r.alloc_top(top / 2 + PAGE), Err(Errno::ENOMEM));
+        assert!(r.alloc_top(top / 2 - PAGE).is_ok());
+    }
+
+    #[test]
+    fn page_up_rounds_to_4k() {
+        assert_eq!(page_up(0), 0);
+        assert_eq!(page_up(1), PAGE);
+        assert_eq!(page_up(PAGE), PAGE);
+        assert_eq!(page_up(PAGE + 1), 2 * PAGE);
     }
 }

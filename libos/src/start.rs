@@ -51,7 +51,7 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
     let mut sp = top;
     let mut place = |bytes: &[u8]| -> u64 {
         sp -= bytes.len() as u64 + 1;
-        let dst = uaccess::slice_mut(sp, bytes.len() as u64 + 1).expect("main stack in RAM");
+        let mut dst = uaccess::slice_mut(sp, bytes.len() as u64 + 1).expect("main stack in RAM");
         dst[..bytes.len()].copy_from_slice(bytes);
         dst[bytes.len()] = 0;
         sp

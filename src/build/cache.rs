@@ -1,4 +1,4 @@
-//! Content-addressed stage cache (ARCHITECTURE.md §1: every stage is cached
+//! Content-addressed stage cache (docs/ARCHITECTURE.md §1: every stage is cached
 //! under a key = sha256 of its inputs).
 //!
 //! Layout: `<root>/<stage>/<key>/` holds one finished stage output. Outputs

@@ -1,4 +1,4 @@
-//! Source tarballs, pinned by sha256 (ARCHITECTURE.md §1, `fetch`).
+//! Source tarballs, pinned by sha256 (docs/ARCHITECTURE.md §1, `fetch`).
 //!
 //! A recipe names a source by its sha256 and, optionally, where to get it.
 //! Whatever the origin, nothing reaches a later stage without its hash being

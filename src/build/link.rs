@@ -28,8 +28,9 @@ pub struct ImageLink<'a> {
     pub build_info: &'a [u8],
 }
 
-/// The non-allocated ELF section holding the build info.
-pub const MANIFEST_SECTION: &str = ".pgkraft.manifest";
+use crate::image::format::{
+    ARGV_SYMBOL, ENVP_SYMBOL, MANIFEST_SECTION, ROOTFS_INDEX_SECTION, ROOTFS_SECTION,
+};
 
 /// What the linker did, for the manifest.
 pub struct LinkReport {
@@ -129,7 +130,7 @@ fn args_object(
         // file (vmm::snapshot), and those are shared between instances.
         let fs = obj.add_section(
             Vec::new(),
-            b".pgkraft.rootfs".to_vec(),
+            ROOTFS_SECTION.as_bytes().to_vec(),
             object::SectionKind::ReadOnlyData,
         );
         obj.append_section_data(fs, bytes, 4096);
@@ -137,7 +138,7 @@ fn args_object(
     if let Some(index) = rootfs_index {
         let ix = obj.add_section(
             Vec::new(),
-            b".pgkraft.rootfs_index".to_vec(),
+            ROOTFS_INDEX_SECTION.as_bytes().to_vec(),
             object::SectionKind::ReadOnlyData,
         );
         obj.append_section_data(ix, index, 8);
@@ -149,7 +150,7 @@ fn args_object(
     );
     obj.append_section_data(info, build_info, 1);
     let section = obj.section_id(StandardSection::ReadOnlyData);
-    for (name, strings) in [("__pgkraft_argv_blob", argv), ("__pgkraft_envp_blob", env)] {
+    for (name, strings) in [(ARGV_SYMBOL, argv), (ENVP_SYMBOL, env)] {
         let mut blob = Vec::new();
         for s in strings {
             blob.extend_from_slice(s.as_bytes());

@@ -2,22 +2,11 @@
 //! recipe itself, and what the linker dropped. `BuildInfo` (everything but
 //! the image's own hash) is also embedded in the image.
 
+use crate::image::format::BUILD_INFO_FORMAT;
+pub use crate::image::format::{BuildInfo, FileEntry, Inputs, RootfsFacts};
 use crate::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub role: String,
-    pub path: PathBuf,
-    pub sha256: String,
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Inputs {
-    pub files: Vec<FileEntry>,
-}
 
 impl Inputs {
     /// An input whose hash a stage already computed. Only the file name is
@@ -49,36 +38,11 @@ impl Inputs {
     }
 }
 
-/// What the image is and how it was made; embedded in the image.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct BuildInfo {
-    pub pgkraft_version: String,
-    pub name: String,
-    pub recipe_file: PathBuf,
-    pub recipe_sha256: String,
-    pub recipe: String,
-    pub memory_mib: u32,
-    pub inputs: Inputs,
-    /// The rootfs archive in the image (postgres images).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rootfs: Option<RootfsFacts>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<super::payload::PostgresFacts>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RootfsFacts {
-    pub sha256: String,
-    pub bytes: u64,
-    pub tar_bytes: u64,
-    pub compression: String,
-    pub entries: usize,
-}
-
 impl BuildInfo {
     pub fn new(recipe: &Recipe, inputs: &Inputs, payload: &super::payload::Payload) -> BuildInfo {
         use sha2::Digest;
         BuildInfo {
+            format: BUILD_INFO_FORMAT,
             pgkraft_version: env!("CARGO_PKG_VERSION").into(),
             name: recipe.name.clone(),
             recipe_file: recipe

@@ -1,4 +1,4 @@
-//! The build pipeline (ARCHITECTURE.md §1): recipe -> image + manifest.
+//! The build pipeline (docs/ARCHITECTURE.md §1): recipe -> image + manifest.
 //!
 //! Each stage is a function from typed inputs to typed outputs, cached by
 //! the sha256 of its inputs (build::cache). The image and manifest are

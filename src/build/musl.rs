@@ -1,4 +1,4 @@
-//! musl from pinned source (ARCHITECTURE.md §1 `compile`, §3 ABI).
+//! musl from pinned source (docs/ARCHITECTURE.md §1 `compile`, §3 ABI).
 //!
 //! Two flavors from one tarball: `Stock`, for programs that run on the
 //! build host (the host-linked postgres, differential tests), and `Patched`,

@@ -9,10 +9,12 @@ use super::rootfs::{self, Rootfs};
 use super::{BuildError, Logs, compile, fetch, postgres, select};
 use crate::progress::Progress;
 use crate::recipe::{PostgresSpec, ProgramSpec, Recipe};
-use serde::Serialize;
+
 use std::path::{Path, PathBuf};
 
 /// The kind-specific part of an image.
+pub use crate::image::format::PostgresFacts;
+
 pub struct Payload {
     pub objects: Vec<PathBuf>,
     /// argv[0] first.
@@ -23,17 +25,6 @@ pub struct Payload {
     pub postgres: Option<PostgresFacts>,
     /// Files written next to the image (e.g. a generated password).
     pub extra_outputs: Vec<PathBuf>,
-}
-
-/// What the manifest says about a PostgreSQL build.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct PostgresFacts {
-    pub version: String,
-    pub modules: Vec<String>,
-    pub extensions: Vec<String>,
-    pub preinit: bool,
-    /// Where the superuser's password came from.
-    pub password: String,
 }
 
 fn env_of(recipe: &Recipe) -> Vec<String> {

@@ -1,4 +1,4 @@
-//! The rootfs archive (ARCHITECTURE.md §1, `rootfs`): the selected files as
+//! The rootfs archive (docs/ARCHITECTURE.md §1, `rootfs`): the selected files as
 //! one deterministic tar, optionally zstd-compressed (one frame per 64 KiB
 //! chunk of each file, see [`compress`]), which the link stage puts into
 //! the image with an index (build::rootfs_index) and the library OS seeds

@@ -75,7 +75,7 @@ fn frames(archive: &[u8]) -> io::Result<Vec<Frame>> {
 /// starts). The rootfs stage itself has the tar and the frames at hand and
 /// calls [`of_tar`].
 pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
-    let tar = crate::image_info::rootfs_tar(archive)
+    let tar = crate::image::format::rootfs_tar(archive)
         .ok_or_else(|| bad("the rootfs archive is not valid zstd"))?;
     let frames = if archive.starts_with(&zstd::zstd_safe::MAGICNUMBER.to_le_bytes()) {
         Some(frames(archive)?)

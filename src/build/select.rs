@@ -1,4 +1,4 @@
-//! The runtime file closure (ARCHITECTURE.md §1, `select`): out of a
+//! The runtime file closure (docs/ARCHITECTURE.md §1, `select`): out of a
 //! PostgreSQL install tree and the cluster initdb made, the files the running
 //! server reads given the recipe's choices, each with the reason it is in the
 //! image, and nothing else.

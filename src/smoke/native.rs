@@ -66,9 +66,10 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
         image: image.to_path_buf(),
         detail,
     };
-    let info = crate::image_info::brief(image).map_err(|e| missing(e.to_string()))?;
+    let info = crate::image::Image::open(image).map_err(|e| missing(e.to_string()))?;
     let build = info
-        .build
+        .build()
+        .cloned()
         .ok_or_else(|| missing("it carries no build info".into()))?;
     let recipe_path = crate::paths::home()
         .join("recipes")
@@ -114,8 +115,8 @@ impl NativeServer {
             .map_err(io("cannot create in", &std::env::temp_dir()))?;
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(io("cannot chmod", root.path()))?;
-        let tar = crate::image_info::rootfs_section(&data)
-            .and_then(crate::image_info::rootfs_tar)
+        let tar = crate::image::format::rootfs_section(&data)
+            .and_then(crate::image::format::rootfs_tar)
             .ok_or_else(|| NativeError::NoRootfs {
                 image: image.to_path_buf(),
             })?;

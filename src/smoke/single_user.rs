@@ -2,18 +2,18 @@
 //! check's SQL on its console, and its output is checked answer by answer.
 
 use super::{Check, Mode, SmokeError, SmokeReport, TestVm, exit_text, ms, phase_map};
-use crate::image_info;
+use crate::image::Image;
 use crate::pgsingle::{self, Transcript};
 
 use crate::vmm;
 use std::path::Path;
-use std::time::Duration;
 
 /// The guest's arguments (argv[1..]) for `-j` mode, from the image's own.
-fn guest_args(image: &Path, argv: &[String]) -> Result<Vec<String>, SmokeError> {
+pub(crate) fn guest_args(image: &Image) -> Result<Vec<String>, SmokeError> {
+    let argv = image.argv()?;
     let rest = argv.get(1..).unwrap_or_default();
     pgsingle::args_with_j(rest).ok_or_else(|| SmokeError::NotSingleUser {
-        image: image.to_path_buf(),
+        image: image.path().to_path_buf(),
         args: rest.to_vec(),
     })
 }
@@ -23,18 +23,7 @@ pub(crate) fn stdin_for(spec: &TestVm) -> String {
     pgsingle::stdin_for(spec.checks.iter().map(|c| c.sql.as_str()))
 }
 
-pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
-    let info = image_info::brief(image)?;
-    let args = guest_args(image, &image_info::argv(image)?)?;
-    let cfg = vmm::VmConfig {
-        mem_mib: info.memory_mib(spec.memory_mib),
-        cmdline: super::quote_args(&args),
-        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
-        console: vmm::Console::Capture {
-            input: stdin_for(spec).into_bytes(),
-        },
-    };
-    let outcome = vmm::run(image, &cfg)?;
+pub(crate) fn check_guest(image: &Image, spec: &TestVm, outcome: &vmm::RunOutcome) -> SmokeReport {
     let marks: Vec<(f64, usize)> = outcome
         .output_marks
         .iter()
@@ -42,11 +31,11 @@ pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, Smok
         .collect();
     let (exit, exit_status) = exit_text(&outcome.exit);
     let phases = phase_map(&outcome.phases);
-    Ok(report(
+    report(
         Outcome {
             runner: "kvm",
-            image,
-            image_bytes: info.file_bytes,
+            image: image.path(),
+            image_bytes: image.file_bytes(),
             console: &outcome.console,
             marks: &marks,
             exit,
@@ -56,7 +45,7 @@ pub(crate) fn run_guest(image: &Path, spec: &TestVm) -> Result<SmokeReport, Smok
             guest_memory: outcome.memory,
         },
         spec,
-    ))
+    )
 }
 
 /// What a run produced, whichever runner ran it.

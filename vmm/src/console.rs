@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use vm_superio::{Serial, Trigger};
+use vm_superio::Trigger;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -35,18 +35,35 @@ impl Write for ConsoleOut {
 }
 
 impl ConsoleOut {
-    /// Bytes captured so far; `None` when output is not captured.
-    pub(crate) fn captured_len(&self) -> Option<usize> {
-        match self {
-            ConsoleOut::Stdout(_) => None,
-            ConsoleOut::Capture(v) => Some(v.len()),
-        }
-    }
-
     pub(crate) fn into_captured(self) -> Vec<u8> {
         match self {
             ConsoleOut::Stdout(_) => Vec::new(),
             ConsoleOut::Capture(v) => v,
+        }
+    }
+}
+
+/// The guest's console: where its output goes and its input comes from,
+/// whichever device (COM1 or the CONSOLE_* hypercalls) carries the bytes.
+pub(crate) struct Console {
+    pub out: ConsoleOut,
+    pub input: ConsoleIn,
+}
+
+impl Console {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)
+    }
+
+    pub(crate) fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
+    /// Output captured so far; `None` when output is not captured.
+    pub(crate) fn captured(&self) -> Option<&[u8]> {
+        match &self.out {
+            ConsoleOut::Stdout(_) => None,
+            ConsoleOut::Capture(v) => Some(v),
         }
     }
 }
@@ -61,8 +78,6 @@ impl Trigger for NoIrq {
         Ok(())
     }
 }
-
-pub(crate) type Uart = Serial<NoIrq, vm_superio::serial::NoEvents, ConsoleOut>;
 
 /// Why a blocking read gave up without data.
 pub(crate) struct Stopped;
@@ -206,5 +221,34 @@ impl ConsoleIn {
                 }
             }
         }
+    }
+}
+
+/// What a snapshot keeps of the console: the session so far, so a resumed
+/// run's captured output can read as the whole session.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ConsoleState {
+    pub version: u32,
+    /// Console output before the snapshot.
+    pub output: String,
+    /// Console input fed before the snapshot.
+    pub input_before: String,
+    /// How much of `output` the guest had printed before it read that
+    /// input (all of it if there was none).
+    pub output_before_input: usize,
+}
+
+impl ConsoleState {
+    pub(crate) const VERSION: u32 = 1;
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.version != Self::VERSION {
+            return Err(format!(
+                "console state version {} (this runner reads version {})",
+                self.version,
+                Self::VERSION
+            ));
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,9 @@ use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, ReadRef};
 use pgkraft_abi::{BOOT_NOTE_VERSION, BootNote, NOTE_NAME, NOTE_TYPE};
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
 use super::VmmError;
 
 const MIB: u64 = 1 << 20;
@@ -25,6 +28,52 @@ pub(crate) struct Segment {
 pub(crate) struct Image {
     pub note: BootNote,
     pub segments: Vec<Segment>,
+}
+
+/// An image file, opened and its headers and boot note parsed once: what
+/// booting it needs. Segment bytes are read only when guest RAM is built.
+pub struct BootImage {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+    pub(crate) parsed: Image,
+}
+
+impl BootImage {
+    /// Opens `path` and parses its ELF headers and boot note; refuses what
+    /// is not a pgkraft image.
+    pub fn open(path: &Path) -> Result<BootImage, VmmError> {
+        let read_err = |source| VmmError::ReadImage {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(read_err)?;
+        let bytes = file.metadata().map_err(read_err)?.len();
+        let parsed = parse(&object::ReadCache::new(&file)).map_err(|e| e.with_path(path))?;
+        Ok(BootImage {
+            path: path.to_path_buf(),
+            file,
+            bytes,
+            parsed,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file (read it with positioned reads: it is shared).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn note(&self) -> &BootNote {
+        &self.parsed.note
+    }
 }
 
 fn bad(detail: impl Into<String>) -> VmmError {

@@ -31,19 +31,19 @@ pub(crate) struct Machine {
 
 /// A VM and its vCPU before guest RAM exists: creating them needs nothing
 /// else, so a resume makes them while it reads the snapshot.
-pub(crate) struct Vm {
+pub(crate) struct VmShell {
     // Same drop order as `Machine`.
     vcpu: VcpuFd,
     vm: VmFd,
 }
 
-impl Vm {
-    pub(crate) fn create(kvm: &kvm_ioctls::Kvm) -> Result<Vm, VmmError> {
+impl VmShell {
+    pub(crate) fn create(kvm: &kvm_ioctls::Kvm) -> Result<VmShell, VmmError> {
         let vm = kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM"))?;
         let vcpu = vm
             .create_vcpu(0)
             .map_err(VmmError::ioctl("KVM_CREATE_VCPU"))?;
-        Ok(Vm { vcpu, vm })
+        Ok(VmShell { vcpu, vm })
     }
 
     pub(crate) fn vm(&self) -> &VmFd {
@@ -52,11 +52,11 @@ impl Vm {
 }
 
 impl Machine {
-    pub(crate) fn new(vm: Vm, mem: GuestMemoryMmap) -> Result<Machine, VmmError> {
+    pub(crate) fn new(vm: VmShell, mem: GuestMemoryMmap) -> Result<Machine, VmmError> {
         // The vCPU exists before RAM is registered so that, should
         // registration fail, the `Machine` already exists and its drop order
         // applies to the half-registered state too.
-        let Vm { vcpu, vm } = vm;
+        let VmShell { vcpu, vm } = vm;
         let m = Machine { vcpu, vm, mem };
         for (slot, region) in m.mem.iter().enumerate() {
             let host = region

@@ -1,6 +1,7 @@
 //! The boot structures defined in boot.s and by the linker script, and the
 //! data the host (runner or PVH loader) leaves in guest memory for us.
 
+use crate::time::PvClock;
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use pgkraft_abi::{BootInfo, Hypercall};
 
@@ -144,16 +145,6 @@ impl Iterator for StringBlob {
         self.at += bytes.len() as u64 + 1;
         Some(bytes)
     }
-}
-
-/// `struct pvclock_vcpu_time_info`, read consistently (the host updates it).
-#[derive(Clone, Copy, Default)]
-pub struct PvClock {
-    pub version: u32,
-    pub tsc_timestamp: u64,
-    pub system_time: u64,
-    pub mul: u32,
-    pub shift: i8,
 }
 
 pub fn read_pvclock() -> PvClock {

@@ -158,7 +158,7 @@ impl FileData {
             match self.pages.get(idx) {
                 Some(Some(Page::Owned(p))) => dst.copy_from_slice(&p[inner..inner + chunk]),
                 Some(Some(Page::Mapped(a))) => {
-                    dst.copy_from_slice(&uaccess::page_mut(*a)[inner..inner + chunk])
+                    dst.copy_from_slice(&uaccess::slice(*a + inner as u64, chunk as u64)?)
                 }
                 Some(Some(Page::Borrowed(s))) => {
                     // `inner` may lie past a short page's end (the file grew).
@@ -175,13 +175,17 @@ impl FileData {
         Ok(n)
     }
 
-    /// The page at `idx`, ours to write: a hole becomes a zeroed page, a
-    /// borrowed one is copied.
-    fn page_mut(&mut self, idx: usize) -> Result<&mut [u8; PAGE], Errno> {
+    /// Run `f` on the page at `idx`, ours to write: a hole becomes a
+    /// zeroed page, a borrowed one is copied; a mapped one is lent by
+    /// uaccess (EFAULT if the caller's own buffer overlaps it).
+    fn with_page_mut(&mut self, idx: usize, f: impl FnOnce(&mut [u8])) -> Result<(), Errno> {
         let slot = &mut self.pages[idx];
         let fresh = match slot {
             Some(Page::Owned(_)) => None,
-            Some(Page::Mapped(a)) => return Ok(uaccess::page_mut(*a)),
+            Some(Page::Mapped(a)) => {
+                f(&mut uaccess::slice_mut(*a, PAGE as u64)?);
+                return Ok(());
+            }
             Some(Page::Borrowed(s)) => {
                 let mut p = zero_page()?;
                 p[..s.len()].copy_from_slice(s);
@@ -197,7 +201,10 @@ impl FileData {
             *slot = Some(Page::Owned(p));
         }
         match slot {
-            Some(Page::Owned(p)) => Ok(p),
+            Some(Page::Owned(p)) => {
+                f(&mut p[..]);
+                Ok(())
+            }
             _ => unreachable!("the slot was just made an owned page"),
         }
     }
@@ -230,8 +237,9 @@ impl FileData {
             let pos = off + done as u64;
             let (idx, inner) = ((pos / PAGE as u64) as usize, (pos % PAGE as u64) as usize);
             let chunk = (PAGE - inner).min(data.len() - done);
-            match self.page_mut(idx) {
-                Ok(page) => page[inner..inner + chunk].copy_from_slice(&data[done..done + chunk]),
+            let src = &data[done..done + chunk];
+            match self.with_page_mut(idx, |page| page[inner..inner + chunk].copy_from_slice(src)) {
+                Ok(()) => {}
                 // A short write is what Linux reports when space runs out
                 // part way; only a write that did nothing is an error.
                 Err(e) if done == 0 => return Err(e),
@@ -271,7 +279,9 @@ impl FileData {
             {
                 match page {
                     Page::Owned(p) => p[inner..].fill(0),
-                    Page::Mapped(a) => uaccess::page_mut(*a)[inner..].fill(0),
+                    Page::Mapped(a) => {
+                        uaccess::slice_mut(*a + inner as u64, (PAGE - inner) as u64)?.fill(0)
+                    }
                     Page::Borrowed(s) => *s = &s[..inner.min(s.len())],
                 }
             }
@@ -302,8 +312,8 @@ impl FileData {
                     self.pages[idx as usize] = None;
                     self.resident -= 1;
                 } else {
-                    let p = self.page_mut(idx as usize)?;
-                    p[(at - idx * page) as usize..(stop - idx * page) as usize].fill(0);
+                    let range = (at - idx * page) as usize..(stop - idx * page) as usize;
+                    self.with_page_mut(idx as usize, |p| p[range].fill(0))?;
                 }
             }
             at = stop;
@@ -326,7 +336,7 @@ impl FileData {
         self.reserve_pages(((first + count) * PAGE) as u64)?;
         for i in 0..count {
             let at = addr + (i * PAGE) as u64;
-            let dst = uaccess::page_mut(at);
+            let mut dst = uaccess::slice_mut(at, PAGE as u64)?;
             match self.pages[first + i].take() {
                 Some(Page::Owned(p)) => dst.copy_from_slice(&p[..]),
                 Some(Page::Borrowed(b)) => dst[..b.len()].copy_from_slice(b),
@@ -346,7 +356,7 @@ impl FileData {
                 && (addr..end).contains(&a)
             {
                 let mut p = zero_page()?;
-                p.copy_from_slice(uaccess::page_mut(a));
+                p.copy_from_slice(&uaccess::slice(a, PAGE as u64)?);
                 *slot = Some(Page::Owned(p));
             }
         }
@@ -377,5 +387,78 @@ impl FileData {
         }
         // Past the last page of data there is the implicit hole at EOF.
         want_hole.then_some(self.size).ok_or(Errno::ENXIO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(d: &mut FileData, off: u64, n: usize) -> Vec<u8> {
+        let mut buf = vec![0xaa; n];
+        let got = d.read_at(off, &mut buf).unwrap();
+        buf.truncate(got);
+        buf
+    }
+
+    #[test]
+    fn writing_past_the_end_leaves_a_hole_of_zeros() {
+        let mut d = FileData::default();
+        assert_eq!(d.write_at(3 * PAGE as u64 + 10, b"end"), Ok(3));
+        assert_eq!(d.size(), 3 * PAGE as u64 + 13);
+        assert_eq!(read(&mut d, 5, 4), [0, 0, 0, 0]);
+        assert_eq!(read(&mut d, 3 * PAGE as u64 + 10, 100), b"end");
+        // Only the page written takes memory (st_blocks counts 512s).
+        assert_eq!(d.blocks(), 8);
+        let size = d.size();
+        assert_eq!(read(&mut d, size, 10), b"");
+    }
+
+    #[test]
+    fn shrinking_then_growing_reads_zeros_not_old_bytes() {
+        let mut d = FileData::default();
+        d.write_at(0, &[7u8; 5000]).unwrap();
+        d.truncate(10).unwrap();
+        d.truncate(5000).unwrap();
+        let back = read(&mut d, 0, 5000);
+        assert_eq!(&back[..10], &[7u8; 10]);
+        assert!(back[10..].iter().all(|&b| b == 0));
+        assert_eq!(d.truncate(MAX_SIZE + 1), Err(Errno::EFBIG));
+        assert_eq!(d.write_at(MAX_SIZE, b"x"), Err(Errno::EFBIG));
+    }
+
+    #[test]
+    fn borrowed_bytes_are_copied_on_write() {
+        let image: &'static [u8] = Vec::leak(vec![1u8; PAGE + 100]);
+        let mut d = FileData::borrowed(image);
+        d.write_at(PAGE as u64 + 1, b"\x02").unwrap();
+        assert_eq!(read(&mut d, PAGE as u64, 3), [1, 2, 1]);
+        // The image itself is untouched.
+        assert!(image.iter().all(|&b| b == 1));
+        // A short borrowed last page that grows reads zeros past its end.
+        d.truncate(PAGE as u64 + 50).unwrap();
+        d.truncate(PAGE as u64 + 200).unwrap();
+        assert_eq!(read(&mut d, PAGE as u64 + 49, 2), [1, 0]);
+    }
+
+    #[test]
+    fn seek_data_and_hole_and_punch_hole() {
+        let mut d = FileData::default();
+        d.write_at(2 * PAGE as u64, &[9u8; PAGE]).unwrap();
+        d.truncate(5 * PAGE as u64).unwrap();
+        assert_eq!(d.seek_data(0, false), Ok(2 * PAGE as u64));
+        assert_eq!(d.seek_data(0, true), Ok(0));
+        assert_eq!(d.seek_data(2 * PAGE as u64 + 5, true), Ok(3 * PAGE as u64));
+        assert_eq!(d.seek_data(3 * PAGE as u64, false), Err(Errno::ENXIO));
+        assert_eq!(d.seek_data(5 * PAGE as u64, true), Err(Errno::ENXIO));
+        // Punching part of the page zeroes it; the whole page frees it.
+        d.punch_hole(2 * PAGE as u64 + 10, 10).unwrap();
+        assert_eq!(
+            read(&mut d, 2 * PAGE as u64 + 9, 12)[..],
+            [9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]
+        );
+        d.punch_hole(2 * PAGE as u64, PAGE as u64).unwrap();
+        assert_eq!((d.blocks(), d.size()), (0, 5 * PAGE as u64));
+        assert_eq!(d.seek_data(0, false), Err(Errno::ENXIO));
     }
 }

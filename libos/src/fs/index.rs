@@ -131,3 +131,76 @@ impl Iterator for Reader<'static> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One index record: kind, packed, path, link, mode, mtime, offset, size.
+    fn record(kind: u8, path: &[u8], link: &[u8], offset: u64, size: u64) -> Vec<u8> {
+        let mut r = vec![kind, 0];
+        r.extend((path.len() as u16).to_le_bytes());
+        r.extend((link.len() as u16).to_le_bytes());
+        r.extend([0, 0]);
+        r.extend(0o100644u32.to_le_bytes());
+        r.extend(1234i64.to_le_bytes());
+        r.extend(offset.to_le_bytes());
+        r.extend(size.to_le_bytes());
+        assert_eq!(r.len(), FIXED);
+        r.extend(path);
+        r.extend(link);
+        r
+    }
+
+    fn index(records: &[Vec<u8>], count: u32) -> &'static [u8] {
+        let mut v = MAGIC.to_vec();
+        v.extend(count.to_le_bytes());
+        v.extend([0; 4]);
+        for r in records {
+            v.extend(r);
+        }
+        Vec::leak(v)
+    }
+
+    #[test]
+    fn entries_lend_their_bytes_from_the_archive() {
+        let archive: &'static [u8] = b"....hello world....";
+        let ix = index(
+            &[
+                record(1, b"d", b"", 0, 0),
+                record(0, b"d/f", b"", 4, 11),
+                record(2, b"d/l", b"f", 0, 0),
+                record(3, b"d/h", b"d/f", 0, 0),
+                record(0, b"empty", b"", 0, 0),
+            ],
+            5,
+        );
+        let e: Vec<Entry> = Reader::new(ix, archive)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(e.len(), 5);
+        assert!(matches!(e[0].kind, EntryKind::Dir));
+        assert!(matches!(e[1].kind, EntryKind::File(b"hello world")));
+        // The type bits are dropped: only permissions.
+        assert_eq!((e[1].mode, e[1].mtime), (0o644, 1234));
+        assert!(matches!(&e[2].kind, EntryKind::Symlink(t) if t == b"f"));
+        assert!(matches!(&e[3].kind, EntryKind::HardLink(t) if t == b"d/f"));
+        assert!(matches!(e[4].kind, EntryKind::File(b"")));
+    }
+
+    #[test]
+    fn not_an_index_and_damaged_indexes() {
+        assert!(Reader::new(b"", b"").is_none());
+        assert!(Reader::new(b"PGKRIDX1\x01\0\0\0\0\0\0\0", b"").is_none());
+        // Data past the archive's end.
+        let ix = index(&[record(0, b"f", b"", 10, 100)], 1);
+        let e: Vec<_> = Reader::new(ix, b"short").unwrap().collect();
+        assert!(matches!(e[..], [Err(Error::Truncated { at: 10 })]));
+        // More entries announced than present: one error, then the end.
+        let ix = index(&[record(1, b"d", b"", 0, 0)], 3);
+        let e: Vec<_> = Reader::new(ix, b"").unwrap().collect();
+        assert_eq!(e.len(), 2);
+        assert!(e[0].is_ok() && e[1].is_err());
+    }
+}

@@ -47,7 +47,18 @@ pub fn set_umask(mask: u32) -> u32 {
     UMASK.swap(mask & 0o777, Ordering::Relaxed)
 }
 
+#[cfg(not(test))]
 pub fn init() {
+    init_tree();
+    seed(
+        &root(),
+        crate::arch::image::rootfs(),
+        crate::arch::image::rootfs_index(),
+    );
+}
+
+/// `/` with `/tmp`, `/dev` and its devices.
+fn init_tree() {
     let root = ROOT.call_once(|| Inode::new_dir(0o755, None)).clone();
     root.lock().nlink = 2;
     let mkdir = |parent: &Arc<Inode>, name: &[u8], perm: u32| -> Arc<Inode> {
@@ -67,22 +78,27 @@ pub fn init() {
     ] {
         let _ = namei::link_into(&dev, name, &Inode::new_device(device, 0o666));
     }
-    seed(crate::arch::image::rootfs());
+}
+
+/// Unit tests share one file system tree, made once (without a rootfs).
+#[cfg(test)]
+pub fn init_for_tests() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(init_tree);
 }
 
 /// Create the archive's entries. Errors skip an entry (or, for a damaged
 /// archive, the rest of it) with a diagnostic; they never stop the boot.
-fn seed(archive: &'static [u8]) {
+fn seed(root: &Arc<Inode>, archive: &'static [u8], index: &'static [u8]) {
     // A zstd archive is read through its index (chunks inflated on first
     // use); without one it would have to be inflated whole.
-    let index = index::Reader::new(crate::arch::image::rootfs_index(), archive);
+    let index = index::Reader::new(index, archive);
     if index.is_none() && archive.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         crate::log!(
             "libos: the rootfs archive is zstd-compressed and the image has no rootfs index; it is not seeded"
         );
         return;
     }
-    let root = root();
     let entries: &mut dyn Iterator<Item = Result<tar::Entry<'static>, tar::Error>> = match index {
         Some(ix) => &mut { ix },
         None => &mut tar::Reader::new(archive),
@@ -90,7 +106,7 @@ fn seed(archive: &'static [u8]) {
     for entry in entries {
         match entry {
             Ok(e) => {
-                if let Err(err) = seed_entry(&root, &e) {
+                if let Err(err) = seed_entry(root, &e) {
                     crate::log!(
                         "libos: rootfs: {}: {err:?}; entry skipped",
                         core::str::from_utf8(&e.path).unwrap_or("(not UTF-8)")
@@ -208,4 +224,52 @@ fn set_seeded(inode: &Inode, perm: u32, mtime: i64) {
     node.atime = t;
     node.mtime = t;
     node.ctime = t;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tar::testing::{end, entry};
+    use super::*;
+
+    fn seeded(archive: &'static [u8]) -> Arc<Inode> {
+        let root = Inode::new_dir(0o755, None);
+        seed(&root, archive, &[]);
+        root
+    }
+
+    #[test]
+    fn seeding_makes_the_tree_with_modes_times_and_hard_links() {
+        let mut v = entry(b"./", b'5', b"", b"");
+        v.extend(entry(b"usr/lib/libx.so", b'0', b"ELF", b""));
+        v.extend(entry(b"usr/lib/liby.so", b'1', b"", b"usr/lib/libx.so"));
+        v.extend(entry(b"usr/lib/libz.so", b'2', b"", b"libx.so"));
+        let root = seeded(end(v));
+        // Intermediate directories are made on the way.
+        let lib = namei::resolve(&root, b"usr/lib", true).unwrap();
+        assert!(lib.is_dir());
+        let x = namei::resolve(&root, b"usr/lib/libx.so", true).unwrap();
+        let a = x.attr();
+        assert_eq!((a.mode, a.size, a.nlink), (inode::S_IFREG | 0o644, 3, 2));
+        assert_eq!(a.mtime.sec, 0o1750);
+        let y = namei::resolve(&root, b"usr/lib/liby.so", true).unwrap();
+        assert!(Arc::ptr_eq(&x, &y));
+        let z = namei::resolve(&root, b"usr/lib/libz.so", true).unwrap();
+        assert!(Arc::ptr_eq(&x, &z));
+        let mut buf = [0u8; 8];
+        assert_eq!(x.read_at(0, &mut buf), Ok(3));
+        assert_eq!(&buf[..3], b"ELF");
+    }
+
+    #[test]
+    fn a_later_entry_replaces_an_earlier_one_and_dot_dot_is_refused() {
+        let mut v = entry(b"f", b'0', b"old", b"");
+        v.extend(entry(b"f", b'0', b"newer", b""));
+        v.extend(entry(b"../escape", b'0', b"x", b""));
+        v.extend(entry(b"a/../b", b'0', b"x", b""));
+        let root = seeded(end(v));
+        assert_eq!(namei::resolve(&root, b"f", true).unwrap().size(), 5);
+        assert_eq!(root.lookup(b"escape").err(), Some(Errno::ENOENT));
+        assert_eq!(root.lookup(b"b").err(), Some(Errno::ENOENT));
+        assert_eq!(root.lookup(b"..").err(), Some(Errno::ENOENT));
+    }
 }

@@ -619,3 +619,319 @@ fn dir_path(start: Arc<Inode>) -> Result<Vec<u8>, Errno> {
     }
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::inode::S_IFREG;
+
+    /// A private tree: its root's `..` is itself, as `/`'s is.
+    fn tree() -> Arc<Inode> {
+        let root = Inode::new_dir(0o755, None);
+        root.lock().nlink = 2;
+        mkdir(&root, b"a", 0o755).unwrap();
+        mkdir(&root, b"a/b", 0o755).unwrap();
+        create(&root, b"a/f");
+        root
+    }
+
+    fn create(base: &Arc<Inode>, path: &[u8]) -> Arc<Inode> {
+        let how = OpenHow {
+            create: true,
+            write: true,
+            mode: 0o666,
+            ..OpenHow::default()
+        };
+        open(base, path, &how).unwrap()
+    }
+
+    fn err(r: Result<Arc<Inode>, Errno>) -> Errno {
+        r.err().expect("an error")
+    }
+
+    fn nlink(i: &Inode) -> u32 {
+        i.lock().nlink
+    }
+
+    #[test]
+    fn lookup_errors_enoent_enotdir_enametoolong() {
+        let root = tree();
+        assert!(resolve(&root, b"a/b", true).unwrap().is_dir());
+        assert_eq!(err(resolve(&root, b"a/nope", true)), Errno::ENOENT);
+        assert_eq!(err(resolve(&root, b"a/nope/x", true)), Errno::ENOENT);
+        // A file used as a directory.
+        assert_eq!(err(resolve(&root, b"a/f/x", true)), Errno::ENOTDIR);
+        assert_eq!(err(resolve(&root, b"a/f/", true)), Errno::ENOTDIR);
+        assert_eq!(err(resolve(&root, b"", true)), Errno::ENOENT);
+        let long = [b'n'; 256];
+        assert_eq!(err(resolve(&root, &long, true)), Errno::ENAMETOOLONG);
+        // 255 is allowed (and simply absent).
+        assert_eq!(err(resolve(&root, &long[..255], true)), Errno::ENOENT);
+    }
+
+    #[test]
+    fn dot_dot_goes_up_and_stops_at_the_root() {
+        let root = tree();
+        let b = resolve(&root, b"a/b", true).unwrap();
+        let a = resolve(&root, b"a", true).unwrap();
+        assert!(Arc::ptr_eq(&resolve(&b, b"..", true).unwrap(), &a));
+        assert!(Arc::ptr_eq(
+            &resolve(&root, b"a/b/../b/.", true).unwrap(),
+            &b
+        ));
+        assert!(Arc::ptr_eq(
+            &resolve(&b, b"../../../../a", true).unwrap(),
+            &a
+        ));
+        assert!(Arc::ptr_eq(&resolve(&root, b"..", true).unwrap(), &root));
+        // Slashes repeat freely.
+        assert!(Arc::ptr_eq(&resolve(&root, b"a//b///", true).unwrap(), &b));
+    }
+
+    #[test]
+    fn symlinks_resolve_relative_to_their_directory() {
+        let root = tree();
+        symlink(b"b", &root, b"a/l").unwrap();
+        symlink(b"../f", &root, b"a/b/up").unwrap();
+        let b = resolve(&root, b"a/b", true).unwrap();
+        assert!(Arc::ptr_eq(&resolve(&root, b"a/l", true).unwrap(), &b));
+        assert!(Arc::ptr_eq(
+            &resolve(&root, b"a/l/up", true).unwrap(),
+            &resolve(&root, b"a/f", true).unwrap()
+        ));
+        // lstat sees the link itself...
+        assert!(matches!(
+            resolve(&root, b"a/l", false).unwrap().kind,
+            Kind::Symlink(_)
+        ));
+        // ...but a trailing slash follows it all the same.
+        assert!(Arc::ptr_eq(&resolve(&root, b"a/l/", false).unwrap(), &b));
+        // A link to a file with a trailing slash: ENOTDIR.
+        assert_eq!(err(resolve(&root, b"a/b/up/", true)), Errno::ENOTDIR);
+    }
+
+    #[test]
+    fn dangling_and_looping_symlinks() {
+        let root = tree();
+        symlink(b"missing", &root, b"dangling").unwrap();
+        assert_eq!(err(resolve(&root, b"dangling", true)), Errno::ENOENT);
+        assert!(resolve(&root, b"dangling", false).is_ok());
+        symlink(b"l2", &root, b"l1").unwrap();
+        symlink(b"l1", &root, b"l2").unwrap();
+        assert_eq!(err(resolve(&root, b"l1", true)), Errno::ELOOP);
+        assert_eq!(err(resolve(&root, b"l1/x", true)), Errno::ELOOP);
+    }
+
+    #[test]
+    fn forty_symlinks_in_a_chain_resolve_and_forty_one_are_eloop() {
+        let root = tree();
+        // c0 -> a, c1 -> c0, ..., c40 -> c39.
+        symlink(b"a", &root, b"c0").unwrap();
+        for i in 1..=40 {
+            let (name, to) = (format!("c{i}"), format!("c{}", i - 1));
+            symlink(to.as_bytes(), &root, name.as_bytes()).unwrap();
+        }
+        // c39 takes 40 links to reach `a`: Linux's MAXSYMLINKS.
+        assert!(resolve(&root, b"c39", true).unwrap().is_dir());
+        assert_eq!(err(resolve(&root, b"c40", true)), Errno::ELOOP);
+    }
+
+    #[test]
+    fn open_flags_follow_linux() {
+        let root = tree();
+        let excl = OpenHow {
+            create: true,
+            excl: true,
+            mode: 0o600,
+            ..OpenHow::default()
+        };
+        assert_eq!(err(open(&root, b"a/f", &excl)), Errno::EEXIST);
+        // O_CREAT|O_EXCL never follows a symlink, even a dangling one.
+        symlink(b"target", &root, b"a/dl").unwrap();
+        assert_eq!(err(open(&root, b"a/dl", &excl)), Errno::EEXIST);
+        // Without O_EXCL, O_CREAT through a dangling link creates its target.
+        create(&root, b"a/dl");
+        assert!(resolve(&root, b"a/target", false).is_ok());
+        // O_NOFOLLOW on a symlink: ELOOP.
+        let nofollow = OpenHow {
+            nofollow: true,
+            ..OpenHow::default()
+        };
+        assert_eq!(err(open(&root, b"a/dl", &nofollow)), Errno::ELOOP);
+        let dir = OpenHow {
+            directory: true,
+            ..OpenHow::default()
+        };
+        assert_eq!(err(open(&root, b"a/f", &dir)), Errno::ENOTDIR);
+        let write = OpenHow {
+            write: true,
+            ..OpenHow::default()
+        };
+        assert_eq!(err(open(&root, b"a", &write)), Errno::EISDIR);
+        // O_CREAT of a name with a trailing slash: EISDIR.
+        assert_eq!(err(open(&root, b"a/new/", &excl)), Errno::EISDIR);
+    }
+
+    #[test]
+    fn created_files_get_the_mode_under_the_umask_and_o_trunc_empties() {
+        let root = tree();
+        let f = create(&root, b"a/g");
+        // The default umask, 022.
+        assert_eq!(f.attr().mode, S_IFREG | 0o644);
+        f.write_at(Some(0), b"data").unwrap();
+        let trunc = OpenHow {
+            trunc: true,
+            write: true,
+            ..OpenHow::default()
+        };
+        open(&root, b"a/g", &trunc).unwrap();
+        assert_eq!(f.size(), 0);
+    }
+
+    #[test]
+    fn mkdir_rmdir_unlink_errors() {
+        let root = tree();
+        assert_eq!(mkdir(&root, b"a", 0o755), Err(Errno::EEXIST));
+        assert_eq!(mkdir(&root, b".", 0o755), Err(Errno::EEXIST));
+        assert_eq!(mkdir(&root, b"a/c/", 0o755), Ok(()));
+        assert_eq!(mkdir(&root, b"x/y", 0o755), Err(Errno::ENOENT));
+        assert_eq!(rmdir(&root, b"a"), Err(Errno::ENOTEMPTY));
+        assert_eq!(rmdir(&root, b"a/b/."), Err(Errno::EINVAL));
+        assert_eq!(rmdir(&root, b"a/b/.."), Err(Errno::ENOTEMPTY));
+        assert_eq!(rmdir(&root, b"a/f"), Err(Errno::ENOTDIR));
+        assert_eq!(unlink(&root, b"a/b"), Err(Errno::EISDIR));
+        assert_eq!(unlink(&root, b"a/f/"), Err(Errno::ENOTDIR));
+        assert_eq!(unlink(&root, b"a/f"), Ok(()));
+        assert_eq!(unlink(&root, b"a/f"), Err(Errno::ENOENT));
+        assert_eq!(rmdir(&root, b"a/b"), Ok(()));
+    }
+
+    #[test]
+    fn link_counts_as_linux_keeps_them() {
+        let root = tree();
+        let a = resolve(&root, b"a", true).unwrap();
+        // `.`, the entry in the parent, and b's `..`; c adds one more.
+        assert_eq!(nlink(&a), 3);
+        mkdir(&root, b"a/c", 0o755).unwrap();
+        assert_eq!(nlink(&a), 4);
+        assert_eq!(nlink(&root), 3);
+        let f = resolve(&root, b"a/f", true).unwrap();
+        assert_eq!(nlink(&f), 1);
+        link(&f, &root, b"hard").unwrap();
+        assert_eq!(nlink(&f), 2);
+        assert_eq!(link(&a, &root, b"dirlink"), Err(Errno::EPERM));
+        unlink(&root, b"a/f").unwrap();
+        // The other name still reaches the same inode.
+        assert_eq!(nlink(&f), 1);
+        assert!(Arc::ptr_eq(&resolve(&root, b"hard", true).unwrap(), &f));
+        rmdir(&root, b"a/c").unwrap();
+        assert_eq!(nlink(&a), 3);
+    }
+
+    #[test]
+    fn a_removed_directory_takes_no_new_entries() {
+        let root = tree();
+        let b = resolve(&root, b"a/b", true).unwrap();
+        rmdir(&root, b"a/b").unwrap();
+        // As in a deleted working directory: ENOENT.
+        assert_eq!(mkdir(&b, b"x", 0o755), Err(Errno::ENOENT));
+        let how = OpenHow {
+            create: true,
+            ..OpenHow::default()
+        };
+        assert_eq!(err(open(&b, b"x", &how)), Errno::ENOENT);
+        assert_eq!(nlink(&b), 0);
+    }
+
+    #[test]
+    fn rename_replaces_checks_and_exchanges() {
+        let root = tree();
+        let f = resolve(&root, b"a/f", true).unwrap();
+        create(&root, b"g");
+        rename(&root, b"a/f", &root, b"g", 0).unwrap();
+        assert!(Arc::ptr_eq(&resolve(&root, b"g", true).unwrap(), &f));
+        assert_eq!(err(resolve(&root, b"a/f", true)), Errno::ENOENT);
+        // A directory into its own subtree.
+        assert_eq!(rename(&root, b"a", &root, b"a/b/a", 0), Err(Errno::EINVAL));
+        // File over directory and back.
+        assert_eq!(rename(&root, b"g", &root, b"a/b", 0), Err(Errno::EISDIR));
+        assert_eq!(rename(&root, b"a/b", &root, b"g", 0), Err(Errno::ENOTDIR));
+        // Over a non-empty directory.
+        mkdir(&root, b"d", 0o755).unwrap();
+        assert_eq!(rename(&root, b"d", &root, b"a", 0), Err(Errno::ENOTEMPTY));
+        // ...but over an empty one it replaces it.
+        rename(&root, b"a", &root, b"d", 0).unwrap();
+        assert!(resolve(&root, b"d/b", true).is_ok());
+        assert_eq!(
+            rename(&root, b"g", &root, b"d", RENAME_NOREPLACE),
+            Err(Errno::EEXIST)
+        );
+        assert_eq!(
+            rename(&root, b"g", &root, b"d", RENAME_NOREPLACE | RENAME_EXCHANGE),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            rename(&root, b"g", &root, b"none", RENAME_EXCHANGE),
+            Err(Errno::ENOENT)
+        );
+        let d = resolve(&root, b"d", true).unwrap();
+        rename(&root, b"g", &root, b"d", RENAME_EXCHANGE).unwrap();
+        assert!(Arc::ptr_eq(&resolve(&root, b"g", true).unwrap(), &d));
+        assert!(Arc::ptr_eq(&resolve(&root, b"d", true).unwrap(), &f));
+        // Two names of one inode: nothing happens, both stay.
+        link(&f, &root, b"f2").unwrap();
+        rename(&root, b"d", &root, b"f2", 0).unwrap();
+        assert!(resolve(&root, b"d", true).is_ok() && resolve(&root, b"f2", true).is_ok());
+    }
+
+    #[test]
+    fn directory_positions_survive_removals() {
+        let root = Inode::new_dir(0o755, None);
+        for n in [&b"x"[..], b"y", b"z"] {
+            create(&root, n);
+        }
+        let list = |pos| {
+            let mut names = Vec::new();
+            let end = root
+                .read_dir(pos, &mut |_, _, _, name| {
+                    names.push(name.to_vec());
+                    true
+                })
+                .unwrap();
+            (names, end)
+        };
+        let (names, end) = list(0);
+        assert_eq!(names, [&b"."[..], b"..", b"x", b"y", b"z"]);
+        // Stop after `y` (position 4 = after x, y: cookies 2, 3 then +1).
+        unlink(&root, b"x").unwrap();
+        create(&root, b"w");
+        let (names, _) = list(4);
+        // Resumed after y: z, then the new entry; x's removal moved nothing.
+        assert_eq!(names, [&b"z"[..], b"w"]);
+        assert_eq!(list(end).0, [&b"w"[..]]);
+    }
+
+    #[test]
+    fn a_directory_path_is_found_upwards() {
+        let root = tree();
+        let b = resolve(&root, b"a/b", true).unwrap();
+        assert_eq!(dir_path(b.clone()).unwrap(), b"/a/b");
+        assert_eq!(dir_path(root.clone()).unwrap(), b"/");
+        rmdir(&root, b"a/b").unwrap();
+        assert_eq!(dir_path(b), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn absolute_paths_start_at_the_global_root() {
+        crate::fs::init_for_tests();
+        let root = crate::fs::root();
+        let elsewhere = tree();
+        // /tmp and /dev/null exist; an absolute symlink target is absolute
+        // wherever the link is.
+        assert!(resolve(&elsewhere, b"/tmp", true).unwrap().is_dir());
+        symlink(b"/dev/null", &elsewhere, b"null").unwrap();
+        let null = resolve(&elsewhere, b"null", true).unwrap();
+        assert!(matches!(null.kind, Kind::Dev(_)));
+        assert!(Arc::ptr_eq(&resolve(&root, b"/..", true).unwrap(), &root));
+    }
+}

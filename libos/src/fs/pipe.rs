@@ -162,3 +162,105 @@ impl PipeEnd {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fd::{POLLERR, POLLHUP, POLLIN, POLLOUT};
+
+    #[test]
+    fn bytes_come_out_in_order_across_partial_reads() {
+        let (r, w) = new();
+        assert_eq!(w.write(b"hello, ", false), Ok(7));
+        assert_eq!(w.write(b"world", false), Ok(5));
+        let mut buf = [0u8; 5];
+        assert_eq!(r.read(&mut buf, false), Ok(5));
+        assert_eq!(&buf, b"hello");
+        let mut rest = [0u8; 64];
+        assert_eq!(r.read(&mut rest, false), Ok(7));
+        assert_eq!(&rest[..7], b", world");
+        assert_eq!(r.pipe.available(), 0);
+    }
+
+    #[test]
+    fn reads_across_the_queue_wrapping_around() {
+        let (r, w) = new();
+        let data: Vec<u8> = (0..80_000u32).map(|i| (i % 251) as u8).collect();
+        w.write(&data[..60_000], false).unwrap();
+        let mut out = vec![0u8; 80_000];
+        assert_eq!(r.read(&mut out[..50_000], false), Ok(50_000));
+        w.write(&data[60_000..], false).unwrap();
+        assert_eq!(r.read(&mut out[50_000..], false), Ok(30_000));
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn empty_pipe_is_eagain_while_a_writer_exists_then_end_of_file() {
+        let (r, w) = new();
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read(&mut buf, true), Err(Errno::EAGAIN));
+        // A zero-length read succeeds at once, as on Linux.
+        assert_eq!(r.read(&mut [], true), Ok(0));
+        w.write(b"x", false).unwrap();
+        drop(w);
+        // Data written before the close is still read, then EOF.
+        assert_eq!(r.read(&mut buf, true), Ok(1));
+        assert_eq!(r.read(&mut buf, true), Ok(0));
+    }
+
+    #[test]
+    fn writing_with_no_reader_is_epipe() {
+        let (r, w) = new();
+        drop(r);
+        assert_eq!(w.write(b"x", false), Err(Errno::EPIPE));
+        // Even an empty write, as Linux checks readers first.
+        assert_eq!(w.write(b"", true), Err(Errno::EPIPE));
+    }
+
+    #[test]
+    fn nonblocking_writes_honour_capacity_and_pipe_buf_atomicity() {
+        let (_r, w) = new();
+        let big = vec![7u8; DEFAULT_CAPACITY - 100];
+        assert_eq!(w.write(&big, true), Ok(DEFAULT_CAPACITY - 100));
+        // 100 bytes of room: a write of up to PIPE_BUF is all or nothing...
+        assert_eq!(w.write(&[1u8; 200], true), Err(Errno::EAGAIN));
+        // ...a larger one is partial.
+        assert_eq!(w.write(&[1u8; PIPE_BUF + 1], true), Ok(100));
+        // Full: EAGAIN.
+        assert_eq!(w.write(&[1u8; PIPE_BUF + 1], true), Err(Errno::EAGAIN));
+        assert_eq!(w.pipe.poll_events(true), 0);
+    }
+
+    #[test]
+    fn poll_readiness_of_both_ends() {
+        let (r, w) = new();
+        assert_eq!(w.pipe.poll_events(true), POLLOUT);
+        assert_eq!(r.pipe.poll_events(false), 0);
+        w.write(b"abc", false).unwrap();
+        assert_eq!(r.pipe.poll_events(false), POLLIN);
+        let p = r.pipe.clone();
+        drop(w);
+        // Writer gone: POLLHUP, with POLLIN while data is left.
+        assert_eq!(p.poll_events(false), POLLIN | POLLHUP);
+        let (r2, w2) = new();
+        drop(r2);
+        // Reader gone: the write end reports POLLERR (and is writable: the
+        // write fails at once).
+        assert_eq!(w2.pipe.poll_events(true), POLLOUT | POLLERR);
+    }
+
+    #[test]
+    fn set_pipe_size_rounds_up_and_checks_like_linux() {
+        let (_r, w) = new();
+        assert_eq!(w.pipe.capacity(), 65536);
+        // At least a page, a power of two.
+        assert_eq!(w.pipe.set_capacity(1), Ok(4096));
+        assert_eq!(w.pipe.set_capacity(5000), Ok(8192));
+        assert_eq!(w.pipe.capacity(), 8192);
+        // Over /proc/sys/fs/pipe-max-size (1 MiB) unprivileged: EPERM.
+        assert_eq!(w.pipe.set_capacity((1 << 20) + 1), Err(Errno::EPERM));
+        // Shrinking below what is queued: EBUSY.
+        w.write(&[0u8; 6000], false).unwrap();
+        assert_eq!(w.pipe.set_capacity(4096), Err(Errno::EBUSY));
+    }
+}

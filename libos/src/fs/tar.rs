@@ -306,3 +306,131 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// Builds archives for the tests (here and in `index`, `fs`).
+#[cfg(test)]
+pub mod testing {
+    use super::BLOCK;
+
+    /// A ustar header block (checksum filled in).
+    pub fn header(name: &[u8], typeflag: u8, size: usize, link: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name);
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"00000001750\0");
+        h[156] = typeflag;
+        h[157..157 + link.len()].copy_from_slice(link);
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        seal(&mut h);
+        h
+    }
+
+    pub fn seal(h: &mut [u8]) {
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+
+    /// An entry: header plus its data padded to whole blocks.
+    pub fn entry(name: &[u8], typeflag: u8, data: &[u8], link: &[u8]) -> Vec<u8> {
+        let mut v = header(name, typeflag, data.len(), link);
+        v.extend_from_slice(data);
+        v.resize(v.len().next_multiple_of(BLOCK), 0);
+        v
+    }
+
+    pub fn end(mut v: Vec<u8>) -> &'static [u8] {
+        v.extend_from_slice(&[0u8; 2 * BLOCK]);
+        Vec::leak(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    fn all(data: &[u8]) -> Vec<Result<Entry<'_>, Error>> {
+        Reader::new(data).collect()
+    }
+
+    #[test]
+    fn files_dirs_and_links() {
+        let mut v = entry(b"etc/", b'5', b"", b"");
+        v.extend(entry(b"etc/hosts", b'0', b"127.0.0.1 localhost\n", b""));
+        v.extend(entry(b"etc/h2", b'1', b"", b"etc/hosts"));
+        v.extend(entry(b"etc/l", b'2', b"", b"hosts"));
+        v.extend(entry(b"dev/null", b'3', b"", b""));
+        let e = all(end(v));
+        assert_eq!(e.len(), 5);
+        let e: Vec<Entry> = e.into_iter().map(Result::unwrap).collect();
+        assert!(matches!(e[0].kind, EntryKind::Dir));
+        assert!(matches!(
+            e[1].kind,
+            EntryKind::File(b"127.0.0.1 localhost\n")
+        ));
+        assert_eq!((e[1].mode, e[1].mtime), (0o644, 0o1750));
+        assert!(matches!(&e[2].kind, EntryKind::HardLink(t) if t == b"etc/hosts"));
+        assert!(matches!(&e[3].kind, EntryKind::Symlink(t) if t == b"hosts"));
+        // A character device is for the caller to skip.
+        assert!(matches!(e[4].kind, EntryKind::Other(b'3')));
+    }
+
+    #[test]
+    fn a_bad_checksum_or_a_cut_short_body_stops_the_walk() {
+        let mut v = entry(b"a", b'0', b"x", b"");
+        v[0] = b'b'; // changed after the checksum was made
+        let e = all(end(v));
+        assert!(matches!(e[..], [Err(Error::BadChecksum { at: 0 })]));
+        let mut v = entry(b"ok", b'0', b"", b"");
+        v.extend(header(b"big", b'0', 10_000, b""));
+        let e = all(Vec::leak(v));
+        assert!(e[0].is_ok());
+        assert!(matches!(e[1], Err(Error::Truncated { at: 512 })));
+        assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn long_names_gnu_pax_and_ustar_prefix() {
+        let long = [b'n'; 150];
+        let mut v = entry(b"././@LongLink", b'L', &long, b"");
+        v.extend(entry(b"short", b'0', b"", b""));
+        let mut pax = b"17 path=pax/name\n".to_vec();
+        pax.extend(b"12 mtime=-5\n");
+        v.extend(entry(b"PaxHeaders/x", b'x', &pax, b""));
+        v.extend(entry(b"ignored", b'0', b"", b""));
+        let mut h = header(b"file", b'0', 0, b"");
+        h[345..348].copy_from_slice(b"dir");
+        seal(&mut h);
+        v.extend(h);
+        let e: Vec<Entry> = all(end(v)).into_iter().map(Result::unwrap).collect();
+        assert_eq!(e[0].path, long);
+        assert_eq!((&e[1].path[..], e[1].mtime), (&b"pax/name"[..], -5));
+        assert_eq!(e[2].path, b"dir/file");
+    }
+
+    #[test]
+    fn numbers_octal_and_base_256() {
+        assert_eq!(number(b"  0755 \0"), Some(0o755));
+        assert_eq!(number(b"0000000\0"), Some(0));
+        assert_eq!(number(b"12x"), None);
+        // GNU base-256: top bit set, big-endian.
+        assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 0x01, 0x00]), Some(256));
+        // Negative base-256 values are refused.
+        assert_eq!(number(&[0xff, 0xff]), None);
+        assert_eq!(decimal(b""), None);
+        assert_eq!(decimal(b"42"), Some(42));
+    }
+
+    #[test]
+    fn old_v7_directories_end_in_a_slash() {
+        let mut h = header(b"olddir/", 0, 0, b"");
+        h[257..265].fill(0);
+        seal(&mut h);
+        let e = all(end(h));
+        assert!(matches!(e[0].as_ref().unwrap().kind, EntryKind::Dir));
+        assert!(all(&[]).is_empty());
+    }
+}

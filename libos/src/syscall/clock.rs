@@ -3,6 +3,7 @@
 use super::{Errno, Result};
 use crate::arch::uaccess;
 use crate::time;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const CLOCK_REALTIME: u64 = 0;
 const CLOCK_MONOTONIC: u64 = 1;
@@ -14,7 +15,7 @@ const CLOCK_MONOTONIC_COARSE: u64 = 6;
 const CLOCK_BOOTTIME: u64 = 7;
 const TIMER_ABSTIME: u64 = 1;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 pub struct Timespec {
     pub sec: i64,
@@ -39,7 +40,7 @@ impl Timespec {
 }
 
 /// The kernel's `struct timeval` (gettimeofday, setitimer, select).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 pub struct Timeval {
     pub sec: i64,

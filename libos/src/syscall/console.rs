@@ -6,6 +6,7 @@ use super::{Errno, Result};
 use crate::arch::uaccess;
 use crate::fs::inode::{Attr, S_IFCHR};
 use crate::platform;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Blocks until at least one byte is available; 0 means end of input.
 pub fn read(buf: &mut [u8]) -> usize {
@@ -37,7 +38,7 @@ const TIOCGWINSZ: u64 = 0x5413;
 const TIOCSWINSZ: u64 = 0x5414;
 
 /// The kernel's `struct termios` (not musl's larger one): 36 bytes.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Termios {
     iflag: u32,

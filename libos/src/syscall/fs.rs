@@ -14,6 +14,7 @@ use crate::fs::inode::{Attr, DEV, Inode, Kind, S_IFREG, Time};
 use crate::fs::namei::{self, OpenHow};
 use crate::fs::{self, pipe};
 use alloc::sync::Arc;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// PATH_MAX, counting the NUL.
 const PATH_MAX: u64 = 4096;
@@ -29,7 +30,7 @@ const AT_STATX_SYNC_TYPE: u64 = 0x6000;
 const O_TMPFILE_BIT: u32 = 0o20000000;
 const UIO_MAXIOV: u64 = 1024;
 
-fn path_arg(addr: u64) -> core::result::Result<&'static [u8], Errno> {
+fn path_arg(addr: u64) -> core::result::Result<alloc::vec::Vec<u8>, Errno> {
     uaccess::c_str(addr, PATH_MAX)
 }
 
@@ -113,7 +114,7 @@ pub fn creat(path: u64, mode: u64) -> Result {
 }
 
 pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let mut flags = flags as u32;
     if flags & O_TMPFILE_BIT != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -212,15 +213,15 @@ pub fn pipe2(fds: u64, flags: u64) -> Result {
 pub fn read(fd: u64, buf: u64, len: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_read()?;
-    let dst = uaccess::slice_mut(buf, len.min(MAX_RW))?;
-    Ok(f.read(dst)? as i64)
+    let mut dst = uaccess::slice_mut(buf, len.min(MAX_RW))?;
+    Ok(f.read(&mut dst)? as i64)
 }
 
 pub fn write(fd: u64, buf: u64, len: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_write()?;
     let src = uaccess::slice(buf, len.min(MAX_RW))?;
-    Ok(f.write(src)? as i64)
+    Ok(f.write(&src)? as i64)
 }
 
 fn offset(off: u64) -> core::result::Result<u64, Errno> {
@@ -235,8 +236,8 @@ pub fn pread64(fd: u64, buf: u64, len: u64, off: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_read()?;
     let off = offset(off)?;
-    let dst = uaccess::slice_mut(buf, len.min(MAX_RW))?;
-    Ok(f.pread(dst, off)? as i64)
+    let mut dst = uaccess::slice_mut(buf, len.min(MAX_RW))?;
+    Ok(f.pread(&mut dst, off)? as i64)
 }
 
 pub fn pwrite64(fd: u64, buf: u64, len: u64, off: u64) -> Result {
@@ -244,10 +245,10 @@ pub fn pwrite64(fd: u64, buf: u64, len: u64, off: u64) -> Result {
     f.check_write()?;
     let off = offset(off)?;
     let src = uaccess::slice(buf, len.min(MAX_RW))?;
-    Ok(f.pwrite(src, off)? as i64)
+    Ok(f.pwrite(&src, off)? as i64)
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Iovec {
     base: u64,
@@ -300,7 +301,7 @@ pub fn readv(fd: u64, iov: u64, count: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_read()?;
     vectored(iov, count, |base, len, _| {
-        f.read(uaccess::slice_mut(base, len)?)
+        f.read(&mut uaccess::slice_mut(base, len)?)
     })
 }
 
@@ -308,7 +309,7 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_write()?;
     vectored(iov, count, |base, len, _| {
-        f.write(uaccess::slice(base, len)?)
+        f.write(&uaccess::slice(base, len)?)
     })
 }
 
@@ -317,7 +318,7 @@ pub fn preadv(fd: u64, iov: u64, count: u64, pos: u64) -> Result {
     f.check_read()?;
     let pos = offset(pos)?;
     vectored(iov, count, |base, len, done| {
-        f.pread(uaccess::slice_mut(base, len)?, pos + done)
+        f.pread(&mut uaccess::slice_mut(base, len)?, pos + done)
     })
 }
 
@@ -326,7 +327,7 @@ pub fn pwritev(fd: u64, iov: u64, count: u64, pos: u64) -> Result {
     f.check_write()?;
     let pos = offset(pos)?;
     vectored(iov, count, |base, len, done| {
-        f.pwrite(uaccess::slice(base, len)?, pos + done)
+        f.pwrite(&uaccess::slice(base, len)?, pos + done)
     })
 }
 
@@ -356,7 +357,7 @@ pub fn pwritev2(fd: u64, iov: u64, count: u64, pos: u64, flags: u64) -> Result {
             let f = fd::get(fd)?;
             f.check_write()?;
             return vectored(iov, count, |base, len, _| {
-                f.pwrite(uaccess::slice(base, len)?, f.attr().size)
+                f.pwrite(&uaccess::slice(base, len)?, f.attr().size)
             });
         }
         writev(fd, iov, count)
@@ -376,7 +377,7 @@ pub fn lseek(fd: u64, off: u64, whence: u64) -> Result {
 // ---- metadata ----
 
 /// `struct stat` of the x86-64 kernel ABI.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 pub struct Stat {
     dev: u64,
@@ -440,12 +441,12 @@ pub fn newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> Result {
     if flags & !(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let t = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?;
     put_stat(buf, &t.attr())
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct StatxTime {
     sec: i64,
@@ -454,7 +455,7 @@ struct StatxTime {
 }
 
 /// `struct statx` (256 bytes).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Statx {
     mask: u32,
@@ -502,8 +503,8 @@ pub fn statx(dirfd: u64, path: u64, flags: u64, mask: u64, buf: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     // Since Linux 6.11 a NULL path with AT_EMPTY_PATH means the fd itself.
-    let path = if path == 0 && flags & AT_EMPTY_PATH != 0 {
-        &[][..]
+    let path = &if path == 0 && flags & AT_EMPTY_PATH != 0 {
+        alloc::vec::Vec::new()
     } else {
         path_arg(path)?
     };
@@ -537,7 +538,7 @@ pub fn statx(dirfd: u64, path: u64, flags: u64, mask: u64, buf: u64) -> Result {
 }
 
 /// `struct statfs` of the x86-64 kernel ABI.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Statfs {
     ftype: i64,
@@ -581,7 +582,7 @@ fn put_statfs(buf: u64) -> Result {
 }
 
 pub fn statfs(path: u64, buf: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     inode_at(AT_FDCWD as u64, path, true)?;
     put_statfs(buf)
 }
@@ -611,7 +612,7 @@ pub fn faccessat2(dirfd: u64, path: u64, mode: u64, flags: u64) -> Result {
     if flags & !(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let a = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?.attr();
     if mode != F_OK && mode & X_OK != 0 && a.mode & 0o170000 != 0o040000 && a.mode & 0o111 == 0 {
         return Err(Errno::EACCES);
@@ -628,7 +629,7 @@ pub fn chmod(path: u64, mode: u64) -> Result {
 }
 
 pub fn fchmodat(dirfd: u64, path: u64, mode: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     inode_at(dirfd, path, true)?.set_perm(mode as u32);
     Ok(0)
 }
@@ -646,7 +647,7 @@ pub fn fchmod(fd: u64, mode: u64) -> Result {
 
 /// Ownership is accepted and not kept: there is one user.
 pub fn chown(path: u64, follow: bool) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     inode_at(AT_FDCWD as u64, path, follow)?;
     Ok(0)
 }
@@ -655,7 +656,7 @@ pub fn fchownat(dirfd: u64, path: u64, flags: u64) -> Result {
     if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?;
     Ok(0)
 }
@@ -707,7 +708,7 @@ fn set_times(
     } else {
         target(
             dirfd,
-            path_arg(path)?,
+            &path_arg(path)?,
             flags,
             flags & AT_SYMLINK_NOFOLLOW == 0,
         )?
@@ -780,7 +781,7 @@ pub fn mkdir(path: u64, mode: u64) -> Result {
 }
 
 pub fn mkdirat(dirfd: u64, path: u64, mode: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     namei::mkdir(&base(dirfd, path)?, path, mode as u32)?;
     Ok(0)
 }
@@ -788,7 +789,7 @@ pub fn mkdirat(dirfd: u64, path: u64, mode: u64) -> Result {
 const S_IFMT: u32 = 0o170000;
 
 pub fn mknodat(dirfd: u64, path: u64, mode: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let mode = mode as u32;
     match mode & S_IFMT {
         0 | S_IFREG => {
@@ -803,7 +804,7 @@ pub fn mknodat(dirfd: u64, path: u64, mode: u64) -> Result {
 }
 
 pub fn rmdir(path: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     namei::rmdir(&base(AT_FDCWD as u64, path)?, path)?;
     Ok(0)
 }
@@ -816,7 +817,7 @@ pub fn unlinkat(dirfd: u64, path: u64, flags: u64) -> Result {
     if flags & !AT_REMOVEDIR != 0 {
         return Err(Errno::EINVAL);
     }
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let base = base(dirfd, path)?;
     if flags & AT_REMOVEDIR != 0 {
         namei::rmdir(&base, path)?;
@@ -831,8 +832,8 @@ pub fn rename(old: u64, new: u64) -> Result {
 }
 
 pub fn renameat2(olddir: u64, old: u64, newdir: u64, new: u64, flags: u64) -> Result {
-    let old = path_arg(old)?;
-    let new = path_arg(new)?;
+    let old = &path_arg(old)?;
+    let new = &path_arg(new)?;
     let obase = base(olddir, old)?;
     let nbase = base(newdir, new)?;
     namei::rename(&obase, old, &nbase, new, flags)?;
@@ -847,8 +848,8 @@ pub fn linkat(olddir: u64, old: u64, newdir: u64, new: u64, flags: u64) -> Resul
     if flags & !(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
-    let old = path_arg(old)?;
-    let new = path_arg(new)?;
+    let old = &path_arg(old)?;
+    let new = &path_arg(new)?;
     let inode = match target(olddir, old, flags, flags & AT_SYMLINK_FOLLOW != 0)? {
         Target::Inode(i) => i,
         Target::File(_) => return Err(Errno::ENOENT),
@@ -862,8 +863,8 @@ pub fn symlink(target: u64, path: u64) -> Result {
 }
 
 pub fn symlinkat(target: u64, dirfd: u64, path: u64) -> Result {
-    let target = path_arg(target)?;
-    let path = path_arg(path)?;
+    let target = &path_arg(target)?;
+    let path = &path_arg(path)?;
     if target.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -879,7 +880,7 @@ pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> Result {
     if size as i32 <= 0 {
         return Err(Errno::EINVAL);
     }
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     if let Some(link) = proc_self_link(path)? {
         let n = link.len().min(size as u32 as usize);
         uaccess::slice_mut(buf, n as u64)?.copy_from_slice(&link[..n]);
@@ -922,7 +923,7 @@ fn proc_self_link(path: &[u8]) -> core::result::Result<Option<alloc::vec::Vec<u8
 }
 
 pub fn chdir(path: u64) -> Result {
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let dir = inode_at(AT_FDCWD as u64, path, true)?;
     if !dir.is_dir() {
         return Err(Errno::ENOTDIR);
@@ -948,7 +949,7 @@ pub fn getcwd(buf: u64, size: u64) -> Result {
     if path.len() as u64 + 1 > size {
         return Err(Errno::ERANGE);
     }
-    let dst = uaccess::slice_mut(buf, path.len() as u64 + 1)?;
+    let mut dst = uaccess::slice_mut(buf, path.len() as u64 + 1)?;
     dst[..path.len()].copy_from_slice(&path);
     dst[path.len()] = 0;
     Ok(path.len() as i64 + 1)
@@ -958,7 +959,7 @@ pub fn truncate(path: u64, len: u64) -> Result {
     if (len as i64) < 0 {
         return Err(Errno::EINVAL);
     }
-    let path = path_arg(path)?;
+    let path = &path_arg(path)?;
     let inode = inode_at(AT_FDCWD as u64, path, true)?;
     match inode.kind {
         Kind::Dir => Err(Errno::EISDIR),
@@ -1000,7 +1001,7 @@ pub fn getdents(fd: u64, buf: u64, count: u64, is64: bool) -> Result {
         Some(i) if i.is_dir() => i.clone(),
         _ => return Err(Errno::ENOTDIR),
     };
-    let out = uaccess::slice_mut(buf, count.min(MAX_RW))?;
+    let mut out = uaccess::slice_mut(buf, count.min(MAX_RW))?;
     let mut used = 0usize;
     let mut emit = |ino: u64, next: u64, dtype: u8, name: &[u8]| -> bool {
         let header = if is64 { 19 } else { 18 };
@@ -1182,7 +1183,7 @@ pub fn fcntl(fd: u64, cmd: u64, arg: u64) -> Result {
 }
 
 /// `struct flock`.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Flock {
     ltype: i16,

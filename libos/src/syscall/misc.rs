@@ -3,6 +3,7 @@
 use super::{Errno, Result};
 use crate::arch::{cpu, uaccess};
 use crate::{config, mem, platform, time};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const ARCH_SET_FS: u64 = 0x1002;
 const ARCH_GET_FS: u64 = 0x1003;
@@ -62,8 +63,8 @@ pub fn fill_random(buf: &mut [u8]) {
 }
 
 pub fn getrandom(buf: u64, len: u64, _flags: u64) -> Result {
-    let dst = uaccess::slice_mut(buf, len.min(1 << 25))?;
-    fill_random(dst);
+    let mut dst = uaccess::slice_mut(buf, len.min(1 << 25))?;
+    fill_random(&mut dst);
     Ok(dst.len() as i64)
 }
 
@@ -94,7 +95,7 @@ pub fn prlimit(pid: u64, resource: u64, new: u64, old: u64) -> Result {
     Ok(0)
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Sysinfo {
     uptime: i64,
@@ -106,7 +107,9 @@ struct Sysinfo {
     totalswap: u64,
     freeswap: u64,
     procs: u16,
-    _pad: u16,
+    /// Explicit (the kernel's struct has 2 bytes here, then 4 of padding
+    /// that must not leak libOS memory).
+    _pad: [u16; 3],
     totalhigh: u64,
     freehigh: u64,
     mem_unit: u32,

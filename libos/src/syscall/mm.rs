@@ -100,7 +100,7 @@ fn map_file(addr: u64, len: u64, prot: u64, flags: u64, fd: i64, offset: u64) ->
                 })
             })
     } else {
-        uaccess::slice_mut(at, len).and_then(|dst| inode.read_at(offset, dst).map(|_| ()))
+        uaccess::slice_mut(at, len).and_then(|mut dst| inode.read_at(offset, &mut dst).map(|_| ()))
     };
     if let Err(e) = result {
         let _ = mem::free(at, len);

@@ -370,6 +370,8 @@ fn report_unimplemented(n: i64) {
 }
 
 /// musl's system-call layer calls this (see libos/musl/patches).
+#[cfg(not(test))]
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub extern "C" fn __pgkraft_syscall(
     n: i64,

@@ -17,6 +17,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const EPOLL_CTL_ADD: u64 = 1;
 const EPOLL_CTL_DEL: u64 = 2;
@@ -99,7 +100,7 @@ pub fn epoll_create(size: u64) -> Result {
 }
 
 /// The kernel's `struct epoll_event`: packed on x86-64.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C, packed)]
 struct EpollEvent {
     events: u32,
@@ -227,10 +228,14 @@ pub fn epoll_pwait(
     if max <= 0 || max as u64 > (i32::MAX as u64) / 12 {
         return Err(Errno::EINVAL);
     }
-    let out = uaccess::slice_mut(events, max as u64 * 12)?;
+    // The array is checked before waiting, as Linux does, but only lent
+    // while events are written: signal handlers run inside with_mask, and
+    // their system calls may touch it.
+    drop(uaccess::slice_mut(events, max as u64 * 12)?);
     with_mask(sigmask, size, || {
         wait_for(ms_timeout(timeout as i32 as i64), || {
             let ready = set.ready(max as usize);
+            let mut out = uaccess::slice_mut(events, ready.len() as u64 * 12)?;
             for (i, (ev, data)) in ready.iter().enumerate() {
                 let e = EpollEvent {
                     events: *ev,
@@ -259,7 +264,7 @@ pub fn epoll_wait(epfd: u64, events: u64, max: u64, timeout: u64) -> Result {
 }
 
 /// The kernel's `struct pollfd`.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct PollFd {
     fd: i32,

@@ -12,6 +12,7 @@ use crate::fs::inode::Time;
 use crate::mem;
 use alloc::vec::Vec;
 use spin::Mutex;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const IPC_PRIVATE: i64 = 0;
 const IPC_CREAT: u64 = 0o1000;
@@ -53,7 +54,7 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
 });
 
 /// The kernel's `struct shmid64_ds` (x86-64).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct ShmidDs {
     key: i32,

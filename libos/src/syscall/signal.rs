@@ -13,6 +13,7 @@ use super::clock::Timeval;
 use super::{Errno, Result};
 use crate::arch::{cpu, uaccess};
 use spin::Mutex;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const NSIG: usize = 65;
 const SIG_DFL: u64 = 0;
@@ -26,7 +27,7 @@ const SIGSTOP: u64 = 19;
 const ITIMER_REAL: u64 = 0;
 
 /// The kernel's `struct k_sigaction`.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct KSigaction {
     handler: u64,
@@ -45,18 +46,59 @@ struct Signals {
     alarm_every: u64,
 }
 
-static SIGNALS: Mutex<Signals> = Mutex::new(Signals {
-    actions: [KSigaction {
-        handler: 0,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    }; NSIG],
-    mask: 0,
-    pending: 0,
-    alarm_at: 0,
-    alarm_every: 0,
-});
+static SIGNALS: Mutex<Signals> = Mutex::new(Signals::new());
+
+impl Signals {
+    const fn new() -> Signals {
+        Signals {
+            actions: [KSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            }; NSIG],
+            mask: 0,
+            pending: 0,
+            alarm_at: 0,
+            alarm_every: 0,
+        }
+    }
+
+    /// rt_sigaction's change: SIGKILL and SIGSTOP keep theirs.
+    fn set_action(&mut self, sig: u64, a: KSigaction) -> core::result::Result<(), Errno> {
+        let s = valid(sig)?;
+        if sig == SIGKILL || sig == SIGSTOP {
+            return Err(Errno::EINVAL);
+        }
+        self.actions[s] = a;
+        // Setting a signal to be ignored discards it if pending (POSIX).
+        if discards(&a, sig) {
+            self.pending &= !bit(sig);
+        }
+        Ok(())
+    }
+
+    /// rt_sigprocmask's change (SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK).
+    fn change_mask(&mut self, how: u64, v: u64) -> core::result::Result<(), Errno> {
+        self.mask = match how {
+            0 => self.mask | v,
+            1 => self.mask & !v,
+            2 => v,
+            _ => return Err(Errno::EINVAL),
+        } & !UNBLOCKABLE;
+        Ok(())
+    }
+
+    /// See `raise`.
+    fn raise(&mut self, sig: u64) {
+        let a = self.actions[sig as usize];
+        let blocked = self.mask & bit(sig) != 0;
+        if !blocked && discards(&a, sig) {
+            return;
+        }
+        self.pending |= bit(sig);
+    }
+}
 
 fn bit(sig: u64) -> u64 {
     1 << (sig - 1)
@@ -91,11 +133,7 @@ pub fn rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> Result {
         uaccess::write(old, &st.actions[s])?;
     }
     if let Some(a) = new {
-        st.actions[s] = a;
-        // Setting a signal to be ignored discards it if pending (POSIX).
-        if discards(&a, sig) {
-            st.pending &= !bit(sig);
-        }
+        st.set_action(sig, a)?;
     }
     Ok(0)
 }
@@ -110,12 +148,7 @@ pub fn rt_sigprocmask(how: u64, set: u64, old: u64, size: u64) -> Result {
     }
     if set != 0 {
         let v = uaccess::read::<u64>(set)?;
-        st.mask = match how {
-            0 => st.mask | v,
-            1 => st.mask & !v,
-            2 => v,
-            _ => return Err(Errno::EINVAL),
-        } & !UNBLOCKABLE;
+        st.change_mask(how, v)?;
     }
     // Whatever became unblocked is delivered on the way out (see mod.rs).
     Ok(0)
@@ -150,13 +183,7 @@ fn discards(a: &KSigaction, sig: u64) -> bool {
 /// in the middle of the system call that raised it (a handler may make
 /// system calls of its own), so it is acted on as that call returns.
 pub fn raise(sig: u64) {
-    let mut st = SIGNALS.lock();
-    let a = st.actions[sig as usize];
-    let blocked = st.mask & bit(sig) != 0;
-    if !blocked && discards(&a, sig) {
-        return;
-    }
-    st.pending |= bit(sig);
+    SIGNALS.lock().raise(sig);
 }
 
 pub fn kill(pid: i64, sig: u64) -> Result {
@@ -260,7 +287,7 @@ pub fn interrupt_pending() -> bool {
     st.pending & !st.mask != 0
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]
 struct Itimerval {
     interval: Timeval,
@@ -332,14 +359,17 @@ pub fn alarm(secs: u64) -> Result {
         crate::time::monotonic_ns().saturating_add(secs * 1_000_000_000)
     };
     st.alarm_every = 0;
-    // As Linux: what was left, to the nearest second but never 0 while the
-    // old alarm was armed (0 means there was none).
-    let left = if was_armed {
+    Ok(alarm_left(was_armed, left))
+}
+
+/// As Linux: what was left, to the nearest second but never 0 while the
+/// old alarm was armed (0 means there was none).
+fn alarm_left(was_armed: bool, left: Timeval) -> i64 {
+    if was_armed {
         (left.sec + i64::from(left.usec >= 500_000)).max(1)
     } else {
         0
-    };
-    Ok(left)
+    }
 }
 
 /// Signals in `mask` that are pending: what a signalfd would read.
@@ -350,4 +380,174 @@ pub fn signalfd_ready(mask: u64) -> u64 {
 /// Take the lowest signal a signalfd with `mask` may read.
 pub fn signalfd_take(mask: u64) -> Option<u64> {
     take_lowest(&mut current(), mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGINT: u64 = 2;
+    const SIGUSR1: u64 = 10;
+    const SIGTERM: u64 = 15;
+    const SIGCHLD: u64 = 17;
+
+    fn handler(h: u64, flags: u64, mask: u64) -> KSigaction {
+        KSigaction {
+            handler: h,
+            flags,
+            restorer: 0,
+            mask,
+        }
+    }
+
+    #[test]
+    fn sigprocmask_block_unblock_setmask_and_the_unblockable() {
+        let mut st = Signals::new();
+        st.change_mask(0, bit(SIGINT) | bit(SIGKILL) | bit(SIGSTOP))
+            .unwrap();
+        // SIGKILL and SIGSTOP are silently left out, as Linux does.
+        assert_eq!(st.mask, bit(SIGINT));
+        st.change_mask(0, bit(SIGTERM)).unwrap();
+        st.change_mask(1, bit(SIGINT)).unwrap();
+        assert_eq!(st.mask, bit(SIGTERM));
+        st.change_mask(2, bit(SIGUSR1)).unwrap();
+        assert_eq!(st.mask, bit(SIGUSR1));
+        assert_eq!(st.change_mask(3, 0), Err(Errno::EINVAL));
+        assert_eq!(st.mask, bit(SIGUSR1));
+    }
+
+    #[test]
+    fn signal_numbers_are_1_to_64() {
+        assert_eq!(valid(0), Err(Errno::EINVAL));
+        assert_eq!(valid(1), Ok(1));
+        assert_eq!(valid(64), Ok(64));
+        assert_eq!(valid(65), Err(Errno::EINVAL));
+        assert_eq!(bit(1), 1);
+        assert_eq!(bit(64), 1 << 63);
+    }
+
+    #[test]
+    fn sigkill_and_sigstop_cannot_be_caught() {
+        let mut st = Signals::new();
+        assert_eq!(
+            st.set_action(SIGKILL, handler(SIG_IGN, 0, 0)),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            st.set_action(SIGSTOP, handler(0x1000, 0, 0)),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(st.set_action(0, handler(SIG_IGN, 0, 0)), Err(Errno::EINVAL));
+        assert_eq!(st.actions[SIGKILL as usize].handler, SIG_DFL);
+    }
+
+    #[test]
+    fn ignored_signals_are_discarded_unless_blocked() {
+        let mut st = Signals::new();
+        // SIGCHLD's default action is to ignore it.
+        st.raise(SIGCHLD);
+        assert_eq!(st.pending, 0);
+        st.set_action(SIGUSR1, handler(SIG_IGN, 0, 0)).unwrap();
+        st.raise(SIGUSR1);
+        assert_eq!(st.pending, 0);
+        // Blocked, it stays pending: the action may change before it is
+        // unblocked (Linux's sig_ignored).
+        st.change_mask(0, bit(SIGUSR1)).unwrap();
+        st.raise(SIGUSR1);
+        assert_eq!(st.pending, bit(SIGUSR1));
+        // Setting SIG_IGN discards a pending signal (POSIX).
+        st.set_action(SIGUSR1, handler(SIG_IGN, 0, 0)).unwrap();
+        assert_eq!(st.pending, 0);
+    }
+
+    #[test]
+    fn delivery_takes_the_lowest_unblocked_signal_first() {
+        let mut st = Signals::new();
+        st.raise(SIGTERM);
+        st.raise(SIGINT);
+        st.raise(SIGUSR1);
+        st.change_mask(0, bit(SIGINT)).unwrap();
+        let (sig, a, _) = take_deliverable(&mut st).unwrap();
+        assert_eq!((sig, a.handler), (SIGUSR1, SIG_DFL));
+        assert_eq!(take_deliverable(&mut st).unwrap().0, SIGTERM);
+        // SIGINT is blocked: it waits.
+        assert!(take_deliverable(&mut st).is_none());
+        assert_eq!(st.pending, bit(SIGINT));
+        // A signalfd for SIGINT reads it although it is blocked.
+        assert_eq!(take_lowest(&mut st, bit(SIGINT)), Some(SIGINT));
+        assert_eq!(st.pending, 0);
+    }
+
+    #[test]
+    fn a_handler_runs_with_its_mask_and_its_own_signal_blocked() {
+        let mut st = Signals::new();
+        st.change_mask(2, bit(SIGCHLD)).unwrap();
+        st.set_action(SIGUSR1, handler(0x1000, 0, bit(SIGTERM) | bit(SIGKILL)))
+            .unwrap();
+        st.raise(SIGUSR1);
+        let (sig, _, saved) = take_deliverable(&mut st).unwrap();
+        assert_eq!(sig, SIGUSR1);
+        // Restored after the handler (sigreturn).
+        assert_eq!(saved, bit(SIGCHLD));
+        // sa_mask and the signal itself, never SIGKILL.
+        assert_eq!(st.mask, bit(SIGCHLD) | bit(SIGTERM) | bit(SIGUSR1));
+    }
+
+    #[test]
+    fn sa_nodefer_and_sa_resethand() {
+        let mut st = Signals::new();
+        st.set_action(SIGUSR1, handler(0x1000, SA_NODEFER | SA_RESETHAND, 0))
+            .unwrap();
+        st.raise(SIGUSR1);
+        let (_, a, _) = take_deliverable(&mut st).unwrap();
+        // This delivery still uses the handler...
+        assert_eq!(a.handler, 0x1000);
+        // ...without blocking its own signal, and the next one gets SIG_DFL.
+        assert_eq!(st.mask, 0);
+        assert_eq!(st.actions[SIGUSR1 as usize].handler, SIG_DFL);
+    }
+
+    #[test]
+    fn an_expired_interval_timer_makes_sigalrm_pending_and_rearms() {
+        let mut st = Signals::new();
+        st.alarm_at = 1; // long past
+        st.alarm_every = 5_000_000_000;
+        fire_alarm(&mut st);
+        assert_eq!(st.pending, bit(SIGALRM));
+        assert!(st.alarm_at > crate::time::monotonic_ns());
+        // One-shot: disarmed after firing.
+        let mut st = Signals::new();
+        st.alarm_at = 1;
+        fire_alarm(&mut st);
+        assert_eq!((st.pending, st.alarm_at), (bit(SIGALRM), 0));
+        // Not due yet: nothing.
+        let mut st = Signals::new();
+        st.alarm_at = u64::MAX;
+        fire_alarm(&mut st);
+        assert_eq!(st.pending, 0);
+    }
+
+    #[test]
+    fn getitimer_of_an_armed_timer_never_reads_zero() {
+        let mut st = Signals::new();
+        assert_eq!(current_timer(&st).value.usec, 0);
+        st.alarm_at = 1;
+        let t = current_timer(&st);
+        assert_eq!((t.value.sec, t.value.usec), (0, 1));
+        st.alarm_at = crate::time::monotonic_ns() + 2_500_000_000;
+        st.alarm_every = 1_500_000;
+        let t = current_timer(&st);
+        assert_eq!(t.value.sec, 2);
+        assert_eq!((t.interval.sec, t.interval.usec), (0, 1_500));
+    }
+
+    #[test]
+    fn alarm_returns_the_seconds_left_rounded_like_linux() {
+        let tv = |sec, usec| Timeval { sec, usec };
+        assert_eq!(alarm_left(false, tv(0, 0)), 0);
+        assert_eq!(alarm_left(true, tv(2, 499_999)), 2);
+        assert_eq!(alarm_left(true, tv(2, 500_000)), 3);
+        // Armed with less than a second left: 1, never 0.
+        assert_eq!(alarm_left(true, tv(0, 1)), 1);
+    }
 }

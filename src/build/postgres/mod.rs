@@ -1,4 +1,4 @@
-//! PostgreSQL from pinned source (ARCHITECTURE.md §1: prepare, compile,
+//! PostgreSQL from pinned source (docs/ARCHITECTURE.md §1: prepare, compile,
 //! host link, initdb).
 //!
 //! Data flows one way through typed stages, each cached under the sha256 of

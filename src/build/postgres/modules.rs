@@ -1,4 +1,4 @@
-//! Loadable modules as part of the executable (ARCHITECTURE.md §2: no
+//! Loadable modules as part of the executable (docs/ARCHITECTURE.md §2: no
 //! dlopen; extensions are found through a table pgkraft generates).
 //!
 //! Each module arrives as one relocatable object (compile made it with

@@ -1,0 +1,104 @@
+//! What a built image holds and where, as both the builder (which writes
+//! it) and every reader of an image (smoke, bench, inspect) see it: section
+//! and symbol names, the build info embedded in the image with its format
+//! version, and the rootfs archive's encoding. Below `build`, which writes
+//! these, and below every reader: it imports neither.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The section holding the [`BuildInfo`] (JSON); not loaded.
+pub const MANIFEST_SECTION: &str = ".pgkraft.manifest";
+/// The rootfs archive (plain tar, or zstd frames of one); loaded.
+pub const ROOTFS_SECTION: &str = ".pgkraft.rootfs";
+/// The rootfs index (layout in `pgkraft_abi`, which the libOS reads too).
+pub const ROOTFS_INDEX_SECTION: &str = ".pgkraft.rootfs_index";
+/// The baked-in argv: NUL-terminated strings, then an empty one.
+pub const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
+/// The baked-in environment, `KEY=value` strings laid out as argv.
+pub const ENVP_SYMBOL: &str = "__pgkraft_envp_blob";
+/// The [`BuildInfo`] layout written now.
+pub const BUILD_INFO_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub role: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Inputs {
+    pub files: Vec<FileEntry>,
+}
+
+/// What the image is and how it was made; embedded in the image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// [`BUILD_INFO_FORMAT`] when built; 0 for images from before it was
+    /// recorded.
+    #[serde(default)]
+    pub format: u32,
+    pub pgkraft_version: String,
+    pub name: String,
+    pub recipe_file: PathBuf,
+    pub recipe_sha256: String,
+    pub recipe: String,
+    pub memory_mib: u32,
+    pub inputs: Inputs,
+    /// The rootfs archive in the image (postgres images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<RootfsFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresFacts>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RootfsFacts {
+    pub sha256: String,
+    pub bytes: u64,
+    pub tar_bytes: u64,
+    pub compression: String,
+    pub entries: usize,
+}
+
+/// What the manifest says about a PostgreSQL build.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PostgresFacts {
+    pub version: String,
+    pub modules: Vec<String>,
+    pub extensions: Vec<String>,
+    pub preinit: bool,
+    /// Where the superuser's password came from.
+    pub password: String,
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// How a rootfs archive is stored: `zstd` or `none`.
+pub fn rootfs_compression(archive: &[u8]) -> &'static str {
+    if archive.starts_with(&ZSTD_MAGIC) {
+        "zstd"
+    } else {
+        "none"
+    }
+}
+
+/// A rootfs archive as the plain tar it is (build::rootfs writes a plain
+/// tar or zstd frames of one).
+pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if archive.starts_with(&ZSTD_MAGIC) {
+        Some(zstd::decode_all(archive).ok()?.into())
+    } else {
+        Some(archive.into())
+    }
+}
+
+/// The rootfs section of an image's bytes, if it has one.
+pub fn rootfs_section(elf_bytes: &[u8]) -> Option<&[u8]> {
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(elf_bytes).ok()?;
+    elf.section_by_name(ROOTFS_SECTION)?.data().ok()
+}

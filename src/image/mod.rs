@@ -1,0 +1,124 @@
+//! A built image as one value: the file opened and parsed once — its boot
+//! headers (what the runner needs, [`BootImage`]), the build info
+//! build::link embedded — and its baked-in argv read from that same open
+//! file when asked (it walks the symbol table, which only single-user mode
+//! needs). `smoke`, `bench` and `run` take this value; nothing re-opens the
+//! path.
+
+pub mod format;
+
+use std::cell::OnceCell;
+use std::path::Path;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+use pgkraft_vmm::{BootImage, VmmError};
+
+use format::{ARGV_SYMBOL, BuildInfo, MANIFEST_SECTION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Not readable, not an ELF, not a pgkraft image: the runner's words.
+    #[error(transparent)]
+    NotImage(#[from] VmmError),
+    #[error("{}: {detail}", path.display())]
+    Elf {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+}
+
+pub struct Image {
+    boot: BootImage,
+    build: Option<BuildInfo>,
+    argv: OnceCell<Vec<String>>,
+}
+
+impl Image {
+    /// Opens and parses `path`; refuses what the runner would refuse.
+    pub fn open(path: &Path) -> Result<Image, ImageError> {
+        let boot = BootImage::open(path)?;
+        let cache = object::ReadCache::new(boot.file());
+        let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
+        let build = elf
+            .section_by_name(MANIFEST_SECTION)
+            .and_then(|s| s.data().ok())
+            .and_then(|d| serde_json::from_slice(d).ok());
+        drop(elf);
+        drop(cache);
+        Ok(Image {
+            boot,
+            build,
+            argv: OnceCell::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.boot.path()
+    }
+
+    /// What the runner boots.
+    pub fn boot(&self) -> &BootImage {
+        &self.boot
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        self.boot.file_bytes()
+    }
+
+    /// The build info build::link embedded (none in foreign images).
+    pub fn build(&self) -> Option<&BuildInfo> {
+        self.build.as_ref()
+    }
+
+    /// Guest memory: `wanted`, else the recipe's (embedded), else 64 MiB.
+    pub fn memory_mib(&self, wanted: Option<u32>) -> u32 {
+        wanted
+            .or(self.build.as_ref().map(|b| b.memory_mib))
+            .unwrap_or(64)
+    }
+
+    /// The image's baked-in argv, argv[0] first.
+    pub fn argv(&self) -> Result<&[String], ImageError> {
+        if let Some(v) = self.argv.get() {
+            return Ok(v);
+        }
+        let v = self.read_argv()?;
+        Ok(self.argv.get_or_init(|| v))
+    }
+
+    fn read_argv(&self) -> Result<Vec<String>, ImageError> {
+        let path = self.path();
+        let cache = object::ReadCache::new(self.boot.file());
+        let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
+        let sym = elf
+            .symbols()
+            .find(|s| s.name() == Ok(ARGV_SYMBOL))
+            .ok_or_else(|| {
+                elf_err(
+                    path,
+                    format!("no symbol {ARGV_SYMBOL} (not a pgkraft image?)"),
+                )
+            })?;
+        let section = sym
+            .section_index()
+            .and_then(|i| elf.section_by_index(i).ok())
+            .ok_or_else(|| elf_err(path, format!("{ARGV_SYMBOL} is in no section")))?;
+        let bytes = section
+            .data_range(sym.address(), sym.size())
+            .ok()
+            .flatten()
+            .ok_or_else(|| elf_err(path, format!("{ARGV_SYMBOL} lies outside its section")))?;
+        Ok(bytes
+            .split(|b| *b == 0)
+            .take_while(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect())
+    }
+}
+
+fn elf_err(path: &Path, detail: impl std::fmt::Display) -> ImageError {
+    ImageError::Elf {
+        path: path.into(),
+        detail: detail.to_string(),
+    }
+}

@@ -1,0 +1,157 @@
+//! A cold boot: guest RAM with the image in it, the BootInfo, and the vCPU
+//! put in long mode at CPL3 purely through KVM ioctls (the state the
+//! image's PVH stub would leave), so not one guest instruction runs at CPL0
+//! — on PVM, where CPL0 is emulated, that is what keeps boot fast.
+//!
+//! **Command line placement.** [`BootInfo::cmdline_gpa`] points right after
+//! the BootInfo, on the page the boot note reserves for it, when the text
+//! (plus a NUL, not counted in `cmdline_len`) fits there. Longer command
+//! lines go to the last pages of RAM below 4 GiB, page aligned; the guest
+//! must copy the text out before it hands those pages to its allocator.
+//!
+//! **Port I/O on PVM.** PVM drops the IOPL=3 the runner puts in RFLAGS, so
+//! CPL3 `in`/`out` work there only through the TSS I/O permission bitmap,
+//! which the CPU reads only inside TR's limit. The image says that limit in
+//! its boot note (`tss_limit`); one whose TSS has no bitmap dies on PVM at
+//! its first port write (the Shutdown report says so).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use pgkraft_abi::{
+    BOOT_FLAG_CONSOLE_TTY, BOOT_FLAG_HYPERCALL, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo,
+    BootNote,
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::devices::Devices;
+use crate::devices::hypercall::Hypercall;
+use crate::devices::uart::Uart;
+use crate::image::{self, BootImage};
+use crate::kvm::{self, Machine};
+use crate::timeline::Timeline;
+use crate::vm::{self, Parts, VcpuThread, Vm};
+use crate::{Console, MIB, VmConfig, VmmError, memory, vcpu};
+
+/// Sets up a VM that boots `image` as `cfg` says; [`Vm::run`] runs it.
+/// The run's clock starts here.
+pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
+    vm::settle();
+    let t0 = Instant::now();
+    // Started first so that creating and scheduling the thread overlaps
+    // with the setup below instead of following it.
+    let thread = VcpuThread::spawn()?;
+    let img = &image.parsed;
+    if cfg.mem_mib == 0 {
+        return Err(VmmError::Memory {
+            mem_mib: 0,
+            detail: "guest memory size must be at least 1 MiB".into(),
+        });
+    }
+    img.check_fits(cfg.mem_mib)?;
+    let mem_bytes = u64::from(cfg.mem_mib) * MIB;
+    let cmdline_gpa = if cfg.cmdline.is_empty() {
+        0
+    } else {
+        image::place_cmdline(&img.note, cfg.cmdline.len() as u64, mem_bytes).ok_or_else(|| {
+            VmmError::TooBig {
+                mem_mib: cfg.mem_mib,
+                needed_mib: (img.note.image_end + cfg.cmdline.len() as u64 + 1).div_ceil(MIB) + 1,
+                what: format!("the {}-byte command line", cfg.cmdline.len()),
+                end: img.note.image_end + cfg.cmdline.len() as u64 + 1,
+            }
+        })?
+    };
+    let t_parse = t0.elapsed();
+
+    let kvm = open_kvm()?;
+    let shell = kvm::VmShell::create(&kvm)?;
+    let t_vm = t0.elapsed();
+
+    let mem = memory::build(image.file(), img, mem_bytes, cfg.mem_mib)
+        .map_err(|e| e.with_path(image.path()))?;
+    let t_load = t0.elapsed();
+    let machine = Machine::new(shell, mem)?;
+    let t_mem = t0.elapsed();
+
+    write_boot_info(machine.mem(), &img.note, cfg, mem_bytes, cmdline_gpa)?;
+
+    let tss_limit = img.note.tss_limit as u32;
+    let features = vcpu::set_cpuid(&kvm, machine.vcpu())?;
+    let cr4 = vcpu::setup(&kvm, machine.vcpu(), &img.note, &features, tss_limit)?;
+    let t_vcpu = t0.elapsed();
+    log::debug!(
+        "vmm: setup took {t_vcpu:?}: spawn+parse {t_parse:?}, open+create_vm {:?}, \
+         guest RAM+image {:?}, create_vcpu+memslots {:?}, vcpu state {:?} \
+         (cr4 {cr4:#x}, TR limit {tss_limit}, {features:?})",
+        t_vm - t_parse,
+        t_load - t_vm,
+        t_mem - t_load,
+        t_vcpu - t_mem,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .map_err(|source| VmmError::Thread { source })?;
+    let devices = Devices::new(
+        Uart::new(),
+        Hypercall::new(stop.clone()),
+        vm::console(&cfg.console, &stop_evt),
+        Timeline::new(t0),
+    );
+    Ok(Vm::new(Parts {
+        machine,
+        devices,
+        thread,
+        stop,
+        stop_evt,
+        timeout: cfg.timeout,
+        t0,
+        mem_bytes,
+        cmdline: cfg.cmdline.clone(),
+        io_bitmap: tss_limit > 103,
+        resume_read: None,
+    }))
+}
+
+pub(crate) fn open_kvm() -> Result<kvm_ioctls::Kvm, VmmError> {
+    kvm_ioctls::Kvm::new().map_err(|e| VmmError::kvm_open(e.errno()))
+}
+
+fn write_boot_info(
+    mem: &GuestMemoryMmap,
+    note: &BootNote,
+    cfg: &VmConfig,
+    mem_bytes: u64,
+    cmdline_gpa: u64,
+) -> Result<(), VmmError> {
+    // The guest's fds 0-2 claim to be a terminal only when ours is one, as
+    // a native process would see it.
+    let tty = matches!(cfg.console, Console::Stdio) && std::io::stdout().is_terminal();
+    let info = BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        version: BOOT_INFO_VERSION,
+        flags: BOOT_FLAG_HYPERCALL | if tty { BOOT_FLAG_CONSOLE_TTY } else { 0 },
+        mem_bytes,
+        cmdline_gpa,
+        cmdline_len: cfg.cmdline.len() as u64,
+    };
+    let fault = |e: vm_memory::GuestMemoryError| VmmError::BadImage {
+        path: None,
+        detail: format!("could not write the BootInfo: {e}"),
+    };
+    mem.write_slice(
+        &image::encode_boot_info(&info),
+        GuestAddress(note.boot_info),
+    )
+    .map_err(fault)?;
+    if !cfg.cmdline.is_empty() {
+        let mut text = cfg.cmdline.as_bytes().to_vec();
+        text.push(0);
+        mem.write_slice(&text, GuestAddress(cmdline_gpa))
+            .map_err(fault)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The runner's device bus: every device the guest reaches through port I/O
+//! or MMIO sits behind [`BusDevice`], at a range of one address space. The
+//! exit loop looks the address up and hands the access to the device with
+//! what it may touch ([`Ctx`]); the device answers with what the loop does
+//! next ([`Action`]).
+//!
+//! Devices are kept by their owner as typed values (a snapshot saves each
+//! one's own versioned state), so the bus maps ranges to a small id, not to
+//! trait objects: the owner turns the id back into the device.
+
+use std::ops::Range;
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::console::Console;
+use crate::timeline::Timeline;
+
+/// What a device access may use besides the device's own state.
+pub(crate) struct Ctx<'a> {
+    pub mem: &'a GuestMemoryMmap,
+    pub console: &'a mut Console,
+    pub timeline: &'a mut Timeline,
+}
+
+/// What the exit loop does after a device access.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Enter the guest again.
+    Continue,
+    /// The guest asked to end with this status.
+    Exit(u8),
+    /// The guest is at its ready point: stop and hand the VM to the caller
+    /// (it is waiting for console input that is not there).
+    Pause,
+}
+
+/// One device on the bus. `offset` counts from the start of the device's
+/// range; `data.len()` is the access width (1, 2, 4 or 8 bytes; more for
+/// none of today's devices).
+pub(crate) trait BusDevice {
+    fn read(&mut self, ctx: &mut Ctx, offset: u64, data: &mut [u8]);
+    fn write(&mut self, ctx: &mut Ctx, offset: u64, data: &[u8]) -> Action;
+}
+
+/// Address ranges of one space (ports or MMIO), each owned by one device id.
+pub(crate) struct Bus<Id> {
+    /// Sorted by start, never overlapping.
+    ranges: Vec<(Range<u64>, Id)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bus range {new:#x?} overlaps {old:#x?}")]
+pub struct Overlap {
+    pub new: Range<u64>,
+    pub old: Range<u64>,
+}
+
+impl<Id: Copy> Bus<Id> {
+    pub(crate) fn new() -> Bus<Id> {
+        Bus { ranges: Vec::new() }
+    }
+
+    pub(crate) fn insert(&mut self, range: Range<u64>, id: Id) -> Result<(), Overlap> {
+        let at = self.ranges.partition_point(|(r, _)| r.start < range.start);
+        for (old, _) in [at.checked_sub(1), Some(at)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.ranges.get(i))
+        {
+            if old.start < range.end && range.start < old.end {
+                return Err(Overlap {
+                    new: range,
+                    old: old.clone(),
+                });
+            }
+        }
+        self.ranges.insert(at, (range, id));
+        Ok(())
+    }
+
+    /// The device whose range holds `addr`, and `addr`'s offset in it.
+    pub(crate) fn find(&self, addr: u64) -> Option<(Id, u64)> {
+        let at = self.ranges.partition_point(|(r, _)| r.start <= addr);
+        let (range, id) = self.ranges.get(at.checked_sub(1)?)?;
+        range.contains(&addr).then(|| (*id, addr - range.start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_device_and_offset() {
+        let mut bus = Bus::new();
+        bus.insert(0x3f8..0x400, 'u').unwrap();
+        bus.insert(0xf4..0xf6, 'x').unwrap();
+        assert_eq!(bus.find(0x3f8), Some(('u', 0)));
+        assert_eq!(bus.find(0x3fd), Some(('u', 5)));
+        assert_eq!(bus.find(0x400), None);
+        assert_eq!(bus.find(0xf5), Some(('x', 1)));
+        assert_eq!(bus.find(0xf3), None);
+        assert_eq!(bus.find(0), None);
+    }
+
+    #[test]
+    fn refuses_overlaps() {
+        let mut bus = Bus::new();
+        bus.insert(0x1000..0x2000, 1).unwrap();
+        assert!(bus.insert(0x1fff..0x3000, 2).is_err());
+        assert!(bus.insert(0x0800..0x1001, 2).is_err());
+        assert!(bus.insert(0x1100..0x1200, 2).is_err());
+        bus.insert(0x2000..0x3000, 2).unwrap();
+        bus.insert(0x0800..0x1000, 3).unwrap();
+        assert_eq!(bus.find(0x0fff), Some((3, 0x7ff)));
+        assert_eq!(bus.find(0x2000), Some((2, 0)));
+    }
+}
