@@ -563,8 +563,16 @@ fn qemu_save(
         let mut r = BufReader::new(qmp.try_clone().map_err(|e| run_err("qmp", e.to_string()))?);
         let mut w = qmp;
         let mut line = String::new();
-        let mut call = |cmd: String| -> Result<String, BenchError> {
-            w.write_all(cmd.as_bytes())
+        // One QMP command: its `return` value, or its `error` as an error.
+        // Lines in between (the greeting, asynchronous events) are skipped.
+        let mut call = |execute: &str,
+                        arguments: Option<serde_json::Value>|
+         -> Result<serde_json::Value, BenchError> {
+            let mut cmd = serde_json::json!({ "execute": execute });
+            if let Some(arguments) = arguments {
+                cmd["arguments"] = arguments;
+            }
+            w.write_all(cmd.to_string().as_bytes())
                 .map_err(|e| run_err("qmp", e.to_string()))?;
             loop {
                 line.clear();
@@ -573,32 +581,29 @@ fn qemu_save(
                 if line.is_empty() {
                     return Err(run_err("qmp", "connection closed"));
                 }
-                if line.contains("\"return\"") || line.contains("\"error\"") {
-                    return Ok(line.clone());
+                match qmp_reply(&line)? {
+                    Some(Ok(value)) => return Ok(value),
+                    Some(Err(error)) => return Err(run_err(&format!("qemu {execute}"), error)),
+                    None => continue,
                 }
             }
         };
-        call(r#"{"execute":"qmp_capabilities"}"#.into())?;
+        call("qmp_capabilities", None)?;
         // No `stop` first: the stream records the run state, and a VM
         // saved paused would stay paused on `-incoming`. Migration stops
         // the VM itself once the last pages are sent.
         let uri = format!("exec:cat > {}", state_file.display());
-        let resp = call(format!(
-            r#"{{"execute":"migrate","arguments":{{"uri":{}}}}}"#,
-            serde_json::to_string(&uri).expect("json")
-        ))?;
-        if resp.contains("\"error\"") {
-            return Err(run_err("qemu migrate", resp));
-        }
+        call("migrate", Some(serde_json::json!({ "uri": uri })))?;
         for _ in 0..600 {
-            let s = call(r#"{"execute":"query-migrate"}"#.into())?;
-            if s.contains("\"completed\"") {
-                let _ = call(r#"{"execute":"quit"}"#.into());
-                drop(stdin);
-                return Ok(state_file.clone());
-            }
-            if s.contains("\"failed\"") {
-                return Err(run_err("qemu migrate", s));
+            let info = call("query-migrate", None)?;
+            match info.get("status").and_then(|s| s.as_str()) {
+                Some("completed") => {
+                    let _ = call("quit", None);
+                    drop(stdin);
+                    return Ok(state_file.clone());
+                }
+                Some("failed") => return Err(run_err("qemu migrate", info.to_string())),
+                _ => {}
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -607,6 +612,29 @@ fn qemu_save(
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// One line from QMP: `Some(Ok(return value))`, `Some(Err(error text))`
+/// for a command's reply, `None` for anything else (the `QMP` greeting, an
+/// `event`). A line that is not a JSON object is an error.
+fn qmp_reply(line: &str) -> Result<Option<Result<serde_json::Value, String>>, BenchError> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| run_err("qmp", format!("not JSON ({e}): {line:?}")))?;
+    let Some(obj) = v.as_object() else {
+        return Err(run_err("qmp", format!("not a JSON object: {line:?}")));
+    };
+    if let Some(value) = obj.get("return") {
+        return Ok(Some(Ok(value.clone())));
+    }
+    if let Some(error) = obj.get("error") {
+        let class = error.get("class").and_then(|c| c.as_str()).unwrap_or("?");
+        let desc = error.get("desc").and_then(|d| d.as_str()).unwrap_or("");
+        return Ok(Some(Err(format!("{class}: {desc}"))));
+    }
+    if obj.contains_key("event") || obj.contains_key("QMP") {
+        return Ok(None);
+    }
+    Err(run_err("qmp", format!("unexpected message: {line:?}")))
 }
 
 impl ResumeBench {
@@ -902,5 +930,27 @@ impl DensityBench {
             self.stopped_cleanly,
             self.instances
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qmp_replies_are_told_apart_by_their_keys() {
+        let greeting = r#"{"QMP": {"version": {"qemu": {"major": 9}}, "capabilities": []}}"#;
+        assert!(qmp_reply(greeting).unwrap().is_none());
+        // An event that mentions "error" and "return" is still an event.
+        let event = r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "MIGRATION",
+            "data": {"status": "error", "return": 1}}"#;
+        assert!(qmp_reply(&event.replace('\n', " ")).unwrap().is_none());
+        let ok = qmp_reply(r#"{"return": {"status": "completed"}}"#).unwrap();
+        assert_eq!(ok.unwrap().unwrap()["status"], "completed");
+        let err = qmp_reply(r#"{"error": {"class": "GenericError", "desc": "no"}}"#).unwrap();
+        assert_eq!(err.unwrap().unwrap_err(), "GenericError: no");
+        assert!(qmp_reply("not json").is_err());
+        assert!(qmp_reply("[1]").is_err());
+        assert!(qmp_reply(r#"{"other": 1}"#).is_err());
     }
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod build;
+pub mod catalog;
 pub mod first_answer;
 pub mod image;
 pub mod image_info;

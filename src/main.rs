@@ -38,11 +38,11 @@ enum Command {
     Run {
         image: PathBuf,
         /// Guest memory in MiB (default: the recipe's vm.memory_mib, embedded in the image).
-        #[arg(long, value_name = "MIB")]
+        #[arg(long, value_name = "MIB", value_parser = parse_mem, allow_negative_numbers = true)]
         mem: Option<u32>,
         /// Stop the guest after this many seconds (exit status 1).
-        #[arg(long, value_name = "SECS")]
-        timeout: Option<f64>,
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout, allow_negative_numbers = true)]
+        timeout: Option<Duration>,
         /// Arguments for the program; they replace the recipe's `args`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -100,8 +100,8 @@ enum Command {
         #[arg(long, value_name = "IMAGE")]
         image: Option<PathBuf>,
         /// Stop the guest after this many seconds (exit status 1); without --vm.
-        #[arg(long, value_name = "SECS")]
-        timeout: Option<f64>,
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout, allow_negative_numbers = true)]
+        timeout: Option<Duration>,
         /// Where pages go before the guest runs: `learned` (by the working set
         /// the snapshot's first resume records in workingset.json: pages only
         /// read stay shared on huge pages, touched pages of written regions
@@ -122,7 +122,7 @@ enum BenchCommand {
     Boot {
         image: PathBuf,
         /// Boots per VMM.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value = "20", value_parser = parse_runs, allow_negative_numbers = true)]
         runs: usize,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
@@ -135,7 +135,7 @@ enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         vm: Option<PathBuf>,
         /// Runs per measurement.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value = "10", value_parser = parse_runs, allow_negative_numbers = true)]
         runs: usize,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
@@ -144,7 +144,8 @@ enum BenchCommand {
     /// Resume N instances of one snapshot at once, keep them idle, report memory per instance.
     Density {
         dir: PathBuf,
-        #[arg(long, default_value_t = 50)]
+        /// How many instances run at once.
+        #[arg(long, default_value = "50", value_parser = parse_instances, allow_negative_numbers = true)]
         instances: usize,
         /// A line each instance answers before it idles (default: `get`).
         #[arg(long, default_value = "get")]
@@ -160,7 +161,7 @@ enum BenchCommand {
     FirstAnswer {
         image: PathBuf,
         /// Runs per side.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value = "10", value_parser = parse_runs, allow_negative_numbers = true)]
         runs: usize,
         /// The query both answer.
         #[arg(long, default_value = "SELECT 1")]
@@ -243,12 +244,62 @@ fn print_report(json: bool, report: &impl serde::Serialize, human: impl FnOnce()
     0
 }
 
-/// `--runs N` (or `--instances N`) must ask for something.
-fn at_least_one(n: usize, flag: &str) -> Result<(), Failure> {
-    if n == 0 {
-        return Err(Failure::input(anyhow::anyhow!("{flag} must be at least 1")));
+// Numeric flags are checked as clap parses them: a bad value exits 2 with
+// clap's usage error, which names the flag, and our text, which says what
+// would do. Nothing later has to guard against them (no panics on `inf`).
+
+/// The longest `--timeout`: a week, as for a test VM's `timeout_secs`.
+const MAX_TIMEOUT_SECS: f64 = 604_800.0;
+
+/// `--timeout SECS`: a finite number of seconds above 0, at most a week.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let fix = || {
+        format!(
+            "--timeout must be a finite number of seconds > 0 and at most {MAX_TIMEOUT_SECS} (a \
+             week), such as 30 or 0.5"
+        )
+    };
+    let secs: f64 = text.trim().parse().map_err(|_| fix())?;
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(fix());
     }
-    Ok(())
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(fix()),
+    }
+}
+
+/// `--mem MIB`: whole MiB in the range a recipe's `vm.memory_mib` accepts.
+fn parse_mem(text: &str) -> Result<u32, String> {
+    let range = recipe::MEMORY_MIB_RANGE;
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|m| range.contains(m))
+        .ok_or_else(|| {
+            format!(
+                "--mem must be a whole number of MiB from {} to {}, such as 64",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+/// A count of at least 1, for `flag`.
+fn parse_count(text: &str, flag: &str, example: usize) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{flag} must be a whole number of at least 1, such as {example}"))
+}
+
+fn parse_runs(text: &str) -> Result<usize, String> {
+    parse_count(text, "--runs", 10)
+}
+
+fn parse_instances(text: &str) -> Result<usize, String> {
+    parse_count(text, "--instances", 50)
 }
 
 /// vmm errors are bad input (not an image, no KVM) unless KVM itself failed.
@@ -303,7 +354,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             let cfg = vmm::VmConfig {
                 mem_mib: image.memory_mib(mem),
                 cmdline: smoke::quote_args(&args),
-                timeout: timeout.map(Duration::from_secs_f64),
+                timeout,
                 console: vmm::Console::Stdio,
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
@@ -311,7 +362,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 vmm::GuestExit::Status(s) => Ok(s),
                 vmm::GuestExit::Timeout => Err(Failure::failed(anyhow::anyhow!(
                     "the guest did not exit within {}s (--timeout)",
-                    timeout.unwrap_or_default()
+                    timeout.unwrap_or_default().as_secs_f64()
                 ))),
                 vmm::GuestExit::Shutdown { regs } => {
                     Err(Failure::failed(anyhow::anyhow!("the guest died:\n{regs}")))
@@ -342,7 +393,6 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Bench {
             what: BenchCommand::Boot { image, runs, json },
         } => {
-            at_least_one(runs, "--runs")?;
             let report = bench::boot(&open_image(&image)?, runs).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
@@ -356,7 +406,6 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     json,
                 },
         } => {
-            at_least_one(runs, "--runs")?;
             let postgres = match postgres {
                 Some(p) => p,
                 None => smoke::native::host_postgres(&image).map_err(Failure::input)?,
@@ -393,7 +442,6 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     json,
                 },
         } => {
-            at_least_one(runs, "--runs")?;
             let spec = load_spec(vm.as_deref())?;
             let report = bench::resume(&open_image(&image)?, &spec, runs).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
@@ -408,7 +456,6 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     json,
                 },
         } => {
-            at_least_one(instances, "--instances")?;
             let report =
                 bench::density(&dir, instances, &query, prefault).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
@@ -519,7 +566,7 @@ fn resume_cmd(
     dir: &std::path::Path,
     vm: Option<&std::path::Path>,
     image: Option<PathBuf>,
-    timeout: Option<f64>,
+    timeout: Option<Duration>,
     prefault: snapshot::Prefault,
     json: bool,
 ) -> Result<u8, Failure> {
@@ -540,7 +587,7 @@ fn resume_cmd(
         let cfg = vmm::VmConfig {
             mem_mib: 0,
             cmdline: String::new(),
-            timeout: timeout.map(Duration::from_secs_f64),
+            timeout,
             console,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;

@@ -11,7 +11,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cache::{self, Cache, CacheError, StageKey};
@@ -24,19 +23,7 @@ pub const SOURCES_ENV: &str = "PGKRAFT_SOURCES";
 
 const FETCH_SCRIPT: &str = "ci/fetch-sources.sh";
 
-/// Where a recipe says a source comes from. At most one of `url` and `path`;
-/// with neither, the file is looked up by `sha256` in the local stores.
-/// A relative `path` is taken as is (relative to the working directory):
-/// the recipe loader resolves it against the recipe's directory first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    pub sha256: String,
-}
+pub use crate::catalog::SourceSpec;
 
 impl SourceSpec {
     /// Checks what serde cannot: at most one origin, and a well-formed hash.

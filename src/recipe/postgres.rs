@@ -13,24 +13,24 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde_saphyr::Spanned;
 
 use super::{Checker, Diagnostic, RecipeError, error, is_env_name};
-use crate::build::fetch::SourceSpec;
+use crate::catalog::SourceSpec;
 
 // ---------------------------------------------------------------------------
-// What pgkraft can build: the postgres build module (build::postgres) owns
-// these facts. The recipe asks them only here.
+// What pgkraft can build: the catalogue (crate::catalog, below both the
+// recipe and the build) holds these facts. The recipe asks them only here.
 
-pub use crate::build::postgres::{PgPin, SUPPORTED_MAJORS};
+pub use crate::catalog::{PgPin, SUPPORTED_MAJORS};
 
 /// The pinned source of a supported major version: used when a recipe
 /// gives no `postgres.source`.
 pub fn postgres_pin(major: u32) -> Option<&'static PgPin> {
-    crate::build::postgres::pin(major)
+    crate::catalog::pin(major)
 }
 
 /// Extensions that can be linked into the server of `major` (there is no
 /// dlopen in the image, so an extension is usable only if it was linked in).
 pub fn supported_extensions(major: u32) -> &'static [&'static str] {
-    crate::build::postgres::supported_extensions(major)
+    crate::catalog::supported_extensions(major)
 }
 
 /// Extensions PostgreSQL ships that an image cannot have, with why: each

@@ -15,24 +15,60 @@ pub fn pgkraft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pgkraft"))
 }
 
-/// Tests that boot VMs need /dev/kvm. Without it they fail with a clear
-/// message, unless PGKRAFT_ALLOW_NO_KVM=1 says skipping is fine.
-pub fn kvm_available() -> bool {
-    let ok = std::fs::OpenOptions::new()
+/// The environment variable that says where to record skipped tests.
+pub const SKIPPED_FILE_ENV: &str = "PGKRAFT_SKIPPED_FILE";
+
+/// Whether /dev/kvm can be opened for reading and writing.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        if std::env::var("PGKRAFT_ALLOW_NO_KVM").as_deref() == Ok("1") {
-            eprintln!("skipping: /dev/kvm is not usable and PGKRAFT_ALLOW_NO_KVM=1");
-            return false;
-        }
-        panic!(
-            "/dev/kvm is missing or not writable: these tests boot real VMs (set PGKRAFT_ALLOW_NO_KVM=1 to skip them)"
-        );
+        .is_ok()
+}
+
+/// Tests that boot VMs need /dev/kvm. Without it they fail with a clear
+/// message, unless PGKRAFT_ALLOW_NO_KVM=1 says skipping is fine: then the
+/// test is recorded as skipped ([`skipped`]) and false tells it to return.
+pub fn kvm_available() -> bool {
+    if kvm_usable() {
+        return true;
     }
-    true
+    if std::env::var("PGKRAFT_ALLOW_NO_KVM").as_deref() == Ok("1") {
+        skipped("/dev/kvm is not usable and PGKRAFT_ALLOW_NO_KVM=1");
+        return false;
+    }
+    panic!(
+        "/dev/kvm is missing or not writable: these tests boot real VMs (set PGKRAFT_ALLOW_NO_KVM=1 to skip them)"
+    );
+}
+
+/// Records that the calling test skips its work, for `reason`, before it
+/// returns early: libtest would count it as passed, so ci/test.sh counts
+/// the lines this appends (`SKIPPED: <binary>::<test>: <reason>`) to the
+/// file named by $PGKRAFT_SKIPPED_FILE as skipped instead. Also says so on
+/// stderr (shown with --nocapture).
+pub fn skipped(reason: &str) {
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unknown test");
+    let line = format!("SKIPPED: {}::{test}: {reason}\n", env!("CARGO_CRATE_NAME"));
+    eprint!("{line}");
+    if let Some(path) = std::env::var_os(SKIPPED_FILE_ENV) {
+        // One short append per line: concurrent test binaries do not
+        // interleave within it.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!(
+                "cannot record the skip in {}: {e}",
+                Path::new(&path).display()
+            );
+        }
+    }
 }
 
 pub fn run(cmd: &mut Command) -> Output {

@@ -2,10 +2,11 @@
 //! time anything touches it (the guest, KVM on its behalf, or the runner),
 //! and so learns exactly which pages a resume touches ([`super::workingset`]).
 //!
-//! Hand-written against the kernel's UAPI (`linux/userfaultfd.h`) rather
-//! than with the `userfaultfd` crate: that crate generates its bindings with
-//! bindgen at build time, which needs libclang on every machine that builds
-//! pgkraft; the four ioctls used here are a few constants and plain structs.
+//! The kernel's UAPI (`linux/userfaultfd.h`: its structs, constants and
+//! ioctl numbers) comes from `linux-raw-sys`, whose bindings are generated
+//! ahead of time, rather than from the `userfaultfd` crate, which runs
+//! bindgen at build time and so needs libclang on every machine that builds
+//! pgkraft.
 //!
 //! Why each block is sound is written next to it; the fd is the only
 //! resource, and every ioctl is checked by the kernel against the range
@@ -17,67 +18,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use linux_raw_sys::general::{
+    UFFD_API, UFFD_EVENT_PAGEFAULT, UFFDIO_REGISTER_MODE_MISSING, USERFAULTFD_IOC, uffd_msg,
+    uffdio_api as UffdioApi, uffdio_copy as UffdioCopy, uffdio_range as UffdioRange,
+    uffdio_register as UffdioRegister, uffdio_zeropage as UffdioZeropage,
+};
+use linux_raw_sys::ioctl::{
+    UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER, UFFDIO_WAKE, UFFDIO_ZEROPAGE,
+};
+
 const PAGE: u64 = 4096;
-const UFFD_API: u64 = 0xAA;
-// _IOWR(0xAA, nr, struct): the sizes are those of the structs below.
-const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
-const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
-const UFFDIO_COPY: libc::c_ulong = 0xC028_AA03;
-const UFFDIO_ZEROPAGE: libc::c_ulong = 0xC020_AA04;
-const UFFDIO_WAKE: libc::c_ulong = 0x8010_AA02;
-// _IO(0xAA, 0x00) on /dev/userfaultfd.
-const USERFAULTFD_IOC_NEW: libc::c_ulong = 0xAA00;
-const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
-const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
-
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-struct UffdioRange {
-    start: u64,
-    len: u64,
-}
-
-#[repr(C)]
-struct UffdioRegister {
-    range: UffdioRange,
-    mode: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-
-#[repr(C)]
-struct UffdioZeropage {
-    range: UffdioRange,
-    mode: u64,
-    zeropage: i64,
-}
-
-/// `struct uffd_msg` with the page-fault member of its union.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct UffdMsg {
-    event: u8,
-    _reserved1: u8,
-    _reserved2: u16,
-    _reserved3: u32,
-    _flags: u64,
-    address: u64,
-    _feat: u64,
-}
+/// `_IO(USERFAULTFD_IOC, 0x00)` on /dev/userfaultfd (linux-raw-sys has the
+/// type byte but not this request).
+const USERFAULTFD_IOC_NEW: libc::c_ulong =
+    vmm_sys_util::ioctl::ioctl_expr(vmm_sys_util::ioctl::_IOC_NONE, USERFAULTFD_IOC, 0x00, 0);
 
 /// Guest RAM (one region) registered for missing-page faults.
 pub(crate) struct Uffd {
@@ -86,10 +40,11 @@ pub(crate) struct Uffd {
     len: u64,
 }
 
-fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+fn ioctl<T>(fd: &OwnedFd, req: u32, arg: &mut T) -> io::Result<()> {
     // SAFETY: every request used here takes a pointer to the `#[repr(C)]`
-    // struct it is paired with (same size as the kernel's), which lives for
-    // the call; the kernel reads and writes only that struct.
+    // UAPI struct it is paired with (linux-raw-sys's, generated from the
+    // kernel's header; the request number encodes its size), which lives
+    // for the call; the kernel reads and writes only that struct.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg as *mut T) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -141,14 +96,14 @@ impl Uffd {
         let len = region.len();
         let fd = open()?;
         let mut api = UffdioApi {
-            api: UFFD_API,
+            api: UFFD_API.into(),
             features: 0,
             ioctls: 0,
         };
         ioctl(&fd, UFFDIO_API, &mut api)?;
         let mut reg = UffdioRegister {
             range: UffdioRange { start: host, len },
-            mode: UFFDIO_REGISTER_MODE_MISSING,
+            mode: UFFDIO_REGISTER_MODE_MISSING.into(),
             ioctls: 0,
         };
         ioctl(&fd, UFFDIO_REGISTER, &mut reg)?;
@@ -184,9 +139,11 @@ impl Uffd {
         if fds[1].revents != 0 {
             return Ok(false);
         }
-        let mut msgs = [UffdMsg::default(); 16];
+        // SAFETY: `uffd_msg` is integers and a union of integers: all zeros
+        // is a valid value.
+        let mut msgs: [uffd_msg; 16] = unsafe { std::mem::zeroed() };
         // SAFETY: reads at most the size of `msgs` into it; any bit pattern
-        // is a valid `UffdMsg`.
+        // is a valid `uffd_msg`.
         let n = unsafe {
             libc::read(
                 self.fd.as_raw_fd(),
@@ -201,10 +158,16 @@ impl Uffd {
                 _ => Err(e),
             };
         }
-        let n = n as usize / std::mem::size_of::<UffdMsg>();
+        let n = n as usize / std::mem::size_of::<uffd_msg>();
         for m in &msgs[..n] {
-            if m.event == UFFD_EVENT_PAGEFAULT && m.address >= self.host {
-                let gpa = (m.address - self.host) & !(PAGE - 1);
+            if u32::from(m.event) != UFFD_EVENT_PAGEFAULT {
+                continue;
+            }
+            // SAFETY: a UFFD_EVENT_PAGEFAULT message carries the `pagefault`
+            // member of the union (a copy is read: the struct is packed).
+            let address = unsafe { m.arg.pagefault.address };
+            if address >= self.host {
+                let gpa = (address - self.host) & !(PAGE - 1);
                 if gpa < self.len {
                     out.push(gpa);
                 }
@@ -257,5 +220,23 @@ impl Uffd {
                 r => return r,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request numbers and sizes `linux/userfaultfd.h` gives on x86-64.
+    #[test]
+    fn uapi_matches_the_kernel_header() {
+        assert_eq!(USERFAULTFD_IOC_NEW, 0xAA00);
+        assert_eq!(UFFDIO_API, 0xC018_AA3F);
+        assert_eq!(UFFDIO_REGISTER, 0xC020_AA00);
+        assert_eq!(UFFDIO_COPY, 0xC028_AA03);
+        assert_eq!(UFFDIO_ZEROPAGE, 0xC020_AA04);
+        assert_eq!(UFFDIO_WAKE, 0x8010_AA02);
+        assert_eq!(std::mem::size_of::<uffd_msg>(), 32);
+        assert_eq!(std::mem::size_of::<UffdioCopy>(), 40);
     }
 }

@@ -11,22 +11,11 @@
 /// MOCK_AUTH_NONCE_LEN in pg_control.h.
 const NONCE_LEN: usize = 32;
 
-/// CRC-32C (Castagnoli), as PostgreSQL's COMP_CRC32C computes it.
+/// CRC-32C (Castagnoli, the iSCSI polynomial), as PostgreSQL's COMP_CRC32C
+/// computes it.
 pub fn crc32c(data: &[u8]) -> u32 {
-    const POLY: u32 = 0x82f6_3b78;
-    let mut table = [0u32; 256];
-    for (i, slot) in table.iter_mut().enumerate() {
-        let mut c = i as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
-        }
-        *slot = c;
-    }
-    let mut crc = !0u32;
-    for &b in data {
-        crc = table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
+    const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    CRC32C.checksum(data)
 }
 
 /// The offset of the CRC field.
@@ -65,6 +54,11 @@ mod tests {
     #[test]
     fn crc32c_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        // RFC 3720, B.4: 32 bytes of zeros, of ones, ascending.
+        assert_eq!(crc32c(&[0; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xff; 32]), 0x62a8_ab43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&ascending), 0x46dd_794e);
     }
 
     #[test]

@@ -30,15 +30,12 @@ use std::path::{Path, PathBuf};
 
 use super::cache::{Cache, CacheError, StageKey};
 use super::exec::StageFailure;
-use super::fetch::{SourceSpec, VerifiedSource};
+use super::fetch::VerifiedSource;
 use super::musl::MuslSysroot;
 
+pub use crate::catalog::{PgPin, SUPPORTED_MAJORS, pin};
 pub use extensions::supported_extensions;
 pub use initdb::{Auth, ClusterSpec, initdb, single_user};
-
-/// The major versions pgkraft builds: each has a patch series in
-/// `postgres-patches/<major>/` and a default pin.
-pub const SUPPORTED_MAJORS: &[u32] = &[15, 17];
 
 /// The installation prefix compiled into PostgreSQL. Its programs find
 /// their files relative to their own location (`bin/../share`), so the
@@ -46,55 +43,6 @@ pub const SUPPORTED_MAJORS: &[u32] = &[15, 17];
 /// `postgresql/` level: PostgreSQL adds none under a prefix naming pgsql),
 /// `lib/` (empty: modules are linked in).
 pub const PREFIX: &str = "/usr/local/pgsql";
-
-/// A default PostgreSQL source per major version, as `ci/fetch-sources.sh`
-/// puts it into `sources/` (Debian's .orig tarball is the upstream release
-/// tarball).
-#[derive(Clone, Copy, Debug)]
-pub struct PgPin {
-    pub major: u32,
-    pub version: &'static str,
-    /// Debian's name for the tarball; also the name hint for fetching.
-    pub file_name: &'static str,
-    pub sha256: &'static str,
-    /// Where the file can be downloaded when it is not in a local store.
-    pub url: &'static str,
-}
-
-impl PgPin {
-    pub fn spec(&self) -> SourceSpec {
-        SourceSpec {
-            url: Some(self.url.to_string()),
-            path: None,
-            sha256: self.sha256.to_string(),
-        }
-    }
-}
-
-const PINS: &[PgPin] = &[
-    PgPin {
-        major: 15,
-        version: "15.18",
-        file_name: "postgresql-15_15.18.orig.tar.bz2",
-        sha256: "11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4",
-        url: "http://deb.debian.org/debian/pool/main/p/postgresql-15/postgresql-15_15.18.orig.tar.bz2",
-    },
-    // trixie's index names 17.12, whose tarball the mirrors did not serve
-    // when this was pinned; ci/fetch-sources.sh falls back to 17.11 from
-    // the pool, checked against the sha256 in its .dsc.
-    PgPin {
-        major: 17,
-        version: "17.11",
-        file_name: "postgresql-17_17.11.orig.tar.bz2",
-        sha256: "dd27f2b3c59e73ed14aa3324901242bf69a032a6347805f274e6260322d42979",
-        url: "http://deb.debian.org/debian/pool/main/p/postgresql-17/postgresql-17_17.11.orig.tar.bz2",
-    },
-];
-
-/// The default source of a major version, if pgkraft supports it.
-pub fn pin(major: u32) -> Option<&'static PgPin> {
-    PINS.iter().find(|p| p.major == major)
-}
 
 /// What to build.
 #[derive(Clone, Copy, Debug)]
