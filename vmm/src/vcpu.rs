@@ -44,19 +44,9 @@ struct HostFeatures {
 
 fn host_features() -> HostFeatures {
     // AT_HWCAP2 bit 1 (HWCAP2_FSGSBASE): the kernel set CR4.FSGSBASE, so
-    // `wrfsbase` works in user mode. std has no getauxval; auxv is a file.
-    const AT_HWCAP2: u64 = 26;
-    const HWCAP2_FSGSBASE: u64 = 1 << 1;
-    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
-    let hwcap2 = auxv
-        .chunks_exact(16)
-        .map(|kv| {
-            let k = u64::from_ne_bytes(kv[..8].try_into().unwrap());
-            let v = u64::from_ne_bytes(kv[8..].try_into().unwrap());
-            (k, v)
-        })
-        .find(|&(k, _)| k == AT_HWCAP2)
-        .map_or(0, |(_, v)| v);
+    // `wrfsbase` works in user mode.
+    const HWCAP2_FSGSBASE: usize = 1 << 1;
+    let (_, hwcap2) = rustix::param::linux_hwcap();
     HostFeatures {
         // std's detection checks OSXSAVE and XCR0, i.e. that the OS enabled them.
         xsave: std::arch::is_x86_feature_detected!("xsave"),
