@@ -16,8 +16,6 @@
 //! its first port write (the Shutdown report says so).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use pgkraft_abi::{
@@ -25,7 +23,6 @@ use pgkraft_abi::{
     BootNote,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::Devices;
 use crate::devices::hypercall::Hypercall;
@@ -92,9 +89,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
         t_mem - t_load,
         t_vcpu - t_mem,
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-        .map_err(|source| VmmError::Thread { source })?;
+    let vm::Controls { stop, stop_evt } = vm::Controls::new()?;
     let devices = Devices::new(
         Uart::new(),
         Hypercall::new(stop.clone()),

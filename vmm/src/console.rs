@@ -242,13 +242,6 @@ impl ConsoleState {
     pub(crate) const VERSION: u32 = 1;
 
     pub(crate) fn check(&self) -> Result<(), String> {
-        if self.version != Self::VERSION {
-            return Err(format!(
-                "console state version {} (this runner reads version {})",
-                self.version,
-                Self::VERSION
-            ));
-        }
-        Ok(())
+        crate::devices::check_version("console", self.version, Self::VERSION)
     }
 }

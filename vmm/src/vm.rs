@@ -244,6 +244,23 @@ impl Vm {
     }
 }
 
+/// How the caller's thread stops a running VM: the flag the exit loop
+/// checks, and the event a blocking console read waits on too.
+pub(crate) struct Controls {
+    pub stop: Arc<AtomicBool>,
+    pub stop_evt: EventFd,
+}
+
+impl Controls {
+    pub(crate) fn new() -> Result<Controls, VmmError> {
+        Ok(Controls {
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .map_err(|source| VmmError::Thread { source })?,
+        })
+    }
+}
+
 /// The console devices of a new VM.
 pub(crate) fn console(cfg: &crate::Console, stop_evt: &EventFd) -> crate::console::Console {
     match cfg {

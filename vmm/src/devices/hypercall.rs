@@ -83,14 +83,7 @@ impl Hypercall {
     }
 
     pub(crate) fn check(state: &HypercallState) -> Result<(), String> {
-        if state.version != HypercallState::VERSION {
-            return Err(format!(
-                "hypercall device state version {} (this runner reads version {})",
-                state.version,
-                HypercallState::VERSION
-            ));
-        }
-        Ok(())
+        super::check_version("hypercall device", state.version, HypercallState::VERSION)
     }
 
     /// At the ready point: the state to save.

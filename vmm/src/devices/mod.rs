@@ -20,6 +20,17 @@ use exit_port::ExitPort;
 use hypercall::Hypercall;
 use uart::Uart;
 
+/// Refuses a saved device state of another version than this runner's.
+pub(crate) fn check_version(what: &str, got: u32, reads: u32) -> Result<(), String> {
+    if got == reads {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} state version {got} (this runner reads version {reads})"
+        ))
+    }
+}
+
 /// Which device a bus range belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DeviceId {

@@ -66,13 +66,7 @@ impl Uart {
 
     /// Checks a saved state without building a UART from it.
     pub(crate) fn check(state: &UartState) -> Result<(), String> {
-        if state.version != UartState::VERSION {
-            return Err(format!(
-                "UART state version {} (this runner reads version {})",
-                state.version,
-                UartState::VERSION
-            ));
-        }
+        super::check_version("UART", state.version, UartState::VERSION)?;
         if state.in_buffer.len() > FIFO {
             return Err("the UART input buffer is longer than its FIFO".into());
         }

@@ -12,14 +12,11 @@
 use std::fs::File;
 use std::io::{self, Seek};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use kvm_bindings::kvm_clock_data;
 use kvm_ioctls::Cap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::load::{Loaded, load};
 use super::{
@@ -119,9 +116,7 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
         t0.elapsed(),
         loaded.verify.ms,
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-        .map_err(|source| VmmError::Thread { source })?;
+    let vm::Controls { stop, stop_evt } = vm::Controls::new()?;
     let mut console = vm::console(&cfg.console, &stop_evt);
     if matches!(cfg.console, Console::Capture { .. }) {
         let saved = &loaded.devices.console;
