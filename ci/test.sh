@@ -15,7 +15,7 @@ fi
 
 cargo fmt --all --check
 (cd libos && cargo fmt --check)
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd libos && cargo clippy --release --locked -- -D warnings)
 log=$(mktemp)
 # Tests that cannot run here (no /dev/kvm with PGKRAFT_ALLOW_NO_KVM=1)
@@ -26,7 +26,7 @@ skipped=$(mktemp)
 trap 'rm -f "$log" "$skipped"' EXIT
 export PGKRAFT_SKIPPED_FILE="$skipped"
 status=0
-cargo test --locked --tests -- --test-threads=2 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --tests -- --test-threads=2 2>&1 | tee "$log" || status=$?
 # The libOS's host unit tests (its own crate, outside the workspace).
 (cd libos && cargo test --locked 2>&1) | tee -a "$log" || status=$?
 sort -u "$skipped" >"$skipped.u" && mv "$skipped.u" "$skipped"

@@ -5,6 +5,8 @@
 //! microvm, each as a fresh process (spawn to exit, what a user waits for),
 //! and also records our runner's own in-process figure (runner start to
 //! guest exit, as `smoke` reports it).
+//!
+//! docs/ARCHITECTURE.md §6.
 
 use crate::image::Image;
 use serde::Serialize;

@@ -2,6 +2,8 @@
 //! its first SQL answer, against the host-linked postgres of the same build
 //! started natively on a copy of the same files, alternating in one run so
 //! both see the same machine.
+//!
+//! docs/ARCHITECTURE.md §6.
 
 use crate::bench::Series;
 use crate::smoke::{self, TestVm, native};

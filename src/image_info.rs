@@ -1,6 +1,8 @@
 //! `pgkraft inspect`: everything about a built image without booting it —
 //! sections, symbols, the rootfs by file, the build info, and the largest
 //! input objects from the build manifest next to it.
+//!
+//! docs/ARCHITECTURE.md §2.
 
 use crate::image::format::{self, BuildInfo, MANIFEST_SECTION, ROOTFS_SECTION};
 use object::{Object, ObjectSection, ObjectSegment};

@@ -12,6 +12,8 @@
 //! [`check`] judges what the guest did. [`run`] cold-boots between them;
 //! `pgkraft resume --vm` and the benchmarks restore a snapshot or time the
 //! run instead, with the same checks.
+//!
+//! docs/ARCHITECTURE.md §6.
 
 mod single_user;
 

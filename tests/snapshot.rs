@@ -212,6 +212,66 @@ fn altered_files_are_refused() {
     }
 }
 
+/// Rewrites `file` of snapshot `dir` with `edit` applied to its JSON, and
+/// the manifest's record of it to match, so only the edit itself differs.
+fn edit_json(dir: &Path, file: &str, edit: &dyn Fn(&mut serde_json::Value)) {
+    use sha2::Digest;
+    let path = dir.join(file);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut v);
+    let bytes = serde_json::to_vec_pretty(&v).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    if file != "manifest.json" {
+        edit_json(dir, "manifest.json", &|m| {
+            m["files"][file] = serde_json::json!({
+                "bytes": bytes.len(),
+                "sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+            });
+        });
+    }
+}
+
+#[test]
+fn snapshots_of_another_format_or_device_state_version_are_refused() {
+    if !kvm_available() {
+        return;
+    }
+    // A format-2 directory (per-device states came with format 3), and an
+    // older manifest still, without fields this one has: both are refused
+    // by their format number, before anything else is read.
+    let dir = copy_of("format-2");
+    edit_json(&dir, "manifest.json", &|m| m["format"] = 2.into());
+    refused(
+        &resume_with(&dir, "get\n", &[]),
+        &["is snapshot format 2, this pgkraft reads format 3", "fix:"],
+    );
+    let dir = copy_of("format-1");
+    std::fs::write(dir.join("manifest.json"), r#"{"format": 1, "image": {}}"#).unwrap();
+    refused(
+        &resume_with(&dir, "get\n", &[]),
+        &["is snapshot format 1, this pgkraft reads format 3"],
+    );
+    // One device's state of a version this runner does not read.
+    let dir = copy_of("uart-v99");
+    edit_json(&dir, "devices.json", &|d| d["uart"]["version"] = 99.into());
+    refused(
+        &resume_with(&dir, "get\n", &[]),
+        &[
+            "devices.json",
+            "UART state version 99 (this runner reads version 1)",
+        ],
+    );
+    // Memory data ranges outside guest RAM never reach a mapping.
+    let dir = copy_of("ranges");
+    edit_json(&dir, "manifest.json", &|m| {
+        m["memory"]["data_ranges"] = serde_json::json!([[0, 4096], [1u64 << 40, 4096]]);
+    });
+    refused(
+        &resume_with(&dir, "get\n", &[]),
+        &["bad memory data ranges", "outside guest RAM"],
+    );
+}
+
 #[test]
 fn vm_shape_mismatch_is_refused() {
     if !kvm_available() {

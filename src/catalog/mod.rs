@@ -5,6 +5,8 @@
 //! Both the recipe (which checks a recipe against these facts) and the
 //! build (which acts on them) read them from here; this module imports
 //! neither, so neither depends on the other for them.
+//!
+//! docs/ARCHITECTURE.md §0.
 
 pub mod extensions;
 

@@ -3,6 +3,8 @@
 //! and symbol names, the build info embedded in the image with its format
 //! version, and the rootfs archive's encoding. Below `build`, which writes
 //! these, and below every reader: it imports neither.
+//!
+//! docs/ARCHITECTURE.md §2.
 
 use std::path::PathBuf;
 

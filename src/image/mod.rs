@@ -2,8 +2,11 @@
 //! headers (what the runner needs, [`BootImage`]), the build info
 //! build::link embedded — and its baked-in argv read from that same open
 //! file when asked (it walks the symbol table, which only single-user mode
-//! needs). `smoke`, `bench` and `run` take this value; nothing re-opens the
-//! path.
+//! needs). `smoke`, `bench` and `run` take this value and do not re-open
+//! the path to boot it (`--native` runs still read the file once more, for
+//! their own copy of its rootfs).
+//!
+//! docs/ARCHITECTURE.md §2.
 
 pub mod format;
 

@@ -14,6 +14,8 @@
 //! which the CPU reads only inside TR's limit. The image says that limit in
 //! its boot note (`tss_limit`); one whose TSS has no bitmap dies on PVM at
 //! its first port write (the Shutdown report says so).
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -34,10 +36,12 @@ use crate::vm::{self, Parts, VcpuThread, Vm};
 use crate::{Console, MIB, VmConfig, VmmError, memory, vcpu};
 
 /// Sets up a VM that boots `image` as `cfg` says; [`Vm::run`] runs it.
-/// The run's clock starts here.
+/// The run's clock starts here, counting the image's open and parse as if
+/// they had just happened: a run of the image file pays them.
 pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     vm::settle();
-    let t0 = Instant::now();
+    let now = Instant::now();
+    let t0 = now.checked_sub(image.opened_in).unwrap_or(now);
     // Started first so that creating and scheduling the thread overlaps
     // with the setup below instead of following it.
     let thread = VcpuThread::spawn()?;
@@ -106,6 +110,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
         t0,
         mem_bytes,
         cmdline: cfg.cmdline.clone(),
+        image: Some(image.id()),
         io_bitmap: tss_limit > 103,
         resume_read: None,
     }))

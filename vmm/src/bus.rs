@@ -7,6 +7,8 @@
 //! Devices are kept by their owner as typed values (a snapshot saves each
 //! one's own versioned state), so the bus maps ranges to a small id, not to
 //! trait objects: the owner turns the id back into the device.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::ops::Range;
 

@@ -1,5 +1,7 @@
 //! The guest console: one output sink and one input source, shared by the
 //! CONSOLE_* hypercalls and the emulated COM1.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::fs::File;
 use std::io::{self, Read, Write};

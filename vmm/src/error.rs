@@ -1,4 +1,6 @@
 //! The runner's error type: every variant is a message a user can act on.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,7 @@
 //! Reading a pgkraft image: the ELF segments to load and the boot note that
 //! says how to enter it. Pure parsing, no KVM, so `pgkraft inspect` can use it.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
@@ -7,7 +9,10 @@ use object::{Endianness, ReadRef};
 use pgkraft_abi::{BOOT_NOTE_VERSION, BootNote, NOTE_NAME, NOTE_TYPE};
 
 use std::fs::File;
+use std::marker::PhantomData;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::VmmError;
 
@@ -32,29 +37,45 @@ pub(crate) struct Image {
 
 /// An image file, opened and its headers and boot note parsed once: what
 /// booting it needs. Segment bytes are read only when guest RAM is built.
+///
+/// Loading reads the file through its position, so a `BootImage` is used
+/// by one thread at a time (it is not `Sync`).
 pub struct BootImage {
     path: PathBuf,
     file: File,
     bytes: u64,
+    id: ImageId,
+    /// What opening and parsing took: a boot's clock counts it as if it
+    /// had just happened, as a run of the file would pay it.
+    pub(crate) opened_in: Duration,
     pub(crate) parsed: Image,
+    _one_thread: PhantomData<std::cell::Cell<()>>,
 }
+
+/// Which file an image is (device, inode, size), to tell it from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ImageId(u64, u64, u64);
 
 impl BootImage {
     /// Opens `path` and parses its ELF headers and boot note; refuses what
     /// is not a pgkraft image.
     pub fn open(path: &Path) -> Result<BootImage, VmmError> {
+        let t0 = Instant::now();
         let read_err = |source| VmmError::ReadImage {
             path: path.to_path_buf(),
             source,
         };
         let file = File::open(path).map_err(read_err)?;
-        let bytes = file.metadata().map_err(read_err)?.len();
+        let meta = file.metadata().map_err(read_err)?;
         let parsed = parse(&object::ReadCache::new(&file)).map_err(|e| e.with_path(path))?;
         Ok(BootImage {
             path: path.to_path_buf(),
             file,
-            bytes,
+            bytes: meta.len(),
+            id: ImageId(meta.dev(), meta.ino(), meta.len()),
+            opened_in: t0.elapsed(),
             parsed,
+            _one_thread: PhantomData,
         })
     }
 
@@ -62,9 +83,13 @@ impl BootImage {
         &self.path
     }
 
-    /// The open file (read it with positioned reads: it is shared).
+    /// The open file.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    pub(crate) fn id(&self) -> ImageId {
+        self.id
     }
 
     pub fn file_bytes(&self) -> u64 {

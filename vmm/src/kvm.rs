@@ -5,6 +5,8 @@
 //!
 //! Why this is sound is written next to each block. Everything outside this
 //! module and `uffd.rs` is safe Rust (`vmm` denies `unsafe_code`).
+//!
+//! docs/ARCHITECTURE.md §4.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -30,7 +32,7 @@ pub(crate) struct Machine {
 }
 
 /// A VM and its vCPU before guest RAM exists: creating them needs nothing
-/// else, so a resume makes them while it reads the snapshot.
+/// else.
 pub(crate) struct VmShell {
     // Same drop order as `Machine`.
     vcpu: VcpuFd,

@@ -3,9 +3,10 @@
 //! it at its ready point, snapshots and restores it. It knows nothing of
 //! recipes or PostgreSQL; the contract with the guest is `pgkraft_abi`.
 //!
-//! The caller drives a VM through two entry points that both return a
+//! The caller drives a VM through two entry points that both give it a
 //! [`Vm`]: [`boot`] (a cold boot of a [`BootImage`]) and
-//! [`snapshot::restore`] (a snapshot [`snapshot::load`]ed and checked).
+//! [`snapshot::restore`] (a snapshot [`snapshot::load`]ed and checked; its
+//! [`snapshot::Restored`] holds the `Vm` and runs it).
 //! [`Vm::run`] runs it to its end; [`Vm::run_to_ready`] stops it where it
 //! first waits for console input, and [`snapshot::save`] writes that
 //! stopped VM to disk.

@@ -14,6 +14,8 @@
 //! first-answer`; README "Design notes"). Sharing clean image pages between
 //! instances is what resuming a snapshot does (vmm::snapshot maps its
 //! memory file and the image `MAP_PRIVATE`).
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};

@@ -2,6 +2,8 @@
 //! report, and when console output arrived (so a caller can tell when a
 //! given answer came). All times count from the run's start, which the
 //! caller sets before the VM is even created.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::time::{Duration, Instant};
 

@@ -11,6 +11,8 @@
 //! Why each block is sound is written next to it; the fd is the only
 //! resource, and every ioctl is checked by the kernel against the range
 //! registered on it.
+//!
+//! docs/ARCHITECTURE.md §4.
 #![allow(unsafe_code)]
 
 use std::io;

@@ -1,6 +1,8 @@
 //! vCPU state for the pgkraft direct entry: the registers the image's PVH
 //! stub would have left behind, written from the host so that no guest
 //! instruction runs at CPL0 (emulated, ~1 µs each, on PVM).
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::sync::OnceLock;
 

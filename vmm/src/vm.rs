@@ -13,6 +13,8 @@
 //! and unmaps guest RAM in the background (0.3-1 ms, more for big guests);
 //! the next VM of the process waits for it ([`settle`]) before its clock
 //! starts, as that teardown holds the process's memory map lock.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,7 @@ use crate::bus::Action;
 use crate::console::{ConsoleIn, ConsoleOut};
 use crate::devices::Devices;
 use crate::devices::hypercall::HypercallState;
+use crate::image::ImageId;
 use crate::kvm::{self, Machine};
 use crate::{GuestExit, MIB, MemoryUse, RunOutcome, VmmError, vcpu};
 
@@ -45,6 +48,8 @@ pub struct Vm {
     mem_bytes: u64,
     /// The program's arguments on the boot command line ("" = the image's).
     cmdline: String,
+    /// The image it booted (none for a restored VM).
+    image: Option<ImageId>,
     /// The TSS has an I/O permission bitmap (its limit reaches past 103).
     io_bitmap: bool,
     /// A resumed guest: the console read it waits in, answered before it runs.
@@ -65,6 +70,7 @@ pub struct Paused {
     pub(crate) devices: Devices,
     pub(crate) mem_bytes: u64,
     pub(crate) cmdline: String,
+    pub(crate) image: Option<ImageId>,
     /// When it stopped, since the run's start.
     pub(crate) ready_at: Duration,
 }
@@ -87,6 +93,7 @@ pub(crate) struct Parts {
     pub t0: Instant,
     pub mem_bytes: u64,
     pub cmdline: String,
+    pub image: Option<ImageId>,
     pub io_bitmap: bool,
     pub resume_read: Option<HypercallState>,
 }
@@ -129,6 +136,7 @@ impl Vm {
             t0: p.t0,
             mem_bytes: p.mem_bytes,
             cmdline: p.cmdline,
+            image: p.image,
             io_bitmap: p.io_bitmap,
             resume_read: p.resume_read,
         }
@@ -166,6 +174,7 @@ impl Vm {
             t0,
             mem_bytes,
             cmdline,
+            image,
             io_bitmap,
             resume_read,
         } = self;
@@ -224,6 +233,7 @@ impl Vm {
                 devices,
                 mem_bytes,
                 cmdline,
+                image,
             }))),
             (Ok(Stop::Exit(exit)), _) => Ok(Ready::Ended(RunOutcome {
                 exit,
@@ -367,11 +377,13 @@ fn run_vcpu(start: Start) {
     }
     devices.timeline.mark("exit");
     devices.console.flush();
-    let memory = devices
-        .console
-        .captured()
-        .map(|_| kvm::memory_use(machine.mem()));
     let paused = matches!(result, Ok(Stop::Ready));
+    // A pass over resident RAM: only for runs that report, and not for a
+    // VM handed back to be saved.
+    let memory = (!paused)
+        .then(|| devices.console.captured())
+        .flatten()
+        .map(|_| kvm::memory_use(machine.mem()));
     let _ = done.send(Finished {
         result,
         devices,

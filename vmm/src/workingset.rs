@@ -12,6 +12,8 @@
 //! mappings of the memory file, and the pages of regions the guest writes
 //! (a write splits a huge mapping) are copied into private memory ahead of
 //! the guest, only those it will touch.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::fs::File;
 use std::io;

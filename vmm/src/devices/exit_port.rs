@@ -3,6 +3,8 @@
 //! exit port is QEMU's `isa-debug-exit` under QEMU, so one image ends the
 //! same way under both; the phase port is ours alone, and the libOS writes
 //! it only when our runner booted it.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use pgkraft_abi::{PORT_EXIT, PORT_PHASE, Phase};
 

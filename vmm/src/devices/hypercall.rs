@@ -9,6 +9,8 @@
 //! up and waits for a query) and where a resumed guest's pending read is
 //! answered, and it marks when input arrived and the first answer after it
 //! (the `input` and `first_answer` phases the benchmarks time).
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,6 +3,8 @@
 //! [`BusDevice`]; the ones a snapshot keeps have a versioned state type.
 //! The console and the run's timeline are not on the bus: every device that
 //! carries console bytes or reports a moment shares them through [`Ctx`].
+//!
+//! docs/ARCHITECTURE.md §4.
 
 pub(crate) mod exit_port;
 pub(crate) mod hypercall;
@@ -37,6 +39,10 @@ pub(crate) enum DeviceId {
     Uart,
     ExitPort,
     Hypercall,
+    /// The n-th device attached to the MMIO bus (virtio-mmio transports).
+    // Attached by the network and volume devices, which come next.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Mmio(usize),
 }
 
 pub(crate) struct Devices {
@@ -47,6 +53,8 @@ pub(crate) struct Devices {
     pub hypercall: Hypercall,
     pub console: Console,
     pub timeline: Timeline,
+    /// MMIO devices, in the order attached ([`DeviceId::Mmio`]).
+    mmio_devices: Vec<Box<dyn BusDevice + Send>>,
     /// Unhandled addresses already logged, so a polling guest does not
     /// flood the log.
     quiet: HashSet<(bool, u64)>,
@@ -80,8 +88,22 @@ impl Devices {
             hypercall,
             console,
             timeline,
+            mmio_devices: Vec::new(),
             quiet: HashSet::new(),
         }
+    }
+
+    /// Puts `dev` on the MMIO bus at `range` (a virtio-mmio transport).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn attach_mmio(
+        &mut self,
+        range: std::ops::Range<u64>,
+        dev: Box<dyn BusDevice + Send>,
+    ) -> Result<(), crate::bus::Overlap> {
+        self.mmio
+            .insert(range, DeviceId::Mmio(self.mmio_devices.len()))?;
+        self.mmio_devices.push(dev);
+        Ok(())
     }
 
     /// The device and the context it works in, both borrowed from `self`.
@@ -94,6 +116,7 @@ impl Devices {
             DeviceId::Uart => &mut self.uart,
             DeviceId::ExitPort => &mut self.exit_port,
             DeviceId::Hypercall => &mut self.hypercall,
+            DeviceId::Mmio(i) => self.mmio_devices[i].as_mut(),
         };
         let ctx = Ctx {
             mem,
@@ -177,5 +200,111 @@ impl Devices {
                 timeline: &mut self.timeline,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::console::{ConsoleIn, ConsoleOut};
+    use crate::virtio::mmio::MmioTransport;
+    use crate::virtio::{DeviceError, VirtioCtx, VirtioDevice};
+
+    /// A device with one queue that does nothing with it.
+    struct Idle;
+
+    impl VirtioDevice for Idle {
+        fn device_type(&self) -> u32 {
+            4 // entropy source
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[8]
+        }
+        fn read_config(&self, _: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write_config(&mut self, _: u64, _: &[u8]) {}
+        fn activate(&mut self, _: &mut VirtioCtx, _: u64) -> Result<(), DeviceError> {
+            Ok(())
+        }
+        fn notify(&mut self, _: &mut VirtioCtx, _: usize) -> Result<(), DeviceError> {
+            Ok(())
+        }
+        fn reset(&mut self) {}
+    }
+
+    fn devices() -> Devices {
+        Devices::new(
+            Uart::new(),
+            Hypercall::new(Arc::new(AtomicBool::new(false))),
+            Console {
+                out: ConsoleOut::Capture(Vec::new()),
+                input: ConsoleIn::Buffer {
+                    data: Vec::new(),
+                    pos: 0,
+                },
+            },
+            Timeline::new(Instant::now()),
+        )
+    }
+
+    #[test]
+    fn mmio_accesses_reach_the_attached_transport() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut d = devices();
+        let base = 0xd000_0000;
+        let transport = MmioTransport::new(Idle).unwrap();
+        d.attach_mmio(base..base + 0x200, Box::new(transport))
+            .unwrap();
+        let mut word = [0u8; 4];
+        d.mmio_read(&mem, base, &mut word).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 0x7472_6976, "MagicValue");
+        d.mmio_read(&mem, base + 8, &mut word).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 4, "DeviceID");
+        assert!(d.mmio_read(&mem, base + 0x200, &mut word).is_none());
+        assert!(d.mmio_write(&mem, base - 4, &word).is_none());
+        let again = MmioTransport::new(Idle).unwrap();
+        assert!(
+            d.attach_mmio(base + 0x100..base + 0x300, Box::new(again))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ports_without_a_device_read_all_ones_and_the_exit_port_exits() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut d = devices();
+        let mut b = [0u8; 1];
+        d.pio_read(&mem, 0x80, &mut b);
+        assert_eq!(b, [0xff]);
+        assert_eq!(d.pio_write(&mem, 0x80, &[1]), Action::Continue);
+        assert_eq!(
+            d.pio_write(&mem, pgkraft_abi::PORT_EXIT, &[7]),
+            Action::Exit(7)
+        );
+        assert_eq!(
+            d.pio_write(
+                &mem,
+                pgkraft_abi::PORT_PHASE,
+                &[pgkraft_abi::Phase::MainEntered as u8]
+            ),
+            Action::Continue
+        );
+        assert_eq!(d.timeline.phases.len(), 1);
+        // COM1's transmit register reaches the console.
+        assert_eq!(
+            d.pio_write(&mem, pgkraft_abi::PORT_COM1, b"A"),
+            Action::Continue
+        );
+        assert_eq!(d.console.captured(), Some(&b"A"[..]));
     }
 }

@@ -2,6 +2,8 @@
 //! console and whose receive FIFO is filled from the console's input when
 //! the guest polls the line status register. There is no interrupt
 //! controller in this runner, so the guest polls and the IRQ line is a no-op.
+//!
+//! docs/ARCHITECTURE.md §4.
 
 use serde::{Deserialize, Serialize};
 use vm_superio::Serial;
@@ -64,17 +66,16 @@ impl Uart {
         }
     }
 
-    /// Checks a saved state without building a UART from it.
+    /// Checks a saved state: everything [`Uart::restore`] would refuse.
     pub(crate) fn check(state: &UartState) -> Result<(), String> {
+        Uart::restore(state).map(drop)
+    }
+
+    pub(crate) fn restore(state: &UartState) -> Result<Uart, String> {
         super::check_version("UART", state.version, UartState::VERSION)?;
         if state.in_buffer.len() > FIFO {
             return Err("the UART input buffer is longer than its FIFO".into());
         }
-        Ok(())
-    }
-
-    pub(crate) fn restore(state: &UartState) -> Result<Uart, String> {
-        Uart::check(state)?;
         let s = SerialState {
             baud_divisor_low: state.baud_divisor_low,
             baud_divisor_high: state.baud_divisor_high,
@@ -130,6 +131,9 @@ impl BusDevice for Uart {
         {
             log::debug!("vmm: serial output failed: {e}");
         }
+        // As the guest wrote it: a prompt must show before the guest polls
+        // for the answer.
+        ctx.console.flush();
         Action::Continue
     }
 }

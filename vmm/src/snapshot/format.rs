@@ -1,6 +1,8 @@
 //! vCPU and VM state: a small binary format of named sections, each the raw
 //! bytes of one KVM structure (`#[repr(C)]`, converted with zerocopy), and
 //! the FPU codec (kvm_fpu has padding, so it is written field by field).
+//!
+//! docs/ARCHITECTURE.md §5.
 
 use std::collections::BTreeMap;
 

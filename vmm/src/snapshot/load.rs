@@ -1,6 +1,8 @@
 //! Reading a snapshot directory and checking everything a resume would
 //! refuse — format, VM shape, image, every file's size and hash, every
 //! device state's version — before a VM exists.
+//!
+//! docs/ARCHITECTURE.md §5.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::format::{VcpuState, decode_clock};
 use super::verify::{Verified, sha256_file};
 use super::{
-    DEVICES_FILE, DeviceStates, Expect, FORMAT, MANIFEST, MEMORY_FILE, Manifest, PARTIAL,
+    DEVICES_FILE, DeviceStates, Expect, FORMAT, MANIFEST, MEMORY_FILE, Manifest, PAGE, PARTIAL,
     SnapshotError, VCPU_FILE, VERIFIED_FILE, VM_FILE, VerifyReport, io_err, ms, record_beside,
     refused,
 };
@@ -51,6 +53,9 @@ impl Loaded {
 /// Reads and checks snapshot `dir` against `expect`: everything a resume
 /// refuses is found here, before a VM exists.
 pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
+    // The previous VM of this process must be gone before a resume's clock
+    // starts (see `vm::settle`), and a resume's clock starts here.
+    crate::vm::settle();
     let t0 = Instant::now();
     let dir_name = dir
         .file_name()
@@ -76,23 +81,29 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
         }
         Err(e) => return Err(io_err("read", &mpath)(e)),
     };
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
+    let not_manifest = |e: serde_json::Error| {
         refused(
             &mpath,
             format!("is not a valid snapshot manifest ({e})"),
             "take the snapshot again",
         )
-    })?;
-    if manifest.format != FORMAT {
+    };
+    // The format first: an older manifest may lack fields this one has.
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let format = serde_json::from_slice::<Format>(&text)
+        .map_err(not_manifest)?
+        .format;
+    if format != FORMAT {
         return Err(refused(
             &mpath,
-            format!(
-                "is snapshot format {}, this pgkraft reads format {FORMAT}",
-                manifest.format
-            ),
+            format!("is snapshot format {format}, this pgkraft reads format {FORMAT}"),
             "take the snapshot again with this pgkraft",
         ));
     }
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(not_manifest)?;
     let again = "take the snapshot again with `pgkraft snapshot`";
 
     // VM shape.
@@ -234,6 +245,8 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
     {
         return Err(refused(&mpath, "memory size and VM shape disagree", again));
     }
+    check_ranges(&manifest.memory.data_ranges, manifest.memory.bytes)
+        .map_err(|e| refused(&mpath, format!("has bad memory data ranges: {e}"), again))?;
     let bad = |name: &str, e: String| refused(&dir.join(name), format!("is damaged: {e}"), again);
     let vcpu = VcpuState::decode(&small[VCPU_FILE]).map_err(|e| bad(VCPU_FILE, e))?;
     let clock = decode_clock(&small[VM_FILE]).map_err(|e| bad(VM_FILE, e))?;
@@ -263,4 +276,22 @@ pub fn load(dir: &Path, expect: &Expect) -> Result<Loaded, SnapshotError> {
         clock,
         devices,
     })
+}
+
+/// The data ranges a restore maps and copies: page-aligned, in order, not
+/// overlapping, inside guest RAM.
+fn check_ranges(ranges: &[[u64; 2]], mem_bytes: u64) -> Result<(), String> {
+    let mut end = 0;
+    for &[gpa, len] in ranges {
+        if gpa % PAGE != 0 || len % PAGE != 0 || len == 0 {
+            return Err(format!("[{gpa:#x}, +{len:#x}) is not whole pages"));
+        }
+        if gpa < end || gpa.checked_add(len).is_none_or(|e| e > mem_bytes) {
+            return Err(format!(
+                "[{gpa:#x}, +{len:#x}) overlaps the one before it or lies outside guest RAM"
+            ));
+        }
+        end = gpa + len;
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Snapshots of a running guest and resuming from them (docs/ARCHITECTURE.md
 //! §5).
 //!
-//! **Ready point.** `snapshot` boots the image, feeds it the input it is
+//! **Ready point.** [`take`] boots the image, feeds it the input it is
 //! given, and stops it the first time it asks for console input that is not
 //! there (a CONSOLE_READ hypercall with the input used up): a program that
 //! has done its setup and waits for a query. That is program-agnostic and

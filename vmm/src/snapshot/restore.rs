@@ -8,6 +8,8 @@
 //! the first answer only reads as shared 2 MiB folios of the memory file,
 //! and copies the pages it touches in regions it writes into private memory
 //! before the guest runs.
+//!
+//! docs/ARCHITECTURE.md §5.
 
 use std::fs::File;
 use std::io::{self, Seek};
@@ -95,7 +97,8 @@ pub fn resume(dir: &Path, cfg: &VmConfig, expect: &Expect) -> Result<Resumed, Sn
 /// snapshot's. The run's clock counts the load and its integrity check as
 /// if they had just happened: a resume's figures include them. Phases, in
 /// ms since then:
-/// `vmm_ready` (state restored), `resumed` (the guest runs and says so: its
+/// `vmm_ready` (state restored), `input` (the pending read answered),
+/// `resumed` (the guest runs and says so: its
 /// first sign of life), `first_exit` (its first VM exit), `first_answer`
 /// (its first console output), `exit`.
 pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restored, SnapshotError> {
@@ -153,6 +156,7 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
         t0,
         mem_bytes: loaded.manifest.memory.bytes,
         cmdline: loaded.manifest.vm.cmdline.clone(),
+        image: None,
         io_bitmap: true,
         resume_read: Some(loaded.devices.hypercall.clone()),
     });

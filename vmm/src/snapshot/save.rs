@@ -1,6 +1,8 @@
 //! Writing a VM stopped at its ready point ([`Paused`]) to a snapshot
 //! directory, atomically: everything goes into `.NAME.partial-XXXX` next to
 //! the target, fsynced, the manifest last, then renamed into place.
+//!
+//! docs/ARCHITECTURE.md §5.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -108,6 +110,13 @@ pub fn save(
     out: &Path,
 ) -> Result<SnapshotReport, SnapshotError> {
     let (name, parent) = check_out(out)?;
+    if paused.image != Some(image.id()) {
+        return Err(refused(
+            image.path(),
+            "is not the image this VM booted (a resumed VM cannot be snapshotted again)",
+            "save the VM with the image it was booted from",
+        ));
+    }
     std::fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}{PARTIAL}"))
@@ -122,8 +131,6 @@ pub fn save(
         .metadata()
         .map_err(io_err("read image", image_path))?;
 
-    // Timed from here: the image's hash is not part of saving the VM.
-    let t_save = std::time::Instant::now();
     let kvm = crate::boot::open_kvm()?;
     let msr_index = kvm
         .get_msr_index_list()
@@ -131,6 +138,9 @@ pub fn save(
         .as_slice()
         .to_vec();
     let xsave2 = kvm.check_extension_int(Cap::Xsave2).max(0) as usize;
+    // Timed from here: hashing the image and asking KVM which MSRs exist
+    // are not part of saving the VM.
+    let t_save = std::time::Instant::now();
 
     let hypercall = paused
         .devices

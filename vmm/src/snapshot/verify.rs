@@ -2,6 +2,8 @@
 //! the result is kept in `verified.json` against each file's identity
 //! (device, inode, size, mtime and ctime; ctime cannot be set back by users,
 //! so an in-place edit always invalidates it).
+//!
+//! docs/ARCHITECTURE.md §5.
 
 use std::fs::File;
 use std::io;

@@ -13,6 +13,8 @@
 //! InterruptStatus register, which a driver may read and acknowledge;
 //! nothing is injected into the guest. The guest's driver polls its used
 //! rings (and, after a configuration change, ConfigGeneration).
+//!
+//! docs/ARCHITECTURE.md §4.
 
 // Nothing in the runner uses it yet (the net and block devices come next).
 #![allow(dead_code)]
