@@ -87,7 +87,30 @@ pub mod hc {
     /// unimplemented system call, a fault report). The runner prints it on
     /// its own stderr, never mixed into the guest's console. ret = length.
     pub const LOG: u32 = 4;
+    /// args[0] = nanoseconds to wait at most (`u64::MAX`: no limit). The
+    /// guest has nothing to run and waits for its devices: the runner
+    /// returns as soon as a device may have work for it (a frame arrived,
+    /// a host connection came) or the time passed. One exit for an idle
+    /// guest instead of a busy loop. ret = 1 if a device may have work, 0
+    /// if the time passed.
+    pub const WAIT: u32 = 5;
 }
+
+/// virtio-mmio devices sit in slots of [`VIRTIO_MMIO_SLOT_SIZE`] bytes from
+/// [`VIRTIO_MMIO_BASE`], as QEMU's `microvm` machine places its transports,
+/// so one guest probe finds them under both VMMs: a slot whose MagicValue
+/// reads "virt" and whose DeviceID is not 0 holds a device. Under our
+/// runner an empty slot reads as zeros. No interrupts: the guest polls.
+pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
+pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x200;
+pub const VIRTIO_MMIO_SLOTS: u64 = 24;
+
+/// The guest's side of the user-mode network link (`--publish`): the guest
+/// is [`NET_GUEST_IP`]/24, the runner's end of the link [`NET_HOST_IP`].
+/// Addresses on the virtual link only, never on a real network.
+pub const NET_GUEST_IP: [u8; 4] = [10, 0, 2, 15];
+pub const NET_HOST_IP: [u8; 4] = [10, 0, 2, 2];
+pub const NET_PREFIX_LEN: u8 = 24;
 
 /// A hypercall request block in guest memory. Its address must be below 4 GiB
 /// (it travels in a 32-bit port write) and 8-byte aligned.
