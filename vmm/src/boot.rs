@@ -22,11 +22,15 @@ use std::time::Instant;
 
 use pgkraft_abi::{
     BOOT_FLAG_CONSOLE_TTY, BOOT_FLAG_HYPERCALL, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo,
-    BootNote,
+    BootNote, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::devices::Devices;
+use crate::net::NetError;
+use crate::net::user::UserNet;
+use crate::virtio::mmio::MmioTransport;
+use crate::virtio::net::{GUEST_MAC, VirtioNet};
 use crate::devices::hypercall::Hypercall;
 use crate::devices::uart::Uart;
 use crate::image::{self, BootImage};
@@ -46,6 +50,9 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     // with the setup below instead of following it.
     let thread = VcpuThread::spawn()?;
     let img = &image.parsed;
+    // Bound before anything else: a published port in use fails the boot
+    // before a VM exists.
+    let net = cfg.net.as_ref().map(|n| UserNet::new(&n.publish)).transpose()?;
     if cfg.mem_mib == 0 {
         return Err(VmmError::Memory {
             mem_mib: 0,
@@ -94,12 +101,17 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
         t_vcpu - t_mem,
     );
     let vm::Controls { stop, stop_evt } = vm::Controls::new()?;
-    let devices = Devices::new(
+    let mut devices = Devices::new(
         Uart::new(),
         Hypercall::new(stop.clone()),
         vm::console(&cfg.console, &stop_evt),
         Timeline::new(t0),
-    );
+        &stop_evt,
+    )
+    .map_err(|source| VmmError::Thread { source })?;
+    if let Some(net) = net {
+        attach_net(&mut devices, net)?;
+    }
     Ok(Vm::new(Parts {
         machine,
         devices,
@@ -114,6 +126,19 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
         io_bitmap: tss_limit > 103,
         resume_read: None,
     }))
+}
+
+/// The network device: virtio-net on the user-mode backend, in the first
+/// virtio-mmio slot.
+fn attach_net(devices: &mut Devices, backend: UserNet) -> Result<(), VmmError> {
+    let transport = MmioTransport::new(VirtioNet::new(backend, GUEST_MAC))
+        .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))?;
+    devices
+        .attach_mmio(
+            VIRTIO_MMIO_BASE..VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOT_SIZE,
+            Box::new(transport),
+        )
+        .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))
 }
 
 pub(crate) fn open_kvm() -> Result<kvm_ioctls::Kvm, VmmError> {

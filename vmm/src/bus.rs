@@ -11,6 +11,8 @@
 //! docs/ARCHITECTURE.md §4.
 
 use std::ops::Range;
+use std::os::fd::RawFd;
+use std::time::Duration;
 
 use vm_memory::GuestMemoryMmap;
 
@@ -34,6 +36,13 @@ pub(crate) enum Action {
     /// The guest is at its ready point: stop and hand the VM to the caller
     /// (it is waiting for console input that is not there).
     Pause,
+    /// The guest waits for its devices (`hc::WAIT`) at most `timeout`
+    /// (`None`: no limit): `Devices::wait` does it and writes the
+    /// hypercall's result to guest address `ret_at`.
+    Wait {
+        timeout: Option<Duration>,
+        ret_at: u64,
+    },
 }
 
 /// One device on the bus. `offset` counts from the start of the device's
@@ -43,6 +52,26 @@ pub(crate) trait BusDevice {
     fn read(&mut self, ctx: &mut Ctx, offset: u64, data: &mut [u8]);
     fn write(&mut self, ctx: &mut Ctx, offset: u64, data: &[u8]) -> Action;
 }
+
+/// What an MMIO device does besides answering accesses: work of its own
+/// (a network's host side) that the VM's wait (`hc::WAIT`, see
+/// `devices/wait.rs`) runs and blocks on. No interrupts exist, so this is
+/// how such work reaches a polling guest.
+pub(crate) trait Poll {
+    /// Does the pending work; true if the guest has something new (buffers
+    /// in a used ring).
+    fn poll(&mut self, mem: &GuestMemoryMmap) -> bool;
+    /// Readable when [`Self::poll`] has work; owned by the device.
+    fn wait_fd(&self) -> Option<RawFd>;
+    /// When [`Self::poll`] must run again at the latest, if ever.
+    fn poll_delay(&mut self) -> Option<Duration>;
+    /// `Some(what)` if it holds state a snapshot cannot save yet.
+    fn unsaved_state(&self) -> Option<&'static str>;
+}
+
+/// A device of the MMIO bus.
+pub(crate) trait MmioDevice: BusDevice + Poll + Send {}
+impl<T: BusDevice + Poll + Send> MmioDevice for T {}
 
 /// Address ranges of one space (ports or MMIO), each owned by one device id.
 pub(crate) struct Bus<Id> {
@@ -78,6 +107,11 @@ impl<Id: Copy> Bus<Id> {
         }
         self.ranges.insert(at, (range, id));
         Ok(())
+    }
+
+    /// Takes the range starting at `start` out again.
+    pub(crate) fn remove(&mut self, start: u64) {
+        self.ranges.retain(|(r, _)| r.start != start);
     }
 
     /// The device whose range holds `addr`, and `addr`'s offset in it.

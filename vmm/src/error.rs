@@ -90,6 +90,22 @@ pub enum VmmError {
     #[error("could not start the vCPU thread: {source}")]
     Thread { source: std::io::Error },
 
+    /// A published address could not be bound, or the network not set up.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+
+    #[error(
+        "this VM cannot be snapshotted: {what} is not saved in snapshots yet; snapshot it \
+         without a network (no --publish)"
+    )]
+    NotSnapshottable { what: &'static str },
+
+    #[error(
+        "a resumed VM cannot have a network device yet (snapshots hold none); resume it \
+         without one"
+    )]
+    NetOnResume,
+
     /// The guest did something this runner cannot continue from (MMIO outside RAM,
     /// an exit reason it does not handle). `console` holds the output captured
     /// before it (empty with `Console::Stdio`, where it was already printed).

@@ -14,7 +14,9 @@
 //! Layout: `boot` (cold boot), `vm` (the VM, its vCPU thread and exit
 //! loop), `bus` and `devices/` (one file per device), `console`,
 //! `timeline`, `image` (ELF and boot note), `memory` and `kvm` (guest RAM
-//! and the ioctl wrappers), `vcpu` (long-mode setup), `snapshot/` (format,
+//! and the ioctl wrappers), `vcpu` (long-mode setup), `virtio/` (the
+//! virtio-mmio transport and virtio-net), `net/` (the network backends and
+//! port publishing), `snapshot/` (format,
 //! save, verify, load, restore), `workingset` and `uffd` (learning which
 //! pages a resume touches).
 #![deny(unsafe_code)]
@@ -27,6 +29,7 @@ mod error;
 mod image;
 mod kvm;
 mod memory;
+pub mod net;
 pub mod snapshot;
 mod timeline;
 mod uffd;
@@ -42,6 +45,7 @@ use pgkraft_abi::BootNote;
 pub use boot::boot;
 pub use error::VmmError;
 pub use image::BootImage;
+pub use net::{NetConfig, PublishRule};
 pub use timeline::MAX_OUTPUT_MARKS;
 pub use vm::{Paused, Ready, Vm};
 
@@ -53,6 +57,9 @@ pub struct VmConfig {
     pub cmdline: String,
     pub timeout: Option<Duration>,
     pub console: Console,
+    /// One virtio-net device on the user-mode link, with these ports
+    /// published; `None`: no network device.
+    pub net: Option<NetConfig>,
 }
 
 impl Default for VmConfig {
@@ -62,6 +69,7 @@ impl Default for VmConfig {
             cmdline: String::new(),
             timeout: None,
             console: Console::Stdio,
+            net: None,
         }
     }
 }

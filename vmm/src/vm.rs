@@ -158,7 +158,12 @@ impl Vm {
 
     /// Runs the guest until its ready point: the first time it asks for
     /// console input and none is left (the console must be captured).
+    /// A VM with a network device is refused: its network state would not
+    /// be saved.
     pub fn run_to_ready(mut self) -> Result<Ready, VmmError> {
+        if let Some(what) = self.devices.unsaved_state() {
+            return Err(VmmError::NotSnapshottable { what });
+        }
         self.devices.hypercall.stop_when_idle = true;
         self.drive()
     }
@@ -534,6 +539,9 @@ impl ExitLoop<'_> {
                 Action::Continue => {}
                 Action::Exit(status) => return Ok(Stop::Exit(GuestExit::Status(status))),
                 Action::Pause => return Ok(Stop::Ready),
+                Action::Wait { timeout, ret_at } => {
+                    self.devices.wait(machine.mem(), timeout, ret_at);
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The hypercall port: the guest writes the guest-physical address of a
 //! [`pgkraft_abi::Hypercall`] block to [`pgkraft_abi::PORT_HYPERCALL`]; the
-//! runner serves it (console write and read, log line, sleep) and writes
+//! runner serves it (console write and read, log line, sleep; a wait for
+//! the devices goes to `Devices::wait`, see `devices/wait.rs`) and writes
 //! its `ret` before the guest runs on. One exit per call, whatever its size:
 //! on PVM an exit costs ~10-30 µs, a UART byte one exit each.
 //!
@@ -84,6 +85,11 @@ impl Hypercall {
         }
     }
 
+    /// The run's stop flag (set when it must stop).
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
     pub(crate) fn check(state: &HypercallState) -> Result<(), String> {
         super::check_version("hypercall device", state.version, HypercallState::VERSION)
     }
@@ -134,6 +140,12 @@ impl Hypercall {
             hc::SLEEP_NS => {
                 self.sleep(Duration::from_nanos(arg(0)));
                 0
+            }
+            hc::WAIT => {
+                return Action::Wait {
+                    timeout: (arg(0) != u64::MAX).then(|| Duration::from_nanos(arg(0))),
+                    ret_at: gpa + HC_RET_OFFSET,
+                };
             }
             _ => -i64::from(libc::ENOSYS),
         };

@@ -9,13 +9,17 @@
 pub(crate) mod exit_port;
 pub(crate) mod hypercall;
 pub(crate) mod uart;
+mod wait;
 
 use std::collections::HashSet;
 
-use pgkraft_abi::{PORT_COM1, PORT_HYPERCALL};
+use pgkraft_abi::{
+    PORT_COM1, PORT_HYPERCALL, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_SLOTS,
+};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::{Action, Bus, BusDevice, Ctx};
+use crate::bus::{Action, Bus, BusDevice, Ctx, MmioDevice};
 use crate::console::Console;
 use crate::timeline::Timeline;
 use exit_port::ExitPort;
@@ -40,8 +44,6 @@ pub(crate) enum DeviceId {
     ExitPort,
     Hypercall,
     /// The n-th device attached to the MMIO bus (virtio-mmio transports).
-    // Attached by the network and volume devices, which come next.
-    #[cfg_attr(not(test), allow(dead_code))]
     Mmio(usize),
 }
 
@@ -54,7 +56,9 @@ pub(crate) struct Devices {
     pub console: Console,
     pub timeline: Timeline,
     /// MMIO devices, in the order attached ([`DeviceId::Mmio`]).
-    mmio_devices: Vec<Box<dyn BusDevice + Send>>,
+    mmio_devices: Vec<Box<dyn MmioDevice>>,
+    /// Where `hc::WAIT` blocks: the stop event and the devices' fds.
+    waiter: wait::Waiter,
     /// Unhandled addresses already logged, so a polling guest does not
     /// flood the log.
     quiet: HashSet<(bool, u64)>,
@@ -66,7 +70,8 @@ impl Devices {
         hypercall: Hypercall,
         console: Console,
         timeline: Timeline,
-    ) -> Devices {
+        stop_evt: &EventFd,
+    ) -> Result<Devices, std::io::Error> {
         let mut pio = Bus::new();
         let fixed = [
             (PORT_COM1 as u64..PORT_COM1 as u64 + 8, DeviceId::Uart),
@@ -80,7 +85,8 @@ impl Devices {
             pio.insert(range, id)
                 .expect("the fixed port ranges do not overlap");
         }
-        Devices {
+        let waiter = wait::Waiter::new(hypercall.stop_flag(), stop_evt)?;
+        Ok(Devices {
             pio,
             mmio: Bus::new(),
             uart,
@@ -89,21 +95,32 @@ impl Devices {
             console,
             timeline,
             mmio_devices: Vec::new(),
+            waiter,
             quiet: HashSet::new(),
-        }
+        })
     }
 
     /// Puts `dev` on the MMIO bus at `range` (a virtio-mmio transport).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn attach_mmio(
         &mut self,
         range: std::ops::Range<u64>,
-        dev: Box<dyn BusDevice + Send>,
-    ) -> Result<(), crate::bus::Overlap> {
+        dev: Box<dyn MmioDevice>,
+    ) -> Result<(), AttachError> {
         self.mmio
-            .insert(range, DeviceId::Mmio(self.mmio_devices.len()))?;
+            .insert(range.clone(), DeviceId::Mmio(self.mmio_devices.len()))?;
+        if let Some(fd) = dev.wait_fd()
+            && let Err(source) = self.waiter.add(fd)
+        {
+            self.mmio.remove(range.start);
+            return Err(AttachError::Wait(source));
+        }
         self.mmio_devices.push(dev);
         Ok(())
+    }
+
+    /// What a snapshot could not save, if any device holds such state.
+    pub(crate) fn unsaved_state(&self) -> Option<&'static str> {
+        self.mmio_devices.iter().find_map(|d| d.unsaved_state())
     }
 
     /// The device and the context it works in, both borrowed from `self`.
@@ -155,27 +172,33 @@ impl Devices {
     }
 
     /// A guest MMIO read; `None` if no device is there (nor RAM: the caller
-    /// reports a stray access).
+    /// reports a stray access). Empty virtio-mmio slots read as zeros.
     pub(crate) fn mmio_read(
         &mut self,
         mem: &GuestMemoryMmap,
         addr: u64,
         data: &mut [u8],
     ) -> Option<()> {
-        let (id, offset) = self.mmio.find(addr)?;
+        let Some((id, offset)) = self.mmio.find(addr) else {
+            in_virtio_window(addr).then(|| data.fill(0))?;
+            return Some(());
+        };
         let (dev, mut ctx) = self.split(id, mem);
         dev.read(&mut ctx, offset, data);
         Some(())
     }
 
-    /// A guest MMIO write; `None` if no device is there.
+    /// A guest MMIO write; `None` if no device is there. Writes to empty
+    /// virtio-mmio slots are ignored.
     pub(crate) fn mmio_write(
         &mut self,
         mem: &GuestMemoryMmap,
         addr: u64,
         data: &[u8],
     ) -> Option<Action> {
-        let (id, offset) = self.mmio.find(addr)?;
+        let Some((id, offset)) = self.mmio.find(addr) else {
+            return in_virtio_window(addr).then_some(Action::Continue);
+        };
         let (dev, mut ctx) = self.split(id, mem);
         Some(dev.write(&mut ctx, offset, data))
     }
@@ -201,6 +224,20 @@ impl Devices {
             },
         )
     }
+}
+
+/// The virtio-mmio slots' window, where a probing guest may read any slot.
+fn in_virtio_window(addr: u64) -> bool {
+    (VIRTIO_MMIO_BASE..VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_SLOT_SIZE).contains(&addr)
+}
+
+/// Why a device could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttachError {
+    #[error(transparent)]
+    Overlap(#[from] crate::bus::Overlap),
+    #[error("cannot wait on the device: {0}")]
+    Wait(std::io::Error),
 }
 
 #[cfg(test)]
@@ -243,6 +280,7 @@ mod tests {
     }
 
     fn devices() -> Devices {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         Devices::new(
             Uart::new(),
             Hypercall::new(Arc::new(AtomicBool::new(false))),
@@ -254,7 +292,9 @@ mod tests {
                 },
             },
             Timeline::new(Instant::now()),
+            &evt,
         )
+        .unwrap()
     }
 
     #[test]
@@ -272,6 +312,14 @@ mod tests {
         assert_eq!(u32::from_le_bytes(word), 4, "DeviceID");
         assert!(d.mmio_read(&mem, base + 0x200, &mut word).is_none());
         assert!(d.mmio_write(&mem, base - 4, &word).is_none());
+        // An empty virtio-mmio slot reads as zeros and ignores writes.
+        let slot = VIRTIO_MMIO_BASE + 3 * VIRTIO_MMIO_SLOT_SIZE;
+        word = [0xff; 4];
+        d.mmio_read(&mem, slot, &mut word).unwrap();
+        assert_eq!(word, [0; 4]);
+        assert_eq!(d.mmio_write(&mem, slot, &word), Some(Action::Continue));
+        let past = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_SLOT_SIZE;
+        assert!(d.mmio_read(&mem, past, &mut word).is_none());
         let again = MmioTransport::new(Idle).unwrap();
         assert!(
             d.attach_mmio(base + 0x100..base + 0x300, Box::new(again))

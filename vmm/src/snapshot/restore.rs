@@ -119,6 +119,9 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
         t0.elapsed(),
         loaded.verify.ms,
     );
+    if cfg.net.is_some() {
+        return Err(VmmError::NetOnResume.into());
+    }
     let vm::Controls { stop, stop_evt } = vm::Controls::new()?;
     let mut console = vm::console(&cfg.console, &stop_evt);
     if matches!(cfg.console, Console::Capture { .. }) {
@@ -145,7 +148,8 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
     hypercall.watch.track = true;
     hypercall.watch.resumed = true;
     hypercall.watch.on_answer = learner.as_ref().map(Learner::at_answer);
-    let devices = Devices::new(uart, hypercall, console, Timeline::new(t0));
+    let devices = Devices::new(uart, hypercall, console, Timeline::new(t0), &stop_evt)
+        .map_err(|source| VmmError::Thread { source })?;
     let vm = Vm::new(Parts {
         machine,
         devices,

@@ -24,7 +24,7 @@ use super::{
     STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK, STATUS_NEEDS_RESET, VirtioCtx,
     VirtioDevice,
 };
-use crate::bus::{Action, BusDevice, Ctx};
+use crate::bus::{Action, BusDevice, Ctx, Poll};
 
 /// "virt", little endian.
 pub(crate) const MAGIC: u32 = 0x7472_6976;
@@ -688,6 +688,32 @@ impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
             ),
         }
         Action::Continue
+    }
+}
+
+impl<D: VirtioDevice> Poll for MmioTransport<D> {
+    fn poll(&mut self, mem: &GuestMemoryMmap) -> bool {
+        let active = self.active();
+        let mut ctx = VirtioCtx::new(mem, &mut self.queues, &mut self.interrupt_status);
+        match self.device.poll(&mut ctx, active) {
+            Ok(used) => used,
+            Err(e) => {
+                self.needs_reset(format_args!("polling: {e}"));
+                true
+            }
+        }
+    }
+
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.wait_fd()
+    }
+
+    fn poll_delay(&mut self) -> Option<std::time::Duration> {
+        self.device.poll_delay()
+    }
+
+    fn unsaved_state(&self) -> Option<&'static str> {
+        self.device.unsaved_state()
     }
 }
 
