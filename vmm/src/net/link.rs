@@ -18,7 +18,7 @@ pub(crate) const MAX_FRAME: usize = MTU + 14;
 pub(crate) const QUEUE_FRAMES: usize = 64;
 /// Replies the stack makes while receiving (ACKs, ARP answers) may go
 /// past [`QUEUE_FRAMES`] up to this many; beyond it they are dropped.
-const HARD_LIMIT: usize = 2 * QUEUE_FRAMES;
+pub(crate) const HARD_LIMIT: usize = 2 * QUEUE_FRAMES;
 
 #[derive(Default)]
 pub(crate) struct Link {
