@@ -160,6 +160,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
             cmdline: String::new(),
             timeout: Some(Duration::from_secs(30)),
             console: crate::vmm::Console::Capture { input: Vec::new() },
+            net: None,
         };
         let outcome = crate::vmm::run(image.boot(), &cfg)?;
         let exit = outcome

@@ -43,6 +43,12 @@ enum Command {
         /// Stop the guest after this many seconds (exit status 1).
         #[arg(long, value_name = "SECS", value_parser = parse_timeout, allow_negative_numbers = true)]
         timeout: Option<Duration>,
+        /// Publish a guest TCP port on the host: connections to
+        /// HOST_IP:HOST_PORT (HOST_IP 127.0.0.1 if left out; IPv6 in
+        /// brackets) reach the guest's GUEST_PORT. Repeatable; gives the
+        /// guest a virtio-net device.
+        #[arg(long, value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = parse_publish)]
+        publish: Vec<vmm::PublishRule>,
         /// Arguments for the program; they replace the recipe's `args`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -285,6 +291,17 @@ fn parse_mem(text: &str) -> Result<u32, String> {
         })
 }
 
+/// `--publish [HOST_IP:]HOST_PORT:GUEST_PORT`.
+fn parse_publish(text: &str) -> Result<vmm::PublishRule, String> {
+    text.parse::<vmm::PublishRule>().map_err(|why| {
+        format!(
+            "--publish takes {}, such as {} ({why})",
+            vmm::PublishRule::SYNTAX,
+            vmm::PublishRule::EXAMPLE
+        )
+    })
+}
+
 /// A count of at least 1, for `flag`.
 fn parse_count(text: &str, flag: &str, example: usize) -> Result<usize, String> {
     text.trim()
@@ -314,7 +331,10 @@ fn vmm_failure(e: vmm::VmmError) -> Failure {
         | E::NoBootNote { .. }
         | E::BadImage { .. }
         | E::TooBig { .. }
-        | E::Memory { .. } => Failure::input(e),
+        | E::Memory { .. }
+        | E::Net(vmm::net::NetError::Bind { .. })
+        | E::NotSnapshottable { .. }
+        | E::NetOnResume => Failure::input(e),
         _ => Failure::failed(e),
     }
 }
@@ -348,6 +368,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             image,
             mem,
             timeout,
+            publish,
             args,
         } => {
             let image = open_image(&image)?;
@@ -356,6 +377,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 cmdline: smoke::quote_args(&args),
                 timeout,
                 console: vmm::Console::Stdio,
+                net: (!publish.is_empty()).then_some(vmm::NetConfig { publish }),
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -589,6 +611,7 @@ fn resume_cmd(
             cmdline: String::new(),
             timeout,
             console,
+            net: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

@@ -435,6 +435,7 @@ pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
         cmdline,
         timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
         console: vmm::Console::Capture { input },
+        net: None,
     })
 }
 

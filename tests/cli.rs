@@ -92,3 +92,59 @@ fn bad_counts_are_refused_with_the_fix() {
         );
     }
 }
+
+const PUBLISH_FIX: &str =
+    "--publish takes [HOST_IP:]HOST_PORT:GUEST_PORT, such as 127.0.0.1:15432:5432";
+
+#[test]
+fn bad_publish_values_are_refused_with_the_fix() {
+    for bad in [
+        "5432",
+        "0:5432",
+        "5432:0",
+        "65536:5432",
+        "a:b",
+        "localhost:1:2",
+        "::1:5432:5432",
+        "[::1]5432:5432",
+        "1:2:3:4",
+        "",
+    ] {
+        refused(
+            &["run", "no-such.img", &format!("--publish={bad}")],
+            &[PUBLISH_FIX],
+        );
+    }
+}
+
+#[test]
+fn good_publish_values_pass_the_parser() {
+    for good in ["15432:5432", "127.0.0.1:15432:5432", "[::1]:15432:5432"] {
+        let out = run(pgkraft().args(["run", "no-such.img", "--publish", good]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{good}: {stderr}");
+        assert!(stderr.contains("no-such.img"), "{good}: {stderr}");
+        assert!(!stderr.contains("--publish takes"), "{good}: {stderr}");
+    }
+}
+
+/// A published port already in use fails the boot before the guest runs.
+#[test]
+fn a_host_port_in_use_exits_2_naming_it() {
+    let img = image("hello");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = run(pgkraft().arg("run").arg(&img).args([
+        "--timeout",
+        "20",
+        "--publish",
+        &format!("{addr}:5432"),
+    ]));
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    has(
+        &stderr,
+        &[&format!("cannot publish {addr}"), "pick a free HOST_PORT"],
+    );
+    assert!(out.stdout.is_empty(), "the guest ran: {:?}", stdout(&out));
+}

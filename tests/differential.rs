@@ -58,6 +58,7 @@ fn differential(name: &str) {
         console: pgkraft::vmm::Console::Capture {
             input: input.to_vec(),
         },
+        net: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
 

@@ -79,6 +79,7 @@ fn capture(input: &[u8]) -> VmConfig {
         console: Console::Capture {
             input: input.to_vec(),
         },
+        net: None,
     }
 }
 
@@ -446,6 +447,7 @@ fn stdio_child() {
         cmdline: String::new(),
         timeout: Some(Duration::from_secs(1)),
         console: Console::Stdio,
+        net: None,
     };
     let out = vmm::run_file(Path::new(&elf), &cfg).unwrap();
     assert_eq!(out.exit, GuestExit::Timeout);

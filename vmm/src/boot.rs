@@ -27,15 +27,15 @@ use pgkraft_abi::{
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::devices::Devices;
-use crate::net::NetError;
-use crate::net::user::UserNet;
-use crate::virtio::mmio::MmioTransport;
-use crate::virtio::net::{GUEST_MAC, VirtioNet};
 use crate::devices::hypercall::Hypercall;
 use crate::devices::uart::Uart;
 use crate::image::{self, BootImage};
 use crate::kvm::{self, Machine};
+use crate::net::NetError;
+use crate::net::user::UserNet;
 use crate::timeline::Timeline;
+use crate::virtio::mmio::MmioTransport;
+use crate::virtio::net::{GUEST_MAC, VirtioNet};
 use crate::vm::{self, Parts, VcpuThread, Vm};
 use crate::{Console, MIB, VmConfig, VmmError, memory, vcpu};
 
@@ -52,7 +52,11 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     let img = &image.parsed;
     // Bound before anything else: a published port in use fails the boot
     // before a VM exists.
-    let net = cfg.net.as_ref().map(|n| UserNet::new(&n.publish)).transpose()?;
+    let net = cfg
+        .net
+        .as_ref()
+        .map(|n| UserNet::new(&n.publish))
+        .transpose()?;
     if cfg.mem_mib == 0 {
         return Err(VmmError::Memory {
             mem_mib: 0,

@@ -39,9 +39,9 @@ impl FromStr for PublishRule {
     fn from_str(text: &str) -> Result<PublishRule, BadPublish> {
         let text = text.trim();
         let (ip, rest) = if let Some(v6) = text.strip_prefix('[') {
-            let (ip, rest) = v6
-                .split_once("]:")
-                .ok_or(BadPublish("an IPv6 HOST_IP in brackets is followed by :HOST_PORT"))?;
+            let (ip, rest) = v6.split_once("]:").ok_or(BadPublish(
+                "an IPv6 HOST_IP in brackets is followed by :HOST_PORT",
+            ))?;
             let ip = ip
                 .parse::<std::net::Ipv6Addr>()
                 .map_err(|_| BadPublish("HOST_IP in brackets is not an IPv6 address"))?;
@@ -106,8 +106,21 @@ mod tests {
     #[test]
     fn refuses_malformed_values() {
         for bad in [
-            "", "5432", "0:5432", "5432:0", "65536:1", "a:b", "1.2.3:1:2", "::1:5432:5432",
-            "[::1]5432:5432", "[x]:1:2", "1:2:3:4", "127.0.0.1:5432", "-1:5", ":5432", "5432:",
+            "",
+            "5432",
+            "0:5432",
+            "5432:0",
+            "65536:1",
+            "a:b",
+            "1.2.3:1:2",
+            "::1:5432:5432",
+            "[::1]5432:5432",
+            "[x]:1:2",
+            "1:2:3:4",
+            "127.0.0.1:5432",
+            "-1:5",
+            ":5432",
+            "5432:",
         ] {
             assert!(rule(bad).is_err(), "{bad:?} accepted");
         }

@@ -135,7 +135,9 @@ fn run_until(
 }
 
 fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i * 7 + seed * 13) % 251) as u8).collect()
+    (0..len)
+        .map(|i| ((i * 7 + seed * 13) % 251) as u8)
+        .collect()
 }
 
 /// A host client: sends `data`, half-closes, returns all it read back.
@@ -164,7 +166,12 @@ fn bytes_reach_the_guest_and_come_back_exact() {
     let c = client(addr, data.clone());
     run_until(&mut net, &mut g, |g| g.echo(&socks), |_| c.is_finished());
     assert!(c.join().unwrap() == data, "echoed bytes differ");
-    run_until(&mut net, &mut g, |g| g.echo(&socks), |n| n.connections() == 0);
+    run_until(
+        &mut net,
+        &mut g,
+        |g| g.echo(&socks),
+        |n| n.connections() == 0,
+    );
     assert_eq!(net.sockets(), 0);
     assert_eq!(net.stats.accepted, 1);
 }
@@ -187,7 +194,12 @@ fn fifty_clients_at_once() {
     for (i, c) in clients {
         assert!(c.join().unwrap() == pattern(i, 20 << 10), "client {i}");
     }
-    run_until(&mut net, &mut g, |g| g.echo(&socks), |n| n.connections() == 0);
+    run_until(
+        &mut net,
+        &mut g,
+        |g| g.echo(&socks),
+        |n| n.connections() == 0,
+    );
     assert_eq!(net.stats.accepted, 50);
     assert_eq!(net.sockets(), 0);
 }
@@ -270,6 +282,9 @@ fn a_flood_into_a_guest_that_does_not_read_stays_bounded() {
     // Two rings per connection and the link's queues, whatever was sent.
     let bound = 2 * RING + 2 * HARD_LIMIT * MAX_FRAME;
     assert!(peak <= bound, "runner held {peak} bytes (bound {bound})");
-    assert!(sent > peak, "the client got {sent} bytes in before it blocked");
+    assert!(
+        sent > peak,
+        "the client got {sent} bytes in before it blocked"
+    );
     assert_eq!(net.connections(), 1);
 }

@@ -101,7 +101,9 @@ impl Driver {
             console: &mut self.console,
             timeline: &mut self.timeline,
         };
-        let a = self.t.write(&mut ctx, u64::from(offset), &value.to_le_bytes());
+        let a = self
+            .t
+            .write(&mut ctx, u64::from(offset), &value.to_le_bytes());
         assert_eq!(a, Action::Continue);
     }
 
@@ -120,7 +122,10 @@ impl Driver {
         let features = (1u64 << VIRTIO_NET_F_MAC) | F_VERSION_1;
         for sel in 0..2 {
             self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
-            self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES, (features >> (32 * sel)) as u32);
+            self.write(
+                reg::VIRTIO_MMIO_DRIVER_FEATURES,
+                (features >> (32 * sel)) as u32,
+            );
         }
         let s = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
         self.write(reg::VIRTIO_MMIO_STATUS, s);
