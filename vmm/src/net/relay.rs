@@ -108,11 +108,11 @@ impl Relay {
                 }
             }
         }
-        match self.to_host(sock) {
+        match self.guest_to_host(sock) {
             Ok(p) => progress |= p,
             Err(()) => return self.abort(sock),
         }
-        match self.from_host(sock) {
+        match self.host_to_guest(sock) {
             Ok(p) => progress |= p,
             Err(()) => return self.abort(sock),
         }
@@ -168,7 +168,7 @@ impl Relay {
     }
 
     /// Guest -> host: the socket's received bytes written to the host.
-    fn to_host(&mut self, sock: &mut tcp::Socket) -> Result<bool, ()> {
+    fn guest_to_host(&mut self, sock: &mut tcp::Socket) -> Result<bool, ()> {
         let mut progress = false;
         self.blocked_out = false;
         let Some(host) = &self.host else {
@@ -202,7 +202,7 @@ impl Relay {
 
     /// Host -> guest: the host's bytes read straight into the socket's
     /// send ring, only while it has room.
-    fn from_host(&mut self, sock: &mut tcp::Socket) -> Result<bool, ()> {
+    fn host_to_guest(&mut self, sock: &mut tcp::Socket) -> Result<bool, ()> {
         let mut progress = false;
         let Some(host) = &self.host else {
             return Ok(false);
