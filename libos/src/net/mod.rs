@@ -90,7 +90,10 @@ impl Socket {
     pub fn connect(&self, a: &SockAddr, nonblock: bool) -> Result<(), Errno> {
         match self {
             Socket::Tcp(t) => {
-                t.connect(a, false)?;
+                // A connect under way (or just finished) answers for itself.
+                if t.connect(a, false)? {
+                    return Ok(());
+                }
                 stack::poll();
                 if nonblock {
                     return Err(Errno::EINPROGRESS);

@@ -41,6 +41,9 @@ struct Inner {
     /// The connection ended by a reset or refusal: writes fail (EPIPE).
     dead: bool,
     last: State,
+    /// A non-blocking connect has not been reported yet: the next
+    /// connect(2) answers its outcome (0 once connected), as on Linux.
+    unreported: bool,
 }
 
 pub struct TcpSock {
@@ -134,6 +137,7 @@ impl TcpSock {
                 shut_wr: false,
                 dead: false,
                 last: State::Closed,
+                unreported: false,
             }),
         }
     }
@@ -312,11 +316,17 @@ impl TcpSock {
                         }
                     }
                     State::Closed => match i.err.take() {
-                        Some(e) => Err(e),
+                        Some(e) => {
+                            i.unreported = false;
+                            Err(e)
+                        }
                         None if started => Err(Errno::ECONNREFUSED),
                         None => Err(Errno::EISCONN),
                     },
-                    _ if started => Ok(true),
+                    _ if started || i.unreported => {
+                        i.unreported = false;
+                        Ok(true)
+                    }
                     _ => Err(Errno::EISCONN),
                 }
             });
@@ -381,6 +391,7 @@ impl TcpSock {
         i.last = State::SynSent;
         i.err = None;
         i.dead = false;
+        i.unreported = true;
         Ok(false)
     }
 
