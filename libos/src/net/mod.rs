@@ -17,6 +17,8 @@ pub mod tcp;
 #[cfg(test)]
 mod tests;
 pub mod unix;
+#[cfg(not(test))]
+mod virtio;
 
 use crate::syscall::{Errno, signal};
 use addr::{AF_INET, AF_INET6, AF_UNIX, SockAddr};

@@ -17,7 +17,6 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
-use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
@@ -43,6 +42,52 @@ pub const LO: usize = 0;
 
 pub enum Dev {
     Loop(Loopback),
+    #[cfg(not(test))]
+    Virtio(alloc::boxed::Box<super::virtio::VirtioNet>),
+}
+
+impl Dev {
+    fn ingress(
+        &mut self,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'static>,
+        ts: Instant,
+        full: &[super::filter::Full],
+    ) -> PollIngressSingleResult {
+        match self {
+            Dev::Loop(d) => {
+                d.full.clear();
+                d.full.extend_from_slice(full);
+                iface.poll_ingress_single(ts, d, sockets)
+            }
+            #[cfg(not(test))]
+            Dev::Virtio(d) => {
+                d.full.clear();
+                d.full.extend_from_slice(full);
+                iface.poll_ingress_single(ts, &mut **d, sockets)
+            }
+        }
+    }
+
+    fn egress(&mut self, iface: &mut Interface, sockets: &mut SocketSet<'static>, ts: Instant) {
+        match self {
+            Dev::Loop(d) => {
+                iface.poll_egress(ts, d, sockets);
+            }
+            #[cfg(not(test))]
+            Dev::Virtio(d) => {
+                iface.poll_egress(ts, &mut **d, sockets);
+            }
+        }
+    }
+
+    fn pending(&self) -> bool {
+        match self {
+            Dev::Loop(d) => d.pending(),
+            #[cfg(not(test))]
+            Dev::Virtio(d) => d.pending(),
+        }
+    }
 }
 
 pub struct NetIf {
@@ -148,12 +193,18 @@ impl Stack {
                 128,
             ));
         });
+        #[cfg_attr(test, allow(unused_mut))]
+        let mut ifs = alloc::vec![NetIf {
+            iface,
+            dev: Dev::Loop(lo),
+            sockets: SocketSet::new(Vec::new()),
+        }];
+        #[cfg(not(test))]
+        if let Some(d) = super::virtio::probe() {
+            ifs.push(ethernet(d));
+        }
         Stack {
-            ifs: alloc::vec![NetIf {
-                iface,
-                dev: Dev::Loop(lo),
-                sockets: SocketSet::new(Vec::new()),
-            }],
+            ifs,
             listeners: Vec::new(),
             claims: Vec::new(),
             next_claim: 1,
@@ -404,12 +455,7 @@ impl Stack {
                 let mut moved = false;
                 loop {
                     let n = &mut self.ifs[ifx];
-                    let r = match &mut n.dev {
-                        Dev::Loop(d) => {
-                            d.full.clone_from(&full);
-                            ingress(&mut n.iface, d, &mut n.sockets, ts)
-                        }
-                    };
+                    let r = n.dev.ingress(&mut n.iface, &mut n.sockets, ts, &full);
                     if r == PollIngressSingleResult::None {
                         break;
                     }
@@ -418,15 +464,8 @@ impl Stack {
                 }
                 self.reset_orphans_with_data();
                 let n = &mut self.ifs[ifx];
-                match &mut n.dev {
-                    Dev::Loop(d) => {
-                        n.iface.poll_egress(ts, d, &mut n.sockets);
-                    }
-                }
-                let pending = match &n.dev {
-                    Dev::Loop(d) => d.pending(),
-                };
-                if !pending && !moved {
+                n.dev.egress(&mut n.iface, &mut n.sockets, ts);
+                if !n.dev.pending() && !moved {
                     break;
                 }
             }
@@ -483,20 +522,44 @@ impl Stack {
     }
 }
 
+/// The device's interface: NET_GUEST_IP/NET_PREFIX_LEN with its MAC, and
+/// the runner's end of the link as the default route.
+#[cfg(not(test))]
+fn ethernet(mut d: super::virtio::VirtioNet) -> NetIf {
+    use pgkraft_abi::{NET_GUEST_IP, NET_HOST_IP, NET_PREFIX_LEN};
+    use smoltcp::wire::EthernetAddress;
+    let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(d.mac())));
+    c.random_seed = seed();
+    let mut iface = Interface::new(c, &mut d, now());
+    let [a, b, cc, dd] = NET_GUEST_IP;
+    iface.update_ip_addrs(|ips| {
+        let _ = ips.push(IpCidr::new(IpAddress::v4(a, b, cc, dd), NET_PREFIX_LEN));
+    });
+    let [a, b, cc, dd] = NET_HOST_IP;
+    let _ = iface
+        .routes_mut()
+        .add_default_ipv4_route(smoltcp::wire::Ipv4Address::new(a, b, cc, dd));
+    crate::log!(
+        "libos: virtio-net {:02x?} at {}.{}.{}.{}/{}",
+        d.mac(),
+        NET_GUEST_IP[0],
+        NET_GUEST_IP[1],
+        NET_GUEST_IP[2],
+        NET_GUEST_IP[3],
+        NET_PREFIX_LEN
+    );
+    NetIf {
+        iface,
+        dev: Dev::Virtio(alloc::boxed::Box::new(d)),
+        sockets: SocketSet::new(Vec::new()),
+    }
+}
+
 fn listen_ep(ip: Option<Ip>, port: u16) -> IpListenEndpoint {
     IpListenEndpoint {
         addr: ip.filter(|i| !i.is_unspecified()).map(to_addr),
         port,
     }
-}
-
-fn ingress<D: Device>(
-    iface: &mut Interface,
-    dev: &mut D,
-    sockets: &mut SocketSet<'static>,
-    ts: Instant,
-) -> PollIngressSingleResult {
-    iface.poll_ingress_single(ts, dev, sockets)
 }
 
 /// Poll the stack if it exists (every wait does this first).
