@@ -114,6 +114,11 @@ fn ipc() {
     differential("ipc");
 }
 
+#[test]
+fn net_sockets() {
+    differential("sockets");
+}
+
 /// The build itself is reproducible: the same recipe twice, the same bytes.
 #[test]
 fn two_builds_are_bit_identical() {

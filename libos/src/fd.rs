@@ -73,6 +73,8 @@ pub enum FileKind {
     },
     /// epoll_create(2): the interest list.
     Epoll(crate::syscall::poll::Interest),
+    /// socket(2), socketpair(2), accept(2).
+    Socket(crate::net::Socket),
 }
 
 /// An open file description.
@@ -116,7 +118,7 @@ impl OpenFile {
         !self.is_path() && matches!(self.flags() & O_ACCMODE, O_WRONLY | O_RDWR)
     }
 
-    fn nonblocking(&self) -> bool {
+    pub fn nonblocking(&self) -> bool {
         self.flags() & O_NONBLOCK != 0
     }
 
@@ -164,6 +166,7 @@ impl OpenFile {
                 crate::syscall::poll::read_eventfd(count, *semaphore, buf)
             }
             FileKind::Epoll(_) => Err(Errno::EINVAL),
+            FileKind::Socket(s) => s.recv(buf, false, self.nonblocking()),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
                 _ => {
@@ -184,6 +187,7 @@ impl OpenFile {
             FileKind::Pipe(end) => pipe_write(end, buf, self.nonblocking()),
             FileKind::EventFd { count, .. } => crate::syscall::poll::write_eventfd(count, buf),
             FileKind::SignalFd(_) | FileKind::Epoll(_) => Err(Errno::EINVAL),
+            FileKind::Socket(s) => s.send(buf, self.nonblocking(), false),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
@@ -275,6 +279,16 @@ impl OpenFile {
                 blksize: 4096,
                 ..Attr::default()
             },
+            FileKind::Socket(_) => Attr {
+                dev: crate::fs::inode::DEV,
+                ino: self as *const OpenFile as u64 & 0xffff_ffff,
+                mode: crate::fs::inode::S_IFSOCK | 0o777,
+                nlink: 1,
+                uid: crate::syscall::ids::UID as u32,
+                gid: crate::syscall::ids::GID as u32,
+                blksize: 4096,
+                ..Attr::default()
+            },
             // Linux's anonymous inodes: mode 0600, no type bits.
             FileKind::SignalFd(_) | FileKind::EventFd { .. } | FileKind::Epoll(_) => Attr {
                 dev: crate::fs::inode::DEV,
@@ -306,6 +320,7 @@ impl OpenFile {
                 let c = count.load(Ordering::Relaxed);
                 (if c > 0 { POLLIN } else { 0 }) | (if c < u64::MAX - 1 { POLLOUT } else { 0 })
             }
+            FileKind::Socket(s) => s.poll_events(),
             FileKind::Epoll(set) => {
                 if set.any_ready() {
                     POLLIN

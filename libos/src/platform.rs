@@ -181,6 +181,27 @@ pub fn sleep_ns(ns: u64) {
     }
 }
 
+/// Wait up to `ns` for a device to have work (a frame, a connection).
+/// Under our runner one hypercall (hc::WAIT) that returns early when a
+/// device may have work; under another VMM there is no such call, so a
+/// short spin, after which the caller polls its devices again.
+pub fn wait_devices(ns: u64) {
+    match host() {
+        Host::Runner => {
+            call(hc::WAIT, [ns, 0, 0, 0]);
+        }
+        Host::Pvh => {
+            let until = time::monotonic_ns().saturating_add(ns.min(DEVICE_SPIN_NS));
+            while time::monotonic_ns() < until {
+                cpu::pause();
+            }
+        }
+    }
+}
+
+/// How long a PVH guest spins before polling its devices again.
+const DEVICE_SPIN_NS: u64 = 50_000;
+
 pub fn exit(status: u8) -> ! {
     cpu::outb(pgkraft_abi::PORT_EXIT, status);
     // No exit device (e.g. a VMM without isa-debug-exit): stay here quietly.

@@ -35,6 +35,10 @@ pub fn sleep_ns(ns: u64) {
     std::thread::sleep(std::time::Duration::from_nanos(ns));
 }
 
+pub fn wait_devices(ns: u64) {
+    sleep_ns(ns)
+}
+
 /// The VM would stop; a test must not go on either.
 pub fn exit(status: u8) -> ! {
     panic!("libos exit({status})")

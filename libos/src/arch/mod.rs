@@ -11,6 +11,8 @@ pub mod heap;
 #[cfg(not(test))]
 pub mod image;
 pub mod uaccess;
+#[cfg(not(test))]
+pub mod virtio;
 
 // Host unit tests (see lib.rs) have no boot code, no image linker symbols
 // and std's allocator: `heap` and `image` are left out; `cpu` and

@@ -15,11 +15,13 @@ use spin::{Mutex, MutexGuard};
 
 pub const S_IFIFO: u32 = 0o010000;
 pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFSOCK: u32 = 0o140000;
 pub const S_IFDIR: u32 = 0o040000;
 pub const S_IFREG: u32 = 0o100000;
 pub const S_IFLNK: u32 = 0o120000;
 
 pub const DT_CHR: u8 = 2;
+pub const DT_SOCK: u8 = 12;
 pub const DT_DIR: u8 = 4;
 pub const DT_REG: u8 = 8;
 pub const DT_LNK: u8 = 10;
@@ -76,6 +78,9 @@ pub enum Kind {
     Dir,
     Symlink(Box<[u8]>),
     Dev(Device),
+    /// An AF_UNIX socket's name (bind); net::unix finds the listener by
+    /// the inode number.
+    Socket,
 }
 
 impl Kind {
@@ -85,6 +90,7 @@ impl Kind {
             Kind::Dir => S_IFDIR,
             Kind::Symlink(_) => S_IFLNK,
             Kind::Dev(_) => S_IFCHR,
+            Kind::Socket => S_IFSOCK,
         }
     }
 
@@ -94,6 +100,7 @@ impl Kind {
             Kind::Dir => DT_DIR,
             Kind::Symlink(_) => DT_LNK,
             Kind::Dev(_) => DT_CHR,
+            Kind::Socket => DT_SOCK,
         }
     }
 }
@@ -181,6 +188,10 @@ impl Inode {
 
     pub fn new_device(dev: Device, perm: u32) -> Arc<Inode> {
         Inode::new(Kind::Dev(dev), perm, Body::None)
+    }
+
+    pub fn new_socket(perm: u32) -> Arc<Inode> {
+        Inode::new(Kind::Socket, perm, Body::None)
     }
 
     /// One vCPU and no preemption: the lock can only be held here if the

@@ -332,6 +332,21 @@ pub fn mknod_file(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<(), Errno
     link_into(&p.dir, name, &file)
 }
 
+/// An AF_UNIX socket's name (bind): EADDRINUSE if the name exists.
+pub fn mknod_socket(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<Arc<Inode>, Errno> {
+    let p = walk(base, path, &mut 0)?;
+    let name = new_name(&p, false).map_err(|e| {
+        if e == Errno::EEXIST {
+            Errno::EADDRINUSE
+        } else {
+            e
+        }
+    })?;
+    let sock = Inode::new_socket(mode & !umask());
+    link_into(&p.dir, name, &sock)?;
+    Ok(sock)
+}
+
 pub fn symlink(target: &[u8], base: &Arc<Inode>, path: &[u8]) -> Result<(), Errno> {
     let p = walk(base, path, &mut 0)?;
     let name = new_name(&p, false)?;

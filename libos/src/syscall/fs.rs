@@ -140,6 +140,10 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> Result {
         mode: mode as u32 & 0o7777,
     };
     let inode = namei::open(&base(dirfd, path)?, path, &how)?;
+    // A socket's name cannot be opened (Linux: ENXIO), only connected to.
+    if matches!(inode.kind, crate::fs::inode::Kind::Socket) && !path_only {
+        return Err(Errno::ENXIO);
+    }
     // What F_GETFL will say: creation flags and O_CLOEXEC are not kept,
     // and 64-bit Linux always adds O_LARGEFILE.
     let status = (flags & !(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE;
@@ -300,6 +304,9 @@ fn vectored(
 pub fn readv(fd: u64, iov: u64, count: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_read()?;
+    if matches!(f.kind, FileKind::Socket(_)) {
+        return super::net::readv(&f, iov, count);
+    }
     vectored(iov, count, |base, len, _| {
         f.read(&mut uaccess::slice_mut(base, len)?)
     })
@@ -308,6 +315,9 @@ pub fn readv(fd: u64, iov: u64, count: u64) -> Result {
 pub fn writev(fd: u64, iov: u64, count: u64) -> Result {
     let f = fd::get(fd)?;
     f.check_write()?;
+    if matches!(f.kind, FileKind::Socket(_)) {
+        return super::net::writev(&f, iov, count);
+    }
     vectored(iov, count, |base, len, _| {
         f.write(&uaccess::slice(base, len)?)
     })
@@ -787,6 +797,11 @@ pub fn mkdirat(dirfd: u64, path: u64, mode: u64) -> Result {
 }
 
 const S_IFMT: u32 = 0o170000;
+
+/// The directory a relative path starts from (bind/connect of AF_UNIX).
+pub fn path_base(dirfd: u64, path: &[u8]) -> core::result::Result<Arc<Inode>, Errno> {
+    base(dirfd, path)
+}
 
 pub fn mknodat(dirfd: u64, path: u64, mode: u64) -> Result {
     let path = &path_arg(path)?;
@@ -1281,6 +1296,10 @@ pub fn ioctl(fd: u64, req: u64, arg: u64) -> Result {
         FIOASYNC => set_flag(crate::fd::O_ASYNC),
         _ => match &f.kind {
             FileKind::Console => super::console::ioctl(req, arg),
+            FileKind::Socket(s) if req == FIONREAD => {
+                uaccess::write(arg, &(s.readable_bytes().min(i32::MAX as usize) as i32))?;
+                Ok(0)
+            }
             FileKind::Pipe(end) if req == FIONREAD => {
                 uaccess::write(arg, &(end.pipe.available() as i32))?;
                 Ok(0)

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod misc;
 pub mod mm;
 mod names;
+pub mod net;
 pub mod poll;
 pub mod shm;
 pub mod signal;
@@ -53,6 +54,21 @@ impl Errno {
     pub const EOVERFLOW: Errno = Errno(75);
     pub const EOPNOTSUPP: Errno = Errno(95);
     pub const ETIMEDOUT: Errno = Errno(110);
+    pub const EDOM: Errno = Errno(33);
+    pub const ENOTSOCK: Errno = Errno(88);
+    pub const ENOPROTOOPT: Errno = Errno(92);
+    pub const EPROTONOSUPPORT: Errno = Errno(93);
+    pub const ESOCKTNOSUPPORT: Errno = Errno(94);
+    pub const EAFNOSUPPORT: Errno = Errno(97);
+    pub const EADDRINUSE: Errno = Errno(98);
+    pub const EADDRNOTAVAIL: Errno = Errno(99);
+    pub const ENETUNREACH: Errno = Errno(101);
+    pub const ECONNRESET: Errno = Errno(104);
+    pub const EISCONN: Errno = Errno(106);
+    pub const ENOTCONN: Errno = Errno(107);
+    pub const ECONNREFUSED: Errno = Errno(111);
+    pub const EALREADY: Errno = Errno(114);
+    pub const EINPROGRESS: Errno = Errno(115);
 }
 
 pub type Result = core::result::Result<i64, Errno>;
@@ -201,6 +217,22 @@ mod nr {
     pub const GETSID: i64 = 124;
     pub const PRCTL: i64 = 157;
     pub const SETPGID: i64 = 109;
+    pub const SOCKET: i64 = 41;
+    pub const CONNECT: i64 = 42;
+    pub const ACCEPT: i64 = 43;
+    pub const SENDTO: i64 = 44;
+    pub const RECVFROM: i64 = 45;
+    pub const SENDMSG: i64 = 46;
+    pub const RECVMSG: i64 = 47;
+    pub const SHUTDOWN: i64 = 48;
+    pub const BIND: i64 = 49;
+    pub const LISTEN: i64 = 50;
+    pub const GETSOCKNAME: i64 = 51;
+    pub const GETPEERNAME: i64 = 52;
+    pub const SOCKETPAIR: i64 = 53;
+    pub const SETSOCKOPT: i64 = 54;
+    pub const GETSOCKOPT: i64 = 55;
+    pub const ACCEPT4: i64 = 288;
 }
 
 fn dispatch(n: i64, a: [u64; 6]) -> Result {
@@ -342,6 +374,22 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::SETSID => Err(Errno::EPERM),
         nr::SETPGID => Ok(0),
         nr::PRCTL => misc::prctl(a[0], a[1]),
+        nr::SOCKET => net::socket(a[0], a[1], a[2]),
+        nr::SOCKETPAIR => net::socketpair(a[0], a[1], a[2], a[3]),
+        nr::BIND => net::bind(a[0], a[1], a[2]),
+        nr::LISTEN => net::listen(a[0], a[1]),
+        nr::ACCEPT => net::accept4(a[0], a[1], a[2], 0),
+        nr::ACCEPT4 => net::accept4(a[0], a[1], a[2], a[3]),
+        nr::CONNECT => net::connect(a[0], a[1], a[2]),
+        nr::SHUTDOWN => net::shutdown(a[0], a[1]),
+        nr::GETSOCKNAME => net::getsockname(a[0], a[1], a[2]),
+        nr::GETPEERNAME => net::getpeername(a[0], a[1], a[2]),
+        nr::SENDTO => net::sendto(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::RECVFROM => net::recvfrom(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::SENDMSG => net::sendmsg(a[0], a[1], a[2]),
+        nr::RECVMSG => net::recvmsg(a[0], a[1], a[2]),
+        nr::SETSOCKOPT => net::setsockopt(a[0], a[1], a[2], a[3], a[4]),
+        nr::GETSOCKOPT => net::getsockopt(a[0], a[1], a[2], a[3], a[4]),
         _ => {
             report_unimplemented(n);
             Err(Errno::ENOSYS)

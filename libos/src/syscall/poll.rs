@@ -170,6 +170,7 @@ pub fn epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> Result {
 pub fn wait_for(timeout_ns: Option<u64>, mut check: impl FnMut() -> Result) -> Result {
     let deadline = timeout_ns.map(|t| crate::time::monotonic_ns().saturating_add(t));
     loop {
+        crate::net::stack::poll();
         let n = check()?;
         if n > 0 {
             return Ok(n);
@@ -189,7 +190,7 @@ pub fn wait_for(timeout_ns: Option<u64>, mut check: impl FnMut() -> Result) -> R
             (None, Some(a)) => a,
             (None, None) => now + 1_000_000_000,
         };
-        crate::platform::sleep_ns(until.saturating_sub(now).max(1000));
+        crate::net::stack::idle_until(until.max(now + 1000));
     }
 }
 
