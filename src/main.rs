@@ -49,6 +49,12 @@ enum Command {
         /// guest a virtio-net device.
         #[arg(long, value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = parse_publish)]
         publish: Vec<vmm::PublishRule>,
+        /// Attach the guest's virtio-net device to the Linux tap device
+        /// NAME (created if missing; needs CAP_NET_ADMIN unless it exists
+        /// and belongs to this user). Frames pass through unchanged; the
+        /// guest is 10.0.2.15/24 (give the host's end 10.0.2.2/24).
+        #[arg(long, value_name = "NAME", value_parser = parse_tap, conflicts_with = "publish")]
+        tap: Option<String>,
         /// Arguments for the program; they replace the recipe's `args`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -291,6 +297,13 @@ fn parse_mem(text: &str) -> Result<u32, String> {
         })
 }
 
+/// `--tap NAME`: a name Linux takes for a network interface.
+fn parse_tap(text: &str) -> Result<String, String> {
+    vmm::net::tap::check_name(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `--publish [HOST_IP:]HOST_PORT:GUEST_PORT`.
 fn parse_publish(text: &str) -> Result<vmm::PublishRule, String> {
     text.parse::<vmm::PublishRule>().map_err(|why| {
@@ -332,7 +345,16 @@ fn vmm_failure(e: vmm::VmmError) -> Failure {
         | E::BadImage { .. }
         | E::TooBig { .. }
         | E::Memory { .. }
-        | E::Net(vmm::net::NetError::Bind { .. })
+        | E::Net(
+            vmm::net::NetError::Bind { .. }
+            | vmm::net::NetError::TapName { .. }
+            | vmm::net::NetError::TapNoDevice { .. }
+            | vmm::net::NetError::TapPermission { .. }
+            | vmm::net::NetError::TapBusy { .. }
+            | vmm::net::NetError::TapNotTap { .. }
+            | vmm::net::NetError::Tap { .. }
+            | vmm::net::NetError::TapWithPublish,
+        )
         | E::NotSnapshottable { .. }
         | E::NetOnResume => Failure::input(e),
         _ => Failure::failed(e),
@@ -369,6 +391,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             mem,
             timeout,
             publish,
+            tap,
             args,
         } => {
             let image = open_image(&image)?;
@@ -377,7 +400,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 cmdline: smoke::quote_args(&args),
                 timeout,
                 console: vmm::Console::Stdio,
-                net: (!publish.is_empty()).then_some(vmm::NetConfig { publish }),
+                net: (!publish.is_empty() || tap.is_some())
+                    .then_some(vmm::NetConfig { publish, tap }),
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {

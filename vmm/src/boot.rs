@@ -32,6 +32,7 @@ use crate::devices::uart::Uart;
 use crate::image::{self, BootImage};
 use crate::kvm::{self, Machine};
 use crate::net::NetError;
+use crate::net::tap::TapNet;
 use crate::net::user::UserNet;
 use crate::timeline::Timeline;
 use crate::virtio::mmio::MmioTransport;
@@ -52,11 +53,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     let img = &image.parsed;
     // Bound before anything else: a published port in use fails the boot
     // before a VM exists.
-    let net = cfg
-        .net
-        .as_ref()
-        .map(|n| UserNet::new(&n.publish))
-        .transpose()?;
+    let net = cfg.net.as_ref().map(open_net).transpose()?;
     if cfg.mem_mib == 0 {
         return Err(VmmError::Memory {
             mem_mib: 0,
@@ -132,16 +129,40 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     }))
 }
 
-/// The network device: virtio-net on the user-mode backend, in the first
+/// The network's backend: the tap device if one is named, else the
+/// user-mode network with its published ports.
+fn open_net(cfg: &crate::NetConfig) -> Result<Backend, NetError> {
+    match &cfg.tap {
+        Some(_) if !cfg.publish.is_empty() => Err(NetError::TapWithPublish),
+        Some(name) => Ok(Backend::Tap(TapNet::open(name)?)),
+        None => Ok(Backend::User(Box::new(UserNet::new(&cfg.publish)?))),
+    }
+}
+
+enum Backend {
+    User(Box<UserNet>),
+    Tap(TapNet),
+}
+
+/// The network device: virtio-net on its backend, in the first
 /// virtio-mmio slot.
-fn attach_net(devices: &mut Devices, backend: UserNet) -> Result<(), VmmError> {
-    let transport = MmioTransport::new(VirtioNet::new(backend, GUEST_MAC))
-        .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))?;
+fn attach_net(devices: &mut Devices, backend: Backend) -> Result<(), VmmError> {
+    let device: Box<dyn crate::bus::MmioDevice> = match backend {
+        Backend::User(b) => Box::new(transport(VirtioNet::new(*b, GUEST_MAC))?),
+        Backend::Tap(b) => Box::new(transport(VirtioNet::new(b, GUEST_MAC))?),
+    };
     devices
         .attach_mmio(
             VIRTIO_MMIO_BASE..VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOT_SIZE,
-            Box::new(transport),
+            device,
         )
+        .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))
+}
+
+fn transport<B: crate::net::NetBackend>(
+    dev: VirtioNet<B>,
+) -> Result<MmioTransport<VirtioNet<B>>, VmmError> {
+    MmioTransport::new(dev)
         .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))
 }
 

@@ -96,7 +96,7 @@ pub enum VmmError {
 
     #[error(
         "this VM cannot be snapshotted: {what} is not saved in snapshots yet; snapshot it \
-         without a network (no --publish)"
+         without a network (no --publish or --tap)"
     )]
     NotSnapshottable { what: &'static str },
 

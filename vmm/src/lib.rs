@@ -57,8 +57,8 @@ pub struct VmConfig {
     pub cmdline: String,
     pub timeout: Option<Duration>,
     pub console: Console,
-    /// One virtio-net device on the user-mode link, with these ports
-    /// published; `None`: no network device.
+    /// One virtio-net device on the user-mode link with these ports
+    /// published, or on a tap device; `None`: no network device.
     pub net: Option<NetConfig>,
 }
 

@@ -4,8 +4,8 @@
 //! is [`user::UserNet`]: a user-mode TCP/IP stack (smoltcp) at
 //! [`pgkraft_abi::NET_HOST_IP`] that publishes guest ports on host
 //! addresses (`--publish`), relaying each host connection to the guest
-//! over the link. A tap device would be a second backend behind the same
-//! trait.
+//! over the link. The other is [`tap::TapNet`] (`--tap NAME`): the link
+//! is a Linux tap device and frames pass through unchanged.
 //!
 //! No interrupts and no thread of its own: the vCPU thread runs the
 //! backend when the guest notifies a queue and while it waits in
@@ -17,6 +17,7 @@
 mod link;
 mod publish;
 mod relay;
+pub mod tap;
 pub(crate) mod user;
 
 #[cfg(test)]
@@ -63,6 +64,45 @@ pub enum NetError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("setting up the user-mode network: {0}")]
+    #[error("setting up the network: {0}")]
     Setup(std::io::Error),
+    #[error(
+        "--tap {name:?}: a tap device name is 1 to 15 bytes without '/', ':' or spaces \
+         (Linux's limit); pick a shorter name such as pgk0"
+    )]
+    TapName { name: String },
+    #[error(
+        "{path} does not exist, so no tap device can be opened. Load the tun module \
+         (`sudo modprobe tun`), or start the container with --device /dev/net/tun; or run \
+         without --tap (--publish needs no device)"
+    )]
+    TapNoDevice { path: String },
+    #[error(
+        "not allowed to attach tap device {name:?} ({source}). Creating a tap, or attaching one \
+         this user does not own, needs CAP_NET_ADMIN: create it beforehand for this user \
+         (`sudo ip tuntap add dev {name} mode tap user $USER`), or run pgkraft as root"
+    )]
+    TapPermission {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "tap device {name:?} is in use by another program (a tap has one reader); stop it or \
+         pick another name for --tap"
+    )]
+    TapBusy { name: String },
+    #[error(
+        "{name:?} exists but is not a tap device (a tun device, or another kind of interface); \
+         pick another name for --tap, or delete it (`sudo ip link delete {name}`)"
+    )]
+    TapNotTap { name: String },
+    #[error("could not attach tap device {name:?}: {source}")]
+    Tap {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "--tap and --publish do not go together: published ports are the user-mode network's; with a tap, reach the guest at its address on the tap"
+    )]
+    TapWithPublish,
 }

@@ -7,10 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 /// A VM's network: one virtio-net device on the user-mode link, with
-/// these guest ports published on the host.
+/// these guest ports published on the host, or (`tap`) on a tap device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetConfig {
     pub publish: Vec<PublishRule>,
+    /// The tap device the guest's link is (existing or created); then
+    /// `publish` must be empty.
+    pub tap: Option<String>,
 }
 
 /// Connections to `host` are relayed to the guest's `guest_port`.
