@@ -19,6 +19,9 @@ command -v flex >/dev/null || need+=(flex)
 command -v perl >/dev/null || need+=(perl)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v dpkg-source >/dev/null || need+=(dpkg-dev)
+# The tap test makes its own network namespace and tap device.
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need[*]}" >&2
