@@ -241,7 +241,7 @@ pub(crate) enum AttachError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;
@@ -279,11 +279,12 @@ mod tests {
         fn reset(&mut self) {}
     }
 
-    fn devices() -> Devices {
-        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    /// A VM's devices with a captured console and no input, stopped by
+    /// `stop` and `evt` (the tests of this module and of `wait`).
+    pub(crate) fn test_devices(stop: Arc<AtomicBool>, evt: &EventFd) -> Devices {
         Devices::new(
             Uart::new(),
-            Hypercall::new(Arc::new(AtomicBool::new(false))),
+            Hypercall::new(stop),
             Console {
                 out: ConsoleOut::Capture(Vec::new()),
                 input: ConsoleIn::Buffer {
@@ -292,9 +293,14 @@ mod tests {
                 },
             },
             Timeline::new(Instant::now()),
-            &evt,
+            evt,
         )
         .unwrap()
+    }
+
+    fn devices() -> Devices {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        test_devices(Arc::new(AtomicBool::new(false)), &evt)
     }
 
     #[test]

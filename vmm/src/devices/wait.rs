@@ -123,36 +123,14 @@ impl Devices {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::console::{Console, ConsoleIn, ConsoleOut};
-    use crate::devices::hypercall::Hypercall;
-    use crate::devices::uart::Uart;
-    use crate::timeline::Timeline;
-
-    fn devices(stop: Arc<AtomicBool>, evt: &EventFd) -> Devices {
-        Devices::new(
-            Uart::new(),
-            Hypercall::new(stop),
-            Console {
-                out: ConsoleOut::Capture(Vec::new()),
-                input: ConsoleIn::Buffer {
-                    data: Vec::new(),
-                    pos: 0,
-                },
-            },
-            Timeline::new(Instant::now()),
-            evt,
-        )
-        .unwrap()
-    }
+    use crate::devices::tests::test_devices;
 
     #[test]
     fn without_devices_it_sleeps_and_answers_zero() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut d = devices(Arc::new(AtomicBool::new(false)), &evt);
+        let mut d = test_devices(Arc::new(AtomicBool::new(false)), &evt);
         mem.write_obj(7i64, GuestAddress(0x100)).unwrap();
         d.wait(&mem, Some(Duration::from_millis(2)), 0x100);
         assert_eq!(mem.read_obj::<i64>(GuestAddress(0x100)).unwrap(), 0);
@@ -163,7 +141,7 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut d = devices(stop.clone(), &evt);
+        let mut d = test_devices(stop.clone(), &evt);
         let kick = evt.try_clone().unwrap();
         let stopper = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));

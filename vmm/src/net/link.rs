@@ -42,6 +42,22 @@ impl Link {
         true
     }
 
+    /// Room for another guest frame ([`super::NetBackend::can_send`]).
+    pub(crate) fn can_send(&self) -> bool {
+        self.from_guest.len() < QUEUE_FRAMES
+    }
+
+    /// Room for another frame toward the guest: a backend stops taking
+    /// frames from its side while this is false.
+    pub(crate) fn can_fill(&self) -> bool {
+        self.to_guest.len() < QUEUE_FRAMES
+    }
+
+    /// The next frame for the guest ([`super::NetBackend::recv`]).
+    pub(crate) fn recv(&mut self) -> Option<Vec<u8>> {
+        self.to_guest.pop_front()
+    }
+
     /// Bytes of frames held, both ways.
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {

@@ -3,13 +3,12 @@
 //! whatever is on the host's side of the tap (an address, a bridge,
 //! routing) is the user's to set up.
 //!
-//! Bounded like the user backend: at most [`QUEUE_FRAMES`] frames wait
+//! Bounded like the user backend: at most [`super::link::QUEUE_FRAMES`] frames wait
 //! for the guest and as many for the tap. While the guest's queue is full
 //! the tap is not read (the kernel's own queue holds or drops what comes),
 //! and the tap fd leaves the epoll set behind [`NetBackend::wait_fd`], so
 //! a guest that posts no buffers does not make the VM's wait spin.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,7 +18,7 @@ use std::time::Duration;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::link::QUEUE_FRAMES;
+use super::link::Link;
 use super::{NetBackend, NetError};
 
 /// The clone device every tap is opened through.
@@ -56,11 +55,10 @@ pub(crate) struct TapNet {
     epoll: Epoll,
     /// The events the tap is registered for in `epoll` now.
     interest: EventSet,
-    to_guest: VecDeque<Vec<u8>>,
-    from_guest: VecDeque<Vec<u8>>,
+    /// The bounded frame queues both ways; its `dropped` counts frames
+    /// the tap refused (an error other than "try again") or too long.
+    link: Link,
     buf: Vec<u8>,
-    /// Frames the tap refused (an error other than "try again").
-    pub dropped: u64,
 }
 
 impl TapNet {
@@ -121,27 +119,25 @@ impl TapNet {
             name: name.to_string(),
             epoll,
             interest: EventSet::IN,
-            to_guest: VecDeque::new(),
-            from_guest: VecDeque::new(),
+            link: Link::default(),
             buf: vec![0; READ_BUF],
-            dropped: 0,
         })
     }
 
     /// Writes queued guest frames while the tap takes them.
     fn flush(&mut self) -> bool {
         let mut progress = false;
-        while let Some(frame) = self.from_guest.front() {
+        while let Some(frame) = self.link.from_guest.front() {
             match self.tap.write(frame) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.dropped += 1;
+                    self.link.dropped += 1;
                     log::debug!("vmm: net: tap {}: frame not sent: {e}", self.name);
                 }
             }
-            self.from_guest.pop_front();
+            self.link.from_guest.pop_front();
             progress = true;
         }
         progress
@@ -150,11 +146,11 @@ impl TapNet {
     /// Reads frames from the tap while the guest's queue has room.
     fn fill(&mut self) -> bool {
         let mut progress = false;
-        while self.to_guest.len() < QUEUE_FRAMES {
+        while self.link.can_fill() {
             match self.tap.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.to_guest.push_back(self.buf[..n].to_vec());
+                    self.link.to_guest.push_back(self.buf[..n].to_vec());
                     progress = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -173,10 +169,10 @@ impl TapNet {
     /// the guest's queue has room, output while guest frames wait.
     fn update_interest(&mut self) {
         let mut want = EventSet::empty();
-        if self.to_guest.len() < QUEUE_FRAMES {
+        if self.link.can_fill() {
             want |= EventSet::IN;
         }
-        if !self.from_guest.is_empty() {
+        if !self.link.from_guest.is_empty() {
             want |= EventSet::OUT;
         }
         if want != self.interest {
@@ -192,23 +188,19 @@ impl TapNet {
 
 impl NetBackend for TapNet {
     fn can_send(&self) -> bool {
-        self.from_guest.len() < QUEUE_FRAMES
+        self.link.can_send()
     }
 
     fn send(&mut self, frame: &[u8]) -> bool {
-        if !self.can_send() {
-            return false;
-        }
-        self.from_guest.push_back(frame.to_vec());
-        true
+        self.link.push_from_guest(frame)
     }
 
     fn can_recv(&self) -> bool {
-        !self.to_guest.is_empty()
+        !self.link.to_guest.is_empty()
     }
 
     fn recv(&mut self) -> Option<Vec<u8>> {
-        self.to_guest.pop_front()
+        self.link.recv()
     }
 
     fn poll(&mut self) -> bool {

@@ -299,7 +299,7 @@ impl UserNet {
 
 impl NetBackend for UserNet {
     fn can_send(&self) -> bool {
-        self.link.from_guest.len() < super::link::QUEUE_FRAMES
+        self.link.can_send()
     }
 
     fn send(&mut self, frame: &[u8]) -> bool {
@@ -311,7 +311,7 @@ impl NetBackend for UserNet {
     }
 
     fn recv(&mut self) -> Option<Vec<u8>> {
-        self.link.to_guest.pop_front()
+        self.link.recv()
     }
 
     fn poll(&mut self) -> bool {
@@ -343,7 +343,7 @@ impl NetBackend for UserNet {
             .min()
             .map(|d| d.saturating_duration_since(now));
         // Nothing goes out before the guest takes frames: no timer helps.
-        let stack = if self.link.to_guest.len() >= super::link::QUEUE_FRAMES {
+        let stack = if !self.link.can_fill() {
             None
         } else {
             let t = self.now();
