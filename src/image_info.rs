@@ -4,7 +4,7 @@
 //!
 //! docs/ARCHITECTURE.md §2.
 
-use crate::image::format::{self, BuildInfo, MANIFEST_SECTION, ROOTFS_SECTION};
+use crate::image::format::{self, BuildInfo, ROOTFS_SECTION};
 use object::{Object, ObjectSection, ObjectSegment};
 use serde::Serialize;
 use std::path::Path;
@@ -146,12 +146,6 @@ pub enum InspectError {
     },
 }
 
-/// The build info build::link embedded, if any.
-fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<BuildInfo> {
-    let data = elf.section_by_name(MANIFEST_SECTION)?.data().ok()?;
-    serde_json::from_slice(data).ok()
-}
-
 pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
     let data = std::fs::read(path).map_err(|source| InspectError::Read {
         path: path.into(),
@@ -202,7 +196,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         _ => data.len() as u64,
     };
     Ok(ImageInfo {
-        build: build_info(&elf),
+        build: format::build_info(&elf),
         largest_symbols: largest_symbols(&elf, 25),
         largest_objects: sibling_manifest_objects(path),
         rootfs,

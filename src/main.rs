@@ -260,8 +260,7 @@ fn print_report(json: bool, report: &impl serde::Serialize, human: impl FnOnce()
 // clap's usage error, which names the flag, and our text, which says what
 // would do. Nothing later has to guard against them (no panics on `inf`).
 
-/// The longest `--timeout`: a week, as for a test VM's `timeout_secs`.
-const MAX_TIMEOUT_SECS: f64 = 604_800.0;
+use smoke::MAX_TIMEOUT_SECS;
 
 /// `--timeout SECS`: a finite number of seconds above 0, at most a week.
 fn parse_timeout(text: &str) -> Result<Duration, String> {

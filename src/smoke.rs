@@ -27,6 +27,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The longest timeout of a run, a test VM's `timeout_secs` or `--timeout`:
+/// a week, well inside what a Duration holds.
+pub const MAX_TIMEOUT_SECS: f64 = 604_800.0;
+
 /// A test VM definition (`test-vms/*.yaml`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,8 +190,7 @@ impl TestVm {
             };
             RecipeError::Invalid(Box::new(d.field(field).fix(fix)))
         };
-        // A week bounds it well inside what a Duration holds.
-        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 604_800.0) {
+        if !(self.timeout_secs > 0.0 && self.timeout_secs <= MAX_TIMEOUT_SECS) {
             return Err(invalid(
                 "timeout_secs",
                 "timeout_secs",

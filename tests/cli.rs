@@ -10,13 +10,12 @@ use common::*;
 /// stderr, no panic.
 fn refused(args: &[&str], needles: &[&str]) {
     let out = run(pgkraft().args(args));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "{args:?}: no {n:?} in {stderr}");
-    }
-    assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
+    assert!(
+        !stderr(&out).contains("panicked"),
+        "{args:?}: {}",
+        stderr(&out)
+    );
+    common::refused(&out, needles);
 }
 
 const TIMEOUT_FIX: &str = "--timeout must be a finite number of seconds > 0";

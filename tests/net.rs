@@ -242,12 +242,19 @@ fn a_client_flooding_a_guest_that_does_not_read_is_held_back() {
     let img = image("lineserver");
     let port = free_port();
     let server = Server::publish(&img, &format!("127.0.0.1:{port}:7000"), port);
-    // One line far longer than the guest's buffer: it reads, finds no end
-    // of line, and closes that connection; meanwhile the client pushes
-    // 64 MiB at it. The runner must not buffer it all: it stops reading
-    // the host socket while the guest's window is full.
+    // The guest stops reading this connection ("hold"), then the client
+    // pushes 64 MiB at it. The runner must not buffer it all: it stops
+    // reading the host socket while the guest's window is full, so the
+    // host socket fills and the client's write times out.
     let mut s = server.connect();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    writeln!(s, "hold").unwrap();
+    let mut answer = String::new();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut answer)
+        .unwrap();
+    assert_eq!(answer, "holding\n");
+    let before = rss_kib(server.child.id());
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     let chunk = vec![b'y'; 1 << 20];
     let mut sent = 0usize;
     for _ in 0..64 {
@@ -257,8 +264,15 @@ fn a_client_flooding_a_guest_that_does_not_read_is_held_back() {
         }
     }
     let rss = rss_kib(server.child.id());
-    eprintln!("flood: {sent} bytes accepted by the host socket; runner RSS {rss} KiB");
+    eprintln!("flood: {sent} bytes accepted by the host socket; runner RSS {before} -> {rss} KiB");
     assert!(sent < 64 << 20, "the whole flood was taken in");
+    // What the runner holds of it: its relay ring and the guest's socket
+    // buffer, tens of KiB, far below what the client pushed.
+    assert!(
+        rss.saturating_sub(before) < 16 << 10,
+        "the runner grew by {} KiB while {sent} bytes were pushed",
+        rss.saturating_sub(before)
+    );
     // Still serving others.
     assert_eq!(server.ask("hi"), "echo: hi\n");
     assert_eq!(server.exit(0), Some(0));

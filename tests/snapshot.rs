@@ -63,12 +63,6 @@ fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("--json prints one JSON object")
 }
 
-fn refused(o: &std::process::Output, needles: &[&str]) {
-    assert_eq!(o.status.code(), Some(2), "expected exit 2 (bad input)");
-    assert!(o.stdout.is_empty(), "nothing may run: {}", stdout(o));
-    has(&stderr(o), needles);
-}
-
 #[test]
 fn resumed_guest_continues_and_passes_the_test_vm_checks() {
     if !kvm_available() {

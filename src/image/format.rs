@@ -98,6 +98,13 @@ pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     }
 }
 
+/// The build info build::link embedded in `elf`, if any.
+pub fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<BuildInfo> {
+    use object::{Object, ObjectSection};
+    let data = elf.section_by_name(MANIFEST_SECTION)?.data().ok()?;
+    serde_json::from_slice(data).ok()
+}
+
 /// The rootfs section of an image's bytes, if it has one.
 pub fn rootfs_section(elf_bytes: &[u8]) -> Option<&[u8]> {
     use object::{Object, ObjectSection};

@@ -16,7 +16,7 @@ use std::path::Path;
 use object::{Object, ObjectSection, ObjectSymbol};
 use pgkraft_vmm::{BootImage, VmmError};
 
-use format::{ARGV_SYMBOL, BuildInfo, MANIFEST_SECTION};
+use format::{ARGV_SYMBOL, BuildInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -42,10 +42,7 @@ impl Image {
         let boot = BootImage::open(path)?;
         let cache = object::ReadCache::new(boot.file());
         let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
-        let build = elf
-            .section_by_name(MANIFEST_SECTION)
-            .and_then(|s| s.data().ok())
-            .and_then(|d| serde_json::from_slice(d).ok());
+        let build = format::build_info(&elf);
         drop(elf);
         drop(cache);
         Ok(Image {

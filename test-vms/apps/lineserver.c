@@ -2,7 +2,8 @@
  * (default 7000) on every address, serves any number of clients at once
  * with poll(), and answers each line "X" with "echo: X". "clients" is
  * answered with the number of connections it holds open (the tests count
- * leaked sockets with it). A line "exit N" is answered "bye" and ends the
+ * leaked sockets with it). "hold" is answered "holding" and that
+ * connection is never read again (the flood test fills it). A line "exit N" is answered "bye" and ends the
  * program with status N. Runs the same natively and in the image. */
 #include <errno.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@ struct client {
     int fd;
     char in[LINE_MAX_BYTES];
     size_t in_len;
+    int held; /* "hold": never read from this connection again */
 };
 
 static struct client clients[MAX_CLIENTS];
@@ -60,7 +62,10 @@ static int serve_lines(struct client *c) {
         *nl = 0;
         char out[LINE_MAX_BYTES + 16];
         int n;
-        if (strcmp(start, "clients") == 0) {
+        if (strcmp(start, "hold") == 0) {
+            c->held = 1;
+            n = snprintf(out, sizeof out, "holding\n");
+        } else if (strcmp(start, "clients") == 0) {
             n = snprintf(out, sizeof out, "clients: %d\n", open_clients());
         } else if (strncmp(start, "exit ", 5) == 0) {
             status = atoi(start + 5);
@@ -102,7 +107,7 @@ int main(int argc, char **argv) {
         pfds[n] = (struct pollfd){.fd = ls, .events = POLLIN};
         map[n++] = -1;
         for (int i = 0; i < MAX_CLIENTS; i++) {
-            if (clients[i].fd >= 0) {
+            if (clients[i].fd >= 0 && !clients[i].held) {
                 pfds[n] = (struct pollfd){.fd = clients[i].fd, .events = POLLIN};
                 map[n++] = i;
             }
@@ -130,6 +135,7 @@ int main(int argc, char **argv) {
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     clients[slot].fd = fd;
                     clients[slot].in_len = 0;
+                    clients[slot].held = 0;
                 }
             }
         }

@@ -172,3 +172,16 @@ pub fn has(msg: &str, needles: &[&str]) {
 pub fn postgres_image(major: &str) -> PathBuf {
     image(&format!("postgres-{major}"))
 }
+
+/// A command refused as bad input: exit 2, nothing on stdout (nothing
+/// ran), and stderr saying each of `needles`.
+pub fn refused(o: &Output, needles: &[&str]) {
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2 (bad input): {}",
+        stderr(o)
+    );
+    assert!(o.stdout.is_empty(), "nothing may run: {}", stdout(o));
+    has(&stderr(o), needles);
+}

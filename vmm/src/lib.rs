@@ -142,12 +142,7 @@ pub enum GuestExit {
 
 /// The boot note of an image, without booting it (`pgkraft inspect`).
 pub fn read_boot_note(elf_bytes: &[u8]) -> Result<BootNote, VmmError> {
-    read_boot_note_from(elf_bytes)
-}
-
-/// [`read_boot_note`] from any object reader (a file read on demand).
-pub fn read_boot_note_from<'a, R: object::ReadRef<'a>>(elf: R) -> Result<BootNote, VmmError> {
-    Ok(image::parse(elf)?.note)
+    Ok(image::parse(elf_bytes)?.note)
 }
 
 /// Boots `image` and runs it until it exits, dies, or `cfg.timeout` passes.
