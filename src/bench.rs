@@ -85,13 +85,21 @@ pub enum BenchError {
 
 /// The QEMU command line that boots a pgkraft image (PVH entry, exit device).
 pub fn qemu_command(image: &Path, mem_mib: u32) -> Command {
+    qemu_command_with_exit_ports(image, mem_mib, 1)
+}
+
+/// [`qemu_command`] with QEMU's exit device `ports` wide at 0xf4.
+pub fn qemu_command_with_exit_ports(image: &Path, mem_mib: u32, ports: u8) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-M",
         "microvm,x-option-roms=off,rtc=off",
         "-enable-kvm",
         "-cpu",
-        "host",
+        // The host's CPU without IA32_ARCH_CAPABILITIES: QEMU 7.2 aborts
+        // at start ("failed to set MSR 0x10a") on KVM hosts (PVM) that
+        // report the feature but refuse the MSR; the image never reads it.
+        "host,-arch-capabilities",
     ])
     .args(["-m", &mem_mib.to_string()])
     .args([
@@ -102,7 +110,10 @@ pub fn qemu_command(image: &Path, mem_mib: u32) -> Command {
         "-serial",
         "stdio",
     ])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
+    .args([
+        "-device",
+        &format!("isa-debug-exit,iobase=0xf4,iosize={ports:#04x}"),
+    ])
     .arg("-kernel")
     .arg(image);
     cmd

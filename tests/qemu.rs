@@ -97,20 +97,7 @@ fn qemu_exit_device_of_four_ports_sees_only_the_programs_exit() {
         return;
     }
     let img = image("errno");
-    let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args(["-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm"])
-        .args([
-            "-cpu",
-            "host",
-            "-m",
-            "128",
-            "-nodefaults",
-            "-no-user-config",
-        ])
-        .args(["-display", "none", "-serial", "stdio"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(&img);
+    let mut cmd = pgkraft::bench::qemu_command_with_exit_ports(&img, 128, 4);
     let out = run_with_input(&mut cmd, b"");
     let console = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

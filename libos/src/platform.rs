@@ -70,7 +70,7 @@ pub fn get() -> &'static Platform {
     PLATFORM.get().expect("platform used before init")
 }
 
-fn host() -> Host {
+pub fn host() -> Host {
     PLATFORM.get().map(|p| p.host).unwrap_or(Host::Pvh)
 }
 
@@ -126,6 +126,7 @@ pub fn console_read(buf: &mut [u8]) -> usize {
     }
     match host() {
         Host::Runner => {
+            crate::net::flush_tx();
             let (r, args) = call_block(
                 hc::CONSOLE_READ,
                 [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0],
@@ -170,6 +171,7 @@ pub fn log(bytes: &[u8]) {
 pub fn sleep_ns(ns: u64) {
     match host() {
         Host::Runner => {
+            crate::net::flush_tx();
             call(hc::SLEEP_NS, [ns, 0, 0, 0]);
         }
         Host::Pvh => {
@@ -203,6 +205,7 @@ pub fn wait_devices(ns: u64) {
 const DEVICE_SPIN_NS: u64 = 50_000;
 
 pub fn exit(status: u8) -> ! {
+    crate::net::flush_tx();
     cpu::outb(pgkraft_abi::PORT_EXIT, status);
     // No exit device (e.g. a VMM without isa-debug-exit): stay here quietly.
     loop {

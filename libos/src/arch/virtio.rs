@@ -66,3 +66,114 @@ unsafe impl Hal for IdentityHal {
 
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _dir: BufferDirection) {}
 }
+
+/// Bytes of each buffer a [`Ring`] owns: a whole Ethernet frame (1514)
+/// with its 12-byte virtio-net header fits.
+pub const BUF: usize = 2048;
+
+/// A virtqueue of `virtio-drivers` with buffers of its own, one descriptor
+/// per buffer: the unsafe contract of `VirtQueue::add` (a buffer stays put
+/// and untouched while the device holds it) is kept here, so the driver
+/// above (net/virtio.rs) is safe code. The buffers live as long as the
+/// ring, and the ring as long as the libOS (the stack is never torn down).
+pub struct Ring<const SIZE: usize> {
+    queue: virtio_drivers::queue::VirtQueue<IdentityHal, SIZE>,
+    /// Device writes the buffers (receive) or reads them (transmit).
+    writable: bool,
+    store: alloc::boxed::Box<[u8]>,
+    /// Per token (chain head): the buffer it carries and its offered length.
+    held: [(u16, u16); SIZE],
+    /// Buffers the device does not hold.
+    free: alloc::vec::Vec<u16>,
+}
+
+impl<const SIZE: usize> Ring<SIZE> {
+    pub fn new(
+        t: &mut MmioTransport<'static>,
+        idx: u16,
+        writable: bool,
+    ) -> Result<Self, virtio_drivers::Error> {
+        Ok(Ring {
+            queue: virtio_drivers::queue::VirtQueue::new(t, idx, false, false)?,
+            writable,
+            store: alloc::vec![0u8; SIZE * BUF].into_boxed_slice(),
+            held: [(0, 0); SIZE],
+            free: (0..SIZE as u16).collect(),
+        })
+    }
+
+    /// Whether the device wants to hear of new buffers (it may say no:
+    /// notification suppression).
+    pub fn should_notify(&self) -> bool {
+        self.queue.should_notify()
+    }
+
+    pub fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// Whether the device gave a buffer back ([`Self::take_used`] has one).
+    pub fn has_used(&self) -> bool {
+        self.queue.can_pop()
+    }
+
+    /// Offers a free buffer for the device to fill (a receive ring);
+    /// `len` bytes of it, the whole buffer for receiving, what `fill`
+    /// wrote for sending. False when every buffer is held.
+    pub fn offer(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        if len == 0 || len > BUF {
+            return false;
+        }
+        let Some(b) = self.free.pop() else {
+            return false;
+        };
+        let start = b as usize * BUF;
+        let buf = &mut self.store[start..start + len];
+        fill(buf);
+        // SAFETY: the buffer is part of `store`, which lives (unmoved, it
+        // is boxed) as long as the queue; it came off the free list, so
+        // nothing else refers to it, and it goes back on only after
+        // `pop_used` returned it (take_used), which is when the device is
+        // done with it.
+        let token = if self.writable {
+            unsafe { self.queue.add(&[], &mut [buf]) }
+        } else {
+            unsafe { self.queue.add(&[buf], &mut []) }
+        };
+        match token {
+            Ok(t) => {
+                self.held[t as usize] = (b, len as u16);
+                true
+            }
+            Err(_) => {
+                self.free.push(b);
+                false
+            }
+        }
+    }
+
+    /// The next buffer the device gave back: `f` sees the bytes it wrote
+    /// (a receive ring) or nothing (a transmit ring), then the buffer is
+    /// free again.
+    pub fn take_used<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let token = self.queue.peek_used()?;
+        let (b, len) = self.held[token as usize];
+        let start = b as usize * BUF;
+        let buf = &mut self.store[start..start + len as usize];
+        // SAFETY: `token` is the next used chain, and `buf` is exactly the
+        // one buffer `offer` added under that token, in the same direction.
+        let used = if self.writable {
+            unsafe { self.queue.pop_used(token, &[], &mut [buf]) }
+        } else {
+            unsafe { self.queue.pop_used(token, &[buf], &mut []) }
+        };
+        self.free.push(b);
+        let used = used.ok()? as usize;
+        let data = if self.writable {
+            &self.store[start..start + used.min(len as usize)]
+        } else {
+            &[][..]
+        };
+        Some(f(data))
+    }
+}

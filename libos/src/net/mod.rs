@@ -23,6 +23,24 @@ mod virtio;
 use crate::syscall::{Errno, signal};
 use addr::{AF_INET, AF_INET6, AF_UNIX, SockAddr};
 
+/// Frames queued for the device go out now (before the libOS blocks
+/// other than in `hc::WAIT`, or exits): see net/virtio.rs.
+pub fn flush_tx() {
+    #[cfg(not(test))]
+    if virtio::tx_pending() {
+        stack::try_with(|s| s.kick());
+    }
+}
+
+/// At a system call's entry: frames deferred for [`virtio::TX_DEFER_NS`]
+/// go out now.
+pub fn tx_deadline() {
+    #[cfg(not(test))]
+    if virtio::tx_pending() && virtio::tx_overdue(crate::time::monotonic_ns()) {
+        stack::try_with(|s| s.kick());
+    }
+}
+
 pub enum Socket {
     Tcp(tcp::TcpSock),
     Unix(unix::UnixSock),

@@ -88,6 +88,24 @@ impl Dev {
             Dev::Virtio(d) => d.pending(),
         }
     }
+
+    /// Tells the device what this poll queued (net/virtio.rs).
+    fn flush(&mut self) {
+        match self {
+            Dev::Loop(_) => {}
+            #[cfg(not(test))]
+            Dev::Virtio(d) => d.flush(),
+        }
+    }
+
+    /// Tells the device about every queued frame now.
+    fn kick(&mut self) {
+        match self {
+            Dev::Loop(_) => {}
+            #[cfg(not(test))]
+            Dev::Virtio(d) => d.kick_tx(),
+        }
+    }
 }
 
 pub struct NetIf {
@@ -129,6 +147,17 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 pub fn now() -> Instant {
     Instant::from_micros((crate::time::monotonic_ns() / 1000) as i64)
+}
+
+/// Run `f` on the stack if it exists and nobody is using it (a hook that
+/// may run from anywhere: a system call's entry, before blocking).
+pub fn try_with(f: impl FnOnce(&mut Stack)) {
+    if active()
+        && let Some(mut g) = STACK.try_lock()
+        && let Some(s) = g.as_mut()
+    {
+        f(s)
+    }
 }
 
 /// Run `f` on the stack, bringing it up on first use.
@@ -469,8 +498,16 @@ impl Stack {
                     break;
                 }
             }
+            self.ifs[ifx].dev.flush();
         }
         self.reap();
+    }
+
+    /// Every device told about every queued frame now.
+    pub fn kick(&mut self) {
+        for n in &mut self.ifs {
+            n.dev.kick();
+        }
     }
 
     /// Data for a socket the program closed has nobody to read it: Linux
@@ -581,6 +618,8 @@ pub fn idle_until(until: u64) {
     let until = delay.map_or(until, |d| until.min(now.saturating_add(d)));
     let ns = until.saturating_sub(now).max(1000);
     if device {
+        #[cfg(not(test))]
+        super::virtio::wait_takes_tx();
         crate::platform::wait_devices(ns);
     } else {
         crate::platform::sleep_ns(ns);

@@ -430,6 +430,7 @@ pub extern "C" fn __pgkraft_syscall(
     a5: u64,
     a6: u64,
 ) -> i64 {
+    crate::net::tx_deadline();
     let r = dispatch(n, [a1, a2, a3, a4, a5, a6]);
     // The kernel delivers signals on its way back to user space.
     signal::deliver_pending();

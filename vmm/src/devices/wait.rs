@@ -8,6 +8,12 @@
 //! the guest's time is up; then it polls again. The result is 1 once a
 //! device gave the guest something, 0 when the time passed (or the VM is
 //! being stopped). With no such device it is a sleep that a stop ends.
+//!
+//! Before it blocks, a wait may spin for a while ([`MAX_POLL`]), as KVM
+//! polls before halting: only while the guest's recent waits were short
+//! (a client in a request/response exchange), never for an idle guest, so
+//! an idle VM costs no CPU. A woken thread starts ~20-50 µs late on this
+//! host, as much as a whole VM exit.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,6 +32,12 @@ use super::Devices;
 /// vCPU thread.
 const MIN_DEVICE_DELAY: Duration = Duration::from_millis(1);
 const STOP_TOKEN: u64 = 0;
+/// Adaptive polling (KVM's halt polling, for our wait): a guest whose
+/// waits end within this keeps the vCPU thread spinning up to this long
+/// before it sleeps, so the answer to a request/response client skips the
+/// thread's wake-up. Measured with `bash ci/bench-net.sh` (README).
+const MAX_POLL: Duration = Duration::from_micros(200);
+const START_POLL: Duration = Duration::from_micros(10);
 
 pub(crate) struct Waiter {
     epoll: Epoll,
@@ -33,6 +45,8 @@ pub(crate) struct Waiter {
     /// Our own handle on the stop event, registered in `epoll`.
     _stop_evt: EventFd,
     devices: u64,
+    /// How long the next wait spins before it blocks ([`Self::learn`]).
+    poll_for: Duration,
 }
 
 impl Waiter {
@@ -49,6 +63,7 @@ impl Waiter {
             stop,
             _stop_evt: evt,
             devices: 0,
+            poll_for: Duration::ZERO,
         })
     }
 
@@ -64,6 +79,29 @@ impl Waiter {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Spins (nonblocking epoll checks) for up to `d` or until something
+    /// is ready.
+    fn poll_briefly(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut events = [EpollEvent::default(); 1];
+        while Instant::now() < until {
+            if matches!(self.epoll.wait(0, &mut events), Ok(n) if n > 0) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Adapts [`Self::poll_for`] to how long the last wait took (`None`:
+    /// it ran out): doubled while work keeps coming within [`MAX_POLL`],
+    /// back to nothing once it does not.
+    fn learn(&mut self, took: Option<Duration>) {
+        self.poll_for = match took {
+            Some(t) if t <= MAX_POLL => (self.poll_for * 2).clamp(START_POLL, MAX_POLL),
+            _ => Duration::ZERO,
+        };
     }
 
     /// Blocks until something is ready or `wait` passes (`None`: no
@@ -88,7 +126,9 @@ impl Devices {
     }
 
     fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let started = Instant::now();
+        let deadline = timeout.and_then(|t| started.checked_add(t));
+        let mut polled = false;
         loop {
             if self.waiter.stopping() {
                 return false;
@@ -98,11 +138,15 @@ impl Devices {
                 work |= dev.poll(mem);
             }
             if work {
+                self.waiter.learn(Some(started.elapsed()));
                 return true;
             }
             let now = Instant::now();
             let left = match deadline {
-                Some(d) if d <= now => return false,
+                Some(d) if d <= now => {
+                    self.waiter.learn(None);
+                    return false;
+                }
                 Some(d) => Some(d - now),
                 None => None,
             };
@@ -116,6 +160,12 @@ impl Devices {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if !polled && !self.waiter.poll_for.is_zero() {
+                polled = true;
+                let for_ = wait.map_or(self.waiter.poll_for, |w| w.min(self.waiter.poll_for));
+                self.waiter.poll_briefly(for_);
+                continue;
+            }
             self.waiter.block(wait);
         }
     }

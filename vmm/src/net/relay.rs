@@ -68,10 +68,12 @@ impl Relay {
         (!self.open).then(|| self.started + SYN_TIMEOUT)
     }
 
-    /// Moves what can be moved now. `hangup`: epoll reported an error or
-    /// hang-up on the host socket.
-    pub(crate) fn step(&mut self, sock: &mut tcp::Socket, now: Instant, hangup: bool) -> Step {
+    /// Moves what can be moved now. `events`: what epoll reported for the
+    /// host socket; it is read, written or peeked only when they say it
+    /// has something (no system call for an idle connection).
+    pub(crate) fn step(&mut self, sock: &mut tcp::Socket, now: Instant, events: EventSet) -> Step {
         let mut progress = false;
+        let hangup = events.intersects(EventSet::ERROR | EventSet::HANG_UP);
         if hangup && self.host_failed() {
             sock.abort();
             return Step {
@@ -82,7 +84,7 @@ impl Relay {
         if !self.open {
             match sock.state() {
                 State::SynSent | State::SynReceived => {
-                    let gone = self.host_gone_while_connecting();
+                    let gone = !events.is_empty() && self.host_gone_while_connecting();
                     if gone || now >= self.started + SYN_TIMEOUT {
                         sock.abort();
                         return Step {
@@ -108,13 +110,18 @@ impl Relay {
                 }
             }
         }
-        match self.guest_to_host(sock) {
-            Ok(p) => progress |= p,
-            Err(()) => return self.abort(sock),
+        if !self.blocked_out || events.contains(EventSet::OUT) {
+            match self.guest_to_host(sock) {
+                Ok(p) => progress |= p,
+                Err(()) => return self.abort(sock),
+            }
         }
-        match self.host_to_guest(sock) {
-            Ok(p) => progress |= p,
-            Err(()) => return self.abort(sock),
+        // Just opened: the client may have sent before the guest answered.
+        if progress || events.intersects(EventSet::IN | EventSet::READ_HANG_UP) {
+            match self.host_to_guest(sock) {
+                Ok(p) => progress |= p,
+                Err(()) => return self.abort(sock),
+            }
         }
         if self.host_eof && self.host_shut && self.host.is_some() {
             // Both host directions finished: its fd is of no more use
@@ -129,8 +136,13 @@ impl Relay {
         }
     }
 
-    /// The interest the host socket should be registered with now.
+    /// The interest the host socket should be registered with now: while
+    /// the guest has not answered, only the client going away (once: edge
+    /// triggered, so a half-closed client does not wake the VM for ever).
     pub(crate) fn wanted(&self, sock: &tcp::Socket) -> EventSet {
+        if !self.open {
+            return Self::CONNECTING;
+        }
         let mut e = EventSet::empty();
         if self.open && !self.host_eof && sock.can_send() {
             e |= EventSet::IN;
@@ -140,6 +152,9 @@ impl Relay {
         }
         e
     }
+
+    /// [`Self::wanted`] before the guest answered.
+    pub(crate) const CONNECTING: EventSet = EventSet::READ_HANG_UP.union(EventSet::EDGE_TRIGGERED);
 
     fn abort(&mut self, sock: &mut tcp::Socket) -> Step {
         sock.abort();
@@ -209,14 +224,20 @@ impl Relay {
         };
         while !self.host_eof && sock.can_send() {
             let r = sock.send(|buf| match (&*host).read(buf) {
-                Ok(n) => (n, Ok(n)),
+                Ok(n) => (n, Ok((n, n < buf.len()))),
                 Err(e) => (0, Err(e)),
             });
             match r {
-                Ok(Ok(0)) => {
+                Ok(Ok((0, _))) => {
                     self.host_eof = true;
                     sock.close();
                     progress = true;
+                }
+                // A short read took all there was: epoll says when more
+                // comes (saves a failing read per message).
+                Ok(Ok((_, true))) => {
+                    progress = true;
+                    break;
                 }
                 Ok(Ok(_)) => progress = true,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -42,6 +42,18 @@ const RELAY_TOKEN: u64 = 1 << 32;
 const ROUNDS: usize = 16;
 /// Accepts per listener per round at most.
 const ACCEPTS: usize = 64;
+/// epoll events taken per round.
+const EVENTS: usize = 256;
+
+/// One round's readiness ([`UserNet::ready`]).
+#[derive(Default)]
+struct Ready {
+    listeners: Vec<usize>,
+    hosts: HashMap<u64, EventSet>,
+    /// Every ready fd was reported (fewer than [`EVENTS`]); otherwise
+    /// relays not named are tried anyway.
+    all: bool,
+}
 
 struct Listener {
     sock: TcpListener,
@@ -162,21 +174,23 @@ impl UserNet {
         NetInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
     }
 
-    /// Host sockets epoll reports an error or hang-up on.
-    fn hangups(&self) -> Vec<u64> {
-        let mut events = vec![EpollEvent::default(); 64];
-        let mut out = Vec::new();
-        if let Ok(n) = self.epoll.wait(0, &mut events) {
-            for e in &events[..n] {
-                if e.event_set()
-                    .intersects(EventSet::ERROR | EventSet::HANG_UP)
-                    && e.data() >= RELAY_TOKEN
-                {
-                    out.push(e.data());
-                }
+    /// What epoll reports ready now (one nonblocking call): listeners
+    /// that have connections, and relays' host sockets by token.
+    fn ready(&self) -> Ready {
+        let mut events = vec![EpollEvent::default(); EVENTS];
+        let mut ready = Ready::default();
+        let Ok(n) = self.epoll.wait(0, &mut events) else {
+            return ready;
+        };
+        ready.all = n < EVENTS;
+        for e in &events[..n] {
+            if e.data() < RELAY_TOKEN {
+                ready.listeners.push(e.data() as usize);
+            } else {
+                ready.hosts.insert(e.data(), e.event_set());
             }
         }
-        out
+        ready
     }
 
     fn local_port(&mut self) -> u16 {
@@ -193,9 +207,12 @@ impl UserNet {
         }
     }
 
-    fn accept(&mut self) -> bool {
+    fn accept(&mut self, ready: &Ready) -> bool {
         let mut progress = false;
         for i in 0..self.listeners.len() {
+            if ready.all && !ready.listeners.contains(&i) {
+                continue;
+            }
             for _ in 0..ACCEPTS {
                 let (stream, _) = match self.listeners[i].sock.accept() {
                     Ok(s) => s,
@@ -220,6 +237,9 @@ impl UserNet {
                     tcp::SocketBuffer::new(vec![0; RING]),
                     tcp::SocketBuffer::new(vec![0; RING]),
                 );
+                // A relay adds no delay of its own: the client's kernel
+                // already coalesced what it sent.
+                sock.set_nagle_enabled(false);
                 let [a, b, c, d] = NET_GUEST_IP;
                 let remote = (IpAddress::Ipv4(Ipv4Address::new(a, b, c, d)), guest_port);
                 if let Err(e) = sock.connect(self.iface.context(), remote, local_port) {
@@ -233,28 +253,35 @@ impl UserNet {
                     .ctl(
                         ControlOperation::Add,
                         stream.as_raw_fd(),
-                        EpollEvent::new(EventSet::empty(), token),
+                        EpollEvent::new(Relay::CONNECTING, token),
                     )
                     .is_err()
                 {
                     continue;
                 }
                 let handle = self.sockets.add(sock);
-                let relay = Relay::new(stream, local_port, std::time::Instant::now());
+                let mut relay = Relay::new(stream, local_port, std::time::Instant::now());
+                relay.interest = Relay::CONNECTING;
                 self.relays.insert(token, (relay, handle));
             }
         }
         progress
     }
 
-    /// Every relay one step; finished ones removed.
-    fn step_relays(&mut self, hangups: &[u64]) -> bool {
+    /// Every relay one step; finished ones removed. A relay touches its
+    /// host socket only when epoll said so (or may have left some out).
+    fn step_relays(&mut self, ready: &Ready) -> bool {
         let now = std::time::Instant::now();
         let mut progress = false;
         let mut done = Vec::new();
         for (&token, (relay, handle)) in &mut self.relays {
             let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
-            let step = relay.step(sock, now, hangups.contains(&token));
+            let events = match ready.hosts.get(&token) {
+                Some(e) => *e,
+                None if ready.all => EventSet::empty(),
+                None => relay.interest,
+            };
+            let step = relay.step(sock, now, events);
             progress |= step.progress;
             if step.done {
                 done.push(token);
@@ -315,12 +342,12 @@ impl NetBackend for UserNet {
     }
 
     fn poll(&mut self) -> bool {
-        let hangups = self.hangups();
         let mut any = false;
         for _ in 0..ROUNDS {
-            let mut progress = self.accept();
+            let ready = self.ready();
+            let mut progress = self.accept(&ready);
             progress |= self.poll_stack();
-            progress |= self.step_relays(&hangups);
+            progress |= self.step_relays(&ready);
             progress |= self.poll_stack();
             any |= progress;
             if !progress {

@@ -98,7 +98,9 @@ pub(crate) trait VirtioDevice {
     /// Work of the device's own, outside any guest access (the host side
     /// of a network), done while the guest waits (`hc::WAIT`). `ctx.queues`
     /// may be used only when `active` (between `activate` and `reset`,
-    /// and not broken). True if it put buffers in a used ring.
+    /// and not broken). True if it gave the guest something to act on
+    /// (a buffer it filled; a buffer it only consumed, such as a sent
+    /// frame, need not count: the guest is not waiting for that).
     fn poll(&mut self, _ctx: &mut VirtioCtx, _active: bool) -> Result<bool, DeviceError> {
         Ok(false)
     }
