@@ -27,8 +27,11 @@ use spin::Mutex;
 pub const RX_BUF: usize = 64 * 1024;
 pub const TX_BUF: usize = 64 * 1024;
 /// At most this many not-yet-connected sockets wait on one listener and
-/// interface; further SYNs wait (are dropped) as for a full backlog.
-const ARM_MAX: usize = 8;
+/// interface; further SYNs wait (are dropped) as for a full backlog. A
+/// listening socket's buffers are untouched pages (arch/heap.rs), so
+/// this costs little; too few made a burst of 1,000 connects wait for
+/// SYN retransmissions (0.7 s and more each).
+const ARM_MAX: usize = 16;
 /// Linux's net.core.somaxconn.
 pub const SOMAXCONN: usize = 4096;
 /// Linux's ip_local_port_range.
@@ -480,9 +483,11 @@ impl Stack {
         let ts = now();
         for ifx in 0..self.ifs.len() {
             for _ in 0..ROUNDS {
-                let full = self.full_on(ifx);
                 let mut moved = false;
                 loop {
+                    // After every frame: it may have filled a listener's
+                    // armed sockets (or rearm freed some).
+                    let full = self.full_on(ifx);
                     let n = &mut self.ifs[ifx];
                     let r = n.dev.ingress(&mut n.iface, &mut n.sockets, ts, &full);
                     if r == PollIngressSingleResult::None {

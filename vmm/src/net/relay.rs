@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 use smoltcp::socket::tcp::{self, State};
 use vmm_sys_util::epoll::EventSet;
 
-/// How long the guest has to answer a connection attempt.
-pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the guest has to answer a connection attempt. The client is
+/// already connected (to us), so this only bounds a guest that never
+/// answers; a busy one (a full backlog drops SYNs, smoltcp resends them
+/// after 0.7 s, 1.4 s, ...) must have time to catch up.
+pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(crate) struct Relay {
     /// `None` once both of its directions are finished.

@@ -39,7 +39,7 @@ const NUM_BUFFERS: usize = 10;
 const QUEUE_SIZES: [u16; 2] = [256, 256];
 /// A TX chain longer than this (header included) is dropped unread.
 const MAX_TX: usize = HDR + (64 << 10);
-/// Pump rounds per call at most.
+/// Pump rounds per call at most (more only while the backend is full).
 const ROUNDS: usize = 8;
 /// The guest's MAC, as QEMU gives its first NIC.
 pub(crate) const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -53,6 +53,15 @@ pub(crate) struct NetStats {
     pub rx_dropped: u64,
     /// Guest chains dropped: too long, or shorter than the header.
     pub tx_dropped: u64,
+}
+
+/// What one [`VirtioNet::tx`] did.
+#[derive(Default)]
+struct Tx {
+    /// Chains were taken.
+    taken: bool,
+    /// It stopped because the backend was full.
+    stalled: bool,
 }
 
 pub(crate) struct VirtioNet<B> {
@@ -77,22 +86,25 @@ impl<B: NetBackend> VirtioNet<B> {
         &mut self.backend
     }
 
-    /// Moves frames both ways until nothing moves (or [`ROUNDS`]); true if
+    /// Moves frames both ways: every guest chain the backend takes, the
+    /// backend's own work, then its frames into the guest's buffers. The
+    /// guest does not run meanwhile, so once more only helps when the
+    /// backend was full while chains waited (up to [`ROUNDS`]). True if
     /// the guest got frames.
     fn pump(&mut self, ctx: &mut VirtioCtx, active: bool) -> Result<bool, DeviceError> {
         let mut sent = false;
         let mut received = false;
         for _ in 0..ROUNDS {
-            let tx = active && self.tx(ctx)?;
-            let host = self.backend.poll();
+            let tx = if active { self.tx(ctx)? } else { Tx::default() };
+            self.backend.poll();
             let rx = if active {
                 self.rx(ctx)?
             } else {
                 self.drop_rx()
             };
-            sent |= active && tx;
+            sent |= active && tx.taken;
             received |= active && rx;
-            if !(tx || host || rx) {
+            if !(tx.taken && tx.stalled) {
                 break;
             }
         }
@@ -103,11 +115,15 @@ impl<B: NetBackend> VirtioNet<B> {
     }
 
     /// Guest chains to the backend while it takes them.
-    fn tx(&mut self, ctx: &mut VirtioCtx) -> Result<bool, DeviceError> {
+    fn tx(&mut self, ctx: &mut VirtioCtx) -> Result<Tx, DeviceError> {
         let mem = ctx.mem;
         let q = &mut ctx.queues[TX];
-        let mut any = false;
-        while self.backend.can_send() {
+        let mut out = Tx::default();
+        loop {
+            if !self.backend.can_send() {
+                out.stalled = true;
+                break;
+            }
             let Some(chain) = q.iter(mem)?.next() else {
                 break;
             };
@@ -130,9 +146,9 @@ impl<B: NetBackend> VirtioNet<B> {
                 self.stats.tx_dropped += 1;
             }
             q.add_used(mem, head, 0)?;
-            any = true;
+            out.taken = true;
         }
-        Ok(any)
+        Ok(out)
     }
 
     /// The backend's frames into posted RX chains.
