@@ -404,7 +404,7 @@ impl NetBackend for UserNet {
             progress |= self.start_connects();
             progress |= self.poll_stack();
             any |= progress;
-            if !(accepted || !ready.all) {
+            if !accepted && ready.all {
                 break;
             }
         }
