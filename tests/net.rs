@@ -150,6 +150,45 @@ fn fifty_host_clients_through_publish_get_byte_exact_answers() {
     assert_eq!(server.exit(3), Some(3));
 }
 
+/// More connections at once than the guest's backlog (64) and its armed
+/// sockets: every one is relayed, held by the guest and answered. (Before
+/// the runner paced its handshakes, dropped SYNs made a burst like this
+/// wait on resend back-off, and the runner closed some after 3 s.)
+#[test]
+fn a_burst_of_connections_past_the_backlog_is_held_and_served() {
+    if !kvm_available() {
+        return;
+    }
+    const N: usize = 300;
+    let img = image("lineserver");
+    let port = free_port();
+    let server = Server::publish(&img, &format!("127.0.0.1:{port}:7000"), port);
+    let conns: Vec<TcpStream> = (0..N).map(|_| server.connect()).collect();
+    // The runner accepts at once; the guest takes them as it can (bounded).
+    let t = Instant::now();
+    loop {
+        let n: usize = server
+            .ask("clients")
+            .trim()
+            .strip_prefix("clients: ")
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        // The asking connection counts too.
+        if n > N {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the guest holds {n} of {N} connections after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (c, conn) in conns.into_iter().enumerate() {
+        converse(conn, &lines_for(c)[..2]);
+    }
+    assert_eq!(server.exit(0), Some(0));
+}
+
 #[test]
 fn a_port_the_guest_never_listens_on_is_closed_and_the_runner_lives_on() {
     if !kvm_available() {
