@@ -96,6 +96,8 @@ pub(crate) struct UserNet {
     sockets: SocketSet<'static>,
     listeners: Vec<Listener>,
     relays: HashMap<u64, (Relay, SocketHandle)>,
+    /// epoll's answer, reused by every [`Self::ready`].
+    events: Vec<EpollEvent>,
     /// Accepted clients whose connection to the guest has not started.
     waiting: VecDeque<(TcpStream, u16)>,
     next_token: u64,
@@ -151,6 +153,7 @@ impl UserNet {
             listeners,
             relays: HashMap::new(),
             waiting: VecDeque::new(),
+            events: vec![EpollEvent::default(); EVENTS],
             next_token: RELAY_TOKEN,
             next_port: *EPHEMERAL.start(),
             epoll,
@@ -200,14 +203,13 @@ impl UserNet {
 
     /// What epoll reports ready now (one nonblocking call): listeners
     /// that have connections, and relays' host sockets by token.
-    fn ready(&self) -> Ready {
-        let mut events = vec![EpollEvent::default(); EVENTS];
+    fn ready(&mut self) -> Ready {
         let mut ready = Ready::default();
-        let Ok(n) = self.epoll.wait(0, &mut events) else {
+        let Ok(n) = self.epoll.wait(0, &mut self.events) else {
             return ready;
         };
         ready.all = n < EVENTS;
-        for e in &events[..n] {
+        for e in &self.events[..n] {
             if e.data() < RELAY_TOKEN {
                 ready.listeners.push(e.data() as usize);
             } else {
