@@ -37,6 +37,7 @@ use crate::net::user::UserNet;
 use crate::timeline::Timeline;
 use crate::virtio::mmio::MmioTransport;
 use crate::virtio::net::{GUEST_MAC, VirtioNet};
+use crate::virtio::worker::Worked;
 use crate::vm::{self, Parts, VcpuThread, Vm};
 use crate::{Console, MIB, VmConfig, VmmError, memory, vcpu};
 
@@ -111,7 +112,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     )
     .map_err(|source| VmmError::Thread { source })?;
     if let Some(net) = net {
-        attach_net(&mut devices, net)?;
+        attach_net(&mut devices, net, machine.mem())?;
     }
     Ok(Vm::new(Parts {
         machine,
@@ -146,10 +147,19 @@ enum Backend {
 
 /// The network device: virtio-net on its backend, in the first
 /// virtio-mmio slot.
-fn attach_net(devices: &mut Devices, backend: Backend) -> Result<(), VmmError> {
+fn attach_net(
+    devices: &mut Devices,
+    backend: Backend,
+    mem: &GuestMemoryMmap,
+) -> Result<(), VmmError> {
+    let setup = |e: std::io::Error| VmmError::Net(NetError::Setup(e));
     let device: Box<dyn crate::bus::MmioDevice> = match backend {
-        Backend::User(b) => Box::new(transport(VirtioNet::new(*b, GUEST_MAC))?),
-        Backend::Tap(b) => Box::new(transport(VirtioNet::new(b, GUEST_MAC))?),
+        Backend::User(b) => Box::new(
+            Worked::start(transport(VirtioNet::new(*b, GUEST_MAC))?, mem.clone()).map_err(setup)?,
+        ),
+        Backend::Tap(b) => Box::new(
+            Worked::start(transport(VirtioNet::new(b, GUEST_MAC))?, mem.clone()).map_err(setup)?,
+        ),
     };
     devices
         .attach_mmio(

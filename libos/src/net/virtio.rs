@@ -15,9 +15,11 @@
 //! at once and the device is told only if it asks (our runner never does:
 //! it fills the ring whenever it runs). Frames to send are put in the
 //! transmit ring, and under our runner the notify is deferred: the
-//! runner's `hc::WAIT` takes every queued frame before it blocks, so a
-//! server that answers and then waits for the next request costs one exit
-//! per round trip. A deferred frame is never held long: the device is
+//! runner's network thread takes them while it looks at the rings after
+//! traffic, and its `hc::WAIT` takes every queued frame before it blocks,
+//! so a server that answers and then waits (stack.rs spins on the receive
+//! ring first) costs no exit per round trip. A deferred frame is never
+//! held long: the device is
 //! notified when the ring is full, before the libOS blocks any other way
 //! (sleep, console read) or exits, and at the next system call once it
 //! has waited [`TX_DEFER_NS`]. Under another VMM (QEMU) each stack poll

@@ -1,19 +1,13 @@
 //! `hc::WAIT`: the guest has nothing to run and waits for its devices.
-//! The devices have no interrupts and no threads, so this is where their
-//! host-side work happens while the guest is idle: every MMIO device is
-//! polled ([`crate::bus::Poll`]); if none put anything in a used ring,
-//! the vCPU thread blocks in one epoll set holding the devices' own fds
-//! (a network's listeners and sockets, behind its backend's epoll fd) and
-//! the VM's stop event, until one is ready, a device's timer is due, or
-//! the guest's time is up; then it polls again. The result is 1 once a
+//! The devices have no interrupts, so a waiting guest learns of their work
+//! here: every MMIO device is polled ([`crate::bus::Poll`]; for virtio-net
+//! that also takes the frames the guest queued without a notify); if none
+//! gave the guest anything, the vCPU thread blocks in one epoll set
+//! holding the devices' own fds (a worker thread's "delivered" event,
+//! `virtio/worker.rs`) and the VM's stop event, until one is ready, a
+//! device's timer is due, or the guest's time is up; then it polls again. The result is 1 once a
 //! device gave the guest something, 0 when the time passed (or the VM is
 //! being stopped). With no such device it is a sleep that a stop ends.
-//!
-//! Before it blocks, a wait may spin for a while ([`MAX_POLL`]), as KVM
-//! polls before halting: only while the guest's recent waits were short
-//! (a client in a request/response exchange), never for an idle guest, so
-//! an idle VM costs no CPU. A woken thread starts ~20-50 µs late on this
-//! host, as much as a whole VM exit.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -32,12 +26,6 @@ use super::Devices;
 /// vCPU thread.
 const MIN_DEVICE_DELAY: Duration = Duration::from_millis(1);
 const STOP_TOKEN: u64 = 0;
-/// Adaptive polling (KVM's halt polling, for our wait): a guest whose
-/// waits end within this keeps the vCPU thread spinning up to this long
-/// before it sleeps, so the answer to a request/response client skips the
-/// thread's wake-up. Measured with `bash ci/bench-net.sh` (README).
-const MAX_POLL: Duration = Duration::from_micros(200);
-const START_POLL: Duration = Duration::from_micros(10);
 
 pub(crate) struct Waiter {
     epoll: Epoll,
@@ -45,8 +33,6 @@ pub(crate) struct Waiter {
     /// Our own handle on the stop event, registered in `epoll`.
     _stop_evt: EventFd,
     devices: u64,
-    /// How long the next wait spins before it blocks ([`Self::learn`]).
-    poll_for: Duration,
 }
 
 impl Waiter {
@@ -63,7 +49,6 @@ impl Waiter {
             stop,
             _stop_evt: evt,
             devices: 0,
-            poll_for: Duration::ZERO,
         })
     }
 
@@ -79,31 +64,6 @@ impl Waiter {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Spins (nonblocking epoll checks) for up to `d` or until something
-    /// is ready.
-    fn poll_briefly(&self, d: Duration) {
-        let until = Instant::now() + d;
-        let mut events = [EpollEvent::default(); 1];
-        while Instant::now() < until {
-            if matches!(self.epoll.wait(0, &mut events), Ok(n) if n > 0) {
-                return;
-            }
-            // A client woken on this CPU runs at once instead of waiting for
-            // the spin to end.
-            std::thread::yield_now();
-        }
-    }
-
-    /// Adapts [`Self::poll_for`] to how long the last wait took (`None`:
-    /// it ran out): doubled while work keeps coming within [`MAX_POLL`],
-    /// back to nothing once it does not.
-    fn learn(&mut self, took: Option<Duration>) {
-        self.poll_for = match took {
-            Some(t) if t <= MAX_POLL => (self.poll_for * 2).clamp(START_POLL, MAX_POLL),
-            _ => Duration::ZERO,
-        };
     }
 
     /// Blocks until something is ready or `wait` passes (`None`: no
@@ -128,9 +88,7 @@ impl Devices {
     }
 
     fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> bool {
-        let started = Instant::now();
-        let deadline = timeout.and_then(|t| started.checked_add(t));
-        let mut polled = false;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.waiter.stopping() {
                 return false;
@@ -140,15 +98,11 @@ impl Devices {
                 work |= dev.poll(mem);
             }
             if work {
-                self.waiter.learn(Some(started.elapsed()));
                 return true;
             }
             let now = Instant::now();
             let left = match deadline {
-                Some(d) if d <= now => {
-                    self.waiter.learn(None);
-                    return false;
-                }
+                Some(d) if d <= now => return false,
                 Some(d) => Some(d - now),
                 None => None,
             };
@@ -162,12 +116,6 @@ impl Devices {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if !polled && !self.waiter.poll_for.is_zero() {
-                polled = true;
-                let for_ = wait.map_or(self.waiter.poll_for, |w| w.min(self.waiter.poll_for));
-                self.waiter.poll_briefly(for_);
-                continue;
-            }
             self.waiter.block(wait);
         }
     }

@@ -7,10 +7,10 @@
 //! over the link. The other is [`tap::TapNet`] (`--tap NAME`): the link
 //! is a Linux tap device and frames pass through unchanged.
 //!
-//! No interrupts and no thread of its own: the vCPU thread runs the
-//! backend when the guest notifies a queue and while it waits in
-//! `hc::WAIT` (see `devices/wait.rs`), blocking on the backend's
-//! [`NetBackend::wait_fd`] when there is nothing to do.
+//! No interrupts: the device's worker thread (`virtio/worker.rs`) runs
+//! the backend while the guest runs, blocking on the backend's
+//! [`NetBackend::wait_fd`] when there is nothing to do; the vCPU thread
+//! runs it too when the guest notifies a queue or waits in `hc::WAIT`.
 //!
 //! docs/ARCHITECTURE.md §4.
 

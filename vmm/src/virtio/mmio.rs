@@ -691,6 +691,13 @@ impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
     }
 }
 
+impl<D: VirtioDevice> MmioTransport<D> {
+    /// [`VirtioDevice::take_moved`].
+    pub(crate) fn take_moved(&mut self) -> bool {
+        self.device.take_moved()
+    }
+}
+
 impl<D: VirtioDevice> Poll for MmioTransport<D> {
     fn poll(&mut self, mem: &GuestMemoryMmap) -> bool {
         let active = self.active();

@@ -22,6 +22,7 @@
 
 pub(crate) mod mmio;
 pub(crate) mod net;
+pub(crate) mod worker;
 
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -108,6 +109,12 @@ pub(crate) trait VirtioDevice {
     /// Readable when [`Self::poll`] has work; owned by the device.
     fn wait_fd(&self) -> Option<RawFd> {
         None
+    }
+
+    /// Whether anything moved (either way) since last asked: a worker
+    /// thread (`worker.rs`) keeps looking while it does.
+    fn take_moved(&mut self) -> bool {
+        false
     }
 
     /// When [`Self::poll`] must run again at the latest, if ever.

@@ -5,10 +5,12 @@
 //! all zeros except `num_buffers` = 1 on receive, and one RX chain holds
 //! one whole frame.
 //!
-//! **When frames move.** No interrupts and no thread: on a notify of
-//! either queue and whenever the VM waits ([`VirtioDevice::poll`]: so
-//! `hc::WAIT` also stands for a notify of the transmit queue, which the
-//! libOS relies on to send without an exit of its own), the device pumps: guest TX chains to the backend (while it takes them;
+//! **When frames move.** No interrupts: on a notify of either queue,
+//! whenever the VM waits ([`VirtioDevice::poll`]: so `hc::WAIT` also
+//! stands for a notify of the transmit queue, which the libOS relies on to
+//! send without an exit of its own), and whenever its worker thread
+//! (`worker.rs`) finds host work or looks at the rings, the device pumps:
+//! guest TX chains to the backend (while it takes them;
 //! otherwise they stay in the ring and the guest sees them pending), the
 //! backend's host-side work, then the backend's frames into posted RX
 //! chains. A frame waits in the backend's bounded queue while the guest
@@ -68,6 +70,8 @@ pub(crate) struct VirtioNet<B> {
     backend: B,
     mac: [u8; 6],
     active: bool,
+    /// Frames or host data moved since [`VirtioDevice::take_moved`].
+    moved: bool,
     pub stats: NetStats,
 }
 
@@ -77,6 +81,7 @@ impl<B: NetBackend> VirtioNet<B> {
             backend,
             mac,
             active: false,
+            moved: false,
             stats: NetStats::default(),
         }
     }
@@ -96,7 +101,7 @@ impl<B: NetBackend> VirtioNet<B> {
         let mut received = false;
         for _ in 0..ROUNDS {
             let tx = if active { self.tx(ctx)? } else { Tx::default() };
-            self.backend.poll();
+            self.moved |= self.backend.poll() | tx.taken;
             let rx = if active {
                 self.rx(ctx)?
             } else {
@@ -104,6 +109,7 @@ impl<B: NetBackend> VirtioNet<B> {
             };
             sent |= active && tx.taken;
             received |= active && rx;
+            self.moved |= rx;
             if !(tx.taken && tx.stalled) {
                 break;
             }
@@ -259,6 +265,10 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
 
     fn poll_delay(&mut self) -> Option<Duration> {
         self.backend.poll_delay()
+    }
+
+    fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
     }
 
     fn unsaved_state(&self) -> Option<&'static str> {
