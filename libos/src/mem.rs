@@ -13,7 +13,10 @@ use crate::syscall::Errno;
 use spin::Mutex;
 
 pub const PAGE: u64 = 4096;
-const MAX_RANGES: usize = 2048;
+/// Free ranges tracked at most (24 bytes each, in .bss: untouched until
+/// used). The libOS's large heap blocks come from here too (arch/heap.rs),
+/// so thousands of sockets closed in any order can leave one gap each.
+const MAX_RANGES: usize = 16384;
 
 #[derive(Clone, Copy, Default)]
 struct Range {

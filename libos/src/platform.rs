@@ -205,7 +205,7 @@ pub fn wait_devices(ns: u64) {
 const DEVICE_SPIN_NS: u64 = 50_000;
 
 pub fn exit(status: u8) -> ! {
-    crate::net::flush_tx();
+    crate::net::drain_tx();
     cpu::outb(pgkraft_abi::PORT_EXIT, status);
     // No exit device (e.g. a VMM without isa-debug-exit): stay here quietly.
     loop {

@@ -42,6 +42,8 @@ const PAGE: usize = 4096;
 
 struct Heap;
 
+static LEAK_SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 fn whole_pages(layout: Layout) -> bool {
     layout.size() >= PAGES_FROM && layout.align() <= PAGE
 }
@@ -72,9 +74,17 @@ unsafe impl GlobalAlloc for Heap {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if whole_pages(layout) {
-            // Cannot fail for a range alloc_top gave, but for the free
-            // list being full (then the pages stay taken).
-            let _ = crate::mem::free(ptr as u64, layout.size() as u64);
+            // Cannot fail for a range alloc_top gave, but for mem's list
+            // of free ranges being full: then the pages stay taken, said
+            // once (log writes into a stack buffer: no allocation here).
+            if crate::mem::free(ptr as u64, layout.size() as u64).is_err()
+                && !LEAK_SAID.swap(true, core::sync::atomic::Ordering::Relaxed)
+            {
+                crate::log!(
+                    "libos: heap: could not give {} bytes back (too many free ranges); kept",
+                    layout.size()
+                );
+            }
             return;
         }
         // SAFETY: a small block talc gave (same layout, caller's contract).

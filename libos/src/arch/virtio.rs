@@ -74,18 +74,25 @@ pub const BUF: usize = 2048;
 /// A virtqueue of `virtio-drivers` with buffers of its own, one descriptor
 /// per buffer: the unsafe contract of `VirtQueue::add` (a buffer stays put
 /// and untouched while the device holds it) is kept here, so the driver
-/// above (net/virtio.rs) is safe code. The buffers live as long as the
-/// ring, and the ring as long as the libOS (the stack is never torn down).
+/// above (net/virtio.rs) is safe code. The buffers are never freed (the
+/// stack is never torn down), and each is reached only through a slice of
+/// its own, never through one over all of them: the device writes the
+/// buffers it holds while the guest runs.
 pub struct Ring<const SIZE: usize> {
     queue: virtio_drivers::queue::VirtQueue<IdentityHal, SIZE>,
     /// Device writes the buffers (receive) or reads them (transmit).
     writable: bool,
-    store: alloc::boxed::Box<[u8]>,
-    /// Per token (chain head): the buffer it carries and its offered length.
-    held: [(u16, u16); SIZE],
+    /// SIZE buffers of BUF bytes, leaked.
+    base: NonNull<u8>,
+    /// Per token (chain head) the device holds: its buffer and length.
+    held: [Option<(u16, u16)>; SIZE],
     /// Buffers the device does not hold.
     free: alloc::vec::Vec<u16>,
 }
+
+// SAFETY: `base` is memory only this Ring refers to (leaked for it); the
+// libOS runs on one vCPU, and the Ring moves with the stack that owns it.
+unsafe impl<const SIZE: usize> Send for Ring<SIZE> {}
 
 impl<const SIZE: usize> Ring<SIZE> {
     pub fn new(
@@ -93,13 +100,27 @@ impl<const SIZE: usize> Ring<SIZE> {
         idx: u16,
         writable: bool,
     ) -> Result<Self, virtio_drivers::Error> {
+        let store: &'static mut [u8] = alloc::vec![0u8; SIZE * BUF].leak();
         Ok(Ring {
             queue: virtio_drivers::queue::VirtQueue::new(t, idx, false, false)?,
             writable,
-            store: alloc::vec![0u8; SIZE * BUF].into_boxed_slice(),
-            held: [(0, 0); SIZE],
+            base: NonNull::from(store).cast(),
+            held: [None; SIZE],
             free: (0..SIZE as u16).collect(),
         })
+    }
+
+    /// Buffer `b`'s first `len` bytes.
+    ///
+    /// # Safety
+    /// Only while the device does not hold buffer `b` (off the free list
+    /// for `offer`, or just popped in `take_used`) and no other slice of
+    /// it lives.
+    unsafe fn slot<'a>(&self, b: u16, len: usize) -> &'a mut [u8] {
+        debug_assert!((b as usize) < SIZE && len <= BUF);
+        // SAFETY: buffer `b` lies inside the leaked SIZE * BUF bytes, which
+        // are never freed; uniqueness is the caller's.
+        unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(b as usize * BUF), len) }
     }
 
     /// Whether the device wants to hear of new buffers (it may say no:
@@ -110,6 +131,11 @@ impl<const SIZE: usize> Ring<SIZE> {
 
     pub fn has_free(&self) -> bool {
         !self.free.is_empty()
+    }
+
+    /// The device holds no buffer (all it was given came back).
+    pub fn all_free(&self) -> bool {
+        self.free.len() == SIZE
     }
 
     /// Whether the device gave a buffer back ([`Self::take_used`] has one).
@@ -127,22 +153,23 @@ impl<const SIZE: usize> Ring<SIZE> {
         let Some(b) = self.free.pop() else {
             return false;
         };
-        let start = b as usize * BUF;
-        let buf = &mut self.store[start..start + len];
+        let writable = self.writable;
+        // SAFETY: `b` just came off the free list: the device does not hold
+        // it and no slice of it lives.
+        let buf = unsafe { self.slot(b, len) };
         fill(buf);
-        // SAFETY: the buffer is part of `store`, which lives (unmoved, it
-        // is boxed) as long as the queue; it came off the free list, so
-        // nothing else refers to it, and it goes back on only after
-        // `pop_used` returned it (take_used), which is when the device is
-        // done with it.
-        let token = if self.writable {
+        // SAFETY: the buffer came off the free list, so the device does
+        // not hold it and nothing else refers to it; it goes back on only
+        // after `pop_used` returned it (take_used), which is when the
+        // device is done with it; the memory is never freed.
+        let token = if writable {
             unsafe { self.queue.add(&[], &mut [buf]) }
         } else {
             unsafe { self.queue.add(&[buf], &mut []) }
         };
         match token {
             Ok(t) => {
-                self.held[t as usize] = (b, len as u16);
+                self.held[t as usize] = Some((b, len as u16));
                 true
             }
             Err(_) => {
@@ -154,25 +181,30 @@ impl<const SIZE: usize> Ring<SIZE> {
 
     /// The next buffer the device gave back: `f` sees the bytes it wrote
     /// (a receive ring) or nothing (a transmit ring), then the buffer is
-    /// free again.
+    /// free again. A token we never gave out ends nothing (and is `None`).
     pub fn take_used<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let token = self.queue.peek_used()?;
-        let (b, len) = self.held[token as usize];
-        let start = b as usize * BUF;
-        let buf = &mut self.store[start..start + len as usize];
+        let (b, len) = self.held.get(token as usize).copied().flatten()?;
+        let writable = self.writable;
+        // SAFETY: the device is done with `b` (its chain is the next used
+        // one) and we hold no slice of it.
+        let buf = unsafe { self.slot(b, len as usize) };
         // SAFETY: `token` is the next used chain, and `buf` is exactly the
         // one buffer `offer` added under that token, in the same direction.
-        let used = if self.writable {
+        let used = if writable {
             unsafe { self.queue.pop_used(token, &[], &mut [buf]) }
         } else {
             unsafe { self.queue.pop_used(token, &[buf], &mut []) }
         };
-        self.free.push(b);
         let used = used.ok()? as usize;
-        let data = if self.writable {
-            &self.store[start..start + used.min(len as usize)]
+        self.held[token as usize] = None;
+        self.free.push(b);
+        let data: &[u8] = if writable {
+            // SAFETY: `b` is free and the earlier slice is no longer used;
+            // nothing offers it again before `f` returns.
+            unsafe { self.slot(b, used.min(len as usize)) }
         } else {
-            &[][..]
+            &[]
         };
         Some(f(data))
     }

@@ -24,11 +24,20 @@ use crate::syscall::{Errno, signal};
 use addr::{AF_INET, AF_INET6, AF_UNIX, SockAddr};
 
 /// Frames queued for the device go out now (before the libOS blocks
-/// other than in `hc::WAIT`, or exits): see net/virtio.rs.
+/// other than in `hc::WAIT`): see net/virtio.rs.
 pub fn flush_tx() {
     #[cfg(not(test))]
     if virtio::tx_pending() {
-        stack::try_with(|s| s.kick());
+        stack::try_with(|s| s.kick(false));
+    }
+}
+
+/// Before the VM ends: frames queued for the device go out, and the
+/// device has taken them (bounded wait).
+pub fn drain_tx() {
+    #[cfg(not(test))]
+    if virtio::tx_pending() {
+        stack::try_with(|s| s.kick(true));
     }
 }
 
@@ -37,7 +46,7 @@ pub fn flush_tx() {
 pub fn tx_deadline() {
     #[cfg(not(test))]
     if virtio::tx_pending() && virtio::tx_overdue(crate::time::monotonic_ns()) {
-        stack::try_with(|s| s.kick());
+        stack::try_with(|s| s.kick(false));
     }
 }
 

@@ -101,12 +101,24 @@ impl Dev {
         }
     }
 
-    /// Tells the device about every queued frame now.
-    fn kick(&mut self) {
+    /// Tells the device about every queued frame now; with `drain`, also
+    /// waits (bounded) until it took them.
+    fn kick(&mut self, drain: bool) {
         match self {
             Dev::Loop(_) => {}
             #[cfg(not(test))]
+            Dev::Virtio(d) if drain => d.drain_tx(),
+            #[cfg(not(test))]
             Dev::Virtio(d) => d.kick_tx(),
+        }
+    }
+
+    /// Whether the device still holds frames to send.
+    fn tx_unsent(&mut self) -> bool {
+        match self {
+            Dev::Loop(_) => false,
+            #[cfg(not(test))]
+            Dev::Virtio(d) => d.tx_unsent(),
         }
     }
 }
@@ -513,10 +525,11 @@ impl Stack {
         self.reap();
     }
 
-    /// Every device told about every queued frame now.
-    pub fn kick(&mut self) {
+    /// Every device told about every queued frame now (`drain`: and
+    /// waits, bounded, until each took them).
+    pub fn kick(&mut self, drain: bool) {
         for n in &mut self.ifs {
-            n.dev.kick();
+            n.dev.kick(drain);
         }
     }
 
@@ -650,6 +663,9 @@ pub fn idle_until(until: u64) {
 /// soon, 0 once one does not, so an idle guest does not spin.
 static SPIN_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 const MAX_SPIN_NS: u64 = 200_000;
+/// How long a spin waits for the runner to take the frames the guest
+/// queued before it gives up and makes `hc::WAIT` (which takes them).
+const TX_GRACE_NS: u64 = 20_000;
 const START_SPIN_NS: u64 = 20_000;
 
 fn learn_spin(soon: bool) {
@@ -669,10 +685,25 @@ fn spin_for_frames(until: u64) -> bool {
     if budget == 0 || crate::platform::host() != crate::platform::Host::Runner {
         return false;
     }
-    let end = until.min(crate::time::monotonic_ns().saturating_add(budget));
-    while crate::time::monotonic_ns() < end {
-        if with(|s| s.ifs.get(1).is_some_and(|n| n.dev.pending())) {
+    let start = crate::time::monotonic_ns();
+    let end = until.min(start.saturating_add(budget));
+    loop {
+        let now = crate::time::monotonic_ns();
+        if now >= end {
+            break;
+        }
+        let (frame, unsent) = with(|s| match s.ifs.get_mut(1) {
+            Some(n) => (n.dev.pending(), n.dev.tx_unsent()),
+            None => (false, false),
+        });
+        if frame {
             return true;
+        }
+        // Our own answer still waits in the ring: the runner's network
+        // thread takes it at once after traffic; if it has not within
+        // TX_GRACE_NS, it is not looking, and hc::WAIT carries it.
+        if unsent && now.saturating_sub(start) >= TX_GRACE_NS {
+            break;
         }
         crate::arch::cpu::pause();
     }

@@ -56,6 +56,9 @@ const FRAME: usize = 1514;
 /// runs without blocking (checked at each system call).
 pub const TX_DEFER_NS: u64 = 100_000;
 
+/// How long the VM's end waits for the device to take the last frames.
+const DRAIN_NS: u64 = 10_000_000;
+
 /// When the oldest unannounced frame was queued (monotonic ns), 0 if none:
 /// read at every system call, so it lives outside the stack's lock.
 static TX_PENDING_SINCE: AtomicU64 = AtomicU64::new(0);
@@ -157,13 +160,39 @@ impl VirtioNet {
         }
     }
 
-    /// Tells the device about every queued frame now.
+    /// Tells the device about every queued frame now, unless it took
+    /// them all already (the runner's network thread does, after traffic).
     pub fn kick_tx(&mut self) {
+        if !self.tx_unsent() {
+            return;
+        }
         TX_PENDING_SINCE.store(0, Ordering::Relaxed);
         if self.tx.should_notify() {
             self.transport.notify(TX);
         }
         self.reclaim_tx();
+    }
+
+    /// Whether the device still holds frames to send (after taking back
+    /// what it is done with; none held clears the deferral clock).
+    pub fn tx_unsent(&mut self) -> bool {
+        self.reclaim_tx();
+        if self.tx.all_free() {
+            TX_PENDING_SINCE.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// [`Self::kick_tx`], then waits (bounded) until the device has taken
+    /// every frame: before the VM ends, under a VMM that sends later (QEMU
+    /// sends from a deferred task; its exit device ends the VM at once).
+    pub fn drain_tx(&mut self) {
+        self.kick_tx();
+        let until = crate::time::monotonic_ns().saturating_add(DRAIN_NS);
+        while self.tx_unsent() && crate::time::monotonic_ns() < until {
+            crate::arch::cpu::pause();
+        }
     }
 
     fn reclaim_tx(&mut self) {
@@ -211,9 +240,11 @@ impl phy::TxToken for Tx<'_> {
             if TX_PENDING_SINCE.load(Ordering::Relaxed) == 0 {
                 TX_PENDING_SINCE.store(crate::time::monotonic_ns().max(1), Ordering::Relaxed);
             }
-        } else {
-            crate::log!("libos: virtio-net: a {len}-byte frame did not fit the transmit ring");
+        } else if HDR + len > BUF {
+            crate::log!("libos: virtio-net: a {len}-byte frame is longer than a buffer; dropped");
         }
+        // Else the ring was full (`transmit` found no room): dropped, as a
+        // full device queue drops; TCP sends it again.
         match (r, f) {
             (Some(r), _) => r,
             // Not queued (too long): smoltcp still needs its answer; the

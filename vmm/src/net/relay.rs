@@ -41,6 +41,9 @@ pub(crate) struct Relay {
     blocked_out: bool,
     /// The epoll interest registered for `host`.
     pub interest: EventSet,
+    /// `host` is in the epoll set (taken out while a hang-up cannot be
+    /// acted on: `UserNet::step_relays`).
+    pub registered: bool,
 }
 
 /// What [`Relay::step`] found.
@@ -63,6 +66,7 @@ impl Relay {
             host_shut: false,
             blocked_out: false,
             interest: EventSet::empty(),
+            registered: true,
         }
     }
 

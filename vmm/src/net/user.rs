@@ -9,7 +9,8 @@
 //! connection ([`RING`] bytes each), at most [`MAX_CONNECTIONS`]
 //! connections (more are accepted and closed at once). One epoll set
 //! holds the listeners and the host sockets with the interest each needs
-//! now; the VM's wait blocks on it ([`NetBackend::wait_fd`]).
+//! now; the network's worker thread blocks on it ([`NetBackend::wait_fd`],
+//! `virtio/worker.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -58,9 +59,10 @@ struct Ready {
 }
 
 /// A listener with the largest backlog the host allows (std's is 128): the
-/// runner accepts only when the vCPU thread is out of the guest, and a
-/// burst of connects meanwhile must queue in the kernel, not have SYNs
-/// dropped (each costs the client a 1 s resend).
+/// runner accepts in batches between its other work, and a burst of
+/// connects meanwhile must queue in the kernel, not have SYNs dropped
+/// (each costs the client a 1 s resend; measured when the runner accepted
+/// only while the vCPU thread was out of the guest).
 fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with, sockopt};
     let family = if addr.is_ipv4() {
@@ -337,20 +339,34 @@ impl UserNet {
                 continue;
             }
             let wanted = relay.wanted(sock);
-            if let Some(host) = &relay.host
-                && wanted != relay.interest
-            {
-                let _ = self.epoll.ctl(
-                    ControlOperation::Modify,
-                    host.as_raw_fd(),
-                    EpollEvent::new(wanted, token),
-                );
+            let Some(host) = &relay.host else { continue };
+            let fd = host.as_raw_fd();
+            // A hang-up is reported whatever the interest: one this step
+            // could not act on (the ring toward the guest is full, so the
+            // last bytes and the FIN cannot be read yet) would wake the
+            // network thread for ever. Out of the set until there is room.
+            let stuck = events.contains(EventSet::HANG_UP) && !step.progress;
+            if stuck && relay.registered {
+                let _ = self
+                    .epoll
+                    .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                relay.registered = false;
+            } else if !relay.registered && !stuck && wanted.contains(EventSet::IN) {
+                let _ = self
+                    .epoll
+                    .ctl(ControlOperation::Add, fd, EpollEvent::new(wanted, token));
+                relay.registered = true;
+                relay.interest = wanted;
+            } else if relay.registered && wanted != relay.interest {
+                let _ =
+                    self.epoll
+                        .ctl(ControlOperation::Modify, fd, EpollEvent::new(wanted, token));
                 relay.interest = wanted;
             }
         }
         for token in done {
             if let Some((relay, handle)) = self.relays.remove(&token) {
-                if let Some(host) = &relay.host {
+                if let Some(host) = relay.host.as_ref().filter(|_| relay.registered) {
                     let _ = self.epoll.ctl(
                         ControlOperation::Delete,
                         host.as_raw_fd(),

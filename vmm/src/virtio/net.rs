@@ -16,8 +16,9 @@
 //! chains. A frame waits in the backend's bounded queue while the guest
 //! has no RX chain posted; one too long for the chain it gets is dropped
 //! (counted), as are all frames while no driver has the device. The
-//! receive queue's notifications are suppressed (VRING_USED_F_NO_NOTIFY):
-//! its ring is looked at on every pump anyway.
+//! receive queue's notifications are suppressed (VRING_USED_F_NO_NOTIFY)
+//! but while frames wait for buffers: its ring is looked at on every pump
+//! anyway.
 //!
 //! docs/ARCHITECTURE.md §4.
 
@@ -72,6 +73,8 @@ pub(crate) struct VirtioNet<B> {
     active: bool,
     /// Frames or host data moved since [`VirtioDevice::take_moved`].
     moved: bool,
+    /// The receive queue's notifications are on (only while starved).
+    rx_notify: bool,
     pub stats: NetStats,
 }
 
@@ -82,6 +85,7 @@ impl<B: NetBackend> VirtioNet<B> {
             mac,
             active: false,
             moved: false,
+            rx_notify: false,
             stats: NetStats::default(),
         }
     }
@@ -164,6 +168,15 @@ impl<B: NetBackend> VirtioNet<B> {
         let mut any = false;
         while self.backend.can_recv() {
             let Some(chain) = q.iter(mem)?.next() else {
+                // Starved: frames wait for buffers. Ask the guest to tell
+                // us when it gives some back (else only its next wait
+                // would); buffers that came meanwhile are taken now.
+                if !self.rx_notify {
+                    self.rx_notify = true;
+                    if q.enable_notification(mem)? {
+                        continue;
+                    }
+                }
                 break;
             };
             let head = chain.head_index();
@@ -198,6 +211,10 @@ impl<B: NetBackend> VirtioNet<B> {
             q.add_used(mem, head, total as u32)?;
             self.stats.rx_frames += 1;
             any = true;
+        }
+        if self.rx_notify && !self.backend.can_recv() {
+            self.rx_notify = false;
+            q.disable_notification(mem)?;
         }
         Ok(any)
     }
@@ -243,6 +260,7 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
         // look at the ring whenever we have a frame (every pump), and
         // frames only ever arrive in a pump. Saves an exit per frame.
         ctx.queues[RX].disable_notification(ctx.mem)?;
+        self.rx_notify = false;
         self.active = true;
         self.pump(ctx, true).map(|_| ())
     }

@@ -272,13 +272,16 @@ fn rx_fills_posted_buffers_and_keeps_the_rest() {
     assert_eq!(d.bytes(BUFS + HDR as u64, 1514), frames[0]);
     assert_eq!(d.bytes(BUFS + 0x1000, HDR), hdr);
     assert_eq!(d.bytes(BUFS + 0x2000, 60), frames[1]);
-    // No buffer for the third: it waits in the backend, not dropped.
+    // No buffer for the third: it waits in the backend, not dropped, and
+    // the device now wants to hear of new buffers.
     assert_eq!(d.backend().to_guest.len(), 1);
+    assert_eq!(d.used_flags(RX) & 1, 0, "starved: notifications on");
     let mem = d.mem.clone();
     assert!(!Poll::poll(&mut d.t, &mem));
     d.desc(RX, 3, BUFS + 0x3000, 2048, F_WRITE, 0);
     d.make_available(RX, 3);
     assert!(Poll::poll(&mut d.t, &mem), "a wait delivers it");
+    assert_eq!(d.used_flags(RX) & 1, 1, "fed: notifications off again");
     assert_eq!(d.used(RX, 2), (3, (HDR + 100) as u32));
     assert_eq!(d.bytes(BUFS + 0x3000 + HDR as u64, 100), frames[2]);
     assert_eq!(d.t.device().stats.rx_frames, 3);

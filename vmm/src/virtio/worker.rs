@@ -13,7 +13,8 @@
 //!
 //! The transport is shared behind a mutex: the vCPU thread takes it for
 //! register accesses (set-up, a notify) and for `hc::WAIT` (which flushes
-//! the transmit ring); the worker for everything else. The worker signals
+//! the transmit ring), then nudges the worker (what it did may have moved
+//! the device's timers); the worker does everything else. The worker signals
 //! [`Worked::wait_fd`] when it gave the guest something, which is what
 //! `hc::WAIT` blocks on.
 
@@ -37,11 +38,15 @@ const SPIN: Duration = Duration::from_micros(200);
 const MIN_DELAY: Duration = Duration::from_millis(1);
 const STOP: u64 = 0;
 const DEVICE: u64 = 1;
+const NUDGE: u64 = 2;
 
 pub(crate) struct Worked<D: VirtioDevice + Send + 'static> {
     shared: Arc<Mutex<MmioTransport<D>>>,
     /// Readable when the worker gave the guest frames.
     ready: Arc<EventFd>,
+    /// Written after the vCPU thread pumped: the device's timers may have
+    /// changed, so the worker works out its sleep again.
+    nudge: EventFd,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,11 +63,17 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
         let shared = Arc::new(Mutex::new(t));
         let ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
         let stop = EventFd::new(EFD_NONBLOCK)?;
+        let nudge = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
         epoll.ctl(
             ControlOperation::Add,
             stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, STOP),
+        )?;
+        epoll.ctl(
+            ControlOperation::Add,
+            nudge.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, NUDGE),
         )?;
         if let Some(fd) = device_fd {
             epoll.ctl(
@@ -75,6 +86,7 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
             shared: shared.clone(),
             mem,
             ready: ready.clone(),
+            nudge: nudge.try_clone()?,
             epoll,
         };
         let thread = std::thread::Builder::new()
@@ -83,6 +95,7 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
         Ok(Worked {
             shared,
             ready,
+            nudge,
             stop,
             thread: Some(thread),
         })
@@ -104,7 +117,10 @@ impl<D: VirtioDevice + Send + 'static> BusDevice for Worked<D> {
     }
 
     fn write(&mut self, ctx: &mut Ctx, offset: u64, data: &[u8]) -> Action {
-        lock(&self.shared).write(ctx, offset, data)
+        let action = lock(&self.shared).write(ctx, offset, data);
+        // A notify pumps here, on the vCPU thread.
+        let _ = self.nudge.write(1);
+        action
     }
 }
 
@@ -113,7 +129,9 @@ impl<D: VirtioDevice + Send + 'static> Poll for Worked<D> {
     /// go out), and whatever the worker delivered since the last wait.
     fn poll(&mut self, mem: &GuestMemoryMmap) -> bool {
         let delivered = self.ready.read().is_ok();
-        lock(&self.shared).poll(mem) || delivered
+        let now = lock(&self.shared).poll(mem);
+        let _ = self.nudge.write(1);
+        now || delivered
     }
 
     fn wait_fd(&self) -> Option<RawFd> {
@@ -134,6 +152,7 @@ struct Worker<D: VirtioDevice> {
     shared: Arc<Mutex<MmioTransport<D>>>,
     mem: GuestMemoryMmap,
     ready: Arc<EventFd>,
+    nudge: EventFd,
     epoll: Epoll,
 }
 
@@ -146,6 +165,9 @@ impl<D: VirtioDevice> Worker<D> {
             let n = self.epoll.wait(ms, &mut events).unwrap_or(0);
             if events[..n].iter().any(|e| e.data() == STOP) {
                 return;
+            }
+            if events[..n].iter().any(|e| e.data() == NUDGE) {
+                let _ = self.nudge.read();
             }
             if self.serve() {
                 self.spin();
