@@ -142,6 +142,32 @@ fn postgres_15_passes_the_single_user_checks_natively() {
     native_passes("15");
 }
 
+/// `--native` finds the host-linked server from what the image records and
+/// the cache alone: no recipe anywhere pgkraft looks (an image built from a
+/// user's recipe elsewhere is the same case), and the image moved.
+#[test]
+fn native_needs_no_recipe_only_the_image_and_the_cache() {
+    let img = postgres_image("17");
+    let dir = tempfile::tempdir().unwrap();
+    let moved = dir.path().join("somebodys-db.img");
+    std::fs::copy(&img, &moved).unwrap();
+    let empty_home = dir.path().join("home");
+    std::fs::create_dir(&empty_home).unwrap();
+    let o = run(pgkraft()
+        .env("PGKRAFT_HOME", &empty_home)
+        .arg("smoke")
+        .arg(&moved)
+        .arg("--vm")
+        .arg(repo().join("test-vms/single-user.yaml"))
+        .arg("--native")
+        .arg("--json"));
+    let report: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stdout(&o)));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(report["runner"], "native");
+}
+
 /// A failing check shows what was expected, what came, and the server's
 /// ERROR; the other checks still run in the same session.
 #[test]

@@ -267,6 +267,11 @@ pub fn postgres(
             extensions: pg.extensions.clone(),
             preinit: spec.cluster.preinit,
             password: pw_origin,
+            host_install: pg
+                .install
+                .strip_prefix(cache.root())
+                .ok()
+                .map(Path::to_path_buf),
         }),
         extra_outputs: pw_file.into_iter().collect(),
     })

@@ -75,6 +75,12 @@ pub struct PostgresFacts {
     pub preinit: bool,
     /// Where the superuser's password came from.
     pub password: String,
+    /// The host-linked build of the same objects (stock musl), as a path
+    /// inside the pgkraft cache (its stage keys hash contents, not paths):
+    /// `smoke --native` and the benchmarks find the native server here
+    /// without the recipe. Absent in images from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_install: Option<PathBuf>,
 }
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

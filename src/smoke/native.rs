@@ -35,9 +35,9 @@ pub enum NativeError {
     #[error("{}: the image has no rootfs section (not a postgres image)", image.display())]
     NoRootfs { image: PathBuf },
     #[error(
-        "{}: no host-linked postgres for this image: {detail}\n  fix: pass --postgres PATH (the \
-         host-linked postgres of the image's build, in the pgkraft cache), or keep the image's \
-         recipe in $PGKRAFT_HOME/recipes/",
+        "{}: no host-linked postgres for this image: {detail}\n  fix: rebuild the image with \
+         `pgkraft build RECIPE` (that puts its host-linked server in the cache again), or pass \
+         --postgres PATH (the host-linked postgres of the image's build)",
         image.display()
     )]
     NoHostPostgres { image: PathBuf, detail: String },
@@ -57,10 +57,12 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NativeE
     move |source| NativeError::Io { what, path, source }
 }
 
-/// The host-linked postgres of the build that made `image`: its recipe is
+/// The host-linked postgres of the build that made `image`: where the
+/// image records it in the cache, if it is still there; else (an image
+/// from before that was recorded, or a cache cleaned since) its recipe is
 /// looked up by file name in `$PGKRAFT_HOME/recipes` (and must be the very
-/// text embedded in the image), then every build stage up to the host link
-/// is looked up in the cache (built, if missing).
+/// text embedded in the image), then every build stage up to the host
+/// link is looked up in the cache (built, if missing).
 pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
     let missing = |detail: String| NativeError::NoHostPostgres {
         image: image.to_path_buf(),
@@ -71,6 +73,17 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
         .build()
         .cloned()
         .ok_or_else(|| missing("it carries no build info".into()))?;
+    let recorded = build
+        .postgres
+        .as_ref()
+        .and_then(|p| p.host_install.as_ref());
+    if let Some(rel) = recorded {
+        let cache = crate::build::cache::Cache::from_env().map_err(|e| missing(e.to_string()))?;
+        let server = cache.root().join(rel).join("bin").join("postgres");
+        if server.is_file() {
+            return Ok(server);
+        }
+    }
     let recipe_path = crate::paths::home()
         .join("recipes")
         .join(&build.recipe_file);
