@@ -73,7 +73,7 @@ enum Command {
         #[arg(long)]
         native: bool,
         /// With --native: the host-linked postgres (default: the one the
-        /// image records in the cache, else its recipe's build).
+        /// cache records for the image's build, else its recipe's build).
         #[arg(long, value_name = "PATH", requires = "native")]
         postgres: Option<PathBuf>,
     },
@@ -178,7 +178,7 @@ enum BenchCommand {
         /// The query both answer.
         #[arg(long, default_value = "SELECT 1")]
         query: String,
-        /// The host-linked postgres of the image's build (default: where the image records it in the cache, else from its recipe).
+        /// The host-linked postgres of the image's build (default: the one the cache records for it, else from its recipe).
         #[arg(long, value_name = "PATH")]
         postgres: Option<PathBuf>,
         /// Print one JSON object on stdout, nothing else there.

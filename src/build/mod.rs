@@ -188,6 +188,9 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         "{} unused sections dropped",
         report.dropped_sections
     ));
+    if let Some(install) = &payload.host_install {
+        record_native(&cache, &info_json, install)?;
+    }
 
     let stage = progress.stage("manifest");
     let image_sha256 = cache::sha256_file(&tmp_image).map_err(|source| BuildError::Output {
@@ -241,3 +244,22 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         dropped_bytes: report.dropped_bytes,
     })
 }
+
+/// Records in the cache where the image's host-linked build is, under the
+/// image's build info ([`crate::image::format::native_index_key`]), so
+/// `smoke --native` finds it from the image alone. The path is relative to
+/// the cache root, so a moved cache still answers.
+fn record_native(cache: &Cache, info_json: &[u8], install: &Path) -> Result<(), BuildError> {
+    let dir = cache.root().join(NATIVE_INDEX);
+    let file = dir.join(crate::image::format::native_index_key(info_json));
+    let rel = install.strip_prefix(cache.root()).unwrap_or(install);
+    let out = |source| BuildError::Output {
+        path: file.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(out)?;
+    cache::write_atomic(&file, rel.as_os_str().as_encoded_bytes()).map_err(out)
+}
+
+/// The cache's directory of [`record_native`] records.
+pub const NATIVE_INDEX: &str = "native-index";

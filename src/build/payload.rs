@@ -23,6 +23,9 @@ pub struct Payload {
     pub env: Vec<String>,
     pub rootfs: Option<Rootfs>,
     pub postgres: Option<PostgresFacts>,
+    /// The host-linked build of the same objects (postgres images), in
+    /// the cache: recorded there for `smoke --native` (build/mod.rs).
+    pub host_install: Option<PathBuf>,
     /// Files written next to the image (e.g. a generated password).
     pub extra_outputs: Vec<PathBuf>,
 }
@@ -58,6 +61,7 @@ pub fn program(
         env: env_of(recipe),
         rootfs: None,
         postgres: None,
+        host_install: None,
         extra_outputs: Vec::new(),
     })
 }
@@ -267,12 +271,8 @@ pub fn postgres(
             extensions: pg.extensions.clone(),
             preinit: spec.cluster.preinit,
             password: pw_origin,
-            host_install: pg
-                .install
-                .strip_prefix(cache.root())
-                .ok()
-                .map(Path::to_path_buf),
         }),
+        host_install: Some(pg.install.clone()),
         extra_outputs: pw_file.into_iter().collect(),
     })
 }

@@ -75,12 +75,6 @@ pub struct PostgresFacts {
     pub preinit: bool,
     /// Where the superuser's password came from.
     pub password: String,
-    /// The host-linked build of the same objects (stock musl), as a path
-    /// inside the pgkraft cache (its stage keys hash contents, not paths):
-    /// `smoke --native` and the benchmarks find the native server here
-    /// without the recipe. Absent in images from before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_install: Option<PathBuf>,
 }
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -109,6 +103,23 @@ pub fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Opti
     use object::{Object, ObjectSection};
     let data = elf.section_by_name(MANIFEST_SECTION)?.data().ok()?;
     serde_json::from_slice(data).ok()
+}
+
+/// The build info section's bytes as embedded (what
+/// [`native_index_key`] hashes), if any.
+pub fn build_info_bytes(elf_bytes: &[u8]) -> Option<Vec<u8>> {
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(elf_bytes).ok()?;
+    Some(elf.section_by_name(MANIFEST_SECTION)?.data().ok()?.to_vec())
+}
+
+/// The name under which the pgkraft cache records where an image's
+/// host-linked build is: the sha256 of the image's embedded build info.
+/// Kept in the cache, not the image, so the image's bytes do not depend
+/// on where the cache is (cold and cached builds are bit-identical).
+pub fn native_index_key(build_info: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(build_info))
 }
 
 /// The rootfs section of an image's bytes, if it has one.

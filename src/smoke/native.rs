@@ -58,8 +58,9 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NativeE
 }
 
 /// The host-linked postgres of the build that made `image`: where the
-/// image records it in the cache, if it is still there; else (an image
-/// from before that was recorded, or a cache cleaned since) its recipe is
+/// cache records it for the image's build info, if it is still there;
+/// else (an image from before that was recorded, or a cache cleaned
+/// since) its recipe is
 /// looked up by file name in `$PGKRAFT_HOME/recipes` (and must be the very
 /// text embedded in the image), then every build stage up to the host
 /// link is looked up in the cache (built, if missing).
@@ -73,16 +74,8 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
         .build()
         .cloned()
         .ok_or_else(|| missing("it carries no build info".into()))?;
-    let recorded = build
-        .postgres
-        .as_ref()
-        .and_then(|p| p.host_install.as_ref());
-    if let Some(rel) = recorded {
-        let cache = crate::build::cache::Cache::from_env().map_err(|e| missing(e.to_string()))?;
-        let server = cache.root().join(rel).join("bin").join("postgres");
-        if server.is_file() {
-            return Ok(server);
-        }
+    if let Some(server) = recorded_server(image) {
+        return Ok(server);
     }
     let recipe_path = crate::paths::home()
         .join("recipes")
@@ -106,6 +99,21 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
     let logs = cache.root().join("logs").join("native");
     std::fs::create_dir_all(&logs).map_err(io("cannot create", &logs))?;
     crate::build::postgres::host_server(spec, &cache, &logs).map_err(missing)
+}
+
+/// The server the build of `image` recorded in the cache, if it is still
+/// there (build::record_native).
+fn recorded_server(image: &Path) -> Option<PathBuf> {
+    let bytes = std::fs::read(image).ok()?;
+    let info = crate::image::format::build_info_bytes(&bytes)?;
+    let cache = crate::build::cache::Cache::from_env().ok()?;
+    let record = cache
+        .root()
+        .join(crate::build::NATIVE_INDEX)
+        .join(crate::image::format::native_index_key(&info));
+    let rel = std::fs::read_to_string(record).ok()?;
+    let server = cache.root().join(rel).join("bin").join("postgres");
+    server.is_file().then_some(server)
 }
 
 /// A fresh copy of an image's files with the host-linked server in it,

@@ -28,7 +28,6 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 const AT_STATX_SYNC_TYPE: u64 = 0x6000;
 /// O_TMPFILE without its O_DIRECTORY part.
 const O_TMPFILE_BIT: u32 = 0o20000000;
-const UIO_MAXIOV: u64 = 1024;
 
 fn path_arg(addr: u64) -> core::result::Result<alloc::vec::Vec<u8>, Errno> {
     uaccess::c_str(addr, PATH_MAX)
@@ -252,13 +251,6 @@ pub fn pwrite64(fd: u64, buf: u64, len: u64, off: u64) -> Result {
     Ok(f.pwrite(&src, off)? as i64)
 }
 
-#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
-#[repr(C)]
-struct Iovec {
-    base: u64,
-    len: u64,
-}
-
 /// Apply `op` to each buffer of an iovec array in turn, stopping after the
 /// first one it does not fill (end of file, a console line, a full pipe),
 /// as one readv/writev does. An error after some bytes moved is not
@@ -268,21 +260,9 @@ fn vectored(
     count: u64,
     mut op: impl FnMut(u64, u64, u64) -> core::result::Result<usize, Errno>,
 ) -> Result {
-    if count > UIO_MAXIOV {
-        return Err(Errno::EINVAL);
-    }
-    uaccess::slice(iov, count * 16)?;
-    let mut sum: u64 = 0;
-    for i in 0..count {
-        let v: Iovec = uaccess::read(iov + i * 16)?;
-        sum = sum.checked_add(v.len).ok_or(Errno::EINVAL)?;
-        if sum > i64::MAX as u64 {
-            return Err(Errno::EINVAL);
-        }
-    }
+    let vecs = super::iovec::read(iov, count)?;
     let mut total: u64 = 0;
-    for i in 0..count {
-        let v: Iovec = uaccess::read(iov + i * 16)?;
+    for v in vecs {
         let len = v.len.min(MAX_RW - total);
         if len == 0 {
             continue;

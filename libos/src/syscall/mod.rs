@@ -9,6 +9,7 @@ pub mod console;
 pub mod fs;
 pub mod futex;
 pub mod ids;
+mod iovec;
 pub mod misc;
 pub mod mm;
 mod names;

@@ -6,6 +6,7 @@
 //! buffers would block on the second one after the first took all there
 //! was.
 
+use super::iovec::Iovec;
 use super::{Errno, Result};
 use crate::arch::uaccess;
 use crate::fd::{self, FileKind, MAX_RW, O_CLOEXEC, O_NONBLOCK, O_RDWR, OpenFile};
@@ -28,16 +29,8 @@ const MSG_NOSIGNAL: u64 = 0x4000;
 
 /// The largest sockaddr a program may pass (sizeof(sockaddr_storage)).
 const SOCKADDR_MAX: u64 = 128;
-const UIO_MAXIOV: u64 = 1024;
 /// A vectored socket call moves at most this much at once.
 const VEC_MAX: u64 = 1 << 20;
-
-#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
-#[repr(C)]
-struct Iovec {
-    base: u64,
-    len: u64,
-}
 
 /// The kernel's `struct msghdr` on x86-64.
 #[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
@@ -276,23 +269,6 @@ pub fn recvfrom(fd: u64, buf: u64, len: u64, flags: u64, at: u64, lenp: u64) -> 
     Ok(n as i64)
 }
 
-fn iovecs(iov: u64, count: u64) -> core::result::Result<Vec<Iovec>, Errno> {
-    if count > UIO_MAXIOV {
-        return Err(Errno::EINVAL);
-    }
-    let v: Vec<Iovec> = (0..count)
-        .map(|i| uaccess::read::<Iovec>(iov + i * 16))
-        .collect::<core::result::Result<_, _>>()?;
-    let mut sum: u64 = 0;
-    for e in &v {
-        sum = sum.checked_add(e.len).ok_or(Errno::EINVAL)?;
-        if sum > i64::MAX as u64 {
-            return Err(Errno::EINVAL);
-        }
-    }
-    Ok(v)
-}
-
 fn gather(v: &[Iovec]) -> core::result::Result<Vec<u8>, Errno> {
     let mut out = Vec::new();
     for e in v {
@@ -324,7 +300,7 @@ fn room(v: &[Iovec]) -> usize {
 
 /// readv(2) on a socket (fs::readv hands sockets here).
 pub fn readv(f: &OpenFile, iov: u64, count: u64) -> Result {
-    let v = iovecs(iov, count)?;
+    let v = super::iovec::read(iov, count)?;
     let mut buf = alloc::vec![0u8; room(&v)];
     let n = recv_bytes(f, &mut buf, 0)?;
     scatter(&v, &buf[..n])?;
@@ -333,7 +309,7 @@ pub fn readv(f: &OpenFile, iov: u64, count: u64) -> Result {
 
 /// writev(2) on a socket.
 pub fn writev(f: &OpenFile, iov: u64, count: u64) -> Result {
-    let v = iovecs(iov, count)?;
+    let v = super::iovec::read(iov, count)?;
     let data = gather(&v)?;
     send_bytes(f, &data, 0)
 }
@@ -341,7 +317,7 @@ pub fn writev(f: &OpenFile, iov: u64, count: u64) -> Result {
 pub fn sendmsg(fd: u64, msg: u64, flags: u64) -> Result {
     let f = socket_file(fd)?;
     let m: MsgHdr = uaccess::read(msg)?;
-    let v = iovecs(m.iov, m.iovlen)?;
+    let v = super::iovec::read(m.iov, m.iovlen)?;
     let data = gather(&v)?;
     send_bytes(&f, &data, flags)
 }
@@ -349,7 +325,7 @@ pub fn sendmsg(fd: u64, msg: u64, flags: u64) -> Result {
 pub fn recvmsg(fd: u64, msg: u64, flags: u64) -> Result {
     let f = socket_file(fd)?;
     let mut m: MsgHdr = uaccess::read(msg)?;
-    let v = iovecs(m.iov, m.iovlen)?;
+    let v = super::iovec::read(m.iov, m.iovlen)?;
     let mut buf = alloc::vec![0u8; room(&v)];
     let n = recv_bytes(&f, &mut buf, flags)?;
     scatter(&v, &buf[..n])?;
