@@ -98,23 +98,22 @@ pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     }
 }
 
-/// The build info build::link embedded in `elf`, if any.
-pub fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<BuildInfo> {
+/// The build info section build::link embedded in `elf`, as written.
+pub fn build_info_section<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+) -> Option<&'d [u8]> {
     use object::{Object, ObjectSection};
-    let data = elf.section_by_name(MANIFEST_SECTION)?.data().ok()?;
-    serde_json::from_slice(data).ok()
+    elf.section_by_name(MANIFEST_SECTION)?.data().ok()
 }
 
-/// The build info section's bytes as embedded (what
-/// [`native_index_key`] hashes), if any.
-pub fn build_info_bytes(elf_bytes: &[u8]) -> Option<Vec<u8>> {
-    use object::{Object, ObjectSection};
-    let elf = object::File::parse(elf_bytes).ok()?;
-    Some(elf.section_by_name(MANIFEST_SECTION)?.data().ok()?.to_vec())
+/// The build info build::link embedded in `elf`, if any.
+pub fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Option<BuildInfo> {
+    serde_json::from_slice(build_info_section(elf)?).ok()
 }
 
 /// The name under which the pgkraft cache records where an image's
-/// host-linked build is: the sha256 of the image's embedded build info.
+/// host-linked build is: the sha256 of the image's embedded build info
+/// section ([`build_info_section`]).
 /// Kept in the cache, not the image, so the image's bytes do not depend
 /// on where the cache is (cold and cached builds are bit-identical).
 pub fn native_index_key(build_info: &[u8]) -> String {

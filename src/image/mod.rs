@@ -33,6 +33,8 @@ pub enum ImageError {
 pub struct Image {
     boot: BootImage,
     build: Option<BuildInfo>,
+    /// [`format::native_index_key`] of the build info section.
+    native_key: Option<String>,
     argv: OnceCell<Vec<String>>,
 }
 
@@ -42,12 +44,15 @@ impl Image {
         let boot = BootImage::open(path)?;
         let cache = object::ReadCache::new(boot.file());
         let elf = object::File::parse(&cache).map_err(|e| elf_err(path, e))?;
-        let build = format::build_info(&elf);
+        let section = format::build_info_section(&elf);
+        let build = section.and_then(|s| serde_json::from_slice(s).ok());
+        let native_key = section.map(format::native_index_key);
         drop(elf);
         drop(cache);
         Ok(Image {
             boot,
             build,
+            native_key,
             argv: OnceCell::new(),
         })
     }
@@ -68,6 +73,12 @@ impl Image {
     /// The build info build::link embedded (none in foreign images).
     pub fn build(&self) -> Option<&BuildInfo> {
         self.build.as_ref()
+    }
+
+    /// Where the cache records this build's host-linked server
+    /// ([`format::native_index_key`]); none in foreign images.
+    pub fn native_key(&self) -> Option<&str> {
+        self.native_key.as_deref()
     }
 
     /// Guest memory: `wanted`, else the recipe's (embedded), else 64 MiB.

@@ -74,7 +74,7 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
         .build()
         .cloned()
         .ok_or_else(|| missing("it carries no build info".into()))?;
-    if let Some(server) = recorded_server(image) {
+    if let Some(server) = recorded_server(&info) {
         return Ok(server);
     }
     let recipe_path = crate::paths::home()
@@ -103,14 +103,12 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
 
 /// The server the build of `image` recorded in the cache, if it is still
 /// there (build::record_native).
-fn recorded_server(image: &Path) -> Option<PathBuf> {
-    let bytes = std::fs::read(image).ok()?;
-    let info = crate::image::format::build_info_bytes(&bytes)?;
+fn recorded_server(image: &crate::image::Image) -> Option<PathBuf> {
     let cache = crate::build::cache::Cache::from_env().ok()?;
     let record = cache
         .root()
         .join(crate::build::NATIVE_INDEX)
-        .join(crate::image::format::native_index_key(&info));
+        .join(image.native_key()?);
     let rel = std::fs::read_to_string(record).ok()?;
     let server = cache.root().join(rel).join("bin").join("postgres");
     server.is_file().then_some(server)

@@ -395,15 +395,27 @@ impl TcpSock {
         Ok(false)
     }
 
-    /// Read what is there; None when the caller should wait.
-    pub fn recv(&self, buf: &mut [u8], peek: bool) -> Result<Option<usize>, Errno> {
+    /// `f` on a connection's state and its smoltcp socket, its state
+    /// observed first; `unconnected` when the socket has no connection.
+    fn on_conn<R>(
+        &self,
+        unconnected: Errno,
+        f: impl FnOnce(&mut Inner, &mut tcp::Socket<'static>, State) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
         let mut i = self.lock();
         let St::Conn { ifx, h } = i.st else {
-            return Err(Errno::ENOTCONN);
+            return Err(unconnected);
         };
         stack::with(|s| {
             let t = s.tcp(ifx, h);
             let state = i.observe(t);
+            f(&mut i, t, state)
+        })
+    }
+
+    /// Read what is there; None when the caller should wait.
+    pub fn recv(&self, buf: &mut [u8], peek: bool) -> Result<Option<usize>, Errno> {
+        self.on_conn(Errno::ENOTCONN, |i, t, state| {
             if matches!(state, State::SynSent | State::SynReceived) {
                 return Ok(None);
             }
@@ -437,13 +449,7 @@ impl TcpSock {
     /// Queue what fits; None when nothing fits now. Err(EPIPE) means the
     /// caller raises SIGPIPE unless MSG_NOSIGNAL.
     pub fn send(&self, buf: &[u8]) -> Result<Option<usize>, Errno> {
-        let mut i = self.lock();
-        let St::Conn { ifx, h } = i.st else {
-            return Err(Errno::EPIPE);
-        };
-        stack::with(|s| {
-            let t = s.tcp(ifx, h);
-            let state = i.observe(t);
+        self.on_conn(Errno::EPIPE, |i, t, state| {
             if let Some(e) = i.err.take() {
                 return Err(e);
             }
@@ -503,13 +509,7 @@ impl TcpSock {
     }
 
     pub fn peer_name(&self) -> Result<SockAddr, Errno> {
-        let mut i = self.lock();
-        let St::Conn { ifx, h } = i.st else {
-            return Err(Errno::ENOTCONN);
-        };
-        stack::with(|s| {
-            let t = s.tcp(ifx, h);
-            let state = i.observe(t);
+        self.on_conn(Errno::ENOTCONN, |_, t, state| {
             match (state, t.remote_endpoint()) {
                 (State::SynSent | State::Closed | State::Listen, _) | (_, None) => {
                     Err(Errno::ENOTCONN)

@@ -251,33 +251,14 @@ pub(crate) mod tests {
     use super::*;
     use crate::console::{ConsoleIn, ConsoleOut};
     use crate::virtio::mmio::MmioTransport;
-    use crate::virtio::{DeviceError, VirtioCtx, VirtioDevice};
+    use crate::virtio::tests::Inert;
 
-    /// A device with one queue that does nothing with it.
-    struct Idle;
-
-    impl VirtioDevice for Idle {
-        fn device_type(&self) -> u32 {
-            4 // entropy source
-        }
-        fn features(&self) -> u64 {
-            0
-        }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[8]
-        }
-        fn read_config(&self, _: u64, data: &mut [u8]) {
-            data.fill(0);
-        }
-        fn write_config(&mut self, _: u64, _: &[u8]) {}
-        fn activate(&mut self, _: &mut VirtioCtx, _: u64) -> Result<(), DeviceError> {
-            Ok(())
-        }
-        fn notify(&mut self, _: &mut VirtioCtx, _: usize) -> Result<(), DeviceError> {
-            Ok(())
-        }
-        fn reset(&mut self) {}
-    }
+    /// A device with one queue that does nothing with it (an entropy
+    /// source by its type).
+    const IDLE: Inert = Inert {
+        kind: 4,
+        queues: &[8],
+    };
 
     /// A VM's devices with a captured console and no input, stopped by
     /// `stop` and `evt` (the tests of this module and of `wait`).
@@ -308,7 +289,7 @@ pub(crate) mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut d = devices();
         let base = 0xd000_0000;
-        let transport = MmioTransport::new(Idle).unwrap();
+        let transport = MmioTransport::new(IDLE).unwrap();
         d.attach_mmio(base..base + 0x200, Box::new(transport))
             .unwrap();
         let mut word = [0u8; 4];
@@ -326,7 +307,7 @@ pub(crate) mod tests {
         assert_eq!(d.mmio_write(&mem, slot, &word), Some(Action::Continue));
         let past = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_SLOT_SIZE;
         assert!(d.mmio_read(&mem, past, &mut word).is_none());
-        let again = MmioTransport::new(Idle).unwrap();
+        let again = MmioTransport::new(IDLE).unwrap();
         assert!(
             d.attach_mmio(base + 0x100..base + 0x300, Box::new(again))
                 .is_err()

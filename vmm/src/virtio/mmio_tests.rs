@@ -1,13 +1,11 @@
 //! The transport driven as a guest driver would, with a real echo backend.
-use std::time::Instant;
 
 use virtio_queue::QueueOwnedT;
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::console::{Console, ConsoleIn, ConsoleOut};
-use crate::timeline::Timeline;
 use crate::virtio::read_config_bytes;
+use crate::virtio::test_guest::{self, F_NEXT, F_WRITE, QSIZE, Ring};
 
 const ECHO_TYPE: u32 = 42;
 /// Device-specific features the echo device offers.
@@ -91,17 +89,13 @@ const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
 const BUFS: u64 = 0x4000;
-const QSIZE: u16 = 8;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
+const RINGS: &[Ring] = &[Ring {
+    desc: DESC,
+    avail: AVAIL,
+    used: USED,
+}];
 
-/// Guest RAM, the transport, and a driver's view of both.
-struct Guest {
-    mem: GuestMemoryMmap,
-    console: Console,
-    timeline: Timeline,
-    t: MmioTransport<Echo>,
-}
+type Guest = test_guest::Guest<Echo>;
 
 impl Guest {
     fn new() -> Guest {
@@ -109,70 +103,7 @@ impl Guest {
     }
 
     fn with(t: MmioTransport<Echo>) -> Guest {
-        Guest {
-            mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
-            console: Console {
-                out: ConsoleOut::Capture(Vec::new()),
-                input: ConsoleIn::Buffer {
-                    data: Vec::new(),
-                    pos: 0,
-                },
-            },
-            timeline: Timeline::new(Instant::now()),
-            t,
-        }
-    }
-
-    fn access(&mut self, offset: u64, data: &mut [u8], write: bool) {
-        let mut ctx = Ctx {
-            mem: &self.mem,
-            console: &mut self.console,
-            timeline: &mut self.timeline,
-        };
-        if write {
-            assert_eq!(self.t.write(&mut ctx, offset, data), Action::Continue);
-        } else {
-            self.t.read(&mut ctx, offset, data);
-        }
-    }
-
-    fn read(&mut self, offset: u64) -> u32 {
-        let mut data = [0xaa; 4];
-        self.access(offset, &mut data, false);
-        u32::from_le_bytes(data)
-    }
-
-    fn write(&mut self, offset: u64, value: u32) {
-        self.access(offset, &mut value.to_le_bytes(), true);
-    }
-
-    fn add_status(&mut self, bit: u32) {
-        let s = self.read(STATUS);
-        self.write(STATUS, s | bit);
-    }
-
-    fn write_features(&mut self, features: u64) {
-        self.write(DRIVER_FEATURES_SEL, 0);
-        self.write(DRIVER_FEATURES, features as u32);
-        self.write(DRIVER_FEATURES_SEL, 1);
-        self.write(DRIVER_FEATURES, (features >> 32) as u32);
-    }
-
-    fn device_features(&mut self) -> u64 {
-        self.write(DEVICE_FEATURES_SEL, 0);
-        let low = self.read(DEVICE_FEATURES);
-        self.write(DEVICE_FEATURES_SEL, 1);
-        u64::from(self.read(DEVICE_FEATURES)) << 32 | u64::from(low)
-    }
-
-    /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK (read back).
-    fn negotiate(&mut self, features: u64) -> bool {
-        self.write(STATUS, 0);
-        self.add_status(STATUS_ACKNOWLEDGE);
-        self.add_status(STATUS_DRIVER);
-        self.write_features(features);
-        self.add_status(STATUS_FEATURES_OK);
-        self.read(STATUS) & STATUS_FEATURES_OK != 0
+        Guest::attach(t, MEM_SIZE, RINGS)
     }
 
     /// Queue 0 at DESC/AVAIL/USED with QSIZE entries.
@@ -180,17 +111,7 @@ impl Guest {
         self.write(QUEUE_SEL, 0);
         assert_eq!(self.read(QUEUE_READY), 0);
         assert_eq!(self.read(QUEUE_NUM_MAX), 8);
-        self.write(QUEUE_NUM, u32::from(QSIZE));
-        for (low, high, addr) in [
-            (QUEUE_DESC_LOW, QUEUE_DESC_HIGH, DESC),
-            (QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, AVAIL),
-            (QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH, USED),
-        ] {
-            self.write(low, addr as u32);
-            self.write(high, (addr >> 32) as u32);
-        }
-        self.write(QUEUE_READY, 1);
-        assert_eq!(self.read(QUEUE_READY), 1);
+        self.setup_queue(0);
     }
 
     /// The whole init sequence, with features A and VERSION_1.
@@ -199,53 +120,6 @@ impl Guest {
         self.setup_queue0();
         self.add_status(STATUS_DRIVER_OK);
         assert!(self.t.active());
-    }
-
-    fn desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = GuestAddress(DESC + 16 * u64::from(index));
-        self.mem.write_obj(addr.to_le(), at).unwrap();
-        self.mem
-            .write_obj(len.to_le(), at.unchecked_add(8))
-            .unwrap();
-        self.mem
-            .write_obj(flags.to_le(), at.unchecked_add(12))
-            .unwrap();
-        self.mem
-            .write_obj(next.to_le(), at.unchecked_add(14))
-            .unwrap();
-    }
-
-    /// Makes the chain at `head` available, as a driver does.
-    fn make_available(&self, head: u16) {
-        let idx: u16 = self.mem.read_obj(GuestAddress(AVAIL + 2)).unwrap();
-        let slot = AVAIL + 4 + 2 * u64::from(idx % QSIZE);
-        self.mem.write_obj(head, GuestAddress(slot)).unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1), GuestAddress(AVAIL + 2))
-            .unwrap();
-    }
-
-    fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(USED + 2)).unwrap()
-    }
-
-    /// The used ring's entry `i`: (head, length written).
-    fn used(&self, i: u16) -> (u32, u32) {
-        let at = USED + 4 + 8 * u64::from(i % QSIZE);
-        (
-            self.mem.read_obj(GuestAddress(at)).unwrap(),
-            self.mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
-
-    fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut v = vec![0; len];
-        self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
-        v
-    }
-
-    fn put(&self, addr: u64, bytes: &[u8]) {
-        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
     }
 }
 
@@ -393,22 +267,22 @@ fn echo_round_trip_through_the_rings() {
     // Chain 0: two readable buffers, one writable one.
     g.put(BUFS, b"hello, ");
     g.put(BUFS + 0x100, b"virtio");
-    g.desc(0, BUFS, 7, F_NEXT, 1);
-    g.desc(1, BUFS + 0x100, 6, F_NEXT, 2);
-    g.desc(2, BUFS + 0x200, 64, F_WRITE, 0);
+    g.desc(0, 0, BUFS, 7, F_NEXT, 1);
+    g.desc(0, 1, BUFS + 0x100, 6, F_NEXT, 2);
+    g.desc(0, 2, BUFS + 0x200, 64, F_WRITE, 0);
     // Chain 3: one readable buffer, its echo split over two writable ones.
     g.put(BUFS + 0x300, b"0123456789");
-    g.desc(3, BUFS + 0x300, 10, F_NEXT, 5);
-    g.desc(5, BUFS + 0x400, 4, F_NEXT | F_WRITE, 6);
-    g.desc(6, BUFS + 0x500, 16, F_WRITE, 0);
-    g.make_available(0);
-    g.make_available(3);
+    g.desc(0, 3, BUFS + 0x300, 10, F_NEXT, 5);
+    g.desc(0, 5, BUFS + 0x400, 4, F_NEXT | F_WRITE, 6);
+    g.desc(0, 6, BUFS + 0x500, 16, F_WRITE, 0);
+    g.make_available(0, 0);
+    g.make_available(0, 3);
     g.write(QUEUE_NOTIFY, 0);
 
     assert_eq!(g.t.device().notified, [0]);
-    assert_eq!(g.used_idx(), 2);
-    assert_eq!(g.used(0), (0, 13));
-    assert_eq!(g.used(1), (3, 10));
+    assert_eq!(g.used_idx(0), 2);
+    assert_eq!(g.used(0, 0), (0, 13));
+    assert_eq!(g.used(0, 1), (3, 10));
     assert_eq!(g.bytes(BUFS + 0x200, 14), b"hello, virtio\0");
     assert_eq!(g.bytes(BUFS + 0x400, 4), b"0123");
     assert_eq!(g.bytes(BUFS + 0x500, 7), b"456789\0");
@@ -422,7 +296,7 @@ fn echo_round_trip_through_the_rings() {
     g.write(QUEUE_NOTIFY, 1);
     g.write(QUEUE_NOTIFY, 7);
     assert_eq!(g.t.device().notified, [0, 0]);
-    assert_eq!(g.used_idx(), 2);
+    assert_eq!(g.used_idx(0), 2);
     assert_eq!(g.read(INTERRUPT_STATUS), 0);
 }
 
@@ -431,9 +305,9 @@ fn reset_clears_everything() {
     let mut g = Guest::new();
     g.init();
     g.put(BUFS, b"x");
-    g.desc(0, BUFS, 1, F_NEXT, 1);
-    g.desc(1, BUFS + 0x100, 1, F_WRITE, 0);
-    g.make_available(0);
+    g.desc(0, 0, BUFS, 1, F_NEXT, 1);
+    g.desc(0, 1, BUFS + 0x100, 1, F_WRITE, 0);
+    g.make_available(0, 0);
     g.write(QUEUE_NOTIFY, 0);
     g.write(QUEUE_SEL, 1);
     g.write(DEVICE_FEATURES_SEL, 1);
@@ -478,7 +352,7 @@ fn bad_accesses_are_ignored() {
     // Writes to read-only or unknown registers, or not 32 bits wide,
     // change nothing.
     g.write(MAGIC_VALUE, 0);
-    g.write(0x040, 1);
+    g.write(0x040u64, 1);
     g.access(STATUS, &mut [STATUS_ACKNOWLEDGE as u8], true);
     g.access(
         STATUS,
@@ -495,8 +369,8 @@ fn bad_accesses_are_ignored() {
     // Each is logged once: the set of logged mistakes stays small.
     let logged = g.t.logged.len();
     for _ in 0..3 {
-        g.read(0x0c0);
-        g.write(0x040, 1);
+        g.read(0x0c0u64);
+        g.write(0x040u64, 1);
     }
     assert_eq!(g.t.logged.len(), logged);
 }
@@ -569,11 +443,11 @@ fn restored_state_continues_the_queue() {
     let mut g = Guest::new();
     g.init();
     g.put(BUFS, b"before");
-    g.desc(0, BUFS, 6, F_NEXT, 1);
-    g.desc(1, BUFS + 0x100, 16, F_WRITE, 0);
-    g.make_available(0);
+    g.desc(0, 0, BUFS, 6, F_NEXT, 1);
+    g.desc(0, 1, BUFS + 0x100, 16, F_WRITE, 0);
+    g.make_available(0, 0);
     g.write(QUEUE_NOTIFY, 0);
-    assert_eq!(g.used_idx(), 1);
+    assert_eq!(g.used_idx(0), 1);
 
     let json = serde_json::to_string(&g.t.state()).unwrap();
     let state: MmioState = serde_json::from_str(&json).unwrap();
@@ -592,14 +466,14 @@ fn restored_state_continues_the_queue() {
 
     // The restored device serves only what is new, into the next used slot.
     g.put(BUFS + 0x200, b"after");
-    g.desc(2, BUFS + 0x200, 5, F_NEXT, 3);
-    g.desc(3, BUFS + 0x300, 16, F_WRITE, 0);
-    g.make_available(2);
+    g.desc(0, 2, BUFS + 0x200, 5, F_NEXT, 3);
+    g.desc(0, 3, BUFS + 0x300, 16, F_WRITE, 0);
+    g.make_available(0, 2);
     g.write(QUEUE_NOTIFY, 0);
     assert_eq!(g.t.device().notified, [0]);
-    assert_eq!(g.used_idx(), 2);
-    assert_eq!(g.used(0), (0, 6));
-    assert_eq!(g.used(1), (2, 5));
+    assert_eq!(g.used_idx(0), 2);
+    assert_eq!(g.used(0, 0), (0, 6));
+    assert_eq!(g.used(0, 1), (2, 5));
     assert_eq!(g.bytes(BUFS + 0x300, 5), b"after");
 
     // A transport that was not active is restored without activating.
@@ -676,30 +550,11 @@ fn restore_refuses_foreign_states() {
 
 #[test]
 fn queue_sizes_must_be_powers_of_two() {
-    struct Odd;
-    impl VirtioDevice for Odd {
-        fn device_type(&self) -> u32 {
-            9
-        }
-        fn features(&self) -> u64 {
-            0
-        }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[16, 12]
-        }
-        fn read_config(&self, _: u64, data: &mut [u8]) {
-            data.fill(0);
-        }
-        fn write_config(&mut self, _: u64, _: &[u8]) {}
-        fn activate(&mut self, _: &mut VirtioCtx, _: u64) -> Result<(), DeviceError> {
-            Ok(())
-        }
-        fn notify(&mut self, _: &mut VirtioCtx, _: usize) -> Result<(), DeviceError> {
-            Ok(())
-        }
-        fn reset(&mut self) {}
-    }
-    let err = MmioTransport::new(Odd).unwrap_err();
+    let err = MmioTransport::new(crate::virtio::tests::Inert {
+        kind: 9,
+        queues: &[16, 12],
+    })
+    .unwrap_err();
     assert!(
         matches!(
             err,

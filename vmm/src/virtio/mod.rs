@@ -22,6 +22,8 @@
 
 pub(crate) mod mmio;
 pub(crate) mod net;
+#[cfg(test)]
+pub(crate) mod test_guest;
 pub(crate) mod worker;
 
 use std::os::fd::RawFd;
@@ -182,8 +184,38 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A device of type `kind` with queues of these maximum sizes that
+    /// does nothing with them: for tests of the transport and the bus.
+    pub(crate) struct Inert {
+        pub kind: u32,
+        pub queues: &'static [u16],
+    }
+
+    impl VirtioDevice for Inert {
+        fn device_type(&self) -> u32 {
+            self.kind
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            self.queues
+        }
+        fn read_config(&self, _: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write_config(&mut self, _: u64, _: &[u8]) {}
+        fn activate(&mut self, _: &mut VirtioCtx, _: u64) -> Result<(), DeviceError> {
+            Ok(())
+        }
+        fn notify(&mut self, _: &mut VirtioCtx, _: usize) -> Result<(), DeviceError> {
+            Ok(())
+        }
+        fn reset(&mut self) {}
+    }
 
     #[test]
     fn config_bytes_past_the_end_read_as_zero() {

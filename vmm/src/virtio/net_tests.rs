@@ -3,19 +3,16 @@
 //! backend on the other side.
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virtio_bindings::virtio_mmio as reg;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::bus::{Action, BusDevice, Ctx, Poll};
-use crate::console::{Console, ConsoleIn, ConsoleOut};
-use crate::timeline::Timeline;
+use crate::bus::Poll;
 use crate::virtio::mmio::{CONFIG, MmioTransport};
-use crate::virtio::{
-    F_VERSION_1, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
-};
+use crate::virtio::test_guest::{F_NEXT, F_WRITE, Guest, Ring};
+use crate::virtio::{F_VERSION_1, STATUS_DRIVER_OK};
 
 /// Frames in both directions, held in memory; takes `room` frames at most.
 #[derive(Default)]
@@ -50,19 +47,22 @@ impl NetBackend for Fake {
     }
 }
 
-const QSIZE: u16 = 8;
 /// (descriptor table, available ring, used ring) of RX and TX.
-const RINGS: [(u64, u64, u64); 2] = [(0x1000, 0x2000, 0x3000), (0x4000, 0x5000, 0x6000)];
+const RINGS: &[Ring] = &[
+    Ring {
+        desc: 0x1000,
+        avail: 0x2000,
+        used: 0x3000,
+    },
+    Ring {
+        desc: 0x4000,
+        avail: 0x5000,
+        used: 0x6000,
+    },
+];
 const BUFS: u64 = 0x8000;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
 
-struct Driver {
-    mem: GuestMemoryMmap,
-    console: Console,
-    timeline: Timeline,
-    t: MmioTransport<VirtioNet<Fake>>,
-}
+type Driver = Guest<VirtioNet<Fake>>;
 
 impl Driver {
     fn new(room: usize) -> Driver {
@@ -70,41 +70,8 @@ impl Driver {
             room,
             ..Fake::default()
         };
-        Driver {
-            mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap(),
-            console: Console {
-                out: ConsoleOut::Capture(Vec::new()),
-                input: ConsoleIn::Buffer {
-                    data: Vec::new(),
-                    pos: 0,
-                },
-            },
-            timeline: Timeline::new(Instant::now()),
-            t: MmioTransport::new(VirtioNet::new(fake, GUEST_MAC)).unwrap(),
-        }
-    }
-
-    fn read(&mut self, offset: u32) -> u32 {
-        let mut w = [0u8; 4];
-        let mut ctx = Ctx {
-            mem: &self.mem,
-            console: &mut self.console,
-            timeline: &mut self.timeline,
-        };
-        self.t.read(&mut ctx, u64::from(offset), &mut w);
-        u32::from_le_bytes(w)
-    }
-
-    fn write(&mut self, offset: u32, value: u32) {
-        let mut ctx = Ctx {
-            mem: &self.mem,
-            console: &mut self.console,
-            timeline: &mut self.timeline,
-        };
-        let a = self
-            .t
-            .write(&mut ctx, u64::from(offset), &value.to_le_bytes());
-        assert_eq!(a, Action::Continue);
+        let t = MmioTransport::new(VirtioNet::new(fake, GUEST_MAC)).unwrap();
+        Guest::attach(t, 0x20000, RINGS)
     }
 
     fn backend(&mut self) -> &mut Fake {
@@ -113,78 +80,15 @@ impl Driver {
 
     /// The whole init sequence: MAC and VERSION_1, both queues, DRIVER_OK.
     fn init(&mut self) {
-        self.write(reg::VIRTIO_MMIO_STATUS, 0);
-        self.write(reg::VIRTIO_MMIO_STATUS, STATUS_ACKNOWLEDGE);
-        self.write(reg::VIRTIO_MMIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         self.write(reg::VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
         let offered = self.read(reg::VIRTIO_MMIO_DEVICE_FEATURES);
         assert_eq!(u64::from(offered), 1 << VIRTIO_NET_F_MAC);
-        let features = (1u64 << VIRTIO_NET_F_MAC) | F_VERSION_1;
-        for sel in 0..2 {
-            self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
-            self.write(
-                reg::VIRTIO_MMIO_DRIVER_FEATURES,
-                (features >> (32 * sel)) as u32,
-            );
+        assert!(self.negotiate((1u64 << VIRTIO_NET_F_MAC) | F_VERSION_1));
+        for q in 0..RINGS.len() {
+            self.setup_queue(q);
         }
-        let s = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-        self.write(reg::VIRTIO_MMIO_STATUS, s);
-        assert_eq!(self.read(reg::VIRTIO_MMIO_STATUS), s);
-        for (q, (desc, avail, used)) in RINGS.iter().enumerate() {
-            self.write(reg::VIRTIO_MMIO_QUEUE_SEL, q as u32);
-            self.write(reg::VIRTIO_MMIO_QUEUE_NUM, u32::from(QSIZE));
-            self.write(reg::VIRTIO_MMIO_QUEUE_DESC_LOW, *desc as u32);
-            self.write(reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW, *avail as u32);
-            self.write(reg::VIRTIO_MMIO_QUEUE_USED_LOW, *used as u32);
-            self.write(reg::VIRTIO_MMIO_QUEUE_READY, 1);
-        }
-        self.write(reg::VIRTIO_MMIO_STATUS, s | STATUS_DRIVER_OK);
+        self.add_status(STATUS_DRIVER_OK);
         assert!(self.t.active());
-    }
-
-    fn desc(&self, q: usize, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = RINGS[q].0 + 16 * u64::from(index);
-        self.mem.write_obj(addr, GuestAddress(at)).unwrap();
-        self.mem.write_obj(len, GuestAddress(at + 8)).unwrap();
-        self.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
-        self.mem.write_obj(next, GuestAddress(at + 14)).unwrap();
-    }
-
-    fn make_available(&self, q: usize, head: u16) {
-        let avail = RINGS[q].1;
-        let idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
-        let slot = avail + 4 + 2 * u64::from(idx % QSIZE);
-        self.mem.write_obj(head, GuestAddress(slot)).unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
-            .unwrap();
-    }
-
-    fn used_flags(&self, q: usize) -> u16 {
-        self.mem.read_obj(GuestAddress(RINGS[q].2)).unwrap()
-    }
-
-    fn used_idx(&self, q: usize) -> u16 {
-        self.mem.read_obj(GuestAddress(RINGS[q].2 + 2)).unwrap()
-    }
-
-    /// The used ring's entry `i`: (head, length written).
-    fn used(&self, q: usize, i: u16) -> (u32, u32) {
-        let at = RINGS[q].2 + 4 + 8 * u64::from(i % QSIZE);
-        (
-            self.mem.read_obj(GuestAddress(at)).unwrap(),
-            self.mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
-
-    fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut v = vec![0; len];
-        self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
-        v
-    }
-
-    fn notify(&mut self, q: u32) {
-        self.write(reg::VIRTIO_MMIO_QUEUE_NOTIFY, q);
     }
 }
 
