@@ -96,6 +96,14 @@ pub mod hc {
     pub const WAIT: u32 = 5;
 }
 
+/// Where the libOS image keeps the addresses of its two system-call entry
+/// points, `__pgkraft_syscall` then `__pgkraft_syscall_asm` (8 bytes each;
+/// libos/link.ld places the table, boot.s fills it). The program is a
+/// static PIE the libOS loads once per process at a base of its own, so it
+/// cannot call into the libOS directly: build::link gives it two stubs that
+/// jump through this fixed address.
+pub const SYSCALL_ENTRY_TABLE: u64 = 0x10_0400;
+
 /// virtio-mmio devices sit in slots of [`VIRTIO_MMIO_SLOT_SIZE`] bytes from
 /// [`VIRTIO_MMIO_BASE`], as QEMU's `microvm` machine places its transports,
 /// so one guest probe finds them under both VMMs: a slot whose MagicValue

@@ -28,6 +28,7 @@ mod mem;
 mod net;
 #[cfg_attr(test, path = "platform_host.rs")]
 mod platform;
+mod proc;
 #[cfg(not(test))]
 mod start;
 mod syscall;
@@ -48,6 +49,10 @@ use pgkraft_abi::Phase;
 extern "C" fn libos_main(info: u64, kind: u64) -> ! {
     arch::image::fill_idt();
     let p = platform::init(info, kind);
+    if !arch::image::entry_table_in_place() {
+        log!("libos: the system-call entry table is not at pgkraft_abi::SYSCALL_ENTRY_TABLE (link.ld)");
+        platform::exit(EXIT_LIBOS);
+    }
     if p.mem_bytes == 0 {
         platform::exit(crate::EXIT_LIBOS);
     }

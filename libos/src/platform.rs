@@ -98,7 +98,17 @@ pub fn phase(p: Phase) {
     }
 }
 
+/// Whether the runner can read `bytes` at their address: it takes guest
+/// physical addresses, and RAM is identity mapped, but the program's own
+/// static data lives in its slot above RAM (proc/slot.rs).
+fn runner_reachable(bytes: &[u8]) -> bool {
+    (bytes.as_ptr() as u64).saturating_add(bytes.len() as u64) <= 1 << 32
+}
+
 pub fn console_write(bytes: &[u8]) -> usize {
+    if !runner_reachable(bytes) && host() == Host::Runner {
+        return console_write(&bytes.to_vec());
+    }
     match host() {
         Host::Runner => {
             let r = call(
@@ -123,6 +133,12 @@ pub fn console_write(bytes: &[u8]) -> usize {
 pub fn console_read(buf: &mut [u8]) -> usize {
     if buf.is_empty() {
         return 0;
+    }
+    if !runner_reachable(buf) && host() == Host::Runner {
+        let mut bounce = alloc::vec![0u8; buf.len().min(64 * 1024)];
+        let n = console_read(&mut bounce);
+        buf[..n].copy_from_slice(&bounce[..n]);
+        return n;
     }
     match host() {
         Host::Runner => {

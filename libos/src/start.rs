@@ -65,14 +65,20 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
         .expect("main stack in RAM")
         .copy_from_slice(&random);
 
-    let (phdr, phent, phnum) = image::program_headers();
+    let (_, base) = crate::proc::slot::take().unwrap_or_else(|e| {
+        crate::log!("libos: cannot map the program: {e:?}");
+        crate::platform::exit(1)
+    });
+    let program = crate::proc::slot::program();
+    let (phdr, phent, phnum) = (base + program.phdr, program.phent, program.phnum);
+    let entry = base + program.entry;
     let hwcap = cpu::cpuid(1, 0).edx as u64;
     let auxv: [(u64, u64); 14] = [
         (AT_PHDR, phdr),
         (AT_PHENT, phent),
         (AT_PHNUM, phnum),
         (AT_PAGESZ, mem::PAGE),
-        (AT_ENTRY, image::program_entry()),
+        (AT_ENTRY, entry),
         (AT_UID, crate::syscall::ids::UID),
         (AT_EUID, crate::syscall::ids::UID),
         (AT_GID, crate::syscall::ids::GID),
@@ -101,5 +107,5 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
         push(v);
     }
     crate::platform::phase(pgkraft_abi::Phase::MainEntered);
-    cpu::enter_program(image::program_entry(), start_sp)
+    cpu::enter_program(entry, start_sp)
 }

@@ -28,12 +28,14 @@ pub enum CompileError {
 
 /// Flags every object in an image is built with: sections per function and
 /// datum so the link can drop what nothing uses; no stack protector (musl is
-/// built without one); no PIE (the image is linked at a fixed address).
+/// built without one); position-independent, because the program is a
+/// static PIE the libOS loads once per process, each at its own base
+/// (docs/ARCHITECTURE.md §3, processes).
 pub const BASE_CFLAGS: &[&str] = &[
     "-ffunction-sections",
     "-fdata-sections",
     "-fno-stack-protector",
-    "-fno-pie",
+    "-fPIE",
     "-fno-asynchronous-unwind-tables",
 ];
 
@@ -52,6 +54,9 @@ pub fn compile(
     let mut key = KeyHasher::new();
     key.str("cc", &cc_version)
         .str("musl", &musl.root.display().to_string());
+    for f in BASE_CFLAGS {
+        key.str("base cflag", f);
+    }
     for f in cflags {
         key.str("cflag", f);
     }

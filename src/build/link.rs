@@ -1,6 +1,9 @@
-//! Link the image: boot stub + libOS + program objects + patched musl into
-//! one static ELF at 1 MiB, with --gc-sections; and the native twin of a
-//! program (the same objects with stock musl) for differential tests.
+//! Link the image, with --gc-sections: the program objects + patched musl
+//! into a static PIE (the libOS loads it once per process, each at its own
+//! base), then boot stub + libOS into one static ELF at 1 MiB that carries
+//! that program, the rootfs and the baked-in arguments as sections; and the
+//! native twin of a program (the same objects with stock musl) for
+//! differential tests. docs/ARCHITECTURE.md §1-§3.
 
 use super::exec::{self, StageFailure};
 use super::libos::LibosBuild;
@@ -29,7 +32,8 @@ pub struct ImageLink<'a> {
 }
 
 use crate::image::format::{
-    ARGV_SYMBOL, ENVP_SYMBOL, MANIFEST_SECTION, ROOTFS_INDEX_SECTION, ROOTFS_SECTION,
+    ARGV_SYMBOL, ENVP_SYMBOL, MANIFEST_SECTION, PROGRAM_SECTION, ROOTFS_INDEX_SECTION,
+    ROOTFS_SECTION,
 };
 
 /// What the linker did, for the manifest.
@@ -119,10 +123,19 @@ fn args_object(
     argv: &[String],
     env: &[String],
     build_info: &[u8],
+    program: &[u8],
     rootfs: Option<&[u8]>,
     rootfs_index: Option<&[u8]>,
 ) -> Result<Vec<u8>, object::write::Error> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    // Page aligned: the libOS maps the program's read-only segments
+    // straight out of this section into every process's address range.
+    let prog = obj.add_section(
+        Vec::new(),
+        PROGRAM_SECTION.as_bytes().to_vec(),
+        object::SectionKind::ReadOnlyData,
+    );
+    obj.append_section_data(prog, program, 4096);
     if let Some(bytes) = rootfs {
         // Page aligned so the archive starts a page of its own: a cold boot
         // copies the image into RAM (vmm::memory), but a resumed snapshot
@@ -176,68 +189,51 @@ fn libgcc() -> Result<String, std::io::Error> {
     exec::output_line(Command::new("cc").arg("-print-libgcc-file-name"))
 }
 
-/// Link the image into `out` (the caller renames it into place).
-pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkReport, StageFailure> {
-    if input.argv.iter().chain(input.env).any(|s| s.contains('\0')) {
-        return Err(failure(
-            "an argument or environment value contains a NUL byte".into(),
-            log,
-        ));
+/// The program's two ways into the libOS as an object file: stubs named
+/// `__pgkraft_syscall` and `__pgkraft_syscall_asm` that jump through the
+/// libOS's entry table at its fixed address ([`SYSCALL_ENTRY_TABLE`]). The
+/// program is a static PIE loaded at a base of its own per process, so it
+/// cannot be linked against the libOS; an absolute memory operand needs no
+/// relocation, and a jump keeps the caller's registers and stack as they
+/// were, which both entry points' contracts rely on.
+fn entry_stubs_object() -> Result<Vec<u8>, object::write::Error> {
+    use pgkraft_abi::SYSCALL_ENTRY_TABLE;
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let text = obj.section_id(StandardSection::Text);
+    for (i, name) in ["__pgkraft_syscall", "__pgkraft_syscall_asm"]
+        .into_iter()
+        .enumerate()
+    {
+        let slot = u32::try_from(SYSCALL_ENTRY_TABLE + 8 * i as u64).expect("below 2 GiB");
+        // jmp *disp32 (ModRM 0x24, SIB 0x25: no base, no index).
+        let mut code = vec![0xff, 0x24, 0x25];
+        code.extend_from_slice(&slot.to_le_bytes());
+        let offset = obj.append_section_data(text, &code, 16);
+        obj.add_symbol(Symbol {
+            name: name.as_bytes().to_vec(),
+            value: offset,
+            size: code.len() as u64,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
     }
-    let tmp = tempfile::tempdir()
-        .map_err(|e| failure(format!("cannot create a temporary directory: {e}"), log))?;
-    let args_o = tmp.path().join("pgkraft-args.o");
-    let args_name = args_o.display().to_string();
-    let read = |p: Option<&Path>| -> Result<Option<Vec<u8>>, StageFailure> {
-        p.map(|p| {
-            std::fs::read(p).map_err(|e| failure(format!("cannot read {}: {e}", p.display()), log))
-        })
-        .transpose()
-    };
-    let index = input.rootfs.map(super::rootfs::index_path);
-    let (rootfs, index) = (read(input.rootfs)?, read(index.as_deref())?);
-    let bytes = args_object(
-        input.argv,
-        input.env,
-        input.build_info,
-        rootfs.as_deref(),
-        index.as_deref(),
-    )
-    .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
-    std::fs::write(&args_o, bytes)
-        .map_err(|e| failure(format!("cannot write {}: {e}", args_o.display()), log))?;
-    let libgcc = libgcc().map_err(|e| failure(format!("cannot find libgcc: {e}"), log))?;
-    let gc_list = tmp.path().join("gc-sections.txt");
-    let map = tmp.path().join("link.map");
+    obj.write()
+}
 
-    let mut cmd = Command::new("ld");
-    cmd.arg("-static")
-        .arg("-nostdlib")
-        .arg("-T")
-        .arg(&input.libos.linker_script)
-        .arg("--gc-sections")
-        .arg("--print-gc-sections")
-        // Debug info is for developers with the objects at hand; the image
-        // keeps its symbol table (pgkraft inspect, fault reports).
-        .arg("--strip-debug")
-        .arg("-z")
-        .arg("max-page-size=4096")
-        .arg("-z")
-        .arg("noexecstack")
-        .arg("--build-id=none")
-        .arg(format!("-Map={}", map.display()))
-        .arg("-o")
-        .arg(out)
-        .arg(input.musl.crt1_o())
-        .arg(input.musl.crti_o())
-        .args(input.objects)
-        .arg(&args_o)
-        .arg("--start-group")
-        .arg(input.musl.libc_a())
-        .arg(&input.libos.staticlib)
-        .arg(&libgcc)
-        .arg("--end-group")
-        .arg(input.musl.crtn_o());
+/// One `ld` run whose dropped sections (--print-gc-sections) and map are
+/// kept for the report; the command and any errors go to `log`.
+struct LdRun {
+    dropped: Vec<String>,
+    map: String,
+}
+
+fn run_ld(mut cmd: Command, tmp: &Path, tag: &str, log: &Path) -> Result<LdRun, StageFailure> {
+    let gc_list = tmp.join(format!("{tag}-gc-sections.txt"));
+    let map = tmp.join(format!("{tag}.map"));
+    cmd.arg(format!("-Map={}", map.display()));
     // --print-gc-sections writes to stderr; keep it apart from the log so the
     // report can count it and a failure's tail stays readable.
     let gc = std::fs::File::create(&gc_list)
@@ -265,14 +261,132 @@ pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkRepor
         }
     }
     if !status.success() {
-        return Err(failure(format!("ld exited with {status}"), log));
+        return Err(failure(format!("ld ({tag}) exited with {status}"), log));
     }
+    Ok(LdRun {
+        dropped: dropped.into_iter().map(String::from).collect(),
+        map: std::fs::read_to_string(&map).unwrap_or_default(),
+    })
+}
+
+/// Flags both links share.
+fn ld_base() -> Command {
+    let mut cmd = Command::new("ld");
+    cmd.arg("-static")
+        .arg("-nostdlib")
+        .arg("--gc-sections")
+        .arg("--print-gc-sections")
+        // Debug info is for developers with the objects at hand; the image
+        // keeps its symbol tables (pgkraft inspect, fault reports).
+        .arg("--strip-debug")
+        .arg("-z")
+        .arg("max-page-size=4096")
+        .arg("-z")
+        .arg("noexecstack")
+        .arg("--build-id=none");
+    cmd
+}
+
+/// Link the image into `out` (the caller renames it into place), in two
+/// steps: the program (objects, patched musl, entry stubs) as a static PIE,
+/// then the libOS image at 1 MiB holding that program, the rootfs and the
+/// baked-in arguments as sections.
+pub fn link_image(input: &ImageLink, out: &Path, log: &Path) -> Result<LinkReport, StageFailure> {
+    if input.argv.iter().chain(input.env).any(|s| s.contains('\0')) {
+        return Err(failure(
+            "an argument or environment value contains a NUL byte".into(),
+            log,
+        ));
+    }
+    let tmp = tempfile::tempdir()
+        .map_err(|e| failure(format!("cannot create a temporary directory: {e}"), log))?;
+    let write = |name: &str, bytes: Result<Vec<u8>, object::write::Error>| {
+        let path = tmp.path().join(name);
+        bytes
+            .map_err(|e| e.to_string())
+            .and_then(|b| std::fs::write(&path, b).map_err(|e| e.to_string()))
+            .map_err(|e| failure(format!("cannot write {}: {e}", path.display()), log))?;
+        Ok::<PathBuf, StageFailure>(path)
+    };
+    let libgcc = libgcc().map_err(|e| failure(format!("cannot find libgcc: {e}"), log))?;
+
+    // The program. No dynamic linker and no text relocations: musl's
+    // rcrt1.o applies the program's own relative relocations at start.
+    let stubs_o = write("pgkraft-entry-stubs.o", entry_stubs_object())?;
+    let program = tmp.path().join("program.elf");
+    let mut cmd = ld_base();
+    cmd.arg("-pie")
+        .arg("--no-dynamic-linker")
+        .arg("-z")
+        .arg("text")
+        .arg("-o")
+        .arg(&program)
+        .arg(input.musl.rcrt1_o())
+        .arg(input.musl.crti_o())
+        .args(input.objects)
+        .arg(&stubs_o)
+        .arg("--start-group")
+        .arg(input.musl.libc_a())
+        .arg(&libgcc)
+        .arg("--end-group")
+        .arg(input.musl.crtn_o());
+    let program_run = run_ld(cmd, tmp.path(), "program", log)?;
+
+    let read = |p: Option<&Path>| -> Result<Option<Vec<u8>>, StageFailure> {
+        p.map(|p| {
+            std::fs::read(p).map_err(|e| failure(format!("cannot read {}: {e}", p.display()), log))
+        })
+        .transpose()
+    };
+    let index = input.rootfs.map(super::rootfs::index_path);
+    let (rootfs, index) = (read(input.rootfs)?, read(index.as_deref())?);
+    let program_bytes = read(Some(&program))?.unwrap_or_default();
+    let args_o = write(
+        "pgkraft-args.o",
+        args_object(
+            input.argv,
+            input.env,
+            input.build_info,
+            &program_bytes,
+            rootfs.as_deref(),
+            index.as_deref(),
+        ),
+    )?;
+    let args_name = args_o.display().to_string();
+
+    // The libOS image. libc.a supplies only the string functions the
+    // libOS's Rust code calls (memcpy and friends).
+    let mut cmd = ld_base();
+    cmd.arg("-T")
+        .arg(&input.libos.linker_script)
+        .arg("-o")
+        .arg(out)
+        .arg(&args_o)
+        .arg("--start-group")
+        .arg(&input.libos.staticlib)
+        .arg(input.musl.libc_a())
+        .arg(&libgcc)
+        .arg("--end-group");
+    let image_run = run_ld(cmd, tmp.path(), "image", log)?;
+
+    let dropped: Vec<&str> = program_run
+        .dropped
+        .iter()
+        .chain(&image_run.dropped)
+        .map(String::as_str)
+        .collect();
     let dropped_objects = dropped_by_object(&dropped);
     let dropped_bytes = dropped_objects.iter().map(|o| o.bytes).sum();
-    let mut objects = object_sizes(&std::fs::read_to_string(&map).unwrap_or_default());
+    let mut objects = object_sizes(&program_run.map);
+    objects.extend(
+        object_sizes(&image_run.map)
+            .into_iter()
+            .filter(|o| o.object != args_name),
+    );
+    objects.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.object.cmp(&b.object)));
     for o in &mut objects {
-        if o.object == args_name {
-            o.object = "(generated) argv, environment, rootfs".into();
+        if o.object == stubs_o.display().to_string() {
+            o.object = "(generated) system-call entry stubs".into();
         }
     }
     Ok(LinkReport {

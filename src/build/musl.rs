@@ -106,6 +106,10 @@ impl MuslSysroot {
     pub fn crt1_o(&self) -> PathBuf {
         self.lib_dir().join("crt1.o")
     }
+    /// The start file of a static PIE (musl relocates the program itself).
+    pub fn rcrt1_o(&self) -> PathBuf {
+        self.lib_dir().join("rcrt1.o")
+    }
     pub fn crti_o(&self) -> PathBuf {
         self.lib_dir().join("crti.o")
     }

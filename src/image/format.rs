@@ -16,6 +16,8 @@ pub const MANIFEST_SECTION: &str = ".pgkraft.manifest";
 pub const ROOTFS_SECTION: &str = ".pgkraft.rootfs";
 /// The rootfs index (layout in `pgkraft_abi`, which the libOS reads too).
 pub const ROOTFS_INDEX_SECTION: &str = ".pgkraft.rootfs_index";
+/// The program: a static-PIE ELF the libOS loads for each process; loaded.
+pub const PROGRAM_SECTION: &str = ".pgkraft.program";
 /// The baked-in argv: NUL-terminated strings, then an empty one.
 pub const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
 /// The baked-in environment, `KEY=value` strings laid out as argv.

@@ -299,6 +299,15 @@ entry_common:
 # r8, r9; result in rax; only rcx and r11 clobbered) and it forwards to the C
 # ABI function __pgkraft_syscall(n, a1, ..., a6).
 # ---------------------------------------------------------------------------
+# The program is a static PIE and jumps through this table at the fixed
+# address pgkraft_abi::SYSCALL_ENTRY_TABLE (link.ld places it).
+    .section .pgkraft.entry, "a"
+    .globl pgkraft_entry_table
+pgkraft_entry_table:
+    .quad __pgkraft_syscall
+    .quad __pgkraft_syscall_asm
+    .text
+
     .globl __pgkraft_syscall_asm
 __pgkraft_syscall_asm:
     pushq %rdi

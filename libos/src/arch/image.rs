@@ -11,8 +11,11 @@ unsafe extern "C" {
     fn irq_ignore();
     static pvclock_page: [u8; 4096];
     static __image_end: u8;
-    static __ehdr_start: u8;
-    fn _start();
+    /// The program, a static-PIE ELF file (build::link, link.ld).
+    static __pgkraft_program_start: u8;
+    static __pgkraft_program_end: u8;
+    /// pgkraft_abi::SYSCALL_ENTRY_TABLE, as link.ld placed it.
+    static pgkraft_entry_table: u8;
     /// NUL-separated strings ending with an empty one (build::link writes them).
     static __pgkraft_argv_blob: u8;
     static __pgkraft_envp_blob: u8;
@@ -55,23 +58,20 @@ pub fn image_end() -> u64 {
     addr_of!(__image_end) as u64
 }
 
-pub fn program_entry() -> u64 {
-    _start as *const () as u64
+/// The program's ELF file as the image holds it.
+pub fn program_file() -> &'static [u8] {
+    let (start, end) = (
+        addr_of!(__pgkraft_program_start),
+        addr_of!(__pgkraft_program_end),
+    );
+    // SAFETY: link.ld brackets the loaded, read-only section with these two
+    // symbols; nothing writes it.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
-/// The ELF program headers of the running image (they are loaded with the
-/// first segment), for the AT_PHDR auxiliary vector musl reads PT_TLS from.
-pub fn program_headers() -> (u64, u64, u64) {
-    let ehdr = addr_of!(__ehdr_start) as u64;
-    // SAFETY: __ehdr_start is the ELF header the linker placed in the first
-    // loaded segment; e_phoff (u64 at 32), e_phentsize and e_phnum (u16 at
-    // 54 and 56) are plain fields of it.
-    unsafe {
-        let phoff = read_volatile((ehdr + 32) as *const u64);
-        let phentsize = read_volatile((ehdr + 54) as *const u16) as u64;
-        let phnum = read_volatile((ehdr + 56) as *const u16) as u64;
-        (ehdr + phoff, phentsize, phnum)
-    }
+/// Whether the entry table sits where the program's stubs jump through it.
+pub fn entry_table_in_place() -> bool {
+    addr_of!(pgkraft_entry_table) as u64 == pgkraft_abi::SYSCALL_ENTRY_TABLE
 }
 
 /// The strings baked into the image by build::link.

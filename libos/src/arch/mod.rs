@@ -10,6 +10,8 @@ pub mod cpu;
 pub mod heap;
 #[cfg(not(test))]
 pub mod image;
+#[cfg(not(test))]
+pub mod paging;
 pub mod uaccess;
 #[cfg(not(test))]
 pub mod virtio;

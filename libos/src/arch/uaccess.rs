@@ -36,25 +36,46 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 static RAM_END: AtomicU64 = AtomicU64::new(0);
 
+/// The end of the program slots mapped so far (proc/slot.rs), from
+/// `paging::WINDOW_BASE`; 0 before the first.
+static WINDOW_END: AtomicU64 = AtomicU64::new(0);
+
 pub fn set_ram_end(end: u64) {
     RAM_END.store(end, Ordering::Relaxed);
 }
 
-/// Whether `[addr, addr+len)` may be touched, with RAM ending at `ram_end`.
-fn check_in(addr: u64, len: u64, ram_end: u64) -> Result<(), Errno> {
+/// Slots are only ever added, so the end only grows.
+pub fn set_window_end(end: u64) {
+    WINDOW_END.fetch_max(end, Ordering::Relaxed);
+}
+
+/// Whether `[addr, addr+len)` may be touched, with RAM ending at `ram_end`
+/// and the program slots at `[WINDOW_BASE, window_end)`.
+fn check_in(addr: u64, len: u64, ram_end: u64, window_end: u64) -> Result<(), Errno> {
     let end = addr.checked_add(len).ok_or(Errno::EFAULT)?;
     if len == 0 {
         return Ok(());
     }
-    if addr < 4096 || end > ram_end {
+    let in_ram = addr >= 4096 && end <= ram_end;
+    let in_window = addr >= WINDOW_BASE && end <= window_end;
+    if !in_ram && !in_window {
         return Err(Errno::EFAULT);
     }
     Ok(())
 }
 
 fn check(addr: u64, len: u64) -> Result<(), Errno> {
-    check_in(addr, len, RAM_END.load(Ordering::Relaxed))
+    check_in(
+        addr,
+        len,
+        RAM_END.load(Ordering::Relaxed),
+        WINDOW_END.load(Ordering::Relaxed),
+    )
 }
+
+/// Where the program slots start (arch::paging::WINDOW_BASE; repeated here
+/// because that module only exists in the image).
+const WINDOW_BASE: u64 = 1 << 39;
 
 /// Live loans: (start, end, exclusive). Few at a time (a system call holds
 /// one or two, fs::data one more), so a small array.
@@ -199,10 +220,15 @@ pub fn boot_bytes(addr: u64, len: u64) -> Result<&'static [u8], Errno> {
 /// ENAMETOOLONG, as Linux reports for a path of PATH_MAX bytes or more.
 pub fn c_str(addr: u64, max: u64) -> Result<Vec<u8>, Errno> {
     let ram_end = RAM_END.load(Ordering::Relaxed);
-    if addr < 4096 || addr >= ram_end {
+    let window_end = WINDOW_END.load(Ordering::Relaxed);
+    let region_end = if (4096..ram_end).contains(&addr) {
+        ram_end
+    } else if (WINDOW_BASE..window_end).contains(&addr) {
+        window_end
+    } else {
         return Err(Errno::EFAULT);
-    }
-    let avail = (ram_end - addr).min(max);
+    };
+    let avail = (region_end - addr).min(max);
     let bytes = slice(addr, avail)?;
     match bytes.iter().position(|&b| b == 0) {
         Some(n) => Ok(bytes[..n].to_vec()),
@@ -266,15 +292,26 @@ mod tests {
 
     #[test]
     fn the_first_page_and_past_ram_are_efault() {
-        assert_eq!(check_in(0, 1, 1 << 30), Err(Errno::EFAULT));
-        assert_eq!(check_in(4095, 1, 1 << 30), Err(Errno::EFAULT));
-        assert_eq!(check_in(4096, 1, 1 << 30), Ok(()));
-        assert_eq!(check_in((1 << 30) - 8, 8, 1 << 30), Ok(()));
-        assert_eq!(check_in((1 << 30) - 8, 9, 1 << 30), Err(Errno::EFAULT));
+        assert_eq!(check_in(0, 1, 1 << 30, 0), Err(Errno::EFAULT));
+        assert_eq!(check_in(4095, 1, 1 << 30, 0), Err(Errno::EFAULT));
+        assert_eq!(check_in(4096, 1, 1 << 30, 0), Ok(()));
+        assert_eq!(check_in((1 << 30) - 8, 8, 1 << 30, 0), Ok(()));
+        assert_eq!(check_in((1 << 30) - 8, 9, 1 << 30, 0), Err(Errno::EFAULT));
         // Wrapping around the address space.
-        assert_eq!(check_in(u64::MAX, 2, u64::MAX), Err(Errno::EFAULT));
+        assert_eq!(check_in(u64::MAX, 2, u64::MAX, 0), Err(Errno::EFAULT));
         // An empty range anywhere (even NULL) is fine, as on Linux.
-        assert_eq!(check_in(0, 0, 1 << 30), Ok(()));
+        assert_eq!(check_in(0, 0, 1 << 30, 0), Ok(()));
+    }
+
+    #[test]
+    fn the_program_slots_mapped_so_far_are_user_memory() {
+        let end = WINDOW_BASE + (4 << 20);
+        assert_eq!(check_in(WINDOW_BASE, 8, 1 << 30, end), Ok(()));
+        assert_eq!(check_in(end - 8, 8, 1 << 30, end), Ok(()));
+        assert_eq!(check_in(end - 8, 9, 1 << 30, end), Err(Errno::EFAULT));
+        assert_eq!(check_in(WINDOW_BASE, 8, 1 << 30, 0), Err(Errno::EFAULT));
+        // Not both at once: RAM's end to the window is a hole.
+        assert_eq!(check_in((1 << 30) - 8, 16, 1 << 30, end), Err(Errno::EFAULT));
     }
 
     #[test]

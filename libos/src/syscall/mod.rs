@@ -30,7 +30,9 @@ impl Errno {
     pub const ENOENT: Errno = Errno(2);
     pub const ESRCH: Errno = Errno(3);
     pub const ENXIO: Errno = Errno(6);
+    pub const ENOEXEC: Errno = Errno(8);
     pub const EBADF: Errno = Errno(9);
+    pub const ECHILD: Errno = Errno(10);
     pub const EAGAIN: Errno = Errno(11);
     pub const ENOMEM: Errno = Errno(12);
     pub const EACCES: Errno = Errno(13);

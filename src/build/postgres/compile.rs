@@ -614,7 +614,8 @@ fn compile_into(
         make(&args, d)?;
     }
     // Modules, in parallel: they share nothing that is not built yet.
-    // CFLAGS_SL= drops -fPIC: they are linked into a non-PIE executable.
+    // CFLAGS_SL= drops -fPIC: they are linked statically into the program
+    // (a static PIE: CFLAGS carries -fPIE).
     let ext_all = extensions::all(prepared.major);
     let module_dirs: Vec<&str> = BUILTIN_MODULE_DIRS
         .iter()
