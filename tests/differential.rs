@@ -110,6 +110,11 @@ fn files() {
 }
 
 #[test]
+fn procs() {
+    differential("procs");
+}
+
+#[test]
 fn ipc() {
     differential("ipc");
 }

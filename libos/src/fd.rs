@@ -158,7 +158,7 @@ impl OpenFile {
         self.check_read()?;
         match &self.kind {
             FileKind::Console => Ok(console::read(buf)),
-            FileKind::Pipe(end) => end.read(buf, self.nonblocking()),
+            FileKind::Pipe(end) => read_pipe(end, buf, self.nonblocking()),
             FileKind::SignalFd(mask) => {
                 crate::syscall::poll::read_signalfd(mask.load(Ordering::Relaxed), buf)
             }
@@ -346,6 +346,26 @@ fn read_device(dev: Device, buf: &mut [u8]) -> usize {
     }
 }
 
+/// A blocking read of an empty pipe waits for another process to write or
+/// close; a lone process would wait for ever, so it gets EAGAIN (pipe.rs).
+fn read_pipe(end: &PipeEnd, buf: &mut [u8], nonblocking: bool) -> Result<usize, Errno> {
+    if nonblocking || crate::proc::alone() {
+        return end.read(buf, nonblocking);
+    }
+    loop {
+        match end.read(buf, true) {
+            Err(Errno::EAGAIN) => {}
+            r => return r,
+        }
+        if crate::syscall::signal::interrupt_pending() {
+            return Err(Errno::EINTR);
+        }
+        let now = crate::time::monotonic_ns();
+        let until = crate::syscall::signal::next_alarm().unwrap_or(u64::MAX);
+        crate::proc::idle(until.min(now + 1_000_000_000));
+    }
+}
+
 /// Writing to a pipe nobody reads raises SIGPIPE, then fails with EPIPE.
 fn pipe_write(end: &PipeEnd, buf: &[u8], nonblocking: bool) -> Result<usize, Errno> {
     let r = end.write(buf, nonblocking);
@@ -356,7 +376,7 @@ fn pipe_write(end: &PipeEnd, buf: &[u8], nonblocking: bool) -> Result<usize, Err
 }
 
 #[derive(Clone)]
-struct Slot {
+pub struct Slot {
     file: Arc<OpenFile>,
     cloexec: bool,
 }
@@ -364,7 +384,8 @@ struct Slot {
 /// A descriptor table: slot n is fd n; it grows on demand up to `max`.
 /// What a method takes out of the table it hands back, so that the caller
 /// drops it after letting go of the table's lock.
-struct Table {
+#[derive(Clone)]
+pub struct Table {
     slots: Vec<Option<Slot>>,
     max: usize,
 }
@@ -495,6 +516,36 @@ impl Table {
             _ => Err(Errno::EBADF),
         }
     }
+}
+
+/// The running process's table and another's trade places (proc: a
+/// process switch). What the other held it now finds in `other`.
+pub fn swap_current(other: &mut Table) {
+    core::mem::swap(&mut *table(), other);
+}
+
+/// A copy of the running process's table for a new process (clone): the
+/// same open files, with their close-on-exec flags.
+pub fn copy_current() -> Table {
+    table().clone()
+}
+
+/// An empty table (a process that has exited holds one).
+pub fn empty() -> Table {
+    Table::new(MAX_FDS as usize)
+}
+
+/// execve: close what is marked close-on-exec; the caller drops what comes
+/// back after the table's lock is gone.
+pub fn close_on_exec() -> Vec<Slot> {
+    let mut t = table();
+    let mut closed = Vec::new();
+    for slot in t.slots.iter_mut() {
+        if slot.as_ref().is_some_and(|s| s.cloexec) {
+            closed.extend(slot.take());
+        }
+    }
+    closed
 }
 
 /// fds 0, 1 and 2: one console description, as a terminal login has.

@@ -2,6 +2,7 @@
 //! argv, envp and the auxiliary vector, then a jump to `_start`.
 
 use crate::arch::{cpu, image, uaccess};
+use crate::syscall::Errno;
 use crate::{cmdline, config, mem};
 use alloc::vec::Vec;
 
@@ -35,16 +36,29 @@ pub fn argv(cmdline: &[u8]) -> Vec<Vec<u8>> {
     argv
 }
 
-pub fn run_program(argv: &[Vec<u8>]) -> ! {
-    let envp: Vec<&[u8]> = image::baked_envp().collect();
+/// The image's own executable: argv[0] as baked in (execve of this path
+/// starts another copy of the program).
+pub fn executable() -> &'static [u8] {
+    image::baked_argv().next().unwrap_or(b"program")
+}
+
+/// A main stack: the memory [base, base+len) and the initial stack pointer.
+pub struct Stack {
+    pub base: u64,
+    pub len: u64,
+    pub sp: u64,
+}
+
+/// Allocate a main stack for a copy of the program at `base` and lay out
+/// argc, argv, envp and the auxiliary vector on it.
+pub fn new_stack(argv: &[Vec<u8>], envp: &[Vec<u8>], base: u64) -> Result<Stack, Errno> {
     let size = config::MAIN_STACK_KIB * 1024;
-    let stack_base = mem::alloc_top(size).unwrap_or_else(|_| {
-        crate::log!(
-            "libos: no memory for a {} KiB main stack",
-            config::MAIN_STACK_KIB
-        );
-        crate::platform::exit(1)
-    });
+    let strings: u64 = argv.iter().chain(envp).map(|s| s.len() as u64 + 1).sum();
+    let vectors = (argv.len() + envp.len() + 3 + 14 * 2) as u64 * 8;
+    if strings + vectors + 4096 > size / 4 {
+        return Err(Errno::E2BIG);
+    }
+    let stack_base = mem::alloc_top(size)?;
     let top = stack_base + size;
 
     // Strings and the random bytes go at the very top, the vectors below.
@@ -65,20 +79,14 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
         .expect("main stack in RAM")
         .copy_from_slice(&random);
 
-    let (_, base) = crate::proc::slot::take().unwrap_or_else(|e| {
-        crate::log!("libos: cannot map the program: {e:?}");
-        crate::platform::exit(1)
-    });
     let program = crate::proc::slot::program();
-    let (phdr, phent, phnum) = (base + program.phdr, program.phent, program.phnum);
-    let entry = base + program.entry;
     let hwcap = cpu::cpuid(1, 0).edx as u64;
     let auxv: [(u64, u64); 14] = [
-        (AT_PHDR, phdr),
-        (AT_PHENT, phent),
-        (AT_PHNUM, phnum),
+        (AT_PHDR, base + program.phdr),
+        (AT_PHENT, program.phent),
+        (AT_PHNUM, program.phnum),
         (AT_PAGESZ, mem::PAGE),
-        (AT_ENTRY, entry),
+        (AT_ENTRY, base + program.entry),
         (AT_UID, crate::syscall::ids::UID),
         (AT_EUID, crate::syscall::ids::UID),
         (AT_GID, crate::syscall::ids::GID),
@@ -106,6 +114,24 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
         push(k);
         push(v);
     }
+    Ok(Stack {
+        base: stack_base,
+        len: size,
+        sp: start_sp,
+    })
+}
+
+/// The first process: the image's program with `argv` and the baked-in
+/// environment.
+pub fn run_program(argv: &[Vec<u8>]) -> ! {
+    let envp: Vec<Vec<u8>> = image::baked_envp().map(|e| e.to_vec()).collect();
+    let fail = |what: &str, e: Errno| -> ! {
+        crate::log!("libos: {what}: {e:?}");
+        crate::platform::exit(1)
+    };
+    let (slot, base) = crate::proc::slot::take().unwrap_or_else(|e| fail("cannot map the program", e));
+    let stack = new_stack(argv, &envp, base).unwrap_or_else(|e| fail("no room for the main stack", e));
+    crate::proc::init_first(slot, (stack.base, stack.len));
     crate::platform::phase(pgkraft_abi::Phase::MainEntered);
-    cpu::enter_program(entry, start_sp)
+    cpu::enter_program(base + crate::proc::slot::program().entry, stack.sp)
 }

@@ -310,13 +310,21 @@ pgkraft_entry_table:
 
     .globl __pgkraft_syscall_asm
 __pgkraft_syscall_asm:
+    pushq %rbx
     pushq %rdi
     pushq %rsi
     pushq %rdx
     pushq %r8
     pushq %r9
     pushq %r10
-    pushq %r9                   # a6 on the stack (keeps %rsp 16-byte aligned)
+    # musl's assembly callers leave rsp at no particular alignment; the C
+    # ABI wants it 16-byte aligned at each call.
+    movq %rsp, %rbx
+    andq $-16, %rsp
+    cmpq $56, %rax
+    je 2f
+    subq $8, %rsp
+    pushq %r9                   # a6 on the stack
     movq %r8, %r9
     movq %r10, %r8
     movq %rdx, %rcx
@@ -324,13 +332,20 @@ __pgkraft_syscall_asm:
     movq %rdi, %rsi
     movq %rax, %rdi
     call __pgkraft_syscall
-    addq $8, %rsp
+    jmp 3f
+    # clone: __pgkraft_clone(flags, stack, return address, r9). The child
+    # starts at the return address on its own stack (proc::clone).
+2:  movq %r9, %rcx
+    movq 56(%rbx), %rdx
+    call __pgkraft_clone
+3:  movq %rbx, %rsp
     popq %r10
     popq %r9
     popq %r8
     popq %rdx
     popq %rsi
     popq %rdi
+    popq %rbx
     ret
 
 # ---------------------------------------------------------------------------

@@ -111,7 +111,7 @@ pub fn call_signal_handler(handler: u64, sig: u64, siginfo: bool) {
     let mut info = [0u32; 32];
     info[0] = sig as u32;
     info[2] = (-6i32) as u32; // si_code = SI_TKILL
-    info[4] = super::super::syscall::ids::PID as u32;
+    info[4] = crate::proc::pid();
     info[5] = super::super::syscall::ids::UID as u32;
     let mut ucontext = [0u64; 128];
     let _ = siginfo; // the extra arguments are harmless for a one-argument handler

@@ -12,6 +12,8 @@ pub mod heap;
 pub mod image;
 #[cfg(not(test))]
 pub mod paging;
+#[cfg(not(test))]
+pub mod switch;
 pub mod uaccess;
 #[cfg(not(test))]
 pub mod virtio;

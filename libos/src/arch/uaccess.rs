@@ -79,7 +79,7 @@ const WINDOW_BASE: u64 = 1 << 39;
 
 /// Live loans: (start, end, exclusive). Few at a time (a system call holds
 /// one or two, fs::data one more), so a small array.
-struct Loans {
+pub struct Loans {
     live: [(u64, u64, bool); MAX_LOANS],
     n: usize,
 }
@@ -92,6 +92,13 @@ static LOANS: spin::Mutex<Loans> = spin::Mutex::new(Loans {
 });
 
 impl Loans {
+    pub const fn new() -> Loans {
+        Loans {
+            live: [(0, 0, false); MAX_LOANS],
+            n: 0,
+        }
+    }
+
     fn take(&mut self, start: u64, end: u64, exclusive: bool) -> Result<(), Errno> {
         let clash = self.live[..self.n]
             .iter()
@@ -115,6 +122,13 @@ impl Loans {
             self.n -= 1;
         }
     }
+}
+
+/// Loans belong to the process whose system call took them, and a process
+/// may switch away while it holds some (a read waiting for data): each
+/// process keeps its own table (proc: a process switch swaps them).
+pub fn swap_loans(other: &mut Loans) {
+    core::mem::swap(&mut *LOANS.lock(), other);
 }
 
 /// A checked, recorded range of guest memory (empty ranges are not recorded).

@@ -21,7 +21,8 @@ use inode::{Device, Inode, Time};
 use spin::Mutex;
 
 static ROOT: spin::Once<Arc<Inode>> = spin::Once::new();
-/// The process's working directory and umask (per process once fork exists).
+/// The running process's working directory and umask (proc swaps them at a
+/// process switch).
 static CWD: Mutex<Option<Arc<Inode>>> = Mutex::new(None);
 static UMASK: AtomicU32 = AtomicU32::new(0o022);
 
@@ -36,6 +37,13 @@ pub fn cwd() -> Arc<Inode> {
 pub fn set_cwd(dir: Arc<Inode>) {
     let old = CWD.lock().replace(dir);
     drop(old);
+}
+
+/// The running process's working directory and umask trade places with
+/// `cwd` and `umask` (proc: a process switch).
+pub fn swap_current(cwd: &mut Option<Arc<Inode>>, umask: &mut u32) {
+    core::mem::swap(&mut *CWD.lock(), cwd);
+    *umask = UMASK.swap(*umask, Ordering::Relaxed);
 }
 
 pub fn umask() -> u32 {

@@ -75,7 +75,7 @@ pub fn block<T>(
             return Err(Errno::EINTR);
         }
         let until = signal::next_alarm().unwrap_or(u64::MAX);
-        stack::idle_until(until.min(crate::time::monotonic_ns().saturating_add(1_000_000_000)));
+        crate::proc::idle(until.min(crate::time::monotonic_ns().saturating_add(1_000_000_000)));
     }
 }
 

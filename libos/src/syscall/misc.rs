@@ -73,7 +73,7 @@ const RLIMIT_NOFILE: u64 = 7;
 const RLIM_INFINITY: u64 = u64::MAX;
 
 pub fn prlimit(pid: u64, resource: u64, new: u64, old: u64) -> Result {
-    if pid != 0 && pid != super::ids::PID {
+    if pid != 0 && pid != crate::proc::pid() as u64 {
         return Err(Errno::ESRCH);
     }
     if resource > 15 {
@@ -139,9 +139,16 @@ const PR_GET_NAME: u64 = 16;
 /// change nothing visible.
 pub fn prctl(option: u64, arg: u64) -> Result {
     match option {
-        PR_SET_PDEATHSIG | PR_SET_NAME => Ok(0),
+        PR_SET_NAME => Ok(0),
+        PR_SET_PDEATHSIG => {
+            if arg > 64 {
+                return Err(Errno::EINVAL);
+            }
+            crate::proc::set_pdeath_signal(arg);
+            Ok(0)
+        }
         PR_GET_PDEATHSIG => {
-            uaccess::write(arg, &0i32)?;
+            uaccess::write(arg, &(crate::proc::pdeath_signal() as i32))?;
             Ok(0)
         }
         PR_GET_NAME => {

@@ -53,9 +53,12 @@ fn place(addr: u64, len: u64, flags: u64) -> Result {
         }
         release(addr, len).map_err(|_| Errno::ENOMEM)?;
         mem::alloc_fixed(addr, len)?;
+        crate::proc::own(addr, len);
         return Ok(addr as i64);
     }
-    Ok(mem::alloc_top(len)? as i64)
+    let at = mem::alloc_top(len)?;
+    crate::proc::own(at, len);
+    Ok(at as i64)
 }
 
 /// A shared file mapping: its file, to give pages back to at munmap.
@@ -127,6 +130,7 @@ pub fn munmap(addr: u64, len: u64) -> Result {
 /// so a shared file mapping always returns its pages to the file first.
 fn release(addr: u64, len: u64) -> core::result::Result<(), Errno> {
     unshare(addr, mem::page_up(len))?;
+    crate::proc::disown(addr, mem::page_up(len));
     mem::free(addr, len)
 }
 
@@ -185,21 +189,23 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) 
     }
     if new_len <= old_len {
         if new_len < old_len {
-            mem::free(old + new_len, old_len - new_len)?;
+            release(old + new_len, old_len - new_len)?;
         }
         return Ok(old as i64);
     }
     let grow = new_len - old_len;
     if mem::is_free(old + old_len, grow) {
         mem::alloc_fixed(old + old_len, grow)?;
+        crate::proc::own(old + old_len, grow);
         return Ok(old as i64);
     }
     if flags & MREMAP_MAYMOVE == 0 {
         return Err(Errno::ENOMEM);
     }
     let new = mem::alloc_top(new_len)?;
+    crate::proc::own(new, new_len);
     uaccess::copy_within(old, new, old_len)?;
-    mem::free(old, old_len)?;
+    release(old, old_len)?;
     Ok(new as i64)
 }
 

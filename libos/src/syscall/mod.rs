@@ -15,6 +15,8 @@ pub mod mm;
 mod names;
 pub mod net;
 pub mod poll;
+#[cfg(not(test))]
+mod process;
 pub mod shm;
 pub mod signal;
 
@@ -30,6 +32,7 @@ impl Errno {
     pub const ENOENT: Errno = Errno(2);
     pub const ESRCH: Errno = Errno(3);
     pub const ENXIO: Errno = Errno(6);
+    pub const E2BIG: Errno = Errno(7);
     pub const ENOEXEC: Errno = Errno(8);
     pub const EBADF: Errno = Errno(9);
     pub const ECHILD: Errno = Errno(10);
@@ -165,6 +168,11 @@ mod nr {
     pub const NANOSLEEP: i64 = 35;
     pub const GETPID: i64 = 39;
     pub const EXIT: i64 = 60;
+    pub const FORK: i64 = 57;
+    pub const VFORK: i64 = 58;
+    pub const EXECVE: i64 = 59;
+    pub const WAIT4: i64 = 61;
+    pub const RT_SIGSUSPEND: i64 = 130;
     pub const KILL: i64 = 62;
     pub const UNAME: i64 = 63;
     pub const FCNTL: i64 = 72;
@@ -320,12 +328,13 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::MREMAP => mm::mremap(a[0], a[1], a[2], a[3], a[4]),
         nr::MPROTECT => mm::mprotect(a[0]),
         nr::MADVISE => mm::madvise(a[0], a[1], a[2]),
-        nr::BRK => Ok(crate::mem::brk(a[0]) as i64),
+        #[cfg(not(test))]
+        nr::BRK => process::brk(a[0]),
         nr::RT_SIGACTION => signal::rt_sigaction(a[0], a[1], a[2], a[3]),
         nr::RT_SIGPROCMASK => signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
         nr::SIGALTSTACK => Ok(0),
         nr::KILL => signal::kill(a[0] as i64, a[1]),
-        nr::TKILL => signal::kill(ids::PID as i64, a[1]),
+        nr::TKILL => signal::kill(crate::proc::pid() as i64, a[1]),
         nr::TGKILL => signal::kill(a[0] as i64, a[2]),
         nr::SCHED_YIELD => Ok(0),
         nr::NANOSLEEP => clock::nanosleep(a[0], a[1]),
@@ -334,12 +343,12 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::CLOCK_GETRES => clock::clock_getres(a[0], a[1]),
         nr::GETTIMEOFDAY => clock::gettimeofday(a[0]),
         nr::TIME => clock::time(a[0]),
-        nr::GETPID => Ok(ids::PID as i64),
-        nr::GETTID => Ok(ids::PID as i64),
-        nr::GETPPID => Ok(0),
+        nr::GETPID | nr::GETTID => Ok(crate::proc::pid() as i64),
+        #[cfg(not(test))]
+        nr::GETPPID => Ok(crate::proc::ppid() as i64),
         nr::GETUID | nr::GETEUID => Ok(ids::UID as i64),
         nr::GETGID | nr::GETEGID => Ok(ids::GID as i64),
-        nr::SET_TID_ADDRESS => Ok(ids::PID as i64),
+        nr::SET_TID_ADDRESS => Ok(crate::proc::pid() as i64),
         nr::SET_ROBUST_LIST => Ok(0),
         nr::ARCH_PRCTL => misc::arch_prctl(a[0], a[1]),
         nr::UNAME => misc::uname(a[0]),
@@ -347,7 +356,18 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::GETRLIMIT => misc::prlimit(0, a[0], 0, a[1]),
         nr::PRLIMIT64 => misc::prlimit(a[0], a[1], a[2], a[3]),
         nr::SYSINFO => misc::sysinfo(a[0]),
-        nr::EXIT | nr::EXIT_GROUP => crate::platform::exit(a[0] as u8),
+        #[cfg(not(test))]
+        nr::EXIT | nr::EXIT_GROUP => crate::proc::exit(a[0]),
+        #[cfg(not(test))]
+        nr::EXECVE => process::execve(a[0], a[1], a[2]),
+        #[cfg(not(test))]
+        nr::WAIT4 => process::wait4(a[0], a[1], a[2], a[3]),
+        nr::FORK | nr::VFORK => {
+            // One address space: a copy of the caller cannot live at the
+            // caller's addresses. posix_spawn (clone as vfork) works.
+            report_unimplemented(n);
+            Err(Errno::ENOSYS)
+        }
         nr::SHMGET => shm::shmget(a[0], a[1], a[2]),
         nr::SHMAT => shm::shmat(a[0], a[1], a[2]),
         nr::SHMDT => shm::shmdt(a[0]),
@@ -357,6 +377,7 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::SETITIMER => signal::setitimer(a[0], a[1], a[2]),
         nr::ALARM => signal::alarm(a[0]),
         nr::RT_SIGPENDING => signal::rt_sigpending(a[0], a[1]),
+        nr::RT_SIGSUSPEND => poll::rt_sigsuspend(a[0], a[1]),
         nr::EPOLL_CREATE => poll::epoll_create(a[0]),
         nr::EPOLL_CREATE1 => poll::epoll_create1(a[0]),
         nr::EPOLL_CTL => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
@@ -372,10 +393,16 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::EVENTFD2 => poll::eventfd2(a[0], a[1]),
         nr::SETRLIMIT => misc::prlimit(0, a[0], a[1], 0),
         nr::GETGROUPS => ids::getgroups(a[0], a[1]),
-        // One process that is its own session and process-group leader.
-        nr::GETPGRP | nr::GETSID | nr::GETPGID => Ok(ids::PID as i64),
-        nr::SETSID => Err(Errno::EPERM),
-        nr::SETPGID => Ok(0),
+        #[cfg(not(test))]
+        nr::GETPGRP => crate::proc::getpgid(0),
+        #[cfg(not(test))]
+        nr::GETPGID => crate::proc::getpgid(a[0]),
+        #[cfg(not(test))]
+        nr::GETSID => crate::proc::getsid(a[0]),
+        #[cfg(not(test))]
+        nr::SETSID => crate::proc::setsid(),
+        #[cfg(not(test))]
+        nr::SETPGID => crate::proc::setpgid(a[0], a[1]),
         nr::PRCTL => misc::prctl(a[0], a[1]),
         nr::SOCKET => net::socket(a[0], a[1], a[2]),
         nr::SOCKETPAIR => net::socketpair(a[0], a[1], a[2], a[3]),
@@ -434,6 +461,7 @@ pub extern "C" fn __pgkraft_syscall(
     a6: u64,
 ) -> i64 {
     crate::net::tx_deadline();
+    crate::proc::on_syscall();
     let r = dispatch(n, [a1, a2, a3, a4, a5, a6]);
     // The kernel delivers signals on its way back to user space.
     signal::deliver_pending();

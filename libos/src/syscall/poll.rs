@@ -190,8 +190,18 @@ pub fn wait_for(timeout_ns: Option<u64>, mut check: impl FnMut() -> Result) -> R
             (None, Some(a)) => a,
             (None, None) => now + 1_000_000_000,
         };
-        crate::net::stack::idle_until(until.max(now + 1000));
+        crate::proc::idle(until.max(now + 1000));
     }
+}
+
+/// rt_sigsuspend(2): wait under `set` until a signal is handled; always
+/// EINTR.
+pub fn rt_sigsuspend(set: u64, size: u64) -> Result {
+    if set == 0 {
+        return Err(Errno::EFAULT);
+    }
+    with_mask(set, size, || wait_for(None, || Ok(0)))?;
+    Err(Errno::EINTR)
 }
 
 fn ms_timeout(ms: i64) -> Option<u64> {
@@ -458,7 +468,7 @@ pub fn read_signalfd(mask: u64, buf: &mut [u8]) -> core::result::Result<usize, E
         rec.fill(0);
         rec[0..4].copy_from_slice(&(sig as u32).to_ne_bytes());
         rec[8..12].copy_from_slice(&(-6i32).to_ne_bytes()); // SI_TKILL
-        rec[12..16].copy_from_slice(&(super::ids::PID as u32).to_ne_bytes());
+        rec[12..16].copy_from_slice(&(crate::proc::pid()).to_ne_bytes());
         rec[16..20].copy_from_slice(&(super::ids::UID as u32).to_ne_bytes());
         done += SIGINFO_SIZE;
     }

@@ -5,6 +5,8 @@
 //! one address space every segment lives at one place: shmat hands out the
 //! same pages every time, and a segment's memory goes back to the allocator
 //! when it is both removed (IPC_RMID) and detached everywhere, as on Linux.
+//! Attachments are counted per process, so a process's exit detaches what
+//! it left attached.
 
 use super::{Errno, Result};
 use crate::arch::uaccess;
@@ -41,16 +43,21 @@ struct Segment {
     atime: i64,
     dtime: i64,
     ctime: i64,
+    cpid: u32,
+    lpid: u32,
 }
 
 struct Table {
     segs: Vec<Segment>,
     next_id: i32,
+    /// (pid, address) per attachment.
+    attached: Vec<(u32, u64)>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     segs: Vec::new(),
     next_id: 0,
+    attached: Vec::new(),
 });
 
 /// The kernel's `struct shmid64_ds` (x86-64).
@@ -111,6 +118,8 @@ pub fn shmget(key: u64, size: u64, flags: u64) -> Result {
         atime: 0,
         dtime: 0,
         ctime: Time::now().sec,
+        cpid: crate::proc::pid(),
+        lpid: 0,
     });
     Ok(id as i64)
 }
@@ -128,14 +137,28 @@ pub fn shmat(id: u64, want: u64, _flags: u64) -> Result {
     if want != 0 && want != s.addr {
         return Err(Errno::EINVAL);
     }
+    let pid = crate::proc::pid();
     s.nattch += 1;
     s.atime = Time::now().sec;
-    Ok(s.addr as i64)
+    s.lpid = pid;
+    let addr = s.addr;
+    t.attached.push((pid, addr));
+    Ok(addr as i64)
 }
 
 pub fn shmdt(addr: u64) -> Result {
+    detach(crate::proc::pid(), addr)
+}
+
+fn detach(pid: u32, addr: u64) -> Result {
     let freed = {
         let mut t = TABLE.lock();
+        let a = t
+            .attached
+            .iter()
+            .position(|&(p, at)| p == pid && at == addr)
+            .ok_or(Errno::EINVAL)?;
+        t.attached.swap_remove(a);
         let i = t
             .segs
             .iter()
@@ -144,9 +167,24 @@ pub fn shmdt(addr: u64) -> Result {
         let s = &mut t.segs[i];
         s.nattch -= 1;
         s.dtime = Time::now().sec;
+        s.lpid = pid;
         release_if_done(&mut t, i)
     };
     free(freed)
+}
+
+/// A process exited: what it left attached is detached.
+pub fn detach_all_of(pid: u32) {
+    let addrs: Vec<u64> = TABLE
+        .lock()
+        .attached
+        .iter()
+        .filter(|&&(p, _)| p == pid)
+        .map(|&(_, a)| a)
+        .collect();
+    for a in addrs {
+        let _ = detach(pid, a);
+    }
 }
 
 /// Take segment `i` out of the table if nothing keeps it; its memory is
@@ -200,8 +238,8 @@ pub fn shmctl(id: u64, cmd: u64, buf: u64) -> Result {
                     atime: s.atime,
                     dtime: s.dtime,
                     ctime: s.ctime,
-                    cpid: super::ids::PID as i32,
-                    lpid: super::ids::PID as i32,
+                    cpid: s.cpid as i32,
+                    lpid: s.lpid as i32,
                     nattch: s.nattch,
                     ..ShmidDs::default()
                 };

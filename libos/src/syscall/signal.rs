@@ -1,7 +1,9 @@
 //! Signals: dispositions, the mask, pending signals, the real-time interval
 //! timer (setitimer/alarm) and signalfd.
 //!
-//! There is one process and no preemption, so a signal is delivered where
+//! Each process has its own (proc swaps the running one's in and out at a
+//! process switch; `raise_in` reaches one that is not running). There is
+//! no preemption, so a signal is delivered where
 //! the kernel would deliver it on its way back to user space: when the
 //! program makes a system call (`deliver_pending`, called after each one).
 //! A signal the program sends itself, or that a system call raises (SIGPIPE),
@@ -36,7 +38,7 @@ struct KSigaction {
     mask: u64,
 }
 
-struct Signals {
+pub struct Signals {
     actions: [KSigaction; NSIG],
     mask: u64,
     pending: u64,
@@ -49,7 +51,7 @@ struct Signals {
 static SIGNALS: Mutex<Signals> = Mutex::new(Signals::new());
 
 impl Signals {
-    const fn new() -> Signals {
+    pub const fn new() -> Signals {
         Signals {
             actions: [KSigaction {
                 handler: 0,
@@ -89,8 +91,18 @@ impl Signals {
         Ok(())
     }
 
+    /// What a new process starts with (clone): the same dispositions and
+    /// mask, nothing pending, no timer.
+    pub fn for_child(&self) -> Signals {
+        Signals {
+            actions: self.actions,
+            mask: self.mask,
+            ..Signals::new()
+        }
+    }
+
     /// See `raise`.
-    fn raise(&mut self, sig: u64) {
+    pub fn raise(&mut self, sig: u64) {
         let a = self.actions[sig as usize];
         let blocked = self.mask & bit(sig) != 0;
         if !blocked && discards(&a, sig) {
@@ -179,6 +191,30 @@ fn discards(a: &KSigaction, sig: u64) -> bool {
     a.handler == SIG_IGN || (a.handler == SIG_DFL && ignored_by_default(sig))
 }
 
+/// The running process's signal state and another's trade places (proc: a
+/// process switch).
+pub fn swap_current(other: &mut Signals) {
+    core::mem::swap(&mut *SIGNALS.lock(), other);
+}
+
+/// A new process's signal state (clone), from the running process's.
+pub fn for_child() -> Signals {
+    SIGNALS.lock().for_child()
+}
+
+/// execve: caught signals go back to their default action (ignored ones
+/// stay ignored); the mask and what is pending stay, as on Linux.
+pub fn reset_for_exec() {
+    let mut st = SIGNALS.lock();
+    for a in st.actions.iter_mut() {
+        if a.handler > SIG_IGN {
+            *a = KSigaction::default();
+        }
+    }
+    st.alarm_at = 0;
+    st.alarm_every = 0;
+}
+
 /// Send `sig` to ourselves. It only becomes pending: a handler must not run
 /// in the middle of the system call that raised it (a handler may make
 /// system calls of its own), so it is acted on as that call returns.
@@ -187,15 +223,10 @@ pub fn raise(sig: u64) {
 }
 
 pub fn kill(pid: i64, sig: u64) -> Result {
-    if pid != super::ids::PID as i64 && pid != 0 && pid != -1 {
-        return Err(Errno::ESRCH);
+    if sig != 0 {
+        valid(sig)?;
     }
-    if sig == 0 {
-        return Ok(0);
-    }
-    valid(sig)?;
-    raise(sig);
-    Ok(0)
+    crate::proc::kill(pid, sig)
 }
 
 /// The signal state, with an expired interval timer already turned into a
@@ -248,8 +279,7 @@ pub fn deliver_pending() {
             _ if discards(&action, sig) => {}
             SIG_DFL => {
                 drop(st);
-                crate::log!("libos: terminated by signal {sig}");
-                crate::platform::exit(128 + sig as u8)
+                crate::proc::exit_by_signal(sig)
             }
             handler => {
                 // The handler may make system calls, which take the lock.

@@ -1,0 +1,627 @@
+//! The process table and what changes it: clone (as vfork), execve, exit,
+//! wait4, kill, sessions and groups, and the switch between processes.
+//!
+//! Every process runs the one program the image carries, in a slot of its
+//! own (slot.rs); the libOS runs on the calling process's stack, so a
+//! process that has nothing to do switches to another from inside its
+//! system call (`idle`), and the VM waits in the runner only when no
+//! process can go on. The libOS state that belongs to a process (open
+//! files, signals, user-memory loans, working directory, umask, FS base)
+//! lives in the usual statics for the running one and is swapped at a
+//! switch: the rest of the libOS does not know about processes.
+//!
+//! Scheduling is cooperative: a process runs until it waits or exits.
+//! Who may be ready is found by asking: every waiting process runs its own
+//! check again once anything happened since it last looked (`EPOCH`, which
+//! every system call advances) or its deadline passed.
+
+use super::owned::Owned;
+use super::slot;
+use crate::arch::switch::{self, Start};
+use crate::arch::{cpu, uaccess};
+use crate::fs::inode::Inode;
+use crate::syscall::{Errno, Result, signal};
+use crate::{fd, fs, mem};
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Mutex;
+
+/// Processes at once (PostgreSQL: max_connections + its helpers).
+const MAX_PROCS: usize = 1024;
+const SIGCHLD: u64 = 17;
+const CLONE_VM: u64 = 0x100;
+const CLONE_VFORK: u64 = 0x4000;
+const WNOHANG: u64 = 1;
+
+/// Saved stack pointers, by table index (the switch writes them).
+static CONTEXTS: [AtomicU64; MAX_PROCS] = [const { AtomicU64::new(0) }; MAX_PROCS];
+/// The running process's table index.
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+/// Advanced by every system call: a waiting process looks again once it
+/// moved.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Running,
+    /// In `idle`: looks again when `EPOCH` moves past `seen` or at `until`.
+    Waiting,
+    /// In clone: resumes when its vfork child has exec'd or exited.
+    VforkParent,
+    /// Exited; `status` is what wait4 reports.
+    Zombie { status: u32 },
+}
+
+/// A process's share of libOS state while it is not running.
+struct Saved {
+    fds: fd::Table,
+    signals: signal::Signals,
+    loans: uaccess::Loans,
+    cwd: Option<Arc<Inode>>,
+    umask: u32,
+    fs_base: u64,
+}
+
+impl Saved {
+    /// Trade places with the running process's state.
+    fn swap_with_current(&mut self) {
+        fd::swap_current(&mut self.fds);
+        signal::swap_current(&mut self.signals);
+        uaccess::swap_loans(&mut self.loans);
+        fs::swap_current(&mut self.cwd, &mut self.umask);
+        let fs_base = cpu::fs_base();
+        cpu::set_fs_base(self.fs_base);
+        self.fs_base = fs_base;
+    }
+}
+
+struct Process {
+    pid: u32,
+    ppid: u32,
+    pgid: u32,
+    sid: u32,
+    state: State,
+    saved: Option<Box<Saved>>,
+    /// Its copy of the program (none for a vfork child before execve: it
+    /// runs in its parent's).
+    slot: Option<usize>,
+    owned: Owned,
+    until: u64,
+    seen: u64,
+    /// The table index of the parent blocked in clone, until exec or exit.
+    vfork_parent: Option<usize>,
+    /// Sent to the parent at exit (clone's low byte; SIGCHLD).
+    exit_signal: u64,
+    /// prctl(PR_SET_PDEATHSIG): sent to this process when its parent exits.
+    pdeath_signal: u64,
+}
+
+struct Table {
+    procs: Vec<Option<Process>>,
+    next_pid: u32,
+    /// Memory of processes that have exited or exec'd, freed once nothing
+    /// runs on it any more (after the next switch or system call).
+    reap: Vec<(u64, u64)>,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    procs: Vec::new(),
+    next_pid: 1,
+    reap: Vec::new(),
+});
+
+fn table() -> spin::MutexGuard<'static, Table> {
+    TABLE.try_lock().expect("process table locked twice")
+}
+
+impl Table {
+    fn get(&self, i: usize) -> &Process {
+        self.procs[i].as_ref().expect("a live table index")
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut Process {
+        self.procs[i].as_mut().expect("a live table index")
+    }
+
+    fn index_of(&self, pid: u32) -> Option<usize> {
+        self.procs
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.pid == pid))
+    }
+
+    fn insert(&mut self, p: Process) -> core::result::Result<usize, Errno> {
+        if let Some(i) = self.procs.iter().position(Option::is_none) {
+            self.procs[i] = Some(p);
+            return Ok(i);
+        }
+        if self.procs.len() >= MAX_PROCS {
+            return Err(Errno::EAGAIN);
+        }
+        self.procs.push(Some(p));
+        Ok(self.procs.len() - 1)
+    }
+
+    fn new_pid(&mut self) -> u32 {
+        loop {
+            let pid = self.next_pid;
+            self.next_pid = if pid >= 4_194_303 { 2 } else { pid + 1 };
+            if self.index_of(pid).is_none() {
+                return pid;
+            }
+        }
+    }
+
+    /// The next process after `me` (round robin) that should look again.
+    fn pick(&self, me: usize, now: u64, epoch: u64) -> Option<usize> {
+        let n = self.procs.len();
+        (1..n).map(|k| (me + k) % n).find(|&i| {
+            self.procs[i]
+                .as_ref()
+                .is_some_and(|p| p.state == State::Waiting && (p.seen != epoch || p.until <= now))
+        })
+    }
+
+    fn earliest_deadline(&self) -> u64 {
+        self.procs
+            .iter()
+            .flatten()
+            .filter(|p| p.state == State::Waiting)
+            .map(|p| p.until)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+fn new_process(pid: u32, ppid: u32, pgid: u32, sid: u32) -> Process {
+    Process {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        state: State::Running,
+        saved: None,
+        slot: None,
+        owned: Owned::default(),
+        until: 0,
+        seen: 0,
+        vfork_parent: None,
+        exit_signal: SIGCHLD,
+        pdeath_signal: 0,
+    }
+}
+
+/// The first process (pid 1): the image's program, started by start.rs in
+/// `slot` with its stack at `stack`.
+pub fn init_first(slot: usize, stack: (u64, u64)) {
+    let mut t = table();
+    let pid = t.new_pid();
+    let mut p = new_process(pid, 0, pid, pid);
+    p.slot = Some(slot);
+    p.owned.add(stack.0, stack.1);
+    let i = t.insert(p).expect("an empty table has room");
+    CURRENT.store(i, Ordering::Relaxed);
+}
+
+fn me() -> usize {
+    CURRENT.load(Ordering::Relaxed)
+}
+
+pub fn pid() -> u32 {
+    TABLE.lock().procs.get(me()).and_then(|p| p.as_ref()).map_or(1, |p| p.pid)
+}
+
+/// Whether the running process is the first one (the image's program as
+/// booted): it has the program break, and its exit ends the VM.
+pub fn is_first() -> bool {
+    me() == 0
+}
+
+pub fn ppid() -> u32 {
+    table().get(me()).ppid
+}
+
+/// Whether any other process exists (a wait that only this process could
+/// end would never end).
+pub fn alone() -> bool {
+    table().procs.iter().flatten().count() <= 1
+}
+
+/// Memory the running process now owns (mmap, its stack).
+pub fn own(at: u64, len: u64) {
+    table().get_mut(me()).owned.add(at, len);
+}
+
+/// Memory the running process gave back (munmap).
+pub fn disown(at: u64, len: u64) {
+    table().get_mut(me()).owned.remove(at, len);
+}
+
+/// Every system call: something may have changed for a waiting process,
+/// and memory of exited processes can go back now that nothing runs on it.
+pub fn on_syscall() {
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+    reap();
+}
+
+fn reap() {
+    let ranges = {
+        let mut t = table();
+        if t.reap.is_empty() {
+            return;
+        }
+        core::mem::take(&mut t.reap)
+    };
+    for (at, len) in ranges {
+        let _ = mem::free(at, len);
+    }
+}
+
+/// Switch from the running process `from` to `to` (the caller has set
+/// `from`'s state). Returns when something switches back to `from`.
+fn switch_to(mut t: spin::MutexGuard<'static, Table>, from: usize, to: usize) {
+    let mut saved = t.get_mut(to).saved.take().expect("a waiting process has saved state");
+    saved.swap_with_current();
+    t.get_mut(from).saved = Some(saved);
+    t.get_mut(to).state = State::Running;
+    CURRENT.store(to, Ordering::Relaxed);
+    drop(t);
+    let load = CONTEXTS[to].load(Ordering::Relaxed);
+    // SAFETY-free: arch::switch keeps the unsafe; `load` was saved by a
+    // switch away from `to` or made by switch::frame.
+    switch::switch(&CONTEXTS[from], load);
+    // Whoever switched back to us restored our state and CURRENT.
+    reap();
+}
+
+/// Nothing for the running process to do before `until` (monotonic ns)
+/// unless something changes: let another process look, or, if none can
+/// go on, wait in the runner (stack::idle_until) for a device or a
+/// deadline. Returns to let the caller look again.
+pub fn idle(until: u64) {
+    let i = me();
+    let now = crate::time::monotonic_ns();
+    let mut t = table();
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    {
+        let p = t.get_mut(i);
+        p.state = State::Waiting;
+        p.until = until;
+        p.seen = epoch;
+    }
+    if let Some(next) = t.pick(i, now, epoch) {
+        switch_to(t, i, next);
+        return;
+    }
+    let until = t.earliest_deadline().min(until);
+    t.get_mut(i).state = State::Running;
+    drop(t);
+    crate::net::stack::idle_until(until);
+    // Time passed and devices may have work: everyone looks again.
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// clone(2) as posix_spawn uses it: CLONE_VM | CLONE_VFORK, a stack of the
+/// child's own. The child runs at once, in the parent's memory, until it
+/// calls execve or exits; then the parent returns from here with its pid.
+/// `ret` and `r9` are the caller's return address and r9 (musl's __clone
+/// continues there in the child with rsp = `stack`).
+pub fn clone(flags: u64, stack: u64, ret: u64, r9: u64) -> Result {
+    const SUPPORTED: u64 = CLONE_VM | CLONE_VFORK | 0xff;
+    if flags & (CLONE_VM | CLONE_VFORK) != CLONE_VM | CLONE_VFORK
+        || flags & !SUPPORTED != 0
+        || stack == 0
+    {
+        // Threads and fork need what one address space cannot give them.
+        return Err(Errno::ENOSYS);
+    }
+    let parent = me();
+    let mut t = table();
+    let (ppid, pgid, sid) = {
+        let p = t.get(parent);
+        (p.pid, p.pgid, p.sid)
+    };
+    let pid = t.new_pid();
+    let mut child = new_process(pid, ppid, pgid, sid);
+    child.state = State::Waiting;
+    child.vfork_parent = Some(parent);
+    child.exit_signal = flags & 0xff;
+    child.saved = Some(Box::new(Saved {
+        fds: fd::copy_current(),
+        signals: signal::for_child(),
+        loans: uaccess::Loans::new(),
+        cwd: Some(fs::cwd()),
+        umask: fs::umask(),
+        fs_base: cpu::fs_base(),
+    }));
+    let c = t.insert(child)?;
+    CONTEXTS[c].store(
+        switch::frame(stack, Start::CloneChild { ret, sp: stack, r9 }),
+        Ordering::Relaxed,
+    );
+    t.get_mut(parent).state = State::VforkParent;
+    switch_to(t, parent, c);
+    Ok(pid as i64)
+}
+
+/// A vfork child has exec'd or exited: its parent may go on.
+fn release_vfork_parent(t: &mut Table, child: usize) {
+    if let Some(parent) = t.get_mut(child).vfork_parent.take() {
+        let p = t.get_mut(parent);
+        p.state = State::Waiting;
+        p.seen = 0;
+    }
+}
+
+/// execve of the image's program: a fresh copy in a slot, on a fresh stack
+/// holding `argv` and `envp`. Never returns on success.
+pub fn exec(argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result {
+    let (index, base) = slot::take()?;
+    let stack = match crate::start::new_stack(argv, envp, base) {
+        Ok(s) => s,
+        Err(e) => {
+            slot::give_back(index);
+            return Err(e);
+        }
+    };
+    let closed = fd::close_on_exec();
+    drop(closed);
+    signal::reset_for_exec();
+    cpu::set_fs_base(0);
+    let i = me();
+    let mut t = table();
+    let p = t.get_mut(i);
+    let old_slot = p.slot.replace(index);
+    // A vfork child owns nothing yet (it ran in its parent's memory); a
+    // process that exec's itself leaves its old stack and mappings, freed
+    // once we are off that stack.
+    let old = p.owned.take_all();
+    p.owned.add(stack.base, stack.len);
+    t.reap.extend(old);
+    release_vfork_parent(&mut t, i);
+    drop(t);
+    if let Some(s) = old_slot {
+        slot::give_back(s);
+    }
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+    cpu::enter_program(base + slot::program().entry, stack.sp)
+}
+
+/// exit_group(2).
+pub fn exit(code: u64) -> ! {
+    exit_with((code as u32 & 0xff) << 8)
+}
+
+/// A signal's default action ended the process.
+pub fn exit_by_signal(sig: u64) -> ! {
+    if me() == 0 {
+        crate::log!("libos: terminated by signal {sig}");
+    }
+    exit_with(sig as u32 & 0x7f)
+}
+
+fn exit_with(status: u32) -> ! {
+    let i = me();
+    if i == 0 {
+        // The image's program is the VM: its end is the VM's.
+        let code = if status & 0x7f != 0 {
+            128 + (status & 0x7f)
+        } else {
+            status >> 8
+        };
+        crate::platform::exit(code as u8)
+    }
+    // Close its files (outside the table lock: closing may wake others).
+    let mut fds = fd::empty();
+    fd::swap_current(&mut fds);
+    drop(fds);
+    crate::syscall::shm::detach_all_of(pid());
+    let mut t = table();
+    let (pid, ppid) = {
+        let p = t.get(i);
+        (p.pid, p.ppid)
+    };
+    let owned = t.get_mut(i).owned.take_all();
+    t.reap.extend(owned);
+    if let Some(s) = t.get_mut(i).slot.take() {
+        slot::give_back(s);
+    }
+    release_vfork_parent(&mut t, i);
+    // Orphans go to the first process, as to init; PR_SET_PDEATHSIG fires.
+    let init_pid = t.get(0).pid;
+    let mut death = Vec::new();
+    for (j, p) in t.procs.iter_mut().enumerate() {
+        if let Some(p) = p.as_mut().filter(|p| p.ppid == pid) {
+            p.ppid = init_pid;
+            if p.pdeath_signal != 0 {
+                death.push((j, p.pdeath_signal));
+            }
+        }
+    }
+    for (j, sig) in death {
+        send(&mut t, j, sig);
+    }
+    let exit_signal = t.get(i).exit_signal;
+    if let Some(parent) = t.index_of(ppid)
+        && exit_signal != 0
+    {
+        send(&mut t, parent, exit_signal);
+    }
+    t.get_mut(i).state = State::Zombie { status };
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let epoch = EPOCH.load(Ordering::Relaxed);
+        if let Some(next) = t.pick(i, u64::MAX, epoch) {
+            switch_to(t, i, next);
+            unreachable!("a zombie is never switched back to");
+        }
+        // Nobody can go on yet (all wait on a vfork child?): wait.
+        let until = t.earliest_deadline();
+        drop(t);
+        crate::net::stack::idle_until(until.min(crate::time::monotonic_ns() + 1_000_000_000));
+        EPOCH.fetch_add(1, Ordering::Relaxed);
+        t = table();
+    }
+}
+
+/// Make `sig` pending in process `i` and let it look again.
+fn send(t: &mut Table, i: usize, sig: u64) {
+    if i == me() {
+        signal::raise(sig);
+    } else if let Some(saved) = t.get_mut(i).saved.as_mut() {
+        saved.signals.raise(sig);
+    }
+    let p = t.get_mut(i);
+    if p.state == State::Waiting {
+        p.seen = 0;
+    }
+}
+
+/// kill(2): pid > 0 one process, 0 the caller's group, -1 everyone but
+/// the first process and the caller, < -1 the group -pid.
+pub fn kill(pid: i64, sig: u64) -> Result {
+    let mut t = table();
+    let caller = me();
+    let (my_pgid, _) = {
+        let p = t.get(caller);
+        (p.pgid, p.pid)
+    };
+    let targets: Vec<usize> = t
+        .procs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let p = p.as_ref()?;
+            if matches!(p.state, State::Zombie { .. }) && pid <= 0 {
+                return None;
+            }
+            let hit = match pid {
+                p_ if p_ > 0 => p.pid as i64 == p_,
+                0 => p.pgid == my_pgid,
+                -1 => i != 0 && i != caller,
+                g => p.pgid as i64 == -g,
+            };
+            hit.then_some(i)
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(Errno::ESRCH);
+    }
+    if sig == 0 {
+        return Ok(0);
+    }
+    for i in targets {
+        if !matches!(t.get(i).state, State::Zombie { .. }) {
+            send(&mut t, i, sig);
+        }
+    }
+    Ok(0)
+}
+
+/// wait4(2) without rusage: a child that has exited, as `pid` selects it
+/// (> 0 that one, -1 any, 0 the caller's group, < -1 the group -pid).
+pub fn wait4(pid: i64, status: u64, options: u64) -> Result {
+    loop {
+        let mut t = table();
+        let i = me();
+        let (my_pid, my_pgid) = {
+            let p = t.get(i);
+            (p.pid, p.pgid)
+        };
+        let mut any = false;
+        let mut found = None;
+        for (j, p) in t.procs.iter().enumerate() {
+            let Some(p) = p.as_ref().filter(|p| p.ppid == my_pid) else {
+                continue;
+            };
+            let hit = match pid {
+                -1 => true,
+                0 => p.pgid == my_pgid,
+                p_ if p_ > 0 => p.pid as i64 == p_,
+                g => p.pgid as i64 == -g,
+            };
+            if !hit {
+                continue;
+            }
+            any = true;
+            if let State::Zombie { status } = p.state {
+                found = Some((j, p.pid, status));
+                break;
+            }
+        }
+        if let Some((j, child, st)) = found {
+            t.procs[j] = None;
+            drop(t);
+            if status != 0 {
+                uaccess::write(status, &st)?;
+            }
+            return Ok(child as i64);
+        }
+        drop(t);
+        if !any {
+            return Err(Errno::ECHILD);
+        }
+        if options & WNOHANG != 0 {
+            return Ok(0);
+        }
+        if signal::interrupt_pending() {
+            return Err(Errno::EINTR);
+        }
+        let now = crate::time::monotonic_ns();
+        let until = signal::next_alarm().unwrap_or(u64::MAX).min(now + 1_000_000_000);
+        idle(until);
+    }
+}
+
+pub fn setsid() -> Result {
+    let mut t = table();
+    let i = me();
+    let p = t.get(i);
+    let pid = p.pid;
+    let leads = t.procs.iter().flatten().any(|q| q.pgid == pid && q.pid != pid) || p.pgid == pid;
+    if leads {
+        return Err(Errno::EPERM);
+    }
+    let p = t.get_mut(i);
+    p.sid = pid;
+    p.pgid = pid;
+    Ok(pid as i64)
+}
+
+pub fn setpgid(pid: u64, pgid: u64) -> Result {
+    let mut t = table();
+    let target = match pid {
+        0 => me(),
+        p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
+    };
+    let new = if pgid == 0 { t.get(target).pid } else { pgid as u32 };
+    t.get_mut(target).pgid = new;
+    Ok(0)
+}
+
+pub fn getpgid(pid: u64) -> Result {
+    let t = table();
+    let i = match pid {
+        0 => me(),
+        p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
+    };
+    Ok(t.get(i).pgid as i64)
+}
+
+pub fn getsid(pid: u64) -> Result {
+    let t = table();
+    let i = match pid {
+        0 => me(),
+        p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
+    };
+    Ok(t.get(i).sid as i64)
+}
+
+pub fn set_pdeath_signal(sig: u64) {
+    table().get_mut(me()).pdeath_signal = sig;
+}
+
+pub fn pdeath_signal() -> u64 {
+    table().get(me()).pdeath_signal
+}
