@@ -172,6 +172,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
             timeout: Some(Duration::from_secs(30)),
             console: crate::vmm::Console::Capture { input: Vec::new() },
             net: None,
+            signals: None,
         };
         let outcome = crate::vmm::run(image.boot(), &cfg)?;
         let exit = outcome

@@ -11,5 +11,6 @@ pub mod paths;
 pub mod pgsingle;
 pub mod progress;
 pub mod recipe;
+pub mod serve;
 pub mod smoke;
 pub use pgkraft_vmm as vmm;

@@ -59,6 +59,26 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Serve a PostgreSQL image on published ports until SIGINT/SIGTERM,
+    /// then shut PostgreSQL down cleanly (a shutdown checkpoint) and exit 0.
+    Serve {
+        image: PathBuf,
+        /// Publish the server's port on the host, e.g. `5432:5432` or
+        /// `127.0.0.1:15432:5432` (HOST_IP 127.0.0.1 if left out; IPv6 in
+        /// brackets). Repeatable; at least one.
+        #[arg(long, required = true, value_name = "[HOST_IP:]HOST_PORT:5432", value_parser = parse_publish)]
+        publish: Vec<vmm::PublishRule>,
+        /// Guest memory in MiB (default: the recipe's vm.memory_mib, embedded in the image).
+        #[arg(long, value_name = "MIB", value_parser = parse_mem, allow_negative_numbers = true)]
+        mem: Option<u32>,
+        /// Print JSON lines on stdout: {"event":"ready",...} once the
+        /// server accepts connections, {"event":"stopped",...} at the end.
+        #[arg(long)]
+        json: bool,
+        /// Append the server's log to FILE instead of stderr.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
         image: PathBuf,
@@ -401,6 +421,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 console: vmm::Console::Stdio,
                 net: (!publish.is_empty() || tap.is_some())
                     .then_some(vmm::NetConfig { publish, tap }),
+                signals: None,
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -412,6 +433,29 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 vmm::GuestExit::Shutdown { regs } => {
                     Err(Failure::failed(anyhow::anyhow!("the guest died:\n{regs}")))
                 }
+            }
+        }
+        Command::Serve {
+            image,
+            publish,
+            mem,
+            json,
+            log,
+        } => {
+            let image = open_image(&image)?;
+            let opts = pgkraft::serve::ServeOptions {
+                publish,
+                mem,
+                json,
+                log,
+            };
+            match pgkraft::serve::serve(&image, opts) {
+                Ok(()) => Ok(0),
+                Err(pgkraft::serve::ServeError::Vmm(e)) => Err(vmm_failure(e)),
+                Err(e @ (pgkraft::serve::ServeError::NoPort | pgkraft::serve::ServeError::Log { .. })) => {
+                    Err(Failure::input(e))
+                }
+                Err(e) => Err(Failure::failed(anyhow::Error::new(e))),
             }
         }
         Command::Smoke {
@@ -635,6 +679,7 @@ fn resume_cmd(
             timeout,
             console,
             net: None,
+            signals: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

@@ -36,11 +36,17 @@ pub const PROMPT: &str = "backend> ";
 /// The line that ends a header and each row.
 const END_OF_TUPLE: &str = "\t----\n";
 
-/// The server's arguments (argv[1..]) for `-j` mode, from the image's own
-/// single-user arguments (`--single -D /data postgres`): `-j` goes right
-/// after `--single`. `None` if they are not single-user arguments.
+/// The server's arguments (argv[1..]) for `-j` mode, from the image's own:
+/// a server's (`-D /data`) become `--single -j -D /data postgres`; single-
+/// user arguments (`--single -D /data postgres`) get `-j` right after
+/// `--single`. `None` if they are neither.
 pub fn args_with_j(image_args: &[String]) -> Option<Vec<String>> {
-    let at = image_args.iter().position(|a| a == "--single")?;
+    let Some(at) = image_args.iter().position(|a| a == "--single") else {
+        return match image_args {
+            [d, dir] if d == "-D" => Some(native_args(dir, "postgres")),
+            _ => None,
+        };
+    };
     let mut args = image_args.to_vec();
     if !args.iter().any(|a| a == "-j") {
         args.insert(at + 1, "-j".to_string());
@@ -321,6 +327,12 @@ mod tests {
             ["--single", "-j", "-D", "/data", "postgres"]
         );
         assert!(args_with_j(&["-D".to_string()]).is_none());
+        // A server image's arguments give the same session.
+        let server: Vec<String> = ["-D", "/data"].map(String::from).to_vec();
+        assert_eq!(
+            args_with_j(&server).unwrap(),
+            ["--single", "-j", "-D", "/data", "postgres"]
+        );
     }
 
     #[test]

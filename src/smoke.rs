@@ -439,6 +439,7 @@ pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
         timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
         console: vmm::Console::Capture { input },
         net: None,
+        signals: None,
     })
 }
 

@@ -59,6 +59,7 @@ fn differential(name: &str) {
             input: input.to_vec(),
         },
         net: None,
+        signals: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
 

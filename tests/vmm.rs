@@ -75,6 +75,7 @@ fn capture(input: &[u8]) -> VmConfig {
             input: input.to_vec(),
         },
         net: None,
+        signals: None,
     }
 }
 
@@ -448,6 +449,7 @@ fn stdio_child() {
         timeout: Some(Duration::from_secs(1)),
         console: Console::Stdio,
         net: None,
+        signals: None,
     };
     let out = vmm::run_file(Path::new(&elf), &cfg).unwrap();
     assert_eq!(out.exit, GuestExit::Timeout);

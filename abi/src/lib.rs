@@ -92,8 +92,11 @@ pub mod hc {
     /// returns as soon as a device may have work for it (a frame arrived,
     /// a host connection came) or the time passed. One exit for an idle
     /// guest instead of a busy loop. ret = 1 if a device may have work, 0
-    /// if the time passed.
+    /// if the time passed; plus, from bit [`WAIT_SIGNALS_SHIFT`] up, the
+    /// signals the host sends the guest's first process (bit n = signal
+    /// n, 1..=31; `pgkraft serve` asks PostgreSQL to shut down this way).
     pub const WAIT: u32 = 5;
+    pub const WAIT_SIGNALS_SHIFT: u32 = 32;
 }
 
 /// Where the libOS image keeps the addresses of its two system-call entry

@@ -202,11 +202,16 @@ pub fn sleep_ns(ns: u64) {
 /// Wait up to `ns` for a device to have work (a frame, a connection).
 /// Under our runner one hypercall (hc::WAIT) that returns early when a
 /// device may have work; under another VMM there is no such call, so a
-/// short spin, after which the caller polls its devices again.
+/// short spin, after which the caller polls its devices again. Signals
+/// the runner sends with its answer go to the first process.
 pub fn wait_devices(ns: u64) {
     match host() {
         Host::Runner => {
-            call(hc::WAIT, [ns, 0, 0, 0]);
+            let r = call(hc::WAIT, [ns, 0, 0, 0]) as u64;
+            let signals = (r >> hc::WAIT_SIGNALS_SHIFT) as u32;
+            if signals != 0 {
+                crate::proc::host_signals(signals);
+            }
         }
         Host::Pvh => {
             let until = time::monotonic_ns().saturating_add(ns.min(DEVICE_SPIN_NS));

@@ -208,7 +208,7 @@ pub fn postgres(
             },
             password: pw,
             settings: spec.server_settings(),
-            hba: Vec::new(),
+            hba: network_hba(&spec.cluster.auth),
         };
         let dir = postgres::initdb(&pg, &cluster, cache, &logs.stage("initdb"))?;
         stage.finish("cluster ready");
@@ -251,14 +251,14 @@ pub fn postgres(
         rootfs.bytes, rootfs.tar_bytes
     ));
 
-    // Single-user mode on the baked cluster until the server mode exists.
-    // argv[0] is absolute: PostgreSQL finds its share directory from it.
+    // The server (postmaster) on the baked cluster; single-user mode is
+    // the same executable with `--single` (pgsingle::args_with_j).
+    // argv[0] is absolute: PostgreSQL finds its share directory from it,
+    // and it is the path the postmaster spawns its children from.
     let argv = vec![
         select::executable_path(&layout).display().to_string(),
-        "--single".to_string(),
         "-D".to_string(),
         layout.data_dir.display().to_string(),
-        spec.cluster.superuser.clone(),
     ];
     Ok(Payload {
         objects: pg.image_objects.clone(),
@@ -275,4 +275,20 @@ pub fn postgres(
         host_install: Some(pg.install.clone()),
         extra_outputs: pw_file.into_iter().collect(),
     })
+}
+
+/// pg_hba.conf lines that admit TCP clients from any address with the
+/// cluster's method: inside the VM clients arrive from wherever the
+/// network puts them (the runner's end of the link with `--publish`, a
+/// namespace's address on a tap device), not from loopback, which is all
+/// initdb's own lines admit. `trust` only when the recipe says so.
+fn network_hba(auth: &crate::recipe::Auth) -> Vec<String> {
+    let method = match auth {
+        crate::recipe::Auth::Trust => "trust",
+        crate::recipe::Auth::ScramSha256 { .. } => "scram-sha-256",
+    };
+    vec![
+        format!("host all all 0.0.0.0/0 {method}"),
+        format!("host all all ::/0 {method}"),
+    ]
 }

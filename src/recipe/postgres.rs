@@ -200,6 +200,12 @@ impl PostgresSpec {
             s.entry("default_text_search_config".into())
                 .or_insert_with(|| "pg_catalog.simple".into());
         }
+        // Dynamic shared memory as System V segments: every process of the
+        // image attaches one at the same address (one address space), where
+        // a POSIX segment is a shared file mapping the libOS gives one
+        // process at a time.
+        s.entry("dynamic_shared_memory_type".into())
+            .or_insert_with(|| "sysv".into());
         s
     }
 

@@ -114,6 +114,11 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     if let Some(net) = net {
         attach_net(&mut devices, net, machine.mem())?;
     }
+    if let Some(s) = &cfg.signals {
+        devices
+            .listen_signals(s.clone())
+            .map_err(|source| VmmError::Thread { source })?;
+    }
     Ok(Vm::new(Parts {
         machine,
         devices,

@@ -15,6 +15,8 @@ use vmm_sys_util::eventfd::EventFd;
 /// Where guest output goes.
 pub(crate) enum ConsoleOut {
     Stdout(io::Stdout),
+    Stderr(io::Stderr),
+    File(std::fs::File),
     Capture(Vec<u8>),
 }
 
@@ -22,6 +24,8 @@ impl Write for ConsoleOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             ConsoleOut::Stdout(s) => s.write(buf),
+            ConsoleOut::Stderr(s) => s.write(buf),
+            ConsoleOut::File(f) => f.write(buf),
             ConsoleOut::Capture(v) => {
                 v.extend_from_slice(buf);
                 Ok(buf.len())
@@ -31,6 +35,8 @@ impl Write for ConsoleOut {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             ConsoleOut::Stdout(s) => s.flush(),
+            ConsoleOut::Stderr(s) => s.flush(),
+            ConsoleOut::File(f) => f.flush(),
             ConsoleOut::Capture(_) => Ok(()),
         }
     }
@@ -39,7 +45,7 @@ impl Write for ConsoleOut {
 impl ConsoleOut {
     pub(crate) fn into_captured(self) -> Vec<u8> {
         match self {
-            ConsoleOut::Stdout(_) => Vec::new(),
+            ConsoleOut::Stdout(_) | ConsoleOut::Stderr(_) | ConsoleOut::File(_) => Vec::new(),
             ConsoleOut::Capture(v) => v,
         }
     }
@@ -64,8 +70,8 @@ impl Console {
     /// Output captured so far; `None` when output is not captured.
     pub(crate) fn captured(&self) -> Option<&[u8]> {
         match &self.out {
-            ConsoleOut::Stdout(_) => None,
             ConsoleOut::Capture(v) => Some(v),
+            _ => None,
         }
     }
 }

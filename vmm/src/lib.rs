@@ -51,8 +51,51 @@ pub use vm::{Paused, Ready, Vm};
 
 pub(crate) const MIB: u64 = 1 << 20;
 
+/// Signals for the guest's first process, sent from any host thread. The
+/// guest learns of them at its next `hc::WAIT` (an idle guest is in one):
+/// the wait ends at once and its result carries them (`pgkraft_abi::hc`).
+#[derive(Clone)]
+pub struct GuestSignals {
+    pending: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    evt: std::sync::Arc<vmm_sys_util::eventfd::EventFd>,
+}
+
+impl GuestSignals {
+    pub fn new() -> std::io::Result<GuestSignals> {
+        Ok(GuestSignals {
+            pending: Default::default(),
+            evt: std::sync::Arc::new(vmm_sys_util::eventfd::EventFd::new(
+                libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
+            )?),
+        })
+    }
+
+    /// Ask for `sig` (1..=31) to be delivered.
+    pub fn send(&self, sig: u8) {
+        if (1..=31).contains(&sig) {
+            self.pending
+                .fetch_or(1 << sig, std::sync::atomic::Ordering::SeqCst);
+            let _ = self.evt.write(1);
+        }
+    }
+
+    /// The signals asked for since the last take (bit n = signal n).
+    pub(crate) fn take(&self) -> u32 {
+        let _ = self.evt.read();
+        self.pending.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.evt.as_raw_fd()
+    }
+}
+
 pub struct VmConfig {
     pub mem_mib: u32,
+    /// Signals the host sends the guest's first process while it runs
+    /// (`pgkraft serve`: SIGINT, PostgreSQL's fast shutdown); `None`: none.
+    pub signals: Option<GuestSignals>,
     /// Shell-quoted program arguments passed via BootInfo.cmdline; empty = the image's baked-in args.
     pub cmdline: String,
     pub timeout: Option<Duration>,
@@ -70,6 +113,7 @@ impl Default for VmConfig {
             timeout: None,
             console: Console::Stdio,
             net: None,
+            signals: None,
         }
     }
 }
@@ -79,6 +123,9 @@ pub enum Console {
     Stdio,
     /// Guest output captured (returned in RunOutcome.console); guest input served from this buffer, then EOF.
     Capture { input: Vec<u8> },
+    /// Guest output is a log: to our stderr, or appended to this file;
+    /// no input (end of file). `pgkraft serve`.
+    Log(Option<std::fs::File>),
 }
 
 #[derive(Debug)]

@@ -283,6 +283,16 @@ pub(crate) fn console(cfg: &crate::Console, stop_evt: &EventFd) -> crate::consol
             out: ConsoleOut::Stdout(std::io::stdout()),
             input: ConsoleIn::stdin(stop_evt),
         },
+        crate::Console::Log(file) => crate::console::Console {
+            out: match file.as_ref().and_then(|f| f.try_clone().ok()) {
+                Some(f) => ConsoleOut::File(f),
+                None => ConsoleOut::Stderr(std::io::stderr()),
+            },
+            input: ConsoleIn::Buffer {
+                data: Vec::new(),
+                pos: 0,
+            },
+        },
         crate::Console::Capture { input } => crate::console::Console {
             out: ConsoleOut::Capture(Vec::new()),
             input: ConsoleIn::Buffer {

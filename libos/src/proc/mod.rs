@@ -37,6 +37,7 @@ mod lone {
         Ok(0)
     }
     pub fn set_pdeath_signal(_: u64) {}
+    pub fn host_signals(_: u32) {}
     pub fn pdeath_signal() -> u64 {
         0
     }

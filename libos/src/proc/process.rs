@@ -478,6 +478,18 @@ fn send(t: &mut Table, i: usize, sig: u64) {
     }
 }
 
+/// Signals from the host (hc::WAIT): bit n is signal n, for the first
+/// process (`pgkraft serve` asks the postmaster to shut down).
+pub fn host_signals(mask: u32) {
+    let mut t = table();
+    for sig in 1..32u64 {
+        if mask & (1 << sig) != 0 && t.procs.first().is_some_and(Option::is_some) {
+            send(&mut t, 0, sig);
+        }
+    }
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
 /// kill(2): pid > 0 one process, 0 the caller's group, -1 everyone but
 /// the first process and the caller, < -1 the group -pid.
 pub fn kill(pid: i64, sig: u64) -> Result {

@@ -387,6 +387,10 @@ esac
 fn cflags(optimize: &str) -> String {
     let mut f = vec![optimize];
     f.extend(BASE_CFLAGS);
+    // Children are fresh copies of the executable (postgres-patches/*/
+    // 0002): the libOS runs processes in one address space, where fork()
+    // cannot copy the postmaster (docs/ARCHITECTURE.md §3, processes).
+    f.push("-DEXEC_BACKEND");
     f.join(" ")
 }
 

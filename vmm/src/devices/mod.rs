@@ -118,6 +118,11 @@ impl Devices {
         Ok(())
     }
 
+    /// Let `hc::WAIT` carry the host's signals to the guest.
+    pub(crate) fn listen_signals(&mut self, s: crate::GuestSignals) -> std::io::Result<()> {
+        self.waiter.listen(s)
+    }
+
     /// What a snapshot could not save, if any device holds such state.
     pub(crate) fn unsaved_state(&self) -> Option<&'static str> {
         self.mmio_devices.iter().find_map(|d| d.unsaved_state())

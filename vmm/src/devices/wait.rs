@@ -33,6 +33,8 @@ pub(crate) struct Waiter {
     /// Our own handle on the stop event, registered in `epoll`.
     _stop_evt: EventFd,
     devices: u64,
+    /// Signals for the guest (registered in `epoll` too).
+    signals: Option<crate::GuestSignals>,
 }
 
 impl Waiter {
@@ -49,7 +51,15 @@ impl Waiter {
             stop,
             _stop_evt: evt,
             devices: 0,
+            signals: None,
         })
+    }
+
+    /// A wait also ends when the host sends the guest a signal.
+    pub(crate) fn listen(&mut self, signals: crate::GuestSignals) -> io::Result<()> {
+        self.add(signals.fd())?;
+        self.signals = Some(signals);
+        Ok(())
     }
 
     /// Also wake when `fd` is readable.
@@ -83,26 +93,30 @@ impl Devices {
     /// Serves `hc::WAIT` (see the module doc) and writes its result to
     /// guest address `ret_at`.
     pub(crate) fn wait(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>, ret_at: u64) {
-        let ret: i64 = self.wait_for_work(mem, timeout).into();
+        let ret: i64 = self.wait_for_work(mem, timeout);
         let _ = mem.write_slice(&ret.to_le_bytes(), GuestAddress(ret_at));
     }
 
-    fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> bool {
+    fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> i64 {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.waiter.stopping() {
-                return false;
+                return 0;
+            }
+            let signals = self.waiter.signals.as_ref().map_or(0, |s| s.take());
+            if signals != 0 {
+                return (signals as i64) << pgkraft_abi::hc::WAIT_SIGNALS_SHIFT;
             }
             let mut work = false;
             for dev in &mut self.mmio_devices {
                 work |= dev.poll(mem);
             }
             if work {
-                return true;
+                return 1;
             }
             let now = Instant::now();
             let left = match deadline {
-                Some(d) if d <= now => return false,
+                Some(d) if d <= now => return 0,
                 Some(d) => Some(d - now),
                 None => None,
             };
