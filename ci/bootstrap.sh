@@ -2,7 +2,8 @@
 # Installs the system packages pgkraft's build and tests need on a fresh Debian
 # machine: the C toolchain, QEMU (cross-boot tests), PostgreSQL's build tools
 # (bison, flex, perl: PostgreSQL 17 tarballs ship no generated parsers), patch,
-# curl (pool downloads in fetch-sources.sh) and setpriv (initdb as nobody).
+# curl (pool downloads in fetch-sources.sh), setpriv (initdb as nobody) and
+# PostgreSQL's client programs (psql, pgbench, pg_dump) for the server tests.
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -22,6 +23,9 @@ command -v dpkg-source >/dev/null || need+=(dpkg-dev)
 # The tap test makes its own network namespace and tap device.
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
+# Real PostgreSQL clients for the server tests: psql, pgbench, pg_dump.
+command -v psql >/dev/null || need+=(postgresql-client-15)
+command -v pgbench >/dev/null || need+=(postgresql-client-15)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need[*]}" >&2

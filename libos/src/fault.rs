@@ -1,6 +1,9 @@
 //! What happens when the program (or the libOS) faults: boot.s saves the
-//! state at CPL0 and comes back up to `libos_fault` at CPL3, which reports it
-//! and ends the run with status 1.
+//! state at CPL0 and comes back up to `libos_fault` at CPL3, which reports
+//! it. A fault in the program's code in a process other than the first ends
+//! that process as the matching signal would on Linux (its parent sees it
+//! in wait4: PostgreSQL's postmaster then reinitializes); any other fault
+//! (the first process, or the libOS itself) ends the run with status 1.
 
 /// Layout pushed by `exc_common` in boot.s, lowest address first.
 #[derive(Clone, Copy)]
@@ -114,5 +117,30 @@ extern "C" fn libos_fault(frame: &FaultFrame) -> ! {
         f.r14,
         f.r15
     );
+    // The program's code runs in its slot; the libOS's below 4 GiB.
+    let base = match f.rip >= crate::arch::paging::WINDOW_BASE {
+        true => crate::proc::slot_base(),
+        false => 0,
+    };
+    if base != 0 {
+        crate::log!(
+            "  in process {} at program offset {:#x}",
+            crate::proc::pid(),
+            f.rip - base
+        );
+        if !crate::proc::is_first() {
+            crate::proc::exit_by_signal(match f.vector {
+                0 | 16 | 19 => SIGFPE,
+                6 => SIGILL,
+                3 => SIGTRAP,
+                _ => SIGSEGV,
+            });
+        }
+    }
     crate::platform::exit(1)
 }
+
+const SIGILL: u64 = 4;
+const SIGTRAP: u64 = 5;
+const SIGFPE: u64 = 8;
+const SIGSEGV: u64 = 11;

@@ -231,7 +231,7 @@ pub fn postgres(
     })?;
     let mut key = super::cache::KeyHasher::new();
     key.str("user", &spec.cluster.superuser);
-    key.str("files", "passwd group postgres-stand-in");
+    key.str("files", "passwd group postgres-stand-in lib");
     let user = spec.cluster.superuser.clone();
     let etc = cache.get_or_build("identity", &key.finish(), |dir| {
         select::write_identity_files(dir, &user)
@@ -240,6 +240,7 @@ pub fn postgres(
     selection
         .entries
         .push(select::executable_entry(&etc, &layout));
+    selection.entries.push(select::lib_dir_entry(&etc, &layout));
     selection.entries.sort_by(|a, b| a.path.cmp(&b.path));
     stage.finish(&format!("{} files", selection.entries.len()));
 

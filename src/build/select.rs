@@ -191,12 +191,18 @@ pub enum Reason {
     /// PostgreSQL checks its own path exists and derives the share
     /// directory from it.
     Executable { file: String },
+    /// An empty directory the postmaster checks exists at start (its
+    /// library directory: modules are linked in, nothing is loaded from it).
+    ServerDirectory { dir: String },
 }
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::DataDirectory => f.write_str("cluster: data directory"),
+            Reason::ServerDirectory { dir } => {
+                write!(f, "{dir} (the postmaster checks it exists at start)")
+            }
             Reason::TimeZone {
                 zone,
                 link_to: None,
@@ -988,7 +994,25 @@ pub fn write_identity_files(dir: &Path, user: &str) -> std::io::Result<()> {
         fs::write(dir.join(name), text)?;
     }
     fs::write(dir.join(EXECUTABLE_STAND_IN), "")?;
+    fs::create_dir_all(dir.join(LIB_STAND_IN))?;
     Ok(())
+}
+
+/// The empty directory [`write_identity_files`] makes for `lib/`.
+const LIB_STAND_IN: &str = "lib";
+
+/// The selection entry for the server's library directory: PostmasterMain
+/// opens it at start (and refuses to start without it).
+pub fn lib_dir_entry(dir: &Path, layout: &Layout) -> Selected {
+    let path = layout.prefix.join("lib");
+    Selected {
+        reason: Reason::ServerDirectory {
+            dir: path.display().to_string(),
+        },
+        path,
+        source: dir.join(LIB_STAND_IN),
+        mode: Some(0o755),
+    }
 }
 
 /// The stand-in's file name in the directory [`write_identity_files`] fills.

@@ -218,6 +218,11 @@ pub fn is_first() -> bool {
     me() == 0
 }
 
+/// The running process's program base (0 for a vfork child before exec).
+pub fn slot_base() -> u64 {
+    table().get(me()).slot.map_or(0, slot::base)
+}
+
 pub fn ppid() -> u32 {
     table().get(me()).ppid
 }

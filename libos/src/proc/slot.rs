@@ -68,6 +68,11 @@ pub fn take() -> Result<(usize, u64), Errno> {
     Ok((index, made.base))
 }
 
+/// Where slot `index` starts.
+pub fn base(index: usize) -> u64 {
+    POOL.lock().made[index].base
+}
+
 /// The slot's process is gone: the next one may have it.
 pub fn give_back(index: usize) {
     POOL.lock().free.push(index);

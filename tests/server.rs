@@ -1,0 +1,238 @@
+//! The PostgreSQL image as a server: `pgkraft serve` on a loopback port,
+//! used by real clients (psql, pgbench, the Rust `postgres` crate), and
+//! stopped with SIGINT (PostgreSQL's fast shutdown, exit 0).
+
+mod common;
+use common::*;
+use postgres::fallible_iterator::FallibleIterator;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PASSWORD: &str = "test-password";
+
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// `pgkraft serve` on a free loopback port; returns once it says it
+    /// accepts connections.
+    fn start(image: &Path) -> Server {
+        let port = free_port();
+        let log = out_dir().join(format!("serve-{port}.log"));
+        let mut child = pgkraft()
+            .arg("serve")
+            .arg(image)
+            .arg("--publish")
+            .arg(format!("127.0.0.1:{port}:5432"))
+            .arg("--json")
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "pgkraft serve did not become ready; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "ready", "{line}");
+        assert_eq!(v["listen"][0], format!("127.0.0.1:{port}"));
+        Server {
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    fn conninfo(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres password={PASSWORD}", self.port)
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.conninfo(), postgres::NoTls).unwrap()
+    }
+
+    fn psql(&self, password: &str, sql: &str) -> std::process::Output {
+        run(Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", "postgres", "-X", "-A", "-t", "-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "20"))
+    }
+
+    /// SIGINT, as Ctrl-C: the server shuts down and serve exits.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let o = run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+        assert!(o.status.success());
+        let status = wait_timeout(&mut child, Duration::from_secs(60))
+            .expect("pgkraft serve did not exit within 60 s of SIGINT");
+        (status, std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
+    if !kvm_available() {
+        return;
+    }
+    let server = Server::start(&postgres_image("17"));
+    let o = server.psql(PASSWORD, "SELECT 40 + 2");
+    assert!(o.status.success(), "psql failed: {}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "42");
+    let o = server.psql("wrong", "SELECT 1");
+    assert!(!o.status.success());
+    has(&stderr(&o), &["password authentication failed for user \"postgres\""]);
+    let o = server.psql(PASSWORD, "SELECT version()");
+    has(&stdout(&o), &["PostgreSQL 17"]);
+    let (status, log) = server.stop();
+    assert!(status.success(), "serve exited with {status}; log:\n{log}");
+    has(
+        &log,
+        &["received fast shutdown request", "database system is shut down"],
+    );
+}
+
+#[test]
+fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
+    if !kvm_available() {
+        return;
+    }
+    let server = Server::start(&postgres_image("17"));
+    let mut c = server.client();
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, name text);
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    let row = c.query_one("SELECT count(*), max(name) FROM t", &[]).unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1000);
+    assert_eq!(row.get::<_, String>(1), "row 999");
+
+    // An error ends the statement, not the session.
+    let e = c.query("SELECT 1/0", &[]).unwrap_err();
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::DIVISION_BY_ZERO));
+    let e = c.execute("INSERT INTO t VALUES (1, 'again')", &[]).unwrap_err();
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::UNIQUE_VIOLATION));
+
+    let stmt = c.prepare("SELECT name FROM t WHERE id = $1").unwrap();
+    for id in [1, 500, 1000] {
+        let name: String = c.query_one(&stmt, &[&id]).unwrap().get(0);
+        assert_eq!(name, format!("row {id}"));
+    }
+
+    // COPY in and out.
+    let mut w = c.copy_in("COPY t FROM STDIN").unwrap();
+    use std::io::Write;
+    for id in 1001..=1100 {
+        writeln!(w, "{id}\tcopied {id}").unwrap();
+    }
+    assert_eq!(w.finish().unwrap(), 100);
+    let mut out = String::new();
+    use std::io::Read;
+    c.copy_out("COPY (SELECT id, name FROM t WHERE id > 1095 ORDER BY id) TO STDOUT")
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, (1096..=1100).map(|i| format!("{i}\tcopied {i}\n")).collect::<String>());
+
+    // LISTEN/NOTIFY between two sessions.
+    let mut listener = server.client();
+    listener.batch_execute("LISTEN ch").unwrap();
+    c.batch_execute("NOTIFY ch, 'hello'").unwrap();
+    let mut n = listener.notifications();
+    let note = n
+        .timeout_iter(Duration::from_secs(20))
+        .next()
+        .unwrap()
+        .expect("a notification within 20 s");
+    drop(n);
+    assert_eq!((note.channel(), note.payload()), ("ch", "hello"));
+    drop(listener);
+
+    // A transaction left open by one client blocks another's write of the
+    // same row until it ends.
+    let mut a = server.client();
+    let mut ta = a.transaction().unwrap();
+    ta.execute("UPDATE t SET name = 'held' WHERE id = 1", &[]).unwrap();
+    let conninfo = server.conninfo();
+    let blocked = std::thread::spawn(move || {
+        let mut b = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        let start = std::time::Instant::now();
+        b.execute("UPDATE t SET name = 'second' WHERE id = 1", &[]).unwrap();
+        start.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!blocked.is_finished(), "the second writer did not wait for the lock");
+    ta.commit().unwrap();
+    blocked.join().unwrap();
+    let name: String = c.query_one("SELECT name FROM t WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(name, "second");
+
+    // Several clients at once.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let conninfo = server.conninfo();
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+                let mut sum = 0i64;
+                for i in 0..50 {
+                    let v: i32 = c.query_one("SELECT $1::int + 1", &[&(w * 1000 + i)]).unwrap().get(0);
+                    sum += v as i64;
+                }
+                sum
+            })
+        })
+        .collect();
+    for (w, h) in workers.into_iter().enumerate() {
+        let expect: i64 = (0..50).map(|i| (w as i64) * 1000 + i + 1).sum();
+        assert_eq!(h.join().unwrap(), expect);
+    }
+    drop(c);
+    let (status, log) = server.stop();
+    assert!(status.success(), "serve exited with {status}; log:\n{log}");
+}
