@@ -78,6 +78,11 @@ enum Command {
         /// Append the server's log to FILE instead of stderr.
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
+        /// Serve with the host-linked server of the image's build on a copy
+        /// of the image's files (listening on HOST_IP:HOST_PORT itself)
+        /// instead of booting the image: the benchmarks' reference.
+        #[arg(long)]
+        native: bool,
     },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
@@ -441,6 +446,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             mem,
             json,
             log,
+            native,
         } => {
             let image = open_image(&image)?;
             let opts = pgkraft::serve::ServeOptions {
@@ -448,13 +454,16 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 mem,
                 json,
                 log,
+                native,
             };
             match pgkraft::serve::serve(&image, opts) {
                 Ok(()) => Ok(0),
                 Err(pgkraft::serve::ServeError::Vmm(e)) => Err(vmm_failure(e)),
-                Err(e @ (pgkraft::serve::ServeError::NoPort | pgkraft::serve::ServeError::Log { .. })) => {
-                    Err(Failure::input(e))
-                }
+                Err(
+                    e @ (pgkraft::serve::ServeError::NoPort
+                    | pgkraft::serve::ServeError::Log { .. }
+                    | pgkraft::serve::ServeError::Native(_)),
+                ) => Err(Failure::input(e)),
                 Err(e) => Err(Failure::failed(anyhow::Error::new(e))),
             }
         }

@@ -32,6 +32,9 @@ pub struct ServeOptions {
     pub mem: Option<u32>,
     pub json: bool,
     pub log: Option<PathBuf>,
+    /// Serve with the host-linked server of the image's build on a copy of
+    /// the image's files instead of booting it (the benchmarks' reference).
+    pub native: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,10 @@ pub enum ServeError {
     Status(u8),
     #[error("the guest died:\n{0}")]
     Died(String),
+    #[error(transparent)]
+    Native(#[from] crate::smoke::native::NativeError),
+    #[error("the native server: {0}")]
+    NativeWait(std::io::Error),
 }
 
 #[derive(Serialize)]
@@ -88,7 +95,39 @@ fn answers(addr: SocketAddr) -> bool {
     s.write_all(&SSL_REQUEST).is_ok() && s.read_exact(&mut b).is_ok() && matches!(b[0], b'N' | b'S')
 }
 
-/// Boots the image and serves until the guest exits; Ok on a clean stop.
+/// Where the server runs.
+enum Backend {
+    Guest(vmm::GuestSignals),
+    Native(std::process::Child),
+}
+
+impl Backend {
+    /// Passes a host signal on: the first as SIGINT (fast shutdown), any
+    /// later one as SIGQUIT (immediate shutdown).
+    fn forward(&self) -> Box<dyn Fn(usize) + Send> {
+        match self {
+            Backend::Guest(s) => {
+                let s = s.clone();
+                Box::new(move |n| s.send(if n == 0 { SIGINT } else { SIGQUIT }))
+            }
+            Backend::Native(child) => {
+                let pid = rustix::process::Pid::from_raw(child.id() as i32);
+                Box::new(move |n| {
+                    let sig = if n == 0 {
+                        rustix::process::Signal::INT
+                    } else {
+                        rustix::process::Signal::QUIT
+                    };
+                    if let Some(pid) = pid {
+                        let _ = rustix::process::kill_process(pid, sig);
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// Serves until the server exits; Ok on a clean stop.
 pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
     if opts.publish.is_empty() {
         return Err(ServeError::NoPort);
@@ -106,29 +145,58 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         ),
         None => None,
     };
-    let signals = vmm::GuestSignals::new().map_err(ServeError::Signals)?;
-    let mut host_signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .map_err(ServeError::Signals)?;
+    let probe_rule = *opts
+        .publish
+        .iter()
+        .find(|r| r.guest_port == 5432)
+        .unwrap_or(&opts.publish[0]);
+    // The native server needs its copy first; its start is the clock's.
+    let native = match opts.native {
+        true => {
+            let postgres = crate::smoke::native::host_postgres(image.path())?;
+            Some(crate::smoke::native::NativeServer::prepare(
+                image.path(),
+                &postgres,
+            )?)
+        }
+        false => None,
+    };
+    let t0 = Instant::now();
+    let mut backend = match &native {
+        Some(n) => {
+            let out = match &log {
+                Some(f) => std::process::Stdio::from(f.try_clone().map_err(ServeError::Signals)?),
+                None => std::process::Stdio::inherit(),
+            };
+            Backend::Native(n.spawn_server(client_addr(&probe_rule), out)?)
+        }
+        None => Backend::Guest(vmm::GuestSignals::new().map_err(ServeError::Signals)?),
+    };
+    let mut host_signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(ServeError::Signals)?;
     let handle = host_signals.handle();
-    let to_guest = signals.clone();
+    let forward = backend.forward();
     let forwarder = std::thread::spawn(move || {
         for (n, _) in host_signals.forever().enumerate() {
-            to_guest.send(if n == 0 { SIGINT } else { SIGQUIT });
+            forward(n);
         }
     });
 
     let done = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
     let probe = {
         let done = done.clone();
-        let addr = client_addr(
-            opts.publish
+        let addr = client_addr(&probe_rule);
+        let listen: Vec<String> = match &native {
+            Some(_) => vec![addr.to_string()],
+            None => opts
+                .publish
                 .iter()
-                .find(|r| r.guest_port == 5432)
-                .unwrap_or(&opts.publish[0]),
-        );
-        let listen: Vec<String> = opts.publish.iter().map(|r| client_addr(r).to_string()).collect();
+                .map(|r| client_addr(r).to_string())
+                .collect(),
+        };
         let (json, name) = (opts.json, image.path().display().to_string());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
@@ -156,27 +224,37 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         })
     };
 
-    let cfg = vmm::VmConfig {
-        mem_mib: image.memory_mib(opts.mem),
-        cmdline: String::new(),
-        timeout: None,
-        console: vmm::Console::Log(log),
-        net: Some(vmm::NetConfig {
-            publish: opts.publish,
-            tap: None,
-        }),
-        signals: Some(signals),
+    let outcome = match &mut backend {
+        Backend::Guest(signals) => {
+            let cfg = vmm::VmConfig {
+                mem_mib: image.memory_mib(opts.mem),
+                cmdline: String::new(),
+                timeout: None,
+                console: vmm::Console::Log(log),
+                net: Some(vmm::NetConfig {
+                    publish: opts.publish,
+                    tap: None,
+                }),
+                signals: Some(signals.clone()),
+            };
+            vmm::run(image.boot(), &cfg)
+                .map_err(ServeError::from)
+                .and_then(|o| match o.exit {
+                    vmm::GuestExit::Status(s) => Ok(s),
+                    vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
+                    vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),
+                })
+        }
+        Backend::Native(child) => child
+            .wait()
+            .map(|st| st.code().map_or(128, |c| c as u8))
+            .map_err(ServeError::NativeWait),
     };
-    let outcome = vmm::run(image.boot(), &cfg);
     done.store(true, Ordering::SeqCst);
     handle.close();
     let _ = forwarder.join();
     let _ = probe.join();
-    let status = match outcome?.exit {
-        vmm::GuestExit::Status(s) => s,
-        vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
-        vmm::GuestExit::Shutdown { regs } => return Err(ServeError::Died(regs)),
-    };
+    let status = outcome?;
     if opts.json {
         let s = Stopped {
             event: "stopped",

@@ -50,13 +50,15 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "pgkraft serve did not become ready; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "pgkraft serve did not become ready; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "ready", "{line}");
         assert_eq!(v["listen"][0], format!("127.0.0.1:{port}"));
@@ -68,7 +70,10 @@ impl Server {
     }
 
     fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres password={PASSWORD}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres password={PASSWORD}",
+            self.port
+        )
     }
 
     fn client(&self) -> postgres::Client {
@@ -77,7 +82,14 @@ impl Server {
 
     fn psql(&self, password: &str, sql: &str) -> std::process::Output {
         run(Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-d", "postgres", "-X", "-A", "-t", "-c", sql])
             .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "20"))
@@ -90,7 +102,10 @@ impl Server {
         assert!(o.status.success());
         let status = wait_timeout(&mut child, Duration::from_secs(60))
             .expect("pgkraft serve did not exit within 60 s of SIGINT");
-        (status, std::fs::read_to_string(&self.log).unwrap_or_default())
+        (
+            status,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        )
     }
 }
 
@@ -126,14 +141,20 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     assert_eq!(stdout(&o).trim(), "42");
     let o = server.psql("wrong", "SELECT 1");
     assert!(!o.status.success());
-    has(&stderr(&o), &["password authentication failed for user \"postgres\""]);
+    has(
+        &stderr(&o),
+        &["password authentication failed for user \"postgres\""],
+    );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
     let (status, log) = server.stop();
     assert!(status.success(), "serve exited with {status}; log:\n{log}");
     has(
         &log,
-        &["received fast shutdown request", "database system is shut down"],
+        &[
+            "received fast shutdown request",
+            "database system is shut down",
+        ],
     );
 }
 
@@ -149,14 +170,18 @@ fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
          INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
     )
     .unwrap();
-    let row = c.query_one("SELECT count(*), max(name) FROM t", &[]).unwrap();
+    let row = c
+        .query_one("SELECT count(*), max(name) FROM t", &[])
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1000);
     assert_eq!(row.get::<_, String>(1), "row 999");
 
     // An error ends the statement, not the session.
     let e = c.query("SELECT 1/0", &[]).unwrap_err();
     assert_eq!(e.code(), Some(&postgres::error::SqlState::DIVISION_BY_ZERO));
-    let e = c.execute("INSERT INTO t VALUES (1, 'again')", &[]).unwrap_err();
+    let e = c
+        .execute("INSERT INTO t VALUES (1, 'again')", &[])
+        .unwrap_err();
     assert_eq!(e.code(), Some(&postgres::error::SqlState::UNIQUE_VIOLATION));
 
     let stmt = c.prepare("SELECT name FROM t WHERE id = $1").unwrap();
@@ -178,7 +203,12 @@ fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    assert_eq!(out, (1096..=1100).map(|i| format!("{i}\tcopied {i}\n")).collect::<String>());
+    assert_eq!(
+        out,
+        (1096..=1100)
+            .map(|i| format!("{i}\tcopied {i}\n"))
+            .collect::<String>()
+    );
 
     // LISTEN/NOTIFY between two sessions.
     let mut listener = server.client();
@@ -198,19 +228,27 @@ fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
     // same row until it ends.
     let mut a = server.client();
     let mut ta = a.transaction().unwrap();
-    ta.execute("UPDATE t SET name = 'held' WHERE id = 1", &[]).unwrap();
+    ta.execute("UPDATE t SET name = 'held' WHERE id = 1", &[])
+        .unwrap();
     let conninfo = server.conninfo();
     let blocked = std::thread::spawn(move || {
         let mut b = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
         let start = std::time::Instant::now();
-        b.execute("UPDATE t SET name = 'second' WHERE id = 1", &[]).unwrap();
+        b.execute("UPDATE t SET name = 'second' WHERE id = 1", &[])
+            .unwrap();
         start.elapsed()
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!blocked.is_finished(), "the second writer did not wait for the lock");
+    assert!(
+        !blocked.is_finished(),
+        "the second writer did not wait for the lock"
+    );
     ta.commit().unwrap();
     blocked.join().unwrap();
-    let name: String = c.query_one("SELECT name FROM t WHERE id = 1", &[]).unwrap().get(0);
+    let name: String = c
+        .query_one("SELECT name FROM t WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(name, "second");
 
     // Several clients at once.
@@ -221,7 +259,10 @@ fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
                 let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
                 let mut sum = 0i64;
                 for i in 0..50 {
-                    let v: i32 = c.query_one("SELECT $1::int + 1", &[&(w * 1000 + i)]).unwrap().get(0);
+                    let v: i32 = c
+                        .query_one("SELECT $1::int + 1", &[&(w * 1000 + i)])
+                        .unwrap()
+                        .get(0);
                     sum += v as i64;
                 }
                 sum

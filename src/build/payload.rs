@@ -34,6 +34,17 @@ fn env_of(recipe: &Recipe) -> Vec<String> {
     recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// The server's environment: the recipe's, plus PATH naming the server's
+/// bin directory (unless the recipe sets PATH): each child the postmaster
+/// spawns is started as plain `postgres` and looks itself up there.
+fn server_env(recipe: &Recipe, layout: &select::Layout) -> Vec<String> {
+    let mut env = env_of(recipe);
+    if !recipe.env.contains_key("PATH") {
+        env.push(format!("PATH={}", layout.prefix.join("bin").display()));
+    }
+    env
+}
+
 pub fn program(
     recipe: &Recipe,
     program: &ProgramSpec,
@@ -264,7 +275,7 @@ pub fn postgres(
     Ok(Payload {
         objects: pg.image_objects.clone(),
         argv,
-        env: env_of(recipe),
+        env: server_env(recipe, &layout),
         rootfs: Some(rootfs),
         postgres: Some(PostgresFacts {
             version: pg.version.clone(),

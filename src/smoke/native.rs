@@ -170,6 +170,41 @@ impl NativeServer {
         self.root.path().join(data_rel())
     }
 
+    /// Starts the postmaster on the copy, listening on `listen` only (no
+    /// Unix socket), its log to `log`. The caller stops it (SIGINT).
+    pub fn spawn_server(
+        &self,
+        listen: std::net::SocketAddr,
+        log: Stdio,
+    ) -> Result<std::process::Child, NativeError> {
+        let server = self.root.path().join(prefix_rel()).join("bin/postgres");
+        let mut cmd = self.who.command(&server);
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(listen.port().to_string())
+            .arg("-c")
+            .arg(format!("listen_addresses={}", listen.ip()))
+            .arg("-c")
+            .arg("unix_socket_directories=")
+            .env_clear()
+            // The server's bin directory first (its children look themselves
+            // up there); the rest for setpriv, which Command looks up in it.
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/bin:/bin",
+                    self.root.path().join(prefix_rel()).join("bin").display()
+                ),
+            )
+            .env("LC_ALL", "C")
+            .current_dir(self.root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.spawn().map_err(io("cannot run", &server))
+    }
+
     /// Runs one single-user session with `spec`'s checks and reports as the
     /// guest run does. Timing starts when the server is spawned; the phases
     /// are `started` (spawned), `first_answer` and `exit`.

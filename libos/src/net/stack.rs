@@ -153,6 +153,8 @@ struct Claim {
     port: u16,
     reuse: bool,
     listening: bool,
+    /// An IPv6 socket with IPV6_V6ONLY: its wildcard leaves IPv4 free.
+    v6only: bool,
 }
 
 pub struct Stack {
@@ -221,7 +223,15 @@ fn seed() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-fn overlap(a: Ip, b: Ip) -> bool {
+fn overlap(a: Ip, a_v6only: bool, b: Ip, b_v6only: bool) -> bool {
+    let v4 = |ip: Ip| matches!(ip.unmapped(), Ip::V4(_));
+    // IPV6_V6ONLY: an IPv6 wildcard does not take IPv4's port (PostgreSQL
+    // binds `::` with it, then 0.0.0.0). Which listener an incoming IPv4
+    // connection reaches is not kept apart by family (smoltcp listens on
+    // "any address"): either accepts it.
+    if (a_v6only && v4(b)) || (b_v6only && v4(a)) {
+        return false;
+    }
     a.is_unspecified() || b.is_unspecified() || a.unmapped() == b.unmapped()
 }
 
@@ -313,12 +323,20 @@ impl Stack {
     }
 
     /// Claim (ip, port) for a socket; port 0 picks an ephemeral one.
-    pub fn claim(&mut self, ip: Ip, port: u16, reuse: bool) -> Result<(u64, u16), Errno> {
+    pub fn claim(
+        &mut self,
+        ip: Ip,
+        port: u16,
+        reuse: bool,
+        v6only: bool,
+    ) -> Result<(u64, u16), Errno> {
         let port = if port == 0 {
             self.ephemeral(ip)?
         } else {
             let clash = self.claims.iter().any(|c| {
-                c.port == port && overlap(c.ip, ip) && !(reuse && c.reuse && !c.listening)
+                c.port == port
+                    && overlap(c.ip, c.v6only, ip, v6only)
+                    && !(reuse && c.reuse && !c.listening)
             });
             if clash {
                 return Err(Errno::EADDRINUSE);
@@ -333,6 +351,7 @@ impl Stack {
             port,
             reuse,
             listening: false,
+            v6only,
         });
         Ok((id, port))
     }
@@ -346,7 +365,7 @@ impl Stack {
             } else {
                 p + 1
             };
-            let claimed = self.claims.iter().any(|c| c.port == p && overlap(c.ip, ip));
+            let claimed = self.claims.iter().any(|c| c.port == p && overlap(c.ip, c.v6only, ip, false));
             let lingering = self.orphans.iter().any(|&(i, h, _)| {
                 self.ifs[i]
                     .sockets
@@ -716,4 +735,19 @@ fn spin_for_frames(until: u64) -> bool {
     }
     // The wait that follows tells whether a longer spin would have done.
     false
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn a_v6only_wildcard_leaves_ipv4_free() {
+        let any6 = Ip::V6([0; 16]);
+        let any4 = Ip::V4([0; 4]);
+        assert!(overlap(any6, false, any4, false), "dual-stack :: takes IPv4 too");
+        assert!(!overlap(any6, true, any4, false));
+        assert!(!overlap(any4, false, any6, true));
+        assert!(overlap(any6, true, Ip::V6([1; 16]), false));
+    }
 }

@@ -193,11 +193,12 @@ impl TcpSock {
             return Err(Errno::EINVAL);
         }
         let reuse = i.opts.reuseaddr;
+        let v6only = self.v6 && i.opts.v6only;
         let (claim, port) = stack::with(|s| {
             if !s.is_local(ip) {
                 return Err(Errno::EADDRNOTAVAIL);
             }
-            s.claim(ip.unmapped(), port, reuse)
+            s.claim(ip.unmapped(), port, reuse, v6only)
         })?;
         i.claim = Some(claim);
         i.local = Some((ip.unmapped(), port));
@@ -232,7 +233,7 @@ impl TcpSock {
             let (claim, ip, port) = match (local, i.claim) {
                 (Some((ip, port)), Some(c)) => (c, ip, port),
                 _ => {
-                    let (c, p) = s.claim(any, 0, reuse)?;
+                    let (c, p) = s.claim(any, 0, reuse, false)?;
                     (c, any, p)
                 }
             };
@@ -361,7 +362,7 @@ impl TcpSock {
                     } else {
                         Ip::V6([0; 16])
                     };
-                    let (c, p) = s.claim(any, 0, reuse)?;
+                    let (c, p) = s.claim(any, 0, reuse, false)?;
                     (c, any, p)
                 }
             };
