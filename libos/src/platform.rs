@@ -107,7 +107,9 @@ fn runner_reachable(bytes: &[u8]) -> bool {
 
 pub fn console_write(bytes: &[u8]) -> usize {
     if !runner_reachable(bytes) && host() == Host::Runner {
-        return console_write(&bytes.to_vec());
+        // A copy in the libOS's heap (RAM) for the runner to read.
+        let bounce = alloc::vec::Vec::from(bytes);
+        return console_write(&bounce);
     }
     match host() {
         Host::Runner => {
