@@ -50,7 +50,9 @@ extern "C" fn libos_main(info: u64, kind: u64) -> ! {
     arch::image::fill_idt();
     let p = platform::init(info, kind);
     if !arch::image::entry_table_in_place() {
-        log!("libos: the system-call entry table is not at pgkraft_abi::SYSCALL_ENTRY_TABLE (link.ld)");
+        log!(
+            "libos: the system-call entry table is not at pgkraft_abi::SYSCALL_ENTRY_TABLE (link.ld)"
+        );
         platform::exit(EXIT_LIBOS);
     }
     if p.mem_bytes == 0 {

@@ -129,8 +129,10 @@ pub fn run_program(argv: &[Vec<u8>]) -> ! {
         crate::log!("libos: {what}: {e:?}");
         crate::platform::exit(1)
     };
-    let (slot, base) = crate::proc::slot::take().unwrap_or_else(|e| fail("cannot map the program", e));
-    let stack = new_stack(argv, &envp, base).unwrap_or_else(|e| fail("no room for the main stack", e));
+    let (slot, base) =
+        crate::proc::slot::take().unwrap_or_else(|e| fail("cannot map the program", e));
+    let stack =
+        new_stack(argv, &envp, base).unwrap_or_else(|e| fail("no room for the main stack", e));
     crate::proc::init_first(slot, (stack.base, stack.len));
     crate::platform::phase(pgkraft_abi::Phase::MainEntered);
     cpu::enter_program(base + crate::proc::slot::program().entry, stack.sp)

@@ -61,7 +61,10 @@ pub fn map(
     writable: bool,
     new_table: &mut dyn FnMut() -> Result<u64, Errno>,
 ) -> Result<(), Errno> {
-    if !(WINDOW_BASE..WINDOW_END).contains(&va) || !va.is_multiple_of(4096) || !pa.is_multiple_of(4096) {
+    if !(WINDOW_BASE..WINDOW_END).contains(&va)
+        || !va.is_multiple_of(4096)
+        || !pa.is_multiple_of(4096)
+    {
         return Err(Errno::EINVAL);
     }
     let root = core::ptr::addr_of_mut!(pml4) as u64;

@@ -325,7 +325,10 @@ mod tests {
         assert_eq!(check_in(end - 8, 9, 1 << 30, end), Err(Errno::EFAULT));
         assert_eq!(check_in(WINDOW_BASE, 8, 1 << 30, 0), Err(Errno::EFAULT));
         // Not both at once: RAM's end to the window is a hole.
-        assert_eq!(check_in((1 << 30) - 8, 16, 1 << 30, end), Err(Errno::EFAULT));
+        assert_eq!(
+            check_in((1 << 30) - 8, 16, 1 << 30, end),
+            Err(Errno::EFAULT)
+        );
     }
 
     #[test]

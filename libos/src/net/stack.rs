@@ -365,7 +365,10 @@ impl Stack {
             } else {
                 p + 1
             };
-            let claimed = self.claims.iter().any(|c| c.port == p && overlap(c.ip, c.v6only, ip, false));
+            let claimed = self
+                .claims
+                .iter()
+                .any(|c| c.port == p && overlap(c.ip, c.v6only, ip, false));
             let lingering = self.orphans.iter().any(|&(i, h, _)| {
                 self.ifs[i]
                     .sockets
@@ -745,7 +748,10 @@ mod claim_tests {
     fn a_v6only_wildcard_leaves_ipv4_free() {
         let any6 = Ip::V6([0; 16]);
         let any4 = Ip::V4([0; 4]);
-        assert!(overlap(any6, false, any4, false), "dual-stack :: takes IPv4 too");
+        assert!(
+            overlap(any6, false, any4, false),
+            "dual-stack :: takes IPv4 too"
+        );
         assert!(!overlap(any6, true, any4, false));
         assert!(!overlap(any4, false, any6, true));
         assert!(overlap(any6, true, Ip::V6([1; 16]), false));

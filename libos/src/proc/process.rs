@@ -51,7 +51,9 @@ enum State {
     /// In clone: resumes when its vfork child has exec'd or exited.
     VforkParent,
     /// Exited; `status` is what wait4 reports.
-    Zombie { status: u32 },
+    Zombie {
+        status: u32,
+    },
 }
 
 /// A process's share of libOS state while it is not running.
@@ -209,7 +211,12 @@ fn me() -> usize {
 }
 
 pub fn pid() -> u32 {
-    TABLE.lock().procs.get(me()).and_then(|p| p.as_ref()).map_or(1, |p| p.pid)
+    TABLE
+        .lock()
+        .procs
+        .get(me())
+        .and_then(|p| p.as_ref())
+        .map_or(1, |p| p.pid)
 }
 
 /// Whether the running process is the first one (the image's program as
@@ -266,7 +273,11 @@ fn reap() {
 /// Switch from the running process `from` to `to` (the caller has set
 /// `from`'s state). Returns when something switches back to `from`.
 fn switch_to(mut t: spin::MutexGuard<'static, Table>, from: usize, to: usize) {
-    let mut saved = t.get_mut(to).saved.take().expect("a waiting process has saved state");
+    let mut saved = t
+        .get_mut(to)
+        .saved
+        .take()
+        .expect("a waiting process has saved state");
     saved.swap_with_current();
     t.get_mut(from).saved = Some(saved);
     t.get_mut(to).state = State::Running;
@@ -586,7 +597,9 @@ pub fn wait4(pid: i64, status: u64, options: u64) -> Result {
             return Err(Errno::EINTR);
         }
         let now = crate::time::monotonic_ns();
-        let until = signal::next_alarm().unwrap_or(u64::MAX).min(now + 1_000_000_000);
+        let until = signal::next_alarm()
+            .unwrap_or(u64::MAX)
+            .min(now + 1_000_000_000);
         idle(until);
     }
 }
@@ -596,7 +609,12 @@ pub fn setsid() -> Result {
     let i = me();
     let p = t.get(i);
     let pid = p.pid;
-    let leads = t.procs.iter().flatten().any(|q| q.pgid == pid && q.pid != pid) || p.pgid == pid;
+    let leads = t
+        .procs
+        .iter()
+        .flatten()
+        .any(|q| q.pgid == pid && q.pid != pid)
+        || p.pgid == pid;
     if leads {
         return Err(Errno::EPERM);
     }
@@ -612,7 +630,11 @@ pub fn setpgid(pid: u64, pgid: u64) -> Result {
         0 => me(),
         p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
     };
-    let new = if pgid == 0 { t.get(target).pid } else { pgid as u32 };
+    let new = if pgid == 0 {
+        t.get(target).pid
+    } else {
+        pgid as u32
+    };
     t.get_mut(target).pgid = new;
     Ok(0)
 }

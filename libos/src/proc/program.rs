@@ -222,21 +222,38 @@ mod tests {
         assert_eq!(p.segments[1].pages, 5);
         let rw = p.segments[2];
         assert!(rw.writable);
-        assert_eq!((rw.page_va, rw.pages, rw.vaddr, rw.filesz), (0x7000, 2, 0x7eb0, 0x25c));
+        assert_eq!(
+            (rw.page_va, rw.pages, rw.vaddr, rw.filesz),
+            (0x7000, 2, 0x7eb0, 0x25c)
+        );
     }
 
     #[test]
     fn what_cannot_be_mapped_is_refused() {
         let dynamic = ph(PT_DYNAMIC, 6, 0, 0, 0, 0);
         let exec = elf(2, &[ph(PT_LOAD, 5, 0, 0, 0x100, 0x100)], 0x1000);
-        assert_eq!(Program::parse(&exec).unwrap_err(), ProgramError::NotStaticPie);
+        assert_eq!(
+            Program::parse(&exec).unwrap_err(),
+            ProgramError::NotStaticPie
+        );
         let skewed = elf(
             ET_DYN,
-            &[ph(PT_LOAD, 5, 0, 0, 0x100, 0x100), ph(PT_LOAD, 6, 0x200, 0x1100, 8, 8), dynamic],
+            &[
+                ph(PT_LOAD, 5, 0, 0, 0x100, 0x100),
+                ph(PT_LOAD, 6, 0x200, 0x1100, 8, 8),
+                dynamic,
+            ],
             0x1000,
         );
         assert_eq!(Program::parse(&skewed).unwrap_err(), ProgramError::Layout);
-        let short = elf(ET_DYN, &[ph(PT_LOAD, 5, 0, 0, 0x2000, 0x2000), ph(PT_DYNAMIC, 6, 0, 0, 0, 0)], 0x1000);
+        let short = elf(
+            ET_DYN,
+            &[
+                ph(PT_LOAD, 5, 0, 0, 0x2000, 0x2000),
+                ph(PT_DYNAMIC, 6, 0, 0, 0, 0),
+            ],
+            0x1000,
+        );
         assert_eq!(Program::parse(&short).unwrap_err(), ProgramError::Truncated);
         assert_eq!(Program::parse(b"nope").unwrap_err(), ProgramError::NotElf);
     }

@@ -99,7 +99,12 @@ fn make(p: &Program) -> Result<usize, Errno> {
         if seg.writable {
             let pa = mem::alloc_top(seg.pages * PAGE)?;
             for i in 0..seg.pages {
-                paging::map(base + seg.page_va + i * PAGE, pa + i * PAGE, true, &mut new_table)?;
+                paging::map(
+                    base + seg.page_va + i * PAGE,
+                    pa + i * PAGE,
+                    true,
+                    &mut new_table,
+                )?;
             }
             private.push((pa, seg.pages));
         } else {
