@@ -72,6 +72,9 @@ struct Ready<'a> {
 struct Stopped<'a> {
     event: &'a str,
     status: u8,
+    /// VM exits over the whole run (none for --native).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vm_exits: Option<u64>,
 }
 
 /// The address a client uses for `rule`: its host address (the wildcard
@@ -240,25 +243,26 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
             vmm::run(image.boot(), &cfg)
                 .map_err(ServeError::from)
                 .and_then(|o| match o.exit {
-                    vmm::GuestExit::Status(s) => Ok(s),
+                    vmm::GuestExit::Status(s) => Ok((s, Some(o.exits))),
                     vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
                     vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),
                 })
         }
         Backend::Native(child) => child
             .wait()
-            .map(|st| st.code().map_or(128, |c| c as u8))
+            .map(|st| (st.code().map_or(128, |c| c as u8), None))
             .map_err(ServeError::NativeWait),
     };
     done.store(true, Ordering::SeqCst);
     handle.close();
     let _ = forwarder.join();
     let _ = probe.join();
-    let status = outcome?;
+    let (status, vm_exits) = outcome?;
     if opts.json {
         let s = Stopped {
             event: "stopped",
             status,
+            vm_exits,
         };
         println!("{}", serde_json::to_string(&s).expect("serializes"));
     }

@@ -96,6 +96,7 @@ fn default_recipe_is_postgres_17() {
     assert_eq!(
         p.postgresql_conf(),
         "default_text_search_config = 'pg_catalog.simple'\n\
+         dynamic_shared_memory_type = 'sysv'\n\
          listen_addresses = '*'\n\
          log_timezone = 'UTC'\n\
          max_connections = '20'\n\

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# pgbench against a PostgreSQL image served by `pgkraft serve` and against
+# the host-linked server of the same build natively on a copy of the
+# image's files (`pgkraft serve --native`), alternating the two in each
+# round: pgbench -i -s SCALE, then select-only (-S), TPC-B-like and
+# connect-per-transaction (-S -C) runs at 1, 4 and 16 clients. Prints
+# every run, then the medians and the image/native ratio per run kind; then
+# the guest's host memory per idle connection (the runner's RSS with 16
+# idle connections open against none). Benchmarks, not tests: nothing here
+# asserts a figure.
+#
+#   bash ci/bench-pgbench.sh IMAGE            (PGPASSWORD: the image's password)
+#   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 bash ci/bench-pgbench.sh out/postgres-17.img
+set -euo pipefail
+
+IMAGE=${1:?usage: bench-pgbench.sh IMAGE (PGPASSWORD set to the image's superuser password)}
+: "${PGPASSWORD:?set PGPASSWORD to the image's superuser password}"
+export PGPASSWORD
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-10}
+SCALE=${SCALE:-10}
+MEM=${MEM:-1024}
+CLIENTS=${CLIENTS:-"1 4 16"}
+PGKRAFT=${PGKRAFT:-target/release/pgkraft}
+PORT=${PORT:-15532}
+work=$(mktemp -d)
+trap 'pkill -INT -f "pgkraft serve .*--publish 127.0.0.1:$PORT:" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# Start one server (image or native); print its pid once it answers.
+start() {
+  local side=$1 extra=()
+  [ "$side" = native ] && extra=(--native)
+  "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \
+    --log "$work/$side.log" "${extra[@]}" >"$work/serve.out" &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    grep -q '"ready"' "$work/serve.out" 2>/dev/null && { echo "$pid"; return; }
+    kill -0 "$pid" 2>/dev/null || { cat "$work/$side.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench-pgbench: $side server not ready after 60 s" >&2
+  exit 1
+}
+
+stop() {
+  kill -INT "$1"
+  wait "$1" || true
+}
+
+pgb() {
+  pgbench -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres 2>&1
+}
+
+tps() {
+  pgb "$@" | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for side in image native; do
+    pid=$(start "$side")
+    pgb -i -q -s "$SCALE" >/dev/null
+    for kind in select tpcb connect; do
+      case $kind in
+        select) args=(-S) ;;
+        tpcb) args=() ;;
+        connect) args=(-S -C) ;;
+      esac
+      for c in $CLIENTS; do
+        j=$((c < 2 ? c : 2))
+        t=$(tps "${args[@]}" -c "$c" -j "$j" -T "$SECS")
+        echo "round $round $side $kind c=$c tps=$t" | tee -a "$work/results"
+      done
+    done
+    stop "$pid"
+  done
+done
+
+echo
+echo "medians over $ROUNDS rounds (pgbench -s $SCALE, $SECS s per run, guest $MEM MiB):"
+python3 - "$work/results" <<'EOF'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.split()
+    side, kind, c, tps = f[2], f[3], f[4], float(f[5].split("=")[1] or 0)
+    runs[(kind, c, side)].append(tps)
+print(f"{'run':<16}{'image tps':>12}{'native tps':>12}{'ratio':>8}")
+for kind in ("select", "tpcb", "connect"):
+    for c in sorted({k[1] for k in runs if k[0] == kind}, key=lambda s: int(s[2:])):
+        i = statistics.median(runs[(kind, c, "image")])
+        n = statistics.median(runs[(kind, c, "native")])
+        print(f"{kind + ' ' + c:<16}{i:>12.0f}{n:>12.0f}{i / n if n else 0:>8.2f}")
+EOF
+
+# Host memory per idle connection: the runner's RSS with 16 client
+# connections open and idle (each pgbench client sleeps) against none.
+pid=$(start image)
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+sleep 1
+before=$(rss "$pid")
+printf '\\sleep 8 s\n' >"$work/idle.sql"
+pgbench -h 127.0.0.1 -p "$PORT" -U postgres -n -c 16 -j 2 -t 1 -f "$work/idle.sql" postgres >/dev/null 2>&1 &
+bench=$!
+sleep 5
+during=$(rss "$pid")
+wait "$bench" || true
+stop "$pid"
+echo
+echo "idle connections: runner RSS $before KiB with none, $during KiB with 16: $(((during - before) / 16)) KiB per connection"
