@@ -13,8 +13,8 @@
 #   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 bash ci/bench-pgbench.sh out/postgres-17.img
 set -euo pipefail
 
-IMAGE=${1:?usage: bench-pgbench.sh IMAGE (PGPASSWORD set to the image's superuser password)}
-: "${PGPASSWORD:?set PGPASSWORD to the image's superuser password}"
+IMAGE=${1:?usage: bench-pgbench.sh IMAGE, with PGPASSWORD set to the superuser password of the image}
+: "${PGPASSWORD:?set PGPASSWORD to the superuser password of the image}"
 export PGPASSWORD
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
@@ -42,9 +42,11 @@ start() {
   exit 1
 }
 
+# The server started inside $(start ...) is not this shell's child: wait
+# for it by polling.
 stop() {
   kill -INT "$1"
-  wait "$1" || true
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
 }
 
 pgb() {
@@ -61,9 +63,9 @@ for round in $(seq 1 "$ROUNDS"); do
     pgb -i -q -s "$SCALE" >/dev/null
     for kind in select tpcb connect; do
       case $kind in
-        select) args=(-S) ;;
-        tpcb) args=() ;;
-        connect) args=(-S -C) ;;
+        "select") args=(-S) ;;
+        "tpcb") args=() ;;
+        "connect") args=(-S -C) ;;
       esac
       for c in $CLIENTS; do
         j=$((c < 2 ? c : 2))
