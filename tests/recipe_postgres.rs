@@ -58,7 +58,7 @@ const HEAD: &str = "name: pg\nkind: postgres\npostgres:\n  version: \"17\"\n";
 fn default_recipe_is_postgres_17() {
     let r = recipe::load(&repo().join("recipes/postgres-17.yaml")).unwrap();
     assert_eq!(r.name, "postgres-17");
-    assert_eq!(r.vm.memory_mib, 256);
+    assert_eq!(r.vm.memory_mib, 512);
     assert!(r.args.is_empty());
     let Kind::Postgres(p) = &r.kind else {
         panic!("postgres-17.yaml is a postgres recipe")

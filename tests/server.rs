@@ -277,3 +277,112 @@ fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
     let (status, log) = server.stop();
     assert!(status.success(), "serve exited with {status}; log:\n{log}");
 }
+
+#[test]
+fn pgbench_runs_and_faults_leave_the_server_serving() {
+    if !kvm_available() {
+        return;
+    }
+    let server = Server::start(&postgres_image("17"));
+    let pgbench = |args: &[&str]| {
+        run(Command::new("pgbench")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .arg("postgres")
+            .env("PGPASSWORD", PASSWORD))
+    };
+    let o = pgbench(&["-i", "-q", "-s", "1"]);
+    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    let o = pgbench(&["-S", "-c", "4", "-j", "2", "-t", "200"]);
+    assert!(o.status.success(), "pgbench -S: {}", stderr(&o));
+    has(
+        &stdout(&o),
+        &[
+            "number of transactions actually processed: 800/800",
+            "failed transactions: 0",
+        ],
+    );
+
+    // More clients than max_connections (20 in the default recipe): the
+    // extra ones get PostgreSQL's error, and the server lives on.
+    let mut held = Vec::new();
+    let refused = loop {
+        match postgres::Client::connect(&server.conninfo(), postgres::NoTls) {
+            Ok(c) if held.len() < 40 => held.push(c),
+            Ok(_) => panic!("more than 40 connections accepted with max_connections 20"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        held.len() >= 15,
+        "refused after only {} connections: {refused}",
+        held.len()
+    );
+    assert_eq!(
+        refused.code(),
+        Some(&postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+        "{refused:?}"
+    );
+    let v: i32 = held[0].query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(v, 1);
+    drop(held);
+
+    // A client killed (kill -9) mid-query: its backend notices (it checks
+    // the connection every 100 ms while the query runs) and exits.
+    let mut psql = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "postgres",
+            "-X",
+        ])
+        .args(["-d", "postgres", "-c"])
+        .arg("SET client_connection_check_interval = '100ms'; SELECT pg_sleep(60)")
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watcher = server.client();
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)' \
+                    AND pid <> pg_backend_pid()";
+    let count = |w: &mut postgres::Client| -> i64 { w.query_one(sleeping, &[]).unwrap().get(0) };
+    let mut started = false;
+    for _ in 0..100 {
+        if count(&mut watcher) == 1 {
+            started = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(started, "psql's query never showed up in pg_stat_activity");
+    psql.kill().unwrap(); // SIGKILL
+    let _ = psql.wait();
+    let mut freed = false;
+    for _ in 0..100 {
+        if count(&mut watcher) == 0 {
+            freed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        freed,
+        "the killed client's backend is still there after 10 s"
+    );
+    let v: i32 = watcher.query_one("SELECT 7", &[]).unwrap().get(0);
+    assert_eq!(v, 7);
+    drop(watcher);
+    let (status, log) = server.stop();
+    assert!(status.success(), "serve exited with {status}; log:\n{log}");
+}
