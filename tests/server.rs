@@ -30,10 +30,20 @@ impl Server {
     /// `pgkraft serve` on a free loopback port; returns once it says it
     /// accepts connections.
     fn start(image: &Path) -> Server {
+        Server::start_with(image, &[])
+    }
+
+    /// The host-linked server of the image's build on a copy of its files.
+    fn start_native(image: &Path) -> Server {
+        Server::start_with(image, &["--native"])
+    }
+
+    fn start_with(image: &Path, extra: &[&str]) -> Server {
         let port = free_port();
         let log = out_dir().join(format!("serve-{port}.log"));
         let mut child = pgkraft()
             .arg("serve")
+            .args(extra)
             .arg(image)
             .arg("--publish")
             .arg(format!("127.0.0.1:{port}:5432"))
@@ -385,4 +395,46 @@ fn pgbench_runs_and_faults_leave_the_server_serving() {
     drop(watcher);
     let (status, log) = server.stop();
     assert!(status.success(), "serve exited with {status}; log:\n{log}");
+}
+
+/// A database dumped from the image (pg_dump, Debian's client: PostgreSQL
+/// 15, so the 15 image) restores into the host-linked server of the same
+/// build with the same rows.
+#[test]
+fn pg_dump_of_the_image_restores_natively_with_the_same_rows() {
+    if !kvm_available() {
+        return;
+    }
+    let image = postgres_image("15");
+    let guest = Server::start(&image);
+    let o = guest.psql(
+        PASSWORD,
+        "CREATE TABLE kv (k int PRIMARY KEY, v text, t timestamptz DEFAULT '2026-01-02 03:04:05+00');
+         INSERT INTO kv (k, v) SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fingerprint = "SELECT count(*), md5(string_agg(k || ':' || v || ':' || t, ',' ORDER BY k)) FROM kv";
+    let in_guest = stdout(&guest.psql(PASSWORD, fingerprint));
+    let dump = out_dir().join("kv.sql");
+    let o = run(Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-p", &guest.port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-t", "kv", "-f"])
+        .arg(&dump)
+        .env("PGPASSWORD", PASSWORD));
+    assert!(o.status.success(), "pg_dump: {}", stderr(&o));
+    let (status, log) = guest.stop();
+    assert!(status.success(), "{log}");
+
+    let native = Server::start_native(&image);
+    let o = run(Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &native.port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&dump)
+        .env("PGPASSWORD", PASSWORD));
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    let natively = stdout(&native.psql(PASSWORD, fingerprint));
+    assert!(in_guest.starts_with("5000|"), "{in_guest}");
+    assert_eq!(natively, in_guest);
+    let (status, log) = native.stop();
+    assert!(status.success(), "{log}");
 }
