@@ -677,3 +677,30 @@ fn memory_default_and_override() {
         &["8 MiB is out of range", "`memory_mib: 256` (the default)"],
     );
 }
+
+#[test]
+fn cluster_timezones_trims_the_tz_database_to_a_list() {
+    let f = Fixture::new();
+    let p = f.spec(HEAD);
+    assert_eq!(p.cluster.timezones, None, "the whole database by default");
+    let p = f.spec(&format!(
+        "{HEAD}cluster:\n  timezones: [Europe/Paris, America/New_York]\n"
+    ));
+    assert_eq!(
+        p.cluster.timezones,
+        Some(vec![
+            "Europe/Paris".to_owned(),
+            "America/New_York".to_owned()
+        ])
+    );
+    let e = f.err(&format!(
+        "{HEAD}cluster:\n  timezones: [\"../etc/passwd\"]\n"
+    ));
+    has(
+        &e,
+        &[
+            "cluster.timezones: invalid time zone `../etc/passwd`",
+            "fix: list tz database names",
+        ],
+    );
+}

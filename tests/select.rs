@@ -170,6 +170,9 @@ fn choices(major: u32) -> Choices {
     Choices {
         major,
         timezone: "UTC".into(),
+        // The exact closures below list one zone; `None` (every zone) has
+        // its own test.
+        timezones: Some(Vec::new()),
         timezone_abbreviations: "Default".into(),
         extensions: vec!["plpgsql".into()],
         text_search: false,
@@ -684,7 +687,14 @@ fn choices_from_the_default_recipe() {
         panic!()
     };
     let c = Choices::from_spec(spec);
-    assert_eq!(c, choices(17));
+    // The default recipe ships the whole tz database.
+    assert_eq!(
+        c,
+        Choices {
+            timezones: None,
+            ..choices(17)
+        }
+    );
 }
 
 /// The closure through the archive: what the image would hold.
@@ -731,4 +741,46 @@ fn selection_archives_with_image_modes() {
     assert_eq!(made.files[0].path, Path::new("/data/base/1/1259"));
     assert_eq!(made.files[0].bytes, 8192);
     assert_eq!(made.files[0].reason, "cluster: data directory");
+}
+
+#[test]
+fn the_whole_tz_database_by_default_or_the_zones_listed() {
+    let f = fixture(17);
+    let zones = |c: &Choices| -> Vec<String> {
+        let mut v: Vec<String> = run(&f, c)
+            .unwrap()
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.path
+                    .to_str()?
+                    .strip_prefix("/usr/local/pgsql/share/timezone/")
+                    .map(str::to_owned)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut c = choices(17);
+    c.timezones = None;
+    // Every zone file, links and hard links under their own names; a file
+    // that is not a zone (`Broken`) is left out.
+    assert_eq!(
+        zones(&c),
+        [
+            "America/Argentina/Buenos_Aires",
+            "America/New_York",
+            "Etc/UTC",
+            "Europe/Paris",
+            "UTC",
+            "Zulu"
+        ]
+    );
+    c.timezones = Some(vec!["europe/paris".into()]);
+    assert_eq!(zones(&c), ["Europe/Paris", "UTC"]);
+    c.timezones = Some(vec!["Mars/Olympus".into()]);
+    assert!(matches!(
+        run(&f, &c),
+        Err(SelectError::TimeZoneNotFound { .. })
+    ));
 }

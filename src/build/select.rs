@@ -5,7 +5,10 @@
 //!
 //! What a running server reads, and so what is selected:
 //! - the cluster (its data directory);
-//! - `share/timezone/<zone>`, for `timezone` and `log_timezone`;
+//! - `share/timezone/`: the whole time zone database (clients send their
+//!   own `TimeZone`: psql's PGTZ, JDBC the JVM's zone), or with
+//!   `cluster.timezones` the zones listed, and always the one for
+//!   `timezone` and `log_timezone`;
 //! - `share/timezonesets/<set>` and the sets it `@INCLUDE`s: loaded at every
 //!   start for `timezone_abbreviations`;
 //! - each extension's control file and scripts: `CREATE EXTENSION`,
@@ -17,8 +20,8 @@
 //!
 //! Not selected: programs and libraries (the server is linked into the
 //! image), headers, documentation, and initdb's inputs when initdb ran at
-//! build time. Consequences: `pg_timezone_names` lists only the shipped
-//! zone, and `SET timezone` to another zone fails.
+//! build time. With `cluster.timezones`, `pg_timezone_names` lists only the
+//! shipped zones, and `SET timezone` to another zone fails.
 //!
 //! Extensions follow their control files' `requires` (as the build does), and
 //! plpgsql is added when initdb runs at first boot (initdb creates it).
@@ -121,6 +124,8 @@ pub struct Choices {
     /// Checked against the cluster's PG_VERSION.
     pub major: u32,
     pub timezone: String,
+    /// The zones shipped besides `timezone`; `None`: all of them.
+    pub timezones: Option<Vec<String>>,
     /// The abbreviation set loaded at start (`Default` unless set).
     pub timezone_abbreviations: String,
     pub extensions: Vec<String>,
@@ -134,6 +139,7 @@ impl Choices {
         Choices {
             major: spec.major,
             timezone: spec.cluster.timezone.clone(),
+            timezones: spec.cluster.timezones.clone(),
             timezone_abbreviations: spec.timezone_abbreviations().to_owned(),
             extensions: spec.extensions.clone(),
             text_search: spec.cluster.text_search,
@@ -440,6 +446,24 @@ pub fn select(input: &SelectInput<'_>) -> Result<Selection, SelectError> {
     let mut out = Collector::default();
 
     timezone(&share, &choices.timezone, &mut out)?;
+    match &choices.timezones {
+        Some(list) => {
+            for zone in list {
+                timezone(&share, zone, &mut out)?;
+            }
+        }
+        None => {
+            let mut all = Vec::new();
+            zone_names(&share.disk.join("timezone"), "", &mut all);
+            for zone in all {
+                // The tree may hold other files (tables, not zones).
+                match timezone(&share, &zone, &mut out) {
+                    Ok(()) | Err(SelectError::NotTzif { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
     abbreviations(&share, &choices.timezone_abbreviations, &mut out)?;
     // Each extension with what brought it in; the recipe's own come first
     // so that an extension both listed and required is reported as listed.

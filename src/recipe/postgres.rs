@@ -307,6 +307,9 @@ pub struct ClusterSpec {
     pub auth: Auth,
     /// Time zone name, as in the tz database (`UTC`, `Europe/Paris`).
     pub timezone: String,
+    /// `cluster.timezones`: the zones the image carries besides `timezone`;
+    /// `None`: the whole tz database.
+    pub timezones: Option<Vec<String>>,
     /// Ship `share/tsearch_data` (dictionaries and stop words).
     pub text_search: bool,
 }
@@ -429,6 +432,8 @@ pub(super) struct RawCluster {
     password_env: Option<Spanned<String>>,
     #[serde(default)]
     timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    timezones: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     text_search: Option<bool>,
 }
@@ -1021,6 +1026,7 @@ impl Checker<'_> {
             auth: None,
             password_env: None,
             timezone: None,
+            timezones: None,
             text_search: None,
         });
 
@@ -1197,6 +1203,27 @@ impl Checker<'_> {
             }
         };
 
+        let timezones = match &raw.timezones {
+            None => None,
+            Some(list) => {
+                let mut zones = Vec::new();
+                for t in list {
+                    if let Some(why) = timezone_problem(t.value.trim()) {
+                        return Err(RecipeError::Invalid(Box::new(
+                            self.invalid(
+                                t,
+                                "cluster.timezones",
+                                format!("invalid time zone `{}`: {why}", t.value),
+                            )
+                            .fix("list tz database names such as `UTC` or `Europe/Paris`, or leave the key out for all of them"),
+                        )));
+                    }
+                    zones.push(t.value.trim().to_owned());
+                }
+                Some(zones)
+            }
+        };
+
         Ok(ClusterSpec {
             preinit,
             encoding,
@@ -1205,6 +1232,7 @@ impl Checker<'_> {
             superuser,
             auth,
             timezone,
+            timezones,
             text_search: raw.text_search.unwrap_or(false),
         })
     }
