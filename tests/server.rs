@@ -157,6 +157,14 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
+    // Clients send their own zone (psql: PGTZ); the image has them all.
+    let o = run(Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-X", "-A", "-t", "-c"])
+        .arg("SELECT current_setting('TimeZone'), to_char('2026-07-01 12:00+00'::timestamptz, 'HH24 TZ')")
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGTZ", "America/New_York"));
+    assert_eq!(stdout(&o).trim(), "America/New_York|08 EDT", "{}", stderr(&o));
     let (status, log) = server.stop();
     assert!(status.success(), "serve exited with {status}; log:\n{log}");
     has(
