@@ -90,19 +90,28 @@ impl Server {
         postgres::Client::connect(&self.conninfo(), postgres::NoTls).unwrap()
     }
 
+    /// A client program (psql, pgbench, pg_dump) pointed at this server
+    /// as the superuser with the right password.
+    fn client_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "20");
+        c
+    }
+
     fn psql(&self, password: &str, sql: &str) -> std::process::Output {
-        run(Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+        run(self
+            .client_cmd("psql")
             .args(["-d", "postgres", "-X", "-A", "-t", "-c", sql])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "20"))
+            .env("PGPASSWORD", password))
     }
 
     /// SIGINT, as Ctrl-C: the server shuts down and serve exits.
@@ -158,13 +167,17 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
     // Clients send their own zone (psql: PGTZ); the image has them all.
-    let o = run(Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres"])
+    let o = run(server
+        .client_cmd("psql")
         .args(["-d", "postgres", "-X", "-A", "-t", "-c"])
         .arg("SELECT current_setting('TimeZone'), to_char('2026-07-01 12:00+00'::timestamptz, 'HH24 TZ')")
-        .env("PGPASSWORD", PASSWORD)
         .env("PGTZ", "America/New_York"));
-    assert_eq!(stdout(&o).trim(), "America/New_York|08 EDT", "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "America/New_York|08 EDT",
+        "{}",
+        stderr(&o)
+    );
     let (status, log) = server.stop();
     assert!(status.success(), "serve exited with {status}; log:\n{log}");
     has(
@@ -302,20 +315,7 @@ fn pgbench_runs_and_faults_leave_the_server_serving() {
         return;
     }
     let server = Server::start(&postgres_image("17"));
-    let pgbench = |args: &[&str]| {
-        run(Command::new("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &server.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(args)
-            .arg("postgres")
-            .env("PGPASSWORD", PASSWORD))
-    };
+    let pgbench = |args: &[&str]| run(server.client_cmd("pgbench").args(args).arg("postgres"));
     let o = pgbench(&["-i", "-q", "-s", "1"]);
     assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
     let o = pgbench(&["-S", "-c", "4", "-j", "2", "-t", "200"]);
@@ -354,19 +354,10 @@ fn pgbench_runs_and_faults_leave_the_server_serving() {
 
     // A client killed (kill -9) mid-query: its backend notices (it checks
     // the connection every 100 ms while the query runs) and exits.
-    let mut psql = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            "postgres",
-            "-X",
-        ])
-        .args(["-d", "postgres", "-c"])
+    let mut psql = server
+        .client_cmd("psql")
+        .args(["-X", "-d", "postgres", "-c"])
         .arg("SET client_connection_check_interval = '100ms'; SELECT pg_sleep(60)")
-        .env("PGPASSWORD", PASSWORD)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -421,24 +412,23 @@ fn pg_dump_of_the_image_restores_natively_with_the_same_rows() {
          INSERT INTO kv (k, v) SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let fingerprint = "SELECT count(*), md5(string_agg(k || ':' || v || ':' || t, ',' ORDER BY k)) FROM kv";
+    let fingerprint =
+        "SELECT count(*), md5(string_agg(k || ':' || v || ':' || t, ',' ORDER BY k)) FROM kv";
     let in_guest = stdout(&guest.psql(PASSWORD, fingerprint));
     let dump = out_dir().join("kv.sql");
-    let o = run(Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-p", &guest.port.to_string(), "-U", "postgres"])
+    let o = run(guest
+        .client_cmd("pg_dump")
         .args(["-d", "postgres", "-t", "kv", "-f"])
-        .arg(&dump)
-        .env("PGPASSWORD", PASSWORD));
+        .arg(&dump));
     assert!(o.status.success(), "pg_dump: {}", stderr(&o));
     let (status, log) = guest.stop();
     assert!(status.success(), "{log}");
 
     let native = Server::start_native(&image);
-    let o = run(Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &native.port.to_string(), "-U", "postgres"])
+    let o = run(native
+        .client_cmd("psql")
         .args(["-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-        .arg(&dump)
-        .env("PGPASSWORD", PASSWORD));
+        .arg(&dump));
     assert!(o.status.success(), "restore: {}", stderr(&o));
     let natively = stdout(&native.psql(PASSWORD, fingerprint));
     assert!(in_guest.starts_with("5000|"), "{in_guest}");

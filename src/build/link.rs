@@ -171,18 +171,37 @@ fn args_object(
         }
         blob.push(0);
         let offset = obj.append_section_data(section, &blob, 1);
-        obj.add_symbol(Symbol {
-            name: name.as_bytes().to_vec(),
-            value: offset,
-            size: blob.len() as u64,
-            kind: SymbolKind::Data,
-            scope: SymbolScope::Linkage,
-            weak: false,
-            section: SymbolSection::Section(section),
-            flags: SymbolFlags::None,
-        });
+        global_symbol(
+            &mut obj,
+            name,
+            section,
+            offset,
+            blob.len(),
+            SymbolKind::Data,
+        );
     }
     obj.write()
+}
+
+/// A global symbol `name` for `len` bytes at `offset` in `section`.
+fn global_symbol(
+    obj: &mut Object,
+    name: &str,
+    section: object::write::SectionId,
+    offset: u64,
+    len: usize,
+    kind: SymbolKind,
+) {
+    obj.add_symbol(Symbol {
+        name: name.as_bytes().to_vec(),
+        value: offset,
+        size: len as u64,
+        kind,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(section),
+        flags: SymbolFlags::None,
+    });
 }
 
 fn libgcc() -> Result<String, std::io::Error> {
@@ -209,16 +228,7 @@ fn entry_stubs_object() -> Result<Vec<u8>, object::write::Error> {
         let mut code = vec![0xff, 0x24, 0x25];
         code.extend_from_slice(&slot.to_le_bytes());
         let offset = obj.append_section_data(text, &code, 16);
-        obj.add_symbol(Symbol {
-            name: name.as_bytes().to_vec(),
-            value: offset,
-            size: code.len() as u64,
-            kind: SymbolKind::Text,
-            scope: SymbolScope::Linkage,
-            weak: false,
-            section: SymbolSection::Section(text),
-            flags: SymbolFlags::None,
-        });
+        global_symbol(&mut obj, name, text, offset, code.len(), SymbolKind::Text);
     }
     obj.write()
 }

@@ -31,6 +31,7 @@ struct Ehdr {
 }
 
 #[derive(FromBytes, Clone, Copy)]
+#[cfg_attr(test, derive(zerocopy::IntoBytes, zerocopy::Immutable))]
 #[repr(C)]
 struct Phdr {
     kind: u32,
@@ -160,20 +161,7 @@ mod tests {
     use super::*;
     use zerocopy::IntoBytes;
 
-    #[derive(zerocopy::IntoBytes, zerocopy::Immutable)]
-    #[repr(C)]
-    struct RawPhdr {
-        kind: u32,
-        flags: u32,
-        offset: u64,
-        vaddr: u64,
-        paddr: u64,
-        filesz: u64,
-        memsz: u64,
-        align: u64,
-    }
-
-    fn elf(kind: u16, phdrs: &[RawPhdr], len: usize) -> Vec<u8> {
+    fn elf(kind: u16, phdrs: &[Phdr], len: usize) -> Vec<u8> {
         let mut f = vec![0u8; len];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
@@ -189,8 +177,8 @@ mod tests {
         f
     }
 
-    fn ph(kind: u32, flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> RawPhdr {
-        RawPhdr {
+    fn ph(kind: u32, flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Phdr {
+        Phdr {
             kind,
             flags,
             offset,
