@@ -153,6 +153,13 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         .iter()
         .find(|r| r.guest_port == 5432)
         .unwrap_or(&opts.publish[0]);
+    // Handlers first: a Ctrl-C from here on reaches the server (once there
+    // is one) instead of killing pgkraft and leaving it running.
+    let mut host_signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(ServeError::Signals)?;
     // The native server needs its copy first; its start is the clock's.
     let native = match opts.native {
         true => {
@@ -175,11 +182,6 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         }
         None => Backend::Guest(vmm::GuestSignals::new().map_err(ServeError::Signals)?),
     };
-    let mut host_signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(ServeError::Signals)?;
     let handle = host_signals.handle();
     let forward = backend.forward();
     let forwarder = std::thread::spawn(move || {
@@ -250,7 +252,11 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         }
         Backend::Native(child) => child
             .wait()
-            .map(|st| (st.code().map_or(128, |c| c as u8), None))
+            .map(|st| {
+                use std::os::unix::process::ExitStatusExt;
+                let code = st.code().or(st.signal().map(|s| 128 + s)).unwrap_or(128);
+                (code as u8, None)
+            })
             .map_err(ServeError::NativeWait),
     };
     done.store(true, Ordering::SeqCst);

@@ -117,16 +117,14 @@ extern "C" fn libos_fault(frame: &FaultFrame) -> ! {
         f.r14,
         f.r15
     );
-    // The program's code runs in its slot; the libOS's below 4 GiB.
-    let base = match f.rip >= crate::arch::paging::WINDOW_BASE {
-        true => crate::proc::slot_base(),
-        false => 0,
-    };
-    if base != 0 {
+    // The program's code runs in a slot; the libOS's below 4 GiB. A vfork
+    // child runs in its parent's slot and has none of its own (base 0).
+    if f.rip >= crate::arch::paging::WINDOW_BASE {
+        let base = crate::proc::slot_base();
         crate::log!(
             "  in process {} at program offset {:#x}",
             crate::proc::pid(),
-            f.rip - base
+            f.rip.wrapping_sub(base)
         );
         if !crate::proc::is_first() {
             crate::proc::exit_by_signal(match f.vector {

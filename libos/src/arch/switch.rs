@@ -15,7 +15,9 @@ global_asm!(
     .text
     .globl pgkraft_switch
 # pgkraft_switch(save: *mut u64 (rdi), load: u64 (rsi)): SysV callee-saved
-# registers pushed, rsp saved to *save, then the other context's popped.
+# registers pushed (with MXCSR's and the x87 control word, which the ABI
+# also keeps across calls: one process's rounding mode is not another's),
+# rsp saved to *save, then the other context's popped.
 pgkraft_switch:
     pushq %rbp
     pushq %rbx
@@ -23,8 +25,14 @@ pgkraft_switch:
     pushq %r13
     pushq %r14
     pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -78,8 +86,9 @@ pub fn frame(top: u64, start: Start) -> u64 {
             (pgkraft_start_clone_child as *const () as u64, ret, r9, sp)
         }
     };
-    // r15, r14, r13, r12, rbx, rbp, return address.
-    let words = [0, r14, r13, r12, 0, 0, stub];
+    // MXCSR and x87 control word at their defaults (0x1f80, 0x37f), r15,
+    // r14, r13, r12, rbx, rbp, return address.
+    let words = [0x037f_0000_1f80, 0, r14, r13, r12, 0, 0, stub];
     let at = (top & !15) - 8 * words.len() as u64 - 8;
     for (i, w) in words.iter().enumerate() {
         // SAFETY: the caller hands over [at, top) for this context's stack

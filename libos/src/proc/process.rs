@@ -54,6 +54,9 @@ enum State {
     Zombie {
         status: u32,
     },
+    /// Exited with nobody to wait for it (its parent ignores SIGCHLD):
+    /// the entry goes once the process has switched away.
+    Gone,
 }
 
 /// A process's share of libOS state while it is not running.
@@ -260,6 +263,12 @@ pub fn on_syscall() {
 fn reap() {
     let ranges = {
         let mut t = table();
+        let me = me();
+        for (i, p) in t.procs.iter_mut().enumerate() {
+            if i != me && p.as_ref().is_some_and(|p| p.state == State::Gone) {
+                *p = None;
+            }
+        }
         if t.reap.is_empty() {
             return;
         }
@@ -332,6 +341,9 @@ pub fn clone(flags: u64, stack: u64, ret: u64, r9: u64) -> Result {
         // Threads and fork need what one address space cannot give them.
         return Err(Errno::ENOSYS);
     }
+    // The child starts on `stack` (musl's argument at [stack, stack+8)) and
+    // its first switch frame sits just below it.
+    uaccess::slice(stack.saturating_sub(128), 136)?;
     let parent = me();
     let mut t = table();
     let (ppid, pgid, sid) = {
@@ -394,9 +406,15 @@ pub fn exec(argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result {
     // once we are off that stack.
     let old = p.owned.take_all();
     p.owned.add(stack.base, stack.len);
-    t.reap.extend(old);
     release_vfork_parent(&mut t, i);
+    let pid = t.get(i).pid;
     drop(t);
+    // Linux detaches System V segments and unmaps everything at execve.
+    crate::syscall::shm::detach_all_of(pid);
+    for &(at, len) in &old {
+        crate::syscall::mm::leave(at, len);
+    }
+    table().reap.extend(old);
     if let Some(s) = old_slot {
         slot::give_back(s);
     }
@@ -439,6 +457,11 @@ fn exit_with(status: u32) -> ! {
         (p.pid, p.ppid)
     };
     let owned = t.get_mut(i).owned.take_all();
+    drop(t);
+    for &(at, len) in &owned {
+        crate::syscall::mm::leave(at, len);
+    }
+    let mut t = table();
     t.reap.extend(owned);
     if let Some(s) = t.get_mut(i).slot.take() {
         slot::give_back(s);
@@ -464,7 +487,14 @@ fn exit_with(status: u32) -> ! {
     {
         send(&mut t, parent, exit_signal);
     }
-    t.get_mut(i).state = State::Zombie { status };
+    let parent_ignores = t
+        .index_of(ppid)
+        .and_then(|p| t.get(p).saved.as_ref())
+        .is_some_and(|s| s.signals.ignores_children());
+    t.get_mut(i).state = match parent_ignores {
+        true => State::Gone,
+        false => State::Zombie { status },
+    };
     EPOCH.fetch_add(1, Ordering::Relaxed);
     loop {
         let epoch = EPOCH.load(Ordering::Relaxed);
@@ -521,7 +551,8 @@ pub fn kill(pid: i64, sig: u64) -> Result {
         .enumerate()
         .filter_map(|(i, p)| {
             let p = p.as_ref()?;
-            if matches!(p.state, State::Zombie { .. }) && pid <= 0 {
+            let exited = matches!(p.state, State::Zombie { .. } | State::Gone);
+            if (exited && pid <= 0) || p.state == State::Gone {
                 return None;
             }
             let hit = match pid {
@@ -540,7 +571,7 @@ pub fn kill(pid: i64, sig: u64) -> Result {
         return Ok(0);
     }
     for i in targets {
-        if !matches!(t.get(i).state, State::Zombie { .. }) {
+        if !matches!(t.get(i).state, State::Zombie { .. } | State::Gone) {
             send(&mut t, i, sig);
         }
     }
@@ -560,7 +591,10 @@ pub fn wait4(pid: i64, status: u64, options: u64) -> Result {
         let mut any = false;
         let mut found = None;
         for (j, p) in t.procs.iter().enumerate() {
-            let Some(p) = p.as_ref().filter(|p| p.ppid == my_pid) else {
+            let Some(p) = p
+                .as_ref()
+                .filter(|p| p.ppid == my_pid && p.state != State::Gone)
+            else {
                 continue;
             };
             let hit = match pid {

@@ -91,6 +91,13 @@ fn make(p: &Program) -> Result<usize, Errno> {
         if base + pool.span > paging::WINDOW_END {
             return Err(Errno::EAGAIN);
         }
+        // Claimed before mapping: a mapping that fails half way (no
+        // memory) leaves its entries in place, so this range is never
+        // offered again (it is not on the free list).
+        pool.made.push(Made {
+            base,
+            private: Vec::new(),
+        });
         (index, base)
     };
     let mut new_table = || mem::alloc_top(PAGE);
@@ -121,7 +128,7 @@ fn make(p: &Program) -> Result<usize, Errno> {
         }
     }
     let mut pool = POOL.lock();
-    pool.made.push(Made { base, private });
+    pool.made[index].private = private;
     let end = base + pool.span;
     drop(pool);
     uaccess::set_window_end(end);

@@ -106,7 +106,7 @@ fn map_file(addr: u64, len: u64, prot: u64, flags: u64, fd: i64, offset: u64) ->
         uaccess::slice_mut(at, len).and_then(|mut dst| inode.read_at(offset, &mut dst).map(|_| ()))
     };
     if let Err(e) = result {
-        let _ = mem::free(at, len);
+        let _ = release(at, len);
         if e == Errno::EBUSY {
             crate::log!(
                 "libos: a file page is already in another shared mapping: refused (one address space)"
@@ -132,6 +132,13 @@ fn release(addr: u64, len: u64) -> core::result::Result<(), Errno> {
     unshare(addr, mem::page_up(len))?;
     crate::proc::disown(addr, mem::page_up(len));
     mem::free(addr, len)
+}
+
+/// A process is leaving memory it owned (exit, execve): shared file
+/// mappings in it give their pages back to their files first, as munmap
+/// would; the memory itself is freed later (proc reaps it).
+pub fn leave(addr: u64, len: u64) {
+    let _ = unshare(addr, len);
 }
 
 /// Whether `[addr, addr+len)` holds pages of a shared file mapping.

@@ -101,6 +101,14 @@ impl Signals {
         }
     }
 
+    /// Whether exited children are reaped at once (SIGCHLD ignored, or
+    /// SA_NOCLDWAIT): nobody will wait for them.
+    pub fn ignores_children(&self) -> bool {
+        const SA_NOCLDWAIT: u64 = 2;
+        let a = self.actions[17];
+        a.handler == SIG_IGN || a.flags & SA_NOCLDWAIT != 0
+    }
+
     /// See `raise`.
     pub fn raise(&mut self, sig: u64) {
         let a = self.actions[sig as usize];
