@@ -53,8 +53,20 @@ pgb() {
   pgbench -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres 2>&1
 }
 
+# A run's tps, or "failed" (its output goes to the log); one failed run
+# (say, too many clients while closed backends are still exiting) does not
+# end the benchmark.
 tps() {
-  pgb "$@" | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+  local out
+  out=$(pgb "$@") || true
+  local t
+  t=$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  if [ -z "$t" ]; then
+    printf '%s\n' "$out" >>"$work/failed.log"
+    echo failed
+  else
+    echo "$t"
+  fi
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -84,13 +96,14 @@ import collections, statistics, sys
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     f = line.split()
-    side, kind, c, tps = f[2], f[3], f[4], float(f[5].split("=")[1] or 0)
-    runs[(kind, c, side)].append(tps)
+    side, kind, c, tps = f[2], f[3], f[4], f[5].split("=")[1]
+    if tps != "failed":
+        runs[(kind, c, side)].append(float(tps))
 print(f"{'run':<16}{'image tps':>12}{'native tps':>12}{'ratio':>8}")
 for kind in ("select", "tpcb", "connect"):
     for c in sorted({k[1] for k in runs if k[0] == kind}, key=lambda s: int(s[2:])):
-        i = statistics.median(runs[(kind, c, "image")])
-        n = statistics.median(runs[(kind, c, "native")])
+        i = statistics.median(runs[(kind, c, "image")] or [0])
+        n = statistics.median(runs[(kind, c, "native")] or [0])
         print(f"{kind + ' ' + c:<16}{i:>12.0f}{n:>12.0f}{i / n if n else 0:>8.2f}")
 EOF
 
@@ -107,5 +120,6 @@ sleep 5
 during=$(rss "$pid")
 wait "$bench" || true
 stop "$pid"
+[ -s "$work/failed.log" ] && { echo "failed runs said:"; sort -u "$work/failed.log" | grep -i error | head -5; }
 echo
 echo "idle connections: runner RSS $before KiB with none, $during KiB with 16: $(((during - before) / 16)) KiB per connection"
