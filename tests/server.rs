@@ -436,3 +436,43 @@ fn pg_dump_of_the_image_restores_natively_with_the_same_rows() {
     let (status, log) = native.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Guest memory runs out before max_connections (each server process
+/// reserves its stack): the connection that does not fit gets PostgreSQL's
+/// fork-failure answer at once, not a hang, and the server goes on.
+#[test]
+fn guest_memory_exhaustion_refuses_a_connection_and_the_server_lives_on() {
+    if !kvm_available() {
+        return;
+    }
+    let server = Server::start_with(&postgres_image("17"), &["--mem", "160"]);
+    let mut held = Vec::new();
+    let started = std::time::Instant::now();
+    let refused = loop {
+        match postgres::Client::connect(&server.conninfo(), postgres::NoTls) {
+            Ok(c) if held.len() < 40 => held.push(c),
+            Ok(_) => panic!("40 connections fit in a 160 MiB guest: the test needs less memory"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "refusing took {:?}",
+        started.elapsed()
+    );
+    assert!(!held.is_empty(), "no connection at all: {refused}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    let v: i32 = server
+        .client()
+        .query_one("SELECT 41 + 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 42);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    has(
+        &log,
+        &["could not fork new process for connection: Out of memory"],
+    );
+}
