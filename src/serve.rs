@@ -61,8 +61,8 @@ pub enum ServeError {
 }
 
 #[derive(Serialize)]
-struct Ready<'a> {
-    event: &'a str,
+struct Ready {
+    event: &'static str,
     image: String,
     listen: Vec<String>,
     ready_ms: f64,
@@ -96,6 +96,35 @@ fn answers(addr: SocketAddr) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut b = [0u8; 1];
     s.write_all(&SSL_REQUEST).is_ok() && s.read_exact(&mut b).is_ok() && matches!(b[0], b'N' | b'S')
+}
+
+/// Probes `addr` until the server answers (or `done`), then says so on
+/// stdout: `ready` as a JSON line, or a sentence.
+fn announce_when_ready(
+    addr: SocketAddr,
+    mut ready: Ready,
+    json: bool,
+    t0: Instant,
+    done: &AtomicBool,
+) {
+    while !done.load(Ordering::SeqCst) {
+        if answers(addr) {
+            ready.ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if json {
+                println!("{}", serde_json::to_string(&ready).expect("serializes"));
+            } else {
+                println!(
+                    "pgkraft: {} accepts connections on {} ({:.0} ms); Ctrl-C stops it",
+                    ready.image,
+                    ready.listen.join(", "),
+                    ready.ready_ms
+                );
+            }
+            let _ = std::io::stdout().flush();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Where the server runs.
@@ -175,7 +204,12 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
     let mut backend = match &native {
         Some(n) => {
             let out = match &log {
-                Some(f) => std::process::Stdio::from(f.try_clone().map_err(ServeError::Signals)?),
+                Some(f) => {
+                    std::process::Stdio::from(f.try_clone().map_err(|source| ServeError::Log {
+                        path: opts.log.clone().unwrap_or_default(),
+                        source,
+                    })?)
+                }
                 None => std::process::Stdio::inherit(),
             };
             Backend::Native(n.spawn_server(client_addr(&probe_rule), out)?)
@@ -202,31 +236,14 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                 .map(|r| client_addr(r).to_string())
                 .collect(),
         };
-        let (json, name) = (opts.json, image.path().display().to_string());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                if answers(addr) {
-                    let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-                    if json {
-                        let r = Ready {
-                            event: "ready",
-                            image: name,
-                            listen,
-                            ready_ms,
-                        };
-                        println!("{}", serde_json::to_string(&r).expect("serializes"));
-                    } else {
-                        println!(
-                            "pgkraft: {name} accepts connections on {} ({ready_ms:.0} ms); Ctrl-C stops it",
-                            listen.join(", ")
-                        );
-                    }
-                    let _ = std::io::stdout().flush();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
+        let ready = Ready {
+            event: "ready",
+            image: image.path().display().to_string(),
+            listen,
+            ready_ms: 0.0,
+        };
+        let json = opts.json;
+        std::thread::spawn(move || announce_when_ready(addr, ready, json, t0, &done))
     };
 
     let outcome = match &mut backend {

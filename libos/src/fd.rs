@@ -352,18 +352,10 @@ fn read_pipe(end: &PipeEnd, buf: &mut [u8], nonblocking: bool) -> Result<usize, 
     if nonblocking || crate::proc::alone() {
         return end.read(buf, nonblocking);
     }
-    loop {
-        match end.read(buf, true) {
-            Err(Errno::EAGAIN) => {}
-            r => return r,
-        }
-        if crate::syscall::signal::interrupt_pending() {
-            return Err(Errno::EINTR);
-        }
-        let now = crate::time::monotonic_ns();
-        let until = crate::syscall::signal::next_alarm().unwrap_or(u64::MAX);
-        crate::proc::idle(until.min(now + 1_000_000_000));
-    }
+    crate::syscall::poll::wait_for(None, || {
+        Ok((end.pipe.poll_events(false) & (POLLIN | POLLHUP) != 0) as i64)
+    })?;
+    end.read(buf, true)
 }
 
 /// Writing to a pipe nobody reads raises SIGPIPE, then fails with EPIPE.

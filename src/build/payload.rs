@@ -208,18 +208,19 @@ pub fn postgres(
     let (pw, pw_origin, pw_file) = password(spec, out, &recipe.name)?;
     let data_dir = if spec.cluster.preinit {
         let stage = progress.stage("initdb");
+        let auth = match spec.cluster.auth {
+            crate::recipe::Auth::Trust => postgres::Auth::Trust,
+            crate::recipe::Auth::ScramSha256 { .. } => postgres::Auth::ScramSha256,
+        };
         let cluster = postgres::ClusterSpec {
             encoding: spec.cluster.encoding.clone(),
             locale: spec.cluster.locale.clone(),
             wal_segsize_mib: spec.cluster.wal_segsize_mib,
             superuser: spec.cluster.superuser.clone(),
-            auth: match spec.cluster.auth {
-                crate::recipe::Auth::Trust => postgres::Auth::Trust,
-                crate::recipe::Auth::ScramSha256 { .. } => postgres::Auth::ScramSha256,
-            },
+            auth,
             password: pw,
             settings: spec.server_settings(),
-            hba: network_hba(&spec.cluster.auth),
+            hba: network_hba(auth),
         };
         let dir = postgres::initdb(&pg, &cluster, cache, &logs.stage("initdb"))?;
         stage.finish("cluster ready");
@@ -294,11 +295,8 @@ pub fn postgres(
 /// network puts them (the runner's end of the link with `--publish`, a
 /// namespace's address on a tap device), not from loopback, which is all
 /// initdb's own lines admit. `trust` only when the recipe says so.
-fn network_hba(auth: &crate::recipe::Auth) -> Vec<String> {
-    let method = match auth {
-        crate::recipe::Auth::Trust => "trust",
-        crate::recipe::Auth::ScramSha256 { .. } => "scram-sha-256",
-    };
+fn network_hba(auth: postgres::Auth) -> Vec<String> {
+    let method = auth.method();
     vec![
         format!("host all all 0.0.0.0/0 {method}"),
         format!("host all all ::/0 {method}"),

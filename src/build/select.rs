@@ -456,8 +456,9 @@ pub fn select(input: &SelectInput<'_>) -> Result<Selection, SelectError> {
             let mut all = Vec::new();
             zone_names(&share.disk.join("timezone"), "", &mut all);
             for zone in all {
-                // The tree may hold other files (tables, not zones).
-                match timezone(&share, &zone, &mut out) {
+                // The tree may hold other files (tables, not zones). The
+                // names are the tree's own: no lookup by name needed.
+                match ship_zone(&share, &zone, Path::new(&zone), &mut out) {
                     Ok(()) | Err(SelectError::NotTzif { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -625,7 +626,20 @@ fn timezone(share: &Share, zone: &str, out: &mut Collector) -> Result<(), Select
         rel.push(found);
         dir = dir.join(found);
     }
-    let named = dir;
+    ship_zone(share, zone, &rel, out)
+}
+
+/// Ships the zone file at `rel` in the tz tree (as the tree spells it),
+/// which the recipe named `zone`: a TZif file, under its own name even
+/// when it is a link.
+fn ship_zone(
+    share: &Share,
+    zone: &str,
+    rel: &Path,
+    out: &mut Collector,
+) -> Result<(), SelectError> {
+    let tzdir = share.disk.join("timezone");
+    let named = tzdir.join(rel);
     let meta = fs::metadata(&named).map_err(io_err("cannot read", &named))?;
     if meta.is_dir() {
         let mut inside = Vec::new();
@@ -650,12 +664,12 @@ fn timezone(share: &Share, zone: &str, out: &mut Collector) -> Result<(), Select
     // Any symlink on the way (the name itself, or a linked directory)
     // makes the resolved path differ from the name's.
     let canon_tzdir = tzdir.canonicalize().unwrap_or(tzdir);
-    let link_to = (real != canon_tzdir.join(&rel)).then(|| match real.strip_prefix(&canon_tzdir) {
+    let link_to = (real != canon_tzdir.join(rel)).then(|| match real.strip_prefix(&canon_tzdir) {
         Ok(r) => r.to_string_lossy().into_owned(),
         Err(_) => real.display().to_string(),
     });
     out.share_file(
-        share.image.join("timezone").join(&rel),
+        share.image.join("timezone").join(rel),
         real,
         Reason::TimeZone {
             zone: rel.to_string_lossy().into_owned(),

@@ -136,6 +136,24 @@ impl Table {
             .position(|p| p.as_ref().is_some_and(|p| p.pid == pid))
     }
 
+    /// The process a pid argument names: 0 the caller, else that pid.
+    fn resolve(&self, pid: u64) -> core::result::Result<usize, Errno> {
+        match pid {
+            0 => Ok(me()),
+            p => self.index_of(p as u32).ok_or(Errno::ESRCH),
+        }
+    }
+
+    /// Whether `p` is in the set a kill/wait4 pid argument other than -1
+    /// names: > 0 that process, 0 the caller's group, < -1 the group -pid.
+    fn selects(pid: i64, p: &Process, my_pgid: u32) -> bool {
+        match pid {
+            0 => p.pgid == my_pgid,
+            p_ if p_ > 0 => p.pid as i64 == p_,
+            g => p.pgid as i64 == -g,
+        }
+    }
+
     fn insert(&mut self, p: Process) -> core::result::Result<usize, Errno> {
         if let Some(i) = self.procs.iter().position(Option::is_none) {
             self.procs[i] = Some(p);
@@ -373,6 +391,17 @@ pub fn clone(flags: u64, stack: u64, ret: u64, r9: u64) -> Result {
     Ok(pid as i64)
 }
 
+/// Process `pid` leaves the memory it owned (exit, execve): its System V
+/// attachments end, shared file mappings give their pages back to their
+/// files, and the memory itself is freed once nothing runs on it (reap).
+fn leave_memory(pid: u32, owned: Vec<(u64, u64)>) {
+    crate::syscall::shm::detach_all_of(pid);
+    for &(at, len) in &owned {
+        crate::syscall::mm::leave(at, len);
+    }
+    table().reap.extend(owned);
+}
+
 /// A vfork child has exec'd or exited: its parent may go on.
 fn release_vfork_parent(t: &mut Table, child: usize) {
     if let Some(parent) = t.get_mut(child).vfork_parent.take() {
@@ -410,11 +439,7 @@ pub fn exec(argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result {
     let pid = t.get(i).pid;
     drop(t);
     // Linux detaches System V segments and unmaps everything at execve.
-    crate::syscall::shm::detach_all_of(pid);
-    for &(at, len) in &old {
-        crate::syscall::mm::leave(at, len);
-    }
-    table().reap.extend(old);
+    leave_memory(pid, old);
     if let Some(s) = old_slot {
         slot::give_back(s);
     }
@@ -450,7 +475,6 @@ fn exit_with(status: u32) -> ! {
     let mut fds = fd::empty();
     fd::swap_current(&mut fds);
     drop(fds);
-    crate::syscall::shm::detach_all_of(pid());
     let mut t = table();
     let (pid, ppid) = {
         let p = t.get(i);
@@ -458,11 +482,8 @@ fn exit_with(status: u32) -> ! {
     };
     let owned = t.get_mut(i).owned.take_all();
     drop(t);
-    for &(at, len) in &owned {
-        crate::syscall::mm::leave(at, len);
-    }
+    leave_memory(pid, owned);
     let mut t = table();
-    t.reap.extend(owned);
     if let Some(s) = t.get_mut(i).slot.take() {
         slot::give_back(s);
     }
@@ -482,13 +503,13 @@ fn exit_with(status: u32) -> ! {
         send(&mut t, j, sig);
     }
     let exit_signal = t.get(i).exit_signal;
-    if let Some(parent) = t.index_of(ppid)
+    let parent = t.index_of(ppid);
+    if let Some(parent) = parent
         && exit_signal != 0
     {
         send(&mut t, parent, exit_signal);
     }
-    let parent_ignores = t
-        .index_of(ppid)
+    let parent_ignores = parent
         .and_then(|p| t.get(p).saved.as_ref())
         .is_some_and(|s| s.signals.ignores_children());
     t.get_mut(i).state = match parent_ignores {
@@ -528,10 +549,11 @@ fn send(t: &mut Table, i: usize, sig: u64) {
 /// process (`pgkraft serve` asks the postmaster to shut down).
 pub fn host_signals(mask: u32) {
     let mut t = table();
-    for sig in 1..32u64 {
-        if mask & (1 << sig) != 0 && t.procs.first().is_some_and(Option::is_some) {
-            send(&mut t, 0, sig);
-        }
+    if t.procs.first().is_none_or(Option::is_none) {
+        return;
+    }
+    for sig in (1..32u64).filter(|s| mask & (1 << s) != 0) {
+        send(&mut t, 0, sig);
     }
     EPOCH.fetch_add(1, Ordering::Relaxed);
 }
@@ -541,37 +563,33 @@ pub fn host_signals(mask: u32) {
 pub fn kill(pid: i64, sig: u64) -> Result {
     let mut t = table();
     let caller = me();
-    let (my_pgid, _) = {
-        let p = t.get(caller);
-        (p.pgid, p.pid)
-    };
-    let targets: Vec<usize> = t
-        .procs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            let p = p.as_ref()?;
-            let exited = matches!(p.state, State::Zombie { .. } | State::Gone);
-            if (exited && pid <= 0) || p.state == State::Gone {
-                return None;
+    let my_pgid = t.get(caller).pgid;
+    let mut found = false;
+    let mut live = Vec::new();
+    for (i, p) in t.procs.iter().enumerate() {
+        let Some(p) = p.as_ref().filter(|p| p.state != State::Gone) else {
+            continue;
+        };
+        let zombie = matches!(p.state, State::Zombie { .. });
+        let hit = match pid {
+            -1 => i != 0 && i != caller && !zombie,
+            // A group (or everyone) counts only live members; a pid names
+            // a zombie too (kill succeeds and does nothing), as on Linux.
+            p_ if p_ <= 0 => Table::selects(p_, p, my_pgid) && !zombie,
+            _ => Table::selects(pid, p, my_pgid),
+        };
+        if hit {
+            found = true;
+            if !zombie {
+                live.push(i);
             }
-            let hit = match pid {
-                p_ if p_ > 0 => p.pid as i64 == p_,
-                0 => p.pgid == my_pgid,
-                -1 => i != 0 && i != caller,
-                g => p.pgid as i64 == -g,
-            };
-            hit.then_some(i)
-        })
-        .collect();
-    if targets.is_empty() {
+        }
+    }
+    if !found {
         return Err(Errno::ESRCH);
     }
-    if sig == 0 {
-        return Ok(0);
-    }
-    for i in targets {
-        if !matches!(t.get(i).state, State::Zombie { .. } | State::Gone) {
+    if sig != 0 {
+        for i in live {
             send(&mut t, i, sig);
         }
     }
@@ -581,61 +599,53 @@ pub fn kill(pid: i64, sig: u64) -> Result {
 /// wait4(2) without rusage: a child that has exited, as `pid` selects it
 /// (> 0 that one, -1 any, 0 the caller's group, < -1 the group -pid).
 pub fn wait4(pid: i64, status: u64, options: u64) -> Result {
-    loop {
-        let mut t = table();
-        let i = me();
-        let (my_pid, my_pgid) = {
-            let p = t.get(i);
-            (p.pid, p.pgid)
-        };
-        let mut any = false;
-        let mut found = None;
-        for (j, p) in t.procs.iter().enumerate() {
-            let Some(p) = p
-                .as_ref()
-                .filter(|p| p.ppid == my_pid && p.state != State::Gone)
-            else {
-                continue;
-            };
-            let hit = match pid {
-                -1 => true,
-                0 => p.pgid == my_pgid,
-                p_ if p_ > 0 => p.pid as i64 == p_,
-                g => p.pgid as i64 == -g,
-            };
-            if !hit {
-                continue;
-            }
-            any = true;
-            if let State::Zombie { status } = p.state {
-                found = Some((j, p.pid, status));
-                break;
-            }
-        }
-        if let Some((j, child, st)) = found {
-            t.procs[j] = None;
-            drop(t);
-            if status != 0 {
-                uaccess::write(status, &st)?;
-            }
-            return Ok(child as i64);
-        }
-        drop(t);
-        if !any {
-            return Err(Errno::ECHILD);
-        }
-        if options & WNOHANG != 0 {
-            return Ok(0);
-        }
-        if signal::interrupt_pending() {
-            return Err(Errno::EINTR);
-        }
-        let now = crate::time::monotonic_ns();
-        let until = signal::next_alarm()
-            .unwrap_or(u64::MAX)
-            .min(now + 1_000_000_000);
-        idle(until);
+    let reaped = if options & WNOHANG != 0 {
+        reap_child(pid)?
+    } else {
+        let mut got = None;
+        crate::syscall::poll::wait_for(None, || {
+            got = reap_child(pid)?;
+            Ok(got.is_some() as i64)
+        })?;
+        got
+    };
+    let Some((child, st)) = reaped else {
+        return Ok(0);
+    };
+    if status != 0 {
+        uaccess::write(status, &st)?;
     }
+    Ok(child as i64)
+}
+
+/// One look for wait4: the pid and status of an exited child `pid`
+/// selects, taken out of the table; None while its children all run;
+/// ECHILD without any.
+fn reap_child(pid: i64) -> core::result::Result<Option<(u32, u32)>, Errno> {
+    let mut t = table();
+    let (my_pid, my_pgid) = {
+        let p = t.get(me());
+        (p.pid, p.pgid)
+    };
+    let mut any = false;
+    for j in 0..t.procs.len() {
+        let Some(p) = t.procs[j]
+            .as_ref()
+            .filter(|p| p.ppid == my_pid && p.state != State::Gone)
+        else {
+            continue;
+        };
+        if pid != -1 && !Table::selects(pid, p, my_pgid) {
+            continue;
+        }
+        any = true;
+        if let State::Zombie { status } = p.state {
+            let child = p.pid;
+            t.procs[j] = None;
+            return Ok(Some((child, status)));
+        }
+    }
+    if any { Ok(None) } else { Err(Errno::ECHILD) }
 }
 
 pub fn setsid() -> Result {
@@ -660,10 +670,7 @@ pub fn setsid() -> Result {
 
 pub fn setpgid(pid: u64, pgid: u64) -> Result {
     let mut t = table();
-    let target = match pid {
-        0 => me(),
-        p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
-    };
+    let target = t.resolve(pid)?;
     let new = if pgid == 0 {
         t.get(target).pid
     } else {
@@ -675,20 +682,12 @@ pub fn setpgid(pid: u64, pgid: u64) -> Result {
 
 pub fn getpgid(pid: u64) -> Result {
     let t = table();
-    let i = match pid {
-        0 => me(),
-        p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
-    };
-    Ok(t.get(i).pgid as i64)
+    Ok(t.get(t.resolve(pid)?).pgid as i64)
 }
 
 pub fn getsid(pid: u64) -> Result {
     let t = table();
-    let i = match pid {
-        0 => me(),
-        p => t.index_of(p as u32).ok_or(Errno::ESRCH)?,
-    };
-    Ok(t.get(i).sid as i64)
+    Ok(t.get(t.resolve(pid)?).sid as i64)
 }
 
 pub fn set_pdeath_signal(sig: u64) {

@@ -103,28 +103,22 @@ fn make(p: &Program) -> Result<usize, Errno> {
     let mut new_table = || mem::alloc_top(PAGE);
     let mut private = Vec::new();
     for seg in &p.segments {
-        if seg.writable {
+        let first = if seg.writable {
             let pa = mem::alloc_top(seg.pages * PAGE)?;
-            for i in 0..seg.pages {
-                paging::map(
-                    base + seg.page_va + i * PAGE,
-                    pa + i * PAGE,
-                    true,
-                    &mut new_table,
-                )?;
-            }
             private.push((pa, seg.pages));
+            pa
         } else {
             // Page-congruent (program.rs checked): page i of the segment is
             // page i from the file page holding its first byte.
             let first = file_at + (seg.offset & !(PAGE - 1));
-            for i in 0..seg.pages {
-                let pa = first + i * PAGE;
-                if pa >= file_at + file.len() as u64 {
-                    return Err(Errno::ENOEXEC);
-                }
-                paging::map(base + seg.page_va + i * PAGE, pa, false, &mut new_table)?;
+            if first + (seg.pages - 1) * PAGE >= file_at + file.len() as u64 {
+                return Err(Errno::ENOEXEC);
             }
+            first
+        };
+        for i in 0..seg.pages {
+            let va = base + seg.page_va + i * PAGE;
+            paging::map(va, first + i * PAGE, seg.writable, &mut new_table)?;
         }
     }
     let mut pool = POOL.lock();

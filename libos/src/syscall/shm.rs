@@ -38,7 +38,9 @@ struct Segment {
     size: u64,
     addr: u64,
     mode: u32,
-    nattch: u64,
+    /// One pid per attachment (a process may attach twice): the attach
+    /// count, and what a process's exit detaches.
+    attached: Vec<u32>,
     removed: bool,
     atime: i64,
     dtime: i64,
@@ -50,14 +52,11 @@ struct Segment {
 struct Table {
     segs: Vec<Segment>,
     next_id: i32,
-    /// (pid, address) per attachment.
-    attached: Vec<(u32, u64)>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     segs: Vec::new(),
     next_id: 0,
-    attached: Vec::new(),
 });
 
 /// The kernel's `struct shmid64_ds` (x86-64).
@@ -113,7 +112,7 @@ pub fn shmget(key: u64, size: u64, flags: u64) -> Result {
         size,
         addr,
         mode: (flags & 0o777) as u32,
-        nattch: 0,
+        attached: Vec::new(),
         removed: false,
         atime: 0,
         dtime: 0,
@@ -138,34 +137,28 @@ pub fn shmat(id: u64, want: u64, _flags: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     let pid = crate::proc::pid();
-    s.nattch += 1;
+    s.attached.push(pid);
     s.atime = Time::now().sec;
     s.lpid = pid;
-    let addr = s.addr;
-    t.attached.push((pid, addr));
-    Ok(addr as i64)
+    Ok(s.addr as i64)
 }
 
 pub fn shmdt(addr: u64) -> Result {
-    detach(crate::proc::pid(), addr)
-}
-
-fn detach(pid: u32, addr: u64) -> Result {
+    let pid = crate::proc::pid();
     let freed = {
         let mut t = TABLE.lock();
-        let a = t
-            .attached
-            .iter()
-            .position(|&(p, at)| p == pid && at == addr)
-            .ok_or(Errno::EINVAL)?;
-        t.attached.swap_remove(a);
         let i = t
             .segs
             .iter()
-            .position(|s| s.addr == addr && s.nattch > 0)
+            .position(|s| s.addr == addr && s.attached.contains(&pid))
             .ok_or(Errno::EINVAL)?;
         let s = &mut t.segs[i];
-        s.nattch -= 1;
+        let a = s
+            .attached
+            .iter()
+            .position(|&p| p == pid)
+            .expect("found above");
+        s.attached.swap_remove(a);
         s.dtime = Time::now().sec;
         s.lpid = pid;
         release_if_done(&mut t, i)
@@ -173,17 +166,28 @@ fn detach(pid: u32, addr: u64) -> Result {
     free(freed)
 }
 
-/// A process exited: what it left attached is detached.
+/// A process is gone (exit, execve): what it left attached is detached.
 pub fn detach_all_of(pid: u32) {
-    let addrs: Vec<u64> = TABLE
-        .lock()
-        .attached
-        .iter()
-        .filter(|&&(p, _)| p == pid)
-        .map(|&(_, a)| a)
-        .collect();
-    for a in addrs {
-        let _ = detach(pid, a);
+    let mut freed = Vec::new();
+    {
+        let mut t = TABLE.lock();
+        let mut i = 0;
+        while i < t.segs.len() {
+            let s = &mut t.segs[i];
+            let before = s.attached.len();
+            s.attached.retain(|&p| p != pid);
+            if s.attached.len() < before {
+                s.dtime = Time::now().sec;
+                s.lpid = pid;
+            }
+            match release_if_done(&mut t, i) {
+                Some(range) => freed.push(range),
+                None => i += 1,
+            }
+        }
+    }
+    for range in freed {
+        let _ = free(Some(range));
     }
 }
 
@@ -191,7 +195,7 @@ pub fn detach_all_of(pid: u32) {
 /// given back by the caller, outside the table lock.
 fn release_if_done(t: &mut Table, i: usize) -> Option<(u64, u64)> {
     let s = &t.segs[i];
-    if s.removed && s.nattch == 0 {
+    if s.removed && s.attached.is_empty() {
         let s = t.segs.remove(i);
         Some((s.addr, mem::page_up(s.size)))
     } else {
@@ -240,7 +244,7 @@ pub fn shmctl(id: u64, cmd: u64, buf: u64) -> Result {
                     ctime: s.ctime,
                     cpid: s.cpid as i32,
                     lpid: s.lpid as i32,
-                    nattch: s.nattch,
+                    nattch: s.attached.len() as u64,
                     ..ShmidDs::default()
                 };
                 uaccess::write(buf, &ds)?;

@@ -2,8 +2,8 @@
 //! timer (setitimer/alarm) and signalfd.
 //!
 //! Each process has its own (proc swaps the running one's in and out at a
-//! process switch; `raise_in` reaches one that is not running). There is
-//! no preemption, so a signal is delivered where
+//! process switch, and raises signals in one that is not running with
+//! `Signals::raise`). There is no preemption, so a signal is delivered where
 //! the kernel would deliver it on its way back to user space: when the
 //! program makes a system call (`deliver_pending`, called after each one).
 //! A signal the program sends itself, or that a system call raises (SIGPIPE),
