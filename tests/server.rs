@@ -491,3 +491,64 @@ fn guest_memory_exhaustion_refuses_a_connection_and_the_server_lives_on() {
         &["could not fork new process for connection: Out of memory"],
     );
 }
+
+/// A backend that dies abnormally (here a segmentation fault: an internal
+/// function called with an integer where it reads a pointer) makes the
+/// postmaster end every other server process, reinitialize shared memory
+/// and run crash recovery, as PostgreSQL does; committed rows are there
+/// afterwards and the server takes writes again. The other client's
+/// session ends with the server's crash notice.
+#[test]
+fn a_crashed_backend_makes_the_postmaster_reinitialize_and_serve_again() {
+    if !kvm_available() {
+        return;
+    }
+    let server = Server::start(&postgres_image("17"));
+    let mut setup = server.client();
+    setup
+        .batch_execute(
+            "CREATE TABLE kept(v int); INSERT INTO kept SELECT generate_series(1, 100);
+             CREATE FUNCTION crash_backend(bigint) RETURNS cstring
+               AS 'textout' LANGUAGE internal STRICT;",
+        )
+        .unwrap();
+    let mut bystander = server.client();
+    let e = setup
+        .query_one("SELECT crash_backend(16)", &[])
+        .expect_err("a backend reading address 16 does not answer");
+    assert!(e.is_closed() || e.as_db_error().is_none(), "{e:?}");
+    // The postmaster ends the other sessions (SIGQUIT) before it
+    // reinitializes.
+    assert!(
+        eventually(Duration::from_secs(20), || bystander
+            .query_one("SELECT 1", &[])
+            .is_err()),
+        "the other session lived through the crash"
+    );
+    let mut rows = None;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            rows = postgres::Client::connect(&server.conninfo(), postgres::NoTls)
+                .and_then(|mut c| {
+                    c.execute("INSERT INTO kept VALUES (101)", &[])?;
+                    c.query_one("SELECT count(*), sum(v) FROM kept", &[])
+                })
+                .ok()
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
+            rows.is_some()
+        }),
+        "the server did not answer after the crash"
+    );
+    assert_eq!(rows, Some((101, 5151)));
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    has(
+        &log,
+        &[
+            "was terminated by signal 11: Segmentation fault",
+            "terminating any other active server processes",
+            "all server processes terminated; reinitializing",
+            "automatic recovery in progress",
+        ],
+    );
+}

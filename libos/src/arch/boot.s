@@ -427,7 +427,10 @@ exc_common:
     pushq %rax
     movq %rsp, %rdi             # FaultFrame, readable at CPL3 (U/S=1 everywhere)
     pushq $USER_DS
-    leaq fault_stack_top(%rip), %rax
+    # As if called: rsp+8 16-byte aligned at entry (the SysV ABI), since
+    # compiled code keeps its SSE spills there with movaps. A fault that
+    # ends a process goes on to schedule others on this stack.
+    leaq fault_stack_top-8(%rip), %rax
     pushq %rax
     pushq $USER_RFLAGS
     pushq $USER_CS
