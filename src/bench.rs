@@ -293,7 +293,10 @@ pub fn snapshot_input(spec: &crate::smoke::TestVm) -> Vec<u8> {
 pub fn console_prefix(spec: &crate::smoke::TestVm) -> crate::vmm::snapshot::ConsolePrefix {
     match spec.mode {
         crate::smoke::Mode::SingleUser => crate::vmm::snapshot::ConsolePrefix::BeforeInput,
-        crate::smoke::Mode::Program => crate::vmm::snapshot::ConsolePrefix::All,
+        // Server mode is never snapshotted (smoke::plan refuses it).
+        crate::smoke::Mode::Program | crate::smoke::Mode::Server => {
+            crate::vmm::snapshot::ConsolePrefix::All
+        }
     }
 }
 
@@ -330,6 +333,7 @@ pub fn resume(
             .map(|l| format!("{l}\n"))
             .unwrap_or_default()
             .into_bytes(),
+        Mode::Server => unreachable!("smoke::snapshot refuses server mode"),
     };
 
     // The integrity check's two costs: a copy has new inodes, so its first

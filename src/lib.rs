@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod paths;
 pub mod pgsingle;
 pub mod progress;
+pub mod ready;
 pub mod recipe;
 pub mod serve;
 pub mod smoke;

@@ -2,10 +2,10 @@
 //! say where it listens once it accepts connections, and shut it down
 //! cleanly on SIGINT or SIGTERM.
 //!
-//! Readiness is asked of the server itself, as a client would: a TCP
-//! connection to the published port that sends PostgreSQL's SSLRequest and
-//! gets its one-byte answer. A port the runner has bound but the guest does
-//! not yet listen on closes the connection instead.
+//! Readiness is asked of the server itself, as a client would
+//! ([`crate::ready`]): a StartupMessage to the published port, answered
+//! with an authentication request. A port the runner has bound but the
+//! guest does not yet listen on closes the connection instead.
 //!
 //! Shutdown: the first SIGINT/SIGTERM becomes SIGINT for the postmaster
 //! (PostgreSQL's fast shutdown: sessions end, a shutdown checkpoint is
@@ -15,8 +15,8 @@
 use crate::image::Image;
 use crate::vmm;
 use serde::Serialize;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 
 const SIGINT: u8 = 2;
 const SIGQUIT: u8 = 3;
-/// PostgreSQL's SSLRequest: length 8, code 80877103.
-const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 pub struct ServeOptions {
     pub publish: Vec<vmm::PublishRule>,
@@ -88,27 +86,18 @@ fn client_addr(rule: &vmm::PublishRule) -> SocketAddr {
     SocketAddr::new(ip, rule.host.port())
 }
 
-/// Whether a PostgreSQL server answers an SSLRequest at `addr`.
-fn answers(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut b = [0u8; 1];
-    s.write_all(&SSL_REQUEST).is_ok() && s.read_exact(&mut b).is_ok() && matches!(b[0], b'N' | b'S')
-}
-
 /// Probes `addr` until the server answers (or `done`), then says so on
 /// stdout: `ready` as a JSON line, or a sentence.
 fn announce_when_ready(
     addr: SocketAddr,
     mut ready: Ready,
+    user: &str,
     json: bool,
     t0: Instant,
     done: &AtomicBool,
 ) {
     while !done.load(Ordering::SeqCst) {
-        if answers(addr) {
+        if crate::ready::accepts_connections(addr, user) {
             ready.ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
             if json {
                 println!("{}", serde_json::to_string(&ready).expect("serializes"));
@@ -243,7 +232,8 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
             ready_ms: 0.0,
         };
         let json = opts.json;
-        std::thread::spawn(move || announce_when_ready(addr, ready, json, t0, &done))
+        let user = image.superuser().to_string();
+        std::thread::spawn(move || announce_when_ready(addr, ready, &user, json, t0, &done))
     };
 
     let outcome = match &mut backend {

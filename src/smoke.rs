@@ -18,6 +18,7 @@
 mod single_user;
 
 pub mod native;
+pub mod server;
 
 use crate::image::{Image, ImageError};
 use crate::recipe::{Diagnostic, RecipeError};
@@ -72,6 +73,9 @@ pub enum Mode {
     Program,
     /// Send `checks` to the image's `postgres --single`; check each answer.
     SingleUser,
+    /// Serve the image on a loopback port and run `checks` through a real
+    /// PostgreSQL client, as the cluster's superuser ([`server`]).
+    Server,
 }
 
 impl Mode {
@@ -79,6 +83,7 @@ impl Mode {
         match self {
             Mode::Program => "program",
             Mode::SingleUser => "single-user",
+            Mode::Server => "server",
         }
     }
 }
@@ -87,12 +92,15 @@ impl Mode {
 /// `None` (YAML `null`) for NULL.
 pub type Rows = Vec<Vec<Option<String>>>;
 
-/// One SQL check of a single-user test VM.
+/// One SQL check of a single-user or server test VM.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     pub name: String,
     /// One or more statements; the check's result is the last result set.
+    /// (Server mode: may be left out when the check only awaits
+    /// `notifications`.)
+    #[serde(default)]
     pub sql: String,
     /// The last result set's rows, exactly.
     #[serde(default)]
@@ -103,6 +111,63 @@ pub struct CheckSpec {
     /// The SQL must fail with an ERROR whose message contains this.
     #[serde(default)]
     pub error: Option<String>,
+    /// Server mode: the client connection that runs the check, opened at
+    /// its first use (default `main`). Checks of one session run in order
+    /// on one connection; sessions are how a check sees another's
+    /// transaction, notification or lock.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Server mode: `sql` is one statement, prepared and run with these
+    /// parameters (sent as text: cast them in the SQL, e.g. `$1::int`).
+    #[serde(default)]
+    pub params: Option<Vec<String>>,
+    /// Server mode: `sql` is a `COPY ... FROM STDIN`, fed this text.
+    #[serde(default)]
+    pub copy_in: Option<String>,
+    /// Server mode: `sql` is a `COPY ... TO STDOUT`, whose whole output
+    /// must be this text.
+    #[serde(default)]
+    pub copy_out: Option<String>,
+    /// Server mode: after `sql` (if any), the session must receive these
+    /// notifications (from its `LISTEN`), in this order.
+    #[serde(default)]
+    pub notifications: Vec<Notification>,
+    /// Server mode: run the check on this many new connections at once
+    /// (all connected before any runs it); each must answer as expected.
+    #[serde(default)]
+    pub clients: Option<u32>,
+    /// Server mode: the statement must wait for a lock another session
+    /// holds (the server reports it waiting); it is awaited, and its
+    /// answer judged, before its session's next check (or at the end).
+    #[serde(default)]
+    pub blocks: bool,
+}
+
+/// A notification a server-mode check waits for.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    pub channel: String,
+    #[serde(default)]
+    pub payload: String,
+}
+
+impl CheckSpec {
+    /// The server-mode keys this check uses, by name.
+    fn server_keys(&self) -> Vec<&'static str> {
+        [
+            ("session", self.session.is_some()),
+            ("params", self.params.is_some()),
+            ("copy_in", self.copy_in.is_some()),
+            ("copy_out", self.copy_out.is_some()),
+            ("notifications", !self.notifications.is_empty()),
+            ("clients", self.clients.is_some()),
+            ("blocks", self.blocks),
+        ]
+        .into_iter()
+        .filter_map(|(k, used)| used.then_some(k))
+        .collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +218,13 @@ impl TestVm {
                 expect: None,
                 contains: Vec::new(),
                 error: None,
+                session: None,
+                params: None,
+                copy_in: None,
+                copy_out: None,
+                notifications: Vec::new(),
+                clients: None,
+                blocks: false,
             }],
             ..TestVm::default()
         }
@@ -210,20 +282,27 @@ impl TestVm {
                         "checks",
                         "checks",
                         0,
-                        "`checks` are SQL checks, for `mode: single-user`; this definition is \
-                         in program mode"
+                        "`checks` are SQL checks, for `mode: single-user` or `mode: server`; \
+                         this definition is in program mode"
                             .into(),
-                        "add `mode: single-user`, or use `expect` for a program".into(),
+                        "add `mode: single-user` (or `mode: server`), or use `expect` for a \
+                         program"
+                            .into(),
                     ));
                 }
             }
-            Mode::SingleUser => {
+            Mode::SingleUser | Mode::Server => {
+                let mode = self.mode.name();
                 for (key, given) in [
                     ("args", self.args.is_some()),
                     ("stdin", !self.stdin.is_empty()),
                     // `expect` has a default, so only the text tells
                     // whether it was written.
                     ("expect", key_line(text, "expect", 0).is_some()),
+                    (
+                        "snapshot_after",
+                        self.mode == Mode::Server && !self.snapshot_after.is_empty(),
+                    ),
                 ] {
                     if given {
                         return Err(invalid(
@@ -231,7 +310,7 @@ impl TestVm {
                             key,
                             0,
                             format!(
-                                "`{key}` is for `mode: program`; in single-user mode pgkraft \
+                                "`{key}` is for `mode: program`; in {mode} mode pgkraft \
                                  builds the server's arguments and input from `checks`"
                             ),
                             format!("remove `{key}`, and put SQL and expected rows in `checks`"),
@@ -243,56 +322,165 @@ impl TestVm {
                         "checks",
                         "mode",
                         0,
-                        "single-user mode needs at least one entry in `checks`".into(),
+                        format!("{mode} mode needs at least one entry in `checks`"),
                         "add e.g.\nchecks:\n  - name: arithmetic\n    sql: \"SELECT 1 + 1\"\n    expect: [[\"2\"]]".into(),
                     ));
                 }
                 let mut seen = std::collections::BTreeSet::new();
                 for (i, c) in self.checks.iter().enumerate() {
+                    let at = |key: &str, message: String, fix: &str| {
+                        let nth = nth_with(&self.checks, i, |o| check_has(o, key));
+                        invalid(&format!("checks[{i}].{key}"), key, nth, message, fix.into())
+                    };
                     if c.name.trim().is_empty() {
-                        return Err(invalid(
-                            &format!("checks[{i}].name"),
+                        return Err(at(
                             "name",
-                            i,
                             "a check's name is empty".into(),
-                            "give the check a name that says what it proves".into(),
+                            "give the check a name that says what it proves",
                         ));
                     }
                     if !seen.insert(c.name.as_str()) {
-                        return Err(invalid(
-                            &format!("checks[{i}].name"),
+                        return Err(at(
                             "name",
-                            i,
                             format!("two checks are named `{}`", c.name),
-                            "give each check its own name (the report names checks)".into(),
+                            "give each check its own name (the report names checks)",
                         ));
                     }
-                    if c.sql.trim().trim_end_matches(';').trim().is_empty() {
+                    let no_sql = c.sql.trim().trim_end_matches(';').trim().is_empty();
+                    if no_sql && (self.mode == Mode::SingleUser || c.notifications.is_empty()) {
+                        // Its `sql` line if written, else its `name` line.
+                        let (key, nth) = match c.sql.is_empty() {
+                            true => ("name", i),
+                            false => ("sql", nth_with(&self.checks, i, |o| !o.sql.is_empty())),
+                        };
                         return Err(invalid(
                             &format!("checks[{i}].sql"),
-                            "sql",
-                            i,
+                            key,
+                            nth,
                             format!("check `{}` has no SQL", c.name),
                             "write the statement(s) to run under `sql:`".into(),
                         ));
                     }
                     if c.error.is_some() && (c.expect.is_some() || !c.contains.is_empty()) {
-                        return Err(invalid(
-                            &format!("checks[{i}].error"),
+                        return Err(at(
                             "error",
-                            nth_with(&self.checks, i, |c| c.error.is_some()),
                             format!(
                                 "check `{}` expects an ERROR and rows at once; a failing \
                                  statement returns no rows",
                                 c.name
                             ),
-                            "keep `error`, or keep `expect`/`contains`, not both".into(),
+                            "keep `error`, or keep `expect`/`contains`, not both",
                         ));
+                    }
+                    match self.mode {
+                        Mode::SingleUser => {
+                            if let Some(key) = c.server_keys().first() {
+                                return Err(at(
+                                    key,
+                                    format!(
+                                        "`{key}` (check `{}`) needs a client connection: it is \
+                                         for `mode: server`",
+                                        c.name
+                                    ),
+                                    "use `mode: server`, or remove the key",
+                                ));
+                            }
+                        }
+                        _ => {
+                            if let Some(e) = server_check_problem(c) {
+                                return Err(at(e.key, e.message, e.fix));
+                            }
+                        }
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// What is wrong with a server-mode check's combination of keys, if
+/// anything.
+struct KeyProblem {
+    key: &'static str,
+    message: String,
+    fix: &'static str,
+}
+
+fn server_check_problem(c: &CheckSpec) -> Option<KeyProblem> {
+    let problem = |key, message: String, fix| Some(KeyProblem { key, message, fix });
+    let name = &c.name;
+    let modes = [
+        ("params", c.params.is_some()),
+        ("copy_in", c.copy_in.is_some()),
+        ("copy_out", c.copy_out.is_some()),
+    ];
+    let used: Vec<&str> = modes.iter().filter(|m| m.1).map(|m| m.0).collect();
+    if used.len() > 1 {
+        return problem(
+            used[1],
+            format!(
+                "check `{name}` has both `{}` and `{}`: a check runs one statement one way",
+                used[0], used[1]
+            ),
+            "split it into two checks",
+        );
+    }
+    if c.copy_out.is_some() && (c.expect.is_some() || !c.contains.is_empty()) {
+        return problem(
+            "copy_out",
+            format!("check `{name}` has `copy_out` and rows: COPY TO STDOUT returns no rows"),
+            "keep `copy_out` (the text COPY writes), or `expect`, not both",
+        );
+    }
+    if c.clients == Some(0) {
+        return problem(
+            "clients",
+            format!("check `{name}` runs on 0 clients"),
+            "write e.g. `clients: 8`, or remove `clients` (one client)",
+        );
+    }
+    if c.clients.is_some() {
+        for (key, used) in [
+            ("session", c.session.is_some()),
+            ("blocks", c.blocks),
+            ("notifications", !c.notifications.is_empty()),
+        ] {
+            if used {
+                return problem(
+                    key,
+                    format!(
+                        "check `{name}` has `clients` and `{key}`: it runs on new \
+                         connections of its own, not on a session"
+                    ),
+                    "remove one of them",
+                );
+            }
+        }
+    }
+    if c.blocks && !c.notifications.is_empty() {
+        return problem(
+            "notifications",
+            format!("check `{name}` blocks and awaits notifications at once"),
+            "await the notifications in a later check of the session",
+        );
+    }
+    if c.session.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return problem(
+            "session",
+            format!("check `{name}` names an empty session"),
+            "name the session, e.g. `session: holder`, or remove it (`main`)",
+        );
+    }
+    None
+}
+
+/// Whether check `c` has `key` written (for finding its line).
+fn check_has(c: &CheckSpec, key: &str) -> bool {
+    match key {
+        "name" => true,
+        "error" => c.error.is_some(),
+        k => c.server_keys().contains(&k),
     }
 }
 
@@ -329,6 +517,75 @@ fn key_line(text: &str, key: &str, nth: usize) -> Option<(u64, u64)> {
                 .map(|_| (i as u64 + 1, col as u64))
         })
         .nth(nth)
+}
+
+/// A check judged on its answer: the server's ERROR lines (an expected
+/// error passes, any other fails) and the last result set.
+fn judge(
+    c: &CheckSpec,
+    errors: Vec<String>,
+    rows: Option<Rows>,
+    answered_ms: Option<f64>,
+) -> Check {
+    let (ok, actual) = if let Some(want) = &c.error {
+        let ok = errors.iter().any(|e| e.contains(want.as_str()));
+        let actual = if errors.is_empty() {
+            "no ERROR".to_string()
+        } else {
+            errors.join("\n")
+        };
+        (ok, actual)
+    } else if !errors.is_empty() {
+        (false, errors.join("\n"))
+    } else {
+        let actual = rows.as_ref().map_or_else(
+            || "no rows (no statement returned a result set)".into(),
+            rows_text,
+        );
+        let rows_ok = c
+            .expect
+            .as_ref()
+            .is_none_or(|want| rows.as_ref() == Some(want));
+        let contains_ok = c.contains.iter().all(|needle| {
+            rows.iter()
+                .flatten()
+                .flatten()
+                .flatten()
+                .any(|v| v.contains(needle.as_str()))
+        });
+        (rows_ok && contains_ok, actual)
+    };
+    Check {
+        name: c.name.clone(),
+        ok,
+        expected: (!ok).then(|| expected_text(c)),
+        actual: (!ok).then_some(actual),
+        rows,
+        errors,
+        answered_ms,
+    }
+}
+
+fn expected_text(c: &CheckSpec) -> String {
+    if let Some(e) = &c.error {
+        return format!("an ERROR containing {e:?}");
+    }
+    let mut parts = Vec::new();
+    if let Some(rows) = &c.expect {
+        parts.push(format!("rows {}", rows_text(rows)));
+    }
+    for needle in &c.contains {
+        parts.push(format!("a value containing {needle:?}"));
+    }
+    if parts.is_empty() {
+        "no ERROR".into()
+    } else {
+        format!("no ERROR, {}", parts.join(", "))
+    }
+}
+
+fn rows_text(rows: &Rows) -> String {
+    serde_json::to_string(rows).unwrap_or_default()
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -400,6 +657,17 @@ pub enum SmokeError {
         image.display()
     )]
     NotSingleUser { image: PathBuf, args: Vec<String> },
+    /// A server-mode definition where a run is snapshotted, resumed or
+    /// timed from the console: those need console checks.
+    #[error(
+        "a `mode: server` test VM runs only with `pgkraft smoke` (its checks go over the \
+         network, not the console)\n  fix: give a `mode: single-user` definition here"
+    )]
+    ServerModeHere,
+    #[error(transparent)]
+    Credentials(#[from] server::CredentialsError),
+    #[error("cannot set up the guest's signals: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Quote arguments for the boot command line (see libos::cmdline).
@@ -416,6 +684,9 @@ fn ms(d: Duration) -> f64 {
 
 /// Boots `image` under our runner and checks it as `spec` says.
 pub fn run(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+    if spec.mode == Mode::Server {
+        return server::run_guest(image, spec);
+    }
     let outcome = vmm::run(image.boot(), &plan(image, spec)?)?;
     Ok(check(image, spec, &outcome))
 }
@@ -432,6 +703,7 @@ pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
             quote_args(&single_user::guest_args(image)?),
             single_user::stdin_for(spec).into_bytes(),
         ),
+        Mode::Server => return Err(SmokeError::ServerModeHere),
     };
     Ok(vmm::VmConfig {
         mem_mib: image.memory_mib(spec.memory_mib),
@@ -491,6 +763,7 @@ pub fn check(image: &Image, spec: &TestVm, outcome: &vmm::RunOutcome) -> SmokeRe
     match spec.mode {
         Mode::Program => check_program(image, spec, outcome),
         Mode::SingleUser => single_user::check_guest(image, spec, outcome),
+        Mode::Server => unreachable!("plan() refuses server mode: its checks are not console's"),
     }
 }
 

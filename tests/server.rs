@@ -552,3 +552,93 @@ fn a_crashed_backend_makes_the_postmaster_reinitialize_and_serve_again() {
         ],
     );
 }
+
+/// `pgkraft smoke --vm FILE --json [extra]` with the superuser's password
+/// in the environment: the report and the exit status.
+fn smoke_server(
+    image: &Path,
+    vm: &Path,
+    password: &str,
+    extra: &[&str],
+) -> (serde_json::Value, i32) {
+    let o = run(pgkraft()
+        .arg("smoke")
+        .arg(image)
+        .arg("--vm")
+        .arg(vm)
+        .arg("--json")
+        .args(extra)
+        .env("PGKRAFT_PASSWORD", password));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stderr(&o)));
+    (v, o.status.code().unwrap_or(-1))
+}
+
+/// test-vms/server.yaml, through the Rust client: in the guest and with
+/// the host-linked server of the same build on a copy of its files.
+#[test]
+fn server_mode_test_vms_pass_in_the_guest_and_natively() {
+    if !kvm_available() {
+        return;
+    }
+    let vm = repo().join("test-vms/server.yaml");
+    for major in ["17", "15"] {
+        let image = postgres_image(major);
+        for (extra, runner) in [(&[][..], "kvm"), (&["--native"][..], "native")] {
+            let (report, code) = smoke_server(&image, &vm, PASSWORD, extra);
+            let failed: Vec<_> = report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["ok"] != true)
+                .collect();
+            assert!(
+                failed.is_empty(),
+                "{major} {runner}: {failed:#?}\n{}",
+                report["console"]
+            );
+            assert_eq!(code, 0);
+            assert_eq!(report["mode"], "server");
+            assert_eq!(report["runner"], runner);
+            // Every check of the file, then the clean shutdown.
+            assert_eq!(report["checks"].as_array().unwrap().len(), 14, "{report}");
+        }
+    }
+}
+
+/// Checks that do not hold fail, each saying why: a wrong password, a
+/// "blocking" statement nothing blocks, rows that differ.
+#[test]
+fn server_mode_checks_that_do_not_hold_fail_and_say_why() {
+    if !kvm_available() {
+        return;
+    }
+    let image = postgres_image("17");
+    let dir = tempfile::tempdir().unwrap();
+    let vm = dir.path().join("vm.yaml");
+    std::fs::write(
+        &vm,
+        "mode: server\ntimeout_secs: 60\nchecks:\n  - name: nothing holds a lock\n    \
+         sql: SELECT 1\n    blocks: true\n  - name: wrong rows\n    sql: SELECT 2\n    \
+         expect: [[\"3\"]]\n",
+    )
+    .unwrap();
+    let (report, code) = smoke_server(&image, &vm, PASSWORD, &["--native"]);
+    assert_eq!(code, 1, "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["ok"], false);
+    has(
+        checks[0]["actual"].as_str().unwrap(),
+        &["without waiting for a lock"],
+    );
+    assert_eq!(checks[1]["ok"], false);
+    assert_eq!(checks[1]["actual"], "[[\"2\"]]");
+    assert_eq!(checks[2]["ok"], true, "the server still shuts down cleanly");
+
+    let (report, code) = smoke_server(&image, &vm, "not-the-password", &[]);
+    assert_eq!(code, 1, "{report}");
+    has(
+        report["checks"][1]["actual"].as_str().unwrap(),
+        &["password authentication failed"],
+    );
+}

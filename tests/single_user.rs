@@ -339,3 +339,30 @@ fn the_native_run_is_usable_as_a_library() {
     let rows = report.checks[0].rows.as_ref().unwrap();
     assert!(rows[0][0].as_deref().unwrap().starts_with("PostgreSQL 17."));
 }
+
+#[test]
+fn server_keys_outside_server_mode_and_contradictory_server_checks_are_refused() {
+    let err = refused(
+        "mode: single-user\nchecks:\n  - name: a\n    sql: SELECT $1::int\n    params: [\"1\"]\n",
+    );
+    has(&err, &["vm.yaml:5:5", "checks[0].params", "mode: server"]);
+
+    let err = refused("mode: server\nchecks:\n  - name: a\n    sql: SELECT 1\n    clients: 0\n");
+    has(&err, &["vm.yaml:5:5", "checks[0].clients", "0 clients"]);
+
+    let err = refused(
+        "mode: server\nchecks:\n  - name: a\n    sql: COPY t TO STDOUT\n    copy_out: \"x\"\n    expect: [[\"1\"]]\n",
+    );
+    has(&err, &["checks[0].copy_out", "not both"]);
+
+    let err = refused(
+        "mode: server\nchecks:\n  - name: a\n    sql: SELECT 1\n    clients: 4\n    session: other\n",
+    );
+    has(&err, &["checks[0].session", "`clients` and `session`"]);
+
+    let err = refused("mode: server\nchecks:\n  - name: a\n");
+    has(&err, &["checks[0].sql", "no SQL"]);
+
+    let err = refused("mode: server\nsnapshot_after: x\nchecks:\n  - name: a\n    sql: SELECT 1\n");
+    has(&err, &["vm.yaml:2:1", "snapshot_after"]);
+}

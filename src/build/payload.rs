@@ -284,6 +284,8 @@ pub fn postgres(
             extensions: pg.extensions.clone(),
             preinit: spec.cluster.preinit,
             password: pw_origin,
+            superuser: spec.cluster.superuser.clone(),
+            password_env: spec.cluster.auth.password_env().map(str::to_string),
         }),
         host_install: Some(pg.install.clone()),
         extra_outputs: pw_file.into_iter().collect(),

@@ -77,6 +77,17 @@ pub struct PostgresFacts {
     pub preinit: bool,
     /// Where the superuser's password came from.
     pub password: String,
+    /// The cluster's superuser (what server-mode checks log in as).
+    #[serde(default = "default_superuser")]
+    pub superuser: String,
+    /// The environment variable holding the superuser's password at build
+    /// time; none with `auth: trust`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+fn default_superuser() -> String {
+    "postgres".into()
 }
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

@@ -81,6 +81,14 @@ impl Image {
         self.native_key.as_deref()
     }
 
+    /// The cluster's superuser (postgres images; `postgres` otherwise).
+    pub fn superuser(&self) -> &str {
+        self.build
+            .as_ref()
+            .and_then(|b| b.postgres.as_ref())
+            .map_or("postgres", |p| p.superuser.as_str())
+    }
+
     /// Guest memory: `wanted`, else the recipe's (embedded), else 64 MiB.
     pub fn memory_mib(&self, wanted: Option<u32>) -> u32 {
         wanted

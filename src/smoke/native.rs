@@ -42,10 +42,12 @@ pub enum NativeError {
     )]
     NoHostPostgres { image: PathBuf, detail: String },
     #[error(
-        "--native runs single-user checks only\n  fix: give a test VM definition with \
-         `mode: single-user` (e.g. --vm test-vms/single-user.yaml)"
+        "--native runs single-user and server checks only\n  fix: give a test VM definition \
+         with `mode: single-user` or `mode: server` (e.g. --vm test-vms/server.yaml)"
     )]
     NotSingleUser,
+    #[error(transparent)]
+    Credentials(#[from] super::server::CredentialsError),
     #[error(
         "running as root, and /etc/passwd has no `nobody` to run postgres as\n  fix: add a `nobody` user, or run pgkraft as an ordinary user"
     )]
@@ -328,12 +330,13 @@ pub fn run_cli(
     spec: &TestVm,
     postgres: Option<&Path>,
 ) -> Result<SmokeReport, NativeError> {
-    if spec.mode != super::Mode::SingleUser {
-        return Err(NativeError::NotSingleUser);
-    }
-    let postgres = match postgres {
-        Some(p) => p.to_path_buf(),
-        None => host_postgres(image)?,
+    let postgres = || match postgres {
+        Some(p) => Ok(p.to_path_buf()),
+        None => host_postgres(image),
     };
-    run(image, spec, &postgres)
+    match spec.mode {
+        super::Mode::Program => Err(NativeError::NotSingleUser),
+        super::Mode::SingleUser => run(image, spec, &postgres()?),
+        super::Mode::Server => super::server::run_native(image, spec, &postgres()?),
+    }
 }

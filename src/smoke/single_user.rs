@@ -68,10 +68,6 @@ fn arrived(marks: &[(f64, usize)], end: usize) -> Option<f64> {
     marks.iter().find(|(_, b)| *b >= end).map(|(t, _)| *t)
 }
 
-fn rows_text(rows: &super::Rows) -> String {
-    serde_json::to_string(rows).unwrap_or_default()
-}
-
 /// Checks each answer against its check and builds the report.
 pub(crate) fn report(o: Outcome, spec: &TestVm) -> SmokeReport {
     let console = String::from_utf8_lossy(o.console).into_owned();
@@ -130,7 +126,7 @@ fn evaluate(t: &Transcript, spec: &TestVm, marks: &[(f64, usize)], why: &str) ->
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let expected = expected_text(c);
+            let expected = super::expected_text(c);
             let Some(answer) = t.answers.get(i) else {
                 if unanswered_shown {
                     return Check {
@@ -156,61 +152,7 @@ fn evaluate(t: &Transcript, spec: &TestVm, marks: &[(f64, usize)], why: &str) ->
             };
             let errors: Vec<String> = answer.errors().into_iter().map(str::to_string).collect();
             let rows = answer.last().map(|r| r.rows.clone());
-            let (ok, actual) = if let Some(want) = &c.error {
-                let ok = errors.iter().any(|e| e.contains(want.as_str()));
-                let actual = if errors.is_empty() {
-                    "no ERROR".to_string()
-                } else {
-                    errors.join("\n")
-                };
-                (ok, actual)
-            } else if !errors.is_empty() {
-                (false, errors.join("\n"))
-            } else {
-                let actual = rows.as_ref().map_or_else(
-                    || "no rows (no statement returned a result set)".into(),
-                    rows_text,
-                );
-                let rows_ok = c
-                    .expect
-                    .as_ref()
-                    .is_none_or(|want| rows.as_ref() == Some(want));
-                let contains_ok = c.contains.iter().all(|needle| {
-                    rows.iter()
-                        .flatten()
-                        .flatten()
-                        .flatten()
-                        .any(|v| v.contains(needle.as_str()))
-                });
-                (rows_ok && contains_ok, actual)
-            };
-            Check {
-                name: c.name.clone(),
-                ok,
-                expected: (!ok).then_some(expected),
-                actual: (!ok).then_some(actual),
-                rows,
-                errors,
-                answered_ms: arrived(marks, answer.end),
-            }
+            super::judge(c, errors, rows, arrived(marks, answer.end))
         })
         .collect()
-}
-
-fn expected_text(c: &super::CheckSpec) -> String {
-    if let Some(e) = &c.error {
-        return format!("an ERROR containing {e:?}");
-    }
-    let mut parts = Vec::new();
-    if let Some(rows) = &c.expect {
-        parts.push(format!("rows {}", rows_text(rows)));
-    }
-    for needle in &c.contains {
-        parts.push(format!("a value containing {needle:?}"));
-    }
-    if parts.is_empty() {
-        "no ERROR".into()
-    } else {
-        format!("no ERROR, {}", parts.join(", "))
-    }
 }
