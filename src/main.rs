@@ -93,12 +93,14 @@ enum Command {
         /// Print one JSON object with the report on stdout, nothing else there.
         #[arg(long)]
         json: bool,
-        /// Single-user mode: run the checks with the host-linked postgres of
-        /// the image's build on a copy of the image's files, not in the guest.
+        /// Single-user and server modes: run the checks with the host-linked
+        /// postgres of the image's build on a copy of the image's files, not
+        /// in the guest.
         #[arg(long)]
         native: bool,
         /// With --native: the host-linked postgres (default: the one the
-        /// cache records for the image's build, else its recipe's build).
+        /// cache records for the image's build, else a build of the recipe
+        /// the image embeds).
         #[arg(long, value_name = "PATH", requires = "native")]
         postgres: Option<PathBuf>,
     },

@@ -642,3 +642,54 @@ fn server_mode_checks_that_do_not_hold_fail_and_say_why() {
         &["password authentication failed"],
     );
 }
+
+/// An image built from a user's recipe outside pgkraft's recipes/ (under
+/// another name) is served natively through what the cache recorded for
+/// it, and, once that record is gone, through the recipe the image embeds:
+/// no recipe file is looked up.
+#[test]
+fn native_finds_the_server_of_an_image_built_from_a_recipe_elsewhere() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stock = std::fs::read_to_string(repo().join("recipes/postgres-17.yaml")).unwrap();
+    let recipe = stock
+        .replace("name: postgres-17", "name: users-own-postgres")
+        .replace(
+            "../kernel-config/default.config",
+            &repo()
+                .join("kernel-config/default.config")
+                .display()
+                .to_string(),
+        );
+    assert_ne!(recipe, stock);
+    let recipe_path = dir.path().join("mine.yaml");
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let o = run(pgkraft()
+        .arg("build")
+        .arg(&recipe_path)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--json")
+        .env("PGKRAFT_PASSWORD", PASSWORD));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = PathBuf::from(v["image"].as_str().unwrap());
+    let vm = repo().join("test-vms/server.yaml");
+
+    let (report, code) = smoke_server(&image, &vm, PASSWORD, &["--native"]);
+    assert_eq!(code, 0, "{report}");
+
+    let key = pgkraft::image::Image::open(&image)
+        .unwrap()
+        .native_key()
+        .unwrap()
+        .to_string();
+    let cache = pgkraft::build::cache::Cache::from_env().unwrap();
+    let record = cache.root().join(pgkraft::build::NATIVE_INDEX).join(key);
+    std::fs::remove_file(&record).unwrap();
+    let (report, code) = smoke_server(&image, &vm, PASSWORD, &["--native"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["runner"], "native");
+}

@@ -735,6 +735,18 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     .check(raw, file.clone())
 }
 
+/// Checks a recipe's text as if it were the file `shown` in directory
+/// `dir` (where its relative paths lead): the recipe an image embeds.
+pub fn load_text(shown: &Path, text: &str, dir: &Path) -> Result<Recipe, RecipeError> {
+    let raw: RawRecipe = parse_yaml(shown, text, "recipe", FIELDS)?;
+    Checker {
+        shown,
+        dir: dir.to_path_buf(),
+        text,
+    }
+    .check(raw, shown.to_path_buf())
+}
+
 /// Loads any other YAML file pgkraft reads (test VM definitions, …) into `T`
 /// with the recipe's error reporting: file:line:column, field path, the
 /// closest known key for a misspelt one. `what` names the kind of file in

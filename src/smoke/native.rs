@@ -62,10 +62,10 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NativeE
 /// The host-linked postgres of the build that made `image`: where the
 /// cache records it for the image's build info, if it is still there;
 /// else (an image from before that was recorded, or a cache cleaned
-/// since) its recipe is
-/// looked up by file name in `$PGKRAFT_HOME/recipes` (and must be the very
-/// text embedded in the image), then every build stage up to the host
-/// link is looked up in the cache (built, if missing).
+/// since) the recipe the image embeds is checked again, its relative
+/// paths taken from pgkraft's own recipes/ directory, and every build
+/// stage up to the host link is looked up in the cache (built, if
+/// missing). No recipe file is needed.
 pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
     let missing = |detail: String| NativeError::NoHostPostgres {
         image: image.to_path_buf(),
@@ -79,23 +79,16 @@ pub fn host_postgres(image: &Path) -> Result<PathBuf, NativeError> {
     if let Some(server) = recorded_server(&info) {
         return Ok(server);
     }
-    let recipe_path = crate::paths::home()
-        .join("recipes")
-        .join(&build.recipe_file);
-    let text = std::fs::read_to_string(&recipe_path)
-        .map_err(|e| missing(format!("{}: {e}", recipe_path.display())))?;
-    if text != build.recipe {
-        return Err(missing(format!(
-            "{} differs from the recipe the image was built from",
-            recipe_path.display()
-        )));
-    }
-    let recipe = crate::recipe::load(&recipe_path).map_err(|e| missing(e.to_string()))?;
+    let shown = image.with_file_name(format!(
+        "{} (recipe {} embedded)",
+        image.file_name().unwrap_or_default().to_string_lossy(),
+        build.recipe_file.display()
+    ));
+    let recipe =
+        crate::recipe::load_text(&shown, &build.recipe, &crate::paths::home().join("recipes"))
+            .map_err(|e| missing(e.to_string()))?;
     let crate::recipe::Kind::Postgres(spec) = &recipe.kind else {
-        return Err(missing(format!(
-            "{} is not a postgres recipe",
-            recipe_path.display()
-        )));
+        return Err(missing("its recipe is not a postgres recipe".into()));
     };
     let cache = crate::build::cache::Cache::from_env().map_err(|e| missing(e.to_string()))?;
     let logs = cache.root().join("logs").join("native");
