@@ -118,7 +118,7 @@ fn announce_when_ready(
 
 /// Where the server runs.
 enum Backend {
-    Guest(vmm::GuestSignals),
+    Guest(vmm::GuestSignals, vmm::Vm),
     Native(std::process::Child),
 }
 
@@ -127,7 +127,7 @@ impl Backend {
     /// later one as SIGQUIT (immediate shutdown).
     fn forward(&self) -> Box<dyn Fn(usize) + Send> {
         match self {
-            Backend::Guest(s) => {
+            Backend::Guest(s, _) => {
                 let s = s.clone();
                 Box::new(move |n| s.send(if n == 0 { SIGINT } else { SIGQUIT }))
             }
@@ -190,7 +190,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         false => None,
     };
     let t0 = Instant::now();
-    let mut backend = match &native {
+    let backend = match &native {
         Some(n) => {
             let out = match &log {
                 Some(f) => {
@@ -203,7 +203,24 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
             };
             Backend::Native(n.spawn_server(client_addr(&probe_rule), out)?)
         }
-        None => Backend::Guest(vmm::GuestSignals::new().map_err(ServeError::Signals)?),
+        None => {
+            // Booted (its published ports bound) before the readiness
+            // probe starts: a port someone else holds is this run's error,
+            // and that someone's answers are never taken for ours.
+            let signals = vmm::GuestSignals::new().map_err(ServeError::Signals)?;
+            let cfg = vmm::VmConfig {
+                mem_mib: image.memory_mib(opts.mem),
+                cmdline: String::new(),
+                timeout: None,
+                console: vmm::Console::Log(log),
+                net: Some(vmm::NetConfig {
+                    publish: opts.publish.clone(),
+                    tap: None,
+                }),
+                signals: Some(signals.clone()),
+            };
+            Backend::Guest(signals, vmm::boot(image.boot(), &cfg)?)
+        }
     };
     let handle = host_signals.handle();
     let forward = backend.forward();
@@ -236,28 +253,16 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
         std::thread::spawn(move || announce_when_ready(addr, ready, &user, json, t0, &done))
     };
 
-    let outcome = match &mut backend {
-        Backend::Guest(signals) => {
-            let cfg = vmm::VmConfig {
-                mem_mib: image.memory_mib(opts.mem),
-                cmdline: String::new(),
-                timeout: None,
-                console: vmm::Console::Log(log),
-                net: Some(vmm::NetConfig {
-                    publish: opts.publish,
-                    tap: None,
-                }),
-                signals: Some(signals.clone()),
-            };
-            vmm::run(image.boot(), &cfg)
-                .map_err(ServeError::from)
-                .and_then(|o| match o.exit {
-                    vmm::GuestExit::Status(s) => Ok((s, Some(o.exits))),
-                    vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
-                    vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),
-                })
-        }
-        Backend::Native(child) => child
+    let outcome = match backend {
+        Backend::Guest(_, vm) => vm
+            .run()
+            .map_err(ServeError::from)
+            .and_then(|o| match o.exit {
+                vmm::GuestExit::Status(s) => Ok((s, Some(o.exits))),
+                vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
+                vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),
+            }),
+        Backend::Native(mut child) => child
             .wait()
             .map(|st| {
                 use std::os::unix::process::ExitStatusExt;

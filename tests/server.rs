@@ -179,6 +179,18 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
+    // A second serve on the same port fails before it says it is ready
+    // (the answers there are the first one's), and the first lives on.
+    let o = run(pgkraft()
+        .arg("serve")
+        .arg(postgres_image("17"))
+        .arg("--publish")
+        .arg(format!("127.0.0.1:{}:5432", server.port))
+        .arg("--json"));
+    assert!(!o.status.success());
+    assert!(!stdout(&o).contains("ready"), "{}", stdout(&o));
+    has(&stderr(&o), &["cannot publish", "Address already in use"]);
+    assert_eq!(stdout(&server.psql(PASSWORD, "SELECT 7")).trim(), "7");
     // Clients send their own zone (psql: PGTZ); the image has them all.
     let o = run(server
         .client_cmd("psql")

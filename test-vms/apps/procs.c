@@ -3,8 +3,9 @@
  * postmaster's EXEC_BACKEND start-up does), exit statuses through waitpid,
  * signals between processes (SIGTERM's default action, a handler for
  * SIGUSR1, SIGCHLD), pipes and System V shared memory across processes,
- * close-on-exec, sessions, and several children at once. Prints only what
- * does not depend on the machine (no pids, addresses or times). */
+ * close-on-exec, sessions, several children at once, and CPU time kept per
+ * process. Prints only what does not depend on the machine (no pids,
+ * addresses or times). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -14,9 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
+#include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -52,6 +55,17 @@ static pid_t spawn(const char *role, const char *arg, int fd3) {
 static volatile sig_atomic_t got_usr1, got_chld;
 static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
 static void on_chld(int sig) { (void)sig; got_chld++; }
+
+/* This process's CPU time, ns. */
+static long long cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long long timeval_ns(struct timeval tv) {
+    return tv.tv_sec * 1000000000LL + tv.tv_usec * 1000LL;
+}
 
 /* ---- the children ---- */
 
@@ -101,6 +115,13 @@ static int child(const char *role, const char *arg) {
             if (write(3, &c, 1) != 1)
                 return 1;
         }
+        return 0;
+    }
+    if (strcmp(role, "spin") == 0) {
+        /* Uses arg milliseconds of CPU time. */
+        long long want = atoll(arg) * 1000000LL;
+        while (cpu_ns() < want)
+            ;
         return 0;
     }
     fprintf(stderr, "unknown role %s\n", role);
@@ -257,6 +278,32 @@ static void many_children(void) {
     check(all, "all five exit 0 at end of file");
 }
 
+static void cpu_time(void) {
+    /* A child uses 100 ms of CPU while its parent waits for it: the time
+     * is the child's (wait4's rusage, RUSAGE_CHILDREN), not the parent's. */
+    struct rusage before, after, ru;
+    getrusage(RUSAGE_CHILDREN, &before);
+    long long mine = cpu_ns();
+    pid_t pid = spawn("spin", "100", -1);
+    int st = -1;
+    pid_t r;
+    do
+        r = wait4(pid, &st, 0, &ru);
+    while (r == -1 && errno == EINTR);
+    long long waited = cpu_ns() - mine;
+    check(r == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "a child spins for 100 ms of CPU");
+    long long child = timeval_ns(ru.ru_utime) + timeval_ns(ru.ru_stime);
+    check(child >= 90000000LL, "wait4's rusage holds the child's CPU time");
+    getrusage(RUSAGE_CHILDREN, &after);
+    long long children = timeval_ns(after.ru_utime) + timeval_ns(after.ru_stime) -
+                         timeval_ns(before.ru_utime) - timeval_ns(before.ru_stime);
+    check(children >= 90000000LL, "RUSAGE_CHILDREN grows by it");
+    check(waited < 50000000LL, "the waiting parent's own CPU time does not");
+    struct rusage self;
+    check(getrusage(RUSAGE_SELF, &self) == 0 && timeval_ns(self.ru_utime) + timeval_ns(self.ru_stime) > 0,
+          "RUSAGE_SELF counts this process's time");
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2)
         return child(argv[1], argc >= 3 ? argv[2] : "");
@@ -273,6 +320,7 @@ int main(int argc, char **argv) {
     shared_memory();
     sessions();
     many_children();
+    cpu_time();
     printf("%d failures\n", failures);
     return failures ? 1 : 0;
 }

@@ -42,6 +42,36 @@ static CURRENT: AtomicUsize = AtomicUsize::new(0);
 /// Advanced by every system call: a waiting process looks again once it
 /// moved.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
+/// When the running process last started to run on the vCPU (monotonic
+/// ns): the start of the time `charge` adds to its CPU time.
+static RAN_SINCE: AtomicU64 = AtomicU64::new(0);
+
+/// Adds the time since RAN_SINCE to process `i`'s CPU time and starts a
+/// new stretch. One vCPU runs one process at a time, so a process's CPU
+/// time is the sum of its stretches; the libOS's work on its behalf (its
+/// system calls are function calls) counts as user time.
+fn charge(t: &mut Table, i: usize) {
+    let now = crate::time::monotonic_ns();
+    let since = RAN_SINCE.swap(now, Ordering::Relaxed);
+    let p = t.get_mut(i);
+    p.cpu_ns = p.cpu_ns.saturating_add(now.saturating_sub(since));
+}
+
+/// The VM waited in the runner until now: nobody ran.
+fn ran_nobody() {
+    RAN_SINCE.store(crate::time::monotonic_ns(), Ordering::Relaxed);
+}
+
+/// The running process's CPU time (ns), or its waited-for children's.
+pub fn cpu_ns(children: bool) -> u64 {
+    let mut t = table();
+    let i = me();
+    if children {
+        return t.get(i).children_cpu_ns;
+    }
+    charge(&mut t, i);
+    t.get(i).cpu_ns
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -101,6 +131,11 @@ struct Process {
     exit_signal: u64,
     /// prctl(PR_SET_PDEATHSIG): sent to this process when its parent exits.
     pdeath_signal: u64,
+    /// CPU time: what it ran between switches, less the VM's waits in the
+    /// runner (`charge`).
+    cpu_ns: u64,
+    /// CPU time of its children it waited for, and of theirs.
+    children_cpu_ns: u64,
 }
 
 struct Table {
@@ -212,6 +247,8 @@ fn new_process(pid: u32, ppid: u32, pgid: u32, sid: u32) -> Process {
         vfork_parent: None,
         exit_signal: SIGCHLD,
         pdeath_signal: 0,
+        cpu_ns: 0,
+        children_cpu_ns: 0,
     }
 }
 
@@ -300,6 +337,7 @@ fn reap() {
 /// Switch from the running process `from` to `to` (the caller has set
 /// `from`'s state). Returns when something switches back to `from`.
 fn switch_to(mut t: spin::MutexGuard<'static, Table>, from: usize, to: usize) {
+    charge(&mut t, from);
     let mut saved = t
         .get_mut(to)
         .saved
@@ -339,8 +377,10 @@ pub fn idle(until: u64) {
     }
     let until = t.earliest_deadline().min(until);
     t.get_mut(i).state = State::Running;
+    charge(&mut t, i);
     drop(t);
     crate::net::stack::idle_until(until);
+    ran_nobody();
     // Time passed and devices may have work: everyone looks again.
     EPOCH.fetch_add(1, Ordering::Relaxed);
 }
@@ -512,6 +552,7 @@ fn exit_with(status: u32) -> ! {
     let parent_ignores = parent
         .and_then(|p| t.get(p).saved.as_ref())
         .is_some_and(|s| s.signals.ignores_children());
+    charge(&mut t, i);
     t.get_mut(i).state = match parent_ignores {
         true => State::Gone,
         false => State::Zombie { status },
@@ -527,6 +568,7 @@ fn exit_with(status: u32) -> ! {
         let until = t.earliest_deadline();
         drop(t);
         crate::net::stack::idle_until(until.min(crate::time::monotonic_ns() + 1_000_000_000));
+        ran_nobody();
         EPOCH.fetch_add(1, Ordering::Relaxed);
         t = table();
     }
@@ -598,7 +640,9 @@ pub fn kill(pid: i64, sig: u64) -> Result {
 
 /// wait4(2) without rusage: a child that has exited, as `pid` selects it
 /// (> 0 that one, -1 any, 0 the caller's group, < -1 the group -pid).
-pub fn wait4(pid: i64, status: u64, options: u64) -> Result {
+/// wait4(2); `rusage`, if not 0, gets the reaped child's CPU time
+/// (with its own children's).
+pub fn wait4(pid: i64, status: u64, options: u64, rusage: u64) -> Result {
     let reaped = if options & WNOHANG != 0 {
         reap_child(pid)?
     } else {
@@ -609,19 +653,23 @@ pub fn wait4(pid: i64, status: u64, options: u64) -> Result {
         })?;
         got
     };
-    let Some((child, st)) = reaped else {
+    let Some((child, st, cpu)) = reaped else {
         return Ok(0);
     };
     if status != 0 {
         uaccess::write(status, &st)?;
     }
+    if rusage != 0 {
+        uaccess::write(rusage, &crate::syscall::process::rusage(cpu))?;
+    }
     Ok(child as i64)
 }
 
-/// One look for wait4: the pid and status of an exited child `pid`
-/// selects, taken out of the table; None while its children all run;
-/// ECHILD without any.
-fn reap_child(pid: i64) -> core::result::Result<Option<(u32, u32)>, Errno> {
+/// One look for wait4: the pid, status and CPU time of an exited child
+/// `pid` selects, taken out of the table (its CPU time added to its
+/// parent's children's); None while its children all run; ECHILD without
+/// any.
+fn reap_child(pid: i64) -> core::result::Result<Option<(u32, u32, u64)>, Errno> {
     let mut t = table();
     let (my_pid, my_pgid) = {
         let p = t.get(me());
@@ -641,8 +689,11 @@ fn reap_child(pid: i64) -> core::result::Result<Option<(u32, u32)>, Errno> {
         any = true;
         if let State::Zombie { status } = p.state {
             let child = p.pid;
+            let cpu = p.cpu_ns.saturating_add(p.children_cpu_ns);
             t.procs[j] = None;
-            return Ok(Some((child, status)));
+            let me = t.get_mut(me());
+            me.children_cpu_ns = me.children_cpu_ns.saturating_add(cpu);
+            return Ok(Some((child, status, cpu)));
         }
     }
     if any { Ok(None) } else { Err(Errno::ECHILD) }

@@ -65,16 +65,15 @@ impl Timeval {
     }
 }
 
-/// One vCPU runs one process, so CPU time is time since boot.
+/// A process's CPU clocks are its own CPU time (proc::cpu_ns: one vCPU
+/// runs one process at a time; a process has one thread).
 fn now(clock: u64) -> core::result::Result<u64, Errno> {
     match clock {
         CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Ok(time::realtime_ns()),
-        CLOCK_MONOTONIC
-        | CLOCK_MONOTONIC_RAW
-        | CLOCK_MONOTONIC_COARSE
-        | CLOCK_BOOTTIME
-        | CLOCK_PROCESS_CPUTIME_ID
-        | CLOCK_THREAD_CPUTIME_ID => Ok(time::monotonic_ns()),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
+            Ok(time::monotonic_ns())
+        }
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(crate::proc::cpu_ns(false)),
         _ => Err(Errno::EINVAL),
     }
 }

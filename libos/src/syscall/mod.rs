@@ -16,7 +16,7 @@ mod names;
 pub mod net;
 pub mod poll;
 #[cfg(not(test))]
-mod process;
+pub(crate) mod process;
 pub mod shm;
 pub mod signal;
 
@@ -178,6 +178,7 @@ mod nr {
     pub const FCNTL: i64 = 72;
     pub const GETTIMEOFDAY: i64 = 96;
     pub const GETRLIMIT: i64 = 97;
+    pub const GETRUSAGE: i64 = 98;
     pub const SYSINFO: i64 = 99;
     pub const GETUID: i64 = 102;
     pub const GETGID: i64 = 104;
@@ -362,6 +363,8 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::EXECVE => process::execve(a[0], a[1], a[2]),
         #[cfg(not(test))]
         nr::WAIT4 => process::wait4(a[0], a[1], a[2], a[3]),
+        #[cfg(not(test))]
+        nr::GETRUSAGE => process::getrusage(a[0], a[1]),
         nr::FORK | nr::VFORK => {
             // One address space: a copy of the caller cannot live at the
             // caller's addresses. posix_spawn (clone as vfork) works.

@@ -64,12 +64,32 @@ pub fn wait4(pid: u64, status: u64, options: u64, rusage: u64) -> Result {
     if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE) != 0 {
         return Err(Errno::EINVAL);
     }
-    let r = proc::wait4(pid as i32 as i64, status, options)?;
-    if r > 0 && rusage != 0 {
-        // struct rusage: 144 bytes; no accounting is kept.
-        uaccess::write(rusage, &[0u64; 18])?;
-    }
-    Ok(r)
+    proc::wait4(pid as i32 as i64, status, options, rusage)
+}
+
+/// struct rusage (144 bytes) for `cpu_ns` of CPU time: all of it user
+/// time (the libOS's work for a process is function calls in it, not a
+/// kernel's); the other counters are not kept.
+pub fn rusage(cpu_ns: u64) -> [u64; 18] {
+    let mut r = [0u64; 18];
+    r[0] = cpu_ns / 1_000_000_000;
+    r[1] = cpu_ns % 1_000_000_000 / 1000;
+    r
+}
+
+/// getrusage(2): RUSAGE_SELF and RUSAGE_THREAD (a process has one
+/// thread), RUSAGE_CHILDREN.
+pub fn getrusage(who: u64, usage: u64) -> Result {
+    const RUSAGE_SELF: i32 = 0;
+    const RUSAGE_CHILDREN: i32 = -1;
+    const RUSAGE_THREAD: i32 = 1;
+    let cpu = match who as i32 {
+        RUSAGE_SELF | RUSAGE_THREAD => proc::cpu_ns(false),
+        RUSAGE_CHILDREN => proc::cpu_ns(true),
+        _ => return Err(Errno::EINVAL),
+    };
+    uaccess::write(usage, &rusage(cpu))?;
+    Ok(0)
 }
 
 /// musl's __clone reaches this through __pgkraft_syscall_asm (boot.s),
