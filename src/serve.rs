@@ -118,7 +118,7 @@ fn announce_when_ready(
 
 /// Where the server runs.
 enum Backend {
-    Guest(vmm::GuestSignals, vmm::Vm),
+    Guest(vmm::GuestSignals, Box<vmm::Vm>),
     Native(std::process::Child),
 }
 
@@ -219,7 +219,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                 }),
                 signals: Some(signals.clone()),
             };
-            Backend::Guest(signals, vmm::boot(image.boot(), &cfg)?)
+            Backend::Guest(signals, Box::new(vmm::boot(image.boot(), &cfg)?))
         }
     };
     let handle = host_signals.handle();
