@@ -573,17 +573,8 @@ fn smoke_server(
     password: &str,
     extra: &[&str],
 ) -> (serde_json::Value, i32) {
-    let o = run(pgkraft()
-        .arg("smoke")
-        .arg(image)
-        .arg("--vm")
-        .arg(vm)
-        .arg("--json")
-        .args(extra)
-        .env("PGKRAFT_PASSWORD", password));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stderr(&o)));
-    (v, o.status.code().unwrap_or(-1))
+    let (v, code) = smoke_json(image, vm, extra, &[("PGKRAFT_PASSWORD", password)]);
+    (v, code.unwrap_or(-1))
 }
 
 /// test-vms/server.yaml, through the Rust client: in the guest and with
