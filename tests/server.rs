@@ -179,6 +179,10 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
+    // An IPv4 client is the IPv4 listener's (PostgreSQL's `::` one has
+    // IPV6_V6ONLY), as on Linux: its address is not IPv4-mapped.
+    let o = server.psql(PASSWORD, "SELECT family(inet_client_addr())");
+    assert_eq!(stdout(&o).trim(), "4", "{}", stderr(&o));
     // A second serve on the same port fails before it says it is ready
     // (the answers there are the first one's), and the first lives on.
     let o = run(pgkraft()
