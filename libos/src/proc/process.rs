@@ -123,6 +123,8 @@ struct Process {
     /// runs in its parent's).
     slot: Option<usize>,
     owned: Owned,
+    /// Bytes of its main stack (part of `owned`; 0 once it left it).
+    stack: u64,
     until: u64,
     seen: u64,
     /// The table index of the parent blocked in clone, until exec or exit.
@@ -242,6 +244,7 @@ fn new_process(pid: u32, ppid: u32, pgid: u32, sid: u32) -> Process {
         saved: None,
         slot: None,
         owned: Owned::default(),
+        stack: 0,
         until: 0,
         seen: 0,
         vfork_parent: None,
@@ -260,6 +263,7 @@ pub fn init_first(slot: usize, stack: (u64, u64)) {
     let mut p = new_process(pid, 0, pid, pid);
     p.slot = Some(slot);
     p.owned.add(stack.0, stack.1);
+    p.stack = stack.1;
     let i = t.insert(p).expect("an empty table has room");
     CURRENT.store(i, Ordering::Relaxed);
 }
@@ -296,6 +300,24 @@ pub fn ppid() -> u32 {
 /// end would never end).
 pub fn alone() -> bool {
     table().procs.iter().flatten().count() <= 1
+}
+
+/// RAM the processes own, in bytes (meminfo).
+pub struct Memory {
+    /// Their main stacks.
+    pub stacks: u64,
+    /// Everything else they own: their mappings.
+    pub mapped: u64,
+}
+
+pub fn memory() -> Memory {
+    let t = table();
+    let procs = t.procs.iter().flatten();
+    let (stacks, owned) = procs.fold((0, 0), |(s, o), p| (s + p.stack, o + p.owned.bytes()));
+    Memory {
+        stacks,
+        mapped: owned.saturating_sub(stacks),
+    }
 }
 
 /// Memory the running process now owns (mmap, its stack).
@@ -475,6 +497,7 @@ pub fn exec(argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result {
     // once we are off that stack.
     let old = p.owned.take_all();
     p.owned.add(stack.base, stack.len);
+    p.stack = stack.len;
     release_vfork_parent(&mut t, i);
     let pid = t.get(i).pid;
     drop(t);
@@ -521,6 +544,7 @@ fn exit_with(status: u32) -> ! {
         (p.pid, p.ppid)
     };
     let owned = t.get_mut(i).owned.take_all();
+    t.get_mut(i).stack = 0;
     drop(t);
     leave_memory(pid, owned);
     let mut t = table();
