@@ -2,12 +2,14 @@
 //! makes them: `/proc/meminfo` (crate::meminfo).
 //!
 //! Linux's single-record proc files (seq_file `single_open`) report size 0
-//! in stat, refuse a seek from the end, and make their text when a read
-//! starts at offset 0; reads further on continue that text, so a reader
+//! in stat and refuse a seek from the end. Their text is made by a read
+//! at offset 0 or at any offset other than where the last read ended (a
+//! seek or a pread elsewhere: the new text is then skipped to it); a read
+//! that goes on where the last one ended continues that text. So a reader
 //! taking it in several reads sees one moment, and one that seeks back to
 //! 0 and reads again (procps' `free -s`, `top`) sees a new one. The same
-//! holds here: the text lives in the open file description (`Generated`),
-//! never in the inode, so two openers never see each other's moment.
+//! holds here: the text lives in the open file description
+//! (`Generated`), never in the inode, so two openers never share one.
 
 use super::inode::{Inode, Kind};
 use crate::syscall::Errno;
@@ -40,11 +42,18 @@ pub fn populate(root: &Arc<Inode>) {
     );
 }
 
-/// An open proc file: its inode and the text of its last read at 0.
+/// An open proc file: its inode and the text its reads go through.
 pub struct Generated {
     pub inode: Arc<Inode>,
     file: ProcFile,
-    text: Mutex<Vec<u8>>,
+    text: Mutex<Text>,
+}
+
+#[derive(Default)]
+struct Text {
+    bytes: Vec<u8>,
+    /// Where the last read ended; None before the first.
+    end: Option<u64>,
 }
 
 impl Generated {
@@ -56,22 +65,25 @@ impl Generated {
         Some(Generated {
             inode,
             file,
-            text: Mutex::new(Vec::new()),
+            text: Mutex::new(Text::default()),
         })
     }
 
-    /// Bytes at `off`: a new text at 0, the last one further on.
+    /// Bytes at `off`: the text goes on where the last read ended, and is
+    /// made anew at 0 or anywhere else.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        if off == 0 {
+        let goes_on = off != 0 && self.text.lock().end == Some(off);
+        if !goes_on {
             // Made before the lock is taken: making it takes other locks
             // and allocates.
             let fresh = self.file.text();
-            *self.text.lock() = fresh;
+            self.text.lock().bytes = fresh;
         }
-        let text = self.text.lock();
-        let from = (off.min(text.len() as u64)) as usize;
-        let n = buf.len().min(text.len() - from);
-        buf[..n].copy_from_slice(&text[from..from + n]);
+        let mut text = self.text.lock();
+        let from = off.min(text.bytes.len() as u64) as usize;
+        let n = buf.len().min(text.bytes.len() - from);
+        buf[..n].copy_from_slice(&text.bytes[from..from + n]);
+        text.end = Some(off + n as u64);
         n
     }
 
@@ -110,18 +122,30 @@ mod tests {
     }
 
     #[test]
-    fn reads_past_zero_continue_the_same_text() {
+    fn a_read_where_the_last_ended_goes_on_and_any_other_makes_it_anew() {
         let g = meminfo();
         let mut all = [0u8; 4096];
         let n = g.read_at(0, &mut all);
-        // Another text is kept; a read further on shows the kept one.
-        *g.text.lock() = b"abcdef".to_vec();
+        let made = &all[..n];
+        // Another text is kept: a read where the last ended goes on in it.
+        g.text.lock().bytes = b"abcdefgh".to_vec();
+        g.text.lock().end = Some(2);
         let mut part = [0u8; 4];
         assert_eq!(g.read_at(2, &mut part), 4);
         assert_eq!(&part, b"cdef");
-        // A read at 0 makes it anew.
+        assert_eq!(g.read_at(6, &mut part), 2);
+        assert_eq!(&part[..2], b"gh");
+        // Elsewhere (a pread, a seek) it is made anew and skipped to.
+        assert_eq!(g.read_at(3, &mut part), 4);
+        assert_eq!(&part, &made[3..7]);
+        // And at 0.
         let mut again = [0u8; 4096];
         assert_eq!(g.read_at(0, &mut again), n);
+        // A first read past 0 has a text too (Linux's pg_read_file(path,
+        // offset, length) is a seek and a read).
+        let fresh = meminfo();
+        assert_eq!(fresh.read_at(10, &mut part), 4);
+        assert_eq!(&part, &made[10..14]);
     }
 
     #[test]
