@@ -94,9 +94,9 @@ pub fn total_bytes() -> u64 {
     RAM.lock().total_bytes()
 }
 
-/// Bytes of whole pages the program break holds.
-pub fn brk_bytes() -> u64 {
-    RAM.lock().brk_bytes()
+/// The whole pages the program break holds, as [start, end).
+pub fn brk_range() -> (u64, u64) {
+    RAM.lock().brk_range()
 }
 
 /// The bookkeeping itself, without touching memory: the functions above
@@ -234,8 +234,8 @@ impl Ram {
         self.ram_end.saturating_sub(self.brk_start)
     }
 
-    fn brk_bytes(&self) -> u64 {
-        page_up(self.brk) - self.brk_start
+    fn brk_range(&self) -> (u64, u64) {
+        (self.brk_start, page_up(self.brk))
     }
 
     /// Remove `[at, at+len)` from free range `i`, which contains it.
@@ -424,8 +424,9 @@ mod tests {
         assert_eq!(r.total_bytes(), total);
         assert_eq!(r.free_bytes(), total);
         let (a, _) = r.alloc_top(5 * PAGE).unwrap();
-        r.brk(page_up(IMAGE_END) + 10);
-        assert_eq!(r.brk_bytes(), PAGE);
+        let start = page_up(IMAGE_END);
+        r.brk(start + 10);
+        assert_eq!(r.brk_range(), (start, start + PAGE));
         assert_eq!(r.free_bytes(), total - 6 * PAGE);
         r.free(a, 5 * PAGE).unwrap();
         r.brk(0x1000);

@@ -94,12 +94,12 @@ impl Usage {
 #[cfg(not(test))]
 pub fn now() -> Usage {
     let slots = crate::proc::slot::usage();
-    let procs = crate::proc::memory();
+    let procs = crate::proc::memory(crate::mem::brk_range());
     Usage {
         total: crate::mem::total_bytes(),
         free: crate::mem::free_bytes(),
         proc_stacks: procs.stacks,
-        proc_mapped: procs.mapped + crate::mem::brk_bytes(),
+        proc_mapped: procs.mapped,
         slots_in_use: slots.in_use,
         slots_kept: slots.kept,
         page_tables: slots.page_tables,

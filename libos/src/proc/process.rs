@@ -306,17 +306,27 @@ pub fn alone() -> bool {
 pub struct Memory {
     /// Their main stacks.
     pub stacks: u64,
-    /// Everything else they own: their mappings.
+    /// Everything else they own, and the program break's pages (which all
+    /// processes share, as they share the one `mem`).
     pub mapped: u64,
 }
 
-pub fn memory() -> Memory {
+/// `brk` is the break's pages, [start, end): musl's malloc maps its guard
+/// page over the first one (MAP_FIXED), so a page may be both the break's
+/// and a process's mapping; it is counted once.
+pub fn memory(brk: (u64, u64)) -> Memory {
     let t = table();
     let procs = t.procs.iter().flatten();
-    let (stacks, owned) = procs.fold((0, 0), |(s, o), p| (s + p.stack, o + p.owned.bytes()));
+    let (stacks, owned, in_brk) = procs.fold((0, 0, 0), |(s, o, b), p| {
+        (
+            s + p.stack,
+            o + p.owned.bytes(),
+            b + p.owned.bytes_within(brk.0, brk.1),
+        )
+    });
     Memory {
         stacks,
-        mapped: owned.saturating_sub(stacks),
+        mapped: owned.saturating_sub(stacks) + (brk.1 - brk.0) - in_brk,
     }
 }
 
