@@ -786,7 +786,11 @@ fn the_hosts_meminfo_parses_as_the_guests_is_parsed() {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
     let lines = parse_meminfo(&text);
     assert!(lines.iter().any(|(n, _, u)| n == "MemTotal" && u.is_some()));
-    assert!(lines.iter().any(|(n, _, u)| n == "MemAvailable" && u.is_some()));
+    assert!(
+        lines
+            .iter()
+            .any(|(n, _, u)| n == "MemAvailable" && u.is_some())
+    );
 }
 
 /// /proc/meminfo in the guest is the allocator's truth: MemTotal is the
@@ -805,7 +809,8 @@ fn guest_meminfo_follows_idle_connections_and_comes_back_when_they_close() {
     let server = Server::start_with(&image, &["--mem", &MEM_MIB.to_string()]);
     let mut c = server.client();
     // No autovacuum worker may come and go between the readings.
-    c.batch_execute("ALTER SYSTEM SET autovacuum = off").unwrap();
+    c.batch_execute("ALTER SYSTEM SET autovacuum = off")
+        .unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     let clients = |c: &mut postgres::Client| -> i64 {
         c.query_one(
@@ -840,7 +845,10 @@ fn guest_meminfo_follows_idle_connections_and_comes_back_when_they_close() {
     // K more processes: K more stacks and K more slots in use, the same
     // amount each.
     for h in ["ProcStacks", "SlotsInUse"] {
-        assert!(grew(h) > 0 && grew(h) % K as i64 == 0, "{h}: {m0:?} -> {m1:?}");
+        assert!(
+            grew(h) > 0 && grew(h) % K as i64 == 0,
+            "{h}: {m0:?} -> {m1:?}"
+        );
     }
     let taken = m0["MemFree"] - m1["MemFree"];
     assert!(
