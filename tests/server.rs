@@ -834,6 +834,26 @@ fn guest_meminfo_follows_idle_connections_and_comes_back_when_they_close() {
     assert!(m0["MemFree"] < m0["MemTotal"]);
     assert_eq!(m0["MemAvailable"], m0["MemFree"]);
     check_holders_add_up(&m0);
+    // As Linux's procfs file: size 0 in stat, a read after a seek gets the
+    // text from there, and nobody may write it.
+    let row = c
+        .query_one("SELECT size, isdir FROM pg_stat_file('/proc/meminfo')", &[])
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (0, false));
+    let total: String = c
+        .query_one("SELECT pg_read_file('/proc/meminfo', 16, 8)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total.trim(), m0["MemTotal"].to_string());
+    let e = c
+        .batch_execute("COPY (SELECT 1) TO '/proc/meminfo'")
+        .unwrap_err();
+    let said = e.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        said.as_deref()
+            .is_some_and(|m| m.ends_with("Permission denied")),
+        "{e:?}"
+    );
 
     let mut idle: Vec<postgres::Client> = (0..K).map(|_| server.client()).collect();
     for i in &mut idle {
