@@ -23,23 +23,27 @@
 //!
 //! - `ProcStacks`: main stacks of live processes, reserved whole
 //!   (`CONFIG_MAIN_STACK_KIB`, 8 MiB by default) because identity-mapped
-//!   RAM has no pages on demand. Measured: this is most of what an idle
-//!   PostgreSQL connection takes (docs/ARCHITECTURE.md §3, the server).
+//!   RAM has no pages on demand. Measured: 8,192 of the 10,480 KiB an
+//!   idle PostgreSQL connection takes (docs/ARCHITECTURE.md §3, the
+//!   server), where natively its stack has 24 KiB resident.
 //! - `ProcMapped`: processes' mappings (anonymous, files, POSIX shared
 //!   memory) and the program break.
 //! - `SlotsInUse`: the writable pages (.data, .got, .bss) of program
 //!   slots that run a process.
-//! - `SlotsKept`: the same for slots whose process ended: kept, with
-//!   their page tables, for the next process (a first touch through a new
-//!   mapping costs ~25-36 µs a page on PVM), never given back.
+//! - `SlotsKept`: the same for slots whose process ended: kept for the
+//!   next process with their mappings in place (a first touch through a
+//!   new mapping costs ~25-36 µs a page on PVM), never given back.
 //! - `PageTables`: the page tables of all slots.
 //! - `SysVShm`: System V shared memory segments (PostgreSQL's main one).
 //! - `LibosHeap`: the libOS's own heap: files' data, sockets' buffers,
 //!   its tables. Its small-block chunks are never given back.
 //!
-//! The holders' sum is at most `MemTotal - MemFree`; the rest is memory of
-//! exited processes not reaped yet (freed at the next system call) and a
-//! long command line's pages.
+//! Each page is counted by one holder (musl's malloc maps a guard page
+//! over the program break's first page: it is counted once, in
+//! `ProcMapped`), so the holders' sum is at most `MemTotal - MemFree`;
+//! the rest is memory of exited processes not reaped yet (freed at the
+//! next system call, so none by the time a read runs) and a long command
+//! line's pages.
 
 use alloc::string::String;
 use core::fmt::Write;
