@@ -704,3 +704,112 @@ fn cluster_timezones_trims_the_tz_database_to_a_list() {
         ],
     );
 }
+
+#[test]
+fn test_modules() {
+    let f = Fixture::new();
+    assert!(f.spec(HEAD).test_modules.is_empty());
+    let p = f.spec(&format!(
+        "{HEAD}  test_modules: [regress, refint, autoinc]\n"
+    ));
+    assert_eq!(p.test_modules, ["autoinc", "refint", "regress"]);
+
+    let e = f.err(&format!("{HEAD}  test_modules: [regress.so]\n"));
+    has(
+        &e,
+        &[
+            "r.yaml:5:18: postgres.test_modules[0]: unknown test module `regress.so`",
+            "autoinc, insert_username, moddatetime, refint, regress",
+            "did you mean `regress`?",
+        ],
+    );
+    let e = f.err(&format!("{HEAD}  test_modules: [regress, pg_trgm]\n"));
+    has(
+        &e,
+        &[
+            "postgres.test_modules[1]: `pg_trgm` is an extension, not a test module",
+            "list it in postgres.extensions",
+        ],
+    );
+    let e = f.err(&format!("{HEAD}  test_modules: [refint, refint]\n"));
+    has(
+        &e,
+        &[
+            "postgres.test_modules[1]: `refint` is listed twice (also postgres.test_modules[0])",
+            "fix: list each test module once",
+        ],
+    );
+    let e = f.err(&format!("{HEAD}  test_module: [regress]\n"));
+    has(&e, &["did you mean `test_modules`?"]);
+}
+
+#[test]
+fn rootfs_files() {
+    let f = Fixture::new();
+    let d = f.dir.path();
+    fs::create_dir_all(d.join("data/sub")).unwrap();
+    fs::write(d.join("data/a.csv"), "1,2\n").unwrap();
+    fs::write(d.join("one.txt"), "one\n").unwrap();
+
+    assert!(f.spec(HEAD).rootfs.files.is_empty());
+    let p = f.spec(&format!(
+        "{HEAD}rootfs:\n  files:\n    - from: data\n      to: /srv/in\n    - from: ./one.txt\n      to: /srv/one.txt\n"
+    ));
+    let canon = d.canonicalize().unwrap();
+    let got: Vec<_> = p
+        .rootfs
+        .files
+        .iter()
+        .map(|h| (h.from.clone(), h.to.display().to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (canon.join("data"), "/srv/in".to_owned()),
+            (canon.join("one.txt"), "/srv/one.txt".to_owned()),
+        ]
+    );
+
+    let e = f.err(&format!(
+        "{HEAD}rootfs:\n  files:\n    - from: missing.txt\n      to: /srv/x\n"
+    ));
+    has(
+        &e,
+        &[
+            "r.yaml:7:13: rootfs.files[0].from: `missing.txt` does not exist",
+            "fix: paths are relative to the recipe's directory",
+        ],
+    );
+    for (to, why) in [
+        ("srv/x", "it is not absolute"),
+        ("/", "it is the root directory itself"),
+        ("/srv/../etc", "it has `.` or `..` parts"),
+        ("/srv//x", "it has doubled or trailing slashes"),
+    ] {
+        let e = f.err(&format!(
+            "{HEAD}rootfs:\n  files:\n    - from: one.txt\n      to: \"{to}\"\n"
+        ));
+        has(
+            &e,
+            &[
+                &format!(
+                    "r.yaml:8:11: rootfs.files[0].to: `{to}` is not a path the image can carry: {why}"
+                ),
+                "fix: write the absolute path in the guest",
+            ],
+        );
+    }
+    let e = f.err(&format!(
+        "{HEAD}rootfs:\n  files:\n    - from: data\n      to: /srv\n    - from: one.txt\n      to: /srv/one.txt\n"
+    ));
+    has(
+        &e,
+        &["rootfs.files[1].to: `/srv/one.txt` overlaps rootfs.files[0].to (`/srv`)"],
+    );
+    let e = f.err(&format!(
+        "{HEAD}rootfs:\n  files:\n    - from: one.txt\n      into: /srv/one.txt\n"
+    ));
+    has(&e, &["rootfs.files[0]", "unknown key `into`"]);
+    let e = f.err(&format!("{HEAD}rootfs:\n  files:\n    - from: one.txt\n"));
+    has(&e, &["rootfs.files[0]", "`to`"]);
+}

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod compile;
 pub mod exec;
 pub mod fetch;
+pub mod host_files;
 pub mod libos;
 pub mod link;
 pub mod manifest;
@@ -60,6 +61,8 @@ pub enum BuildError {
     Select(Box<select::SelectError>),
     #[error(transparent)]
     Rootfs(Box<rootfs::RootfsError>),
+    #[error(transparent)]
+    HostFiles(Box<host_files::HostFilesError>),
     #[error("cannot write {}: {source}", path.display())]
     Output {
         path: PathBuf,
@@ -75,6 +78,11 @@ impl From<postgres::PgError> for BuildError {
 impl From<select::SelectError> for BuildError {
     fn from(e: select::SelectError) -> Self {
         BuildError::Select(Box::new(e))
+    }
+}
+impl From<host_files::HostFilesError> for BuildError {
+    fn from(e: host_files::HostFilesError) -> Self {
+        BuildError::HostFiles(Box::new(e))
     }
 }
 impl From<rootfs::RootfsError> for BuildError {
@@ -93,6 +101,7 @@ impl BuildError {
             | BuildError::Fetch(fetch::FetchError::NotFound { .. })
             | BuildError::Compile(compile::CompileError::Source(_)) => 2,
             BuildError::Postgres(e) => e.exit_code(),
+            BuildError::HostFiles(e) => e.exit_code(),
             _ => 1,
         }
     }

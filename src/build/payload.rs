@@ -6,7 +6,7 @@ use super::cache::Cache;
 use super::manifest::Inputs;
 use super::musl::{self, MuslSysroot};
 use super::rootfs::{self, Rootfs};
-use super::{BuildError, Logs, compile, fetch, postgres, select};
+use super::{BuildError, Logs, compile, fetch, host_files, postgres, select};
 use crate::progress::Progress;
 use crate::recipe::{PostgresSpec, ProgramSpec, Recipe};
 
@@ -168,6 +168,7 @@ pub(super) fn host_postgres(
         optimize: spec.configure.optimize.flag(),
         extensions: &spec.extensions,
         configure_extra: &spec.configure.extra,
+        test_modules: &spec.test_modules,
     };
     let pg = postgres::build(
         &pg_spec,
@@ -253,6 +254,14 @@ pub fn postgres(
         .entries
         .push(select::executable_entry(&etc, &layout));
     selection.entries.push(select::lib_dir_entry(&etc, &layout));
+    let reserved = reserved_paths(&layout, &selection);
+    let added = host_files::entries(&spec.rootfs.files, &reserved)?;
+    for e in &added {
+        if e.source.is_file() {
+            inputs.path(&e.reason.to_string(), &e.source);
+        }
+    }
+    selection.entries.extend(added);
     selection.entries.sort_by(|a, b| a.path.cmp(&b.path));
     stage.finish(&format!("{} files", selection.entries.len()));
 
@@ -290,6 +299,30 @@ pub fn postgres(
         host_install: Some(pg.install.clone()),
         extra_outputs: pw_file.into_iter().collect(),
     })
+}
+
+/// The image's own places, which `rootfs.files` may not touch: the
+/// install prefix, the cluster and the identity files.
+fn reserved_paths(
+    layout: &select::Layout,
+    selection: &select::Selection,
+) -> Vec<(PathBuf, String)> {
+    let mut r = vec![
+        (
+            layout.prefix.clone(),
+            "the PostgreSQL installation's prefix".to_string(),
+        ),
+        (
+            layout.data_dir.clone(),
+            "the cluster's data directory".to_string(),
+        ),
+    ];
+    for e in &selection.entries {
+        if e.path.starts_with("/etc") {
+            r.push((e.path.clone(), e.reason.to_string()));
+        }
+    }
+    r
 }
 
 /// pg_hba.conf lines that admit TCP clients from any address with the

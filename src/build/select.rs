@@ -200,12 +200,17 @@ pub enum Reason {
     /// An empty directory the postmaster checks exists at start (its
     /// library directory: modules are linked in, nothing is loaded from it).
     ServerDirectory { dir: String },
+    /// Brought by the recipe's `rootfs.files` item `field`; `file` is its
+    /// path inside the item (empty for the item itself).
+    RecipeFile { field: String, file: String },
 }
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::DataDirectory => f.write_str("cluster: data directory"),
+            Reason::RecipeFile { field, file } if file.is_empty() => f.write_str(field),
+            Reason::RecipeFile { field, file } => write!(f, "{field}: {file}"),
             Reason::ServerDirectory { dir } => {
                 write!(f, "{dir} (the postmaster checks it exists at start)")
             }

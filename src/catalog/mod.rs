@@ -1,6 +1,7 @@
 //! What pgkraft can build, as plain data: where a source comes from
 //! ([`SourceSpec`]), the supported PostgreSQL major versions with their
-//! pinned sources, and the extension catalogue ([`extensions`]).
+//! pinned sources, the extension catalogue ([`extensions`]) and the
+//! test modules of PostgreSQL's own test suites ([`test_modules`]).
 //!
 //! Both the recipe (which checks a recipe against these facts) and the
 //! build (which acts on them) read them from here; this module imports
@@ -9,6 +10,7 @@
 //! docs/ARCHITECTURE.md §0.
 
 pub mod extensions;
+pub mod test_modules;
 
 use std::path::PathBuf;
 

@@ -10,6 +10,7 @@
 // errors; serde_yaml is deprecated and its forks still sit on unsafe-libyaml.
 
 mod error;
+pub mod host_files;
 pub mod kconfig;
 pub mod postgres;
 
@@ -24,6 +25,7 @@ use serde_saphyr::Spanned;
 
 pub(crate) use error::closest;
 pub use error::{Diagnostic, RecipeError};
+pub use host_files::HostFile;
 pub use kconfig::{KEYS, KernelConfig, KeyKind, KeySpec};
 pub use postgres::{
     Auth, ClusterSpec, Compression, ConfigureSpec, DEFAULT_POSTGRES_MEMORY_MIB, Optimize, PgPin,
@@ -246,7 +248,7 @@ const FIELDS: &[FieldInfo] = &[
     },
     FieldInfo {
         path: "postgres",
-        expected: "a mapping with `version` and optionally `source`, `configure`, `extensions`, `settings`",
+        expected: "a mapping with `version` and optionally `source`, `configure`, `extensions`, `test_modules`, `settings`",
         example: "postgres:\n  version: \"17\"",
     },
     FieldInfo {
@@ -303,6 +305,16 @@ const FIELDS: &[FieldInfo] = &[
         path: "postgres.extensions[]",
         expected: "an extension name (a string)",
         example: "extensions: [plpgsql]",
+    },
+    FieldInfo {
+        path: "postgres.test_modules",
+        expected: "a list of test module names (regress, autoinc, refint, insert_username, moddatetime)",
+        example: "test_modules: [regress, autoinc, refint]",
+    },
+    FieldInfo {
+        path: "postgres.test_modules[]",
+        expected: "a test module name (a string)",
+        example: "test_modules: [regress, autoinc, refint]",
     },
     FieldInfo {
         path: "postgres.settings",
@@ -366,8 +378,28 @@ const FIELDS: &[FieldInfo] = &[
     },
     FieldInfo {
         path: "rootfs",
-        expected: "a mapping with `compression` and `zstd_level`",
+        expected: "a mapping with `compression`, `zstd_level` and `files`",
         example: "rootfs:\n  compression: zstd\n  zstd_level: 19",
+    },
+    FieldInfo {
+        path: "rootfs.files",
+        expected: "a list of mappings with `from` (a host path) and `to` (an absolute path in the image)",
+        example: "files:\n  - from: data/\n    to: /srv/data",
+    },
+    FieldInfo {
+        path: "rootfs.files[]",
+        expected: "a mapping with `from` and `to`",
+        example: "- from: data/\n  to: /srv/data",
+    },
+    FieldInfo {
+        path: "rootfs.files[].from",
+        expected: "a host file or directory, relative to the recipe (a string)",
+        example: "from: data/",
+    },
+    FieldInfo {
+        path: "rootfs.files[].to",
+        expected: "an absolute path in the image (a string)",
+        example: "to: /srv/data",
     },
     FieldInfo {
         path: "rootfs.compression",

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde_saphyr::Spanned;
 
+use super::host_files::{HostFile, RawHostFile};
 use super::{Checker, Diagnostic, RecipeError, error, is_env_name};
 use crate::catalog::SourceSpec;
 
@@ -177,6 +178,10 @@ pub struct PostgresSpec {
     pub configure: ConfigureSpec,
     /// Extensions linked into the server, sorted, each once.
     pub extensions: Vec<String>,
+    /// Test modules (`catalog::test_modules`) linked into the server,
+    /// sorted, each once; empty unless the recipe lists some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test_modules: Vec<String>,
     /// `postgresql.conf` settings from the recipe: names lowercased (the
     /// server ignores case), values in canonical text (booleans `on`/`off`,
     /// numbers in decimal), unquoted. See [`PostgresSpec::server_settings`]
@@ -348,6 +353,10 @@ impl Auth {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RootfsSpec {
     pub compression: Compression,
+    /// Host files and directories added to the image (`rootfs.files`), in
+    /// recipe order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<HostFile>,
 }
 
 /// How the rootfs archive is stored in the image.
@@ -390,6 +399,8 @@ pub(super) struct RawPostgres {
     configure: Option<RawConfigure>,
     #[serde(default)]
     extensions: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    test_modules: Vec<Spanned<String>>,
     #[serde(default)]
     settings: BTreeMap<String, Spanned<SettingValue>>,
 }
@@ -445,6 +456,8 @@ pub(super) struct RawRootfs {
     compression: Option<Spanned<String>>,
     #[serde(default)]
     zstd_level: Option<Spanned<u32>>,
+    #[serde(default)]
+    files: Vec<RawHostFile>,
 }
 
 /// `version: 17` and `version: "17"` both mean major 17; anything else is
@@ -663,6 +676,7 @@ impl Checker<'_> {
         let (source, source_pinned) = self.postgres_source(major, &raw.version, raw.source)?;
         let configure = self.configure(raw.configure)?;
         let extensions = self.extensions(major, raw.extensions)?;
+        let test_modules = self.test_modules(major, &raw.test_modules)?;
         let settings = self.settings(raw.settings)?;
         let cluster = self.cluster(cluster)?;
         let rootfs = self.rootfs(rootfs)?;
@@ -672,6 +686,7 @@ impl Checker<'_> {
             source_pinned,
             configure,
             extensions,
+            test_modules,
             settings,
             cluster,
             rootfs,
@@ -940,6 +955,56 @@ impl Checker<'_> {
                         format!("`{name}` is listed twice (also postgres.extensions[{j}])"),
                     )
                     .fix("list each extension once"),
+                )));
+            }
+            out.push(name.to_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn test_modules(
+        &self,
+        major: u32,
+        raw: &[Spanned<String>],
+    ) -> Result<Vec<String>, RecipeError> {
+        let known = crate::catalog::test_modules::names(major);
+        let mut out: Vec<String> = Vec::with_capacity(raw.len());
+        for (i, m) in raw.iter().enumerate() {
+            let field = format!("postgres.test_modules[{i}]");
+            let name = m.value.trim();
+            if !known.contains(&name) {
+                // `regress.so` is how the SQL names it; the table knows the
+                // base name.
+                let base = name.strip_suffix(".so").unwrap_or(name);
+                let fix = match error::closest(base, known.iter().copied()) {
+                    Some(k) => format!("did you mean `{k}`?"),
+                    None => format!("remove it, or use one of: {}", known.join(", ")),
+                };
+                let what = if supported_extensions(major).contains(&name) {
+                    format!(
+                        "`{name}` is an extension, not a test module: list it in \
+                         postgres.extensions"
+                    )
+                } else {
+                    format!(
+                        "unknown test module `{name}`: the test modules of PostgreSQL {major} \
+                         pgkraft can link in are: {}",
+                        known.join(", ")
+                    )
+                };
+                return Err(RecipeError::Invalid(Box::new(
+                    self.invalid(m, field, what).fix(fix),
+                )));
+            }
+            if let Some(j) = raw[..i].iter().position(|p| p.value.trim() == name) {
+                return Err(RecipeError::Invalid(Box::new(
+                    self.invalid(
+                        m,
+                        field,
+                        format!("`{name}` is listed twice (also postgres.test_modules[{j}])"),
+                    )
+                    .fix("list each test module once"),
                 )));
             }
             out.push(name.to_owned());
@@ -1242,6 +1307,7 @@ impl Checker<'_> {
             compression: Compression::Zstd {
                 level: DEFAULT_ZSTD_LEVEL,
             },
+            files: Vec::new(),
         };
         let Some(raw) = raw else {
             return Ok(default);
@@ -1293,12 +1359,14 @@ impl Checker<'_> {
                 )));
             }
         };
+        let files = self.host_files(&raw.files)?;
         Ok(RootfsSpec {
             compression: if zstd {
                 Compression::Zstd { level }
             } else {
                 Compression::None
             },
+            files,
         })
     }
 }

@@ -14,12 +14,13 @@ use super::{PREFIX, PgBuild, PgError, io_err, modules};
 use crate::build::cache::{Cache, KeyHasher};
 use crate::build::exec;
 use crate::build::musl::MuslSysroot;
+use crate::catalog::test_modules::TestModule;
 
 pub const CACHE_STAGE: &str = "pg-link";
 
 /// Bumped when the steps below change in a way the key's inputs do not
 /// show.
-const LINK_RECIPE: &str = "pg-link-v2";
+const LINK_RECIPE: &str = "pg-link-v3";
 
 const TABLE: &str = "pgkraft_static_modules";
 
@@ -32,11 +33,13 @@ struct LinkManifest {
     objects: Vec<PathBuf>,
 }
 
-/// Links the modules of `chosen` (plus the built-in ones) with the server,
-/// or finds the result in the cache. Tool output is appended to `log`.
+/// Links the modules of `chosen` (plus the built-in ones) and the test
+/// modules `tests` with the server, or finds the result in the cache. Tool
+/// output is appended to `log`.
 pub fn link(
     compiled: &Compiled,
     chosen: &[&Extension],
+    tests: &[&TestModule],
     musl: &MuslSysroot,
     cache: &Cache,
     log: &Path,
@@ -50,11 +53,14 @@ pub fn link(
     for e in chosen {
         key.str("extension", e.name);
     }
+    for t in tests {
+        key.str("test-module", t.name);
+    }
     let key = key.finish();
 
     let dir = cache
         .get_or_build(CACHE_STAGE, &key, |out| {
-            link_into(compiled, chosen, musl, out, log)
+            link_into(compiled, chosen, tests, musl, out, log)
         })
         .map_err(PgError::from_cache)?;
     let mpath = dir.join("link.json");
@@ -92,6 +98,7 @@ fn image_objects(compiled: &Compiled, link_dir: &Path, own: &[PathBuf]) -> Vec<P
 fn link_into(
     compiled: &Compiled,
     chosen: &[&Extension],
+    tests: &[&TestModule],
     musl: &MuslSysroot,
     out: &Path,
     log: &Path,
@@ -99,7 +106,8 @@ fn link_into(
     let stage = "postgres link";
     let cm = &compiled.manifest;
 
-    // The modules: built-in ones first, then the extensions' in name order.
+    // The modules: built-in ones first, then the extensions' in name order,
+    // then the test modules.
     let mut names: Vec<String> = cm.builtin_modules.clone();
     for e in chosen {
         let ce = cm.extensions.get(e.name).ok_or_else(|| PgError::Module {
@@ -108,6 +116,17 @@ fn link_into(
             reason: "the compile stage did not build this extension".into(),
         })?;
         names.extend(ce.modules.iter().cloned());
+    }
+    // Test modules have no install files: only their objects.
+    for t in tests {
+        if !cm.test_modules.iter().any(|m| m == t.name) {
+            return Err(PgError::Module {
+                module: t.name.to_string(),
+                path: compiled.root.clone(),
+                reason: "the compile stage did not build this test module".into(),
+            });
+        }
+        names.push(t.name.to_string());
     }
     let mods_dir = out.join("modules");
     fs::create_dir_all(&mods_dir).map_err(io_err(stage, "cannot create", &mods_dir))?;

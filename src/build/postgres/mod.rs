@@ -32,6 +32,7 @@ use super::cache::{Cache, CacheError, StageKey};
 use super::exec::StageFailure;
 use super::fetch::VerifiedSource;
 use super::musl::MuslSysroot;
+use crate::catalog::test_modules::{self, TestModule};
 
 pub use crate::catalog::{PgPin, SUPPORTED_MAJORS, pin};
 pub use extensions::supported_extensions;
@@ -56,6 +57,8 @@ pub struct PgSpec<'a> {
     pub extensions: &'a [String],
     /// Extra `configure` arguments, passed after pgkraft's own.
     pub configure_extra: &'a [String],
+    /// Test modules to link in (`catalog::test_modules` names).
+    pub test_modules: &'a [String],
 }
 
 /// A built PostgreSQL: host programs, runtime files, and the objects of the
@@ -74,7 +77,8 @@ pub struct PgBuild {
     /// link order, to be linked with the patched musl and the libOS (the
     /// same files `install/bin/postgres` was linked from with stock musl).
     pub image_objects: Vec<PathBuf>,
-    /// The modules linked in (library names, e.g. "plpgsql"), sorted.
+    /// The modules linked in (library names, e.g. "plpgsql"), sorted;
+    /// test modules included.
     pub modules: Vec<String>,
     /// The extensions whose files are installed (`CREATE EXTENSION` names),
     /// sorted; includes those added as requirements.
@@ -287,6 +291,7 @@ pub fn build(
     }
     check_optimize(spec.optimize)?;
     let chosen = extensions::resolve(spec.major, spec.extensions)?;
+    let tests = resolve_test_modules(spec.major, spec.test_modules)?;
     let prepared = prepare::prepare(
         spec.source,
         spec.major,
@@ -304,7 +309,26 @@ pub fn build(
         cache,
         &logs.compile,
     )?;
-    link::link(&compiled, &chosen, stock_musl, cache, &logs.link)
+    link::link(&compiled, &chosen, &tests, stock_musl, cache, &logs.link)
+}
+
+/// The catalogue entries of `names`, sorted, each once. The recipe checks
+/// them with their place in the file; this is for other callers.
+fn resolve_test_modules(major: u32, names: &[String]) -> Result<Vec<&'static TestModule>, PgError> {
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let m = test_modules::find(major, n).ok_or_else(|| {
+            PgError::Spec(format!(
+                "test module `{n}` is not one pgkraft can link into PostgreSQL {major}; \
+                 fix: use one of {}",
+                test_modules::names(major).join(", ")
+            ))
+        })?;
+        out.push(m);
+    }
+    out.sort_by_key(|m| m.name);
+    out.dedup();
+    Ok(out)
 }
 
 /// The log file of each stage of [`build`].
