@@ -68,6 +68,15 @@ def first_lines(d, n):
     return shown[:n]
 
 
+def changed(d):
+    """A diff's changed lines, with each side's output directory made the same."""
+    return [
+        re.sub(r"/out-(image|native)/", "/out-SIDE/", l)
+        for l in d
+        if l.startswith(("+", "-")) and not l.startswith(("+++", "---"))
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -106,6 +115,14 @@ def main():
                     print(f"      [{s}] {l[:160]}{' ...' if len(l) > 160 else ''}")
     both = [t for t in names if res["image"].get(t) == "failed" and res["native"].get(t) == "failed"]
     print(f"\nfailed on both ({len(both)}): {' '.join(both) if both else '-'}")
+    # A test failed on both sides may still fail differently.
+    unlike = [t for t in both if changed(dif["image"].get(t, [])) != changed(dif["native"].get(t, []))]
+    print(f"  of which their diffs differ ({len(unlike)}): {' '.join(unlike) if unlike else '-'}")
+    for t in unlike:
+        i, n = changed(dif["image"].get(t, [])), changed(dif["native"].get(t, []))
+        only = [l for l in i if l not in n][: a.lines]
+        for l in only:
+            print(f"      [image only] {l[:160]}{' ...' if len(l) > 160 else ''}")
     return 0
 
 
