@@ -82,6 +82,7 @@ fn pg(major: u32) -> &'static PgBuild {
         optimize: "-O2",
         extensions: &extensions,
         configure_extra: &[],
+        test_modules: &[],
     };
     let started = Instant::now();
     let b = postgres::build(
@@ -242,6 +243,7 @@ fn an_unknown_extension_lists_the_supported_ones() {
         optimize: "-O2",
         extensions: &extensions,
         configure_extra: &[],
+        test_modules: &[],
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
@@ -251,6 +253,29 @@ fn an_unknown_extension_lists_the_supported_ones() {
         assert!(msg.contains(e), "{e} not listed: {msg}");
     }
     assert_eq!(err.exit_code(), 2);
+}
+
+#[test]
+fn an_unknown_test_module_is_refused_before_anything_builds() {
+    let cache = Cache::from_env().unwrap();
+    let source = pg_source(17, &cache);
+    let tests = vec!["regress".to_string(), "isolation".to_string()];
+    let spec = PgSpec {
+        major: 17,
+        source: &source,
+        optimize: "-O2",
+        extensions: &[],
+        configure_extra: &[],
+        test_modules: &tests,
+    };
+    let t = tempfile::tempdir().unwrap();
+    let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("test module `isolation`"), "{msg}");
+    assert!(msg.contains("fix: use one of autoinc, insert_username"), "{msg}");
+    assert_eq!(err.exit_code(), 2);
+    // Refused before the prepare stage wrote its log.
+    assert!(!t.path().join("postgres-prepare.log").exists());
 }
 
 /// Every file's relative path, mode and contents.
