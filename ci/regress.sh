@@ -111,8 +111,9 @@ if [ ! -x "$tools/bin/pg_regress" ] || [ ! -x "$tools/bin/psql" ] || [ ! -d "$to
   mkdir -p "$partial/regress"
   (cd "$src/src/test/regress" && cp -r sql expected data parallel_schedule resultmap "$partial/regress/")
   [ -f "$src/src/test/regress/serial_schedule" ] && cp "$src/src/test/regress/serial_schedule" "$partial/regress/"
-  # The prefix is compiled into psql and libpq's rpath: the directory
-  # keeps its name from here on, so the partial one is renamed, not copied.
+  # The prefix is compiled into psql and libpq's rpath, so the tree stays
+  # where it was built; the hash's name is a link to it, made last, so an
+  # interrupted build is never taken for a finished one.
   rm -rf "$tools"
   ln -s "$(basename "$partial")" "$tools"
   rm -rf "$scratch"

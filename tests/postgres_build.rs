@@ -272,7 +272,10 @@ fn an_unknown_test_module_is_refused_before_anything_builds() {
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("test module `isolation`"), "{msg}");
-    assert!(msg.contains("fix: use one of autoinc, insert_username"), "{msg}");
+    assert!(
+        msg.contains("fix: use one of autoinc, insert_username"),
+        "{msg}"
+    );
     assert_eq!(err.exit_code(), 2);
     // Refused before the prepare stage wrote its log.
     assert!(!t.path().join("postgres-prepare.log").exists());
