@@ -101,6 +101,11 @@ def main():
             f"  {s:6}: {passed}/{len(r)} passed, {failed} failed, {ignored} failed (ignored); "
             f"pg_regress exit {status[s][0]} after {status[s][1]} s"
         )
+    for s in sides:
+        # 1 is "some tests failed"; anything else (2: bail out, 124: the
+        # timeout) means the schedule did not run to its end.
+        if status[s][0] not in ("0", "1"):
+            print(f"  WARNING: {s}: pg_regress did not finish the schedule (see {s}-regress.log)")
     names = list(res["native"]) + [t for t in res["image"] if t not in res["native"]]
     differ = [t for t in names if res["image"].get(t) != res["native"].get(t)]
     same = len(names) - len(differ)

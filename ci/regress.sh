@@ -144,10 +144,10 @@ if [ "$SCHEDULE" = serial ]; then
   if [ -f "$WORK/in/serial_schedule" ]; then
     schedule=$WORK/in/serial_schedule
   else
-    # PostgreSQL 16 dropped serial_schedule: the parallel one, one test at
-    # a time, is what replaced it.
+    # PostgreSQL 16 dropped serial_schedule: the parallel one with one
+    # connection at a time (upstream's installcheck) replaced it.
     schedule=$WORK/in/parallel_schedule
-    serial_opt=(--max-concurrent-tests=1)
+    serial_opt=(--max-connections=1)
   fi
 else
   schedule=$WORK/in/parallel_schedule
