@@ -115,7 +115,13 @@ fn cluster() -> ClusterSpec {
 fn answers_sql(major: u32) {
     let b = pg(major);
     assert!(b.version.starts_with(&format!("{major}.")), "{}", b.version);
-    for m in ["plpgsql", "dict_snowball", "pg_trgm", "hstore"] {
+    for m in [
+        "plpgsql",
+        "dict_snowball",
+        "utf8_and_iso8859_1",
+        "pg_trgm",
+        "hstore",
+    ] {
         assert!(
             b.modules.iter().any(|x| x == m),
             "{m} not in {:?}",

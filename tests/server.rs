@@ -179,6 +179,13 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
+    // A client in another encoding (psql in a LATIN1 terminal) gets its
+    // bytes converted by the linked conversion module.
+    let o = run(server
+        .client_cmd("psql")
+        .args(["-d", "postgres", "-X", "-A", "-t", "-c", "SELECT chr(233)"])
+        .env("PGCLIENTENCODING", "LATIN1"));
+    assert_eq!(o.stdout, b"\xe9\n", "{}", stderr(&o));
     // An IPv4 client is the IPv4 listener's (PostgreSQL's `::` one has
     // IPV6_V6ONLY), as on Linux: its address is not IPv4-mapped.
     let o = server.psql(PASSWORD, "SELECT family(inet_client_addr())");

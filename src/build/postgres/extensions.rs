@@ -8,8 +8,20 @@ use super::PgError;
 
 /// Modules that are not extensions but that every server needs:
 /// initdb creates the snowball text-search dictionaries with
-/// `LANGUAGE C` functions in `$libdir/dict_snowball`.
-pub const BUILTIN_MODULE_DIRS: &[&str] = &["src/backend/snowball"];
+/// `LANGUAGE C` functions in `$libdir/dict_snowball`; a client whose
+/// encoding is not the server's (psql in a LATIN1 terminal,
+/// `PGCLIENTENCODING`, `SET client_encoding`) needs the conversion
+/// functions in `$libdir/utf8_and_*`. The single-byte encodings' four
+/// modules cost ~66 KB; the CJK ones (big5, euc_*, gb18030, gbk, johab,
+/// sjis, uhc: ~1.8 MB of tables) are left out, and such a client is
+/// refused with `could not access file "$libdir/utf8_and_..."`.
+pub const BUILTIN_MODULE_DIRS: &[&str] = &[
+    "src/backend/snowball",
+    "src/backend/utils/mb/conversion_procs/utf8_and_iso8859_1",
+    "src/backend/utils/mb/conversion_procs/utf8_and_iso8859",
+    "src/backend/utils/mb/conversion_procs/utf8_and_win",
+    "src/backend/utils/mb/conversion_procs/utf8_and_cyrillic",
+];
 
 /// The requested extensions plus plpgsql and everything they require,
 /// sorted and without duplicates.
