@@ -1,8 +1,10 @@
-//! futex(2) for one process: nobody else can change a futex word or wake
-//! a waiter, so a wait ends only by its timeout or a signal, and a wake
-//! finds nobody. musl's locks and PostgreSQL's semaphores (sem_wait) reach
-//! here only when they would wait; the word check keeps lost-wakeup races
-//! correct all the same.
+//! futex(2) across processes in one address space: a waiter looks at its
+//! futex word again whenever the scheduler lets it look (after any other
+//! process's system call, or its timeout), so a change made by another
+//! process (PostgreSQL's semaphores live in shared memory: sem_post in one
+//! backend, sem_wait in another) ends the wait without a wake list; a wake
+//! therefore has nobody to count and returns 0. The word check keeps
+//! lost-wakeup races correct: a word already changed never waits.
 
 use super::{Errno, Result};
 use crate::arch::uaccess;
@@ -44,11 +46,6 @@ pub fn futex(addr: u64, op: u64, val: u64, timeout: u64) -> Result {
                 }
                 (_, t) => t,
             };
-            if rel.is_none() {
-                crate::log!(
-                    "libos: futex wait with no timeout in a single process: it can only end by a signal"
-                );
-            }
             match super::poll::wait_for(rel, || {
                 let now: u32 = uaccess::read(addr)?;
                 Ok(i64::from(now != val as u32))
