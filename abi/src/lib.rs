@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 #![no_std]
 
+pub mod p9;
+
 /// QEMU `isa-debug-exit` compatible: the guest writes its exit status (one
 /// byte) here. QEMU exits with `(status << 1) | 1`; our runner with `status`.
 pub const PORT_EXIT: u16 = 0xf4;
