@@ -382,7 +382,9 @@ fn vmm_failure(e: vmm::VmmError) -> Failure {
             | vmm::net::NetError::TapWithPublish,
         )
         | E::NotSnapshottable { .. }
-        | E::NetOnResume => Failure::input(e),
+        | E::NetOnResume
+        | E::Volume(vmm::VolumeError::Open { .. } | vmm::VolumeError::Tag { .. })
+        | E::VolumeOnResume => Failure::input(e),
         _ => Failure::failed(e),
     }
 }
@@ -429,6 +431,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 net: (!publish.is_empty() || tap.is_some())
                     .then_some(vmm::NetConfig { publish, tap }),
                 signals: None,
+                volume: None,
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -691,6 +694,7 @@ fn resume_cmd(
             console,
             net: None,
             signals: None,
+            volume: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

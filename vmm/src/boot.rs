@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use pgkraft_abi::{
     BOOT_FLAG_CONSOLE_TTY, BOOT_FLAG_HYPERCALL, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo,
-    BootNote, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE,
+    BootNote, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VOLUME_MMIO_SLOT,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -37,9 +37,10 @@ use crate::net::user::UserNet;
 use crate::timeline::Timeline;
 use crate::virtio::mmio::MmioTransport;
 use crate::virtio::net::{GUEST_MAC, VirtioNet};
+use crate::virtio::p9::VirtioP9;
 use crate::virtio::worker::Worked;
 use crate::vm::{self, Parts, VcpuThread, Vm};
-use crate::{Console, MIB, VmConfig, VmmError, memory, vcpu};
+use crate::{Console, MIB, VmConfig, VmmError, VolumeError, memory, vcpu};
 
 /// Sets up a VM that boots `image` as `cfg` says; [`Vm::run`] runs it.
 /// The run's clock starts here, counting the image's open and parse as if
@@ -55,6 +56,12 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     // Bound before anything else: a published port in use fails the boot
     // before a VM exists.
     let net = cfg.net.as_ref().map(open_net).transpose()?;
+    // Opened as early: a missing volume fails the boot before a VM exists.
+    let volume = cfg
+        .volume
+        .as_ref()
+        .map(|v| VirtioP9::new(&v.dir, &v.tag))
+        .transpose()?;
     if cfg.mem_mib == 0 {
         return Err(VmmError::Memory {
             mem_mib: 0,
@@ -114,6 +121,9 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     if let Some(net) = net {
         attach_net(&mut devices, net, machine.mem())?;
     }
+    if let Some(volume) = volume {
+        attach_volume(&mut devices, volume)?;
+    }
     if let Some(s) = &cfg.signals {
         devices
             .listen_signals(s.clone())
@@ -172,6 +182,17 @@ fn attach_net(
             device,
         )
         .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))
+}
+
+/// The volume's virtio-9p device, in its own virtio-mmio slot. Served on
+/// the vCPU thread (`virtio/p9.rs`): no worker.
+fn attach_volume(devices: &mut Devices, dev: VirtioP9) -> Result<(), VmmError> {
+    let other = |e: String| VmmError::Volume(VolumeError::Device(e));
+    let t = MmioTransport::new(dev).map_err(|e| other(e.to_string()))?;
+    let base = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
+    devices
+        .attach_mmio(base..base + VIRTIO_MMIO_SLOT_SIZE, Box::new(t))
+        .map_err(|e| other(e.to_string()))
 }
 
 fn transport<B: crate::net::NetBackend>(
