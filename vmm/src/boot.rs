@@ -241,3 +241,33 @@ fn write_boot_info(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use pgkraft_abi::VOLUME_TAG;
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+
+    #[test]
+    fn the_volume_sits_in_its_slot_and_is_not_snapshotted() {
+        let t = tempfile::tempdir().unwrap();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut d = crate::devices::tests::test_devices(Arc::new(AtomicBool::new(false)), &evt);
+        assert!(d.unsaved_state().is_none());
+        attach_volume(&mut d, VirtioP9::new(t.path(), VOLUME_TAG).unwrap()).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let slot = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
+        let mut word = [0u8; 4];
+        // DeviceID at 0x008: 9, virtio-9p.
+        d.mmio_read(&mem, slot + 8, &mut word).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 9);
+        // Slot 0 (the network's) stays empty without a network.
+        d.mmio_read(&mem, VIRTIO_MMIO_BASE + 8, &mut word).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 0);
+        assert!(d.unsaved_state().is_some());
+    }
+}

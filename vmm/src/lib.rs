@@ -15,8 +15,9 @@
 //! loop), `bus` and `devices/` (one file per device), `console`,
 //! `timeline`, `image` (ELF and boot note), `memory` and `kvm` (guest RAM
 //! and the ioctl wrappers), `vcpu` (long-mode setup), `virtio/` (the
-//! virtio-mmio transport and virtio-net), `net/` (the network backends and
-//! port publishing), `snapshot/` (format,
+//! virtio-mmio transport, virtio-net and virtio-9p), `net/` (the network
+//! backends and port publishing), `p9/` (the volume's 9P2000.L server on a
+//! host directory), `snapshot/` (format,
 //! save, verify, load, restore), `workingset` and `uffd` (learning which
 //! pages a resume touches).
 #![deny(unsafe_code)]
