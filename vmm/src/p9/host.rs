@@ -79,9 +79,26 @@ fn same_file(a: &Stat, b: &Stat) -> bool {
 }
 
 /// A new open file description for the inode behind `fd` (an `O_PATH` fd
-/// included) through `/proc/self/fd`.
+/// included) through `/proc/self/fd`: only a regular file or a directory
+/// (see [`regular_or_dir`]).
 pub(crate) fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, Errno> {
-    rfs::open(proc_path(fd), flags | OFlags::CLOEXEC, Mode::empty())
+    let fd = rfs::open(
+        proc_path(fd),
+        flags | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    regular_or_dir(fd)
+}
+
+/// Opens happen on the vCPU thread with `O_NONBLOCK` (so a FIFO cannot
+/// stop the VM waiting for a writer; it changes nothing for regular files
+/// and directories), and only regular files and directories are kept: a
+/// device node in the volume must not become a way to the host's devices.
+fn regular_or_dir(fd: OwnedFd) -> Result<OwnedFd, Errno> {
+    match FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) {
+        FileType::RegularFile | FileType::Directory => Ok(fd),
+        _ => Err(Errno::OPNOTSUPP),
+    }
 }
 
 fn proc_path(fd: BorrowedFd<'_>) -> String {
@@ -123,17 +140,26 @@ pub(crate) fn create(
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
     let name = check_name(name)?;
-    let mut o = host_open_flags(flags) | OFlags::CREATE | OFlags::NOFOLLOW;
+    let mut o = host_open_flags(flags) | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
     if flags & open::EXCL != 0 {
         o |= OFlags::EXCL;
     }
-    rfs::openat2(
-        dir,
-        name.as_c_str(),
-        o,
-        Mode::from_raw_mode(mode & 0o7777),
-        BENEATH,
-    )
+    let mode = Mode::from_raw_mode(mode & 0o7777);
+    regular_or_dir(rfs::openat2(dir, name.as_c_str(), o, mode, BENEATH)?)
+}
+
+/// Tmknod: a FIFO, a socket or an empty regular file; device nodes are
+/// refused (EPERM), as they would reach the host's devices.
+pub(crate) fn mknod(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> Result<Stat, Errno> {
+    let name = check_name(name)?;
+    let kind = FileType::from_raw_mode(mode);
+    match kind {
+        FileType::Fifo | FileType::Socket | FileType::RegularFile => {}
+        _ => return Err(Errno::PERM),
+    }
+    let perm = Mode::from_raw_mode(mode & 0o7777);
+    rfs::mknodat(dir, name.as_c_str(), kind, perm, 0)?;
+    rfs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
 }
 
 pub(crate) fn qid_of(st: &Stat) -> Qid {

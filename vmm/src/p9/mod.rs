@@ -9,7 +9,8 @@
 //! nothing leaves the root). Requests are answered one at a time, in
 //! order, so Tflush has nothing to cancel. Failures are Rlerror with the
 //! host's errno; a message the server does not serve (Tauth, Tmknod, the
-//! xattr and lock messages, legacy 9P2000 ones) is Rlerror(EOPNOTSUPP).
+//! xattr and lock messages, legacy 9P2000 ones) is Rlerror(EOPNOTSUPP);
+//! only regular files and directories are ever opened on the host.
 //! Nothing the guest sends can make it panic.
 
 mod host;
@@ -354,7 +355,17 @@ impl Server {
                 host::link(self.fid(fid)?.fd.as_fd(), self.dir(dfid)?.as_fd(), name)?;
                 reply(Msg::Rlink, out)
             }
-            // Tmknod (PostgreSQL makes no device files or FIFOs there) and
+            Msg::Tmknod {
+                dfid, name, mode, ..
+            } => {
+                let st = host::mknod(self.dir(dfid)?.as_fd(), name, mode)?;
+                reply(
+                    Msg::Rmknod {
+                        qid: host::qid_of(&st),
+                    },
+                    out,
+                )
+            }
             // R-messages sent the wrong way.
             _ => Err(Errno::OPNOTSUPP),
         }

@@ -494,13 +494,45 @@ fn bad_and_unknown_messages_are_errors() {
     assert_eq!(
         c.err(&Msg::Tmknod {
             dfid: 0,
-            name: b"p",
-            mode: 0o10600,
-            major: 0,
+            name: b"sda",
+            mode: 0o60600,
+            major: 8,
             minor: 0,
             gid: 0
         }),
+        Errno::PERM,
+        "no device nodes"
+    );
+    // A FIFO can be made but not opened through the server (it would
+    // block the vCPU thread, and 9P clients open FIFOs locally).
+    let r = c.call(&Msg::Tmknod {
+        dfid: 0,
+        name: b"p",
+        mode: 0o10600,
+        major: 0,
+        minor: 0,
+        gid: 0,
+    });
+    assert!(matches!(r, Msg::Rmknod { .. }), "{r:?}");
+    c.walk(0, 1, &[b"p"]);
+    assert_eq!(
+        c.err(&Msg::Tlopen {
+            fid: 1,
+            flags: open::RDONLY
+        }),
         Errno::OPNOTSUPP
+    );
+    c.walk(0, 2, &[]);
+    assert_eq!(
+        c.err(&Msg::Tlcreate {
+            fid: 2,
+            name: b"p",
+            flags: open::WRONLY,
+            mode: 0o600,
+            gid: 0
+        }),
+        Errno::NXIO,
+        "O_NONBLOCK: a FIFO without a reader does not block"
     );
     assert_eq!(
         c.err(&Msg::Tgetattr {
