@@ -49,22 +49,26 @@ fn encode_body(m: &Msg<'_>, w: &mut Writer<'_>) -> Result<(), Error> {
         | Msg::Rfsync
         | Msg::Rlink => Ok(()),
         Msg::Twalk { fid, newfid, names } => {
-            if names.len() > MAXWELEM {
+            // Counted, not taken from `len()`: a hand-made `Names::Wire`
+            // may hold fewer names than it says.
+            let count = names.iter().count();
+            if count > MAXWELEM {
                 return Err(Error::TooManyElements);
             }
             w.u32(fid)?;
             w.u32(newfid)?;
-            w.u16(names.len() as u16)?;
+            w.u16(count as u16)?;
             for n in names.iter() {
                 w.string(n)?;
             }
             Ok(())
         }
         Msg::Rwalk { qids } => {
-            if qids.len() > MAXWELEM {
+            let count = qids.iter().count();
+            if count > MAXWELEM {
                 return Err(Error::TooManyElements);
             }
-            w.u16(qids.len() as u16)?;
+            w.u16(count as u16)?;
             for q in qids.iter() {
                 w.qid(&q)?;
             }

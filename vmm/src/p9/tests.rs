@@ -448,6 +448,21 @@ fn nothing_leaves_the_root() {
         c.call(&Msg::Tsetattr { fid: 10, attr: set }),
         Msg::Rlerror { .. }
     ));
+    let before = std::fs::metadata(t.path().join("secret")).unwrap();
+    let set = p9::SetAttr {
+        valid: setattr::MODE | setattr::MTIME | setattr::MTIME_SET,
+        mode: 0o777,
+        mtime_sec: 1,
+        ..Default::default()
+    };
+    let _ = c.call(&Msg::Tsetattr { fid: 10, attr: set });
+    let after = std::fs::metadata(t.path().join("secret")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (before.mode(), before.mtime()),
+        (after.mode(), after.mtime()),
+        "chmod and utimes stop at the symlink"
+    );
     assert_eq!(std::fs::read(t.path().join("secret")).unwrap(), b"host");
     assert!(!t.path().join("x").exists());
 }
