@@ -58,7 +58,12 @@ fn lock<D: VirtioDevice>(m: &Mutex<MmioTransport<D>>) -> MutexGuard<'_, MmioTran
 }
 
 impl<D: VirtioDevice + Send + 'static> Worked<D> {
-    pub(crate) fn start(t: MmioTransport<D>, mem: GuestMemoryMmap) -> std::io::Result<Worked<D>> {
+    /// Serves `t` on a thread called `name`.
+    pub(crate) fn start(
+        t: MmioTransport<D>,
+        mem: GuestMemoryMmap,
+        name: &str,
+    ) -> std::io::Result<Worked<D>> {
         let device_fd = t.wait_fd();
         let shared = Arc::new(Mutex::new(t));
         let ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
@@ -90,7 +95,7 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
             epoll,
         };
         let thread = std::thread::Builder::new()
-            .name("pgkraft-net".into())
+            .name(name.into())
             .spawn(move || worker.run())?;
         Ok(Worked {
             shared,
@@ -171,6 +176,11 @@ impl<D: VirtioDevice> Worker<D> {
             }
             if self.serve() {
                 self.spin();
+                // Requests that came while the device said it was looking
+                // (and so were not notified) keep it looking.
+                while lock(&self.shared).settle(&self.mem) {
+                    self.spin();
+                }
             }
         }
     }
