@@ -17,6 +17,12 @@
 //! the device's timers); the worker does everything else. The worker signals
 //! [`Worked::wait_fd`] when it gave the guest something, which is what
 //! `hc::WAIT` blocks on.
+//!
+//! The volume (virtio-9p) is served the same way: after a request the
+//! worker looks at its ring for [`SPIN`] while the device tells the driver
+//! not to notify (VRING_USED_F_NO_NOTIFY); when the worker stops looking,
+//! [`VirtioDevice::settle`] turns notifications back on and reports what
+//! came in between, and the worker looks on.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
