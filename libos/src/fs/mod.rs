@@ -11,6 +11,7 @@ pub mod index;
 pub mod inode;
 pub mod namei;
 pub mod pipe;
+pub mod procfs;
 pub mod tar;
 
 use crate::syscall::Errno;
@@ -86,6 +87,7 @@ fn init_tree() {
     ] {
         let _ = namei::link_into(&dev, name, &Inode::new_device(device, 0o666));
     }
+    procfs::populate(&root);
 }
 
 /// Unit tests share one file system tree, made once (without a rootfs).
