@@ -55,6 +55,11 @@ enum Command {
         /// guest is 10.0.2.15/24 (give the host's end 10.0.2.2/24).
         #[arg(long, value_name = "NAME", value_parser = parse_tap, conflicts_with = "publish")]
         tap: Option<String>,
+        /// Serve the host directory DIR to the guest as its data volume
+        /// (virtio-9p, 9P2000.L, mount tag `pgkraft-data`), as it is: no
+        /// initialisation, no lock yet.
+        #[arg(long, value_name = "DIR")]
+        volume: Option<PathBuf>,
         /// Arguments for the program; they replace the recipe's `args`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -83,6 +88,11 @@ enum Command {
         /// instead of booting the image: the benchmarks' reference.
         #[arg(long)]
         native: bool,
+        /// Serve the data directory from the host directory DIR (virtio-9p,
+        /// mount tag `pgkraft-data`), as it is: it must already hold a
+        /// cluster of this image's PostgreSQL; nothing initialises or locks it yet.
+        #[arg(long, value_name = "DIR", conflicts_with = "native")]
+        volume: Option<PathBuf>,
     },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
@@ -382,7 +392,9 @@ fn vmm_failure(e: vmm::VmmError) -> Failure {
             | vmm::net::NetError::TapWithPublish,
         )
         | E::NotSnapshottable { .. }
-        | E::NetOnResume => Failure::input(e),
+        | E::NetOnResume
+        | E::Volume(vmm::VolumeError::Open { .. } | vmm::VolumeError::Tag { .. })
+        | E::VolumeOnResume => Failure::input(e),
         _ => Failure::failed(e),
     }
 }
@@ -418,6 +430,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             timeout,
             publish,
             tap,
+            volume,
             args,
         } => {
             let image = open_image(&image)?;
@@ -429,6 +442,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 net: (!publish.is_empty() || tap.is_some())
                     .then_some(vmm::NetConfig { publish, tap }),
                 signals: None,
+                volume: volume.map(vmm::VolumeConfig::new),
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -449,6 +463,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             json,
             log,
             native,
+            volume,
         } => {
             let image = open_image(&image)?;
             let opts = pgkraft::serve::ServeOptions {
@@ -457,6 +472,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 json,
                 log,
                 native,
+                volume,
             };
             match pgkraft::serve::serve(&image, opts) {
                 Ok(()) => Ok(0),
@@ -691,6 +707,7 @@ fn resume_cmd(
             console,
             net: None,
             signals: None,
+            volume: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

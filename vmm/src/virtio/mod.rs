@@ -22,6 +22,7 @@
 
 pub(crate) mod mmio;
 pub(crate) mod net;
+pub(crate) mod p9;
 #[cfg(test)]
 pub(crate) mod test_guest;
 pub(crate) mod worker;
@@ -105,6 +106,14 @@ pub(crate) trait VirtioDevice {
     /// (a buffer it filled; a buffer it only consumed, such as a sent
     /// frame, need not count: the guest is not waiting for that).
     fn poll(&mut self, _ctx: &mut VirtioCtx, _active: bool) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+
+    /// The worker thread (`worker.rs`) stopped looking at the rings: a
+    /// device that suppressed the guest's notifications while it looked
+    /// turns them on again. True if buffers came in meanwhile (a driver
+    /// that saw them suppressed did not notify): the worker looks on.
+    fn settle(&mut self, _ctx: &mut VirtioCtx, _active: bool) -> Result<bool, DeviceError> {
         Ok(false)
     }
 
