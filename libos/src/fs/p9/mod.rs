@@ -1,0 +1,469 @@
+//! The data volume: a host directory served by virtio-9p (9P2000.L),
+//! mounted at [`MOUNT_POINT`] when the VM has a 9p device whose mount tag
+//! is [`TAG`], hiding the image's in-memory `/data` (the host side puts the
+//! cluster there). Without such a device nothing changes.
+//!
+//! Its files are inodes of the one tree (`Body::Remote`), so path
+//! resolution, the working directory and open files work as for memory
+//! files; namei and the inode methods hand each operation on a volume
+//! inode to this module. An inode holds a fid walked to its file; an open
+//! file description holds a fid of its own opened with Tlopen
+//! ([`Handle`]), clunked when the last descriptor closes. One inode per
+//! host file (by qid path) while anything uses it, so hard links and
+//! rename checks see one identity.
+//!
+//! **No page cache yet**: every read, write, stat and lookup is a round
+//! trip to the device (one VM exit each, [`requests`] counts them), and a
+//! lookup is a walk of one name. The guest is the volume's only writer
+//! (issue 13), which is what will make caching names, attributes and pages
+//! correct; the page cache with eviction is the next step.
+
+mod attr;
+mod client;
+mod device;
+mod dirent;
+mod flags;
+
+use super::inode::{Attr, EmitEntry, Inode, Kind, NAME_MAX, Time};
+use crate::syscall::Errno;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use client::{Client, P9Error};
+use pgkraft_abi::p9;
+use spin::Mutex;
+
+/// The mount tag the volume's device carries.
+pub const TAG: &[u8] = b"pgkraft-data";
+/// Where it is mounted: PostgreSQL's data directory (`postgres -D /data`).
+pub const MOUNT_POINT: &[u8] = b"data";
+/// Bytes of each of the two request buffers: the msize we ask for. 128 KiB
+/// moves sixteen 8 KiB pages per round trip.
+const MSIZE: usize = 128 * 1024;
+
+/// The volume's part of an inode.
+pub struct Remote {
+    /// Walked to the file, never opened (opens clone it: [`Handle`]).
+    pub fid: u32,
+    /// The host's identity of the file (its inode).
+    qid_path: u64,
+    /// The directory it was found in (a directory's `..`).
+    pub parent: Option<Weak<Inode>>,
+    /// Its name there (getcwd: a directory's path is found upwards).
+    pub name: Box<[u8]>,
+    /// Unlinked, or replaced by a rename: no longer reachable by name.
+    pub removed: bool,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        release(self.fid, Some(self.qid_path));
+    }
+}
+
+struct Volume {
+    client: Client,
+    /// Host inode -> the one Inode for it, while something holds it.
+    inodes: BTreeMap<u64, Weak<Inode>>,
+}
+
+static VOLUME: Mutex<Option<Volume>> = Mutex::new(None);
+/// Fids whose inode or open file died: clunked before the next request
+/// (a drop can happen anywhere, also while the volume is busy).
+static RELEASED: Mutex<Vec<(u32, Option<u64>)>> = Mutex::new(Vec::new());
+
+fn release(fid: u32, qid_path: Option<u64>) {
+    RELEASED.lock().push((fid, qid_path));
+}
+
+/// Runs `f` on the volume, after clunking what was released.
+fn with<T>(f: impl FnOnce(&mut Volume) -> Result<T, P9Error>) -> Result<T, Errno> {
+    let mut guard = VOLUME
+        .try_lock()
+        .expect("the 9p volume was entered twice (a libOS bug)");
+    let v = guard.as_mut().ok_or(Errno::ENODEV)?;
+    let released = core::mem::take(&mut *RELEASED.lock());
+    for (fid, qid_path) in released {
+        v.client.clunk(fid);
+        if let Some(q) = qid_path
+            && v.inodes.get(&q).is_some_and(|w| w.strong_count() == 0)
+        {
+            v.inodes.remove(&q);
+        }
+    }
+    f(v).map_err(P9Error::errno)
+}
+
+/// Round trips to the device so far (each one VM exit); 0 without a volume.
+// Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
+#[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]
+pub fn requests() -> u64 {
+    VOLUME.lock().as_ref().map_or(0, |v| v.client.requests())
+}
+
+/// Finds the device and mounts the volume at `/data` (boot). Probing
+/// costs one register read per empty virtio-mmio slot.
+#[cfg(not(test))]
+pub fn mount(root: &Arc<Inode>) {
+    let Some(dev) = device::probe(TAG, MSIZE) else {
+        return;
+    };
+    let mounted = Client::new(dev).and_then(|mut client| {
+        let fid = client.alloc_fid();
+        let qid = client.attach(fid, crate::syscall::ids::UID as u32)?;
+        Ok((client, fid, qid))
+    });
+    let (client, fid, qid) = match mounted {
+        Ok(m) => m,
+        Err(e) => {
+            crate::log!("libos: the 9p volume {:?} cannot be mounted: {e:?}", TAG);
+            return;
+        }
+    };
+    if qid.kind & p9::qid_type::DIR == 0 {
+        crate::log!("libos: the 9p volume's root is not a directory; not mounted");
+        return;
+    }
+    let dir = Inode::new_remote(
+        Kind::Dir,
+        Remote {
+            fid,
+            qid_path: qid.path,
+            parent: Some(Arc::downgrade(root)),
+            name: MOUNT_POINT.into(),
+            removed: false,
+        },
+    );
+    let mut inodes = BTreeMap::new();
+    inodes.insert(qid.path, Arc::downgrade(&dir));
+    *VOLUME.lock() = Some(Volume { client, inodes });
+    if let Err(e) = super::namei::mount_over(root, MOUNT_POINT, dir) {
+        crate::log!("libos: cannot mount the 9p volume at /data: {e:?}");
+    }
+}
+
+fn remote_of(inode: &Inode) -> Result<(u32, bool), Errno> {
+    match &inode.lock().body {
+        super::inode::Body::Remote(r) => Ok((r.fid, r.removed)),
+        _ => Err(Errno::EXDEV),
+    }
+}
+
+/// The fid of a directory that may still gain or lose entries.
+fn live_dir_fid(dir: &Inode) -> Result<u32, Errno> {
+    match remote_of(dir)? {
+        (_, true) => Err(Errno::ENOENT),
+        (fid, false) => Ok(fid),
+    }
+}
+
+/// The one inode for what `fid` (just walked from `dir` by `name`) names:
+/// the living one if there is one (and `fid` is clunked), else a new one.
+fn inode_for(
+    v: &mut Volume,
+    dir: &Arc<Inode>,
+    name: &[u8],
+    fid: u32,
+    qid: p9::Qid,
+) -> Result<Arc<Inode>, P9Error> {
+    if let Some(existing) = v.inodes.get(&qid.path).and_then(Weak::upgrade) {
+        v.client.clunk(fid);
+        return Ok(existing);
+    }
+    let kind = if qid.kind & p9::qid_type::DIR != 0 {
+        Kind::Dir
+    } else if qid.kind & p9::qid_type::SYMLINK != 0 {
+        match v.client.readlink(fid) {
+            Ok(t) => Kind::Symlink(t.into()),
+            Err(e) => {
+                v.client.clunk(fid);
+                return Err(e);
+            }
+        }
+    } else {
+        Kind::File
+    };
+    let inode = Inode::new_remote(
+        kind,
+        Remote {
+            fid,
+            qid_path: qid.path,
+            parent: Some(Arc::downgrade(dir)),
+            name: name.into(),
+            removed: false,
+        },
+    );
+    v.inodes.insert(qid.path, Arc::downgrade(&inode));
+    Ok(inode)
+}
+
+/// Walks `name` from `dfid` to a new fid (freed again if the walk fails).
+fn walk_new(v: &mut Volume, dfid: u32, name: Option<&[u8]>) -> Result<(u32, p9::Qid), P9Error> {
+    let fid = v.client.alloc_fid();
+    match v.client.walk(dfid, fid, name) {
+        Ok(q) => Ok((fid, q.unwrap_or_default())),
+        Err(e) => {
+            v.client.forget_fid(fid);
+            Err(e)
+        }
+    }
+}
+
+pub fn lookup(dir: &Arc<Inode>, name: &[u8]) -> Result<Arc<Inode>, Errno> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let dfid = live_dir_fid(dir)?;
+    with(|v| {
+        let (fid, qid) = walk_new(v, dfid, Some(name))?;
+        inode_for(v, dir, name, fid, qid)
+    })
+}
+
+/// A new empty regular file `name` in `dir` (which has no such name).
+pub fn create(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<Arc<Inode>, Errno> {
+    let dfid = live_dir_fid(dir)?;
+    with(|v| {
+        // Tlcreate turns the fid it is given into the new file, open:
+        // give it a clone of the directory's, then let that one go.
+        let (ofid, _) = walk_new(v, dfid, None)?;
+        let made = v.client.lcreate(
+            ofid,
+            name,
+            p9::open::RDONLY | p9::open::EXCL,
+            perm & 0o7777,
+            crate::syscall::ids::GID as u32,
+        );
+        v.client.clunk(ofid);
+        made?;
+        let (fid, qid) = walk_new(v, dfid, Some(name))?;
+        inode_for(v, dir, name, fid, qid)
+    })
+}
+
+pub fn mkdir(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<(), Errno> {
+    let dfid = live_dir_fid(dir)?;
+    with(|v| {
+        v.client
+            .mkdir(dfid, name, perm & 0o7777, crate::syscall::ids::GID as u32)
+            .map(drop)
+    })
+}
+
+pub fn symlink(dir: &Arc<Inode>, name: &[u8], target: &[u8]) -> Result<(), Errno> {
+    let dfid = live_dir_fid(dir)?;
+    with(|v| {
+        v.client
+            .symlink(dfid, name, target, crate::syscall::ids::GID as u32)
+            .map(drop)
+    })
+}
+
+pub fn link(old: &Arc<Inode>, dir: &Arc<Inode>, name: &[u8]) -> Result<(), Errno> {
+    let (fid, removed) = remote_of(old)?;
+    if removed {
+        return Err(Errno::ENOENT);
+    }
+    let dfid = live_dir_fid(dir)?;
+    with(|v| v.client.link(dfid, fid, name))
+}
+
+/// The inode no longer has this name: later lookups of the name must not
+/// find it (another file may take the name).
+fn forget(v: &mut Volume, node: &Arc<Inode>) {
+    let mut n = node.lock();
+    if let super::inode::Body::Remote(r) = &mut n.body {
+        r.removed = true;
+        if v.inodes
+            .get(&r.qid_path)
+            .is_some_and(|w| core::ptr::eq(w.as_ptr(), Arc::as_ptr(node)))
+        {
+            v.inodes.remove(&r.qid_path);
+        }
+    }
+}
+
+/// unlink or rmdir of `name` (which is `node`) in `dir`.
+pub fn unlink(dir: &Arc<Inode>, name: &[u8], node: &Arc<Inode>) -> Result<(), Errno> {
+    let dfid = live_dir_fid(dir)?;
+    let flags = if node.is_dir() { p9::AT_REMOVEDIR } else { 0 };
+    with(|v| {
+        v.client.unlinkat(dfid, name, flags)?;
+        forget(v, node);
+        Ok(())
+    })
+}
+
+pub fn rename(
+    odir: &Arc<Inode>,
+    oname: &[u8],
+    ndir: &Arc<Inode>,
+    nname: &[u8],
+    old: &Arc<Inode>,
+    replaced: Option<&Arc<Inode>>,
+) -> Result<(), Errno> {
+    let ofid = live_dir_fid(odir)?;
+    let nfid = live_dir_fid(ndir)?;
+    with(|v| {
+        v.client.renameat(ofid, oname, nfid, nname)?;
+        if let Some(r) = replaced {
+            forget(v, r);
+        }
+        // The server moves the fids under the old name along (QEMU fixes
+        // their paths); the inode's own idea of where it is follows.
+        if let super::inode::Body::Remote(r) = &mut old.lock().body {
+            r.parent = Some(Arc::downgrade(ndir));
+            r.name = nname.into();
+        }
+        Ok(())
+    })
+}
+
+/// stat: through the open file's fid when there is one (an unlinked file
+/// still answers), else the inode's.
+pub fn attr(inode: &Inode, open_fid: Option<u32>) -> Result<Attr, Errno> {
+    let fid = match open_fid {
+        Some(f) => f,
+        None => remote_of(inode)?.0,
+    };
+    with(|v| v.client.getattr(fid)).map(|a| attr::from_p9(&a))
+}
+
+pub fn truncate(inode: &Inode, open_fid: Option<u32>, len: u64) -> Result<(), Errno> {
+    let fid = match open_fid {
+        Some(f) => f,
+        None => remote_of(inode)?.0,
+    };
+    truncate_fid(fid, len)
+}
+
+pub fn set_perm(inode: &Inode, perm: u32) -> Result<(), Errno> {
+    let fid = remote_of(inode)?.0;
+    let s = p9::SetAttr {
+        valid: p9::setattr::MODE,
+        mode: perm,
+        ..p9::SetAttr::default()
+    };
+    with(|v| v.client.setattr(fid, s))
+}
+
+pub fn set_times(inode: &Inode, atime: Option<Time>, mtime: Option<Time>) -> Result<(), Errno> {
+    let fid = remote_of(inode)?.0;
+    let s = attr::set_times(atime, mtime);
+    with(|v| v.client.setattr(fid, s))
+}
+
+/// statfs(2) of the host's file system holding the volume.
+pub fn statfs(inode: &Inode) -> Result<p9::StatFs, Errno> {
+    let fid = remote_of(inode)?.0;
+    with(|v| v.client.statfs(fid))
+}
+
+/// An open file description's own fid on the volume: opened with the
+/// open(2) flags that matter to the host (flags::lopen_flags), clunked
+/// when the description goes.
+pub struct Handle {
+    fid: u32,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        release(self.fid, None);
+    }
+}
+
+impl Handle {
+    /// A fid for `inode` opened with `flags` (open(2)'s).
+    pub fn open(inode: &Inode, flags: u32) -> Result<Handle, Errno> {
+        let (ifid, _) = remote_of(inode)?;
+        with(|v| {
+            let (fid, _) = walk_new(v, ifid, None)?;
+            if let Err(e) = v.client.lopen(fid, flags::lopen_flags(flags)) {
+                v.client.clunk(fid);
+                return Err(e);
+            }
+            Ok(Handle { fid })
+        })
+    }
+
+    /// pread: as many round trips as the buffer needs, up to the end of
+    /// the file.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        with(|v| {
+            let mut done = 0;
+            while done < buf.len() {
+                let n = v
+                    .client
+                    .read(self.fid, off + done as u64, &mut buf[done..])?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            Ok(done)
+        })
+    }
+
+    /// pwrite at `off`, or at the end (O_APPEND: the host opened the file
+    /// with O_APPEND too). Returns (bytes, offset after them).
+    pub fn write_at(&self, off: Option<u64>, data: &[u8]) -> Result<(usize, u64), Errno> {
+        with(|v| {
+            let at = match off {
+                Some(o) => o,
+                None => v.client.getattr(self.fid)?.size,
+            };
+            let mut done = 0;
+            while done < data.len() {
+                let n = v.client.write(self.fid, at + done as u64, &data[done..])?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            Ok((done, at + done as u64))
+        })
+    }
+
+    pub fn attr(&self) -> Result<Attr, Errno> {
+        with(|v| v.client.getattr(self.fid)).map(|a| attr::from_p9(&a))
+    }
+
+    pub fn truncate(&self, len: u64) -> Result<(), Errno> {
+        truncate_fid(self.fid, len)
+    }
+
+    /// fsync / fdatasync: the host's fsync or fdatasync of this file (or
+    /// directory) before the answer.
+    pub fn fsync(&self, datasync: bool) -> Result<(), Errno> {
+        with(|v| v.client.fsync(self.fid, datasync))
+    }
+
+    /// getdents from position `pos` (0 or a host cookie).
+    pub fn read_dir(&self, pos: u64, emit: &mut EmitEntry) -> Result<u64, Errno> {
+        with(|v| {
+            let mut pos = pos;
+            loop {
+                let mut t = dirent::Taken { pos, full: false };
+                let (_, end) = v.client.readdir(self.fid, pos, u32::MAX, &mut |d| {
+                    t = dirent::take(&mut core::iter::once(*d), t.pos, emit);
+                    !t.full
+                })?;
+                pos = t.pos;
+                if end || t.full {
+                    return Ok(pos);
+                }
+            }
+        })
+    }
+}
+
+/// Tsetattr of the size (truncate, ftruncate, O_TRUNC).
+fn truncate_fid(fid: u32, len: u64) -> Result<(), Errno> {
+    let s = p9::SetAttr {
+        valid: p9::setattr::SIZE,
+        size: len,
+        ..p9::SetAttr::default()
+    };
+    with(|v| v.client.setattr(fid, s))
+}
