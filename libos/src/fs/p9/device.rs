@@ -27,8 +27,6 @@ const DEVICE_9P: u32 = 9;
 const REG_MAGIC: u64 = 0x000;
 const REG_VERSION: u64 = 0x004;
 const REG_DEVICE_ID: u64 = 0x008;
-/// Config space: `tag_len: u16 LE`, then the tag's bytes.
-const REG_CONFIG: u64 = 0x100;
 const F_MOUNT_TAG: u64 = 1 << 0;
 const F_VERSION_1: u64 = 1 << 32;
 /// The request queue.
@@ -82,13 +80,15 @@ pub fn probe(tag: &[u8], buf_bytes: usize) -> Option<Device> {
         if mmio_read32(base + REG_MAGIC) != MAGIC
             || mmio_read32(base + REG_VERSION) != VERSION
             || mmio_read32(base + REG_DEVICE_ID) != DEVICE_9P
-            || !tag_is(base, tag)
         {
             continue;
         }
         let Some(t) = transport(base, VIRTIO_MMIO_SLOT_SIZE) else {
             continue;
         };
+        if !tag_is(&t, tag) {
+            continue;
+        }
         match Device::new(t, buf_bytes) {
             Ok(d) => return Some(d),
             Err(e) => crate::log!("libos: virtio-9p in slot {slot}: {e}"),
@@ -97,21 +97,35 @@ pub fn probe(tag: &[u8], buf_bytes: usize) -> Option<Device> {
     None
 }
 
-/// Whether the config space of the slot at `base` says `tag`: read 32 bits
-/// at a time (each read is an exit), the length first.
-fn tag_is(base: u64, tag: &[u8]) -> bool {
-    let first = mmio_read32(base + REG_CONFIG);
-    if (first & 0xffff) as usize != tag.len() {
+/// Whether the device's config space says `tag`: the length, then the
+/// bytes, as few reads (exits) as the config space allows. QEMU answers a
+/// read that runs past the config space's end (2 + tag length bytes) with
+/// all ones, so the tail is read in halves and bytes.
+fn tag_is(t: &MmioTransport<'static>, tag: &[u8]) -> bool {
+    let len = t.read_config_space::<u16>(0).unwrap_or(u16::MAX) as usize;
+    if len != tag.len() {
         return false;
     }
-    // Bytes 2.. of the config space, word by word.
-    let mut bytes: Vec<u8> = first.to_le_bytes()[2..].to_vec();
-    let mut off = 4;
-    while bytes.len() < tag.len() {
-        bytes.extend_from_slice(&mmio_read32(base + REG_CONFIG + off).to_le_bytes());
-        off += 4;
+    let end = 2 + len;
+    let mut bytes: Vec<u8> = Vec::with_capacity(len);
+    let mut off = 2;
+    while off < end {
+        let read = if off % 4 == 0 && off + 4 <= end {
+            t.read_config_space::<u32>(off)
+                .map(|w| w.to_le_bytes().to_vec())
+        } else if off % 2 == 0 && off + 2 <= end {
+            t.read_config_space::<u16>(off)
+                .map(|w| w.to_le_bytes().to_vec())
+        } else {
+            t.read_config_space::<u8>(off).map(|b| alloc::vec![b])
+        };
+        let Ok(b) = read else {
+            return false;
+        };
+        off += b.len();
+        bytes.extend_from_slice(&b);
     }
-    &bytes[..tag.len()] == tag
+    bytes == tag
 }
 
 impl Device {
