@@ -134,3 +134,73 @@ fn two_builds_are_bit_identical() {
     let b = build::build(&r, &out_dir().join("repro-b"), &progress).unwrap();
     assert_eq!(a.image_sha256, b.image_sha256);
 }
+
+/// A fresh, empty directory for one side of a volume test.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let d = out_dir().join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// What test-vms/apps/volume.c leaves behind, read on the host.
+fn assert_volume_left(dir: &std::path::Path) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["keepdir", "kept.txt"], "{}", dir.display());
+    let mut kept = b"durable\n".to_vec();
+    kept.extend_from_slice(&[b'p'; 8192]);
+    assert!(
+        std::fs::read(dir.join("kept.txt")).unwrap() == kept,
+        "kept.txt"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("keepdir/inner")).unwrap(),
+        b"inner\n"
+    );
+}
+
+/// The data volume's file operations: natively on a directory, and in the
+/// image on a host directory QEMU serves as a virtio-9p device with the
+/// mount tag the libOS mounts at /data. Same output, same exit status, and
+/// what the guest left is on the host afterwards.
+#[test]
+fn volume_on_a_qemu_virtio_9p_directory() {
+    if !kvm_available() {
+        return;
+    }
+    let native_dir = fresh_dir("volume-native");
+    let native = run_with_input(
+        Command::new(native_binary("volume"))
+            .arg0("volume")
+            .arg(&native_dir)
+            .env_clear(),
+        b"",
+    );
+    assert_eq!(native.status.code(), Some(0), "{}", stdout(&native));
+    assert_volume_left(&native_dir);
+
+    let guest_dir = fresh_dir("volume-guest");
+    let mut fsdev = std::ffi::OsString::from("local,id=vol,security_model=none,path=");
+    fsdev.push(&guest_dir);
+    let mut cmd = pgkraft::bench::qemu_command(&image("volume"), 64);
+    cmd.args(["-global", "virtio-mmio.force-legacy=false", "-fsdev"])
+        .arg(fsdev)
+        .args([
+            "-device",
+            "virtio-9p-device,fsdev=vol,mount_tag=pgkraft-data",
+        ]);
+    let guest = run_with_input(&mut cmd, b"");
+    let console = String::from_utf8_lossy(&guest.stdout).replace("\r\n", "\n");
+    assert_eq!(
+        console,
+        stdout(&native),
+        "volume: console output differs (left: in the image under QEMU, right: native)"
+    );
+    // isa-debug-exit: (status << 1) | 1.
+    assert_eq!(guest.status.code(), Some(1), "exit status 0 under QEMU");
+    assert_volume_left(&guest_dir);
+}
