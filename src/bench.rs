@@ -173,6 +173,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
             console: crate::vmm::Console::Capture { input: Vec::new() },
             net: None,
             signals: None,
+            volume: None,
         };
         let outcome = crate::vmm::run(image.boot(), &cfg)?;
         let exit = outcome

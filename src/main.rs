@@ -55,6 +55,11 @@ enum Command {
         /// guest is 10.0.2.15/24 (give the host's end 10.0.2.2/24).
         #[arg(long, value_name = "NAME", value_parser = parse_tap, conflicts_with = "publish")]
         tap: Option<String>,
+        /// Serve the host directory DIR to the guest as its data volume
+        /// (virtio-9p, 9P2000.L, mount tag `pgkraft-data`), as it is: no
+        /// initialisation, no lock yet.
+        #[arg(long, value_name = "DIR")]
+        volume: Option<PathBuf>,
         /// Arguments for the program; they replace the recipe's `args`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -382,7 +387,9 @@ fn vmm_failure(e: vmm::VmmError) -> Failure {
             | vmm::net::NetError::TapWithPublish,
         )
         | E::NotSnapshottable { .. }
-        | E::NetOnResume => Failure::input(e),
+        | E::NetOnResume
+        | E::Volume(vmm::VolumeError::Open { .. } | vmm::VolumeError::Tag { .. })
+        | E::VolumeOnResume => Failure::input(e),
         _ => Failure::failed(e),
     }
 }
@@ -418,6 +425,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             timeout,
             publish,
             tap,
+            volume,
             args,
         } => {
             let image = open_image(&image)?;
@@ -429,6 +437,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 net: (!publish.is_empty() || tap.is_some())
                     .then_some(vmm::NetConfig { publish, tap }),
                 signals: None,
+                volume: volume.map(vmm::VolumeConfig::new),
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -691,6 +700,7 @@ fn resume_cmd(
             console,
             net: None,
             signals: None,
+            volume: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

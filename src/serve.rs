@@ -218,6 +218,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                     tap: None,
                 }),
                 signals: Some(signals.clone()),
+                volume: None,
             };
             Backend::Guest(signals, Box::new(vmm::boot(image.boot(), &cfg)?))
         }

@@ -712,6 +712,7 @@ pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
         console: vmm::Console::Capture { input },
         net: None,
         signals: None,
+        volume: None,
     })
 }
 

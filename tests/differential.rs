@@ -60,6 +60,7 @@ fn differential(name: &str) {
         },
         net: None,
         signals: None,
+        volume: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
 

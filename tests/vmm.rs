@@ -76,6 +76,7 @@ fn capture(input: &[u8]) -> VmConfig {
         },
         net: None,
         signals: None,
+        volume: None,
     }
 }
 
@@ -450,6 +451,7 @@ fn stdio_child() {
         console: Console::Stdio,
         net: None,
         signals: None,
+        volume: None,
     };
     let out = vmm::run_file(Path::new(&elf), &cfg).unwrap();
     assert_eq!(out.exit, GuestExit::Timeout);

@@ -117,6 +117,13 @@ pub const SYSCALL_ENTRY_TABLE: u64 = 0x10_0400;
 pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
 pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x200;
 pub const VIRTIO_MMIO_SLOTS: u64 = 24;
+/// Our runner puts the data volume's virtio-9p device (device ID 9,
+/// 9P2000.L, see [`p9`]) in this virtio-mmio slot; virtio-net, when there
+/// is one, is in slot 0. Under another VMM, probe the slots for it.
+pub const VOLUME_MMIO_SLOT: u64 = 1;
+/// The data volume's mount tag (virtio-9p configuration space), also what
+/// QEMU is given: `-device virtio-9p-device,fsdev=..,mount_tag=pgkraft-data`.
+pub const VOLUME_TAG: &str = "pgkraft-data";
 
 /// The guest's side of the user-mode network link (`--publish`): the guest
 /// is [`NET_GUEST_IP`]/24, the runner's end of the link [`NET_HOST_IP`].

@@ -134,6 +134,7 @@ pub fn run_guest(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError
             tap: None,
         }),
         signals: Some(signals.clone()),
+        volume: None,
     };
     let t0 = Instant::now();
     // The runner keeps this thread (a booted image is not shared between

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use pgkraft_abi::{
     BOOT_FLAG_CONSOLE_TTY, BOOT_FLAG_HYPERCALL, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo,
-    BootNote, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE,
+    BootNote, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VOLUME_MMIO_SLOT,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -37,9 +37,10 @@ use crate::net::user::UserNet;
 use crate::timeline::Timeline;
 use crate::virtio::mmio::MmioTransport;
 use crate::virtio::net::{GUEST_MAC, VirtioNet};
+use crate::virtio::p9::VirtioP9;
 use crate::virtio::worker::Worked;
 use crate::vm::{self, Parts, VcpuThread, Vm};
-use crate::{Console, MIB, VmConfig, VmmError, memory, vcpu};
+use crate::{Console, MIB, VmConfig, VmmError, VolumeError, memory, vcpu};
 
 /// Sets up a VM that boots `image` as `cfg` says; [`Vm::run`] runs it.
 /// The run's clock starts here, counting the image's open and parse as if
@@ -55,6 +56,12 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     // Bound before anything else: a published port in use fails the boot
     // before a VM exists.
     let net = cfg.net.as_ref().map(open_net).transpose()?;
+    // Opened as early: a missing volume fails the boot before a VM exists.
+    let volume = cfg
+        .volume
+        .as_ref()
+        .map(|v| VirtioP9::new(&v.dir, &v.tag))
+        .transpose()?;
     if cfg.mem_mib == 0 {
         return Err(VmmError::Memory {
             mem_mib: 0,
@@ -113,6 +120,9 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     .map_err(|source| VmmError::Thread { source })?;
     if let Some(net) = net {
         attach_net(&mut devices, net, machine.mem())?;
+    }
+    if let Some(volume) = volume {
+        attach_volume(&mut devices, volume)?;
     }
     if let Some(s) = &cfg.signals {
         devices
@@ -174,6 +184,17 @@ fn attach_net(
         .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))
 }
 
+/// The volume's virtio-9p device, in its own virtio-mmio slot. Served on
+/// the vCPU thread (`virtio/p9.rs`): no worker.
+fn attach_volume(devices: &mut Devices, dev: VirtioP9) -> Result<(), VmmError> {
+    let other = |e: String| VmmError::Volume(VolumeError::Device(e));
+    let t = MmioTransport::new(dev).map_err(|e| other(e.to_string()))?;
+    let base = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
+    devices
+        .attach_mmio(base..base + VIRTIO_MMIO_SLOT_SIZE, Box::new(t))
+        .map_err(|e| other(e.to_string()))
+}
+
 fn transport<B: crate::net::NetBackend>(
     dev: VirtioNet<B>,
 ) -> Result<MmioTransport<VirtioNet<B>>, VmmError> {
@@ -219,4 +240,34 @@ fn write_boot_info(
             .map_err(fault)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use pgkraft_abi::VOLUME_TAG;
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+
+    #[test]
+    fn the_volume_sits_in_its_slot_and_is_not_snapshotted() {
+        let t = tempfile::tempdir().unwrap();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut d = crate::devices::tests::test_devices(Arc::new(AtomicBool::new(false)), &evt);
+        assert!(d.unsaved_state().is_none());
+        attach_volume(&mut d, VirtioP9::new(t.path(), VOLUME_TAG).unwrap()).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let slot = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
+        let mut word = [0u8; 4];
+        // DeviceID at 0x008: 9, virtio-9p.
+        d.mmio_read(&mem, slot + 8, &mut word).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 9);
+        // Slot 0 (the network's) stays empty without a network.
+        d.mmio_read(&mem, VIRTIO_MMIO_BASE + 8, &mut word).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 0);
+        assert!(d.unsaved_state().is_some());
+    }
 }

@@ -96,9 +96,20 @@ pub enum VmmError {
 
     #[error(
         "this VM cannot be snapshotted: {what} is not saved in snapshots yet; snapshot it \
-         without a network (no --publish or --tap)"
+         without a network (no --publish or --tap) and without a volume"
     )]
     NotSnapshottable { what: &'static str },
+
+    /// The volume's directory cannot be served (missing, not a directory,
+    /// not readable) or its tag is not valid.
+    #[error(transparent)]
+    Volume(#[from] crate::p9::VolumeError),
+
+    #[error(
+        "a resumed VM cannot have a volume yet (snapshots do not hold its open files); \
+         resume it without one"
+    )]
+    VolumeOnResume,
 
     #[error(
         "a resumed VM cannot have a network device yet (snapshots hold none); resume it \

@@ -15,8 +15,9 @@
 //! loop), `bus` and `devices/` (one file per device), `console`,
 //! `timeline`, `image` (ELF and boot note), `memory` and `kvm` (guest RAM
 //! and the ioctl wrappers), `vcpu` (long-mode setup), `virtio/` (the
-//! virtio-mmio transport and virtio-net), `net/` (the network backends and
-//! port publishing), `snapshot/` (format,
+//! virtio-mmio transport, virtio-net and virtio-9p), `net/` (the network
+//! backends and port publishing), `p9/` (the volume's 9P2000.L server on a
+//! host directory), `snapshot/` (format,
 //! save, verify, load, restore), `workingset` and `uffd` (learning which
 //! pages a resume touches).
 #![deny(unsafe_code)]
@@ -30,6 +31,7 @@ mod image;
 mod kvm;
 mod memory;
 pub mod net;
+mod p9;
 pub mod snapshot;
 mod timeline;
 mod uffd;
@@ -46,6 +48,7 @@ pub use boot::boot;
 pub use error::VmmError;
 pub use image::BootImage;
 pub use net::{NetConfig, PublishRule};
+pub use p9::VolumeError;
 pub use timeline::MAX_OUTPUT_MARKS;
 pub use vm::{Paused, Ready, Vm};
 
@@ -103,6 +106,29 @@ pub struct VmConfig {
     /// One virtio-net device on the user-mode link with these ports
     /// published, or on a tap device; `None`: no network device.
     pub net: Option<NetConfig>,
+    /// The data volume: a host directory served to the guest with
+    /// virtio-9p in virtio-mmio slot [`pgkraft_abi::VOLUME_MMIO_SLOT`];
+    /// `None`: no volume.
+    pub volume: Option<VolumeConfig>,
+}
+
+/// A host directory the guest mounts at file level (9P2000.L over
+/// virtio-9p, docs/ARCHITECTURE.md §4 "Volume").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeConfig {
+    pub dir: std::path::PathBuf,
+    /// The mount tag the guest looks for ([`pgkraft_abi::VOLUME_TAG`]).
+    pub tag: String,
+}
+
+impl VolumeConfig {
+    /// `dir` under the standard tag.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> VolumeConfig {
+        VolumeConfig {
+            dir: dir.into(),
+            tag: pgkraft_abi::VOLUME_TAG.into(),
+        }
+    }
 }
 
 impl Default for VmConfig {
@@ -113,6 +139,7 @@ impl Default for VmConfig {
             timeout: None,
             console: Console::Stdio,
             net: None,
+            volume: None,
             signals: None,
         }
     }

@@ -122,6 +122,9 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
     if cfg.net.is_some() {
         return Err(VmmError::NetOnResume.into());
     }
+    if cfg.volume.is_some() {
+        return Err(VmmError::VolumeOnResume.into());
+    }
     let vm::Controls { stop, stop_evt } = vm::Controls::new()?;
     let mut console = vm::console(&cfg.console, &stop_evt);
     if matches!(cfg.console, Console::Capture { .. }) {

@@ -22,6 +22,7 @@
 
 pub(crate) mod mmio;
 pub(crate) mod net;
+pub(crate) mod p9;
 #[cfg(test)]
 pub(crate) mod test_guest;
 pub(crate) mod worker;

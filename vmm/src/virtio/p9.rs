@@ -1,0 +1,191 @@
+//! virtio-9p (device type 9): the data volume, a host directory served at
+//! file level with 9P2000.L (docs/ARCHITECTURE.md §4, "Volume"). One
+//! request queue; each request is a descriptor chain, the T-message in its
+//! device-readable buffers and room for the R-message in its
+//! device-writable ones. Configuration space: `tag_len: u16` (LE), then
+//! the mount tag's bytes; feature VIRTIO_9P_MOUNT_TAG (bit 0) is offered.
+//! The same layout as QEMU's `virtio-9p-device`, so one guest driver
+//! serves both.
+//!
+//! **Synchronous.** Requests are answered while the notify's VM exit is
+//! handled (and at the VM's `hc::WAIT`, which stands for a notify of every
+//! queue), file I/O and fsync on the vCPU thread: the guest waits for its
+//! answer anyway, and an exit per request (~31 µs on PVM) is the price;
+//! a worker thread like the network's would save the exit, not the I/O.
+//!
+//! Messages are copied through two buffers of the device (the request in,
+//! the answer out): a memcpy of 8 KiB costs well under a microsecond
+//! against the exit, and the server then never touches guest memory.
+
+use std::path::Path;
+
+use pgkraft_abi::p9::{self as wire, Msg};
+use virtio_bindings::virtio_ids::VIRTIO_ID_9P;
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress};
+
+use super::{DeviceError, VirtioCtx, VirtioDevice, read_config_bytes};
+use crate::p9::{MAX_MSIZE, Server, VolumeError};
+
+/// VIRTIO_9P_MOUNT_TAG: the configuration space holds the mount tag.
+pub(crate) const F_MOUNT_TAG: u64 = 1 << 0;
+/// The mount tag's longest length (QEMU's limit too).
+pub(crate) const MAX_TAG_LEN: usize = 255;
+const QUEUE_SIZES: [u16; 1] = [128];
+const REQUESTS: usize = 0;
+
+/// Request counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct P9Stats {
+    pub requests: u64,
+    /// Requests longer than the message size, answered Rlerror(EMSGSIZE).
+    pub oversized: u64,
+}
+
+pub(crate) struct VirtioP9 {
+    server: Server,
+    /// `tag_len` and the tag.
+    config: Vec<u8>,
+    /// The request being served, copied out of guest memory.
+    req: Vec<u8>,
+    /// The answer, [`MAX_MSIZE`] bytes, allocated once.
+    resp: Vec<u8>,
+    active: bool,
+    pub stats: P9Stats,
+}
+
+impl VirtioP9 {
+    /// Serves directory `dir` under mount tag `tag`.
+    pub(crate) fn new(dir: &Path, tag: &str) -> Result<VirtioP9, VolumeError> {
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains('\0') {
+            return Err(VolumeError::Tag { tag: tag.into() });
+        }
+        let mut config = (tag.len() as u16).to_le_bytes().to_vec();
+        config.extend_from_slice(tag.as_bytes());
+        Ok(VirtioP9 {
+            server: Server::new(dir)?,
+            config,
+            req: Vec::with_capacity(64 << 10),
+            resp: vec![0; MAX_MSIZE as usize],
+            active: false,
+            stats: P9Stats::default(),
+        })
+    }
+
+    /// Answers every request in the ring. True if it answered any.
+    fn serve(&mut self, ctx: &mut VirtioCtx) -> Result<bool, DeviceError> {
+        let mem = ctx.mem;
+        let q = &mut ctx.queues[REQUESTS];
+        let mut any = false;
+        while let Some(chain) = q.iter(mem)?.next() {
+            let head = chain.head_index();
+            let msize = self.server.msize() as usize;
+            self.req.clear();
+            let mut oversized = false;
+            let mut writable: Vec<(GuestAddress, usize)> = Vec::new();
+            for d in chain {
+                let len = d.len() as usize;
+                if d.is_write_only() {
+                    writable.push((d.addr(), len));
+                } else {
+                    // Over the message size only the header is kept, for
+                    // the tag of the error.
+                    let take = if oversized || self.req.len() + len > msize {
+                        oversized = true;
+                        len.min(wire::HEADER_LEN.saturating_sub(self.req.len()))
+                    } else {
+                        len
+                    };
+                    let start = self.req.len();
+                    self.req.resize(start + take, 0);
+                    mem.read_slice(&mut self.req[start..], d.addr())?;
+                }
+            }
+            let room: usize = writable.iter().map(|w| w.1).sum();
+            let out = &mut self.resp[..room.min(msize).min(MAX_MSIZE as usize)];
+            let n = if oversized {
+                self.stats.oversized += 1;
+                let tag = match self.req.get(5..7) {
+                    Some(&[a, b]) => u16::from_le_bytes([a, b]),
+                    _ => wire::NOTAG,
+                };
+                let ecode = rustix::io::Errno::MSGSIZE.raw_os_error() as u32;
+                wire::encode(tag, &Msg::Rlerror { ecode }, out).unwrap_or(0)
+            } else {
+                self.server.handle(&self.req, out)
+            };
+            let mut done = 0;
+            for (addr, len) in writable {
+                if done == n {
+                    break;
+                }
+                let k = len.min(n - done);
+                mem.write_slice(&self.resp[done..done + k], addr)?;
+                done += k;
+            }
+            q.add_used(mem, head, n as u32)?;
+            self.stats.requests += 1;
+            any = true;
+        }
+        if any {
+            ctx.signal_used();
+        }
+        Ok(any)
+    }
+}
+
+impl VirtioDevice for VirtioP9 {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_9P
+    }
+
+    fn features(&self) -> u64 {
+        F_MOUNT_TAG
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, _: u64, _: &[u8]) {}
+
+    fn activate(&mut self, ctx: &mut VirtioCtx, _features: u64) -> Result<(), DeviceError> {
+        if !ctx.queues[REQUESTS].ready() {
+            return Err(DeviceError::Other(
+                "virtio-9p needs its request queue set up".into(),
+            ));
+        }
+        self.active = true;
+        self.serve(ctx).map(|_| ())
+    }
+
+    fn notify(&mut self, ctx: &mut VirtioCtx, _queue: usize) -> Result<(), DeviceError> {
+        self.serve(ctx).map(|_| ())
+    }
+
+    /// A new driver starts a new session: the old one's fids are closed.
+    fn reset(&mut self) {
+        self.active = false;
+        self.server.reset();
+    }
+
+    fn poll(&mut self, ctx: &mut VirtioCtx, active: bool) -> Result<bool, DeviceError> {
+        if active && self.active {
+            self.serve(ctx)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn unsaved_state(&self) -> Option<&'static str> {
+        Some("the volume (the guest's open files on it)")
+    }
+}
+
+#[cfg(test)]
+#[path = "p9_tests.rs"]
+mod tests;
