@@ -16,7 +16,7 @@
 use crate::arch::virtio::{IdentityHal, mmio_read32, transport};
 use alloc::vec;
 use alloc::vec::Vec;
-use pgkraft_abi::{VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_SLOTS};
+use pgkraft_abi::{VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_SLOTS, VOLUME_MMIO_SLOT};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
@@ -71,11 +71,20 @@ pub struct Device {
     requests: u64,
 }
 
-/// The slot holding a 9p device with mount tag `tag`, if the VM has one.
-/// Empty slots cost one register read each (a VM exit), a 9p device with
-/// another tag a few more.
+/// The slots that may hold the volume: our runner puts it in
+/// `VOLUME_MMIO_SLOT`, so a boot there costs one register read (an exit)
+/// without a volume; under another VMM (QEMU microvm fills slots from the
+/// top) every slot is looked at, one to three reads each.
+fn slots() -> core::ops::Range<u64> {
+    match crate::platform::host() {
+        crate::platform::Host::Runner => VOLUME_MMIO_SLOT..VOLUME_MMIO_SLOT + 1,
+        _ => 0..VIRTIO_MMIO_SLOTS,
+    }
+}
+
+/// The device with mount tag `tag`, if the VM has one.
 pub fn probe(tag: &[u8], buf_bytes: usize) -> Option<Device> {
-    for slot in 0..VIRTIO_MMIO_SLOTS {
+    for slot in slots() {
         let base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SLOT_SIZE;
         if mmio_read32(base + REG_MAGIC) != MAGIC
             || mmio_read32(base + REG_VERSION) != VERSION

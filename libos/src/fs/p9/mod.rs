@@ -34,8 +34,8 @@ use client::{Client, P9Error};
 use pgkraft_abi::p9;
 use spin::Mutex;
 
-/// The mount tag the volume's device carries.
-pub const TAG: &[u8] = b"pgkraft-data";
+/// The mount tag the volume's device carries (our runner's and QEMU's).
+pub const TAG: &[u8] = pgkraft_abi::VOLUME_TAG.as_bytes();
 /// Where it is mounted: PostgreSQL's data directory (`postgres -D /data`).
 pub const MOUNT_POINT: &[u8] = b"data";
 /// Bytes of each of the two request buffers: the msize we ask for. 128 KiB
