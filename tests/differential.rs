@@ -164,16 +164,9 @@ fn assert_volume_left(dir: &std::path::Path) {
     );
 }
 
-/// The data volume's file operations: natively on a directory, and in the
-/// image on a host directory QEMU serves as a virtio-9p device with the
-/// mount tag the libOS mounts at /data. Same output, same exit status, and
-/// what the guest left is on the host afterwards.
-#[test]
-fn volume_on_a_qemu_virtio_9p_directory() {
-    if !kvm_available() {
-        return;
-    }
-    let native_dir = fresh_dir("volume-native");
+/// test-vms/apps/volume.c natively on a fresh directory: its output.
+fn volume_natively(dir: &str) -> std::process::Output {
+    let native_dir = fresh_dir(dir);
     let native = run_with_input(
         Command::new(native_binary("volume"))
             .arg0("volume")
@@ -183,6 +176,47 @@ fn volume_on_a_qemu_virtio_9p_directory() {
     );
     assert_eq!(native.status.code(), Some(0), "{}", stdout(&native));
     assert_volume_left(&native_dir);
+    native
+}
+
+/// The same under our runner, the volume served by its own virtio-9p
+/// device (`VmConfig::volume`, `pgkraft run --volume`).
+#[test]
+fn volume_on_our_runners_virtio_9p_directory() {
+    if !kvm_available() {
+        return;
+    }
+    let native = volume_natively("volume-native-r");
+    let guest_dir = fresh_dir("volume-runner");
+    let cfg = pgkraft::vmm::VmConfig {
+        mem_mib: 64,
+        cmdline: String::new(),
+        timeout: Some(std::time::Duration::from_secs(60)),
+        console: pgkraft::vmm::Console::Capture { input: Vec::new() },
+        net: None,
+        signals: None,
+        volume: Some(pgkraft::vmm::VolumeConfig::new(&guest_dir)),
+    };
+    let guest = pgkraft::vmm::run_file(&image("volume"), &cfg).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&guest.console),
+        stdout(&native),
+        "volume: console output differs (left: in the image under our runner, right: native)"
+    );
+    assert_eq!(guest.exit, pgkraft::vmm::GuestExit::Status(0));
+    assert_volume_left(&guest_dir);
+}
+
+/// The data volume's file operations: natively on a directory, and in the
+/// image on a host directory QEMU serves as a virtio-9p device with the
+/// mount tag the libOS mounts at /data. Same output, same exit status, and
+/// what the guest left is on the host afterwards.
+#[test]
+fn volume_on_a_qemu_virtio_9p_directory() {
+    if !kvm_available() {
+        return;
+    }
+    let native = volume_natively("volume-native-q");
 
     let guest_dir = fresh_dir("volume-guest");
     let mut fsdev = std::ffi::OsString::from("local,id=vol,security_model=none,path=");
