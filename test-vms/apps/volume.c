@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <limits.h>
 #include <unistd.h>
 
 static int failures;
@@ -237,6 +238,12 @@ int main(int argc, char **argv)
     OK(rename("sub", "moved"));
     show("sub");
     OK(rename("moved/f2", "f2.top"));
+    /* realpath (musl reads /proc/self/fd/N) of a file that was renamed. */
+    char *rp = realpath("f2.top", NULL);
+    printf("realpath ends in /f2.top: %d\n",
+           rp && strlen(rp) > 7 && strcmp(rp + strlen(rp) - 7, "/f2.top") == 0 &&
+               strncmp(rp, dir, strlen(dir)) == 0);
+    free(rp);
     list("moved");
     list(".");
     ERR("rename a directory over a file", rename("moved", "f2.top"));

@@ -636,6 +636,22 @@ pub fn path_of(inode: &Arc<Inode>) -> Result<Vec<u8>, Errno> {
     if inode.is_dir() {
         return dir_path(inode.clone());
     }
+    // A file on the volume knows the directory it was found in and its
+    // name there (the tree below the mount point is not in memory).
+    let found = match &inode.lock().body {
+        Body::Remote(r) if r.removed => return Err(Errno::ENOENT),
+        Body::Remote(r) => Some((r.parent.clone(), r.name.to_vec())),
+        _ => None,
+    };
+    if let Some((parent, name)) = found {
+        let dir = parent.and_then(|w| w.upgrade()).ok_or(Errno::ENOENT)?;
+        let mut path = dir_path(dir)?;
+        if path != b"/" {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        return Ok(path);
+    }
     fn find(dir: &Arc<Inode>, want: &Arc<Inode>, path: &mut Vec<u8>) -> bool {
         let children: Vec<(Vec<u8>, Arc<Inode>)> = match &dir.lock().body {
             Body::Dir(d) => d

@@ -1044,6 +1044,7 @@ pub fn getdents(fd: u64, buf: u64, count: u64, is64: bool) -> Result {
         _ => return Err(Errno::ENOTDIR),
     };
     let mut out = uaccess::slice_mut(buf, count.min(MAX_RW))?;
+    let room = out.len();
     let mut used = 0usize;
     let mut refused = false;
     let mut emit = |ino: u64, next: u64, dtype: u8, name: &[u8]| -> bool {
@@ -1058,7 +1059,7 @@ pub fn getdents(fd: u64, buf: u64, count: u64, is64: bool) -> Result {
         fits
     };
     let pos = match f.remote() {
-        Some(h) => h.read_dir(f.pos(), &mut emit)?,
+        Some(h) => h.read_dir(f.pos(), room, &mut emit)?,
         None => dir.read_dir(f.pos(), &mut emit)?,
     };
     f.set_pos(pos);

@@ -306,31 +306,28 @@ impl Client {
         )
     }
 
-    /// Treaddir from `offset`: `each` sees the entries of one answer in
-    /// order and says whether it took each one; it stops at the first it
-    /// did not take. Returns how many it took, and whether the answer was
-    /// empty (the end of the directory).
+    /// Treaddir from `offset`, at most `count` bytes of entries: `each`
+    /// sees them in order and says whether it took each one; it stops at
+    /// the first it did not take.
     pub fn readdir(
         &mut self,
         fid: u32,
         offset: u64,
         count: u32,
         each: &mut dyn FnMut(&p9::Dirent) -> bool,
-    ) -> R<(usize, bool)> {
+    ) -> R<()> {
         let count = count.min(self.io_max() as u32);
         self.call(&Msg::Treaddir { fid, offset, count }, |m| {
             let Msg::Rreaddir { data } = m else {
                 return None;
             };
-            let mut taken = 0;
             for d in Dirents::new(data) {
                 let Ok(d) = d else { break };
                 if !each(&d) {
                     break;
                 }
-                taken += 1;
             }
-            Some((taken, data.is_empty()))
+            Some(())
         })
     }
 

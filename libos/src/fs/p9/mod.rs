@@ -387,19 +387,21 @@ impl Handle {
         })
     }
 
-    /// pread: as many round trips as the buffer needs, up to the end of
-    /// the file.
+    /// pread: as many round trips as the buffer needs; a short answer is
+    /// the end of the file (the host's pread of a regular file is short
+    /// only there), so a read at the end costs one round trip, not two.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         with(|v| {
             let mut done = 0;
             while done < buf.len() {
+                let asked = (buf.len() - done).min(v.client.io_max());
                 let n = v
                     .client
                     .read(self.fid, off + done as u64, &mut buf[done..])?;
-                if n == 0 {
+                done += n;
+                if n < asked {
                     break;
                 }
-                done += n;
             }
             Ok(done)
         })
@@ -415,11 +417,13 @@ impl Handle {
             };
             let mut done = 0;
             while done < data.len() {
+                let asked = (data.len() - done).min(v.client.io_max());
                 let n = v.client.write(self.fid, at + done as u64, &data[done..])?;
-                if n == 0 {
+                done += n;
+                if n < asked {
+                    // A full disk or a file size limit: report what went.
                     break;
                 }
-                done += n;
             }
             Ok((done, at + done as u64))
         })
@@ -439,21 +443,20 @@ impl Handle {
         with(|v| v.client.fsync(self.fid, datasync))
     }
 
-    /// getdents from position `pos` (0 or a host cookie).
-    pub fn read_dir(&self, pos: u64, emit: &mut EmitEntry) -> Result<u64, Errno> {
+    /// getdents from position `pos` (0 or a host cookie): one Treaddir
+    /// (the caller calls again until it gets nothing, as for any file
+    /// system), asking for about as many bytes as the caller has room for.
+    pub fn read_dir(&self, pos: u64, room: usize, emit: &mut EmitEntry) -> Result<u64, Errno> {
         with(|v| {
-            let mut pos = pos;
-            loop {
-                let mut t = dirent::Taken { pos, full: false };
-                let (_, end) = v.client.readdir(self.fid, pos, u32::MAX, &mut |d| {
-                    t = dirent::take(&mut core::iter::once(*d), t.pos, emit);
-                    !t.full
-                })?;
-                pos = t.pos;
-                if end || t.full {
-                    return Ok(pos);
-                }
-            }
+            let mut t = dirent::Taken { pos, full: false };
+            // Rreaddir's entries are 24 bytes plus the name, linux_dirent64's
+            // 19 plus the name, padded to 8: a bit more room is asked for.
+            let count = room.saturating_add(room / 2).min(u32::MAX as usize) as u32;
+            v.client.readdir(self.fid, pos, count, &mut |d| {
+                t = dirent::take(&mut core::iter::once(*d), t.pos, emit);
+                !t.full
+            })?;
+            Ok(t.pos)
         })
     }
 }
