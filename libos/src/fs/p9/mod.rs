@@ -12,17 +12,18 @@
 //! host file (by qid path) while anything uses it, so hard links and
 //! rename checks see one identity.
 //!
-//! **No page cache yet**: every read, write, stat and lookup is a round
-//! trip to the device (one VM exit each, [`requests`] counts them), and a
-//! lookup is a walk of one name. The guest is the volume's only writer
-//! (issue 13), which is what will make caching names, attributes and pages
-//! correct; the page cache with eviction is the next step.
+//! **No page cache yet**: every read, write and stat is a round trip to
+//! the device (one VM exit each, [`requests`] counts them). Lookups are
+//! remembered (`names`): the guest is the volume's only writer (issue
+//! 13), which makes that correct, and will make caching attributes and
+//! pages correct too; the page cache with eviction is the next step.
 
 mod attr;
 mod client;
 mod device;
 mod dirent;
 mod flags;
+mod names;
 
 use super::inode::{Attr, EmitEntry, Inode, Kind, NAME_MAX, Time};
 use crate::syscall::Errno;
@@ -66,6 +67,8 @@ struct Volume {
     client: Client,
     /// Host inode -> the one Inode for it, while something holds it.
     inodes: BTreeMap<u64, Weak<Inode>>,
+    /// (directory, name) -> Inode: lookups that need no walk.
+    names: names::Names<Inode>,
 }
 
 static VOLUME: Mutex<Option<Volume>> = Mutex::new(None);
@@ -137,24 +140,30 @@ pub fn mount(root: &Arc<Inode>) {
     );
     let mut inodes = BTreeMap::new();
     inodes.insert(qid.path, Arc::downgrade(&dir));
-    *VOLUME.lock() = Some(Volume { client, inodes });
+    *VOLUME.lock() = Some(Volume {
+        client,
+        inodes,
+        names: names::Names::new(),
+    });
     if let Err(e) = super::namei::mount_over(root, MOUNT_POINT, dir) {
         crate::log!("libos: cannot mount the 9p volume at /data: {e:?}");
     }
 }
 
-fn remote_of(inode: &Inode) -> Result<(u32, bool), Errno> {
+/// An inode's fid, whether it was removed, and its host inode number.
+fn remote_of(inode: &Inode) -> Result<(u32, bool, u64), Errno> {
     match &inode.lock().body {
-        super::inode::Body::Remote(r) => Ok((r.fid, r.removed)),
+        super::inode::Body::Remote(r) => Ok((r.fid, r.removed, r.qid_path)),
         _ => Err(Errno::EXDEV),
     }
 }
 
-/// The fid of a directory that may still gain or lose entries.
-fn live_dir_fid(dir: &Inode) -> Result<u32, Errno> {
+/// The fid and host inode of a directory that may still gain or lose
+/// entries.
+fn live_dir(dir: &Inode) -> Result<(u32, u64), Errno> {
     match remote_of(dir)? {
-        (_, true) => Err(Errno::ENOENT),
-        (fid, false) => Ok(fid),
+        (_, true, _) => Err(Errno::ENOENT),
+        (fid, false, q) => Ok((fid, q)),
     }
 }
 
@@ -214,16 +223,21 @@ pub fn lookup(dir: &Arc<Inode>, name: &[u8]) -> Result<Arc<Inode>, Errno> {
     if name.len() > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
-    let dfid = live_dir_fid(dir)?;
+    let (dfid, dq) = live_dir(dir)?;
     with(|v| {
+        if let Some(known) = v.names.get(dq, name) {
+            return Ok(known);
+        }
         let (fid, qid) = walk_new(v, dfid, Some(name))?;
-        inode_for(v, dir, name, fid, qid)
+        let inode = inode_for(v, dir, name, fid, qid)?;
+        v.names.insert(dq, name, &inode, inode.is_dir());
+        Ok(inode)
     })
 }
 
 /// A new empty regular file `name` in `dir` (which has no such name).
 pub fn create(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<Arc<Inode>, Errno> {
-    let dfid = live_dir_fid(dir)?;
+    let (dfid, dq) = live_dir(dir)?;
     with(|v| {
         // Tlcreate turns the fid it is given into the new file, open:
         // give it a clone of the directory's, then let that one go.
@@ -238,12 +252,14 @@ pub fn create(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<Arc<Inode>, Er
         v.client.clunk(ofid);
         made?;
         let (fid, qid) = walk_new(v, dfid, Some(name))?;
-        inode_for(v, dir, name, fid, qid)
+        let inode = inode_for(v, dir, name, fid, qid)?;
+        v.names.insert(dq, name, &inode, false);
+        Ok(inode)
     })
 }
 
 pub fn mkdir(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<(), Errno> {
-    let dfid = live_dir_fid(dir)?;
+    let (dfid, _) = live_dir(dir)?;
     with(|v| {
         v.client
             .mkdir(dfid, name, perm & 0o7777, crate::syscall::ids::GID as u32)
@@ -252,7 +268,7 @@ pub fn mkdir(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<(), Errno> {
 }
 
 pub fn symlink(dir: &Arc<Inode>, name: &[u8], target: &[u8]) -> Result<(), Errno> {
-    let dfid = live_dir_fid(dir)?;
+    let (dfid, _) = live_dir(dir)?;
     with(|v| {
         v.client
             .symlink(dfid, name, target, crate::syscall::ids::GID as u32)
@@ -261,20 +277,25 @@ pub fn symlink(dir: &Arc<Inode>, name: &[u8], target: &[u8]) -> Result<(), Errno
 }
 
 pub fn link(old: &Arc<Inode>, dir: &Arc<Inode>, name: &[u8]) -> Result<(), Errno> {
-    let (fid, removed) = remote_of(old)?;
+    let (fid, removed, _) = remote_of(old)?;
     if removed {
         return Err(Errno::ENOENT);
     }
-    let dfid = live_dir_fid(dir)?;
+    let (dfid, _) = live_dir(dir)?;
     with(|v| v.client.link(dfid, fid, name))
 }
 
 /// The inode no longer has this name: later lookups of the name must not
-/// find it (another file may take the name).
+/// find it (another file may take the name), nor names in it if it is a
+/// directory (its host inode number may come back).
 fn forget(v: &mut Volume, node: &Arc<Inode>) {
     let mut n = node.lock();
     if let super::inode::Body::Remote(r) = &mut n.body {
         r.removed = true;
+        if node.is_dir() {
+            let gone = v.names.forget_dir(r.qid_path);
+            drop(gone);
+        }
         if v.inodes
             .get(&r.qid_path)
             .is_some_and(|w| core::ptr::eq(w.as_ptr(), Arc::as_ptr(node)))
@@ -286,10 +307,12 @@ fn forget(v: &mut Volume, node: &Arc<Inode>) {
 
 /// unlink or rmdir of `name` (which is `node`) in `dir`.
 pub fn unlink(dir: &Arc<Inode>, name: &[u8], node: &Arc<Inode>) -> Result<(), Errno> {
-    let dfid = live_dir_fid(dir)?;
+    let (dfid, dq) = live_dir(dir)?;
     let flags = if node.is_dir() { p9::AT_REMOVEDIR } else { 0 };
     with(|v| {
         v.client.unlinkat(dfid, name, flags)?;
+        let named = v.names.remove(dq, name);
+        drop(named);
         forget(v, node);
         Ok(())
     })
@@ -303,13 +326,16 @@ pub fn rename(
     old: &Arc<Inode>,
     replaced: Option<&Arc<Inode>>,
 ) -> Result<(), Errno> {
-    let ofid = live_dir_fid(odir)?;
-    let nfid = live_dir_fid(ndir)?;
+    let (ofid, oq) = live_dir(odir)?;
+    let (nfid, nq) = live_dir(ndir)?;
     with(|v| {
         v.client.renameat(ofid, oname, nfid, nname)?;
+        let named = (v.names.remove(oq, oname), v.names.remove(nq, nname));
+        drop(named);
         if let Some(r) = replaced {
             forget(v, r);
         }
+        v.names.insert(nq, nname, old, old.is_dir());
         // The server moves the fids under the old name along (QEMU fixes
         // their paths); the inode's own idea of where it is follows.
         if let super::inode::Body::Remote(r) = &mut old.lock().body {
@@ -376,7 +402,7 @@ impl Drop for Handle {
 impl Handle {
     /// A fid for `inode` opened with `flags` (open(2)'s).
     pub fn open(inode: &Inode, flags: u32) -> Result<Handle, Errno> {
-        let (ifid, _) = remote_of(inode)?;
+        let (ifid, _, _) = remote_of(inode)?;
         with(|v| {
             let (fid, _) = walk_new(v, ifid, None)?;
             if let Err(e) = v.client.lopen(fid, flags::lopen_flags(flags)) {
