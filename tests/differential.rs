@@ -166,9 +166,13 @@ fn assert_volume_left(dir: &std::path::Path) {
 
 /// test-vms/apps/volume.c natively on a fresh directory: its output.
 fn volume_natively(dir: &str) -> std::process::Output {
+    // Linked once: the two volume tests run at once, and relinking a
+    // binary the other one runs fails (ETXTBSY).
+    static NATIVE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let exe = NATIVE.get_or_init(|| native_binary("volume"));
     let native_dir = fresh_dir(dir);
     let native = run_with_input(
-        Command::new(native_binary("volume"))
+        Command::new(exe)
             .arg0("volume")
             .arg(&native_dir)
             .env_clear(),

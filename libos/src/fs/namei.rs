@@ -154,6 +154,9 @@ pub struct OpenHow {
     pub write: bool,
     /// Mode for a created file, before the umask.
     pub mode: u32,
+    /// open(2)'s flags as given: a file created on the volume is opened
+    /// with them by the same request (fs::p9::create).
+    pub flags: u32,
 }
 
 pub fn open(base: &Arc<Inode>, path: &[u8], how: &OpenHow) -> Result<Arc<Inode>, Errno> {
@@ -193,7 +196,11 @@ fn open_with(
                     (node, false)
                 }
                 Err(Errno::ENOENT) if how.create && p.dir.is_remote() => {
-                    (super::p9::create(&p.dir, name, how.mode & !umask())?, true)
+                    let opened = Some(how.flags);
+                    (
+                        super::p9::create(&p.dir, name, how.mode & !umask(), opened)?,
+                        true,
+                    )
                 }
                 Err(Errno::ENOENT) if how.create => {
                     let node = Inode::new_file(how.mode & !umask(), FileData::default());
@@ -356,7 +363,7 @@ pub fn mknod_file(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<(), Errno
     let p = walk(base, path, &mut 0)?;
     let name = new_name(&p, false)?;
     if p.dir.is_remote() {
-        return super::p9::create(&p.dir, name, mode & !umask()).map(drop);
+        return super::p9::create(&p.dir, name, mode & !umask(), None).map(drop);
     }
     let file = Inode::new_file(mode & !umask(), FileData::default());
     link_into(&p.dir, name, &file)

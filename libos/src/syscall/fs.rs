@@ -139,6 +139,7 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> Result {
         path_only,
         write: matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR),
         mode: mode as u32 & 0o7777,
+        flags,
     };
     let inode = namei::open(&base(dirfd, path)?, path, &how)?;
     // A socket's name cannot be opened (Linux: ENXIO), only connected to.

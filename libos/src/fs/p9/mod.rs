@@ -55,6 +55,9 @@ pub struct Remote {
     pub name: Box<[u8]>,
     /// Unlinked, or replaced by a rename: no longer reachable by name.
     pub removed: bool,
+    /// The open fid Tlcreate made of a file just created by open(2), for
+    /// that open to take ([`Handle::open`]) instead of opening anew.
+    fresh: Option<Handle>,
 }
 
 impl Drop for Remote {
@@ -136,6 +139,7 @@ pub fn mount(root: &Arc<Inode>) {
             parent: Some(Arc::downgrade(root)),
             name: MOUNT_POINT.into(),
             removed: false,
+            fresh: None,
         },
     );
     let mut inodes = BTreeMap::new();
@@ -201,6 +205,7 @@ fn inode_for(
             parent: Some(Arc::downgrade(dir)),
             name: name.into(),
             removed: false,
+            fresh: None,
         },
     );
     v.inodes.insert(qid.path, Arc::downgrade(&inode));
@@ -236,23 +241,44 @@ pub fn lookup(dir: &Arc<Inode>, name: &[u8]) -> Result<Arc<Inode>, Errno> {
 }
 
 /// A new empty regular file `name` in `dir` (which has no such name).
-pub fn create(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<Arc<Inode>, Errno> {
+/// With `open` (open(2)'s flags), the fid Tlcreate opened is kept for the
+/// open that follows (saving a clone, a Tlopen and a clunk per created
+/// file); without, it is let go.
+pub fn create(
+    dir: &Arc<Inode>,
+    name: &[u8],
+    perm: u32,
+    open: Option<u32>,
+) -> Result<Arc<Inode>, Errno> {
     let (dfid, dq) = live_dir(dir)?;
     with(|v| {
         // Tlcreate turns the fid it is given into the new file, open:
-        // give it a clone of the directory's, then let that one go.
+        // give it a clone of the directory's.
         let (ofid, _) = walk_new(v, dfid, None)?;
+        let lflags = open.map_or(p9::open::RDONLY, flags::lopen_flags) | p9::open::EXCL;
         let made = v.client.lcreate(
             ofid,
             name,
-            p9::open::RDONLY | p9::open::EXCL,
+            lflags,
             perm & 0o7777,
             crate::syscall::ids::GID as u32,
         );
-        v.client.clunk(ofid);
-        made?;
+        if let Err(e) = made {
+            v.client.clunk(ofid);
+            return Err(e);
+        }
+        let fresh = match open {
+            Some(_) => Some(Handle { fid: ofid }),
+            None => {
+                v.client.clunk(ofid);
+                None
+            }
+        };
         let (fid, qid) = walk_new(v, dfid, Some(name))?;
         let inode = inode_for(v, dir, name, fid, qid)?;
+        if let super::inode::Body::Remote(r) = &mut inode.lock().body {
+            r.fresh = fresh;
+        }
         v.names.insert(dq, name, &inode, false);
         Ok(inode)
     })
@@ -400,8 +426,14 @@ impl Drop for Handle {
 }
 
 impl Handle {
-    /// A fid for `inode` opened with `flags` (open(2)'s).
+    /// A fid for `inode` opened with `flags` (open(2)'s): the one its
+    /// creation by this same open(2) left, else a clone opened now.
     pub fn open(inode: &Inode, flags: u32) -> Result<Handle, Errno> {
+        if let super::inode::Body::Remote(r) = &mut inode.lock().body
+            && let Some(h) = r.fresh.take()
+        {
+            return Ok(h);
+        }
         let (ifid, _, _) = remote_of(inode)?;
         with(|v| {
             let (fid, _) = walk_new(v, ifid, None)?;
