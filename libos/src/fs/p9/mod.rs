@@ -39,9 +39,10 @@ use spin::Mutex;
 pub const TAG: &[u8] = pgkraft_abi::VOLUME_TAG.as_bytes();
 /// Where it is mounted: PostgreSQL's data directory (`postgres -D /data`).
 pub const MOUNT_POINT: &[u8] = b"data";
-/// Bytes of each of the two request buffers: the msize we ask for. 128 KiB
-/// moves sixteen 8 KiB pages per round trip.
-const MSIZE: usize = 128 * 1024;
+/// Bytes of each of the two request buffers: the msize we ask for, so
+/// that one Tread or Twrite moves 128 KiB (sixteen 8 KiB pages) after its
+/// header.
+const MSIZE: usize = 128 * 1024 + p9::IOHDRSZ as usize;
 
 /// The volume's part of an inode.
 pub struct Remote {
