@@ -61,6 +61,20 @@ pub struct Remote {
     fresh: Option<Handle>,
 }
 
+impl Remote {
+    /// `fid` walked to host inode `qid_path`, found as `name` in `parent`.
+    fn new(fid: u32, qid_path: u64, parent: &Arc<Inode>, name: &[u8]) -> Remote {
+        Remote {
+            fid,
+            qid_path,
+            parent: Some(Arc::downgrade(parent)),
+            name: name.into(),
+            removed: false,
+            fresh: None,
+        }
+    }
+}
+
 impl Drop for Remote {
     fn drop(&mut self) {
         release(self.fid, Some(self.qid_path));
@@ -132,17 +146,7 @@ pub fn mount(root: &Arc<Inode>) {
         crate::log!("libos: the 9p volume's root is not a directory; not mounted");
         return;
     }
-    let dir = Inode::new_remote(
-        Kind::Dir,
-        Remote {
-            fid,
-            qid_path: qid.path,
-            parent: Some(Arc::downgrade(root)),
-            name: MOUNT_POINT.into(),
-            removed: false,
-            fresh: None,
-        },
-    );
+    let dir = Inode::new_remote(Kind::Dir, Remote::new(fid, qid.path, root, MOUNT_POINT));
     let mut inodes = BTreeMap::new();
     inodes.insert(qid.path, Arc::downgrade(&dir));
     *VOLUME.lock() = Some(Volume {
@@ -198,17 +202,7 @@ fn inode_for(
     } else {
         Kind::File
     };
-    let inode = Inode::new_remote(
-        kind,
-        Remote {
-            fid,
-            qid_path: qid.path,
-            parent: Some(Arc::downgrade(dir)),
-            name: name.into(),
-            removed: false,
-            fresh: None,
-        },
-    );
+    let inode = Inode::new_remote(kind, Remote::new(fid, qid.path, dir, name));
     v.inodes.insert(qid.path, Arc::downgrade(&inode));
     Ok(inode)
 }
@@ -528,4 +522,64 @@ fn truncate_fid(fid: u32, len: u64) -> Result<(), Errno> {
         ..p9::SetAttr::default()
     };
     with(|v| v.client.setattr(fid, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::namei;
+
+    /// A volume tree without a device: what lookups would have built.
+    fn tree() -> (Arc<Inode>, Arc<Inode>, Arc<Inode>) {
+        let root = Inode::new_dir(0o755, None);
+        let data = Inode::new_remote(Kind::Dir, Remote::new(1, 100, &root, MOUNT_POINT));
+        namei::mount_over(&root, MOUNT_POINT, data.clone()).unwrap();
+        let base = Inode::new_remote(Kind::Dir, Remote::new(2, 101, &data, b"base"));
+        let file = Inode::new_remote(Kind::File, Remote::new(3, 102, &base, b"16384"));
+        (root, base, file)
+    }
+
+    #[test]
+    fn volume_paths_are_found_upwards_through_names_they_keep() {
+        let (root, base, file) = tree();
+        assert_eq!(namei::path_of(&base).unwrap(), b"/data/base");
+        assert_eq!(namei::path_of(&file).unwrap(), b"/data/base/16384");
+        // `..` of a volume directory is the directory it was found in; of
+        // the volume's root, the directory it is mounted in.
+        let data = base.parent().unwrap();
+        assert!(Arc::ptr_eq(&data.parent().unwrap(), &root));
+        assert!(data.is_remote() && !data.is_root());
+        // A rename moves the name the inode keeps; an unlinked file has none.
+        if let crate::fs::inode::Body::Remote(r) = &mut file.lock().body {
+            r.parent = Some(Arc::downgrade(&data));
+            r.name = b"moved".as_slice().into();
+        }
+        assert_eq!(namei::path_of(&file).unwrap(), b"/data/moved");
+        if let crate::fs::inode::Body::Remote(r) = &mut file.lock().body {
+            r.removed = true;
+        }
+        assert_eq!(namei::path_of(&file), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn mounting_hides_the_image_directory_and_counts_one_link() {
+        let root = Inode::new_dir(0o755, None);
+        root.lock().nlink = 2;
+        namei::mkdir(&root, b"data", 0o700).unwrap();
+        assert_eq!(root.lock().nlink, 3);
+        let image_data = root.lookup(b"data").unwrap();
+        let data = Inode::new_remote(Kind::Dir, Remote::new(1, 100, &root, MOUNT_POINT));
+        namei::mount_over(&root, MOUNT_POINT, data.clone()).unwrap();
+        assert!(Arc::ptr_eq(&root.lookup(b"data").unwrap(), &data));
+        assert!(!Arc::ptr_eq(&data, &image_data));
+        // A directory replaced a directory: the parent's count stays.
+        assert_eq!(root.lock().nlink, 3);
+    }
+
+    #[test]
+    fn without_a_volume_its_operations_say_enodev() {
+        let (_, base, _) = tree();
+        assert_eq!(lookup(&base, b"x").err(), Some(Errno::ENODEV));
+        assert_eq!(base.stat().err(), Some(Errno::ENODEV));
+    }
 }
