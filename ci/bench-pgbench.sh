@@ -5,12 +5,14 @@
 # round: pgbench -i -s SCALE, then select-only (-S), TPC-B-like and
 # connect-per-transaction (-S -C) runs at 1, 4 and 16 clients. Prints
 # every run, then the medians and the image/native ratio per run kind; then
-# the guest's host memory per idle connection (the runner's RSS with 16
-# idle connections open against none). Benchmarks, not tests: nothing here
-# asserts a figure.
+# the memory per idle connection (ci/idle-memory.py, IDLE connections):
+# the guest's own (MemFree of its /proc/meminfo, and who holds it), the
+# runner's host RSS, and natively the server processes' PSS. Benchmarks,
+# not tests: nothing here asserts a figure. ROUNDS=0 measures the memory
+# alone.
 #
 #   bash ci/bench-pgbench.sh IMAGE            (PGPASSWORD: the image's password)
-#   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 bash ci/bench-pgbench.sh out/postgres-17.img
+#   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 IDLE=16 bash ci/bench-pgbench.sh out/postgres-17.img
 set -euo pipefail
 
 IMAGE=${1:?usage: bench-pgbench.sh IMAGE, with PGPASSWORD set to the superuser password of the image}
@@ -23,8 +25,11 @@ MEM=${MEM:-1024}
 CLIENTS=${CLIENTS:-"1 4 16"}
 PGKRAFT=${PGKRAFT:-target/release/pgkraft}
 PORT=${PORT:-15532}
+IDLE=${IDLE:-16}
+here=$(dirname "$0")
 work=$(mktemp -d)
-trap 'pkill -INT -f "pgkraft serve .*--publish 127.0.0.1:$PORT:" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Servers still running at exit (an error, ^C) are stopped by their pids.
+trap 'for p in $(cat "$work/pids" 2>/dev/null); do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 
 # Start one server (image or native); print its pid once it answers.
 start() {
@@ -33,6 +38,7 @@ start() {
   "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \
     --log "$work/$side.log" "${extra[@]}" >"$work/serve.out" &
   local pid=$!
+  echo "$pid" >>"$work/pids"
   for _ in $(seq 1 600); do
     grep -q '"ready"' "$work/serve.out" 2>/dev/null && { echo "$pid"; return; }
     kill -0 "$pid" 2>/dev/null || { cat "$work/$side.log" >&2; exit 1; }
@@ -89,6 +95,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+if [ "$ROUNDS" -gt 0 ]; then
 echo
 echo "medians over $ROUNDS rounds (pgbench -s $SCALE, $SECS s per run, guest $MEM MiB):"
 python3 - "$work/results" <<'EOF'
@@ -106,20 +113,16 @@ for kind in ("select", "tpcb", "connect"):
         n = statistics.median(runs[(kind, c, "native")] or [0])
         print(f"{kind + ' ' + c:<16}{i:>12.0f}{n:>12.0f}{i / n if n else 0:>8.2f}")
 EOF
-
-# Host memory per idle connection: the runner's RSS with 16 client
-# connections open and idle (each pgbench client sleeps) against none.
-pid=$(start image)
-rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-sleep 1
-before=$(rss "$pid")
-printf '\\sleep 8 s\n' >"$work/idle.sql"
-pgbench -h 127.0.0.1 -p "$PORT" -U postgres -n -c 16 -j 2 -t 1 -f "$work/idle.sql" postgres >/dev/null 2>&1 &
-bench=$!
-sleep 5
-during=$(rss "$pid")
-wait "$bench" || true
-stop "$pid"
+fi
 [ -s "$work/failed.log" ] && { echo "failed runs said:"; sort -u "$work/failed.log" | grep -i error | head -5; }
+
+# Memory per idle connection: IDLE psql sessions open and idle, against
+# none, on each side (the guest's MemFree and the runner's RSS; natively
+# the server processes' PSS).
 echo
-echo "idle connections: runner RSS $before KiB with none, $during KiB with 16: $(((during - before) / 16)) KiB per connection"
+echo "memory per idle connection (guest $MEM MiB):"
+for side in image native; do
+  pid=$(start "$side")
+  python3 "$here/idle-memory.py" --side "$side" --port "$PORT" --serve-pid "$pid" --conns "$IDLE"
+  stop "$pid"
+done

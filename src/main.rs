@@ -88,6 +88,11 @@ enum Command {
         /// instead of booting the image: the benchmarks' reference.
         #[arg(long)]
         native: bool,
+        /// Serve the data directory from the host directory DIR (virtio-9p,
+        /// mount tag `pgkraft-data`), as it is: it must already hold a
+        /// cluster of this image's PostgreSQL; nothing initialises or locks it yet.
+        #[arg(long, value_name = "DIR", conflicts_with = "native")]
+        volume: Option<PathBuf>,
     },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
@@ -458,6 +463,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             json,
             log,
             native,
+            volume,
         } => {
             let image = open_image(&image)?;
             let opts = pgkraft::serve::ServeOptions {
@@ -466,6 +472,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 json,
                 log,
                 native,
+                volume,
             };
             match pgkraft::serve::serve(&image, opts) {
                 Ok(()) => Ok(0),

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     /// Serve with the host-linked server of the image's build on a copy of
     /// the image's files instead of booting it (the benchmarks' reference).
     pub native: bool,
+    /// The data directory on this host directory (the runner's volume).
+    pub volume: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +220,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                     tap: None,
                 }),
                 signals: Some(signals.clone()),
-                volume: None,
+                volume: opts.volume.clone().map(vmm::VolumeConfig::new),
             };
             Backend::Guest(signals, Box::new(vmm::boot(image.boot(), &cfg)?))
         }

@@ -179,6 +179,10 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
+    // An IPv4 client is the IPv4 listener's (PostgreSQL's `::` one has
+    // IPV6_V6ONLY), as on Linux: its address is not IPv4-mapped.
+    let o = server.psql(PASSWORD, "SELECT family(inet_client_addr())");
+    assert_eq!(stdout(&o).trim(), "4", "{}", stderr(&o));
     // A second serve on the same port fails before it says it is ready
     // (the answers there are the first one's), and the first lives on.
     let o = run(pgkraft()
@@ -573,17 +577,8 @@ fn smoke_server(
     password: &str,
     extra: &[&str],
 ) -> (serde_json::Value, i32) {
-    let o = run(pgkraft()
-        .arg("smoke")
-        .arg(image)
-        .arg("--vm")
-        .arg(vm)
-        .arg("--json")
-        .args(extra)
-        .env("PGKRAFT_PASSWORD", password));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stderr(&o)));
-    (v, o.status.code().unwrap_or(-1))
+    let (v, code) = smoke_json(image, vm, extra, &[("PGKRAFT_PASSWORD", password)]);
+    (v, code.unwrap_or(-1))
 }
 
 /// test-vms/server.yaml, through the Rust client: in the guest and with
@@ -704,4 +699,222 @@ fn native_finds_the_server_of_an_image_built_from_a_recipe_elsewhere() {
     let (report, code) = smoke_server(&image, &vm, PASSWORD, &["--native"]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["runner"], "native");
+}
+
+/// One /proc/meminfo as Linux lays it out: `Name:` padded to 16 columns,
+/// the value right-aligned in 8 (wider values push on), then ` kB`, or no
+/// unit (Linux's HugePages_ counts). Returns (name, value, unit) per line;
+/// panics naming the line that is not so.
+fn parse_meminfo(text: &str) -> Vec<(String, u64, Option<String>)> {
+    assert!(text.ends_with('\n'), "no final newline: {text:?}");
+    text.lines()
+        .map(|line| {
+            let (name, rest) = line.split_once(':').unwrap_or_else(|| panic!("{line:?}"));
+            assert!(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_()".contains(&b)),
+                "{line:?}"
+            );
+            let mut words = rest.split_whitespace();
+            let value: u64 = words
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no decimal value: {line:?}"));
+            let unit = words.next().map(str::to_owned);
+            assert!(words.next().is_none(), "{line:?}");
+            assert!(unit.is_none() || unit.as_deref() == Some("kB"), "{line:?}");
+            if unit.is_some() && value < 100_000_000 {
+                // fs/proc/meminfo.c: "%-16s" name, "%8lu" value, " kB".
+                assert_eq!(line.len(), 16 + 8 + 3, "not in Linux's columns: {line:?}");
+            }
+            (name.to_owned(), value, unit)
+        })
+        .collect()
+}
+
+/// The guest's /proc/meminfo read through SQL, in kB by name (every line
+/// with a unit: the guest's file has only kB lines).
+fn guest_meminfo(c: &mut postgres::Client) -> std::collections::BTreeMap<String, u64> {
+    let text: String = c
+        .query_one("SELECT pg_read_file('/proc/meminfo')", &[])
+        .unwrap()
+        .get(0);
+    let mut m = std::collections::BTreeMap::new();
+    for (name, value, unit) in parse_meminfo(&text) {
+        assert_eq!(unit.as_deref(), Some("kB"), "{name} in {text}");
+        assert!(m.insert(name.clone(), value).is_none(), "{name} twice");
+    }
+    for name in ["MemTotal", "MemFree", "MemAvailable"] {
+        assert!(m.contains_key(name), "no {name} in\n{text}");
+    }
+    m
+}
+
+/// The lines of the guest's meminfo that say who holds the used memory.
+const HOLDERS: [&str; 7] = [
+    "ProcStacks",
+    "ProcMapped",
+    "SlotsInUse",
+    "SlotsKept",
+    "PageTables",
+    "SysVShm",
+    "LibosHeap",
+];
+
+/// Used memory that no holder counts: a long command line's pages and
+/// exited processes' memory not yet reaped (freed at the next system
+/// call, so none by the time a read runs); never a whole stack or slot.
+const UNHELD_KB_MAX: u64 = 64;
+
+fn check_holders_add_up(m: &std::collections::BTreeMap<String, u64>) {
+    let used = m["MemTotal"] - m["MemFree"];
+    let held: u64 = HOLDERS.iter().map(|h| m[*h]).sum();
+    // Every figure is whole pages, so exact in kB: nothing may be held
+    // twice.
+    assert!(
+        held <= used && used - held <= UNHELD_KB_MAX,
+        "used {used} kB, held {held} kB: {m:?}"
+    );
+}
+
+/// The host's own /proc/meminfo parses with the same parser: the guest's
+/// file is read the way Linux's is.
+#[test]
+fn the_hosts_meminfo_parses_as_the_guests_is_parsed() {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let lines = parse_meminfo(&text);
+    assert!(lines.iter().any(|(n, _, u)| n == "MemTotal" && u.is_some()));
+    assert!(
+        lines
+            .iter()
+            .any(|(n, _, u)| n == "MemAvailable" && u.is_some())
+    );
+}
+
+/// /proc/meminfo in the guest is the allocator's truth: MemTotal is the
+/// guest's RAM less the image, idle connections take MemFree (each its
+/// own stack and slot), and their memory comes back when they close, but
+/// for what is kept by design (slots for the next process, their page
+/// tables, the libOS heap's chunks).
+#[test]
+fn guest_meminfo_follows_idle_connections_and_comes_back_when_they_close() {
+    if !kvm_available() {
+        return;
+    }
+    const MEM_MIB: u64 = 256;
+    const K: u64 = 4;
+    let image = postgres_image("17");
+    let server = Server::start_with(&image, &["--mem", &MEM_MIB.to_string()]);
+    let mut c = server.client();
+    // No autovacuum worker may come and go between the readings.
+    c.batch_execute("ALTER SYSTEM SET autovacuum = off")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let clients = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let m0 = guest_meminfo(&mut c);
+    // The image is loaded at 1 MiB; what follows it is the allocator's:
+    // at most its file's bytes plus the libOS's .bss (its page tables and
+    // free-range list, < 4 MiB) lie between.
+    let mem_kb = MEM_MIB * 1024;
+    let image_kb = std::fs::metadata(&image).unwrap().len() / 1024;
+    assert!(
+        m0["MemTotal"] < mem_kb - 1024 && m0["MemTotal"] > mem_kb - 1024 - image_kb - 4096,
+        "MemTotal {} kB with --mem {MEM_MIB} and a {image_kb} kB image",
+        m0["MemTotal"]
+    );
+    assert!(m0["MemFree"] < m0["MemTotal"]);
+    assert_eq!(m0["MemAvailable"], m0["MemFree"]);
+    check_holders_add_up(&m0);
+    // As Linux's procfs file: size 0 in stat, a read after a seek gets the
+    // text from there, and nobody may write it.
+    let row = c
+        .query_one("SELECT size, isdir FROM pg_stat_file('/proc/meminfo')", &[])
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (0, false));
+    let total: String = c
+        .query_one("SELECT pg_read_file('/proc/meminfo', 16, 8)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total.trim(), m0["MemTotal"].to_string());
+    let e = c
+        .batch_execute("COPY (SELECT 1) TO '/proc/meminfo'")
+        .unwrap_err();
+    let said = e.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        said.as_deref()
+            .is_some_and(|m| m.ends_with("Permission denied")),
+        "{e:?}"
+    );
+
+    let mut idle: Vec<postgres::Client> = (0..K).map(|_| server.client()).collect();
+    for i in &mut idle {
+        i.batch_execute("SELECT 1").unwrap();
+    }
+    let m1 = guest_meminfo(&mut c);
+    check_holders_add_up(&m1);
+    let grew = |h: &str| m1[h] as i64 - m0[h] as i64;
+    // K more processes: K more stacks and K more slots in use, the same
+    // amount each.
+    for h in ["ProcStacks", "SlotsInUse"] {
+        assert!(
+            grew(h) > 0 && grew(h) % K as i64 == 0,
+            "{h}: {m0:?} -> {m1:?}"
+        );
+    }
+    let taken = m0["MemFree"] - m1["MemFree"];
+    assert!(
+        taken >= (grew("ProcStacks") + grew("SlotsInUse")) as u64,
+        "MemFree fell by {taken} kB: {m0:?} -> {m1:?}"
+    );
+
+    drop(idle);
+    assert!(
+        eventually(Duration::from_secs(20), || clients(&mut c) == 1),
+        "the closed connections' backends are still there after 20 s"
+    );
+    // A backend leaves pg_stat_activity before its exit gives its memory
+    // back: wait for that too.
+    let mut m2 = guest_meminfo(&mut c);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            m2 = guest_meminfo(&mut c);
+            m2["ProcStacks"] == m0["ProcStacks"]
+        }),
+        "stacks not given back: {m0:?} -> {m2:?}"
+    );
+    check_holders_add_up(&m2);
+    assert_eq!(m2["SlotsInUse"], m0["SlotsInUse"], "{m0:?} -> {m2:?}");
+    // What stays taken is what is kept by design: the K slots, now kept
+    // for the next processes (no more: a slot is never kept twice), the
+    // page tables made for them, and the libOS heap's growth (its chunks
+    // are never given back); besides, the live processes' own mappings
+    // may have moved either way.
+    let delta = |h: &str| m2[h] as i64 - m0[h] as i64;
+    assert!(
+        delta("SlotsKept") <= grew("SlotsInUse"),
+        "more slots kept than the closed connections had: {m0:?} -> {m2:?}"
+    );
+    let by_design = delta("SlotsKept") + delta("PageTables") + delta("LibosHeap");
+    let live = delta("ProcMapped") + delta("SysVShm");
+    let not_back = m0["MemFree"] as i64 - m2["MemFree"] as i64;
+    assert!(
+        (not_back - by_design - live).abs() <= UNHELD_KB_MAX as i64,
+        "MemFree {} kB before, {} kB after the connections closed; kept by design \
+         {by_design} kB, live processes' change {live} kB: {m0:?} -> {m2:?}",
+        m0["MemFree"],
+        m2["MemFree"]
+    );
+    assert!(m2["MemFree"] > m1["MemFree"], "{m1:?} -> {m2:?}");
+    drop(c);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
 }

@@ -81,21 +81,6 @@ fn keys_of_the_other_mode_and_unusable_checks_are_refused() {
     has(&err, &["vm.yaml:2:1", "timeout_secs", "604800"]);
 }
 
-/// The report of `pgkraft smoke IMAGE --vm FILE --json [extra...]`, and
-/// its exit status.
-fn smoke_json(image: &Path, vm: &Path, extra: &[&str]) -> (Value, Option<i32>) {
-    let o = run(pgkraft()
-        .arg("smoke")
-        .arg(image)
-        .arg("--vm")
-        .arg(vm)
-        .arg("--json")
-        .args(extra));
-    let v: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stdout(&o)));
-    (v, o.status.code())
-}
-
 fn failed_checks(report: &Value) -> Vec<&Value> {
     report["checks"]
         .as_array()
@@ -108,7 +93,7 @@ fn failed_checks(report: &Value) -> Vec<&Value> {
 fn native_passes(major: &str) {
     let img = postgres_image(major);
     let vm = repo().join("test-vms/single-user.yaml");
-    let (report, code) = smoke_json(&img, &vm, &["--native"]);
+    let (report, code) = smoke_json(&img, &vm, &["--native"], &[]);
     assert_eq!(
         report["ok"],
         true,
@@ -178,7 +163,7 @@ fn a_failing_check_shows_the_servers_error() {
         dir.path(),
         "mode: single-user\nchecks:\n  - name: divide\n    sql: SELECT 1/0\n    expect: [[\"1\"]]\n  - name: wrong rows\n    sql: SELECT 2\n    expect: [[\"3\"]]\n  - name: after\n    sql: |\n      SELECT 'multi\n\n      line';\n    expect: [[\"multi\\nline\"]]\n",
     );
-    let (report, code) = smoke_json(&img, &vm, &["--native"]);
+    let (report, code) = smoke_json(&img, &vm, &["--native"], &[]);
     assert_eq!(code, Some(1));
     assert_eq!(report["ok"], false);
     let checks = report["checks"].as_array().unwrap();
@@ -206,7 +191,7 @@ fn stopped_at_the_timeout(image: &Path, extra: &[&str]) {
         dir.path(),
         "mode: single-user\ntimeout_secs: 10\nchecks:\n  - name: quick\n    sql: SELECT 1\n  - name: slow\n    sql: SELECT pg_sleep(600)\n  - name: never\n    sql: SELECT 2\n",
     );
-    let (report, code) = smoke_json(image, &vm, extra);
+    let (report, code) = smoke_json(image, &vm, extra, &[]);
     assert_eq!(code, Some(1));
     assert_eq!(report["exit"], "timeout");
     let checks = report["checks"].as_array().unwrap();
@@ -263,9 +248,9 @@ fn guest_matches_native(major: &str) {
     }
     let vm = repo().join("test-vms/single-user.yaml");
     let img = postgres_image(major);
-    let (native, _) = smoke_json(&img, &vm, &["--native"]);
+    let (native, _) = smoke_json(&img, &vm, &["--native"], &[]);
     assert_eq!(native["ok"], true, "the native run is the reference");
-    let (guest, code) = smoke_json(&img, &vm, &[]);
+    let (guest, code) = smoke_json(&img, &vm, &[], &[]);
     assert_eq!(guest["runner"], "kvm");
     let n = native["checks"].as_array().unwrap();
     let g = guest["checks"].as_array().unwrap();

@@ -545,3 +545,31 @@ fn boot_time() {
     );
     assert!(r <= t, "vmm_ready {r:?} comes within run() {t:?}");
 }
+
+#[test]
+fn a_volume_is_checked_at_boot_and_refused_by_snapshots() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(&["GUEST_HELLO"]);
+    // A missing directory fails the boot, before the guest runs.
+    let mut cfg = capture(b"");
+    cfg.volume = Some(vmm::VolumeConfig::new(dir.path().join("missing")));
+    match vmm::run_file(&g.elf, &cfg) {
+        Err(VmmError::Volume(vmm::VolumeError::Open { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    // An existing one is attached; a guest that does not look at it runs
+    // as without it.
+    cfg.volume = Some(vmm::VolumeConfig::new(dir.path()));
+    let out = vmm::run_file(&g.elf, &cfg).unwrap();
+    assert_eq!(out.exit, GuestExit::Status(7));
+    // Its open files would not be in a snapshot.
+    let image = vmm::BootImage::open(&g.elf).unwrap();
+    match vmm::boot(&image, &cfg).unwrap().run_to_ready() {
+        Err(VmmError::NotSnapshottable { what }) => assert!(what.contains("volume"), "{what}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a VM with a volume was stopped for a snapshot"),
+    }
+}

@@ -10,6 +10,7 @@ use crate::config::MAX_FDS;
 use crate::fs::inode::{Attr, Device, Inode, Kind, S_IFIFO};
 use crate::fs::p9::Handle;
 use crate::fs::pipe::PipeEnd;
+use crate::fs::procfs::Generated;
 use crate::syscall::{Errno, console};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -76,6 +77,8 @@ pub enum FileKind {
     Epoll(crate::syscall::poll::Interest),
     /// socket(2), socketpair(2), accept(2).
     Socket(crate::net::Socket),
+    /// A proc file (/proc/meminfo): its text is made when read.
+    Generated(Generated),
 }
 
 /// An open file description.
@@ -179,6 +182,7 @@ impl OpenFile {
     pub fn inode(&self) -> Option<&Arc<Inode>> {
         match &self.kind {
             FileKind::Node(i) => Some(i),
+            FileKind::Generated(g) => Some(&g.inode),
             _ => None,
         }
     }
@@ -221,6 +225,12 @@ impl OpenFile {
             }
             FileKind::Epoll(_) => Err(Errno::EINVAL),
             FileKind::Socket(s) => s.recv(buf, false, self.nonblocking()),
+            FileKind::Generated(g) => {
+                let pos = self.pos();
+                let n = g.read_at(pos, buf);
+                self.set_pos(pos + n as u64);
+                Ok(n)
+            }
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
                 _ => {
@@ -241,6 +251,8 @@ impl OpenFile {
             FileKind::Pipe(end) => pipe_write(end, buf, self.nonblocking()),
             FileKind::EventFd { count, .. } => crate::syscall::poll::write_eventfd(count, buf),
             FileKind::SignalFd(_) | FileKind::Epoll(_) => Err(Errno::EINVAL),
+            // Never opened for writing (openat refuses it).
+            FileKind::Generated(_) => Err(Errno::EBADF),
             FileKind::Socket(s) => s.send(buf, self.nonblocking(), false),
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(_) => Ok(buf.len()),
@@ -262,6 +274,7 @@ impl OpenFile {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
                 _ => self.node_read_at(inode, off, buf),
             },
+            FileKind::Generated(g) => Ok(g.read_at(off, buf)),
             _ => Err(Errno::ESPIPE),
         }
     }
@@ -284,6 +297,11 @@ impl OpenFile {
     pub fn seek(&self, off: i64, whence: u64) -> Result<u64, Errno> {
         let inode = match &self.kind {
             FileKind::Node(i) => i,
+            FileKind::Generated(g) => {
+                let new = g.seek(self.pos(), off, whence)?;
+                self.set_pos(new);
+                return Ok(new);
+            }
             _ => return Err(Errno::ESPIPE),
         };
         if whence > SEEK_HOLE {
@@ -326,6 +344,7 @@ impl OpenFile {
                 Some(h) => h.attr().unwrap_or_else(|_| inode.attr()),
                 None => inode.attr(),
             },
+            FileKind::Generated(g) => g.inode.attr(),
             FileKind::Pipe(end) => Attr {
                 dev: crate::fs::inode::DEV,
                 ino: end.pipe.ino,
@@ -364,7 +383,7 @@ impl OpenFile {
     pub fn poll_events(&self) -> u32 {
         match &self.kind {
             // A console read blocks in the runner until input or EOF.
-            FileKind::Console | FileKind::Node(_) => POLLIN | POLLOUT,
+            FileKind::Console | FileKind::Node(_) | FileKind::Generated(_) => POLLIN | POLLOUT,
             FileKind::Pipe(end) => end.pipe.poll_events(end.write),
             FileKind::SignalFd(mask) => {
                 if crate::syscall::signal::signalfd_ready(mask.load(Ordering::Relaxed)) != 0 {

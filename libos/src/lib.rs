@@ -25,6 +25,7 @@ mod fs;
 #[macro_use]
 mod log;
 mod mem;
+mod meminfo;
 mod net;
 #[cfg_attr(test, path = "platform_host.rs")]
 mod platform;

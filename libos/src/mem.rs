@@ -88,6 +88,17 @@ pub fn free_bytes() -> u64 {
     RAM.lock().free_bytes()
 }
 
+/// Bytes of RAM this allocator manages: from the page after the image to
+/// the end of RAM (meminfo's MemTotal).
+pub fn total_bytes() -> u64 {
+    RAM.lock().total_bytes()
+}
+
+/// The whole pages the program break holds, as [start, end).
+pub fn brk_range() -> (u64, u64) {
+    RAM.lock().brk_range()
+}
+
 /// The bookkeeping itself, without touching memory: the functions above
 /// wrap the one `RAM` and zero what these methods report as dirty.
 impl Ram {
@@ -217,6 +228,14 @@ impl Ram {
 
     fn free_bytes(&self) -> u64 {
         (0..self.nfree).map(|i| self.free[i].len).sum()
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.ram_end.saturating_sub(self.brk_start)
+    }
+
+    fn brk_range(&self) -> (u64, u64) {
+        (self.brk_start, page_up(self.brk))
     }
 
     /// Remove `[at, at+len)` from free range `i`, which contains it.
@@ -396,6 +415,23 @@ mod tests {
         r.brk(start + top / 2);
         assert_eq!(r.alloc_top(top / 2 + PAGE), Err(Errno::ENOMEM));
         assert!(r.alloc_top(top / 2 - PAGE).is_ok());
+    }
+
+    #[test]
+    fn total_is_what_follows_the_image_and_used_plus_free_adds_up_to_it() {
+        let mut r = ram();
+        let total = RAM_END - page_up(IMAGE_END);
+        assert_eq!(r.total_bytes(), total);
+        assert_eq!(r.free_bytes(), total);
+        let (a, _) = r.alloc_top(5 * PAGE).unwrap();
+        let start = page_up(IMAGE_END);
+        r.brk(start + 10);
+        assert_eq!(r.brk_range(), (start, start + PAGE));
+        assert_eq!(r.free_bytes(), total - 6 * PAGE);
+        r.free(a, 5 * PAGE).unwrap();
+        r.brk(0x1000);
+        assert_eq!(r.free_bytes(), total - PAGE);
+        assert_eq!(r.total_bytes(), total);
     }
 
     #[test]

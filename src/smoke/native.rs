@@ -272,15 +272,7 @@ impl NativeServer {
         let (console, marks) =
             std::mem::take(&mut *output.lock().unwrap_or_else(|e| e.into_inner()));
 
-        use std::os::unix::process::ExitStatusExt;
-        let (exit, exit_status) = match status {
-            None => ("timeout".to_string(), None),
-            Some(st) => match (st.code(), st.signal()) {
-                (Some(c), _) => (format!("status {c}"), u8::try_from(c).ok()),
-                (None, Some(sig)) => (format!("died: signal {sig}"), None),
-                _ => (format!("died: {st}"), None),
-            },
-        };
+        let (exit, exit_status) = exit_text(status);
         let mut phases = BTreeMap::new();
         phases.insert("started".to_string(), super::ms(started));
         phases.insert("exit".to_string(), super::ms(exit_at));
@@ -306,6 +298,20 @@ impl NativeServer {
 /// host-linked `postgres`.
 pub fn run(image: &Path, spec: &TestVm, postgres: &Path) -> Result<SmokeReport, NativeError> {
     NativeServer::prepare(image, postgres)?.run(spec)
+}
+
+/// How a native server's run ended, in words (`None`: it was stopped at
+/// the timeout), and its exit status if it had one.
+pub(crate) fn exit_text(status: Option<std::process::ExitStatus>) -> (String, Option<u8>) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        None => ("timeout".to_string(), None),
+        Some(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => (format!("status {c}"), u8::try_from(c).ok()),
+            (None, Some(sig)) => (format!("died: signal {sig}"), None),
+            _ => (format!("died: {st}"), None),
+        },
+    }
 }
 
 fn prefix_rel() -> PathBuf {

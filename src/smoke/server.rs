@@ -217,15 +217,7 @@ pub fn run_native(
         }
     }
     let log = log_reader.join().unwrap_or_default();
-    use std::os::unix::process::ExitStatusExt;
-    let (exit, exit_status) = match exited {
-        None => ("timeout".to_string(), None),
-        Some(st) => match (st.code(), st.signal()) {
-            (Some(c), _) => (format!("status {c}"), u8::try_from(c).ok()),
-            (None, Some(sig)) => (format!("died: signal {sig}"), None),
-            _ => (format!("died: {st}"), None),
-        },
-    };
+    let (exit, exit_status) = super::native::exit_text(exited);
     let ended = Ended {
         exit,
         exit_status,

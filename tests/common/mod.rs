@@ -185,3 +185,27 @@ pub fn refused(o: &Output, needles: &[&str]) {
     assert!(o.stdout.is_empty(), "nothing may run: {}", stdout(o));
     has(&stderr(o), needles);
 }
+
+/// The report of `pgkraft smoke IMAGE --vm FILE --json [extra...]` (with
+/// `env` set), and its exit status.
+pub fn smoke_json(
+    image: &Path,
+    vm: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (serde_json::Value, Option<i32>) {
+    let mut cmd = pgkraft();
+    cmd.arg("smoke")
+        .arg(image)
+        .arg("--vm")
+        .arg(vm)
+        .arg("--json")
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = run(&mut cmd);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stderr(&o)));
+    (v, o.status.code())
+}

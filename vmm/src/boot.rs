@@ -122,7 +122,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
         attach_net(&mut devices, net, machine.mem())?;
     }
     if let Some(volume) = volume {
-        attach_volume(&mut devices, volume)?;
+        attach_volume(&mut devices, volume, machine.mem())?;
     }
     if let Some(s) = &cfg.signals {
         devices
@@ -170,10 +170,20 @@ fn attach_net(
     let setup = |e: std::io::Error| VmmError::Net(NetError::Setup(e));
     let device: Box<dyn crate::bus::MmioDevice> = match backend {
         Backend::User(b) => Box::new(
-            Worked::start(transport(VirtioNet::new(*b, GUEST_MAC))?, mem.clone()).map_err(setup)?,
+            Worked::start(
+                transport(VirtioNet::new(*b, GUEST_MAC))?,
+                mem.clone(),
+                "pgkraft-net",
+            )
+            .map_err(setup)?,
         ),
         Backend::Tap(b) => Box::new(
-            Worked::start(transport(VirtioNet::new(b, GUEST_MAC))?, mem.clone()).map_err(setup)?,
+            Worked::start(
+                transport(VirtioNet::new(b, GUEST_MAC))?,
+                mem.clone(),
+                "pgkraft-net",
+            )
+            .map_err(setup)?,
         ),
     };
     devices
@@ -184,14 +194,19 @@ fn attach_net(
         .map_err(|e| VmmError::Net(NetError::Setup(std::io::Error::other(e.to_string()))))
 }
 
-/// The volume's virtio-9p device, in its own virtio-mmio slot. Served on
-/// the vCPU thread (`virtio/p9.rs`): no worker.
-fn attach_volume(devices: &mut Devices, dev: VirtioP9) -> Result<(), VmmError> {
+/// The volume's virtio-9p device, in its own virtio-mmio slot, served on
+/// a notify's exit and by a worker thread (`virtio/p9.rs`).
+fn attach_volume(
+    devices: &mut Devices,
+    dev: VirtioP9,
+    mem: &GuestMemoryMmap,
+) -> Result<(), VmmError> {
     let other = |e: String| VmmError::Volume(VolumeError::Device(e));
-    let t = MmioTransport::new(dev).map_err(|e| other(e.to_string()))?;
+    let t = MmioTransport::new(dev.worked()).map_err(|e| other(e.to_string()))?;
+    let worked = Worked::start(t, mem.clone(), "pgkraft-9p").map_err(|e| other(e.to_string()))?;
     let base = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
     devices
-        .attach_mmio(base..base + VIRTIO_MMIO_SLOT_SIZE, Box::new(t))
+        .attach_mmio(base..base + VIRTIO_MMIO_SLOT_SIZE, Box::new(worked))
         .map_err(|e| other(e.to_string()))
 }
 
@@ -258,8 +273,8 @@ mod tests {
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut d = crate::devices::tests::test_devices(Arc::new(AtomicBool::new(false)), &evt);
         assert!(d.unsaved_state().is_none());
-        attach_volume(&mut d, VirtioP9::new(t.path(), VOLUME_TAG).unwrap()).unwrap();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        attach_volume(&mut d, VirtioP9::new(t.path(), VOLUME_TAG).unwrap(), &mem).unwrap();
         let slot = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
         let mut word = [0u8; 4];
         // DeviceID at 0x008: 9, virtio-9p.

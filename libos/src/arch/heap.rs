@@ -9,12 +9,21 @@
 //! on PVM) and kept them: 1,000 idle connections held 128 MiB.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use talc::{TalcLock, base::Talc, source::Source};
 
 #[derive(Debug)]
 pub struct FromRam;
 
 const CHUNK: u64 = 256 * 1024;
+
+/// Bytes of RAM the heap holds now: small-block chunks (never given back)
+/// and live page blocks (meminfo's LibosHeap).
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+pub fn held_bytes() -> u64 {
+    HELD.load(Ordering::Relaxed)
+}
 
 // SAFETY (trait contract): `acquire` only ever claims fresh, page-aligned
 // ranges that mem::alloc_top handed out exclusively to the heap and that are
@@ -27,6 +36,7 @@ unsafe impl Source for FromRam {
         let want = (layout.size() as u64 + layout.align() as u64 + 4096).max(CHUNK);
         let len = crate::mem::page_up(want);
         let at = crate::mem::alloc_top(len).map_err(|_| ())?;
+        HELD.fetch_add(len, Ordering::Relaxed);
         // SAFETY: [at, at+len) is RAM nobody else owns (see above).
         unsafe { talc.claim(at as *mut u8, len as usize) }
             .map(|_| ())
@@ -42,7 +52,7 @@ const PAGE: usize = 4096;
 
 struct Heap;
 
-static LEAK_SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static LEAK_SAID: AtomicBool = AtomicBool::new(false);
 
 fn whole_pages(layout: Layout) -> bool {
     layout.size() >= PAGES_FROM && layout.align() <= PAGE
@@ -56,8 +66,11 @@ fn whole_pages(layout: Layout) -> bool {
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if whole_pages(layout) {
-            return crate::mem::alloc_top(layout.size() as u64)
-                .map_or(core::ptr::null_mut(), |at| at as *mut u8);
+            let len = crate::mem::page_up(layout.size() as u64);
+            return crate::mem::alloc_top(len).map_or(core::ptr::null_mut(), |at| {
+                HELD.fetch_add(len, Ordering::Relaxed);
+                at as *mut u8
+            });
         }
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { SMALL.alloc(layout) }
@@ -77,9 +90,10 @@ unsafe impl GlobalAlloc for Heap {
             // Cannot fail for a range alloc_top gave, but for mem's list
             // of free ranges being full: then the pages stay taken, said
             // once (log writes into a stack buffer: no allocation here).
-            if crate::mem::free(ptr as u64, layout.size() as u64).is_err()
-                && !LEAK_SAID.swap(true, core::sync::atomic::Ordering::Relaxed)
-            {
+            let len = crate::mem::page_up(layout.size() as u64);
+            if crate::mem::free(ptr as u64, len).is_ok() {
+                HELD.fetch_sub(len, Ordering::Relaxed);
+            } else if !LEAK_SAID.swap(true, Ordering::Relaxed) {
                 crate::log!(
                     "libos: heap: could not give {} bytes back (too many free ranges); kept",
                     layout.size()

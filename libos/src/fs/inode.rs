@@ -81,12 +81,14 @@ pub enum Kind {
     /// An AF_UNIX socket's name (bind); net::unix finds the listener by
     /// the inode number.
     Socket,
+    /// A file whose text is made when read (/proc/meminfo).
+    Proc(super::procfs::ProcFile),
 }
 
 impl Kind {
     pub fn type_bits(&self) -> u32 {
         match self {
-            Kind::File => S_IFREG,
+            Kind::File | Kind::Proc(_) => S_IFREG,
             Kind::Dir => S_IFDIR,
             Kind::Symlink(_) => S_IFLNK,
             Kind::Dev(_) => S_IFCHR,
@@ -96,7 +98,7 @@ impl Kind {
 
     pub fn dtype(&self) -> u8 {
         match self {
-            Kind::File => DT_REG,
+            Kind::File | Kind::Proc(_) => DT_REG,
             Kind::Dir => DT_DIR,
             Kind::Symlink(_) => DT_LNK,
             Kind::Dev(_) => DT_CHR,
@@ -191,6 +193,10 @@ impl Inode {
 
     pub fn new_device(dev: Device, perm: u32) -> Arc<Inode> {
         Inode::new(Kind::Dev(dev), perm, Body::None)
+    }
+
+    pub fn new_proc(file: super::procfs::ProcFile, perm: u32) -> Arc<Inode> {
+        Inode::new(Kind::Proc(file), perm, Body::None)
     }
 
     pub fn new_socket(perm: u32) -> Arc<Inode> {

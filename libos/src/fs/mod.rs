@@ -12,6 +12,7 @@ pub mod inode;
 pub mod namei;
 pub mod p9;
 pub mod pipe;
+pub mod procfs;
 pub mod tar;
 
 use crate::syscall::Errno;
@@ -88,6 +89,7 @@ fn init_tree() {
     ] {
         let _ = namei::link_into(&dev, name, &Inode::new_device(device, 0o666));
     }
+    procfs::populate(&root);
 }
 
 /// Unit tests share one file system tree, made once (without a rootfs).

@@ -228,6 +228,9 @@ fn open_with(
         Kind::Symlink(_) => return Err(Errno::ELOOP),
         Kind::Dir if how.write || how.trunc => return Err(Errno::EISDIR),
         Kind::File if how.trunc && !created && node.is_remote() => node.truncate(0)?,
+        // Proc files are read-only (0444); PostgreSQL runs unprivileged,
+        // and Linux refuses it a writer with EACCES.
+        Kind::Proc(_) if how.write || how.trunc => return Err(Errno::EACCES),
         Kind::File if how.trunc && !created => {
             let mut n = node.lock();
             if let Body::File(f) = &mut n.body

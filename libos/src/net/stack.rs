@@ -145,6 +145,22 @@ pub struct Listener {
     /// Applied to every connection it accepts (inherited options).
     pub nodelay: bool,
     pub keepalive: Option<u64>,
+    /// An IPv6 socket with IPV6_V6ONLY: IPv4 clients are not its.
+    pub v6only: bool,
+}
+
+impl Listener {
+    /// Whether a client from `remote` is this listener's to accept: an
+    /// IPv4 socket takes IPv4 clients, an IPv6 one IPv6 clients and, unless
+    /// IPV6_V6ONLY, IPv4 ones (as mapped addresses).
+    fn takes(&self, remote: Option<smoltcp::wire::IpAddress>) -> bool {
+        let v4 = matches!(remote, Some(smoltcp::wire::IpAddress::Ipv4(_)));
+        match self.ip {
+            Some(Ip::V4(_)) => v4,
+            Some(Ip::V6(_)) => !(v4 && self.v6only),
+            None => true,
+        }
+    }
 }
 
 struct Claim {
@@ -462,6 +478,7 @@ impl Stack {
     /// Move listening sockets that took a SYN into the accept queue and
     /// arm new ones while the backlog has room.
     fn rearm(&mut self) {
+        let mut elsewhere = Vec::new();
         for id in 0..self.listeners.len() {
             let Some(mut l) = self.listeners[id].take() else {
                 continue;
@@ -474,6 +491,12 @@ impl Stack {
                     tcp::State::Closed => {
                         let _ = s.listen(listen_ep(l.ip, l.port));
                         still.push((i, h));
+                    }
+                    _ if !l.takes(s.remote_endpoint().map(|e| e.addr)) => {
+                        // smoltcp's wildcard listen takes both families; a
+                        // sibling of the right family on this port gets it.
+                        let remote = s.remote_endpoint().map(|e| e.addr);
+                        elsewhere.push((id, l.port, remote, i, h));
                     }
                     _ => {
                         s.set_nagle_enabled(!l.nodelay);
@@ -511,6 +534,23 @@ impl Stack {
                 }
             }
             self.listeners[id] = Some(l);
+        }
+        for (from, port, remote, i, h) in elsewhere {
+            let to = self
+                .listeners
+                .iter()
+                .position(|o| {
+                    o.as_ref()
+                        .is_some_and(|o| o.port == port && Self::applies(o, i) && o.takes(remote))
+                })
+                // No listener of its family (Linux would have refused the
+                // SYN): the one that took it keeps it.
+                .unwrap_or(from);
+            let l = self.listeners[to].as_mut().expect("a listener");
+            let s = self.ifs[i].sockets.get_mut::<tcp::Socket>(h);
+            s.set_nagle_enabled(!l.nodelay);
+            s.set_keep_alive(l.keepalive.map(smoltcp::time::Duration::from_secs));
+            l.queue.push_back((i, h));
         }
     }
 

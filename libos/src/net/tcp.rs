@@ -228,6 +228,7 @@ impl TcpSock {
         let reuse = i.opts.reuseaddr;
         let nodelay = i.opts.nodelay;
         let ka = keepalive(&i.opts);
+        let v6only = self.v6 && i.opts.v6only;
         let local = i.local;
         let id = stack::with(|s| {
             let (claim, ip, port) = match (local, i.claim) {
@@ -249,6 +250,7 @@ impl TcpSock {
                     queue: alloc::collections::VecDeque::new(),
                     nodelay,
                     keepalive: ka,
+                    v6only,
                 },
             )
         })?;

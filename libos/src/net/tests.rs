@@ -110,4 +110,35 @@ fn tcp_over_loopback() {
     // A second bind to the listener's port: EADDRINUSE.
     let d = Socket::Tcp(TcpSock::new(false));
     assert_eq!(d.bind(&lo(port)), Err(Errno::EADDRINUSE));
+
+    // PostgreSQL's pair of listeners on one port, `::` with IPV6_V6ONLY
+    // (first) and `0.0.0.0`: an IPv4 client is the IPv4 socket's, though
+    // smoltcp's wildcard listen let the IPv6 one take the SYN.
+    let any6 = |port| SockAddr::Inet {
+        ip: Ip::V6([0; 16]),
+        port,
+    };
+    let l6 = Socket::Tcp(TcpSock::new(true));
+    l6.opts(|o| o.v6only = true);
+    l6.bind(&any6(0)).unwrap();
+    let port = port_of(&l6.local_name());
+    let l4 = Socket::Tcp(TcpSock::new(false));
+    l4.bind(&SockAddr::Inet {
+        ip: Ip::V4([0; 4]),
+        port,
+    })
+    .unwrap();
+    l6.listen(8).unwrap();
+    l4.listen(8).unwrap();
+    let c4 = Socket::Tcp(TcpSock::new(false));
+    c4.connect(&lo(port), false).unwrap();
+    stack::poll();
+    assert_eq!(
+        l6.poll_events(),
+        0,
+        "the IPv6-only listener has no IPv4 client"
+    );
+    assert_eq!(l4.poll_events(), POLLIN);
+    let (_s4, peer) = l4.accept(true).unwrap();
+    assert_eq!(peer, c4.local_name());
 }

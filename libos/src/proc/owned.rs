@@ -46,6 +46,19 @@ impl Owned {
         self.ranges = out;
     }
 
+    /// How many bytes are owned.
+    pub fn bytes(&self) -> u64 {
+        self.ranges.iter().map(|r| r.1 - r.0).sum()
+    }
+
+    /// How many bytes of `[start, end)` are owned.
+    pub fn bytes_within(&self, start: u64, end: u64) -> u64 {
+        self.ranges
+            .iter()
+            .map(|&(s, e)| e.min(end).saturating_sub(s.max(start)))
+            .sum()
+    }
+
     /// Everything owned, as (start, len), leaving nothing.
     pub fn take_all(&mut self) -> Vec<(u64, u64)> {
         core::mem::take(&mut self.ranges)
@@ -68,6 +81,9 @@ mod tests {
         assert_eq!(o.ranges, vec![(0x1000, 0x4000)]);
         o.remove(0x2000, 0x1000);
         assert_eq!(o.ranges, vec![(0x1000, 0x2000), (0x3000, 0x4000)]);
+        assert_eq!(o.bytes(), 0x2000);
+        assert_eq!(o.bytes_within(0x1800, 0x3800), 0x1000);
+        assert_eq!(o.bytes_within(0x4000, 0x9000), 0);
         o.remove(0x0, 0x1800);
         o.add(0x10000, 0x2000);
         assert_eq!(
@@ -75,5 +91,6 @@ mod tests {
             vec![(0x1800, 0x800), (0x3000, 0x1000), (0x10000, 0x2000)]
         );
         assert!(o.take_all().is_empty());
+        assert_eq!(o.bytes(), 0);
     }
 }

@@ -123,6 +123,8 @@ struct Process {
     /// runs in its parent's).
     slot: Option<usize>,
     owned: Owned,
+    /// Bytes of its main stack (part of `owned`; 0 once it left it).
+    stack: u64,
     until: u64,
     seen: u64,
     /// The table index of the parent blocked in clone, until exec or exit.
@@ -242,6 +244,7 @@ fn new_process(pid: u32, ppid: u32, pgid: u32, sid: u32) -> Process {
         saved: None,
         slot: None,
         owned: Owned::default(),
+        stack: 0,
         until: 0,
         seen: 0,
         vfork_parent: None,
@@ -260,6 +263,7 @@ pub fn init_first(slot: usize, stack: (u64, u64)) {
     let mut p = new_process(pid, 0, pid, pid);
     p.slot = Some(slot);
     p.owned.add(stack.0, stack.1);
+    p.stack = stack.1;
     let i = t.insert(p).expect("an empty table has room");
     CURRENT.store(i, Ordering::Relaxed);
 }
@@ -296,6 +300,34 @@ pub fn ppid() -> u32 {
 /// end would never end).
 pub fn alone() -> bool {
     table().procs.iter().flatten().count() <= 1
+}
+
+/// RAM the processes own, in bytes (meminfo).
+pub struct Memory {
+    /// Their main stacks.
+    pub stacks: u64,
+    /// Everything else they own, and the program break's pages (which all
+    /// processes share, as they share the one `mem`).
+    pub mapped: u64,
+}
+
+/// `brk` is the break's pages, [start, end): musl's malloc maps its guard
+/// page over the first one (MAP_FIXED), so a page may be both the break's
+/// and a process's mapping; it is counted once.
+pub fn memory(brk: (u64, u64)) -> Memory {
+    let t = table();
+    let procs = t.procs.iter().flatten();
+    let (stacks, owned, in_brk) = procs.fold((0, 0, 0), |(s, o, b), p| {
+        (
+            s + p.stack,
+            o + p.owned.bytes(),
+            b + p.owned.bytes_within(brk.0, brk.1),
+        )
+    });
+    Memory {
+        stacks,
+        mapped: owned.saturating_sub(stacks) + (brk.1 - brk.0) - in_brk,
+    }
 }
 
 /// Memory the running process now owns (mmap, its stack).
@@ -475,6 +507,7 @@ pub fn exec(argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result {
     // once we are off that stack.
     let old = p.owned.take_all();
     p.owned.add(stack.base, stack.len);
+    p.stack = stack.len;
     release_vfork_parent(&mut t, i);
     let pid = t.get(i).pid;
     drop(t);
@@ -521,6 +554,7 @@ fn exit_with(status: u32) -> ! {
         (p.pid, p.ppid)
     };
     let owned = t.get_mut(i).owned.take_all();
+    t.get_mut(i).stack = 0;
     drop(t);
     leave_memory(pid, owned);
     let mut t = table();

@@ -25,6 +25,40 @@ struct Made {
     base: u64,
     /// The slot's writable pages: (RAM address, pages) per writable segment.
     private: Vec<(u64, u64)>,
+    /// Page-table pages made for its mappings.
+    tables: u64,
+}
+
+impl Made {
+    fn private_bytes(&self) -> u64 {
+        self.private.iter().map(|&(_, pages)| pages * PAGE).sum()
+    }
+}
+
+/// RAM the slots hold, in bytes (meminfo).
+pub struct Usage {
+    /// Writable pages of slots not on the free list: running a process (or
+    /// lost to a mapping that failed half way).
+    pub in_use: u64,
+    /// Writable pages of slots kept for the next process.
+    pub kept: u64,
+    /// Page tables of all slots.
+    pub page_tables: u64,
+}
+
+pub fn usage() -> Usage {
+    let pool = POOL.lock();
+    let all: u64 = pool.made.iter().map(Made::private_bytes).sum();
+    let kept: u64 = pool
+        .free
+        .iter()
+        .map(|&i| pool.made[i].private_bytes())
+        .sum();
+    Usage {
+        in_use: all - kept,
+        kept,
+        page_tables: pool.made.iter().map(|m| m.tables * PAGE).sum(),
+    }
 }
 
 struct Pool {
@@ -79,8 +113,6 @@ pub fn give_back(index: usize) {
 }
 
 fn make(p: &Program) -> Result<usize, Errno> {
-    let file = image::program_file();
-    let file_at = file.as_ptr() as u64;
     let (index, base) = {
         let mut pool = POOL.lock();
         if pool.span == 0 {
@@ -97,11 +129,40 @@ fn make(p: &Program) -> Result<usize, Errno> {
         pool.made.push(Made {
             base,
             private: Vec::new(),
+            tables: 0,
         });
         (index, base)
     };
-    let mut new_table = || mem::alloc_top(PAGE);
     let mut private = Vec::new();
+    let mut tables = 0;
+    let mapped = map_segments(p, base, &mut private, &mut tables);
+    let mut pool = POOL.lock();
+    // Recorded even if mapping failed half way: what it took stays taken.
+    pool.made[index].private = private;
+    pool.made[index].tables = tables;
+    let end = base + pool.span;
+    drop(pool);
+    mapped?;
+    uaccess::set_window_end(end);
+    Ok(index)
+}
+
+/// Map the program's segments at `base`: read-only ones to the image,
+/// writable ones to fresh RAM, recorded in `private`; `tables` counts the
+/// page-table pages made.
+fn map_segments(
+    p: &Program,
+    base: u64,
+    private: &mut Vec<(u64, u64)>,
+    tables: &mut u64,
+) -> Result<(), Errno> {
+    let file = image::program_file();
+    let file_at = file.as_ptr() as u64;
+    let mut new_table = || {
+        let page = mem::alloc_top(PAGE)?;
+        *tables += 1;
+        Ok(page)
+    };
     for seg in &p.segments {
         let first = if seg.writable {
             let pa = mem::alloc_top(seg.pages * PAGE)?;
@@ -121,12 +182,7 @@ fn make(p: &Program) -> Result<usize, Errno> {
             paging::map(va, first + i * PAGE, seg.writable, &mut new_table)?;
         }
     }
-    let mut pool = POOL.lock();
-    pool.made[index].private = private;
-    let end = base + pool.span;
-    drop(pool);
-    uaccess::set_window_end(end);
-    Ok(index)
+    Ok(())
 }
 
 /// A writable segment as the file has it: its bytes, then zeros.

@@ -12,6 +12,7 @@ use crate::fd::{
 };
 use crate::fs::inode::{Attr, DEV, Inode, Kind, S_IFREG, Time};
 use crate::fs::namei::{self, OpenHow};
+use crate::fs::procfs::Generated;
 use crate::fs::{self, pipe};
 use alloc::sync::Arc;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -150,10 +151,17 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> Result {
     // and 64-bit Linux always adds O_LARGEFILE.
     let status = (flags & !(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE;
     let file = if inode.is_remote() && !path_only {
+        // A file on the volume is read and written through a fid of its
+        // own description.
         let handle = fs::p9::Handle::open(&inode, flags)?;
         OpenFile::new_remote(inode, handle, status)
     } else {
-        OpenFile::new(FileKind::Node(inode), status)
+        // A proc file's text belongs to its open file description.
+        let kind = match Generated::open(inode.clone()) {
+            Some(g) if !path_only => FileKind::Generated(g),
+            _ => FileKind::Node(inode),
+        };
+        OpenFile::new(kind, status)
     };
     Ok(fd::install(file, flags & O_CLOEXEC != 0)? as i64)
 }
@@ -955,6 +963,7 @@ fn proc_self_link(path: &[u8]) -> core::result::Result<Option<alloc::vec::Vec<u8
     let file = fd::get(fd).map_err(|_| Errno::ENOENT)?;
     match &file.kind {
         FileKind::Node(inode) => Ok(Some(namei::path_of(inode)?)),
+        FileKind::Generated(g) => Ok(Some(namei::path_of(&g.inode)?)),
         FileKind::Console => Ok(Some(b"/dev/console".to_vec())),
         // Linux names these "anon_inode:[kind]"; the kind is not kept here.
         _ => Ok(Some(b"anon_inode:[pgkraft]".to_vec())),
@@ -1150,7 +1159,7 @@ pub fn fadvise64(fd: u64, _off: u64, len: u64, advice: u64) -> Result {
         return Err(Errno::EBADF);
     }
     match &f.kind {
-        FileKind::Node(_) => {}
+        FileKind::Node(_) | FileKind::Generated(_) => {}
         FileKind::Console => return Err(Errno::EINVAL),
         _ => return Err(Errno::ESPIPE),
     }

@@ -2,7 +2,7 @@
 
 use super::{Errno, Result};
 use crate::arch::{cpu, uaccess};
-use crate::{config, mem, platform, time};
+use crate::{config, mem, time};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const ARCH_SET_FS: u64 = 0x1002;
@@ -119,7 +119,8 @@ struct Sysinfo {
 pub fn sysinfo(buf: u64) -> Result {
     let info = Sysinfo {
         uptime: (time::monotonic_ns() / 1_000_000_000) as i64,
-        totalram: platform::get().mem_bytes,
+        // As on Linux, sysinfo and /proc/meminfo agree (MemTotal, MemFree).
+        totalram: mem::total_bytes(),
         freeram: mem::free_bytes(),
         procs: 1,
         mem_unit: 1,

@@ -121,7 +121,8 @@ pub fn epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> Result {
     if Arc::ptr_eq(&ep, &target) {
         return Err(Errno::EINVAL);
     }
-    if matches!(target.kind, FileKind::Node(ref i) if matches!(i.kind, crate::fs::inode::Kind::File | crate::fs::inode::Kind::Dir))
+    if matches!(target.kind, FileKind::Generated(_))
+        || matches!(target.kind, FileKind::Node(ref i) if matches!(i.kind, crate::fs::inode::Kind::File | crate::fs::inode::Kind::Dir))
     {
         // Linux refuses regular files and directories: they are always ready.
         return Err(Errno::EPERM);

@@ -59,6 +59,16 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
     next_id: 0,
 });
 
+/// Bytes of RAM the segments hold (meminfo).
+pub fn segment_bytes() -> u64 {
+    TABLE
+        .lock()
+        .segs
+        .iter()
+        .map(|s| crate::mem::page_up(s.size))
+        .sum()
+}
+
 /// The kernel's `struct shmid64_ds` (x86-64).
 #[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
 #[repr(C)]

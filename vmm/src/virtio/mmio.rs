@@ -696,6 +696,19 @@ impl<D: VirtioDevice> MmioTransport<D> {
     pub(crate) fn take_moved(&mut self) -> bool {
         self.device.take_moved()
     }
+
+    /// [`VirtioDevice::settle`].
+    pub(crate) fn settle(&mut self, mem: &GuestMemoryMmap) -> bool {
+        let active = self.active();
+        let mut ctx = VirtioCtx::new(mem, &mut self.queues, &mut self.interrupt_status);
+        match self.device.settle(&mut ctx, active) {
+            Ok(pending) => pending,
+            Err(e) => {
+                self.needs_reset(format_args!("settling: {e}"));
+                false
+            }
+        }
+    }
 }
 
 impl<D: VirtioDevice> Poll for MmioTransport<D> {

@@ -109,6 +109,14 @@ pub(crate) trait VirtioDevice {
         Ok(false)
     }
 
+    /// The worker thread (`worker.rs`) stopped looking at the rings: a
+    /// device that suppressed the guest's notifications while it looked
+    /// turns them on again. True if buffers came in meanwhile (a driver
+    /// that saw them suppressed did not notify): the worker looks on.
+    fn settle(&mut self, _ctx: &mut VirtioCtx, _active: bool) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+
     /// Readable when [`Self::poll`] has work; owned by the device.
     fn wait_fd(&self) -> Option<RawFd> {
         None

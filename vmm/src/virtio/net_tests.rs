@@ -193,19 +193,25 @@ fn rx_fills_posted_buffers_and_keeps_the_rest() {
 }
 
 #[test]
-fn a_buffer_too_short_drops_the_frame_and_no_driver_drops_all() {
+fn frames_wait_for_a_driver_and_a_buffer_too_short_drops_the_frame() {
     let mut d = Driver::new(8);
     let mem = d.mem.clone();
-    // No driver yet: frames have nowhere to go.
+    // No driver yet (a guest still booting): the frame waits for one.
     d.backend().to_guest.push_back(frame(1, 60));
     assert!(!Poll::poll(&mut d.t, &mem));
-    assert_eq!(d.t.device().stats.rx_dropped, 1);
+    assert_eq!(d.t.device().stats.rx_dropped, 0);
+    assert_eq!(d.backend().to_guest.len(), 1);
     d.init();
-    d.backend().to_guest.push_back(frame(2, 200));
-    d.desc(RX, 0, BUFS, 100, F_WRITE, 0);
+    d.desc(RX, 0, BUFS, 2048, F_WRITE, 0);
     d.make_available(RX, 0);
     d.notify(RX as u32);
-    assert_eq!(d.used(RX, 0), (0, 0));
-    assert_eq!(d.t.device().stats.rx_dropped, 2);
+    assert_eq!(d.used(RX, 0), (0, (HDR + 60) as u32));
+    assert_eq!(d.bytes(BUFS + HDR as u64, 60), frame(1, 60));
+    d.backend().to_guest.push_back(frame(2, 200));
+    d.desc(RX, 1, BUFS + 0x1000, 100, F_WRITE, 0);
+    d.make_available(RX, 1);
+    d.notify(RX as u32);
+    assert_eq!(d.used(RX, 1), (1, 0));
+    assert_eq!(d.t.device().stats.rx_dropped, 1);
     assert!(d.backend().to_guest.is_empty());
 }

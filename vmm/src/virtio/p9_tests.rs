@@ -7,6 +7,7 @@ use pgkraft_abi::p9::{NOFID, Names, VERSION_9P2000_L, open};
 use virtio_bindings::virtio_mmio as reg;
 
 use super::*;
+use crate::bus::Poll;
 use crate::virtio::mmio::{CONFIG, MmioTransport};
 use crate::virtio::test_guest::{F_NEXT, F_WRITE, Guest, Ring};
 use crate::virtio::{F_VERSION_1, STATUS_DRIVER_OK};
@@ -31,7 +32,11 @@ thread_local! {
 }
 
 fn driver(dir: &Path) -> Driver {
-    let t = MmioTransport::new(VirtioP9::new(dir, "pgkraft-data").unwrap()).unwrap();
+    driver_of(VirtioP9::new(dir, "pgkraft-data").unwrap())
+}
+
+fn driver_of(dev: VirtioP9) -> Driver {
+    let t = MmioTransport::new(dev).unwrap();
     let mut d = Guest::attach(t, MEM, RINGS);
     assert_eq!(d.read(reg::VIRTIO_MMIO_DEVICE_ID), 9);
     assert_eq!(d.device_features(), F_MOUNT_TAG | F_VERSION_1);
@@ -211,6 +216,37 @@ fn write_fsync_read_through_the_ring() {
     d.add_status(STATUS_DRIVER_OK);
     let r = d.rpc(&Msg::Tclunk { fid: 1 });
     assert!(matches!(wire::decode(&r).unwrap().1, Msg::Rlerror { .. }));
+}
+
+#[test]
+fn a_worked_device_suppresses_notifies_while_it_looks() {
+    let t = tempfile::tempdir().unwrap();
+    let mut d = driver_of(VirtioP9::new(t.path(), "v").unwrap().worked());
+    assert_eq!(d.used_flags(0) & 1, 0, "idle: notify me");
+    session(&mut d);
+    assert_eq!(d.used_flags(0) & 1, 1, "after a request the worker looks");
+    let mem = d.mem.clone();
+    assert!(!d.t.settle(&mem), "nothing came in between");
+    assert_eq!(d.used_flags(0) & 1, 0);
+    // A request published while the flag said "looking", not notified:
+    // settling finds it, and the worker's next look serves it.
+    ok(&d.rpc(&Msg::Tstatfs { fid: 0 }));
+    assert_eq!(d.used_flags(0) & 1, 1);
+    let mut req = [0u8; 64];
+    let getattr = Msg::Tgetattr {
+        fid: 0,
+        request_mask: 0,
+    };
+    let n = wire::encode(5, &getattr, &mut req).unwrap();
+    d.put(REQ, &req[..n]);
+    d.desc(0, 0, REQ, n as u32, F_NEXT, 2);
+    d.desc(0, 2, RESP, 4096, F_WRITE, 0);
+    let before = d.used_idx(0);
+    d.make_available(0, 0);
+    assert!(d.t.settle(&mem), "pending");
+    assert!(Poll::poll(&mut d.t, &mem));
+    assert_eq!(d.used_idx(0), before.wrapping_add(1));
+    assert!(d.t.take_moved());
 }
 
 /// The host-side cost of one 8 KiB Twrite and one Tfsync (fdatasync)

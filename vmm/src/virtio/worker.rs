@@ -17,6 +17,12 @@
 //! the device's timers); the worker does everything else. The worker signals
 //! [`Worked::wait_fd`] when it gave the guest something, which is what
 //! `hc::WAIT` blocks on.
+//!
+//! The volume (virtio-9p) is served the same way: after a request the
+//! worker looks at its ring for [`SPIN`] while the device tells the driver
+//! not to notify (VRING_USED_F_NO_NOTIFY); when the worker stops looking,
+//! [`VirtioDevice::settle`] turns notifications back on and reports what
+//! came in between, and the worker looks on.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,7 +64,12 @@ fn lock<D: VirtioDevice>(m: &Mutex<MmioTransport<D>>) -> MutexGuard<'_, MmioTran
 }
 
 impl<D: VirtioDevice + Send + 'static> Worked<D> {
-    pub(crate) fn start(t: MmioTransport<D>, mem: GuestMemoryMmap) -> std::io::Result<Worked<D>> {
+    /// Serves `t` on a thread called `name`.
+    pub(crate) fn start(
+        t: MmioTransport<D>,
+        mem: GuestMemoryMmap,
+        name: &str,
+    ) -> std::io::Result<Worked<D>> {
         let device_fd = t.wait_fd();
         let shared = Arc::new(Mutex::new(t));
         let ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
@@ -90,7 +101,7 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
             epoll,
         };
         let thread = std::thread::Builder::new()
-            .name("pgkraft-net".into())
+            .name(name.into())
             .spawn(move || worker.run())?;
         Ok(Worked {
             shared,
@@ -171,6 +182,11 @@ impl<D: VirtioDevice> Worker<D> {
             }
             if self.serve() {
                 self.spin();
+                // Requests that came while the device said it was looking
+                // (and so were not notified) keep it looking.
+                while lock(&self.shared).settle(&self.mem) {
+                    self.spin();
+                }
             }
         }
     }
