@@ -132,23 +132,23 @@ impl OpenFile {
         data: &[u8],
     ) -> Result<(usize, u64), Errno> {
         match &self.remote {
-            Some(h) => h.write_at(off, data),
+            Some(h) => h.write_at(inode, off, data),
             None => inode.write_at(off, data),
         }
     }
 
     fn size_of(&self, inode: &Inode) -> Result<u64, Errno> {
         match &self.remote {
-            Some(h) => Ok(h.attr()?.size),
+            Some(h) => crate::fs::p9::size(inode, Some(h)),
             None => Ok(inode.size()),
         }
     }
 
     /// fstat: on the volume a round trip, which can fail.
     pub fn stat(&self) -> Result<Attr, Errno> {
-        match &self.remote {
-            Some(h) => h.attr(),
-            None => Ok(self.attr()),
+        match (&self.remote, &self.kind) {
+            (Some(h), FileKind::Node(inode)) => h.attr(inode),
+            _ => Ok(self.attr()),
         }
     }
 
@@ -341,7 +341,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::Console => console::attr(),
             FileKind::Node(inode) => match &self.remote {
-                Some(h) => h.attr().unwrap_or_else(|_| inode.attr()),
+                Some(h) => h.attr(inode).unwrap_or_else(|_| inode.attr()),
                 None => inode.attr(),
             },
             FileKind::Generated(g) => g.inode.attr(),

@@ -228,7 +228,7 @@ impl Inode {
     /// stat(2) of this inode: on the volume a round trip that can fail.
     pub fn stat(&self) -> Result<Attr, Errno> {
         if self.is_remote() {
-            return super::p9::attr(self, None);
+            return super::p9::attr(self);
         }
         Ok(self.attr())
     }
@@ -237,7 +237,7 @@ impl Inode {
     /// only its type (use [`Self::stat`] where the error matters).
     pub fn attr(&self) -> Attr {
         if self.is_remote() {
-            return super::p9::attr(self, None).unwrap_or(Attr {
+            return super::p9::attr(self).unwrap_or(Attr {
                 ino: self.ino,
                 mode: self.kind.type_bits(),
                 ..Attr::default()
@@ -409,7 +409,7 @@ impl Inode {
 
     pub fn truncate(&self, len: u64) -> Result<(), Errno> {
         if self.is_remote() {
-            return super::p9::truncate(self, None, len);
+            return super::p9::truncate(self, len);
         }
         let mut guard = self.lock();
         let node = &mut *guard;
@@ -446,7 +446,7 @@ impl Inode {
             Body::Remote(_) => {}
             _ => return 0,
         }
-        self.attr().size
+        super::p9::size(self, None).unwrap_or(0)
     }
 
     /// fallocate: mode 0 extends the file (the new range is a hole, which

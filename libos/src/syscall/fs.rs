@@ -1029,7 +1029,7 @@ pub fn ftruncate(fd: u64, len: u64) -> Result {
     }
     match (f.inode(), f.remote()) {
         (Some(i), Some(h)) if matches!(i.kind, Kind::File) && f.writable() => {
-            h.truncate(len)?;
+            h.truncate(i, len)?;
             Ok(0)
         }
         (Some(i), None) if matches!(i.kind, Kind::File) && f.writable() => {

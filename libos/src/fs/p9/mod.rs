@@ -59,6 +59,8 @@ pub struct Remote {
     /// The open fid Tlcreate made of a file just created by open(2), for
     /// that open to take ([`Handle::open`]) instead of opening anew.
     fresh: Option<Handle>,
+    /// A file's size as this guest last saw or made it ([`size`]).
+    size: Option<u64>,
 }
 
 impl Remote {
@@ -71,6 +73,7 @@ impl Remote {
             name: name.into(),
             removed: false,
             fresh: None,
+            size: None,
         }
     }
 }
@@ -273,6 +276,7 @@ pub fn create(
         let inode = inode_for(v, dir, name, fid, qid)?;
         if let super::inode::Body::Remote(r) = &mut inode.lock().body {
             r.fresh = fresh;
+            r.size = Some(0);
         }
         v.names.insert(dq, name, &inode, false);
         Ok(inode)
@@ -367,22 +371,49 @@ pub fn rename(
     })
 }
 
-/// stat: through the open file's fid when there is one (an unlinked file
-/// still answers), else the inode's.
-pub fn attr(inode: &Inode, open_fid: Option<u32>) -> Result<Attr, Errno> {
-    let fid = match open_fid {
-        Some(f) => f,
-        None => remote_of(inode)?.0,
-    };
-    with(|v| v.client.getattr(fid)).map(|a| attr::from_p9(&a))
+/// stat through the inode's fid (an open file's own fid: [`Handle::attr`]).
+pub fn attr(inode: &Inode) -> Result<Attr, Errno> {
+    let fid = remote_of(inode)?.0;
+    let a = with(|v| v.client.getattr(fid)).map(|a| attr::from_p9(&a))?;
+    set_size(inode, |_| Some(a.size));
+    Ok(a)
 }
 
-pub fn truncate(inode: &Inode, open_fid: Option<u32>, len: u64) -> Result<(), Errno> {
-    let fid = match open_fid {
-        Some(f) => f,
+pub fn truncate(inode: &Inode, len: u64) -> Result<(), Errno> {
+    truncate_fid(remote_of(inode)?.0, len)?;
+    set_size(inode, |_| Some(len));
+    Ok(())
+}
+
+/// A volume file's size without a round trip when the guest knows it: the
+/// guest is the volume's one writer, so only its own writes and truncates
+/// change it, and they keep it here. PostgreSQL asks for a relation's size
+/// (`lseek(SEEK_END)`) about nine times per TPC-B transaction; each was a
+/// Tgetattr. Asked through `handle`'s fid when there is one (an unlinked
+/// file still answers).
+pub fn size(inode: &Inode, handle: Option<&Handle>) -> Result<u64, Errno> {
+    if let super::inode::Body::Remote(r) = &inode.lock().body
+        && let Some(s) = r.size
+    {
+        return Ok(s);
+    }
+    let fid = match handle {
+        Some(h) => h.fid,
         None => remote_of(inode)?.0,
     };
-    truncate_fid(fid, len)
+    let s = with(|v| v.client.getattr(fid))?.size;
+    set_size(inode, |_| Some(s));
+    Ok(s)
+}
+
+/// Updates the size the guest knows of a file (not of a directory: the
+/// host's directory sizes change with what is in them).
+fn set_size(inode: &Inode, f: impl FnOnce(Option<u64>) -> Option<u64>) {
+    if matches!(inode.kind, Kind::File)
+        && let super::inode::Body::Remote(r) = &mut inode.lock().body
+    {
+        r.size = f(r.size);
+    }
 }
 
 pub fn set_perm(inode: &Inode, perm: u32) -> Result<(), Errno> {
@@ -461,13 +492,19 @@ impl Handle {
     }
 
     /// pwrite at `off`, or at the end (O_APPEND: the host opened the file
-    /// with O_APPEND too). Returns (bytes, offset after them).
-    pub fn write_at(&self, off: Option<u64>, data: &[u8]) -> Result<(usize, u64), Errno> {
-        with(|v| {
-            let at = match off {
-                Some(o) => o,
-                None => v.client.getattr(self.fid)?.size,
-            };
+    /// with O_APPEND too) of `inode`, this description's file. Returns
+    /// (bytes, offset after them).
+    pub fn write_at(
+        &self,
+        inode: &Inode,
+        off: Option<u64>,
+        data: &[u8],
+    ) -> Result<(usize, u64), Errno> {
+        let at = match off {
+            Some(o) => o,
+            None => size(inode, Some(self))?,
+        };
+        let written = with(|v| {
             let mut done = 0;
             while done < data.len() {
                 let asked = (data.len() - done).min(v.client.io_max());
@@ -478,16 +515,24 @@ impl Handle {
                     break;
                 }
             }
-            Ok((done, at + done as u64))
-        })
+            Ok(done)
+        })?;
+        let end = at + written as u64;
+        set_size(inode, |s| s.map(|s| s.max(end)));
+        Ok((written, end))
     }
 
-    pub fn attr(&self) -> Result<Attr, Errno> {
-        with(|v| v.client.getattr(self.fid)).map(|a| attr::from_p9(&a))
+    /// fstat of `inode`, this description's file, through its fid.
+    pub fn attr(&self, inode: &Inode) -> Result<Attr, Errno> {
+        let a = with(|v| v.client.getattr(self.fid)).map(|a| attr::from_p9(&a))?;
+        set_size(inode, |_| Some(a.size));
+        Ok(a)
     }
 
-    pub fn truncate(&self, len: u64) -> Result<(), Errno> {
-        truncate_fid(self.fid, len)
+    pub fn truncate(&self, inode: &Inode, len: u64) -> Result<(), Errno> {
+        truncate_fid(self.fid, len)?;
+        set_size(inode, |_| Some(len));
+        Ok(())
     }
 
     /// fsync / fdatasync: the host's fsync or fdatasync of this file (or
