@@ -9,10 +9,15 @@
 # the guest's own (MemFree of its /proc/meminfo, and who holds it), the
 # runner's host RSS, and natively the server processes' PSS. Benchmarks,
 # not tests: nothing here asserts a figure. ROUNDS=0 measures the memory
-# alone.
+# alone, IDLE=0 skips it. KINDS picks the run kinds. VOLUME=DIR (a
+# directory holding the image's cluster, e.g. a copy of it) serves the
+# image's data directory from a fresh copy of DIR with `serve --volume`
+# each round, next to the native side's copy (both under mktemp -d's
+# directory, so on one file system).
 #
 #   bash ci/bench-pgbench.sh IMAGE            (PGPASSWORD: the image's password)
 #   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 IDLE=16 bash ci/bench-pgbench.sh out/postgres-17.img
+#   VOLUME=cluster KINDS=tpcb CLIENTS="1 4" IDLE=0 bash ci/bench-pgbench.sh out/postgres-17.img
 set -euo pipefail
 
 IMAGE=${1:?usage: bench-pgbench.sh IMAGE, with PGPASSWORD set to the superuser password of the image}
@@ -26,6 +31,8 @@ CLIENTS=${CLIENTS:-"1 4 16"}
 PGKRAFT=${PGKRAFT:-target/release/pgkraft}
 PORT=${PORT:-15532}
 IDLE=${IDLE:-16}
+KINDS=${KINDS:-"select tpcb connect"}
+VOLUME=${VOLUME:-}
 here=$(dirname "$0")
 work=$(mktemp -d)
 # Servers still running at exit (an error, ^C) are stopped by their pids.
@@ -35,6 +42,12 @@ trap 'for p in $(cat "$work/pids" 2>/dev/null); do kill -INT "$p" 2>/dev/null ||
 start() {
   local side=$1 extra=()
   [ "$side" = native ] && extra=(--native)
+  if [ "$side" = image ] && [ -n "$VOLUME" ]; then
+    rm -rf "$work/volume"
+    cp -a "$VOLUME" "$work/volume"
+    chmod 700 "$work/volume"
+    extra=(--volume "$work/volume")
+  fi
   "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \
     --log "$work/$side.log" "${extra[@]}" >"$work/serve.out" &
   local pid=$!
@@ -79,7 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for side in image native; do
     pid=$(start "$side")
     pgb -i -q -s "$SCALE" >/dev/null
-    for kind in select tpcb connect; do
+    for kind in $KINDS; do
       case $kind in
         "select") args=(-S) ;;
         "tpcb") args=() ;;
@@ -119,6 +132,7 @@ fi
 # Memory per idle connection: IDLE psql sessions open and idle, against
 # none, on each side (the guest's MemFree and the runner's RSS; natively
 # the server processes' PSS).
+[ "$IDLE" -gt 0 ] || exit 0
 echo
 echo "memory per idle connection (guest $MEM MiB):"
 for side in image native; do

@@ -8,6 +8,7 @@
 
 use crate::config::MAX_FDS;
 use crate::fs::inode::{Attr, Device, Inode, Kind, S_IFIFO};
+use crate::fs::p9::Handle;
 use crate::fs::pipe::PipeEnd;
 use crate::fs::procfs::Generated;
 use crate::syscall::{Errno, console};
@@ -83,6 +84,9 @@ pub enum FileKind {
 /// An open file description.
 pub struct OpenFile {
     pub kind: FileKind,
+    /// A file or directory on the volume: its own open fid there, through
+    /// which it is read, written, listed and synced.
+    remote: Option<Handle>,
     /// The access mode and status flags, as F_GETFL reports them.
     flags: AtomicU32,
     /// The file offset; for a directory, the position of the next entry.
@@ -93,9 +97,59 @@ impl OpenFile {
     pub fn new(kind: FileKind, flags: u32) -> Arc<OpenFile> {
         Arc::new(OpenFile {
             kind,
+            remote: None,
             flags: AtomicU32::new(flags),
             pos: AtomicU64::new(0),
         })
+    }
+
+    /// A file or directory of the volume, open through `handle`.
+    pub fn new_remote(inode: Arc<Inode>, handle: Handle, flags: u32) -> Arc<OpenFile> {
+        Arc::new(OpenFile {
+            kind: FileKind::Node(inode),
+            remote: Some(handle),
+            flags: AtomicU32::new(flags),
+            pos: AtomicU64::new(0),
+        })
+    }
+
+    /// The volume's open fid of this description, if it has one.
+    pub fn remote(&self) -> Option<&Handle> {
+        self.remote.as_ref()
+    }
+
+    fn node_read_at(&self, inode: &Inode, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        match &self.remote {
+            Some(h) => h.read_at(off, buf),
+            None => inode.read_at(off, buf),
+        }
+    }
+
+    fn node_write_at(
+        &self,
+        inode: &Inode,
+        off: Option<u64>,
+        data: &[u8],
+    ) -> Result<(usize, u64), Errno> {
+        match &self.remote {
+            Some(h) => h.write_at(inode, off, data),
+            None => inode.write_at(off, data),
+        }
+    }
+
+    fn size_of(&self, inode: &Inode) -> Result<u64, Errno> {
+        match &self.remote {
+            Some(h) => crate::fs::p9::size(inode, Some(h)),
+            None => Ok(inode.size()),
+        }
+    }
+
+    /// fstat: on the volume a round trip, which can fail.
+    pub fn stat(&self) -> Result<Attr, Errno> {
+        match (&self.remote, &self.kind) {
+            (Some(h), FileKind::Node(inode)) => h.attr(inode),
+            _ => Ok(self.attr()),
+        }
     }
 
     pub fn flags(&self) -> u32 {
@@ -181,7 +235,7 @@ impl OpenFile {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
                 _ => {
                     let pos = self.pos();
-                    let n = inode.read_at(pos, buf)?;
+                    let n = self.node_read_at(inode, pos, buf)?;
                     self.set_pos(pos + n as u64);
                     Ok(n)
                 }
@@ -204,7 +258,7 @@ impl OpenFile {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
                     let at = (self.flags() & O_APPEND == 0).then(|| self.pos());
-                    let (n, end) = inode.write_at(at, buf)?;
+                    let (n, end) = self.node_write_at(inode, at, buf)?;
                     self.set_pos(end);
                     Ok(n)
                 }
@@ -218,7 +272,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::Node(inode) => match inode.kind {
                 Kind::Dev(dev) => Ok(read_device(dev, buf)),
-                _ => inode.read_at(off, buf),
+                _ => self.node_read_at(inode, off, buf),
             },
             FileKind::Generated(g) => Ok(g.read_at(off, buf)),
             _ => Err(Errno::ESPIPE),
@@ -233,7 +287,7 @@ impl OpenFile {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
                     let at = (self.flags() & O_APPEND == 0).then_some(off);
-                    Ok(inode.write_at(at, buf)?.0)
+                    Ok(self.node_write_at(inode, at, buf)?.0)
                 }
             },
             _ => Err(Errno::ESPIPE),
@@ -264,7 +318,7 @@ impl OpenFile {
             _ => match whence {
                 SEEK_SET => off,
                 SEEK_CUR => (self.pos() as i64).checked_add(off).ok_or(Errno::EINVAL)?,
-                SEEK_END => (inode.size() as i64)
+                SEEK_END => (self.size_of(inode)? as i64)
                     .checked_add(off)
                     .ok_or(Errno::EINVAL)?,
                 SEEK_DATA | SEEK_HOLE => {
@@ -286,7 +340,10 @@ impl OpenFile {
     pub fn attr(&self) -> Attr {
         match &self.kind {
             FileKind::Console => console::attr(),
-            FileKind::Node(inode) => inode.attr(),
+            FileKind::Node(inode) => match &self.remote {
+                Some(h) => h.attr(inode).unwrap_or_else(|_| inode.attr()),
+                None => inode.attr(),
+            },
             FileKind::Generated(g) => g.inode.attr(),
             FileKind::Pipe(end) => Attr {
                 dev: crate::fs::inode::DEV,

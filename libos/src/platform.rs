@@ -229,6 +229,9 @@ const DEVICE_SPIN_NS: u64 = 50_000;
 
 pub fn exit(status: u8) -> ! {
     crate::net::drain_tx();
+    // Each volume request was one notify, one VM exit.
+    #[cfg(feature = "trace-syscalls")]
+    crate::log!("libos: 9p volume: {} requests", crate::fs::p9::requests());
     cpu::outb(pgkraft_abi::PORT_EXIT, status);
     // No exit device (e.g. a VMM without isa-debug-exit): stay here quietly.
     loop {

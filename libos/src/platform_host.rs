@@ -43,3 +43,14 @@ pub fn wait_devices(ns: u64) {
 pub fn exit(status: u8) -> ! {
     panic!("libos exit({status})")
 }
+
+/// Which VMM booted us; host tests stand for "another VMM".
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Host {
+    Runner,
+    Pvh,
+}
+
+pub fn host() -> Host {
+    Host::Pvh
+}

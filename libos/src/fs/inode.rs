@@ -127,6 +127,9 @@ pub struct Node {
 pub enum Body {
     File(FileData),
     Dir(Dir),
+    /// A file, directory or symlink on the 9p volume (fs::p9): its data
+    /// and names live on the host; the kind says which.
+    Remote(super::p9::Remote),
     None,
 }
 
@@ -200,6 +203,16 @@ impl Inode {
         Inode::new(Kind::Socket, perm, Body::None)
     }
 
+    /// A file, directory or symlink of the 9p volume (`kind` from its qid).
+    pub fn new_remote(kind: Kind, remote: super::p9::Remote) -> Arc<Inode> {
+        Inode::new(kind, 0, Body::Remote(remote))
+    }
+
+    /// Whether this inode lives on the 9p volume.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.lock().body, Body::Remote(_))
+    }
+
     /// One vCPU and no preemption: the lock can only be held here if the
     /// libOS re-entered it, a bug that would otherwise spin forever.
     pub fn lock(&self) -> MutexGuard<'_, Node> {
@@ -212,7 +225,24 @@ impl Inode {
         matches!(self.kind, Kind::Dir)
     }
 
+    /// stat(2) of this inode: on the volume a round trip that can fail.
+    pub fn stat(&self) -> Result<Attr, Errno> {
+        if self.is_remote() {
+            return super::p9::attr(self);
+        }
+        Ok(self.attr())
+    }
+
+    /// What stat reports; on the volume an inode it cannot reach reports
+    /// only its type (use [`Self::stat`] where the error matters).
     pub fn attr(&self) -> Attr {
+        if self.is_remote() {
+            return super::p9::attr(self).unwrap_or(Attr {
+                ino: self.ino,
+                mode: self.kind.type_bits(),
+                ..Attr::default()
+            });
+        }
         let node = self.lock();
         let (size, blocks) = match (&self.kind, &node.body) {
             (_, Body::File(f)) => (f.size(), f.blocks()),
@@ -243,22 +273,28 @@ impl Inode {
 
     /// Look a name up in this directory. A directory that was removed has
     /// no entries, and nothing can be created in it (ENOENT, as Linux says).
-    pub fn lookup(&self, name: &[u8]) -> Result<Arc<Inode>, Errno> {
+    pub fn lookup(self: &Arc<Self>, name: &[u8]) -> Result<Arc<Inode>, Errno> {
         let node = self.lock();
-        let Body::Dir(d) = &node.body else {
-            return Err(Errno::ENOTDIR);
-        };
-        d.get(name).cloned().ok_or(Errno::ENOENT)
+        match &node.body {
+            Body::Dir(d) => d.get(name).cloned().ok_or(Errno::ENOENT),
+            Body::Remote(_) if self.is_dir() => {
+                drop(node);
+                super::p9::lookup(self, name)
+            }
+            _ => Err(Errno::ENOTDIR),
+        }
     }
 
     /// This directory's `..`: itself for the root; ENOENT for a removed
     /// directory whose parent is gone too.
     pub fn parent(self: &Arc<Inode>) -> Result<Arc<Inode>, Errno> {
         let node = self.lock();
-        let Body::Dir(d) = &node.body else {
-            return Err(Errno::ENOTDIR);
+        let parent = match &node.body {
+            Body::Dir(d) => &d.parent,
+            Body::Remote(r) if self.is_dir() => &r.parent,
+            _ => return Err(Errno::ENOTDIR),
         };
-        match &d.parent {
+        match parent {
             None => Ok(self.clone()),
             Some(w) => w.upgrade().ok_or(Errno::ENOENT),
         }
@@ -347,7 +383,8 @@ impl Inode {
         match &mut self.lock().body {
             Body::File(f) => f.read_at(off, buf),
             Body::Dir(_) => Err(Errno::EISDIR),
-            Body::None => Err(Errno::EINVAL),
+            // Read through the open file's fid (fd::OpenFile).
+            Body::Remote(_) | Body::None => Err(Errno::EINVAL),
         }
     }
 
@@ -371,12 +408,15 @@ impl Inode {
     }
 
     pub fn truncate(&self, len: u64) -> Result<(), Errno> {
+        if self.is_remote() {
+            return super::p9::truncate(self, len);
+        }
         let mut guard = self.lock();
         let node = &mut *guard;
         match &mut node.body {
             Body::File(f) => f.truncate(len)?,
             Body::Dir(_) => return Err(Errno::EISDIR),
-            Body::None => return Err(Errno::EINVAL),
+            Body::Remote(_) | Body::None => return Err(Errno::EINVAL),
         }
         let now = Time::now();
         node.mtime = now;
@@ -402,9 +442,11 @@ impl Inode {
 
     pub fn size(&self) -> u64 {
         match &self.lock().body {
-            Body::File(f) => f.size(),
-            _ => 0,
+            Body::File(f) => return f.size(),
+            Body::Remote(_) => {}
+            _ => return 0,
         }
+        super::p9::size(self, None).unwrap_or(0)
     }
 
     /// fallocate: mode 0 extends the file (the new range is a hole, which
@@ -419,8 +461,11 @@ impl Inode {
             .ok_or(Errno::EFBIG)?;
         let mut guard = self.lock();
         let node = &mut *guard;
-        let Body::File(f) = &mut node.body else {
-            return Err(Errno::ENODEV);
+        let f = match &mut node.body {
+            Body::File(f) => f,
+            // 9P2000.L has no fallocate; PostgreSQL then writes zeros.
+            Body::Remote(_) => return Err(Errno::EOPNOTSUPP),
+            _ => return Err(Errno::ENODEV),
         };
         match mode {
             0 => {
@@ -444,19 +489,34 @@ impl Inode {
     /// SEEK_DATA / SEEK_HOLE.
     pub fn seek_data(&self, off: u64, hole: bool) -> Result<u64, Errno> {
         match &mut self.lock().body {
-            Body::File(f) => f.seek_data(off, hole),
-            _ => Err(Errno::EINVAL),
+            Body::File(f) => return f.seek_data(off, hole),
+            Body::Remote(_) => {}
+            _ => return Err(Errno::EINVAL),
+        }
+        // The volume's files are all data (9P2000.L cannot tell holes).
+        let size = self.stat()?.size;
+        match (off < size, hole) {
+            (false, _) => Err(Errno::ENXIO),
+            (true, false) => Ok(off),
+            (true, true) => Ok(size),
         }
     }
 
-    pub fn set_perm(&self, perm: u32) {
+    pub fn set_perm(&self, perm: u32) -> Result<(), Errno> {
+        if self.is_remote() {
+            return super::p9::set_perm(self, perm & 0o7777);
+        }
         let mut node = self.lock();
         node.perm = perm & 0o7777;
         node.ctime = Time::now();
+        Ok(())
     }
 
     /// utimensat: None leaves a time as it is.
-    pub fn set_times(&self, atime: Option<Time>, mtime: Option<Time>) {
+    pub fn set_times(&self, atime: Option<Time>, mtime: Option<Time>) -> Result<(), Errno> {
+        if self.is_remote() {
+            return super::p9::set_times(self, atime, mtime);
+        }
         let mut node = self.lock();
         if let Some(t) = atime {
             node.atime = t;
@@ -465,6 +525,7 @@ impl Inode {
             node.mtime = t;
         }
         node.ctime = Time::now();
+        Ok(())
     }
 
     /// Directory entries from position `pos`, `.` and `..` first; `emit`

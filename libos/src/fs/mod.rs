@@ -10,6 +10,7 @@ pub mod data;
 pub mod index;
 pub mod inode;
 pub mod namei;
+pub mod p9;
 pub mod pipe;
 pub mod procfs;
 pub mod tar;
@@ -64,6 +65,7 @@ pub fn init() {
         crate::arch::image::rootfs(),
         crate::arch::image::rootfs_index(),
     );
+    p9::mount(&root());
 }
 
 /// `/` with `/tmp`, `/dev` and its devices.

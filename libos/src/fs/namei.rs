@@ -154,6 +154,9 @@ pub struct OpenHow {
     pub write: bool,
     /// Mode for a created file, before the umask.
     pub mode: u32,
+    /// open(2)'s flags as given: a file created on the volume is opened
+    /// with them by the same request (fs::p9::create).
+    pub flags: u32,
 }
 
 pub fn open(base: &Arc<Inode>, path: &[u8], how: &OpenHow) -> Result<Arc<Inode>, Errno> {
@@ -192,6 +195,13 @@ fn open_with(
                     }
                     (node, false)
                 }
+                Err(Errno::ENOENT) if how.create && p.dir.is_remote() => {
+                    let opened = Some(how.flags);
+                    (
+                        super::p9::create(&p.dir, name, how.mode & !umask(), opened)?,
+                        true,
+                    )
+                }
                 Err(Errno::ENOENT) if how.create => {
                     let node = Inode::new_file(how.mode & !umask(), FileData::default());
                     link_into(&p.dir, name, &node)?;
@@ -217,6 +227,7 @@ fn open_with(
     match node.kind {
         Kind::Symlink(_) => return Err(Errno::ELOOP),
         Kind::Dir if how.write || how.trunc => return Err(Errno::EISDIR),
+        Kind::File if how.trunc && !created && node.is_remote() => node.truncate(0)?,
         // Proc files are read-only (0444); PostgreSQL runs unprivileged,
         // and Linux refuses it a writer with EACCES.
         Kind::Proc(_) if how.write || how.trunc => return Err(Errno::EACCES),
@@ -272,6 +283,26 @@ pub fn link_into(dir: &Arc<Inode>, name: &[u8], child: &Arc<Inode>) -> Result<()
     Ok(())
 }
 
+/// Puts `dir` (the volume's root) in place of `name` in `parent`; what
+/// had that name stays alive only for those who hold it (the image's
+/// in-memory `/data` when the volume is mounted over it).
+pub fn mount_over(parent: &Arc<Inode>, name: &[u8], dir: Arc<Inode>) -> Result<(), Errno> {
+    let hidden = {
+        let mut guard = parent.lock();
+        let node = &mut *guard;
+        let Body::Dir(d) = &mut node.body else {
+            return Err(Errno::ENOTDIR);
+        };
+        let hidden = d.insert(name, dir);
+        if hidden.as_ref().is_none_or(|h| !h.is_dir()) {
+            node.nlink += 1;
+        }
+        hidden
+    };
+    drop(hidden);
+    Ok(())
+}
+
 /// Remove `name` from `dir` and drop one link of what it named; a
 /// directory dies (it can no longer gain entries).
 fn unlink_from(dir: &Arc<Inode>, name: &[u8]) -> Option<Arc<Inode>> {
@@ -323,6 +354,9 @@ fn new_name<'p>(p: &Parent<'p>, dir_ok: bool) -> Result<&'p [u8], Errno> {
 pub fn mkdir(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<(), Errno> {
     let p = walk(base, path, &mut 0)?;
     let name = new_name(&p, true)?;
+    if p.dir.is_remote() {
+        return super::p9::mkdir(&p.dir, name, mode & 0o1777 & !umask());
+    }
     let dir = Inode::new_dir(mode & 0o1777 & !umask(), Some(&p.dir));
     link_into(&p.dir, name, &dir)
 }
@@ -331,6 +365,9 @@ pub fn mkdir(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<(), Errno> {
 pub fn mknod_file(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<(), Errno> {
     let p = walk(base, path, &mut 0)?;
     let name = new_name(&p, false)?;
+    if p.dir.is_remote() {
+        return super::p9::create(&p.dir, name, mode & !umask(), None).map(drop);
+    }
     let file = Inode::new_file(mode & !umask(), FileData::default());
     link_into(&p.dir, name, &file)
 }
@@ -345,6 +382,11 @@ pub fn mknod_socket(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<Arc<Ino
             e
         }
     })?;
+    if p.dir.is_remote() {
+        // A socket's name on the volume would be a host socket file
+        // nobody serves; PostgreSQL keeps its sockets in /tmp.
+        return Err(Errno::EOPNOTSUPP);
+    }
     let sock = Inode::new_socket(mode & !umask());
     link_into(&p.dir, name, &sock)?;
     Ok(sock)
@@ -353,6 +395,9 @@ pub fn mknod_socket(base: &Arc<Inode>, path: &[u8], mode: u32) -> Result<Arc<Ino
 pub fn symlink(target: &[u8], base: &Arc<Inode>, path: &[u8]) -> Result<(), Errno> {
     let p = walk(base, path, &mut 0)?;
     let name = new_name(&p, false)?;
+    if p.dir.is_remote() {
+        return super::p9::symlink(&p.dir, name, target);
+    }
     link_into(&p.dir, name, &Inode::new_symlink(target))
 }
 
@@ -362,6 +407,11 @@ pub fn link(old: &Arc<Inode>, base: &Arc<Inode>, path: &[u8]) -> Result<(), Errn
     let name = new_name(&p, false)?;
     if old.is_dir() {
         return Err(Errno::EPERM);
+    }
+    match (old.is_remote(), p.dir.is_remote()) {
+        (true, true) => return super::p9::link(old, &p.dir, name),
+        (false, false) => {}
+        _ => return Err(Errno::EXDEV),
     }
     if old.lock().nlink == 0 {
         return Err(Errno::ENOENT);
@@ -381,6 +431,9 @@ pub fn unlink(base: &Arc<Inode>, path: &[u8]) -> Result<(), Errno> {
     if p.slash {
         return Err(Errno::ENOTDIR);
     }
+    if p.dir.is_remote() {
+        return super::p9::unlink(&p.dir, name, &node);
+    }
     unlink_from(&p.dir, name);
     Ok(())
 }
@@ -396,6 +449,10 @@ pub fn rmdir(base: &Arc<Inode>, path: &[u8]) -> Result<(), Errno> {
     let node = p.dir.lookup(name)?;
     if !node.is_dir() {
         return Err(Errno::ENOTDIR);
+    }
+    if p.dir.is_remote() {
+        // The host says ENOTEMPTY.
+        return super::p9::unlink(&p.dir, name, &node);
     }
     if !dir_is_empty(&node) {
         return Err(Errno::ENOTEMPTY);
@@ -494,13 +551,26 @@ pub fn rename(
             match (old.is_dir(), new.is_dir()) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !dir_is_empty(new) => return Err(Errno::ENOTEMPTY),
+                (true, true) if !new.is_remote() && !dir_is_empty(new) => {
+                    return Err(Errno::ENOTEMPTY);
+                }
                 _ => {}
             }
         }
     }
     if matches!(&np.dir.lock().body, Body::Dir(d) if d.removed) {
         return Err(Errno::ENOENT);
+    }
+    match (op.dir.is_remote(), np.dir.is_remote()) {
+        // 9P2000.L's renameat takes no flags: an exchange cannot be
+        // asked for (NOREPLACE was checked above; the guest is the
+        // volume's one writer).
+        (true, true) if exchange => return Err(Errno::EINVAL),
+        (true, true) => {
+            return super::p9::rename(&op.dir, oname, &np.dir, nname, &old, new.as_ref());
+        }
+        (false, false) => {}
+        _ => return Err(Errno::EXDEV),
     }
     let now = Time::now();
     // Nothing else runs between these steps (one vCPU, no preemption), so
@@ -576,6 +646,22 @@ pub fn path_of(inode: &Arc<Inode>) -> Result<Vec<u8>, Errno> {
     if inode.is_dir() {
         return dir_path(inode.clone());
     }
+    // A file on the volume knows the directory it was found in and its
+    // name there (the tree below the mount point is not in memory).
+    let found = match &inode.lock().body {
+        Body::Remote(r) if r.removed => return Err(Errno::ENOENT),
+        Body::Remote(r) => Some((r.parent.clone(), r.name.to_vec())),
+        _ => None,
+    };
+    if let Some((parent, name)) = found {
+        let dir = parent.and_then(|w| w.upgrade()).ok_or(Errno::ENOENT)?;
+        let mut path = dir_path(dir)?;
+        if path != b"/" {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        return Ok(path);
+    }
     fn find(dir: &Arc<Inode>, want: &Arc<Inode>, path: &mut Vec<u8>) -> bool {
         let children: Vec<(Vec<u8>, Arc<Inode>)> = match &dir.lock().body {
             Body::Dir(d) => d
@@ -607,21 +693,27 @@ fn dir_path(start: Arc<Inode>) -> Result<Vec<u8>, Errno> {
     let mut cur = start;
     let mut names: Vec<Vec<u8>> = Vec::new();
     loop {
-        let parent = {
+        // A directory on the volume knows its own name (9p has no way
+        // back up); one in memory is found in its parent.
+        let (parent, own_name) = {
             let node = cur.lock();
-            let Body::Dir(d) = &node.body else {
-                return Err(Errno::ENOTDIR);
-            };
-            if d.removed {
-                return Err(Errno::ENOENT);
-            }
-            match &d.parent {
-                None => break,
-                Some(w) => w.upgrade().ok_or(Errno::ENOENT)?,
+            match &node.body {
+                Body::Dir(d) if d.removed => return Err(Errno::ENOENT),
+                Body::Dir(d) => match &d.parent {
+                    None => break,
+                    Some(w) => (w.upgrade().ok_or(Errno::ENOENT)?, None),
+                },
+                Body::Remote(r) if r.removed => return Err(Errno::ENOENT),
+                Body::Remote(r) => match &r.parent {
+                    None => break,
+                    Some(w) => (w.upgrade().ok_or(Errno::ENOENT)?, Some(r.name.to_vec())),
+                },
+                _ => return Err(Errno::ENOTDIR),
             }
         };
-        let name = match &parent.lock().body {
-            Body::Dir(d) => d.name_of(&cur).ok_or(Errno::ENOENT)?.to_vec(),
+        let name = match (own_name, &parent.lock().body) {
+            (Some(n), _) => n,
+            (None, Body::Dir(d)) => d.name_of(&cur).ok_or(Errno::ENOENT)?.to_vec(),
             _ => return Err(Errno::ENOENT),
         };
         names.push(name);

@@ -63,10 +63,11 @@ enum Target {
 }
 
 impl Target {
-    fn attr(&self) -> Attr {
+    /// stat: an inode on the volume asks the host, which can fail.
+    fn attr(&self) -> core::result::Result<Attr, Errno> {
         match self {
-            Target::Inode(i) => i.attr(),
-            Target::File(f) => f.attr(),
+            Target::Inode(i) => i.stat(),
+            Target::File(f) => f.stat(),
         }
     }
 }
@@ -85,9 +86,10 @@ fn target(
             return Ok(Target::Inode(fs::cwd()));
         }
         let f = fd::get(dirfd)?;
+        // An open file on the volume answers through its own fid.
         return Ok(match f.inode() {
-            Some(i) => Target::Inode(i.clone()),
-            None => Target::File(f),
+            Some(i) if f.remote().is_none() => Target::Inode(i.clone()),
+            _ => Target::File(f),
         });
     }
     let inode = namei::resolve(&base(dirfd, path)?, path, follow)?;
@@ -138,6 +140,7 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> Result {
         path_only,
         write: matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR),
         mode: mode as u32 & 0o7777,
+        flags,
     };
     let inode = namei::open(&base(dirfd, path)?, path, &how)?;
     // A socket's name cannot be opened (Linux: ENXIO), only connected to.
@@ -147,12 +150,19 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> Result {
     // What F_GETFL will say: creation flags and O_CLOEXEC are not kept,
     // and 64-bit Linux always adds O_LARGEFILE.
     let status = (flags & !(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE;
-    // A proc file's text belongs to its open file description.
-    let kind = match Generated::open(inode.clone()) {
-        Some(g) if !path_only => FileKind::Generated(g),
-        _ => FileKind::Node(inode),
+    let file = if inode.is_remote() && !path_only {
+        // A file on the volume is read and written through a fid of its
+        // own description.
+        let handle = fs::p9::Handle::open(&inode, flags)?;
+        OpenFile::new_remote(inode, handle, status)
+    } else {
+        // A proc file's text belongs to its open file description.
+        let kind = match Generated::open(inode.clone()) {
+            Some(g) if !path_only => FileKind::Generated(g),
+            _ => FileKind::Node(inode),
+        };
+        OpenFile::new(kind, status)
     };
-    let file = OpenFile::new(kind, status);
     Ok(fd::install(file, flags & O_CLOEXEC != 0)? as i64)
 }
 
@@ -422,7 +432,7 @@ fn put_stat(buf: u64, a: &Attr) -> Result {
 
 pub fn fstat(fd: u64, buf: u64) -> Result {
     let f = fd::get(fd)?;
-    put_stat(buf, &f.attr())
+    put_stat(buf, &f.stat()?)
 }
 
 pub fn stat(path: u64, buf: u64) -> Result {
@@ -439,7 +449,7 @@ pub fn newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> Result {
     }
     let path = &path_arg(path)?;
     let t = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?;
-    put_stat(buf, &t.attr())
+    put_stat(buf, &t.attr()?)
 }
 
 #[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable)]
@@ -504,7 +514,7 @@ pub fn statx(dirfd: u64, path: u64, flags: u64, mask: u64, buf: u64) -> Result {
     } else {
         path_arg(path)?
     };
-    let a = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?.attr();
+    let a = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?.attr()?;
     let t = |t: Time| StatxTime {
         sec: t.sec,
         nsec: t.nsec,
@@ -552,7 +562,30 @@ struct Statfs {
 }
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
+const V9FS_MAGIC: i64 = 0x0102_1997;
 const ST_VALID: i64 = 0x20;
+
+/// The volume: the host's file system's figures, as Linux's 9p client
+/// reports them.
+fn put_statfs_remote(buf: u64, inode: &Inode) -> Result {
+    let s = fs::p9::statfs(inode)?;
+    let sf = Statfs {
+        ftype: V9FS_MAGIC,
+        bsize: s.bsize as i64,
+        blocks: s.blocks,
+        bfree: s.bfree,
+        bavail: s.bavail,
+        files: s.files,
+        ffree: s.ffree,
+        fsid: [s.fsid as i32, (s.fsid >> 32) as i32],
+        namelen: s.namelen as i64,
+        frsize: s.bsize as i64,
+        flags: ST_VALID,
+        ..Statfs::default()
+    };
+    uaccess::write(buf, &sf)?;
+    Ok(0)
+}
 
 /// The file system lives in RAM, so its size and free space are RAM's.
 fn put_statfs(buf: u64) -> Result {
@@ -579,12 +612,20 @@ fn put_statfs(buf: u64) -> Result {
 
 pub fn statfs(path: u64, buf: u64) -> Result {
     let path = &path_arg(path)?;
-    inode_at(AT_FDCWD as u64, path, true)?;
+    let inode = inode_at(AT_FDCWD as u64, path, true)?;
+    if inode.is_remote() {
+        return put_statfs_remote(buf, &inode);
+    }
     put_statfs(buf)
 }
 
 pub fn fstatfs(fd: u64, buf: u64) -> Result {
-    fd::get(fd)?;
+    let f = fd::get(fd)?;
+    if let Some(i) = f.inode()
+        && i.is_remote()
+    {
+        return put_statfs_remote(buf, i);
+    }
     put_statfs(buf)
 }
 
@@ -609,7 +650,7 @@ pub fn faccessat2(dirfd: u64, path: u64, mode: u64, flags: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     let path = &path_arg(path)?;
-    let a = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?.attr();
+    let a = target(dirfd, path, flags, flags & AT_SYMLINK_NOFOLLOW == 0)?.attr()?;
     if mode != F_OK && mode & X_OK != 0 && a.mode & 0o170000 != 0o040000 && a.mode & 0o111 == 0 {
         return Err(Errno::EACCES);
     }
@@ -626,7 +667,7 @@ pub fn chmod(path: u64, mode: u64) -> Result {
 
 pub fn fchmodat(dirfd: u64, path: u64, mode: u64) -> Result {
     let path = &path_arg(path)?;
-    inode_at(dirfd, path, true)?.set_perm(mode as u32);
+    inode_at(dirfd, path, true)?.set_perm(mode as u32)?;
     Ok(0)
 }
 
@@ -636,7 +677,7 @@ pub fn fchmod(fd: u64, mode: u64) -> Result {
         return Err(Errno::EBADF);
     }
     if let Some(i) = f.inode() {
-        i.set_perm(mode as u32);
+        i.set_perm(mode as u32)?;
     }
     Ok(0)
 }
@@ -709,8 +750,13 @@ fn set_times(
             flags & AT_SYMLINK_NOFOLLOW == 0,
         )?
     };
-    if let Target::Inode(i) = t {
-        i.set_times(atime, mtime);
+    match t {
+        Target::Inode(i) => i.set_times(atime, mtime)?,
+        Target::File(f) => {
+            if let Some(i) = f.inode() {
+                i.set_times(atime, mtime)?;
+            }
+        }
     }
     Ok(0)
 }
@@ -981,8 +1027,12 @@ pub fn ftruncate(fd: u64, len: u64) -> Result {
     if f.is_path() {
         return Err(Errno::EBADF);
     }
-    match f.inode() {
-        Some(i) if matches!(i.kind, Kind::File) && f.writable() => {
+    match (f.inode(), f.remote()) {
+        (Some(i), Some(h)) if matches!(i.kind, Kind::File) && f.writable() => {
+            h.truncate(i, len)?;
+            Ok(0)
+        }
+        (Some(i), None) if matches!(i.kind, Kind::File) && f.writable() => {
             i.truncate(len)?;
             Ok(0)
         }
@@ -1004,35 +1054,24 @@ pub fn getdents(fd: u64, buf: u64, count: u64, is64: bool) -> Result {
         _ => return Err(Errno::ENOTDIR),
     };
     let mut out = uaccess::slice_mut(buf, count.min(MAX_RW))?;
+    let room = out.len();
     let mut used = 0usize;
-    let mut emit = |ino: u64, next: u64, dtype: u8, name: &[u8]| -> bool {
-        let header = if is64 { 19 } else { 18 };
-        let trailer = if is64 { 1 } else { 2 };
-        let reclen = (header + name.len() + trailer).next_multiple_of(8);
-        if used + reclen > out.len() {
-            return false;
-        }
-        let rec = &mut out[used..used + reclen];
-        rec.fill(0);
-        rec[0..8].copy_from_slice(&ino.to_le_bytes());
-        rec[8..16].copy_from_slice(&next.to_le_bytes());
-        rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
-        if is64 {
-            rec[18] = dtype;
-            rec[19..19 + name.len()].copy_from_slice(name);
-        } else {
-            rec[18..18 + name.len()].copy_from_slice(name);
-            rec[reclen - 1] = dtype;
-        }
-        used += reclen;
-        true
-    };
     let mut refused = false;
-    let pos = dir.read_dir(f.pos(), &mut |ino, next, dtype, name| {
-        let fits = emit(ino, next, dtype, name);
+    let mut emit = |ino: u64, next: u64, dtype: u8, name: &[u8]| -> bool {
+        let fits = match put_dirent(&mut out[used..], is64, ino, next, dtype, name) {
+            Some(n) => {
+                used += n;
+                true
+            }
+            None => false,
+        };
         refused = !fits;
         fits
-    })?;
+    };
+    let pos = match f.remote() {
+        Some(h) => h.read_dir(f.pos(), room, &mut emit)?,
+        None => dir.read_dir(f.pos(), &mut emit)?,
+    };
     f.set_pos(pos);
     if used == 0 && refused {
         // Not even the next entry fits.
@@ -1041,14 +1080,48 @@ pub fn getdents(fd: u64, buf: u64, count: u64, is64: bool) -> Result {
     Ok(used as i64)
 }
 
-// ---- synchronisation and advice: everything is in memory ----
+/// One `linux_dirent64` (or, without `is64`, `linux_dirent`: d_type in
+/// the record's last byte) at the start of `out`; its length, or None
+/// when it does not fit.
+pub fn put_dirent(
+    out: &mut [u8],
+    is64: bool,
+    ino: u64,
+    next: u64,
+    dtype: u8,
+    name: &[u8],
+) -> Option<usize> {
+    let header = if is64 { 19 } else { 18 };
+    let trailer = if is64 { 1 } else { 2 };
+    let reclen = (header + name.len() + trailer).next_multiple_of(8);
+    let rec = out.get_mut(..reclen)?;
+    rec.fill(0);
+    rec[0..8].copy_from_slice(&ino.to_le_bytes());
+    rec[8..16].copy_from_slice(&next.to_le_bytes());
+    rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
+    if is64 {
+        rec[18] = dtype;
+        rec[19..19 + name.len()].copy_from_slice(name);
+    } else {
+        rec[18..18 + name.len()].copy_from_slice(name);
+        rec[reclen - 1] = dtype;
+    }
+    Some(reclen)
+}
 
-/// fsync/fdatasync/syncfs: nothing to flush; files and directories say
-/// so, other kinds of file answer as Linux does (EINVAL).
-pub fn fsync(fd: u64) -> Result {
+// ---- synchronisation and advice ----
+
+/// fsync/fdatasync: a file or directory on the volume is synced on the
+/// host (its fsync or fdatasync) before this returns; in memory there is
+/// nothing to flush. Other kinds of file answer as Linux does (EINVAL).
+pub fn fsync(fd: u64, datasync: bool) -> Result {
     let f = fd::get(fd)?;
     if f.is_path() {
         return Err(Errno::EBADF);
+    }
+    if let Some(h) = f.remote() {
+        h.fsync(datasync)?;
+        return Ok(0);
     }
     match f.inode().map(|i| &i.kind) {
         Some(Kind::File | Kind::Dir) => Ok(0),

@@ -59,6 +59,7 @@ impl Errno {
     pub const ELOOP: Errno = Errno(40);
     pub const EOVERFLOW: Errno = Errno(75);
     pub const EOPNOTSUPP: Errno = Errno(95);
+    pub const EXDEV: Errno = Errno(18);
     pub const ETIMEDOUT: Errno = Errno(110);
     pub const EDOM: Errno = Errno(33);
     pub const ENOTSOCK: Errno = Errno(88);
@@ -283,7 +284,8 @@ fn dispatch(n: i64, a: [u64; 6]) -> Result {
         nr::ACCESS => fs::access(a[0], a[1]),
         nr::FACCESSAT => fs::faccessat(a[0], a[1], a[2]),
         nr::FACCESSAT2 => fs::faccessat2(a[0], a[1], a[2], a[3]),
-        nr::FSYNC | nr::FDATASYNC => fs::fsync(a[0]),
+        nr::FSYNC => fs::fsync(a[0], false),
+        nr::FDATASYNC => fs::fsync(a[0], true),
         nr::SYNCFS => fs::syncfs(a[0]),
         nr::SYNC => Ok(0),
         nr::SYNC_FILE_RANGE => fs::sync_file_range(a[0], a[1], a[2], a[3]),

@@ -1,0 +1,630 @@
+//! The data volume: a host directory served by virtio-9p (9P2000.L),
+//! mounted at [`MOUNT_POINT`] when the VM has a 9p device whose mount tag
+//! is [`TAG`], hiding the image's in-memory `/data` (the host side puts the
+//! cluster there). Without such a device nothing changes.
+//!
+//! Its files are inodes of the one tree (`Body::Remote`), so path
+//! resolution, the working directory and open files work as for memory
+//! files; namei and the inode methods hand each operation on a volume
+//! inode to this module. An inode holds a fid walked to its file; an open
+//! file description holds a fid of its own opened with Tlopen
+//! ([`Handle`]), clunked when the last descriptor closes. One inode per
+//! host file (by qid path) while anything uses it, so hard links and
+//! rename checks see one identity.
+//!
+//! **No page cache yet**: every read, write and stat is a round trip to
+//! the device (one VM exit each, [`requests`] counts them). Lookups are
+//! remembered (`names`): the guest is the volume's only writer (issue
+//! 13), which makes that correct, and will make caching attributes and
+//! pages correct too; the page cache with eviction is the next step.
+
+mod attr;
+mod client;
+mod device;
+mod dirent;
+mod flags;
+mod names;
+
+use super::inode::{Attr, EmitEntry, Inode, Kind, NAME_MAX, Time};
+use crate::syscall::Errno;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use client::{Client, P9Error};
+use pgkraft_abi::p9;
+use spin::Mutex;
+
+/// The mount tag the volume's device carries (our runner's and QEMU's).
+pub const TAG: &[u8] = pgkraft_abi::VOLUME_TAG.as_bytes();
+/// Where it is mounted: PostgreSQL's data directory (`postgres -D /data`).
+pub const MOUNT_POINT: &[u8] = b"data";
+/// Bytes of each of the two request buffers: the msize we ask for, so
+/// that one Tread or Twrite moves 128 KiB (sixteen 8 KiB pages) after its
+/// header.
+const MSIZE: usize = 128 * 1024 + p9::IOHDRSZ as usize;
+
+/// The volume's part of an inode.
+pub struct Remote {
+    /// Walked to the file, never opened (opens clone it: [`Handle`]).
+    pub fid: u32,
+    /// The host's identity of the file (its inode).
+    qid_path: u64,
+    /// The directory it was found in (a directory's `..`).
+    pub parent: Option<Weak<Inode>>,
+    /// Its name there (getcwd: a directory's path is found upwards).
+    pub name: Box<[u8]>,
+    /// Unlinked, or replaced by a rename: no longer reachable by name.
+    pub removed: bool,
+    /// The open fid Tlcreate made of a file just created by open(2), for
+    /// that open to take ([`Handle::open`]) instead of opening anew.
+    fresh: Option<Handle>,
+    /// A file's size as this guest last saw or made it ([`size`]).
+    size: Option<u64>,
+}
+
+impl Remote {
+    /// `fid` walked to host inode `qid_path`, found as `name` in `parent`.
+    fn new(fid: u32, qid_path: u64, parent: &Arc<Inode>, name: &[u8]) -> Remote {
+        Remote {
+            fid,
+            qid_path,
+            parent: Some(Arc::downgrade(parent)),
+            name: name.into(),
+            removed: false,
+            fresh: None,
+            size: None,
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        release(self.fid, Some(self.qid_path));
+    }
+}
+
+struct Volume {
+    client: Client,
+    /// Host inode -> the one Inode for it, while something holds it.
+    inodes: BTreeMap<u64, Weak<Inode>>,
+    /// (directory, name) -> Inode: lookups that need no walk.
+    names: names::Names<Inode>,
+}
+
+static VOLUME: Mutex<Option<Volume>> = Mutex::new(None);
+/// Fids whose inode or open file died: clunked before the next request
+/// (a drop can happen anywhere, also while the volume is busy).
+static RELEASED: Mutex<Vec<(u32, Option<u64>)>> = Mutex::new(Vec::new());
+
+fn release(fid: u32, qid_path: Option<u64>) {
+    RELEASED.lock().push((fid, qid_path));
+}
+
+/// Runs `f` on the volume, after clunking what was released.
+fn with<T>(f: impl FnOnce(&mut Volume) -> Result<T, P9Error>) -> Result<T, Errno> {
+    let mut guard = VOLUME
+        .try_lock()
+        .expect("the 9p volume was entered twice (a libOS bug)");
+    let v = guard.as_mut().ok_or(Errno::ENODEV)?;
+    let released = core::mem::take(&mut *RELEASED.lock());
+    for (fid, qid_path) in released {
+        v.client.clunk(fid);
+        if let Some(q) = qid_path
+            && v.inodes.get(&q).is_some_and(|w| w.strong_count() == 0)
+        {
+            v.inodes.remove(&q);
+        }
+    }
+    f(v).map_err(P9Error::errno)
+}
+
+/// Round trips to the device so far (each one VM exit); 0 without a volume.
+// Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
+#[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]
+pub fn requests() -> u64 {
+    VOLUME.lock().as_ref().map_or(0, |v| v.client.requests())
+}
+
+/// Finds the device and mounts the volume at `/data` (boot). Probing
+/// costs one register read per empty virtio-mmio slot.
+#[cfg(not(test))]
+pub fn mount(root: &Arc<Inode>) {
+    let Some(dev) = device::probe(TAG, MSIZE) else {
+        return;
+    };
+    let mounted = Client::new(dev).and_then(|mut client| {
+        let fid = client.alloc_fid();
+        let qid = client.attach(fid, crate::syscall::ids::UID as u32)?;
+        Ok((client, fid, qid))
+    });
+    let (client, fid, qid) = match mounted {
+        Ok(m) => m,
+        Err(e) => {
+            crate::log!("libos: the 9p volume {:?} cannot be mounted: {e:?}", TAG);
+            return;
+        }
+    };
+    if qid.kind & p9::qid_type::DIR == 0 {
+        crate::log!("libos: the 9p volume's root is not a directory; not mounted");
+        return;
+    }
+    let dir = Inode::new_remote(Kind::Dir, Remote::new(fid, qid.path, root, MOUNT_POINT));
+    let mut inodes = BTreeMap::new();
+    inodes.insert(qid.path, Arc::downgrade(&dir));
+    *VOLUME.lock() = Some(Volume {
+        client,
+        inodes,
+        names: names::Names::new(),
+    });
+    if let Err(e) = super::namei::mount_over(root, MOUNT_POINT, dir) {
+        crate::log!("libos: cannot mount the 9p volume at /data: {e:?}");
+    }
+}
+
+/// An inode's fid, whether it was removed, and its host inode number.
+fn remote_of(inode: &Inode) -> Result<(u32, bool, u64), Errno> {
+    match &inode.lock().body {
+        super::inode::Body::Remote(r) => Ok((r.fid, r.removed, r.qid_path)),
+        _ => Err(Errno::EXDEV),
+    }
+}
+
+/// The fid and host inode of a directory that may still gain or lose
+/// entries.
+fn live_dir(dir: &Inode) -> Result<(u32, u64), Errno> {
+    match remote_of(dir)? {
+        (_, true, _) => Err(Errno::ENOENT),
+        (fid, false, q) => Ok((fid, q)),
+    }
+}
+
+/// The one inode for what `fid` (just walked from `dir` by `name`) names:
+/// the living one if there is one (and `fid` is clunked), else a new one.
+fn inode_for(
+    v: &mut Volume,
+    dir: &Arc<Inode>,
+    name: &[u8],
+    fid: u32,
+    qid: p9::Qid,
+) -> Result<Arc<Inode>, P9Error> {
+    if let Some(existing) = v.inodes.get(&qid.path).and_then(Weak::upgrade) {
+        v.client.clunk(fid);
+        return Ok(existing);
+    }
+    let kind = if qid.kind & p9::qid_type::DIR != 0 {
+        Kind::Dir
+    } else if qid.kind & p9::qid_type::SYMLINK != 0 {
+        match v.client.readlink(fid) {
+            Ok(t) => Kind::Symlink(t.into()),
+            Err(e) => {
+                v.client.clunk(fid);
+                return Err(e);
+            }
+        }
+    } else {
+        Kind::File
+    };
+    let inode = Inode::new_remote(kind, Remote::new(fid, qid.path, dir, name));
+    v.inodes.insert(qid.path, Arc::downgrade(&inode));
+    Ok(inode)
+}
+
+/// Walks `name` from `dfid` to a new fid (freed again if the walk fails).
+fn walk_new(v: &mut Volume, dfid: u32, name: Option<&[u8]>) -> Result<(u32, p9::Qid), P9Error> {
+    let fid = v.client.alloc_fid();
+    match v.client.walk(dfid, fid, name) {
+        Ok(q) => Ok((fid, q.unwrap_or_default())),
+        Err(e) => {
+            v.client.forget_fid(fid);
+            Err(e)
+        }
+    }
+}
+
+pub fn lookup(dir: &Arc<Inode>, name: &[u8]) -> Result<Arc<Inode>, Errno> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let (dfid, dq) = live_dir(dir)?;
+    with(|v| {
+        if let Some(known) = v.names.get(dq, name) {
+            return Ok(known);
+        }
+        let (fid, qid) = walk_new(v, dfid, Some(name))?;
+        let inode = inode_for(v, dir, name, fid, qid)?;
+        v.names.insert(dq, name, &inode, inode.is_dir());
+        Ok(inode)
+    })
+}
+
+/// A new empty regular file `name` in `dir` (which has no such name).
+/// With `open` (open(2)'s flags), the fid Tlcreate opened is kept for the
+/// open that follows (saving a clone, a Tlopen and a clunk per created
+/// file); without, it is let go.
+pub fn create(
+    dir: &Arc<Inode>,
+    name: &[u8],
+    perm: u32,
+    open: Option<u32>,
+) -> Result<Arc<Inode>, Errno> {
+    let (dfid, dq) = live_dir(dir)?;
+    with(|v| {
+        // Tlcreate turns the fid it is given into the new file, open:
+        // give it a clone of the directory's.
+        let (ofid, _) = walk_new(v, dfid, None)?;
+        let lflags = open.map_or(p9::open::RDONLY, flags::lopen_flags) | p9::open::EXCL;
+        let made = v.client.lcreate(
+            ofid,
+            name,
+            lflags,
+            perm & 0o7777,
+            crate::syscall::ids::GID as u32,
+        );
+        if let Err(e) = made {
+            v.client.clunk(ofid);
+            return Err(e);
+        }
+        let fresh = match open {
+            Some(_) => Some(Handle { fid: ofid }),
+            None => {
+                v.client.clunk(ofid);
+                None
+            }
+        };
+        let (fid, qid) = walk_new(v, dfid, Some(name))?;
+        let inode = inode_for(v, dir, name, fid, qid)?;
+        if let super::inode::Body::Remote(r) = &mut inode.lock().body {
+            r.fresh = fresh;
+            r.size = Some(0);
+        }
+        v.names.insert(dq, name, &inode, false);
+        Ok(inode)
+    })
+}
+
+pub fn mkdir(dir: &Arc<Inode>, name: &[u8], perm: u32) -> Result<(), Errno> {
+    let (dfid, _) = live_dir(dir)?;
+    with(|v| {
+        v.client
+            .mkdir(dfid, name, perm & 0o7777, crate::syscall::ids::GID as u32)
+            .map(drop)
+    })
+}
+
+pub fn symlink(dir: &Arc<Inode>, name: &[u8], target: &[u8]) -> Result<(), Errno> {
+    let (dfid, _) = live_dir(dir)?;
+    with(|v| {
+        v.client
+            .symlink(dfid, name, target, crate::syscall::ids::GID as u32)
+            .map(drop)
+    })
+}
+
+pub fn link(old: &Arc<Inode>, dir: &Arc<Inode>, name: &[u8]) -> Result<(), Errno> {
+    let (fid, removed, _) = remote_of(old)?;
+    if removed {
+        return Err(Errno::ENOENT);
+    }
+    let (dfid, _) = live_dir(dir)?;
+    with(|v| v.client.link(dfid, fid, name))
+}
+
+/// The inode no longer has this name: later lookups of the name must not
+/// find it (another file may take the name), nor names in it if it is a
+/// directory (its host inode number may come back).
+fn forget(v: &mut Volume, node: &Arc<Inode>) {
+    let mut n = node.lock();
+    if let super::inode::Body::Remote(r) = &mut n.body {
+        r.removed = true;
+        if node.is_dir() {
+            let gone = v.names.forget_dir(r.qid_path);
+            drop(gone);
+        }
+        if v.inodes
+            .get(&r.qid_path)
+            .is_some_and(|w| core::ptr::eq(w.as_ptr(), Arc::as_ptr(node)))
+        {
+            v.inodes.remove(&r.qid_path);
+        }
+    }
+}
+
+/// unlink or rmdir of `name` (which is `node`) in `dir`.
+pub fn unlink(dir: &Arc<Inode>, name: &[u8], node: &Arc<Inode>) -> Result<(), Errno> {
+    let (dfid, dq) = live_dir(dir)?;
+    let flags = if node.is_dir() { p9::AT_REMOVEDIR } else { 0 };
+    with(|v| {
+        v.client.unlinkat(dfid, name, flags)?;
+        let named = v.names.remove(dq, name);
+        drop(named);
+        forget(v, node);
+        Ok(())
+    })
+}
+
+pub fn rename(
+    odir: &Arc<Inode>,
+    oname: &[u8],
+    ndir: &Arc<Inode>,
+    nname: &[u8],
+    old: &Arc<Inode>,
+    replaced: Option<&Arc<Inode>>,
+) -> Result<(), Errno> {
+    let (ofid, oq) = live_dir(odir)?;
+    let (nfid, nq) = live_dir(ndir)?;
+    with(|v| {
+        v.client.renameat(ofid, oname, nfid, nname)?;
+        let named = (v.names.remove(oq, oname), v.names.remove(nq, nname));
+        drop(named);
+        if let Some(r) = replaced {
+            forget(v, r);
+        }
+        v.names.insert(nq, nname, old, old.is_dir());
+        // The server moves the fids under the old name along (QEMU fixes
+        // their paths); the inode's own idea of where it is follows.
+        if let super::inode::Body::Remote(r) = &mut old.lock().body {
+            r.parent = Some(Arc::downgrade(ndir));
+            r.name = nname.into();
+        }
+        Ok(())
+    })
+}
+
+/// stat through the inode's fid (an open file's own fid: [`Handle::attr`]).
+pub fn attr(inode: &Inode) -> Result<Attr, Errno> {
+    let fid = remote_of(inode)?.0;
+    let a = with(|v| v.client.getattr(fid)).map(|a| attr::from_p9(&a))?;
+    set_size(inode, |_| Some(a.size));
+    Ok(a)
+}
+
+pub fn truncate(inode: &Inode, len: u64) -> Result<(), Errno> {
+    truncate_fid(remote_of(inode)?.0, len)?;
+    set_size(inode, |_| Some(len));
+    Ok(())
+}
+
+/// A volume file's size without a round trip when the guest knows it: the
+/// guest is the volume's one writer, so only its own writes and truncates
+/// change it, and they keep it here. PostgreSQL asks for a relation's size
+/// (`lseek(SEEK_END)`) about nine times per TPC-B transaction; each was a
+/// Tgetattr. Asked through `handle`'s fid when there is one (an unlinked
+/// file still answers).
+pub fn size(inode: &Inode, handle: Option<&Handle>) -> Result<u64, Errno> {
+    if let super::inode::Body::Remote(r) = &inode.lock().body
+        && let Some(s) = r.size
+    {
+        return Ok(s);
+    }
+    let fid = match handle {
+        Some(h) => h.fid,
+        None => remote_of(inode)?.0,
+    };
+    let s = with(|v| v.client.getattr(fid))?.size;
+    set_size(inode, |_| Some(s));
+    Ok(s)
+}
+
+/// Updates the size the guest knows of a file (not of a directory: the
+/// host's directory sizes change with what is in them).
+fn set_size(inode: &Inode, f: impl FnOnce(Option<u64>) -> Option<u64>) {
+    if matches!(inode.kind, Kind::File)
+        && let super::inode::Body::Remote(r) = &mut inode.lock().body
+    {
+        r.size = f(r.size);
+    }
+}
+
+pub fn set_perm(inode: &Inode, perm: u32) -> Result<(), Errno> {
+    let fid = remote_of(inode)?.0;
+    let s = p9::SetAttr {
+        valid: p9::setattr::MODE,
+        mode: perm,
+        ..p9::SetAttr::default()
+    };
+    with(|v| v.client.setattr(fid, s))
+}
+
+pub fn set_times(inode: &Inode, atime: Option<Time>, mtime: Option<Time>) -> Result<(), Errno> {
+    let fid = remote_of(inode)?.0;
+    let s = attr::set_times(atime, mtime);
+    with(|v| v.client.setattr(fid, s))
+}
+
+/// statfs(2) of the host's file system holding the volume.
+pub fn statfs(inode: &Inode) -> Result<p9::StatFs, Errno> {
+    let fid = remote_of(inode)?.0;
+    with(|v| v.client.statfs(fid))
+}
+
+/// An open file description's own fid on the volume: opened with the
+/// open(2) flags that matter to the host (flags::lopen_flags), clunked
+/// when the description goes.
+pub struct Handle {
+    fid: u32,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        release(self.fid, None);
+    }
+}
+
+impl Handle {
+    /// A fid for `inode` opened with `flags` (open(2)'s): the one its
+    /// creation by this same open(2) left, else a clone opened now.
+    pub fn open(inode: &Inode, flags: u32) -> Result<Handle, Errno> {
+        if let super::inode::Body::Remote(r) = &mut inode.lock().body
+            && let Some(h) = r.fresh.take()
+        {
+            return Ok(h);
+        }
+        let (ifid, _, _) = remote_of(inode)?;
+        with(|v| {
+            let (fid, _) = walk_new(v, ifid, None)?;
+            if let Err(e) = v.client.lopen(fid, flags::lopen_flags(flags)) {
+                v.client.clunk(fid);
+                return Err(e);
+            }
+            Ok(Handle { fid })
+        })
+    }
+
+    /// pread: as many round trips as the buffer needs; a short answer is
+    /// the end of the file (the host's pread of a regular file is short
+    /// only there), so a read at the end costs one round trip, not two.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        with(|v| {
+            let mut done = 0;
+            while done < buf.len() {
+                let asked = (buf.len() - done).min(v.client.io_max());
+                let n = v
+                    .client
+                    .read(self.fid, off + done as u64, &mut buf[done..])?;
+                done += n;
+                if n < asked {
+                    break;
+                }
+            }
+            Ok(done)
+        })
+    }
+
+    /// pwrite at `off`, or at the end (O_APPEND: the host opened the file
+    /// with O_APPEND too) of `inode`, this description's file. Returns
+    /// (bytes, offset after them).
+    pub fn write_at(
+        &self,
+        inode: &Inode,
+        off: Option<u64>,
+        data: &[u8],
+    ) -> Result<(usize, u64), Errno> {
+        let at = match off {
+            Some(o) => o,
+            None => size(inode, Some(self))?,
+        };
+        let written = with(|v| {
+            let mut done = 0;
+            while done < data.len() {
+                let asked = (data.len() - done).min(v.client.io_max());
+                let n = v.client.write(self.fid, at + done as u64, &data[done..])?;
+                done += n;
+                if n < asked {
+                    // A full disk or a file size limit: report what went.
+                    break;
+                }
+            }
+            Ok(done)
+        })?;
+        let end = at + written as u64;
+        set_size(inode, |s| s.map(|s| s.max(end)));
+        Ok((written, end))
+    }
+
+    /// fstat of `inode`, this description's file, through its fid.
+    pub fn attr(&self, inode: &Inode) -> Result<Attr, Errno> {
+        let a = with(|v| v.client.getattr(self.fid)).map(|a| attr::from_p9(&a))?;
+        set_size(inode, |_| Some(a.size));
+        Ok(a)
+    }
+
+    pub fn truncate(&self, inode: &Inode, len: u64) -> Result<(), Errno> {
+        truncate_fid(self.fid, len)?;
+        set_size(inode, |_| Some(len));
+        Ok(())
+    }
+
+    /// fsync / fdatasync: the host's fsync or fdatasync of this file (or
+    /// directory) before the answer.
+    pub fn fsync(&self, datasync: bool) -> Result<(), Errno> {
+        with(|v| v.client.fsync(self.fid, datasync))
+    }
+
+    /// getdents from position `pos` (0 or a host cookie): one Treaddir
+    /// (the caller calls again until it gets nothing, as for any file
+    /// system), asking for about as many bytes as the caller has room for.
+    pub fn read_dir(&self, pos: u64, room: usize, emit: &mut EmitEntry) -> Result<u64, Errno> {
+        with(|v| {
+            let mut t = dirent::Taken { pos, full: false };
+            // Rreaddir's entries are 24 bytes plus the name, linux_dirent64's
+            // 19 plus the name, padded to 8: a bit more room is asked for.
+            let count = room.saturating_add(room / 2).min(u32::MAX as usize) as u32;
+            v.client.readdir(self.fid, pos, count, &mut |d| {
+                t = dirent::take(&mut core::iter::once(*d), t.pos, emit);
+                !t.full
+            })?;
+            Ok(t.pos)
+        })
+    }
+}
+
+/// Tsetattr of the size (truncate, ftruncate, O_TRUNC).
+fn truncate_fid(fid: u32, len: u64) -> Result<(), Errno> {
+    let s = p9::SetAttr {
+        valid: p9::setattr::SIZE,
+        size: len,
+        ..p9::SetAttr::default()
+    };
+    with(|v| v.client.setattr(fid, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::namei;
+
+    /// A volume tree without a device: what lookups would have built.
+    fn tree() -> (Arc<Inode>, Arc<Inode>, Arc<Inode>) {
+        let root = Inode::new_dir(0o755, None);
+        let data = Inode::new_remote(Kind::Dir, Remote::new(1, 100, &root, MOUNT_POINT));
+        namei::mount_over(&root, MOUNT_POINT, data.clone()).unwrap();
+        let base = Inode::new_remote(Kind::Dir, Remote::new(2, 101, &data, b"base"));
+        let file = Inode::new_remote(Kind::File, Remote::new(3, 102, &base, b"16384"));
+        (root, base, file)
+    }
+
+    #[test]
+    fn volume_paths_are_found_upwards_through_names_they_keep() {
+        let (root, base, file) = tree();
+        assert_eq!(namei::path_of(&base).unwrap(), b"/data/base");
+        assert_eq!(namei::path_of(&file).unwrap(), b"/data/base/16384");
+        // `..` of a volume directory is the directory it was found in; of
+        // the volume's root, the directory it is mounted in.
+        let data = base.parent().unwrap();
+        assert!(Arc::ptr_eq(&data.parent().unwrap(), &root));
+        assert!(data.is_remote() && !data.is_root());
+        // A rename moves the name the inode keeps; an unlinked file has none.
+        if let crate::fs::inode::Body::Remote(r) = &mut file.lock().body {
+            r.parent = Some(Arc::downgrade(&data));
+            r.name = b"moved".as_slice().into();
+        }
+        assert_eq!(namei::path_of(&file).unwrap(), b"/data/moved");
+        if let crate::fs::inode::Body::Remote(r) = &mut file.lock().body {
+            r.removed = true;
+        }
+        assert_eq!(namei::path_of(&file), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn mounting_hides_the_image_directory_and_counts_one_link() {
+        let root = Inode::new_dir(0o755, None);
+        root.lock().nlink = 2;
+        namei::mkdir(&root, b"data", 0o700).unwrap();
+        assert_eq!(root.lock().nlink, 3);
+        let image_data = root.lookup(b"data").unwrap();
+        let data = Inode::new_remote(Kind::Dir, Remote::new(1, 100, &root, MOUNT_POINT));
+        namei::mount_over(&root, MOUNT_POINT, data.clone()).unwrap();
+        assert!(Arc::ptr_eq(&root.lookup(b"data").unwrap(), &data));
+        assert!(!Arc::ptr_eq(&data, &image_data));
+        // A directory replaced a directory: the parent's count stays.
+        assert_eq!(root.lock().nlink, 3);
+    }
+
+    #[test]
+    fn without_a_volume_its_operations_say_enodev() {
+        let (_, base, _) = tree();
+        assert_eq!(lookup(&base, b"x").err(), Some(Errno::ENODEV));
+        assert_eq!(base.stat().err(), Some(Errno::ENODEV));
+    }
+}
