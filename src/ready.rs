@@ -9,7 +9,10 @@
 //! is ready).
 //!
 //! The probe closes the connection at the authentication request; the
-//! server ends that backend without a log line.
+//! server ends that backend without a log line. A probe made while the
+//! server still starts up is logged by it as `FATAL: the database system
+//! is starting up` (one line per probe, every 20 ms), as `pg_isready`'s
+//! are; smoke's report leaves those out of its server messages.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

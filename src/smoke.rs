@@ -399,6 +399,10 @@ impl TestVm {
     }
 }
 
+/// The most connections a server-mode check opens at once (a thread
+/// each), well above any recipe's max_connections.
+const MAX_CLIENTS: u32 = 1000;
+
 /// What is wrong with a server-mode check's combination of keys, if
 /// anything.
 struct KeyProblem {
@@ -426,17 +430,39 @@ fn server_check_problem(c: &CheckSpec) -> Option<KeyProblem> {
             "split it into two checks",
         );
     }
-    if c.copy_out.is_some() && (c.expect.is_some() || !c.contains.is_empty()) {
-        return problem(
+    let rows = c.expect.is_some() || !c.contains.is_empty();
+    for (key, used, what) in [
+        (
             "copy_out",
-            format!("check `{name}` has `copy_out` and rows: COPY TO STDOUT returns no rows"),
-            "keep `copy_out` (the text COPY writes), or `expect`, not both",
-        );
+            c.copy_out.is_some(),
+            "COPY TO STDOUT returns its text, not rows",
+        ),
+        (
+            "copy_in",
+            c.copy_in.is_some(),
+            "COPY FROM STDIN returns no rows",
+        ),
+        (
+            "notifications",
+            !c.notifications.is_empty() && c.sql.trim().is_empty(),
+            "a check without SQL has no rows",
+        ),
+    ] {
+        if used && rows {
+            return problem(
+                key,
+                format!("check `{name}` has `{key}` and expects rows: {what}"),
+                "keep one of them: `expect`/`contains` belong to a query",
+            );
+        }
     }
-    if c.clients == Some(0) {
+    if c.clients == Some(0) || c.clients.is_some_and(|n| n > MAX_CLIENTS) {
         return problem(
             "clients",
-            format!("check `{name}` runs on 0 clients"),
+            format!(
+                "check `{name}` runs on {} clients; from 1 to {MAX_CLIENTS} run at once",
+                c.clients.unwrap_or_default()
+            ),
             "write e.g. `clients: 8`, or remove `clients` (one client)",
         );
     }
@@ -668,6 +694,8 @@ pub enum SmokeError {
     Credentials(#[from] server::CredentialsError),
     #[error("cannot set up the guest's signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot find a free port on 127.0.0.1 to serve the image on: {0}")]
+    Port(std::io::Error),
 }
 
 /// Quote arguments for the boot command line (see libos::cmdline).

@@ -634,7 +634,9 @@ fn server_mode_checks_that_do_not_hold_fail_and_say_why() {
         &vm,
         "mode: server\ntimeout_secs: 60\nchecks:\n  - name: nothing holds a lock\n    \
          sql: SELECT 1\n    blocks: true\n  - name: wrong rows\n    sql: SELECT 2\n    \
-         expect: [[\"3\"]]\n",
+         expect: [[\"3\"]]\n  - name: an error in the middle of COPY output\n    \
+         sql: COPY (SELECT 1 / (g - 2) FROM generate_series(1, 3) g) TO STDOUT\n    \
+         copy_out: \"never\"\n    error: division by zero\n",
     )
     .unwrap();
     let (report, code) = smoke_server(&image, &vm, PASSWORD, &["--native"]);
@@ -647,7 +649,26 @@ fn server_mode_checks_that_do_not_hold_fail_and_say_why() {
     );
     assert_eq!(checks[1]["ok"], false);
     assert_eq!(checks[1]["actual"], "[[\"2\"]]");
-    assert_eq!(checks[2]["ok"], true, "the server still shuts down cleanly");
+    assert_eq!(
+        checks[2]["ok"], true,
+        "the server's COPY error: {}",
+        checks[2]
+    );
+    assert_eq!(checks[3]["ok"], true, "the server still shuts down cleanly");
+
+    // A statement that outlives timeout_secs: the server is stopped at the
+    // limit, which ends the check (natively too, where no VM timeout
+    // drops the connections).
+    let slow = dir.path().join("slow.yaml");
+    std::fs::write(
+        &slow,
+        "mode: server\ntimeout_secs: 5\nchecks:\n  - name: sleeps past the limit\n    \
+         sql: SELECT pg_sleep(600)\n",
+    )
+    .unwrap();
+    let (report, code) = smoke_server(&image, &slow, PASSWORD, &["--native"]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["checks"][0]["ok"], false, "{report}");
 
     let (report, code) = smoke_server(&image, &vm, "not-the-password", &[]);
     assert_eq!(code, 1, "{report}");

@@ -334,11 +334,15 @@ fn server_keys_outside_server_mode_and_contradictory_server_checks_are_refused()
 
     let err = refused("mode: server\nchecks:\n  - name: a\n    sql: SELECT 1\n    clients: 0\n");
     has(&err, &["vm.yaml:5:5", "checks[0].clients", "0 clients"]);
+    let err = refused(
+        "mode: server\nchecks:\n  - name: a\n    sql: COPY t FROM STDIN\n    copy_in: \"1\\n\"\n    expect: [[\"1\"]]\n",
+    );
+    has(&err, &["checks[0].copy_in", "expects rows"]);
 
     let err = refused(
         "mode: server\nchecks:\n  - name: a\n    sql: COPY t TO STDOUT\n    copy_out: \"x\"\n    expect: [[\"1\"]]\n",
     );
-    has(&err, &["checks[0].copy_out", "not both"]);
+    has(&err, &["checks[0].copy_out", "expects rows"]);
 
     let err = refused(
         "mode: server\nchecks:\n  - name: a\n    sql: SELECT 1\n    clients: 4\n    session: other\n",

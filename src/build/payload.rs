@@ -295,6 +295,10 @@ pub fn postgres(
             password: pw_origin,
             superuser: spec.cluster.superuser.clone(),
             password_env: spec.cluster.auth.password_env().map(str::to_string),
+            password_file: pw_file
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
         }),
         host_install: Some(pg.install.clone()),
         extra_outputs: pw_file.into_iter().collect(),

@@ -84,6 +84,10 @@ pub struct PostgresFacts {
     /// time; none with `auth: trust`.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// The file (next to the image) the build wrote a generated password
+    /// to, when `password_env` was not set.
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 fn default_superuser() -> String {

@@ -5,10 +5,12 @@
 //! application does, including what needs more than one connection
 //! (notifications, locks, many clients at once).
 //!
-//! A run: start the server, wait until it answers an SSLRequest (as
-//! `pgkraft serve` does), run the checks in order, then stop it with
-//! SIGINT (fast shutdown) and check that it shut down cleanly. The whole
-//! run is bounded by the definition's `timeout_secs`.
+//! A run: start the server, wait until it accepts connections
+//! ([`crate::ready`], as `pgkraft serve` does), run the checks in order,
+//! then stop it with SIGINT (fast shutdown) and check that it shut down
+//! cleanly. The checks are bounded by the definition's `timeout_secs`
+//! (the server is stopped then, which ends whatever a check waits for);
+//! the shutdown has [`SHUTDOWN_GRACE`] more.
 
 use super::native::{NativeError, NativeServer};
 use super::{Check, CheckSpec, Mode, Rows, SmokeError, SmokeReport, TestVm, judge, ms};
@@ -39,18 +41,26 @@ pub enum CredentialsError {
     )]
     NotPostgres { image: PathBuf },
     #[error(
-        "{}: server-mode checks log in as the superuser `{user}`, but {var} is not set and \
-         there is no {} next to the image\n  fix: set {var} to the password the image was \
-         built with (the recipe's cluster.password_env)",
-        image.display(),
-        file.display()
+        "{}: server-mode checks log in as the superuser `{user}` with the password the image \
+         was built with, from {var}, which is not set (or empty)\n  fix: set {var} to that \
+         password (the recipe's cluster.password_env)",
+        image.display()
     )]
     NoPassword {
         image: PathBuf,
         user: String,
         var: String,
-        file: PathBuf,
     },
+    #[error(
+        "{}: its build generated the superuser's password into {}, which is missing or empty\n  \
+         fix: keep the password file next to the image, or rebuild with the recipe's \
+         cluster.password_env set",
+        image.display(),
+        file.display()
+    )]
+    NoPasswordFile { image: PathBuf, file: PathBuf },
+    #[error(transparent)]
+    Image(crate::image::ImageError),
 }
 
 /// Who the checks log in as.
@@ -59,15 +69,15 @@ pub struct Credentials {
     pub password: Option<String>,
 }
 
-/// The cluster's superuser and its password: from the environment
-/// variable the recipe names (as at build time), else the generated
-/// password file the build wrote next to the image. `auth: trust` needs
-/// none.
+/// The cluster's superuser and its password: the generated password file
+/// the build wrote next to the image, if it generated one; else the
+/// environment variable the recipe names (as at build time). `auth:
+/// trust` needs none.
 pub fn credentials(image: &Path) -> Result<Credentials, CredentialsError> {
+    let info = Image::open(image).map_err(CredentialsError::Image)?;
     let not_postgres = || CredentialsError::NotPostgres {
         image: image.to_path_buf(),
     };
-    let info = Image::open(image).map_err(|_| not_postgres())?;
     let build = info.build().ok_or_else(not_postgres)?;
     let facts = build.postgres.as_ref().ok_or_else(not_postgres)?;
     let user = facts.superuser.clone();
@@ -77,25 +87,30 @@ pub fn credentials(image: &Path) -> Result<Credentials, CredentialsError> {
             password: None,
         });
     };
-    if let Some(p) = std::env::var(&var).ok().filter(|p| !p.is_empty()) {
-        return Ok(Credentials {
-            user,
-            password: Some(p),
-        });
-    }
-    let file = image.with_file_name(format!("{}.password", build.name));
-    match std::fs::read_to_string(&file) {
-        Ok(p) if !p.trim().is_empty() => Ok(Credentials {
-            user,
-            password: Some(p.trim().to_string()),
-        }),
-        _ => Err(CredentialsError::NoPassword {
-            image: image.to_path_buf(),
-            user,
-            var,
-            file,
-        }),
-    }
+    let password = match &facts.password_file {
+        Some(name) => {
+            let file = image.with_file_name(name);
+            std::fs::read_to_string(&file)
+                .ok()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .ok_or(CredentialsError::NoPasswordFile {
+                    image: image.to_path_buf(),
+                    file,
+                })?
+        }
+        None => std::env::var(&var).ok().filter(|p| !p.is_empty()).ok_or(
+            CredentialsError::NoPassword {
+                image: image.to_path_buf(),
+                user: user.clone(),
+                var,
+            },
+        )?,
+    };
+    Ok(Credentials {
+        user,
+        password: Some(password),
+    })
 }
 
 /// A free TCP port on 127.0.0.1 for the server to be published on.
@@ -117,14 +132,15 @@ struct Ended {
 /// Boots `image` as a server and runs `spec`'s checks against it.
 pub fn run_guest(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
     let creds = credentials(image.path())?;
-    let port = free_port().map_err(SmokeError::Signals)?;
+    let port = free_port().map_err(SmokeError::Port)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let signals = vmm::GuestSignals::new().map_err(SmokeError::Signals)?;
     let cfg = vmm::VmConfig {
         mem_mib: image.memory_mib(spec.memory_mib),
         // The image's own arguments: the postmaster.
         cmdline: String::new(),
-        timeout: Some(Duration::from_secs_f64(spec.timeout_secs)),
+        // The checks end at timeout_secs; the shutdown gets its grace.
+        timeout: Some(Duration::from_secs_f64(spec.timeout_secs) + SHUTDOWN_GRACE),
         console: vmm::Console::Capture { input: Vec::new() },
         net: Some(vmm::NetConfig {
             publish: vec![vmm::PublishRule {
@@ -196,26 +212,31 @@ pub fn run_native(
         let _ = stderr.read_to_end(&mut log);
         log
     });
-    let mut exited = None;
-    let session = drive(addr, &creds, spec, t0, || {
-        exited.is_some() || matches!(child.try_wait(), Ok(Some(_)))
-    });
-    let pid = rustix::process::Pid::from_raw(child.id() as i32);
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-    }
-    let limit = Duration::from_secs_f64(spec.timeout_secs);
-    while exited.is_none() {
-        exited = child.try_wait().ok().flatten();
-        if exited.is_none() {
-            if t0.elapsed() >= limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
+    let child = std::sync::Mutex::new(child);
+    let lock = || child.lock().unwrap_or_else(|e| e.into_inner());
+    let deadline = t0 + Duration::from_secs_f64(spec.timeout_secs);
+    let checks_done = std::sync::atomic::AtomicBool::new(false);
+    let exited = std::thread::scope(|s| {
+        // The time limit, whatever the checks wait for (a statement that
+        // never ends, a lock never released): killing the server ends
+        // every connection, and with them every check's wait.
+        s.spawn(|| {
+            while !checks_done.load(std::sync::atomic::Ordering::SeqCst) {
+                if Instant::now() >= deadline {
+                    // std's kill never signals a child already reaped.
+                    let _ = lock().kill();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+        });
+        let session = drive(addr, &creds, spec, t0, || {
+            matches!(lock().try_wait(), Ok(Some(_)))
+        });
+        checks_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (session, stop_native(&mut lock()))
+    });
+    let (session, exited) = exited;
     let log = log_reader.join().unwrap_or_default();
     let (exit, exit_status) = super::native::exit_text(exited);
     let ended = Ended {
@@ -227,6 +248,35 @@ pub fn run_native(
     };
     let bytes = std::fs::metadata(image).map(|m| m.len()).unwrap_or(0);
     Ok(report(image, bytes, "native", session, ended, t0))
+}
+
+/// How long a server has to shut down after the checks, beyond
+/// `timeout_secs` (which the checks may have used up).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Asks a native server to shut down (SIGINT, fast shutdown) and waits
+/// [`SHUTDOWN_GRACE`] for it, then kills it: its exit status, None if it
+/// had to be killed.
+fn stop_native(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(st)) = child.try_wait() {
+        return Some(st);
+    }
+    // Not reaped yet, so the pid is still the server's.
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+    }
+    let limit = Instant::now() + SHUTDOWN_GRACE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() < limit => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
 }
 
 /// What the client side of a run saw.
@@ -446,6 +496,10 @@ impl Runner {
     /// Awaits every `blocks` statement still running (at the end of the
     /// checks, or when the time is up).
     fn finish_all(&mut self) {
+        // Other sessions' open transactions may be what a busy one waits
+        // for: they end first.
+        self.sessions.retain(|_, c| matches!(c, Conn::Busy { .. }));
+        self.observer = None;
         let busy: Vec<String> = self
             .sessions
             .iter()
@@ -565,7 +619,17 @@ fn execute(client: &mut Client, c: &CheckSpec, t0: Instant) -> Answer {
     } else if let Some(data) = &c.copy_in {
         copy_in(client, &c.sql, data)
     } else if c.copy_out.is_some() {
-        copy_out(client, &c.sql).map(|text| answer.copy_out = Some(text))
+        match copy_out(client, &c.sql) {
+            Ok(text) => {
+                answer.copy_out = Some(text);
+                Ok(())
+            }
+            Err(CopyOutError::Pg(e)) => Err(e),
+            Err(CopyOutError::Io(e)) => {
+                answer.errors.push(format!("reading the COPY output: {e}"));
+                Ok(())
+            }
+        }
     } else if let Some(params) = &c.params {
         prepared(client, &c.sql, params).map(|rows| answer.rows = Some(rows))
     } else {
@@ -667,13 +731,30 @@ fn copy_in(client: &mut Client, sql: &str, data: &str) -> Result<(), postgres::E
     w.finish().map(|_| ())
 }
 
-fn copy_out(client: &mut Client, sql: &str) -> Result<String, postgres::Error> {
-    let mut r = client.copy_out(sql)?;
+/// The whole output of a `COPY ... TO STDOUT`, or the error that ended it
+/// (the server's, when it fails mid-stream, comes as the reader's I/O
+/// error wrapping a `postgres::Error`).
+fn copy_out(client: &mut Client, sql: &str) -> Result<String, CopyOutError> {
+    let mut r = client.copy_out(sql).map_err(CopyOutError::Pg)?;
     let mut out = Vec::new();
-    // As in copy_in: the server's error, if any, ends the stream.
-    let _ = r.read_to_end(&mut out);
-    drop(r);
+    r.read_to_end(&mut out).map_err(|e| {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<postgres::Error>())
+        {
+            Some(_) => match e.into_inner().map(|b| b.downcast::<postgres::Error>()) {
+                Some(Ok(pg)) => CopyOutError::Pg(*pg),
+                _ => CopyOutError::Io(std::io::Error::other("COPY output ended")),
+            },
+            None => CopyOutError::Io(e),
+        }
+    })?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+enum CopyOutError {
+    Pg(postgres::Error),
+    Io(std::io::Error),
 }
 
 /// The notifications the session has received, waiting (up to
@@ -770,6 +851,8 @@ fn report(
         .log
         .lines()
         .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        // The readiness probe's answers while the server started.
+        .filter(|l| !l.contains("the database system is starting up"))
         .map(str::to_string)
         .collect();
     SmokeReport {

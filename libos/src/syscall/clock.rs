@@ -111,6 +111,11 @@ pub fn nanosleep(req: u64, rem: u64) -> Result {
 }
 
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> Result {
+    // A sleep is wall time; a CPU-time deadline is refused, as Linux does
+    // for the thread's clock (the process's would need its CPU to run).
+    if matches!(clock, CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID) {
+        return Err(Errno::EINVAL);
+    }
     let want = uaccess::read::<Timespec>(req)?.to_ns()?;
     let start = now(clock)?;
     let deadline = if flags & TIMER_ABSTIME != 0 {
