@@ -47,6 +47,23 @@ pub fn accepts_connections(addr: SocketAddr, user: &str) -> bool {
     judge(head[0], &body)
 }
 
+/// Asks the server at `addr` every 20 ms until it accepts connections
+/// (true), or until `give_up()` (false): what a client of a starting
+/// server waits for.
+pub fn wait_until_accepting(
+    addr: SocketAddr,
+    user: &str,
+    mut give_up: impl FnMut() -> bool,
+) -> bool {
+    while !give_up() {
+        if accepts_connections(addr, user) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A StartupMessage for `user` on database `postgres`.
 fn startup_message(user: &str) -> Vec<u8> {
     let mut body = PROTOCOL.to_be_bytes().to_vec();

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SIGINT: u8 = 2;
 const SIGQUIT: u8 = 3;
@@ -98,24 +98,21 @@ fn announce_when_ready(
     t0: Instant,
     done: &AtomicBool,
 ) {
-    while !done.load(Ordering::SeqCst) {
-        if crate::ready::accepts_connections(addr, user) {
-            ready.ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
-            if json {
-                println!("{}", serde_json::to_string(&ready).expect("serializes"));
-            } else {
-                println!(
-                    "pgkraft: {} accepts connections on {} ({:.0} ms); Ctrl-C stops it",
-                    ready.image,
-                    ready.listen.join(", "),
-                    ready.ready_ms
-                );
-            }
-            let _ = std::io::stdout().flush();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !crate::ready::wait_until_accepting(addr, user, || done.load(Ordering::SeqCst)) {
+        return;
     }
+    ready.ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if json {
+        println!("{}", serde_json::to_string(&ready).expect("serializes"));
+    } else {
+        println!(
+            "pgkraft: {} accepts connections on {} ({:.0} ms); Ctrl-C stops it",
+            ready.image,
+            ready.listen.join(", "),
+            ready.ready_ms
+        );
+    }
+    let _ = std::io::stdout().flush();
 }
 
 /// Where the server runs.

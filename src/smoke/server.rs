@@ -295,14 +295,9 @@ fn drive(
     mut ended: impl FnMut() -> bool,
 ) -> Session {
     let deadline = t0 + Duration::from_secs_f64(spec.timeout_secs);
-    let mut ready = false;
-    while !ended() && Instant::now() < deadline {
-        if crate::ready::accepts_connections(addr, &creds.user) {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ready = crate::ready::wait_until_accepting(addr, &creds.user, || {
+        ended() || Instant::now() >= deadline
+    });
     if !ready {
         let why = if Instant::now() >= deadline {
             format!(

@@ -91,6 +91,22 @@ fn ok(answer: &[u8]) -> Msg<'_> {
     m
 }
 
+/// Fid 1: a new file `name` in the root, open for reading and writing.
+fn create(d: &mut Driver, name: &[u8]) {
+    ok(&d.rpc(&Msg::Twalk {
+        fid: 0,
+        newfid: 1,
+        names: Names::List(&[]),
+    }));
+    ok(&d.rpc(&Msg::Tlcreate {
+        fid: 1,
+        name,
+        flags: open::RDWR,
+        mode: 0o600,
+        gid: 0,
+    }));
+}
+
 fn session(d: &mut Driver) {
     let r = d.rpc(&Msg::Tversion {
         msize: 64 << 10,
@@ -134,18 +150,7 @@ fn write_fsync_read_through_the_ring() {
     let t = tempfile::tempdir().unwrap();
     let mut d = driver(t.path());
     session(&mut d);
-    ok(&d.rpc(&Msg::Twalk {
-        fid: 0,
-        newfid: 1,
-        names: Names::List(&[]),
-    }));
-    ok(&d.rpc(&Msg::Tlcreate {
-        fid: 1,
-        name: b"f",
-        flags: open::RDWR,
-        mode: 0o600,
-        gid: 0,
-    }));
+    create(&mut d, b"f");
     let page: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
     // Header and data in separate descriptors, as Linux's zero-copy sends it.
     let r = d.rpc_split(
@@ -262,18 +267,7 @@ fn bench_8k_write_fsync() {
     let t = tempfile::tempdir_in(&base).unwrap();
     let mut d = driver(t.path());
     session(&mut d);
-    ok(&d.rpc(&Msg::Twalk {
-        fid: 0,
-        newfid: 1,
-        names: Names::List(&[]),
-    }));
-    ok(&d.rpc(&Msg::Tlcreate {
-        fid: 1,
-        name: b"wal",
-        flags: open::RDWR,
-        mode: 0o600,
-        gid: 0,
-    }));
+    create(&mut d, b"wal");
     let page = [0xa5u8; 8192];
     let rounds = 400u64;
     // The same on the host directly, alternating with the device's, so
