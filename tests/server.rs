@@ -115,9 +115,14 @@ impl Server {
     }
 
     /// SIGINT, as Ctrl-C: the server shuts down and serve exits.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    fn stop(self) -> (std::process::ExitStatus, String) {
+        self.stop_with("-INT")
+    }
+
+    /// `kill SIGNAL` (e.g. `-TERM`, as a service manager stops it).
+    fn stop_with(mut self, signal: &str) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
-        let o = run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+        let o = run(Command::new("kill").args([signal, &child.id().to_string()]));
         assert!(o.status.success());
         let status = wait_timeout(&mut child, Duration::from_secs(60))
             .expect("pgkraft serve did not exit within 60 s of SIGINT");
@@ -163,7 +168,7 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 }
 
 #[test]
-fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
+fn psql_is_answered_a_wrong_password_refused_and_sigterm_stops_it_cleanly() {
     if !kvm_available() {
         return;
     }
@@ -179,6 +184,26 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
     );
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
+    // The postmaster's helper processes run, each a process of its own.
+    let mut helpers = String::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            helpers = stdout(&server.psql(
+                PASSWORD,
+                "SELECT string_agg(backend_type, ',' ORDER BY backend_type) \
+                 FROM pg_stat_activity WHERE backend_type <> 'client backend'",
+            ));
+            [
+                "autovacuum launcher",
+                "background writer",
+                "checkpointer",
+                "walwriter",
+            ]
+            .iter()
+            .all(|h| helpers.contains(h))
+        }),
+        "helper processes in pg_stat_activity: {helpers}"
+    );
     // A client in another encoding (psql in a LATIN1 terminal) gets its
     // bytes converted by the linked conversion module.
     let o = run(server
@@ -214,7 +239,8 @@ fn psql_is_answered_a_wrong_password_refused_and_sigint_stops_it_cleanly() {
         "{}",
         stderr(&o)
     );
-    let (status, log) = server.stop();
+    // SIGTERM (a service manager's stop) is a clean, fast shutdown too.
+    let (status, log) = server.stop_with("-TERM");
     assert!(status.success(), "serve exited with {status}; log:\n{log}");
     has(
         &log,
