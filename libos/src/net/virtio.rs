@@ -26,7 +26,7 @@
 //! notifies once for all it queued.
 
 use super::filter::{self, Full};
-use crate::arch::virtio::{BUF, Ring, mmio_read32, transport};
+use crate::arch::virtio::{BUF, Ring, is_device, transport};
 use crate::platform::{self, Host};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -36,12 +36,7 @@ use smoltcp::time::Instant;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
-const MAGIC: u32 = 0x7472_6976; // "virt"
-const VERSION: u32 = 2;
 const DEVICE_NET: u32 = 1;
-const REG_MAGIC: u64 = 0x000;
-const REG_VERSION: u64 = 0x004;
-const REG_DEVICE_ID: u64 = 0x008;
 const F_MAC: u64 = 1 << 5;
 const F_VERSION_1: u64 = 1 << 32;
 const RX: u16 = 0;
@@ -77,10 +72,7 @@ pub struct VirtioNet {
 pub fn probe() -> Option<VirtioNet> {
     for slot in 0..VIRTIO_MMIO_SLOTS {
         let base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SLOT_SIZE;
-        if mmio_read32(base + REG_MAGIC) != MAGIC
-            || mmio_read32(base + REG_VERSION) != VERSION
-            || mmio_read32(base + REG_DEVICE_ID) != DEVICE_NET
-        {
+        if !is_device(base, DEVICE_NET) {
             continue;
         }
         let Some(t) = transport(base, VIRTIO_MMIO_SLOT_SIZE) else {

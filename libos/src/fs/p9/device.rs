@@ -13,7 +13,7 @@
 //! borrowed until the device gave them back, and the transport and DMA
 //! contract live in `arch::virtio`.
 
-use crate::arch::virtio::{IdentityHal, mmio_read32, transport};
+use crate::arch::virtio::{IdentityHal, is_device, transport};
 use alloc::vec;
 use alloc::vec::Vec;
 use pgkraft_abi::{VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_SLOTS, VOLUME_MMIO_SLOT};
@@ -21,12 +21,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
-const MAGIC: u32 = 0x7472_6976; // "virt"
-const VERSION: u32 = 2;
 const DEVICE_9P: u32 = 9;
-const REG_MAGIC: u64 = 0x000;
-const REG_VERSION: u64 = 0x004;
-const REG_DEVICE_ID: u64 = 0x008;
 const F_MOUNT_TAG: u64 = 1 << 0;
 const F_VERSION_1: u64 = 1 << 32;
 /// The request queue.
@@ -86,12 +81,7 @@ fn slots() -> core::ops::Range<u64> {
 pub fn probe(tag: &[u8], buf_bytes: usize) -> Option<Device> {
     for slot in slots() {
         let base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SLOT_SIZE;
-        // The device id first: an empty slot (0 under both VMMs) then
-        // costs one read.
-        if mmio_read32(base + REG_DEVICE_ID) != DEVICE_9P
-            || mmio_read32(base + REG_MAGIC) != MAGIC
-            || mmio_read32(base + REG_VERSION) != VERSION
-        {
+        if !is_device(base, DEVICE_9P) {
             continue;
         }
         let Some(t) = transport(base, VIRTIO_MMIO_SLOT_SIZE) else {
