@@ -73,8 +73,8 @@ pub struct Credentials {
 /// the build wrote next to the image, if it generated one; else the
 /// environment variable the recipe names (as at build time). `auth:
 /// trust` needs none.
-pub fn credentials(image: &Path) -> Result<Credentials, CredentialsError> {
-    let info = Image::open(image).map_err(CredentialsError::Image)?;
+pub fn credentials(info: &Image) -> Result<Credentials, CredentialsError> {
+    let image = info.path();
     let not_postgres = || CredentialsError::NotPostgres {
         image: image.to_path_buf(),
     };
@@ -131,7 +131,7 @@ struct Ended {
 
 /// Boots `image` as a server and runs `spec`'s checks against it.
 pub fn run_guest(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
-    let creds = credentials(image.path())?;
+    let creds = credentials(image)?;
     let port = free_port().map_err(SmokeError::Port)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let signals = vmm::GuestSignals::new().map_err(SmokeError::Signals)?;
@@ -196,7 +196,7 @@ pub fn run_native(
     spec: &TestVm,
     postgres: &Path,
 ) -> Result<SmokeReport, NativeError> {
-    let creds = credentials(image)?;
+    let creds = credentials(&Image::open(image).map_err(CredentialsError::Image)?)?;
     let server = NativeServer::prepare(image, postgres)?;
     let port = free_port().map_err(|source| NativeError::Io {
         what: "cannot find a free port on",
