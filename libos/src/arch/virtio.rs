@@ -223,3 +223,180 @@ impl<const SIZE: usize> Ring<SIZE> {
         Some(f(data))
     }
 }
+
+/// A request/answer virtqueue (virtio-9p's) with buffers of its own: each
+/// slot is one chain of two descriptors, the request the device reads and
+/// room for the answer it writes. Several slots can be in flight at once
+/// and the device may answer them in any order (the runner syncs files on
+/// threads of its own), so answers are matched to slots by token. The
+/// unsafe contract of `VirtQueue::add` (a buffer stays put and untouched
+/// while the device holds it) is kept here, as [`Ring`] keeps it for the
+/// network: a slot's buffers are reached only while the device does not
+/// hold them, each through a slice of its own, and never freed.
+pub struct Calls<const SIZE: usize> {
+    queue: virtio_drivers::queue::VirtQueue<IdentityHal, SIZE>,
+    slots: alloc::vec::Vec<CallSlot>,
+}
+
+struct CallSlot {
+    /// The request's buffer and the answer's, `cap` bytes each, leaked.
+    tx: NonNull<u8>,
+    rx: NonNull<u8>,
+    cap: usize,
+    state: CallState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Free,
+    /// Taken by [`Calls::claim`]; the request is being written.
+    Claimed,
+    /// The device holds it: chain `token`, a request of `len` bytes.
+    Held {
+        token: u16,
+        len: usize,
+    },
+    /// The device gave it back with an answer of this many bytes.
+    Answered(usize),
+}
+
+// SAFETY: the slots' buffers are memory only this Calls refers to (leaked
+// for it); the libOS runs on one vCPU.
+unsafe impl<const SIZE: usize> Send for Calls<SIZE> {}
+
+impl<const SIZE: usize> Calls<SIZE> {
+    /// One slot per entry of `caps`, with buffers of that many bytes; a
+    /// queue of SIZE descriptors holds SIZE / 2 chains.
+    pub fn new(
+        t: &mut MmioTransport<'static>,
+        idx: u16,
+        caps: &[usize],
+    ) -> Result<Self, virtio_drivers::Error> {
+        if caps.len() * 2 > SIZE {
+            return Err(virtio_drivers::Error::InvalidParam);
+        }
+        let leak = |n: usize| NonNull::from(alloc::vec![0u8; n].leak()).cast::<u8>();
+        let slots = caps
+            .iter()
+            .map(|&cap| CallSlot {
+                tx: leak(cap),
+                rx: leak(cap),
+                cap,
+                state: CallState::Free,
+            })
+            .collect();
+        Ok(Calls {
+            queue: virtio_drivers::queue::VirtQueue::new(t, idx, false, false)?,
+            slots,
+        })
+    }
+
+    /// A free slot whose buffers hold at least `bytes`, the smallest such
+    /// (the large ones stay for the requests that need them).
+    pub fn claim(&mut self, bytes: usize) -> Option<usize> {
+        let i = (0..self.slots.len())
+            .filter(|&i| self.slots[i].state == CallState::Free && self.slots[i].cap >= bytes)
+            .min_by_key(|&i| self.slots[i].cap)?;
+        self.slots[i].state = CallState::Claimed;
+        Some(i)
+    }
+
+    /// The request buffer of slot `i`, which [`Self::claim`] gave out.
+    pub fn request(&mut self, i: usize) -> &mut [u8] {
+        let s = &self.slots[i];
+        assert!(s.state == CallState::Claimed, "slot {i} is not claimed");
+        // SAFETY: a claimed slot is not held by the device, and the slice
+        // borrows `self` mutably, so no other slice of it lives.
+        unsafe { core::slice::from_raw_parts_mut(s.tx.as_ptr(), s.cap) }
+    }
+
+    /// Gives back a claimed slot whose request was not sent.
+    pub fn unclaim(&mut self, i: usize) {
+        if self.slots[i].state == CallState::Claimed {
+            self.slots[i].state = CallState::Free;
+        }
+    }
+
+    /// Hands the first `len` bytes of slot `i`'s request to the device,
+    /// with its whole answer buffer; notifies unless the device said it
+    /// is looking at the ring anyway.
+    pub fn send(
+        &mut self,
+        i: usize,
+        len: usize,
+        t: &mut MmioTransport<'static>,
+        idx: u16,
+    ) -> Result<(), virtio_drivers::Error> {
+        let s = &self.slots[i];
+        assert!(s.state == CallState::Claimed, "slot {i} is not claimed");
+        let len = len.min(s.cap);
+        // SAFETY: the slot is claimed (the device does not hold it) and no
+        // slice of it lives (`request`'s borrow ended); both buffers stay
+        // put and are reached by nobody until `reap` pops the chain, which
+        // is when the device is done with them; the memory is never freed.
+        let token = unsafe {
+            let tx = core::slice::from_raw_parts(s.tx.as_ptr(), len);
+            let rx = core::slice::from_raw_parts_mut(s.rx.as_ptr(), s.cap);
+            self.queue.add(&[tx], &mut [rx])?
+        };
+        self.slots[i].state = CallState::Held { token, len };
+        if self.queue.should_notify() {
+            virtio_drivers::transport::Transport::notify(t, idx);
+        }
+        Ok(())
+    }
+
+    /// Takes every chain the device gave back; false if one was not ours
+    /// (the device broke the protocol).
+    pub fn reap(&mut self) -> bool {
+        while let Some(token) = self.queue.peek_used() {
+            let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| matches!(s.state, CallState::Held { token: t, .. } if t == token))
+            else {
+                return false;
+            };
+            let CallState::Held { len, .. } = self.slots[i].state else {
+                unreachable!()
+            };
+            let s = &self.slots[i];
+            // SAFETY: `token` is the next used chain, and these are exactly
+            // the two buffers `send` added under it; the device is done.
+            let used = unsafe {
+                let tx = core::slice::from_raw_parts(s.tx.as_ptr(), len);
+                let rx = core::slice::from_raw_parts_mut(s.rx.as_ptr(), s.cap);
+                self.queue.pop_used(token, &[tx], &mut [rx])
+            };
+            match used {
+                Ok(n) => self.slots[i].state = CallState::Answered(n as usize),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether any request is with the device.
+    pub fn in_flight(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(s.state, CallState::Held { .. }))
+    }
+
+    /// `f` reads slot `i`'s answer (as many bytes as the device said it
+    /// wrote, at most the buffer); then the slot is free. None if it has
+    /// no answer yet.
+    pub fn take<R>(&mut self, i: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let s = &self.slots[i];
+        let CallState::Answered(n) = s.state else {
+            return None;
+        };
+        // SAFETY: the device gave the chain back (reap), so it no longer
+        // writes the buffer; the slice lives only during `f`, and the slot
+        // is not handed out again before it ends.
+        let answer = unsafe { core::slice::from_raw_parts(s.rx.as_ptr(), n.min(s.cap)) };
+        let r = f(answer);
+        self.slots[i].state = CallState::Free;
+        Some(r)
+    }
+}

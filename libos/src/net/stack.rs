@@ -720,6 +720,10 @@ pub fn idle_until(until: u64) {
         let t = crate::time::monotonic_ns();
         crate::platform::wait_devices(ns);
         learn_spin(crate::time::monotonic_ns().saturating_sub(t) < MAX_SPIN_NS);
+    } else if crate::fs::p9::in_flight() {
+        // A volume request's answer ends the wait (the runner's worker
+        // signals it as it does a frame).
+        crate::platform::wait_devices(ns);
     } else {
         crate::platform::sleep_ns(ns);
     }

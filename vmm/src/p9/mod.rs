@@ -14,6 +14,7 @@
 //! Nothing the guest sends can make it panic.
 
 mod host;
+pub(crate) mod syncer;
 #[cfg(test)]
 mod tests;
 
@@ -116,6 +117,19 @@ impl Server {
                 out,
             )
             .unwrap_or(0),
+        }
+    }
+
+    /// An fd of `fid`'s file for Tfsync, of its own: a sync may run on
+    /// another thread (`syncer`) while the fid is clunked. A walked fid
+    /// has no open file to sync: one is opened (an fsync reaches the
+    /// inode's data whichever description asks).
+    pub(crate) fn sync_target(&self, fid: u32) -> R<OwnedFd> {
+        let f = self.fid(fid)?;
+        if f.open == Open::Path {
+            host::reopen(f.fd.as_fd(), OFlags::RDONLY)
+        } else {
+            rustix::io::fcntl_dupfd_cloexec(&f.fd, 0)
         }
     }
 
@@ -330,21 +344,7 @@ impl Server {
                     .map_err(|_| Errno::MSGSIZE)
             }
             Msg::Tfsync { fid, datasync } => {
-                let f = self.fid(fid)?;
-                // A walked fid has no open file to sync: open one (an fsync
-                // reaches the inode's data whichever description asks).
-                let reopened;
-                let fd = if f.open == Open::Path {
-                    reopened = host::reopen(f.fd.as_fd(), OFlags::RDONLY)?;
-                    &reopened
-                } else {
-                    &f.fd
-                };
-                if datasync != 0 {
-                    rfs::fdatasync(fd)?;
-                } else {
-                    rfs::fsync(fd)?;
-                }
+                sync(&self.sync_target(fid)?, datasync != 0)?;
                 reply(Msg::Rfsync, out)
             }
             Msg::Tstatfs { fid } => {
@@ -430,5 +430,14 @@ fn tag_of(req: &[u8]) -> u16 {
     match req.get(5..7) {
         Some(&[a, b]) => u16::from_le_bytes([a, b]),
         _ => NOTAG,
+    }
+}
+
+/// Tfsync's work: the host's fdatasync or fsync of `fd`.
+pub(crate) fn sync(fd: &OwnedFd, datasync: bool) -> R<()> {
+    if datasync {
+        rfs::fdatasync(fd)
+    } else {
+        rfs::fsync(fd)
     }
 }

@@ -19,6 +19,11 @@
 //! while requests follow each other. When the worker stops looking it
 //! clears the flag and serves what came in between ([`VirtioDevice::settle`]).
 //!
+//! **Tfsync is answered later**, by a thread of `p9/syncer.rs` (the
+//! host's disk may take milliseconds): the device goes on with the next
+//! requests, and the answer is put in the used ring when the sync is
+//! done, out of order (the guest's driver matches answers by chain).
+//!
 //! Messages are copied through two buffers of the device (the request in,
 //! the answer out): a memcpy of 8 KiB costs well under a microsecond
 //! against the exit, and the server then never touches guest memory.
@@ -31,6 +36,7 @@ use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{DeviceError, VirtioCtx, VirtioDevice, read_config_bytes};
+use crate::p9::syncer::Syncer;
 use crate::p9::{MAX_MSIZE, Server, VolumeError};
 
 /// VIRTIO_9P_MOUNT_TAG: the configuration space holds the mount tag.
@@ -62,7 +68,19 @@ pub(crate) struct VirtioP9 {
     suppress: bool,
     /// Requests were served since [`VirtioDevice::take_moved`].
     moved: bool,
+    /// Tfsyncs being done on other threads.
+    syncer: Syncer<Pending>,
+    /// Bumped at each reset: syncs of an earlier session answer nobody.
+    session: u64,
     pub stats: P9Stats,
+}
+
+/// Where a Tfsync's answer goes once its sync is done.
+struct Pending {
+    head: u16,
+    tag: u16,
+    writable: Vec<(GuestAddress, usize)>,
+    session: u64,
 }
 
 impl VirtioP9 {
@@ -81,6 +99,8 @@ impl VirtioP9 {
             active: false,
             suppress: false,
             moved: false,
+            syncer: Syncer::new().map_err(|e| VolumeError::Device(format!("sync threads: {e}")))?,
+            session: 0,
             stats: P9Stats::default(),
         })
     }
@@ -97,6 +117,22 @@ impl VirtioP9 {
         let mem = ctx.mem;
         let q = &mut ctx.queues[REQUESTS];
         let mut any = false;
+        for (p, result) in self.syncer.take() {
+            if p.session != self.session {
+                continue;
+            }
+            let m = match result {
+                Ok(()) => Msg::Rfsync,
+                Err(e) => Msg::Rlerror {
+                    ecode: e.raw_os_error() as u32,
+                },
+            };
+            let n = wire::encode(p.tag, &m, &mut self.resp).unwrap_or(0);
+            write_answer(mem, &self.resp[..n], &p.writable)?;
+            q.add_used(mem, p.head, n as u32)?;
+            self.stats.requests += 1;
+            any = true;
+        }
         while let Some(chain) = q.iter(mem)?.next() {
             let head = chain.head_index();
             let msize = self.server.msize() as usize;
@@ -131,18 +167,27 @@ impl VirtioP9 {
                 };
                 let ecode = rustix::io::Errno::MSGSIZE.raw_os_error() as u32;
                 wire::encode(tag, &Msg::Rlerror { ecode }, out).unwrap_or(0)
+            } else if let Ok((tag, Msg::Tfsync { fid, datasync })) = wire::decode(&self.req) {
+                match self.server.sync_target(fid) {
+                    Ok(fd) => {
+                        let p = Pending {
+                            head,
+                            tag,
+                            writable,
+                            session: self.session,
+                        };
+                        self.syncer.submit(fd, datasync != 0, p);
+                        continue;
+                    }
+                    Err(e) => {
+                        let ecode = e.raw_os_error() as u32;
+                        wire::encode(tag, &Msg::Rlerror { ecode }, out).unwrap_or(0)
+                    }
+                }
             } else {
                 self.server.handle(&self.req, out)
             };
-            let mut done = 0;
-            for (addr, len) in writable {
-                if done == n {
-                    break;
-                }
-                let k = len.min(n - done);
-                mem.write_slice(&self.resp[done..done + k], addr)?;
-                done += k;
-            }
+            write_answer(mem, &self.resp[..n], &writable)?;
             q.add_used(mem, head, n as u32)?;
             self.stats.requests += 1;
             any = true;
@@ -157,6 +202,24 @@ impl VirtioP9 {
         }
         Ok(any)
     }
+}
+
+/// Copies an answer into the chain's device-writable buffers, in order.
+fn write_answer(
+    mem: &vm_memory::GuestMemoryMmap,
+    answer: &[u8],
+    writable: &[(GuestAddress, usize)],
+) -> Result<(), DeviceError> {
+    let mut done = 0;
+    for &(addr, len) in writable {
+        if done == answer.len() {
+            break;
+        }
+        let k = len.min(answer.len() - done);
+        mem.write_slice(&answer[done..done + k], addr)?;
+        done += k;
+    }
+    Ok(())
 }
 
 impl VirtioDevice for VirtioP9 {
@@ -195,6 +258,7 @@ impl VirtioDevice for VirtioP9 {
     /// A new driver starts a new session: the old one's fids are closed.
     fn reset(&mut self) {
         self.active = false;
+        self.session += 1;
         self.server.reset();
     }
 
@@ -213,6 +277,11 @@ impl VirtioDevice for VirtioP9 {
         // Notifications on, then one more look: a request published before
         // the driver saw the flag cleared was not notified.
         Ok(ctx.queues[REQUESTS].enable_notification(ctx.mem)?)
+    }
+
+    /// Readable when a sync finished: its answer goes out at the next poll.
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.syncer.event())
     }
 
     fn take_moved(&mut self) -> bool {

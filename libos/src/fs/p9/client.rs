@@ -1,9 +1,11 @@
 //! A 9P2000.L session over the device: version and attach, fids, and one
-//! method per message the volume uses, each a synchronous round trip
-//! (encode into the device's buffer, one notify, decode the answer) with
-//! the shared codec `pgkraft_abi::p9`.
+//! method per message the volume uses, each a round trip (encode into a
+//! slot of the device, send, decode the answer) with the shared codec
+//! `pgkraft_abi::p9`. The methods are made with the volume's lock held
+//! and keep the CPU until their answer; [`fsync`] is the one that lets
+//! other processes run while it waits, and so takes no `Client`.
 
-use super::device::{Device, DeviceError};
+use super::device::{self, DeviceError, Wait};
 use alloc::vec::Vec;
 use pgkraft_abi::p9::{self, Dirents, Msg, Names, Qid};
 
@@ -46,11 +48,7 @@ impl From<p9::Error> for P9Error {
 
 type R<T> = Result<T, P9Error>;
 
-/// The tag of every request but Tversion: one is in flight at a time.
-const TAG: u16 = 1;
-
 pub struct Client {
-    dev: Device,
     msize: u32,
     next_fid: u32,
     free_fids: Vec<u32>,
@@ -59,16 +57,17 @@ pub struct Client {
 impl Client {
     /// Tversion: msize is the smaller of the device's buffer and the
     /// server's answer.
-    pub fn new(dev: Device) -> R<Client> {
+    pub fn new() -> R<Client> {
         let mut c = Client {
-            msize: dev.buf_bytes() as u32,
-            dev,
+            msize: device::buf_bytes() as u32,
             next_fid: 0,
             free_fids: Vec::new(),
         };
         let ask = c.msize;
-        let msize = c.call_tagged(
-            p9::NOTAG,
+        let msize = exchange(
+            Some(p9::NOTAG),
+            c.msize as usize,
+            Wait::Poll,
             &Msg::Tversion {
                 msize: ask,
                 version: p9::VERSION_9P2000_L,
@@ -80,13 +79,6 @@ impl Client {
         )?;
         c.msize = msize.min(ask);
         Ok(c)
-    }
-
-    /// Requests sent so far (one VM exit each).
-    // Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
-    #[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]
-    pub fn requests(&self) -> u64 {
-        self.dev.requests()
     }
 
     /// The most data one Tread or Twrite moves.
@@ -101,23 +93,8 @@ impl Client {
         })
     }
 
-    fn call_tagged<T>(&mut self, tag: u16, t: &Msg, take: impl FnOnce(Msg) -> Option<T>) -> R<T> {
-        let want = t.kind() + 1;
-        let len = p9::encode(tag, t, self.dev.tx())?;
-        let reply = self.dev.call(len)?;
-        let (rtag, m) = p9::decode(reply)?;
-        if let Msg::Rlerror { ecode } = m {
-            return Err(P9Error::Remote(ecode));
-        }
-        let kind = m.kind();
-        if rtag != tag || kind != want {
-            return Err(P9Error::Unexpected(kind));
-        }
-        take(m).ok_or(P9Error::Unexpected(kind))
-    }
-
     fn call<T>(&mut self, t: &Msg, take: impl FnOnce(Msg) -> Option<T>) -> R<T> {
-        self.call_tagged(TAG, t, take)
+        exchange(None, self.msize as usize, Wait::Poll, t, take)
     }
 
     /// Tattach as `uname`/`n_uname` to the export `aname`; `fid` becomes
@@ -227,16 +204,6 @@ impl Client {
             Msg::Rwrite { count } => Some(count as usize),
             _ => None,
         })
-    }
-
-    pub fn fsync(&mut self, fid: u32, datasync: bool) -> R<()> {
-        self.call(
-            &Msg::Tfsync {
-                fid,
-                datasync: datasync as u32,
-            },
-            |m| matches!(m, Msg::Rfsync).then_some(()),
-        )
     }
 
     pub fn mkdir(&mut self, dfid: u32, name: &[u8], mode: u32, gid: u32) -> R<Qid> {
@@ -354,4 +321,50 @@ impl Client {
     pub fn forget_fid(&mut self, fid: u32) {
         self.free_fids.push(fid);
     }
+}
+
+/// One round trip of `t` (under the slot's own tag unless `tag` says
+/// another) in a slot of at least `bytes`; `take` picks the answer.
+fn exchange<T>(
+    tag: Option<u16>,
+    bytes: usize,
+    wait: Wait,
+    t: &Msg,
+    take: impl FnOnce(Msg) -> Option<T>,
+) -> R<T> {
+    let want = t.kind() + 1;
+    let sent = core::cell::Cell::new(p9::NOTAG);
+    device::call(
+        bytes,
+        wait,
+        |slot_tag, buf| {
+            let tag = tag.unwrap_or(slot_tag);
+            sent.set(tag);
+            Ok(p9::encode(tag, t, buf)?)
+        },
+        |reply| {
+            let (rtag, m) = p9::decode(reply)?;
+            if let Msg::Rlerror { ecode } = m {
+                return Err(P9Error::Remote(ecode));
+            }
+            let kind = m.kind();
+            if rtag != sent.get() || kind != want {
+                return Err(P9Error::Unexpected(kind));
+            }
+            take(m).ok_or(P9Error::Unexpected(kind))
+        },
+    )
+}
+
+/// Tfsync of `fid` (an open file of the volume): the host's fsync or
+/// fdatasync before the answer, while the other processes run. The fid
+/// must stay open until this returns (the caller holds its file).
+pub fn fsync(fid: u32, datasync: bool) -> R<()> {
+    let t = Msg::Tfsync {
+        fid,
+        datasync: datasync as u32,
+    };
+    exchange(None, 64, Wait::LetOthersRun, &t, |m| {
+        matches!(m, Msg::Rfsync).then_some(())
+    })
 }

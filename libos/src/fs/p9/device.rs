@@ -1,23 +1,30 @@
 //! The virtio-9p device (virtio 1.2 §5.11) on virtio-mmio: found by
-//! probing every slot for device type 9 whose mount tag is ours, then
-//! driven synchronously: one request at a time, a two-descriptor chain
-//! (the T-message the device reads, then a buffer of `msize` bytes it
-//! writes the R-message into), one notify, and the guest polls the used
-//! ring until the answer is there. Our runner injects no interrupts; QEMU
-//! raises one, which the libOS never enables and so never sees.
+//! probing every slot for device type 9 whose mount tag is ours. Each
+//! request is a two-descriptor chain (the T-message the device reads,
+//! then a buffer it writes the R-message into) in a slot of
+//! `arch::virtio::Calls`; several can be in flight and the device answers
+//! them in any order. Our runner injects no interrupts; QEMU raises one,
+//! which the libOS never enables and so never sees: answers are found by
+//! looking at the used ring.
 //!
-//! So each request costs exactly one VM exit (the notify) under our
-//! runner and under QEMU; [`Device::requests`] counts them.
+//! Two ways to wait for an answer ([`Wait`]): the caller keeps the CPU and
+//! polls the used ring (a read or write of the host's page cache is
+//! answered in tens of microseconds by the runner's worker thread, less
+//! than a process switch and a VM exit), or it lets the other processes
+//! run meanwhile (an fsync waits for the host's disk, often milliseconds:
+//! stopping the whole VM for it held every other backend; issue 13's
+//! TPC-B measured that, docs/ARCHITECTURE.md §4 "Volume").
 //!
-//! No `unsafe` here: `VirtQueue::add_notify_wait_pop` keeps the buffers
-//! borrowed until the device gave them back, and the transport and DMA
-//! contract live in `arch::virtio`.
+//! A request costs at most one VM exit (the notify), none while the
+//! runner's worker is looking at the ring; [`requests`] counts them.
+//!
+//! No `unsafe` here: `arch::virtio::Calls` keeps the buffers' contract.
 
-use crate::arch::virtio::{IdentityHal, is_device, transport};
+use crate::arch::virtio::{Calls, is_device, transport};
 use alloc::vec;
 use alloc::vec::Vec;
 use pgkraft_abi::{VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_SLOTS, VOLUME_MMIO_SLOT};
-use virtio_drivers::queue::VirtQueue;
+use spin::Mutex;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
@@ -26,8 +33,13 @@ const F_MOUNT_TAG: u64 = 1 << 0;
 const F_VERSION_1: u64 = 1 << 32;
 /// The request queue.
 const QUEUE_IDX: u16 = 0;
-/// Descriptors: one request of two buffers is ever in flight.
-const QUEUE_SIZE: usize = 4;
+/// Descriptors: two per slot.
+const QUEUE_SIZE: usize = 16;
+/// Bytes of a small slot: Tfsync and its answer, or an Rlerror, with room.
+const SMALL: usize = 256;
+/// Small slots: requests that let other processes run while they wait
+/// (one per process that fsyncs at the same moment; more wait for a slot).
+const SMALL_SLOTS: usize = 7;
 
 /// Why the device could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +52,10 @@ pub enum DeviceError {
     Queue,
     /// The device gave back a chain we did not give it, or none.
     Protocol,
-    /// A reply longer than our buffer.
-    TooLong,
+    /// The volume has no device (it was never mounted).
+    Missing,
+    /// Every slot is out while the volume's lock is held (a libOS bug).
+    Busy,
 }
 
 impl core::fmt::Display for DeviceError {
@@ -51,19 +65,32 @@ impl core::fmt::Display for DeviceError {
             DeviceError::FeaturesRefused => "the device refused our features",
             DeviceError::Queue => "cannot set up the request queue",
             DeviceError::Protocol => "the device broke the queue protocol",
-            DeviceError::TooLong => "a reply longer than the buffer",
+            DeviceError::Missing => "no volume device",
+            DeviceError::Busy => "every request slot is in use",
         })
     }
 }
 
 pub struct Device {
     transport: MmioTransport<'static>,
-    queue: VirtQueue<IdentityHal, QUEUE_SIZE>,
-    /// The T-message being built.
-    tx: Vec<u8>,
-    /// Where the device writes the R-message.
-    rx: Vec<u8>,
+    calls: Calls<QUEUE_SIZE>,
+    /// The large slot's bytes: the msize asked for.
+    buf_bytes: usize,
     requests: u64,
+}
+
+/// The volume's device, once mounted: outside the volume's own lock, so
+/// that a process waiting for an answer ([`Wait::LetOthersRun`]) holds no
+/// lock while the others use the volume.
+static DEVICE: Mutex<Option<Device>> = Mutex::new(None);
+
+/// How the caller waits for its answer (module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Poll the used ring, keeping the CPU: the volume's lock may be held.
+    Poll,
+    /// Let other processes run until the answer is there: no lock held.
+    LetOthersRun,
 }
 
 /// The slots that may hold the volume: our runner puts it in
@@ -131,7 +158,8 @@ fn tag_is(t: &MmioTransport<'static>, tag: &[u8]) -> bool {
 
 impl Device {
     /// Device initialization (virtio 1.2 §3.1.1): features, the queue,
-    /// DRIVER_OK. The buffers are `buf_bytes` each: the msize we ask for.
+    /// DRIVER_OK. One large slot of `buf_bytes` (the msize we ask for)
+    /// for the requests that hold the volume's lock, and small ones.
     fn new(mut t: MmioTransport<'static>, buf_bytes: usize) -> Result<Device, DeviceError> {
         t.set_status(DeviceStatus::empty());
         t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
@@ -147,7 +175,9 @@ impl Device {
             t.set_status(DeviceStatus::FAILED);
             return Err(DeviceError::FeaturesRefused);
         }
-        let queue = match VirtQueue::new(&mut t, QUEUE_IDX, false, false) {
+        let mut caps = vec![buf_bytes];
+        caps.extend([SMALL; SMALL_SLOTS]);
+        let calls = match Calls::new(&mut t, QUEUE_IDX, &caps) {
             Ok(q) => q,
             Err(_) => {
                 t.set_status(DeviceStatus::FAILED);
@@ -157,45 +187,115 @@ impl Device {
         t.finish_init();
         Ok(Device {
             transport: t,
-            queue,
-            tx: vec![0; buf_bytes],
-            rx: vec![0; buf_bytes],
+            calls,
+            buf_bytes,
             requests: 0,
         })
     }
 
-    /// The buffer size (an upper bound for msize).
-    pub fn buf_bytes(&self) -> usize {
-        self.tx.len()
-    }
-
-    /// The buffer the next T-message is written into.
-    pub fn tx(&mut self) -> &mut [u8] {
-        &mut self.tx
-    }
-
-    /// Sends the first `len` bytes of [`Self::tx`] and waits for the
-    /// answer: the R-message's bytes (as long as the device says it wrote).
-    pub fn call(&mut self, len: usize) -> Result<&[u8], DeviceError> {
-        let len = len.min(self.tx.len());
-        self.requests += 1;
-        let used = {
-            let inputs: [&[u8]; 1] = [&self.tx[..len]];
-            let mut outputs: [&mut [u8]; 1] = [&mut self.rx[..]];
-            self.queue
-                .add_notify_wait_pop(&inputs, &mut outputs, &mut self.transport)
-                .map_err(|_| DeviceError::Protocol)? as usize
+    /// Claims a slot for `bytes`, has `fill` write the request (given the
+    /// slot's tag) and sends it. None if no slot is free.
+    fn start<E: From<DeviceError>>(
+        &mut self,
+        bytes: usize,
+        fill: impl FnOnce(u16, &mut [u8]) -> Result<usize, E>,
+    ) -> Option<Result<usize, E>> {
+        let slot = self.calls.claim(bytes)?;
+        let len = match fill(tag(slot), self.calls.request(slot)) {
+            Ok(len) => len,
+            Err(e) => {
+                self.calls.unclaim(slot);
+                return Some(Err(e));
+            }
         };
-        if used > self.rx.len() {
-            return Err(DeviceError::TooLong);
+        if self
+            .calls
+            .send(slot, len, &mut self.transport, QUEUE_IDX)
+            .is_err()
+        {
+            self.calls.unclaim(slot);
+            return Some(Err(DeviceError::Protocol.into()));
         }
-        Ok(&self.rx[..used])
+        self.requests += 1;
+        Some(Ok(slot))
     }
 
-    /// Requests sent so far: each was one notify, one VM exit.
-    // Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
-    #[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]
-    pub fn requests(&self) -> u64 {
-        self.requests
+    /// Slot `slot`'s answer through `read`, once the device gave it.
+    fn finish<T, E: From<DeviceError>>(
+        &mut self,
+        slot: usize,
+        read: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Option<Result<T, E>> {
+        if !self.calls.reap() {
+            return Some(Err(DeviceError::Protocol.into()));
+        }
+        self.calls.take(slot, read)
     }
+}
+
+/// The tag of a request in `slot` (NOTAG, 0xffff, is never one).
+fn tag(slot: usize) -> u16 {
+    slot as u16 + 1
+}
+
+/// Makes `dev` the volume's device.
+pub fn install(dev: Device) {
+    *DEVICE.lock() = Some(dev);
+}
+
+/// The large slot's size (an upper bound for msize); 0 without a device.
+pub fn buf_bytes() -> usize {
+    DEVICE.lock().as_ref().map_or(0, |d| d.buf_bytes)
+}
+
+/// One request: `fill` writes the T-message for the tag it is given into
+/// a buffer of at least `bytes`, `read` decodes the R-message. `wait` says
+/// whether other processes run meanwhile.
+pub fn call<T, E: From<DeviceError>>(
+    bytes: usize,
+    wait: Wait,
+    fill: impl Fn(u16, &mut [u8]) -> Result<usize, E>,
+    read: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<T, E> {
+    let slot = loop {
+        let started = {
+            let mut d = DEVICE.lock();
+            let d = d.as_mut().ok_or(DeviceError::Missing)?;
+            d.start(bytes, |tag, buf| fill(tag, buf))
+        };
+        match started {
+            Some(r) => break r?,
+            // Every slot is out: with the lock held (Poll) nobody else can
+            // have one, so this is the LetOthersRun case.
+            None if wait == Wait::LetOthersRun => crate::proc::idle(u64::MAX),
+            None => return Err(DeviceError::Busy.into()),
+        }
+    };
+    let mut read = Some(read);
+    loop {
+        {
+            let mut d = DEVICE.lock();
+            let d = d.as_mut().ok_or(DeviceError::Missing)?;
+            if let Some(r) = d.finish(slot, |a| (read.take().expect("read once"))(a)) {
+                return r;
+            }
+        }
+        match wait {
+            Wait::Poll => core::hint::spin_loop(),
+            Wait::LetOthersRun => crate::proc::idle(u64::MAX),
+        }
+    }
+}
+
+/// Whether a request is with the device (an idle wait must then be one
+/// that the device's answer ends).
+pub fn in_flight() -> bool {
+    DEVICE.lock().as_ref().is_some_and(|d| d.calls.in_flight())
+}
+
+/// Requests sent so far (each at most one VM exit).
+// Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
+#[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]
+pub fn requests() -> u64 {
+    DEVICE.lock().as_ref().map_or(0, |d| d.requests)
 }

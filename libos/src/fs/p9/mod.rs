@@ -123,7 +123,13 @@ fn with<T>(f: impl FnOnce(&mut Volume) -> Result<T, P9Error>) -> Result<T, Errno
 // Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
 #[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]
 pub fn requests() -> u64 {
-    VOLUME.lock().as_ref().map_or(0, |v| v.client.requests())
+    device::requests()
+}
+
+/// Whether a request is with the device: an idle wait must then be one
+/// its answer ends (net::stack::idle_until).
+pub fn in_flight() -> bool {
+    device::in_flight()
 }
 
 /// Finds the device and mounts the volume at `/data` (boot). Probing
@@ -133,7 +139,8 @@ pub fn mount(root: &Arc<Inode>) {
     let Some(dev) = device::probe(TAG, MSIZE) else {
         return;
     };
-    let mounted = Client::new(dev).and_then(|mut client| {
+    device::install(dev);
+    let mounted = Client::new().and_then(|mut client| {
         let fid = client.alloc_fid();
         let qid = client.attach(fid, crate::syscall::ids::UID as u32)?;
         Ok((client, fid, qid))
@@ -536,9 +543,11 @@ impl Handle {
     }
 
     /// fsync / fdatasync: the host's fsync or fdatasync of this file (or
-    /// directory) before the answer.
+    /// directory) before the answer. The other processes run meanwhile
+    /// (the volume's lock is not held): the caller's open file keeps the
+    /// fid.
     pub fn fsync(&self, datasync: bool) -> Result<(), Errno> {
-        with(|v| v.client.fsync(self.fid, datasync))
+        client::fsync(self.fid, datasync).map_err(P9Error::errno)
     }
 
     /// getdents from position `pos` (0 or a host cookie): one Treaddir
