@@ -76,7 +76,7 @@ lost_total=0
 recovered=0
 for trial in $(seq 1 "$N"); do
   start "$work/before.log"
-  sql -c "CREATE TABLE IF NOT EXISTS acks (id bigint PRIMARY KEY)"
+  sql -c "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS acks (id bigint PRIMARY KEY)"
   # Each client's ids: trial * 10^12 + client * 10^9 + i. psql prints an
   # id (INSERT ... RETURNING) after the server acknowledged its commit.
   for c in $(seq 1 "$CLIENTS"); do
@@ -85,9 +85,10 @@ for trial in $(seq 1 "$N"); do
       sed 's/.*/INSERT INTO acks (id) VALUES (&) RETURNING id;/' |
       sql >"$work/acked.$c" 2>/dev/null &
   done
+  # psql's output to a file is buffered until it exits: the server counts.
   for _ in $(seq 1 600); do
-    [ "$(cat "$work"/acked.* | wc -l)" -ge 40 ] && break
-    sleep 0.05
+    [ "$(sql -c "SELECT count(*) FROM acks WHERE id >= $((trial * 1000000000000))")" -ge 40 ] && break
+    sleep 0.1
   done
   sleep "$(awk -v r="$RANDOM" -v m="$KILL_MS" 'BEGIN { printf "%.3f", (r % (m + 1)) / 1000 }')"
   kill -9 "$pid"

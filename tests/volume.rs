@@ -136,7 +136,7 @@ fn postgres_keeps_its_data_on_a_volume_across_boots_and_vmms() {
 
 /// The volume record pgkraft keeps in DIR.
 fn record(volume: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(volume.join("pgkraft-volume.json")).unwrap();
+    let text = std::fs::read_to_string(volume.join(".pgkraft-volume.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -292,14 +292,14 @@ fn volumes_of_another_major_or_cluster_or_no_cluster_are_refused_untouched() {
     // The same with PG_VERSION doctored, and no record to go by.
     let doctored = dir.path().join("doctored");
     initialized(&image, &doctored);
-    std::fs::remove_file(doctored.join("pgkraft-volume.json")).unwrap();
+    std::fs::remove_file(doctored.join(".pgkraft-volume.json")).unwrap();
     std::fs::write(doctored.join("PG_VERSION"), "16\n").unwrap();
     let holds = format!(
         "volume {} holds a PostgreSQL 16 cluster",
         doctored.display()
     );
     run_refused(&image, &doctored, &[&holds, &is17, fix]);
-    assert!(!doctored.join("pgkraft-volume.json").exists());
+    assert!(!doctored.join(".pgkraft-volume.json").exists());
 
     // Another cluster of the same major: its system identifier differs.
     let other = dir.path().join("other");
@@ -308,7 +308,7 @@ fn volumes_of_another_major_or_cluster_or_no_cluster_are_refused_untouched() {
     let mut control = std::fs::read(other.join("global/pg_control")).unwrap();
     control[..8].copy_from_slice(&(theirs ^ 1).to_le_bytes());
     std::fs::write(other.join("global/pg_control"), control).unwrap();
-    std::fs::remove_file(other.join("pgkraft-volume.json")).unwrap();
+    std::fs::remove_file(other.join(".pgkraft-volume.json")).unwrap();
     let found = format!(
         "volume {} holds another cluster than image {}: system identifier {} in its \
          global/pg_control, {theirs} in the image's",
@@ -333,9 +333,9 @@ fn volumes_of_another_major_or_cluster_or_no_cluster_are_refused_untouched() {
     // A record that cannot be read.
     let garbled = dir.path().join("garbled");
     initialized(&image, &garbled);
-    std::fs::write(garbled.join("pgkraft-volume.json"), "{\"format\": 1,").unwrap();
+    std::fs::write(garbled.join(".pgkraft-volume.json"), "{\"format\": 1,").unwrap();
     let bad = format!(
-        "volume {}: its record pgkraft-volume.json is unreadable",
+        "volume {}: its record .pgkraft-volume.json is unreadable",
         garbled.display()
     );
     run_refused(

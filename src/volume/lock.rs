@@ -1,5 +1,5 @@
 //! One writer per volume: an advisory lock (flock, exclusive, never
-//! waited for) on `pgkraft-volume.lock` in the volume, with the holder's
+//! waited for) on `.pgkraft-volume.lock` in the volume, with the holder's
 //! pid written into it for the refusal to name. The kernel drops the lock
 //! when its holder exits, however it exits (kill -9 included), so a stale
 //! file never blocks anyone: only a live holder does.
@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The lock file's name in the volume.
-pub const LOCK_FILE: &str = "pgkraft-volume.lock";
+pub const LOCK_FILE: &str = ".pgkraft-volume.lock";
 
 /// Held for as long as the value lives.
 #[derive(Debug)]

@@ -34,6 +34,10 @@ use record::{Origin, RECORD_FILE, RECORD_FORMAT, Record, RecordError};
 use source::{Source, SourceError};
 use std::path::{Path, PathBuf};
 
+/// What the first-boot starter of a `cluster.preinit: false` image leaves
+/// in the data directory until its cluster is complete.
+const FIRST_BOOT_MARKER: &str = "pgkraft-first-boot.incomplete";
+
 const EMPTY_FIX: &str = "a new empty directory (pgkraft initializes it)";
 
 #[derive(Debug, thiserror::Error)]
@@ -351,35 +355,36 @@ fn existing(source: &Source, dir: &Path) -> Result<Volume, VolumeError> {
         state,
         _lock: lock,
     };
+    // A volume left for the image's first boot stays the image's to
+    // initialize until that boot has finished (PG_VERSION there, the
+    // starter's marker gone): an interrupted one is the image's to report.
+    if let Some(r) = record.as_ref().filter(|r| r.cluster.is_none())
+        && (!dir.join(VERSION_FILE).exists() || dir.join(FIRST_BOOT_MARKER).exists())
+    {
+        if r.postgres_major != source.major {
+            return Err(major_mismatch(source, dir, r.postgres_major));
+        }
+        if source.cluster.is_some() {
+            return Err(VolumeError::AwaitsFirstBoot {
+                dir: dir.to_path_buf(),
+                major: r.postgres_major,
+                image: source.path.clone(),
+            });
+        }
+        return Ok(volume(State::StillAwaitsFirstBoot));
+    }
     if !dir.join(VERSION_FILE).exists() {
-        return match record {
-            Some(r) if r.cluster.is_none() => {
-                if r.postgres_major != source.major {
-                    return Err(major_mismatch(source, dir, r.postgres_major));
-                }
-                if source.cluster.is_some() {
-                    return Err(VolumeError::AwaitsFirstBoot {
-                        dir: dir.to_path_buf(),
-                        major: r.postgres_major,
-                        image: source.path.clone(),
-                    });
-                }
-                Ok(volume(State::StillAwaitsFirstBoot))
-            }
-            _ => {
-                let names = std::fs::read_dir(dir)
-                    .map(|d| {
-                        d.filter_map(Result::ok)
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Err(VolumeError::NotACluster {
-                    dir: dir.to_path_buf(),
-                    sample: sample(names),
-                })
-            }
-        };
+        let names = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(VolumeError::NotACluster {
+            dir: dir.to_path_buf(),
+            sample: sample(names),
+        });
     }
     let unreadable = |file| {
         move |source| VolumeError::ClusterFile {

@@ -1,4 +1,4 @@
-//! The volume's record of what it belongs to: `pgkraft-volume.json` at the
+//! The volume's record of what it belongs to: `.pgkraft-volume.json` at the
 //! top of the data directory (PostgreSQL ignores files it does not know
 //! there). Written whole or not at all: a temporary file beside it, synced,
 //! renamed over it, and the directory synced.
@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// The record's file name in the volume.
-pub const RECORD_FILE: &str = "pgkraft-volume.json";
+pub const RECORD_FILE: &str = ".pgkraft-volume.json";
 /// The layout written now; a record of another layout is refused.
 pub const RECORD_FORMAT: u32 = 1;
 
