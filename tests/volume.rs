@@ -361,7 +361,7 @@ fn a_cluster_without_a_record_is_adopted_and_smoked_on() {
         &image,
         &repo().join("test-vms/server.yaml"),
         &["--volume", volume.to_str().unwrap()],
-        &[],
+        &[("PGKRAFT_PASSWORD", PASSWORD)],
     );
     assert_eq!(status, Some(0), "{report}");
     let r = record(&volume);
