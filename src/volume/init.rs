@@ -4,7 +4,10 @@
 //! synced, then one rename(2) onto the missing or empty directory and a
 //! sync of the parent. An interrupted initialization therefore leaves the
 //! volume as it was (missing or empty) and, at worst, a staging directory
-//! beside it, never a half-written cluster under the volume's name.
+//! beside it, never a half-written cluster under the volume's name. Such
+//! leftovers are removed by the next initialization: a staging directory
+//! holds the volume's lock file, locked while its runner lives, so one
+//! whose lock can be taken has no runner any more.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -44,14 +47,39 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InitErr
     move |source| InitError::Io { what, path, source }
 }
 
+/// The name prefix of `dir`'s staging directories.
+fn staging_prefix(dir: &Path) -> String {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.pgkraft-init-")
+}
+
+/// Removes what interrupted initializations of `dir` left beside it (those
+/// whose lock no runner holds); best effort, as they are only clutter.
+pub fn sweep(dir: &Path) {
+    let prefix = staging_prefix(dir);
+    let Ok(entries) = std::fs::read_dir(parent_of(dir)) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        // Only one that has its lock file: a runner locks it right after
+        // making the directory, and one without is not known to be dead.
+        let ours = entry.file_name().to_string_lossy().starts_with(&prefix)
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && path.join(super::lock::LOCK_FILE).is_file();
+        if ours && super::lock::VolumeLock::take(&path).is_ok() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 impl Staging {
     /// An empty staging directory (mode 0700, as PostgreSQL wants its data
     /// directory) beside `dir`.
     pub fn beside(dir: &Path) -> Result<Staging, InitError> {
         let parent = parent_of(dir);
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let root = tempfile::Builder::new()
-            .prefix(&format!(".{name}.pgkraft-init-"))
+            .prefix(&staging_prefix(dir))
             .tempdir_in(&parent)
             .map_err(io("create a staging directory in", &parent))?;
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700))
@@ -142,5 +170,22 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.join("mine")).unwrap(), "y");
         // No staging directory is left behind.
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftovers_of_dead_runners_are_swept_and_a_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("vol");
+        let dead = Staging::beside(&dir).unwrap().root.keep();
+        drop(crate::volume::lock::VolumeLock::take(&dead).unwrap());
+        std::fs::write(dead.join("PG_VERSION"), "17\n").unwrap();
+        let live = Staging::beside(&dir).unwrap();
+        let _held = crate::volume::lock::VolumeLock::take(live.path()).unwrap();
+        let unrelated = parent.path().join(".other.pgkraft-init-x");
+        std::fs::create_dir(&unrelated).unwrap();
+        sweep(&dir);
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        assert!(unrelated.exists());
     }
 }

@@ -53,6 +53,11 @@ pub enum VolumeError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read volume {}: {source}\n  fix: give a directory this user can read and write", dir.display())]
+    Read {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("volume {}: not a directory\n  fix: give a directory, or {EMPTY_FIX}", dir.display())]
     NotADirectory { dir: PathBuf },
     #[error(
@@ -149,9 +154,9 @@ impl VolumeError {
             )
         };
         match self {
-            VolumeError::Lock { source, .. } | VolumeError::WriteRecord { source, .. } => {
-                given(source)
-            }
+            VolumeError::Lock { source, .. }
+            | VolumeError::Read { source, .. }
+            | VolumeError::WriteRecord { source, .. } => given(source),
             VolumeError::Init(InitError::Io { source, .. }) => given(source),
             VolumeError::Source(SourceError::Write { .. }) => false,
             _ => true,
@@ -236,10 +241,10 @@ fn place(dir: &Path) -> Result<Place, VolumeError> {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Place::Vacant),
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(not_dir()),
-        Err(e) => {
-            return Err(VolumeError::Lock {
+        Err(source) => {
+            return Err(VolumeError::Read {
                 dir: dir.to_path_buf(),
-                source: e,
+                source,
             });
         }
     };
@@ -294,7 +299,7 @@ fn plain(dir: &Path) -> Result<Volume, VolumeError> {
             });
         }
         Err(source) => {
-            return Err(VolumeError::Lock {
+            return Err(VolumeError::Read {
                 dir: dir.to_path_buf(),
                 source,
             });
@@ -311,6 +316,7 @@ fn plain(dir: &Path) -> Result<Volume, VolumeError> {
 /// moves with it) and renames it into place; `None` if `dir` was taken
 /// meanwhile.
 fn initialize(source: &Source, dir: &Path) -> Result<Option<Volume>, VolumeError> {
+    init::sweep(dir);
     let staging = Staging::beside(dir)?;
     let lock = take_lock(staging.path())?;
     let (cluster, origin, state) = match source.cluster {
