@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 /// The image's pre-initialized cluster, unpacked into `dest` (mode 0700,
-/// as PostgreSQL wants its data directory). The host side that
-/// initializes a volume from the image is `--volume`'s job; this stands in
-/// for it.
+/// as PostgreSQL wants its data directory), with no volume record: a
+/// cluster as one made before `--volume` kept records (the runner's API
+/// below the CLI serves it as it is).
 fn cluster_copy(image: &Path, dest: &Path) {
     let data = std::fs::read(image).unwrap();
     let section = pgkraft::image::format::rootfs_section(&data).expect("a rootfs section");
