@@ -82,7 +82,7 @@ pub fn bench(
         };
         for in_guest in order {
             if in_guest {
-                let r = smoke::run(image, &spec)?;
+                let r = smoke::run(image, &spec, None)?;
                 guest.push(first_answer(&r, run)?);
                 // A missing phase fails the run rather than counting as 0.
                 main.push(r.phases.get("main_entered").copied().ok_or_else(|| {

@@ -14,4 +14,5 @@ pub mod ready;
 pub mod recipe;
 pub mod serve;
 pub mod smoke;
+pub mod volume;
 pub use pgkraft_vmm as vmm;

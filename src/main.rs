@@ -5,7 +5,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgkraft::vmm::snapshot;
-use pgkraft::{bench, build, first_answer, image_info, progress::Progress, recipe, smoke, vmm};
+use pgkraft::{
+    bench, build, first_answer, image_info, progress::Progress, recipe, smoke, vmm, volume,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,8 +58,10 @@ enum Command {
         #[arg(long, value_name = "NAME", value_parser = parse_tap, conflicts_with = "publish")]
         tap: Option<String>,
         /// Serve the host directory DIR to the guest as its data volume
-        /// (virtio-9p, 9P2000.L, mount tag `pgkraft-data`), as it is: no
-        /// initialisation, no lock yet.
+        /// (virtio-9p, 9P2000.L, mount tag `pgkraft-data`), locked for this
+        /// run. A postgres image initializes a missing or empty DIR from
+        /// its cluster and refuses one of another PostgreSQL major or
+        /// cluster (exit 2).
         #[arg(long, value_name = "DIR")]
         volume: Option<PathBuf>,
         /// Arguments for the program; they replace the recipe's `args`.
@@ -88,9 +92,11 @@ enum Command {
         /// instead of booting the image: the benchmarks' reference.
         #[arg(long)]
         native: bool,
-        /// Serve the data directory from the host directory DIR (virtio-9p,
-        /// mount tag `pgkraft-data`), as it is: it must already hold a
-        /// cluster of this image's PostgreSQL; nothing initialises or locks it yet.
+        /// Keep the data directory in the host directory DIR (virtio-9p,
+        /// mount tag `pgkraft-data`), locked for this run: a missing or
+        /// empty DIR is initialized from the image's cluster, later runs
+        /// use what is there; one of another PostgreSQL major or cluster is
+        /// refused (exit 2).
         #[arg(long, value_name = "DIR", conflicts_with = "native")]
         volume: Option<PathBuf>,
     },
@@ -113,6 +119,10 @@ enum Command {
         /// the image embeds).
         #[arg(long, value_name = "PATH", requires = "native")]
         postgres: Option<PathBuf>,
+        /// Run the checks on the data directory in the host directory DIR,
+        /// as `serve --volume` keeps it (initialized if missing or empty).
+        #[arg(long, value_name = "DIR", conflicts_with = "native")]
+        volume: Option<PathBuf>,
     },
     /// Measure, side by side in one run (prints medians and ratios).
     Bench {
@@ -434,6 +444,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             args,
         } => {
             let image = open_image(&image)?;
+            let volume = open_volume(&image, volume)?;
             let cfg = vmm::VmConfig {
                 mem_mib: image.memory_mib(mem),
                 cmdline: smoke::quote_args(&args),
@@ -442,7 +453,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 net: (!publish.is_empty() || tap.is_some())
                     .then_some(vmm::NetConfig { publish, tap }),
                 signals: None,
-                volume: volume.map(vmm::VolumeConfig::new),
+                volume: volume.as_ref().map(volume::Volume::config),
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -466,6 +477,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             volume,
         } => {
             let image = open_image(&image)?;
+            let volume = open_volume(&image, volume)?;
             let opts = pgkraft::serve::ServeOptions {
                 publish,
                 mem,
@@ -491,13 +503,17 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             json,
             native,
             postgres,
+            volume,
         } => {
             let spec = load_spec(vm.as_deref())?;
             let report = if native {
                 smoke::native::run_cli(&image, &spec, postgres.as_deref())
                     .map_err(Failure::input)?
             } else {
-                smoke::run(&open_image(&image)?, &spec).map_err(smoke_failure)?
+                let image = open_image(&image)?;
+                let volume = open_volume(&image, volume)?;
+                smoke::run(&image, &spec, volume.as_ref().map(volume::Volume::config))
+                    .map_err(smoke_failure)?
             };
             if json {
                 print_json(&report);
@@ -624,6 +640,34 @@ fn open_image(path: &std::path::Path) -> Result<pgkraft::image::Image, Failure> 
         pgkraft::image::ImageError::NotImage(e) => vmm_failure(e),
         e => Failure::input(e),
     })
+}
+
+/// Takes `dir` as `image`'s volume for this run (the lock is held while
+/// the value lives) and says on stderr what it made of it.
+fn open_volume(
+    image: &pgkraft::image::Image,
+    dir: Option<PathBuf>,
+) -> Result<Option<volume::Volume>, Failure> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let taken = volume::Volume::open(image, &dir).map_err(|e| Failure {
+        code: if e.is_refusal() { 2 } else { 1 },
+        error: anyhow::Error::new(e).context("--volume"),
+    })?;
+    let said = match taken.state() {
+        volume::State::Initialized => "initialized from the image's cluster",
+        volume::State::AwaitsFirstBoot => {
+            "created empty: the image initializes its cluster at its first boot"
+        }
+        volume::State::Adopted => "holds a cluster of this image, recorded now",
+        volume::State::StillAwaitsFirstBoot => "still awaits its first boot's initialization",
+        volume::State::Existing | volume::State::Plain => "",
+    };
+    if !said.is_empty() {
+        eprintln!("pgkraft: volume {}: {said}", dir.display());
+    }
+    Ok(Some(taken))
 }
 
 fn load_spec(vm: Option<&std::path::Path>) -> Result<smoke::TestVm, Failure> {

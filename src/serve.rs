@@ -33,8 +33,9 @@ pub struct ServeOptions {
     /// Serve with the host-linked server of the image's build on a copy of
     /// the image's files instead of booting it (the benchmarks' reference).
     pub native: bool,
-    /// The data directory on this host directory (the runner's volume).
-    pub volume: Option<PathBuf>,
+    /// The data directory on this volume (taken for this run: held until
+    /// the server stops).
+    pub volume: Option<crate::volume::Volume>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +218,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                     tap: None,
                 }),
                 signals: Some(signals.clone()),
-                volume: opts.volume.clone().map(vmm::VolumeConfig::new),
+                volume: opts.volume.as_ref().map(crate::volume::Volume::config),
             };
             Backend::Guest(signals, Box::new(vmm::boot(image.boot(), &cfg)?))
         }

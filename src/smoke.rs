@@ -710,12 +710,20 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// Boots `image` under our runner and checks it as `spec` says.
-pub fn run(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+/// Boots `image` under our runner and checks it as `spec` says; with
+/// `volume`, its data directory is that host directory (one
+/// [`crate::volume::Volume`] the caller holds).
+pub fn run(
+    image: &Image,
+    spec: &TestVm,
+    volume: Option<vmm::VolumeConfig>,
+) -> Result<SmokeReport, SmokeError> {
     if spec.mode == Mode::Server {
-        return server::run_guest(image, spec);
+        return server::run_guest(image, spec, volume);
     }
-    let outcome = vmm::run(image.boot(), &plan(image, spec)?)?;
+    let mut cfg = plan(image, spec)?;
+    cfg.volume = volume;
+    let outcome = vmm::run(image.boot(), &cfg)?;
     Ok(check(image, spec, &outcome))
 }
 

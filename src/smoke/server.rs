@@ -129,8 +129,13 @@ struct Ended {
     guest_memory: Option<vmm::MemoryUse>,
 }
 
-/// Boots `image` as a server and runs `spec`'s checks against it.
-pub fn run_guest(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError> {
+/// Boots `image` as a server (on `volume`, if given) and runs `spec`'s
+/// checks against it.
+pub fn run_guest(
+    image: &Image,
+    spec: &TestVm,
+    volume: Option<vmm::VolumeConfig>,
+) -> Result<SmokeReport, SmokeError> {
     let creds = credentials(image)?;
     let port = free_port().map_err(SmokeError::Port)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -150,7 +155,7 @@ pub fn run_guest(image: &Image, spec: &TestVm) -> Result<SmokeReport, SmokeError
             tap: None,
         }),
         signals: Some(signals.clone()),
-        volume: None,
+        volume,
     };
     let t0 = Instant::now();
     // The runner keeps this thread (a booted image is not shared between
