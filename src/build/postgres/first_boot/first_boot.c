@@ -350,6 +350,7 @@ first_boot(void)
 	size_t		len;
 	char	   *text;
 	char	   *line;
+	char	   *saved;
 	double		t0 = now_ms();
 
 	join(plan_path, plan_dir, "plan");
@@ -363,6 +364,12 @@ first_boot(void)
 	fprintf(stderr, "pgkraft first boot: initializing a cluster in %s\n", data_dir);
 	join(marker, data_dir, MARKER);
 	write_file(marker, "", 0);
+	/* The runs find the data directory as initdb's do, in PGDATA. */
+	saved = getenv("PGDATA");
+	if (saved != NULL && (saved = strdup(saved)) == NULL)
+		fail("out of memory");
+	if (setenv("PGDATA", data_dir, 1) != 0)
+		fail("cannot set PGDATA: %s", strerror(errno));
 	while (*line != '\0')
 	{
 		char	   *end = strchr(line, '\n');
@@ -378,6 +385,11 @@ first_boot(void)
 		line = end + 1;
 	}
 	free(text);
+	if (saved != NULL)
+		setenv("PGDATA", saved, 1);
+	else
+		unsetenv("PGDATA");
+	free(saved);
 	sync_tree(data_dir);
 	if (unlink(marker) != 0)
 		fail("cannot remove %s: %s", marker, strerror(errno));
