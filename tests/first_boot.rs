@@ -190,7 +190,7 @@ fn use_the_cluster(server: &Server) {
             &mut c,
             "SELECT similarity('first boot', 'first boat')::text"
         ),
-        "0.5"
+        "0.5714286"
     );
     assert_eq!(
         one(
