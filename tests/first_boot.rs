@@ -23,41 +23,45 @@ const READY: &str = "pgkraft first boot: cluster ready";
 /// extensions a new user tried; built once per test process.
 fn image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            let stock = std::fs::read_to_string(repo().join("recipes/postgres-17.yaml")).unwrap();
-            let recipe = stock
-                .replace("name: postgres-17", "name: first-boot-17")
-                .replace(
-                    "extensions: [plpgsql]",
-                    "extensions: [plpgsql, hstore, pg_trgm]",
-                )
-                .replace("preinit: true", "preinit: false")
-                .replace(
-                    "../kernel-config/default.config",
-                    &repo()
-                        .join("kernel-config/default.config")
-                        .display()
-                        .to_string(),
-                );
-            assert_eq!(recipe.matches("first-boot-17").count(), 1);
-            assert!(recipe.contains("hstore") && recipe.contains("preinit: false"));
-            let dir = out_dir().join("first-boot");
-            std::fs::create_dir_all(&dir).unwrap();
-            let recipe_path = dir.join("first-boot-17.yaml");
-            std::fs::write(&recipe_path, recipe).unwrap();
-            let o = run(pgkraft()
-                .arg("build")
-                .arg(&recipe_path)
-                .arg("--out")
-                .arg(dir.join("out"))
-                .arg("--json")
-                .env("PGKRAFT_PASSWORD", PASSWORD));
-            assert!(o.status.success(), "{}", stderr(&o));
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            PathBuf::from(v["image"].as_str().unwrap())
-        })
-        .clone()
+    IMAGE.get_or_init(|| build("17")).clone()
+}
+
+/// recipes/postgres-<major>.yaml with `preinit: false` and hstore and
+/// pg_trgm.
+fn build(major: &str) -> PathBuf {
+    let stock =
+        std::fs::read_to_string(repo().join(format!("recipes/postgres-{major}.yaml"))).unwrap();
+    let name = format!("first-boot-{major}");
+    let recipe = stock
+        .replace(&format!("name: postgres-{major}"), &format!("name: {name}"))
+        .replace(
+            "extensions: [plpgsql]",
+            "extensions: [plpgsql, hstore, pg_trgm]",
+        )
+        .replace("preinit: true", "preinit: false")
+        .replace(
+            "../kernel-config/default.config",
+            &repo()
+                .join("kernel-config/default.config")
+                .display()
+                .to_string(),
+        );
+    assert_eq!(recipe.matches(&name).count(), 1);
+    assert!(recipe.contains("hstore") && recipe.contains("preinit: false"));
+    let dir = out_dir().join("first-boot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe_path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let o = run(pgkraft()
+        .arg("build")
+        .arg(&recipe_path)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--json")
+        .env("PGKRAFT_PASSWORD", PASSWORD));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    PathBuf::from(v["image"].as_str().unwrap())
 }
 
 /// The image's rootfs files: (path, contents).
@@ -374,5 +378,23 @@ fn a_volume_that_is_neither_empty_nor_a_cluster_is_left_alone() {
     has(
         &format!("{}{}", stdout(&o), stderr(&o)),
         &["first boot stopped before it was complete"],
+    );
+}
+
+/// PostgreSQL 15's initdb is recorded and replayed the same way; the
+/// single-user checks (tables, an index, a sort that spills, plpgsql, the
+/// recipe's settings) pass on the cluster its first boot made.
+#[test]
+fn postgres_15_makes_its_cluster_at_first_boot_too() {
+    if !kvm_available() {
+        return;
+    }
+    let image = build("15");
+    let (report, code) = smoke_json(&image, &repo().join("test-vms/single-user.yaml"), &[], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let console = report["console"].as_str().unwrap();
+    assert!(
+        console.contains(INITIALIZING) && console.contains(READY),
+        "{console}"
     );
 }

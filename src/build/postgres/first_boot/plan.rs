@@ -372,17 +372,22 @@ mod tests {
             format!("ALTER USER \"postgres\" WITH PASSWORD E'{secret}';\n"),
         )
         .unwrap();
-        check(&[f.clone()], &[PathBuf::from("/tmp/scratch")], &with).unwrap();
+        check(
+            std::slice::from_ref(&f),
+            &[PathBuf::from("/tmp/scratch")],
+            &with,
+        )
+        .unwrap();
 
         fs::write(&f, "ALTER USER \"postgres\" WITH PASSWORD E'hunter2';\n").unwrap();
-        let e = check(&[f.clone()], &[], &with).unwrap_err();
+        let e = check(std::slice::from_ref(&f), &[], &with).unwrap_err();
         assert!(matches!(e, FirstBootError::PasswordInPlan { .. }), "{e}");
-        let e = check(&[f.clone()], &[], &Secrets { secret: None }).unwrap_err();
+        let e = check(std::slice::from_ref(&f), &[], &Secrets { secret: None }).unwrap_err();
         assert!(matches!(e, FirstBootError::PasswordInPlan { .. }), "{e}");
 
         fs::write(&f, "COPY f FROM E'/tmp/scratch/pg/share/x';\n").unwrap();
         let e = check(
-            &[f.clone()],
+            std::slice::from_ref(&f),
             &[PathBuf::from("/tmp/scratch")],
             &Secrets { secret: None },
         )
