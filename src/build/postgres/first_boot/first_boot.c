@@ -364,6 +364,10 @@ first_boot(void)
 	fprintf(stderr, "pgkraft first boot: initializing a cluster in %s\n", data_dir);
 	join(marker, data_dir, MARKER);
 	write_file(marker, "", 0);
+	/* On the host's disk before any of the cluster: a crash of the host
+	 * then leaves either nothing or a directory that says what it is. */
+	sync_one(marker);
+	sync_one(data_dir);
 	/* The runs find the data directory as initdb's do, in PGDATA. */
 	saved = getenv("PGDATA");
 	if (saved != NULL && (saved = strdup(saved)) == NULL)
