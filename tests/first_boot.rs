@@ -1,10 +1,10 @@
 //! Images built with `cluster.preinit: false` make their cluster at first
 //! boot (issue 13, item 5): the image replays the initdb pgkraft recorded
 //! at build time. Without a volume it does so in memory at every boot; on
-//! an empty volume once, and later boots use what is there. Either way the
-//! result is a real cluster: extensions are created, the superuser logs in
-//! with its SCRAM-SHA-256 password, and the image carries no cluster and no
-//! plain-text password.
+//! an empty volume once (under QEMU's virtio-9p too), and later boots use
+//! what is there. Either way the result is a real cluster: extensions are
+//! created, the superuser logs in with its SCRAM-SHA-256 password, and the
+//! image carries no cluster and no plain-text password.
 
 mod common;
 use common::*;
@@ -397,4 +397,58 @@ fn postgres_15_makes_its_cluster_at_first_boot_too() {
         console.contains(INITIALIZING) && console.contains(READY),
         "{console}"
     );
+}
+
+/// QEMU's own virtio-9p device serves the empty volume: the same image
+/// makes its cluster there, and our runner then boots on it as it is.
+#[test]
+fn qemu_makes_the_cluster_on_a_volume_and_our_runner_uses_it() {
+    if !kvm_available() {
+        return;
+    }
+    let image = image();
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("data");
+    std::fs::create_dir(&volume).unwrap();
+    let single = "'--single' '-j' '-D' '/data' 'postgres'";
+
+    let mut fsdev = std::ffi::OsString::from("local,id=vol,security_model=none,path=");
+    fsdev.push(&volume);
+    let mut qemu = pgkraft::bench::qemu_command(&image, 512);
+    qemu.args(["-append", single])
+        .args(["-global", "virtio-mmio.force-legacy=false", "-fsdev"])
+        .arg(fsdev)
+        .args([
+            "-device",
+            "virtio-9p-device,fsdev=vol,mount_tag=pgkraft-data",
+        ]);
+    // Ctrl-D ends single-user mode's input on the UART.
+    let out = run_with_input(
+        &mut qemu,
+        b"CREATE TABLE made_under_qemu AS SELECT 42 AS x;\n\x04",
+    );
+    let console = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    // isa-debug-exit: (status << 1) | 1.
+    assert_eq!(out.status.code(), Some(1), "QEMU: {console}");
+    assert!(
+        console.contains(INITIALIZING) && console.contains(READY),
+        "{console}"
+    );
+
+    let cfg = pgkraft::vmm::VmConfig {
+        mem_mib: 512,
+        cmdline: single.into(),
+        timeout: Some(Duration::from_secs(120)),
+        console: pgkraft::vmm::Console::Capture {
+            input: b"SELECT x FROM made_under_qemu;\n".to_vec(),
+        },
+        net: None,
+        signals: None,
+        volume: Some(pgkraft::vmm::VolumeConfig::new(&volume)),
+    };
+    let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
+    let console = String::from_utf8_lossy(&guest.console).into_owned();
+    assert_eq!(guest.exit, pgkraft::vmm::GuestExit::Status(0), "{console}");
+    assert!(console.contains("x = \"42\""), "{console}");
+    assert!(!console.contains(INITIALIZING), "{console}");
 }
