@@ -207,22 +207,23 @@ pub fn postgres(
     }
 
     let (pw, pw_origin, pw_file) = password(spec, out, &recipe.name)?;
+    let auth = match spec.cluster.auth {
+        crate::recipe::Auth::Trust => postgres::Auth::Trust,
+        crate::recipe::Auth::ScramSha256 { .. } => postgres::Auth::ScramSha256,
+    };
+    let cluster = postgres::ClusterSpec {
+        encoding: spec.cluster.encoding.clone(),
+        locale: spec.cluster.locale.clone(),
+        wal_segsize_mib: spec.cluster.wal_segsize_mib,
+        superuser: spec.cluster.superuser.clone(),
+        auth,
+        password: pw,
+        settings: spec.server_settings(),
+        hba: network_hba(auth),
+    };
+    let layout = select::Layout::default();
     let data_dir = if spec.cluster.preinit {
         let stage = progress.stage("initdb");
-        let auth = match spec.cluster.auth {
-            crate::recipe::Auth::Trust => postgres::Auth::Trust,
-            crate::recipe::Auth::ScramSha256 { .. } => postgres::Auth::ScramSha256,
-        };
-        let cluster = postgres::ClusterSpec {
-            encoding: spec.cluster.encoding.clone(),
-            locale: spec.cluster.locale.clone(),
-            wal_segsize_mib: spec.cluster.wal_segsize_mib,
-            superuser: spec.cluster.superuser.clone(),
-            auth,
-            password: pw,
-            settings: spec.server_settings(),
-            hba: network_hba(auth),
-        };
         let dir = postgres::initdb(&pg, &cluster, cache, &logs.stage("initdb"))?;
         stage.finish("cluster ready");
         Some(dir)
@@ -231,7 +232,6 @@ pub fn postgres(
     };
 
     let stage = progress.stage("select");
-    let layout = select::Layout::default();
     let choices = select::Choices {
         extensions: pg.extensions.clone(),
         ..select::Choices::from_spec(spec)
@@ -265,6 +265,28 @@ pub fn postgres(
     selection.entries.sort_by(|a, b| a.path.cmp(&b.path));
     stage.finish(&format!("{} files", selection.entries.len()));
 
+    let first_boot = if spec.cluster.preinit {
+        None
+    } else {
+        let stage = progress.stage("first boot");
+        let log = logs.stage("first-boot");
+        let stock = musl::build_musl(musl_src, musl::MuslFlavor::Stock, cache, &log)?;
+        let exec = select::executable_path(&layout);
+        let target = postgres::first_boot::Target {
+            exec: &exec,
+            data_dir: &layout.data_dir,
+            share_dir: &selection.share_dir,
+        };
+        let fb = postgres::first_boot::prepare(&pg, &cluster, &target, &stock, cache, &log)?;
+        stage.finish("initdb recorded for first boot");
+        Some(fb)
+    };
+
+    if let Some(fb) = &first_boot {
+        selection.entries.extend(fb.entries()?);
+        selection.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+
     let stage = progress.stage("rootfs");
     let options = rootfs::RootfsOptions::from_env(spec.rootfs.compression)?;
     let rootfs = rootfs::build_cached(cache, &selection.entries, &options)?;
@@ -282,10 +304,16 @@ pub fn postgres(
         "-D".to_string(),
         layout.data_dir.display().to_string(),
     ];
+    let mut objects = pg.image_objects.clone();
+    let mut env = server_env(recipe, &layout);
+    if let Some(fb) = &first_boot {
+        objects.push(fb.starter.clone());
+        env.push(fb.env());
+    }
     Ok(Payload {
-        objects: pg.image_objects.clone(),
+        objects,
         argv,
-        env: server_env(recipe, &layout),
+        env,
         rootfs: Some(rootfs),
         postgres: Some(PostgresFacts {
             version: pg.version.clone(),

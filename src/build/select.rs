@@ -15,8 +15,9 @@
 //!   `ALTER EXTENSION ... UPDATE` and `pg_available_extensions` read them;
 //! - `share/tsearch_data/` when text search is wanted: dictionaries and stop
 //!   words, read when a text search configuration is first used;
-//! - without a cluster made at build time: what initdb feeds the bootstrap
-//!   backend at first boot.
+//! - without a cluster made at build time: the file initdb's SQL reads at
+//!   first boot (its other inputs are in the first-boot plan, added by the
+//!   build).
 //!
 //! Not selected: programs and libraries (the server is linked into the
 //! image), headers, documentation, and initdb's inputs when initdb ran at
@@ -55,23 +56,12 @@ pub const SHARE_FILE_MODE: u32 = 0o644;
 /// in the guest (PID 1, say) stops the server from starting.
 const DATA_DIR_SKIP: &[&str] = &["postmaster.pid", "postmaster.opts"];
 
-/// Files initdb reads from the share directory, for a cluster made at first
-/// boot: (name, required). Which optional ones exist differs between major
-/// versions.
-const INITDB_INPUTS: &[(&str, bool)] = &[
-    ("postgres.bki", true),
-    ("postgresql.conf.sample", true),
-    ("pg_hba.conf.sample", true),
-    ("pg_ident.conf.sample", true),
-    ("system_constraints.sql", false),
-    ("system_functions.sql", false),
-    ("system_views.sql", false),
-    ("information_schema.sql", false),
-    ("sql_features.txt", false),
-    ("snowball_create.sql", false),
-    ("postgres.description", false),
-    ("postgres.shdescription", false),
-];
+/// Files a cluster made at first boot reads from the share directory:
+/// (name, required). The rest of initdb's inputs (postgres.bki, the system
+/// SQL scripts, the .sample files) went into the first-boot plan at build
+/// time (build::postgres::first_boot); initdb's SQL still copies the SQL
+/// features table from its file, by path.
+const INITDB_INPUTS: &[(&str, bool)] = &[("sql_features.txt", true)];
 
 /// The extension initdb always creates.
 const PLPGSQL: &str = "plpgsql";
@@ -188,8 +178,10 @@ pub enum Reason {
     },
     /// A file under `tsearch_data/`.
     TextSearch { file: String },
-    /// An input of initdb at first boot.
+    /// A file the cluster's first boot reads from the share directory.
     Initdb { file: String },
+    /// A file of the first-boot plan (build::postgres::first_boot).
+    FirstBoot { file: String },
     /// /etc/passwd or /etc/group: the server looks its own user up
     /// (getpwuid) and refuses to start without an entry.
     Identity { file: String },
@@ -252,6 +244,12 @@ impl fmt::Display for Reason {
             }
             Reason::TextSearch { file } => write!(f, "text search: tsearch_data/{file}"),
             Reason::Initdb { file } => write!(f, "initdb at first boot: {file}"),
+            Reason::FirstBoot { file } => {
+                write!(
+                    f,
+                    "first boot: {file} (initdb's steps, recorded at build time)"
+                )
+            }
             Reason::Identity { file } => {
                 write!(
                     f,

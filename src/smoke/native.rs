@@ -49,6 +49,13 @@ pub enum NativeError {
     #[error(transparent)]
     Credentials(#[from] super::server::CredentialsError),
     #[error(
+        "{}: the image makes its cluster at first boot (`cluster.preinit: false`), and the \
+         host-linked server cannot replay that\n  fix: compare with an image of the same \
+         recipe with `cluster.preinit: true`",
+        image.display()
+    )]
+    NoCluster { image: PathBuf },
+    #[error(
         "running as root, and /etc/passwd has no `nobody` to run postgres as\n  fix: add a `nobody` user, or run pgkraft as an ordinary user"
     )]
     NoNobody,
@@ -147,6 +154,11 @@ impl NativeServer {
         std::fs::copy(postgres, &server).map_err(io("cannot copy", postgres))?;
         std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755))
             .map_err(io("cannot chmod", &server))?;
+        if !root.path().join(data_rel()).is_dir() {
+            return Err(NativeError::NoCluster {
+                image: image.to_path_buf(),
+            });
+        }
         let who = run_as(root.path())
             .map_err(io("cannot stat", root.path()))?
             .ok_or(NativeError::NoNobody)?;

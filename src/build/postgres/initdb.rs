@@ -214,7 +214,7 @@ fn run_as(probe_dir: &Path) -> Result<RunAs, PgError> {
 }
 
 /// A command that runs `program args` as `who` with umask 077.
-fn as_user(who: RunAs, program: &Path, args: &[String]) -> Command {
+pub(super) fn as_user(who: RunAs, program: &Path, args: &[String]) -> Command {
     let mut cmd = who.command(Path::new("/bin/sh"));
     cmd.arg("-c")
         .arg("umask 077 && exec \"$0\" \"$@\"")
@@ -228,16 +228,16 @@ fn as_user(who: RunAs, program: &Path, args: &[String]) -> Command {
     cmd
 }
 
-fn chown_tree(path: &Path, who: RunAs) -> Result<(), PgError> {
+pub(super) fn chown_tree(path: &Path, who: RunAs) -> Result<(), PgError> {
     who.chown_tree(path)
         .map_err(|(p, e)| io_err("postgres initdb", "cannot chown", &p)(e))
 }
 
 /// A scratch directory the unprivileged user can reach, holding a copy of
 /// the installation under `pg/` and an empty directory `run/` it owns.
-struct Scratch {
+pub(super) struct Scratch {
     dir: tempfile::TempDir,
-    who: RunAs,
+    pub(super) who: RunAs,
 }
 
 /// Directories 0755, files 0755 if anyone may execute them else 0644;
@@ -272,7 +272,7 @@ fn open_modes(dir: &Path) -> Result<(), PgError> {
 }
 
 impl Scratch {
-    fn new(pg: &PgBuild) -> Result<Scratch, PgError> {
+    pub(super) fn new(pg: &PgBuild) -> Result<Scratch, PgError> {
         let dir = tempfile::Builder::new()
             .prefix("pgkraft-initdb-")
             .tempdir()
@@ -301,10 +301,22 @@ impl Scratch {
         chown_tree(&run, who)?;
         Ok(Scratch { dir, who })
     }
-    fn bin(&self, program: &str) -> PathBuf {
+    pub(super) fn bin(&self, program: &str) -> PathBuf {
         self.dir.path().join("pg/bin").join(program)
     }
-    fn run(&self) -> PathBuf {
+    /// The installation's share directory, as initdb finds it (from its
+    /// own executable, symlinks resolved).
+    pub(super) fn share(&self) -> PathBuf {
+        let pg = self.dir.path().join("pg");
+        pg.canonicalize().unwrap_or(pg).join("share")
+    }
+    /// The scratch directory itself, as named and with symlinks resolved.
+    pub(super) fn roots(&self) -> Vec<PathBuf> {
+        let root = self.dir.path().to_path_buf();
+        let canon = root.canonicalize().unwrap_or_else(|_| root.clone());
+        vec![root, canon]
+    }
+    pub(super) fn run(&self) -> PathBuf {
         self.dir.path().join("run")
     }
 }
@@ -322,28 +334,7 @@ pub fn initdb(
     // The key names the secret, not the password: keys are not secret, and
     // the secret is as expensive to guess from as the image is.
     let secret = superuser_secret(cluster)?;
-    // The cluster's identity (system identifier, nonce) derives from what
-    // describes the cluster, and not from the stage key: that covers cache
-    // paths (through the musl sysroot), which differ between machines
-    // building the same recipe.
-    let mut identity = KeyHasher::new();
-    identity
-        .str("what", "pgkraft cluster identity")
-        .str("version", &pg.version)
-        .str("encoding", &cluster.encoding)
-        .str("locale", &cluster.locale)
-        .str("wal-segsize", &cluster.wal_segsize_mib.to_string())
-        .str("superuser", &cluster.superuser)
-        .str("auth", cluster.auth.method())
-        .str("secret", secret.as_deref().unwrap_or(""))
-        .str("has-password", if secret.is_some() { "y" } else { "n" });
-    for (k, v) in &cluster.settings {
-        identity.str("setting", &format!("{k}={v}"));
-    }
-    for l in &cluster.hba {
-        identity.str("hba", l);
-    }
-    let identity = identity.finish();
+    let identity = cluster_identity(pg, cluster, secret.as_deref());
     let key = KeyHasher::new()
         .str("stage", CACHE_STAGE)
         .str("recipe", INITDB_RECIPE)
@@ -356,6 +347,36 @@ pub fn initdb(
         })
         .map_err(PgError::from_cache)?;
     Ok(dir.join("data"))
+}
+
+/// What describes a cluster: the PostgreSQL release and every initdb
+/// option, the password only through its secret. The cluster's identity
+/// (system identifier, nonce) derives from it, and not from the stage key:
+/// that covers cache paths (through the musl sysroot), which differ between
+/// machines building the same recipe.
+pub(super) fn cluster_identity(
+    pg: &PgBuild,
+    cluster: &ClusterSpec,
+    secret: Option<&str>,
+) -> crate::build::cache::StageKey {
+    let mut identity = KeyHasher::new();
+    identity
+        .str("what", "pgkraft cluster identity")
+        .str("version", &pg.version)
+        .str("encoding", &cluster.encoding)
+        .str("locale", &cluster.locale)
+        .str("wal-segsize", &cluster.wal_segsize_mib.to_string())
+        .str("superuser", &cluster.superuser)
+        .str("auth", cluster.auth.method())
+        .str("secret", secret.unwrap_or(""))
+        .str("has-password", if secret.is_some() { "y" } else { "n" });
+    for (k, v) in &cluster.settings {
+        identity.str("setting", &format!("{k}={v}"));
+    }
+    for l in &cluster.hba {
+        identity.str("hba", l);
+    }
+    identity.finish()
 }
 
 /// A value derived from the cluster's identity.
@@ -374,7 +395,7 @@ fn conf_quote(v: &str) -> String {
 }
 
 /// The superuser's SCRAM secret, if there is a password.
-fn superuser_secret(cluster: &ClusterSpec) -> Result<Option<String>, PgError> {
+pub(super) fn superuser_secret(cluster: &ClusterSpec) -> Result<Option<String>, PgError> {
     let Some(password) = &cluster.password else {
         return Ok(None);
     };
@@ -395,28 +416,7 @@ fn run_initdb(
     let stage = "postgres initdb";
     let scratch = Scratch::new(pg)?;
     let data = scratch.run().join("data");
-    let mut args = vec![
-        format!("--pgdata={}", data.display()),
-        format!("--username={}", cluster.superuser),
-        format!("--encoding={}", cluster.encoding),
-        format!("--locale={}", cluster.locale),
-        format!("--wal-segsize={}", cluster.wal_segsize_mib),
-        format!("--auth-local={}", cluster.auth.method()),
-        format!("--auth-host={}", cluster.auth.method()),
-        // The cache syncs the finished entry; syncing twice only costs time.
-        "--no-sync".to_string(),
-        "--no-instructions".to_string(),
-    ];
-    if let Some(secret) = secret {
-        let pwfile = scratch.run().join("pwfile");
-        fs::write(&pwfile, format!("{secret}\n")).map_err(io_err(
-            stage,
-            "cannot write",
-            &pwfile,
-        ))?;
-        chown_tree(&pwfile, scratch.who)?;
-        args.push(format!("--pwfile={}", pwfile.display()));
-    }
+    let args = initdb_args(&scratch, &data, cluster, secret)?;
     note(log, &format!("initdb {}", args.join(" ")));
     let mut cmd = as_user(scratch.who, &scratch.bin("initdb"), &args);
     exec::run(&mut cmd, stage, log).map_err(|f| {
@@ -442,6 +442,40 @@ fn run_initdb(
     Ok(())
 }
 
+/// initdb's arguments for `cluster` in `data`; the secret, if any, goes
+/// into a password file in the scratch directory.
+pub(super) fn initdb_args(
+    scratch: &Scratch,
+    data: &Path,
+    cluster: &ClusterSpec,
+    secret: Option<&str>,
+) -> Result<Vec<String>, PgError> {
+    let stage = "postgres initdb";
+    let mut args = vec![
+        format!("--pgdata={}", data.display()),
+        format!("--username={}", cluster.superuser),
+        format!("--encoding={}", cluster.encoding),
+        format!("--locale={}", cluster.locale),
+        format!("--wal-segsize={}", cluster.wal_segsize_mib),
+        format!("--auth-local={}", cluster.auth.method()),
+        format!("--auth-host={}", cluster.auth.method()),
+        // The cache syncs the finished entry; syncing twice only costs time.
+        "--no-sync".to_string(),
+        "--no-instructions".to_string(),
+    ];
+    if let Some(secret) = secret {
+        let pwfile = scratch.run().join("pwfile");
+        fs::write(&pwfile, format!("{secret}\n")).map_err(io_err(
+            stage,
+            "cannot write",
+            &pwfile,
+        ))?;
+        chown_tree(&pwfile, scratch.who)?;
+        args.push(format!("--pwfile={}", pwfile.display()));
+    }
+    Ok(args)
+}
+
 fn append(path: &Path, text: &str) -> Result<(), PgError> {
     let mut f = fs::OpenOptions::new()
         .append(true)
@@ -451,7 +485,8 @@ fn append(path: &Path, text: &str) -> Result<(), PgError> {
         .map_err(io_err("postgres initdb", "cannot write", path))
 }
 
-fn configure(data: &Path, cluster: &ClusterSpec) -> Result<(), PgError> {
+/// The recipe's settings and pg_hba lines, after initdb's own.
+pub(super) fn configure(data: &Path, cluster: &ClusterSpec) -> Result<(), PgError> {
     if !cluster.settings.is_empty() {
         let mut text = String::from("\n# Added by pgkraft from the recipe.\n");
         for (k, v) in &cluster.settings {

@@ -19,6 +19,7 @@
 pub mod compile;
 mod control;
 pub mod extensions;
+pub mod first_boot;
 pub mod initdb;
 pub mod link;
 pub mod modules;
@@ -155,6 +156,9 @@ pub enum PgError {
 
     #[error("postgres: {0}")]
     Cache(#[from] CacheError),
+
+    #[error(transparent)]
+    FirstBoot(Box<first_boot::FirstBootError>),
 }
 
 impl PgError {
