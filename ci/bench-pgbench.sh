@@ -9,15 +9,16 @@
 # the guest's own (MemFree of its /proc/meminfo, and who holds it), the
 # runner's host RSS, and natively the server processes' PSS. Benchmarks,
 # not tests: nothing here asserts a figure. ROUNDS=0 measures the memory
-# alone, IDLE=0 skips it. KINDS picks the run kinds. VOLUME=DIR (a
-# directory holding the image's cluster, e.g. a copy of it) serves the
-# image's data directory from a fresh copy of DIR with `serve --volume`
-# each round, next to the native side's copy (both under mktemp -d's
-# directory, so on one file system).
+# alone, IDLE=0 skips it. KINDS picks the run kinds. VOLUME=fresh serves
+# the image's data directory from a new volume each round (`serve
+# --volume`, which initializes it from the image's cluster); VOLUME=DIR
+# (a directory holding the image's cluster) from a fresh copy of DIR.
+# Either lies under mktemp -d's directory, on the file system of the
+# native side's copy when TMPDIR is the same for both.
 #
 #   bash ci/bench-pgbench.sh IMAGE            (PGPASSWORD: the image's password)
 #   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 IDLE=16 bash ci/bench-pgbench.sh out/postgres-17.img
-#   VOLUME=cluster KINDS=tpcb CLIENTS="1 4" IDLE=0 bash ci/bench-pgbench.sh out/postgres-17.img
+#   VOLUME=fresh KINDS=tpcb CLIENTS="1 4" IDLE=0 bash ci/bench-pgbench.sh out/postgres-17.img
 set -euo pipefail
 
 IMAGE=${1:?usage: bench-pgbench.sh IMAGE, with PGPASSWORD set to the superuser password of the image}
@@ -44,8 +45,10 @@ start() {
   [ "$side" = native ] && extra=(--native)
   if [ "$side" = image ] && [ -n "$VOLUME" ]; then
     rm -rf "$work/volume"
-    cp -a "$VOLUME" "$work/volume"
-    chmod 700 "$work/volume"
+    if [ "$VOLUME" != fresh ]; then
+      cp -a "$VOLUME" "$work/volume"
+      chmod 700 "$work/volume"
+    fi
     extra=(--volume "$work/volume")
   fi
   "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \

@@ -54,6 +54,17 @@ pub fn alloc_top(len: u64) -> Result<u64, Errno> {
     Ok(at)
 }
 
+/// [`alloc_top`] for a program's memory (mmap, a process's slot): when
+/// RAM is short, the volume's page cache gives way first. Not for the
+/// libOS heap, which may be called with the volume's lock held.
+pub fn alloc_top_or_reclaim(len: u64) -> Result<u64, Errno> {
+    match alloc_top(len) {
+        // All of it: scattered blocks rarely make one long free range.
+        Err(Errno::ENOMEM) if crate::fs::p9::shrink_cache(usize::MAX) > 0 => alloc_top(len),
+        r => r,
+    }
+}
+
 /// Take exactly `[at, at+len)`, which must be free (MAP_FIXED after unmap, brk).
 pub fn alloc_fixed(at: u64, len: u64) -> Result<(), Errno> {
     let dirty = RAM.lock().alloc_fixed(at, len)?;

@@ -165,7 +165,7 @@ fn map_segments(
     };
     for seg in &p.segments {
         let first = if seg.writable {
-            let pa = mem::alloc_top(seg.pages * PAGE)?;
+            let pa = mem::alloc_top_or_reclaim(seg.pages * PAGE)?;
             private.push((pa, seg.pages));
             pa
         } else {

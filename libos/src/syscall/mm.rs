@@ -56,7 +56,7 @@ fn place(addr: u64, len: u64, flags: u64) -> Result {
         crate::proc::own(addr, len);
         return Ok(addr as i64);
     }
-    let at = mem::alloc_top(len)?;
+    let at = mem::alloc_top_or_reclaim(len)?;
     crate::proc::own(at, len);
     Ok(at as i64)
 }
@@ -209,7 +209,7 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) 
     if flags & MREMAP_MAYMOVE == 0 {
         return Err(Errno::ENOMEM);
     }
-    let new = mem::alloc_top(new_len)?;
+    let new = mem::alloc_top_or_reclaim(new_len)?;
     crate::proc::own(new, new_len);
     uaccess::copy_within(old, new, old_len)?;
     release(old, old_len)?;

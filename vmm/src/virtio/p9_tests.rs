@@ -358,3 +358,63 @@ fn bench_8k_write_fsync() {
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
+
+/// A Tfsync is answered when its sync is done, after requests made later:
+/// the device goes on meanwhile, and the answers name their chains.
+#[test]
+fn an_fsync_is_answered_after_a_later_request() {
+    let t = tempfile::tempdir().unwrap();
+    let mut d = driver(t.path());
+    session(&mut d);
+    create(&mut d, b"f");
+    let mut put = |d: &mut Driver, tag: u16, m: &Msg<'_>, at: u64| {
+        let mut buf = vec![0u8; 256];
+        let n = wire::encode(tag, m, &mut buf).unwrap();
+        d.put(at, &buf[..n]);
+        n as u32
+    };
+    let n = put(
+        &mut d,
+        5,
+        &Msg::Tfsync {
+            fid: 1,
+            datasync: 0,
+        },
+        REQ,
+    );
+    d.desc(0, 0, REQ, n, F_NEXT, 1);
+    d.desc(0, 1, RESP, 256, F_WRITE, 0);
+    let getattr = Msg::Tgetattr {
+        fid: 1,
+        request_mask: pgkraft_abi::p9::getattr::BASIC,
+    };
+    let n = put(&mut d, 6, &getattr, REQ + 0x1000);
+    d.desc(0, 2, REQ + 0x1000, n, F_NEXT, 3);
+    d.desc(0, 3, RESP + 0x1000, 512, F_WRITE, 0);
+    let before = d.used_idx(0);
+    d.make_available(0, 0);
+    d.make_available(0, 2);
+    d.notify(0);
+    // Finished syncs are answered at the start of a pass, before this
+    // pass hands its Tfsync to a thread: only the getattr is answered.
+    assert_eq!(d.used_idx(0), before.wrapping_add(1));
+    let (head, len) = d.used(0, before);
+    assert_eq!(head, 2, "the later request first");
+    let a = d.bytes(RESP + 0x1000, len as usize);
+    assert!(matches!(
+        wire::decode(&a).unwrap(),
+        (6, Msg::Rgetattr { .. })
+    ));
+    let t0 = Instant::now();
+    while d.used_idx(0) == before.wrapping_add(1) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no fsync answer");
+        let mem = d.mem.clone();
+        if !Poll::poll(&mut d.t, &mem) {
+            std::thread::yield_now();
+        }
+    }
+    let (head, len) = d.used(0, before.wrapping_add(1));
+    assert_eq!(head, 0);
+    let a = d.bytes(RESP, len as usize);
+    assert_eq!(wire::decode(&a).unwrap(), (5, Msg::Rfsync));
+}

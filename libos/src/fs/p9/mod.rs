@@ -19,6 +19,7 @@
 //! pages correct too; the page cache with eviction is the next step.
 
 mod attr;
+mod cache;
 mod client;
 mod device;
 mod dirent;
@@ -86,6 +87,10 @@ impl Drop for Remote {
 
 struct Volume {
     client: Client,
+    /// Pages of its files (write-through, `cache.rs`).
+    cache: cache::PageCache,
+    /// Where a read that missed the cache lands first.
+    scratch: Vec<u8>,
     /// Host inode -> the one Inode for it, while something holds it.
     inodes: BTreeMap<u64, Weak<Inode>>,
     /// (directory, name) -> Inode: lookups that need no walk.
@@ -114,6 +119,7 @@ fn with<T>(f: impl FnOnce(&mut Volume) -> Result<T, P9Error>) -> Result<T, Errno
             && v.inodes.get(&q).is_some_and(|w| w.strong_count() == 0)
         {
             v.inodes.remove(&q);
+            v.cache.forget(q);
         }
     }
     f(v).map_err(P9Error::errno)
@@ -161,6 +167,8 @@ pub fn mount(root: &Arc<Inode>) {
     inodes.insert(qid.path, Arc::downgrade(&dir));
     *VOLUME.lock() = Some(Volume {
         client,
+        cache: cache::PageCache::new(),
+        scratch: Vec::new(),
         inodes,
         names: names::Names::new(),
     });
@@ -268,12 +276,18 @@ pub fn create(
             perm & 0o7777,
             crate::syscall::ids::GID as u32,
         );
-        if let Err(e) = made {
-            v.client.clunk(ofid);
-            return Err(e);
-        }
+        let made = match made {
+            Ok(q) => q,
+            Err(e) => {
+                v.client.clunk(ofid);
+                return Err(e);
+            }
+        };
         let fresh = match open {
-            Some(_) => Some(Handle { fid: ofid }),
+            Some(_) => Some(Handle {
+                fid: ofid,
+                file: made.path,
+            }),
             None => {
                 v.client.clunk(ofid);
                 None
@@ -387,7 +401,8 @@ pub fn attr(inode: &Inode) -> Result<Attr, Errno> {
 }
 
 pub fn truncate(inode: &Inode, len: u64) -> Result<(), Errno> {
-    truncate_fid(remote_of(inode)?.0, len)?;
+    let (fid, _, file) = remote_of(inode)?;
+    truncate_fid(fid, file, len)?;
     set_size(inode, |_| Some(len));
     Ok(())
 }
@@ -450,6 +465,8 @@ pub fn statfs(inode: &Inode) -> Result<p9::StatFs, Errno> {
 /// when the description goes.
 pub struct Handle {
     fid: u32,
+    /// The host inode (qid path): the page cache's key.
+    file: u64,
 }
 
 impl Drop for Handle {
@@ -467,30 +484,37 @@ impl Handle {
         {
             return Ok(h);
         }
-        let (ifid, _, _) = remote_of(inode)?;
+        let (ifid, _, file) = remote_of(inode)?;
         with(|v| {
             let (fid, _) = walk_new(v, ifid, None)?;
             if let Err(e) = v.client.lopen(fid, flags::lopen_flags(flags)) {
                 v.client.clunk(fid);
                 return Err(e);
             }
-            Ok(Handle { fid })
+            Ok(Handle { fid, file })
         })
     }
 
-    /// pread: as many round trips as the buffer needs; a short answer is
-    /// the end of the file (the host's pread of a regular file is short
-    /// only there), so a read at the end costs one round trip, not two.
+    /// pread: from the page cache what it has, the rest from the host in
+    /// whole pages (as many round trips as that needs), which the cache
+    /// keeps; a short answer is the end of the file (the host's pread of
+    /// a regular file is short only there).
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         with(|v| {
             let mut done = 0;
             while done < buf.len() {
-                let asked = (buf.len() - done).min(v.client.io_max());
-                let n = v
-                    .client
-                    .read(self.fid, off + done as u64, &mut buf[done..])?;
-                done += n;
-                if n < asked {
+                let pos = off + done as u64;
+                let n = v.cache.read(self.file, pos, &mut buf[done..]);
+                if n > 0 {
+                    done += n;
+                    continue;
+                }
+                let (n, end) = fill_from_host(v, self.fid, self.file, pos, buf.len() - done)?;
+                let from = (pos - page_start(pos)) as usize;
+                let take = n.saturating_sub(from).min(buf.len() - done);
+                buf[done..done + take].copy_from_slice(&v.scratch[from..from + take]);
+                done += take;
+                if end {
                     break;
                 }
             }
@@ -516,6 +540,8 @@ impl Handle {
             while done < data.len() {
                 let asked = (data.len() - done).min(v.client.io_max());
                 let n = v.client.write(self.fid, at + done as u64, &data[done..])?;
+                v.cache
+                    .write(self.file, at + done as u64, &data[done..done + n]);
                 done += n;
                 if n < asked {
                     // A full disk or a file size limit: report what went.
@@ -537,7 +563,7 @@ impl Handle {
     }
 
     pub fn truncate(&self, inode: &Inode, len: u64) -> Result<(), Errno> {
-        truncate_fid(self.fid, len)?;
+        truncate_fid(self.fid, self.file, len)?;
         set_size(inode, |_| Some(len));
         Ok(())
     }
@@ -568,14 +594,67 @@ impl Handle {
     }
 }
 
+fn page_start(pos: u64) -> u64 {
+    pos & !(cache::BLOCK as u64 - 1)
+}
+
+/// Reads whole pages of `file` through `fid` from the page holding `pos`,
+/// enough for `want` bytes from `pos` (at most one request's worth), into
+/// `v.scratch`, and keeps them in the cache. Returns the bytes read and
+/// whether that was the file's end.
+fn fill_from_host(
+    v: &mut Volume,
+    fid: u32,
+    file: u64,
+    pos: u64,
+    want: usize,
+) -> Result<(usize, bool), P9Error> {
+    let start = page_start(pos);
+    let span = (pos - start) as usize + want;
+    let io = v.client.io_max() / cache::BLOCK * cache::BLOCK;
+    let len = span
+        .div_ceil(cache::BLOCK)
+        .saturating_mul(cache::BLOCK)
+        .min(io.max(cache::BLOCK));
+    if v.scratch.len() < len {
+        v.scratch.resize(len, 0);
+    }
+    let n = v.client.read(fid, start, &mut v.scratch[..len])?;
+    let limit = cache_limit(v.cache.bytes());
+    v.cache.insert(file, start, &v.scratch[..n], limit);
+    Ok((n, n < len))
+}
+
+/// How many bytes the page cache may hold: what it holds plus the free
+/// RAM above a reserve left for the programs (a quarter of RAM, at least
+/// 32 MiB): the cache gives way as they allocate.
+fn cache_limit(held: usize) -> usize {
+    let total = crate::mem::total_bytes() as usize;
+    let reserve = (total / 4).max(32 << 20);
+    held + (crate::mem::free_bytes() as usize).saturating_sub(reserve)
+}
+
+/// Under memory pressure: the page cache gives back at least `bytes`
+/// (what it can). Nothing if the volume is busy at this moment.
+pub fn shrink_cache(bytes: usize) -> usize {
+    match VOLUME.try_lock() {
+        Some(mut g) => g.as_mut().map_or(0, |v| v.cache.shrink(bytes)),
+        None => 0,
+    }
+}
+
 /// Tsetattr of the size (truncate, ftruncate, O_TRUNC).
-fn truncate_fid(fid: u32, len: u64) -> Result<(), Errno> {
+fn truncate_fid(fid: u32, file: u64, len: u64) -> Result<(), Errno> {
     let s = p9::SetAttr {
         valid: p9::setattr::SIZE,
         size: len,
         ..p9::SetAttr::default()
     };
-    with(|v| v.client.setattr(fid, s))
+    with(|v| {
+        v.client.setattr(fid, s)?;
+        v.cache.truncate(file, len);
+        Ok(())
+    })
 }
 
 #[cfg(test)]
