@@ -367,7 +367,7 @@ fn an_fsync_is_answered_after_a_later_request() {
     let mut d = driver(t.path());
     session(&mut d);
     create(&mut d, b"f");
-    let mut put = |d: &mut Driver, tag: u16, m: &Msg<'_>, at: u64| {
+    let put = |d: &mut Driver, tag: u16, m: &Msg<'_>, at: u64| {
         let mut buf = vec![0u8; 256];
         let n = wire::encode(tag, m, &mut buf).unwrap();
         d.put(at, &buf[..n]);
