@@ -99,6 +99,12 @@ pub mod hc {
     /// n, 1..=31; `pgkraft serve` asks PostgreSQL to shut down this way).
     pub const WAIT: u32 = 5;
     pub const WAIT_SIGNALS_SHIFT: u32 = 32;
+    /// args[0] = gpa, args[1] = length (both page multiples): guest RAM the
+    /// guest no longer uses. The runner gives the host pages back
+    /// (MADV_DONTNEED), after which the range reads as zeroes. ret = 0, or
+    /// -EOPNOTSUPP where the range would not read as zeroes afterwards (a
+    /// resumed VM's memory is its snapshot's); the guest then stops asking.
+    pub const DISCARD: u32 = 6;
 }
 
 /// Where the libOS image keeps the addresses of its two system-call entry

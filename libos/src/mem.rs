@@ -105,6 +105,55 @@ pub fn total_bytes() -> u64 {
     RAM.lock().total_bytes()
 }
 
+/// Guest RAM given back to the host in pieces of this size and alignment
+/// (a transparent huge page of the host's).
+const GIVE_BACK_CHUNK: u64 = 2 << 20;
+/// Given back only when at least this much could go at once, and at most
+/// once per [`GIVE_BACK_EVERY_NS`]: memory freed and soon used again
+/// (a backend's sort) is not worth the host's faults of bringing it back
+/// (~25 µs per 4 KiB page first touched on PVM).
+const GIVE_BACK_MIN: u64 = 16 << 20;
+const GIVE_BACK_EVERY_NS: u64 = 1_000_000_000;
+static GIVE_BACK_LAST: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static GIVE_BACK_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The VM has nothing to run: free RAM that was used (dirty) goes back
+/// to the host (`hc::DISCARD`), so a long-running server's host memory
+/// follows what it uses, not its high-water mark. Given-back pages read
+/// as zeroes, so they are free and clean again: handed out later without
+/// being zeroed. Our runner only; off for good once it says it cannot
+/// (a resumed VM).
+pub fn give_back_when_idle() {
+    use core::sync::atomic::Ordering::Relaxed;
+    if GIVE_BACK_OFF.load(Relaxed) || crate::platform::host() != crate::platform::Host::Runner {
+        return;
+    }
+    let now = crate::time::monotonic_ns();
+    if now.saturating_sub(GIVE_BACK_LAST.load(Relaxed)) < GIVE_BACK_EVERY_NS {
+        return;
+    }
+    GIVE_BACK_LAST.store(now, Relaxed);
+    let mut chunks = [(0u64, 0u64); 64];
+    let n = RAM.lock().dirty_chunks(GIVE_BACK_CHUNK, &mut chunks);
+    if chunks[..n].iter().map(|c| c.1).sum::<u64>() < GIVE_BACK_MIN {
+        return;
+    }
+    // Nothing allocates between the listing and the marking: one vCPU,
+    // no process switch in here, and the hypercall allocates nothing.
+    for &(at, len) in &chunks[..n] {
+        match crate::platform::discard(at, len) {
+            Ok(()) => {
+                let _ = RAM.lock().mark_clean(at, len);
+            }
+            Err(Errno::EOPNOTSUPP) => {
+                GIVE_BACK_OFF.store(true, Relaxed);
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// The whole pages the program break holds, as [start, end).
 pub fn brk_range() -> (u64, u64) {
     RAM.lock().brk_range()
@@ -237,6 +286,59 @@ impl Ram {
         (want, zero)
     }
 
+    /// The `chunk`-aligned parts, at least `chunk` long, of free ranges
+    /// that were used before, into `out`; how many.
+    fn dirty_chunks(&self, chunk: u64, out: &mut [(u64, u64)]) -> usize {
+        let mut n = 0;
+        for r in self.free[..self.nfree].iter().filter(|r| r.dirty) {
+            let a = r.start.next_multiple_of(chunk);
+            let b = (r.start + r.len) / chunk * chunk;
+            if b > a && n < out.len() {
+                out[n] = (a, b - a);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// `[at, at+len)`, inside one dirty free range, reads as zeroes now.
+    fn mark_clean(&mut self, at: u64, len: u64) -> Result<(), Errno> {
+        let i = (0..self.nfree)
+            .find(|&i| {
+                let r = self.free[i];
+                r.dirty && r.start <= at && at + len <= r.start + r.len
+            })
+            .ok_or(Errno::EINVAL)?;
+        let r = self.free[i];
+        let pieces = [
+            Range {
+                start: r.start,
+                len: at - r.start,
+                dirty: true,
+            },
+            Range {
+                start: at,
+                len,
+                dirty: false,
+            },
+            Range {
+                start: at + len,
+                len: r.start + r.len - (at + len),
+                dirty: true,
+            },
+        ];
+        let kept = pieces.iter().filter(|p| p.len > 0).count();
+        if self.nfree - 1 + kept > MAX_RANGES {
+            return Err(Errno::ENOMEM);
+        }
+        self.free.copy_within(i + 1..self.nfree, i + kept);
+        for (k, p) in pieces.iter().filter(|p| p.len > 0).enumerate() {
+            self.free[i + k] = *p;
+        }
+        self.nfree = self.nfree - 1 + kept;
+        Ok(())
+    }
+
     fn free_bytes(&self) -> u64 {
         (0..self.nfree).map(|i| self.free[i].len).sum()
     }
@@ -322,6 +424,32 @@ impl Ram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_back_chunks_become_clean_and_their_edges_stay_dirty() {
+        let mut r = ram();
+        let mb2 = 2 << 20;
+        // Use and free 8 MiB in the middle: dirty.
+        let (at, _) = r.alloc_top(8 << 20).unwrap();
+        r.free(at, 8 << 20).unwrap();
+        let mut out = [(0, 0); 4];
+        let n = r.dirty_chunks(mb2, &mut out);
+        assert_eq!(n, 1);
+        let (a, len) = out[0];
+        assert!(a % mb2 == 0 && len % mb2 == 0 && a >= at && a + len <= at + (8 << 20));
+        assert!(len >= 6 << 20);
+        r.mark_clean(a, len).unwrap();
+        assert_eq!(r.dirty_chunks(mb2, &mut out), 0, "nothing left to give");
+        // Taken again, the clean part needs no zeroing, a dirty edge does.
+        let (top, dirty) = r.alloc_top(4096).unwrap();
+        assert_eq!(
+            dirty,
+            top >= a + len,
+            "the top edge is dirty unless aligned"
+        );
+        assert_eq!(r.mark_clean(a, len), Err(Errno::EINVAL), "clean already");
+        assert_eq!(r.free_bytes() + 4096, RAM_END - page_up(IMAGE_END));
+    }
 
     const IMAGE_END: u64 = 0x20_0800;
     const RAM_END: u64 = 0x100_0000; // 16 MiB

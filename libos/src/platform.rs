@@ -224,6 +224,20 @@ pub fn wait_devices(ns: u64) {
     }
 }
 
+/// Gives guest RAM `[at, at+len)` (free, page multiples) back to the
+/// host (`hc::DISCARD`): it reads as zeroes afterwards. Our runner only.
+pub fn discard(at: u64, len: u64) -> Result<(), crate::syscall::Errno> {
+    if host() != Host::Runner {
+        return Err(crate::syscall::Errno::EOPNOTSUPP);
+    }
+    let r = call(hc::DISCARD, [at, len, 0, 0]);
+    if r < 0 {
+        Err(crate::syscall::Errno(-r))
+    } else {
+        Ok(())
+    }
+}
+
 /// How long a PVH guest spins before polling its devices again.
 const DEVICE_SPIN_NS: u64 = 50_000;
 

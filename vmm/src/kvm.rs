@@ -279,6 +279,28 @@ pub(crate) fn populate(mem: &GuestMemoryMmap, gpa: u64, len: u64, write: bool) -
     Ok(())
 }
 
+/// Gives the host pages behind guest RAM `[gpa, gpa + len)` back: they
+/// read as zeroes at the next touch. Only for anonymous RAM (a file
+/// mapping would read its file's bytes again): Unsupported otherwise.
+pub(crate) fn discard(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> io::Result<()> {
+    let (region, _) = mem
+        .to_region_addr(GuestAddress(gpa))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "outside guest RAM"))?;
+    if region.file_offset().is_some() {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    let host = host_range(mem, gpa, len)?;
+    // SAFETY: the range lies inside one live anonymous private mapping
+    // owned by `mem` (checked above); MADV_DONTNEED replaces its pages by
+    // zero-fill-on-demand ones. Guest RAM is only ever reached through
+    // vm-memory's volatile accessors and the guest itself, never through
+    // Rust references, so no reference sees the bytes change.
+    if unsafe { libc::madvise(host.cast(), len as usize, libc::MADV_DONTNEED) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What guest RAM costs the host when asked: see [`super::MemoryUse`].
 pub(crate) fn memory_use(mem: &GuestMemoryMmap) -> super::MemoryUse {
     const PAGE: usize = 4096;

@@ -67,7 +67,10 @@ unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if whole_pages(layout) {
             let len = crate::mem::page_up(layout.size() as u64);
-            return crate::mem::alloc_top(len).map_or(core::ptr::null_mut(), |at| {
+            // No heap lock is held here: the volume's page cache may give
+            // way (it does nothing while the volume is busy, as it is
+            // when the cache itself allocates).
+            return crate::mem::alloc_top_or_reclaim(len).map_or(core::ptr::null_mut(), |at| {
                 HELD.fetch_add(len, Ordering::Relaxed);
                 at as *mut u8
             });

@@ -291,11 +291,15 @@ impl<const SIZE: usize> Calls<SIZE> {
         })
     }
 
-    /// A free slot whose buffers hold at least `bytes`, the smallest such
-    /// (the large ones stay for the requests that need them).
-    pub fn claim(&mut self, bytes: usize) -> Option<usize> {
+    /// A free slot whose buffers hold at least `bytes` and at most
+    /// `at_most`, the smallest such (the large ones stay for the requests
+    /// that need them).
+    pub fn claim(&mut self, bytes: usize, at_most: usize) -> Option<usize> {
         let i = (0..self.slots.len())
-            .filter(|&i| self.slots[i].state == CallState::Free && self.slots[i].cap >= bytes)
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.state == CallState::Free && s.cap >= bytes && s.cap <= at_most
+            })
             .min_by_key(|&i| self.slots[i].cap)?;
         self.slots[i].state = CallState::Claimed;
         Some(i)

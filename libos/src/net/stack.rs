@@ -701,6 +701,7 @@ pub fn poll() {
 /// Nothing can progress now: wait until `until` (monotonic ns), the stack's
 /// next timer, or (with a device) the device may have work.
 pub fn idle_until(until: u64) {
+    crate::mem::give_back_when_idle();
     let now = crate::time::monotonic_ns();
     let (delay, device) = if active() {
         with(|s| (s.poll_delay_ns(), s.has_device()))

@@ -113,7 +113,7 @@ pub fn shmget(key: u64, size: u64, flags: u64) -> Result {
         return Err(Errno::EINVAL);
     }
     // Fresh pages read as zero, as a new segment must.
-    let addr = mem::alloc_top(mem::page_up(size))?;
+    let addr = mem::alloc_top_or_reclaim(mem::page_up(size))?;
     let id = t.next_id;
     t.next_id += 1;
     t.segs.push(Segment {

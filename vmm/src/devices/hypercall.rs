@@ -73,6 +73,10 @@ pub(crate) struct Hypercall {
     /// Set when stopped there.
     pub pending: Option<PendingRead>,
     pub watch: Watch,
+    /// Whether `hc::DISCARD` leaves zeroes: true for a cold-booted VM's
+    /// anonymous RAM, false for a resumed one (its pages are its
+    /// snapshot's, filled again from it at the next touch).
+    pub discard: bool,
 }
 
 impl Hypercall {
@@ -82,6 +86,7 @@ impl Hypercall {
             stop_when_idle: false,
             pending: None,
             watch: Watch::default(),
+            discard: true,
         }
     }
 
@@ -141,6 +146,7 @@ impl Hypercall {
                 self.sleep(Duration::from_nanos(arg(0)));
                 0
             }
+            hc::DISCARD => self.discard(ctx, arg(0), arg(1)),
             hc::WAIT => {
                 return Action::Wait {
                     timeout: (arg(0) != u64::MAX).then(|| Duration::from_nanos(arg(0))),
@@ -153,6 +159,22 @@ impl Hypercall {
             .mem
             .write_slice(&ret.to_le_bytes(), GuestAddress(gpa + HC_RET_OFFSET));
         Action::Continue
+    }
+
+    /// `hc::DISCARD`: the host's pages behind guest RAM the guest gave up.
+    fn discard(&mut self, ctx: &mut Ctx, gpa: u64, len: u64) -> i64 {
+        const PAGE: u64 = 4096;
+        if !self.discard {
+            return -i64::from(libc::EOPNOTSUPP);
+        }
+        if !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) || !in_ram(ctx.mem, gpa, len) {
+            return -i64::from(libc::EINVAL);
+        }
+        match crate::kvm::discard(ctx.mem, gpa, len) {
+            Ok(()) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => -i64::from(libc::EOPNOTSUPP),
+            Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EINVAL)),
+        }
     }
 
     /// At the ready point: remember the read instead of answering it.

@@ -150,6 +150,7 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
     let mut hypercall = Hypercall::new(stop.clone());
     hypercall.watch.track = true;
     hypercall.watch.resumed = true;
+    hypercall.discard = false;
     hypercall.watch.on_answer = learner.as_ref().map(Learner::at_answer);
     let devices = Devices::new(uart, hypercall, console, Timeline::new(t0), &stop_evt)
         .map_err(|source| VmmError::Thread { source })?;

@@ -260,12 +260,19 @@ impl VirtioDevice for VirtioP9 {
         self.active = false;
         self.session += 1;
         self.server.reset();
+        // Syncs of the old session answer nobody (and their event must
+        // not keep a worker waking).
+        drop(self.syncer.take());
     }
 
     fn poll(&mut self, ctx: &mut VirtioCtx, active: bool) -> Result<bool, DeviceError> {
         if active && self.active {
             self.serve(ctx)
         } else {
+            // Nobody to answer (a broken or reset device): syncs that
+            // finish are dropped, so their event does not keep the worker
+            // waking.
+            drop(self.syncer.take());
             Ok(false)
         }
     }

@@ -198,9 +198,17 @@ impl Device {
     fn start<E: From<DeviceError>>(
         &mut self,
         bytes: usize,
+        wait: Wait,
         fill: impl FnOnce(u16, &mut [u8]) -> Result<usize, E>,
     ) -> Option<Result<usize, E>> {
-        let slot = self.calls.claim(bytes)?;
+        // A request that lets others run holds its slot for as long as the
+        // host takes (an fsync: milliseconds): never the large one, which
+        // the requests made under the volume's lock count on.
+        let at_most = match wait {
+            Wait::Poll => usize::MAX,
+            Wait::LetOthersRun => SMALL,
+        };
+        let slot = self.calls.claim(bytes, at_most)?;
         let len = match fill(tag(slot), self.calls.request(slot)) {
             Ok(len) => len,
             Err(e) => {
@@ -261,7 +269,7 @@ pub fn call<T, E: From<DeviceError>>(
         let started = {
             let mut d = DEVICE.lock();
             let d = d.as_mut().ok_or(DeviceError::Missing)?;
-            d.start(bytes, |tag, buf| fill(tag, buf))
+            d.start(bytes, wait, |tag, buf| fill(tag, buf))
         };
         match started {
             Some(r) => break r?,

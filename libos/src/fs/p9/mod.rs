@@ -115,8 +115,11 @@ fn with<T>(f: impl FnOnce(&mut Volume) -> Result<T, P9Error>) -> Result<T, Errno
     let released = core::mem::take(&mut *RELEASED.lock());
     for (fid, qid_path) in released {
         v.client.clunk(fid);
+        // The last reference to a host file went (unlinked or replaced
+        // ones left `inodes` already): its cached blocks go too, before
+        // the host can give its inode number to another file.
         if let Some(q) = qid_path
-            && v.inodes.get(&q).is_some_and(|w| w.strong_count() == 0)
+            && v.inodes.get(&q).is_none_or(|w| w.strong_count() == 0)
         {
             v.inodes.remove(&q);
             v.cache.forget(q);
@@ -283,6 +286,9 @@ pub fn create(
                 return Err(e);
             }
         };
+        // A new file has no bytes: blocks kept under its inode number
+        // were an earlier file's that the host numbered the same.
+        v.cache.forget(made.path);
         let fresh = match open {
             Some(_) => Some(Handle {
                 fid: ofid,
@@ -612,10 +618,21 @@ fn fill_from_host(
     let start = page_start(pos);
     let span = (pos - start) as usize + want;
     let io = v.client.io_max() / cache::BLOCK * cache::BLOCK;
+    if io == 0 {
+        // A server whose messages hold less than a block: no caching (a
+        // short answer would not mean the file's end).
+        let from = (pos - start) as usize;
+        let len = want.min(v.client.io_max());
+        if v.scratch.len() < from + len {
+            v.scratch.resize(from + len, 0);
+        }
+        let n = v.client.read(fid, pos, &mut v.scratch[from..from + len])?;
+        return Ok((from + n, n < len));
+    }
     let len = span
         .div_ceil(cache::BLOCK)
         .saturating_mul(cache::BLOCK)
-        .min(io.max(cache::BLOCK));
+        .min(io);
     if v.scratch.len() < len {
         v.scratch.resize(len, 0);
     }
@@ -626,12 +643,13 @@ fn fill_from_host(
 }
 
 /// How many bytes the page cache may hold: what it holds plus the free
-/// RAM above a reserve left for the programs (a quarter of RAM, at least
-/// 32 MiB): the cache gives way as they allocate.
+/// RAM, less a reserve left free for the programs (a quarter of RAM, at
+/// least 32 MiB): once they have eaten into the reserve the next miss
+/// evicts down to it.
 fn cache_limit(held: usize) -> usize {
     let total = crate::mem::total_bytes() as usize;
     let reserve = (total / 4).max(32 << 20);
-    held + (crate::mem::free_bytes() as usize).saturating_sub(reserve)
+    (held + crate::mem::free_bytes() as usize).saturating_sub(reserve)
 }
 
 /// Under memory pressure: the page cache gives back at least `bytes`
