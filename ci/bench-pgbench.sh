@@ -15,6 +15,10 @@
 # (a directory holding the image's cluster) from a fresh copy of DIR.
 # Either lies under mktemp -d's directory, on the file system of the
 # native side's copy when TMPDIR is the same for both.
+# PIN=1 runs each server on CPU 0 alone (the runner with its threads, or
+# the native postgres processes) and pgbench on CPU 1: one core each side,
+# where otherwise the native server's backends use both and the guest has
+# one vCPU.
 #
 #   bash ci/bench-pgbench.sh IMAGE            (PGPASSWORD: the image's password)
 #   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 IDLE=16 bash ci/bench-pgbench.sh out/postgres-17.img
@@ -34,6 +38,12 @@ PORT=${PORT:-15532}
 IDLE=${IDLE:-16}
 KINDS=${KINDS:-"select tpcb connect"}
 VOLUME=${VOLUME:-}
+PIN=${PIN:-}
+server_cpu=() client_cpu=()
+if [ -n "$PIN" ]; then
+  server_cpu=(taskset -c 0)
+  client_cpu=(taskset -c 1)
+fi
 here=$(dirname "$0")
 work=$(mktemp -d)
 # Servers still running at exit (an error, ^C) are stopped by their pids.
@@ -51,7 +61,7 @@ start() {
     fi
     extra=(--volume "$work/volume")
   fi
-  "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \
+  "${server_cpu[@]}" "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \
     --log "$work/$side.log" "${extra[@]}" >"$work/serve.out" &
   local pid=$!
   echo "$pid" >>"$work/pids"
@@ -72,7 +82,7 @@ stop() {
 }
 
 pgb() {
-  pgbench -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres 2>&1
+  "${client_cpu[@]}" pgbench -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres 2>&1
 }
 
 # A run's tps, or "failed" (its output goes to the log); one failed run

@@ -13,9 +13,10 @@
 //!   (libOS, program, rootfs archive, boot page tables: Linux's kernel
 //!   image and reserved memory) to the end of guest RAM.
 //! - `MemFree`: what `mem` has not handed out.
-//! - `MemAvailable`: the same. Nothing here can be reclaimed on demand
-//!   (no page cache to drop, no swap; kept slots are not given back), so
-//!   what a new allocation can get is exactly what is free.
+//! - `MemAvailable`: that and the volume's page cache (`fs::p9::cache`,
+//!   counted in `LibosHeap`), which a program's allocation empties when
+//!   RAM is short. Nothing else can be reclaimed on demand (no swap; kept
+//!   slots are not given back).
 //!
 //! Then the used part by holder (each holder counts its own, at read
 //! time; the names are ours, except `PageTables`, which means what
@@ -60,6 +61,8 @@ pub struct Usage {
     pub page_tables: u64,
     pub sysv_shm: u64,
     pub libos_heap: u64,
+    /// The volume's page cache (part of `libos_heap`): reclaimable.
+    pub cached: u64,
 }
 
 impl Usage {
@@ -68,7 +71,7 @@ impl Usage {
         [
             ("MemTotal", self.total),
             ("MemFree", self.free),
-            ("MemAvailable", self.free),
+            ("MemAvailable", self.free + self.cached),
             ("ProcStacks", self.proc_stacks),
             ("ProcMapped", self.proc_mapped),
             ("SlotsInUse", self.slots_in_use),
@@ -109,6 +112,7 @@ pub fn now() -> Usage {
         page_tables: slots.page_tables,
         sysv_shm: crate::syscall::shm::segment_bytes(),
         libos_heap: crate::arch::heap::held_bytes(),
+        cached: crate::fs::p9::cached_bytes() as u64,
     }
 }
 
@@ -138,6 +142,7 @@ mod tests {
             page_tables: 5 * 4096,
             sysv_shm: 20 << 20,
             libos_heap: 1023,
+            cached: 0,
         }
     }
 

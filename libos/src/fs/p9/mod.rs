@@ -12,11 +12,12 @@
 //! host file (by qid path) while anything uses it, so hard links and
 //! rename checks see one identity.
 //!
-//! **No page cache yet**: every read, write and stat is a round trip to
-//! the device (one VM exit each, [`requests`] counts them). Lookups are
-//! remembered (`names`): the guest is the volume's only writer (issue
-//! 13), which makes that correct, and will make caching attributes and
-//! pages correct too; the page cache with eviction is the next step.
+//! What is remembered so that it costs no round trip to the device: the
+//! lookups (`names`), a file's size, and its data (`cache`: write-through
+//! blocks in free RAM). The guest is the volume's only writer (the host
+//! locks it, issue 13), which makes that correct. An fsync goes out while
+//! the other processes run (`client::fsync`); everything else keeps the
+//! CPU until its answer ([`requests`] counts them).
 
 mod attr;
 mod cache;
@@ -40,8 +41,8 @@ use spin::Mutex;
 pub const TAG: &[u8] = pgkraft_abi::VOLUME_TAG.as_bytes();
 /// Where it is mounted: PostgreSQL's data directory (`postgres -D /data`).
 pub const MOUNT_POINT: &[u8] = b"data";
-/// Bytes of each of the two request buffers: the msize we ask for, so
-/// that one Tread or Twrite moves 128 KiB (sixteen 8 KiB pages) after its
+/// Bytes of the device's large request slot: the msize we ask for, so
+/// that one Tread or Twrite moves 128 KiB (four cache blocks) after its
 /// header.
 const MSIZE: usize = 128 * 1024 + p9::IOHDRSZ as usize;
 
@@ -650,6 +651,15 @@ fn cache_limit(held: usize) -> usize {
     let total = crate::mem::total_bytes() as usize;
     let reserve = (total / 4).max(32 << 20);
     (held + crate::mem::free_bytes() as usize).saturating_sub(reserve)
+}
+
+/// Bytes the page cache holds (meminfo's MemAvailable counts them); 0
+/// while the volume is busy at this moment.
+pub fn cached_bytes() -> usize {
+    VOLUME
+        .try_lock()
+        .and_then(|g| g.as_ref().map(|v| v.cache.bytes()))
+        .unwrap_or(0)
 }
 
 /// Under memory pressure: the page cache gives back at least `bytes`
