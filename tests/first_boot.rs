@@ -7,15 +7,12 @@
 //! image carries no cluster and no plain-text password.
 
 mod common;
+use common::serve::{PASSWORD, Serve};
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
-
-const PASSWORD: &str = "test-password";
 const INITIALIZING: &str = "pgkraft first boot: initializing a cluster in /data";
 const READY: &str = "pgkraft first boot: cluster ready";
 
@@ -84,104 +81,14 @@ fn rootfs_files(image: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `pgkraft serve`, on a volume or not, until it says it is ready.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(image: &Path, volume: Option<&Path>) -> Server {
-        let port = free_port();
-        let log = out_dir().join(format!("first-boot-serve-{port}.log"));
-        let mut cmd = pgkraft();
-        cmd.arg("serve")
-            .arg(image)
-            .arg("--publish")
-            .arg(format!("127.0.0.1:{port}:5432"))
-            .arg("--json")
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::piped());
-        if let Some(v) = volume {
-            cmd.arg("--volume").arg(v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(180)) else {
-            let _ = child.kill();
-            panic!(
-                "pgkraft serve did not become ready; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["event"], "ready", "{line}");
-        Server {
-            child: Some(child),
-            port,
-            log,
-        }
-    }
-
-    /// The superuser, logging in with `password` (the image's pg_hba.conf
-    /// asks TCP clients for scram-sha-256).
-    fn client(&self, password: &str) -> Result<postgres::Client, postgres::Error> {
-        postgres::Client::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres password={password}",
-                self.port
-            ),
-            postgres::NoTls,
-        )
-    }
-
-    /// SIGINT (PostgreSQL's fast shutdown); serve's exit status and the
-    /// server's log.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let o = run(Command::new("kill").args(["-INT", &child.id().to_string()]));
-        assert!(o.status.success());
-        let status = child.wait().unwrap();
-        (
-            status,
-            std::fs::read_to_string(&self.log).unwrap_or_default(),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn one(c: &mut postgres::Client, sql: &str) -> String {
     c.query_one(sql, &[]).unwrap().get::<_, String>(0)
 }
 
 /// What a new user does first: the extensions and a table, through a
 /// client that authenticated with the superuser's password by SCRAM.
-fn use_the_cluster(server: &Server) {
-    let mut c = server.client(PASSWORD).unwrap();
+fn use_the_cluster(server: &Serve) {
+    let mut c = server.client();
     c.batch_execute(
         "CREATE EXTENSION hstore; CREATE EXTENSION pg_trgm;
          CREATE TABLE kept (id int PRIMARY KEY, h hstore);
@@ -210,13 +117,13 @@ fn use_the_cluster(server: &Server) {
     );
     assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
     assert!(
-        server.client("wrong-password").is_err(),
+        server.client_as("wrong-password").is_err(),
         "a wrong password must be refused"
     );
 }
 
-fn system_identifier(server: &Server) -> String {
-    let mut c = server.client(PASSWORD).unwrap();
+fn system_identifier(server: &Serve) -> String {
+    let mut c = server.client();
     one(
         &mut c,
         "SELECT system_identifier::text FROM pg_control_system()",
@@ -276,16 +183,15 @@ fn without_a_volume_every_boot_makes_its_cluster_in_memory() {
         return;
     }
     let image = image();
-    let server = Server::start(&image, None);
+    let server = Serve::start(&image, &[]);
     use_the_cluster(&server);
     let first = system_identifier(&server);
-    let (status, log) = server.stop();
-    assert!(status.success(), "{log}");
+    let log = server.stop();
     assert!(log.contains(INITIALIZING) && log.contains(READY), "{log}");
 
     // A new boot, a new cluster: what the last one held is gone.
-    let server = Server::start(&image, None);
-    let mut c = server.client(PASSWORD).unwrap();
+    let server = Serve::start(&image, &[]);
+    let mut c = server.client();
     let n = c
         .query_one("SELECT count(*) FROM pg_class WHERE relname = 'kept'", &[])
         .unwrap()
@@ -293,8 +199,8 @@ fn without_a_volume_every_boot_makes_its_cluster_in_memory() {
     assert_eq!(n, 0);
     drop(c);
     assert_ne!(system_identifier(&server), first, "each cluster is new");
-    let (status, log) = server.stop();
-    assert!(status.success() && log.contains(INITIALIZING), "{log}");
+    let log = server.stop();
+    assert!(log.contains(INITIALIZING), "{log}");
 }
 
 #[test]
@@ -309,11 +215,10 @@ fn an_empty_volume_is_initialized_at_first_boot_and_used_after() {
     // As a user might make it: the first boot makes it the owner's alone.
     std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let server = Server::start(&image, Some(&volume));
+    let server = Serve::start(&image, &["--volume".as_ref(), volume.as_os_str()]);
     use_the_cluster(&server);
     let id = system_identifier(&server);
-    let (status, log) = server.stop();
-    assert!(status.success(), "{log}");
+    let log = server.stop();
     assert!(log.contains(INITIALIZING) && log.contains(READY), "{log}");
     let mode = std::fs::metadata(&volume).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the data directory's mode");
@@ -325,14 +230,13 @@ fn an_empty_volume_is_initialized_at_first_boot_and_used_after() {
     assert!(!volume.join("pgkraft-first-boot.incomplete").exists());
 
     // The second boot uses the cluster as it is.
-    let server = Server::start(&image, Some(&volume));
-    let mut c = server.client(PASSWORD).unwrap();
+    let server = Serve::start(&image, &["--volume".as_ref(), volume.as_os_str()]);
+    let mut c = server.client();
     assert_eq!(one(&mut c, "SELECT sum(id)::text FROM kept"), "500500");
     assert_eq!(one(&mut c, "SELECT (h -> 'k') FROM kept WHERE id = 9"), "9");
     drop(c);
     assert_eq!(system_identifier(&server), id, "the same cluster");
-    let (status, log) = server.stop();
-    assert!(status.success(), "{log}");
+    let log = server.stop();
     assert!(!log.contains(INITIALIZING), "initialized again: {log}");
 }
 

@@ -74,8 +74,12 @@ impl Serve {
     }
 
     pub fn conninfo(&self) -> String {
+        self.conninfo_as(PASSWORD)
+    }
+
+    fn conninfo_as(&self, password: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres password={PASSWORD} \
+            "host=127.0.0.1 port={} user=postgres dbname=postgres password={password} \
              connect_timeout=30",
             self.port
         )
@@ -83,6 +87,11 @@ impl Serve {
 
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.conninfo(), postgres::NoTls).unwrap()
+    }
+
+    /// The superuser logging in with `password` (right or wrong).
+    pub fn client_as(&self, password: &str) -> Result<postgres::Client, postgres::Error> {
+        postgres::Client::connect(&self.conninfo_as(password), postgres::NoTls)
     }
 
     pub fn log_text(&self) -> String {
