@@ -84,6 +84,10 @@ pub struct Device {
 /// lock while the others use the volume.
 static DEVICE: Mutex<Option<Device>> = Mutex::new(None);
 
+/// How long a request made under the volume's lock polls for its answer
+/// before it asks the runner to serve it in a VM exit (ns).
+const POLL_NS: u64 = 100_000;
+
 /// How the caller waits for its answer (module docs).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -280,6 +284,7 @@ pub fn call<T, E: From<DeviceError>>(
         }
     };
     let mut read = Some(read);
+    let sent = crate::time::monotonic_ns();
     loop {
         {
             let mut d = DEVICE.lock();
@@ -289,6 +294,14 @@ pub fn call<T, E: From<DeviceError>>(
             }
         }
         match wait {
+            // The runner's worker answers within tens of microseconds
+            // when it has a core of its own; when it has none (the host's
+            // cores busy, or the runner pinned to one), polling longer
+            // only keeps it from running: `hc::WAIT` then has the vCPU
+            // thread serve the ring itself (one exit).
+            Wait::Poll if crate::time::monotonic_ns().saturating_sub(sent) > POLL_NS => {
+                crate::platform::wait_devices(POLL_NS)
+            }
             Wait::Poll => core::hint::spin_loop(),
             Wait::LetOthersRun => crate::proc::idle(u64::MAX),
         }
