@@ -9,7 +9,7 @@ use common::*;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Clients committing at once in a crash trial.
 const CLIENTS: i64 = 4;
@@ -84,11 +84,12 @@ fn crash_trial(image: &Path, volume: &Path, n: i64) -> Trial {
             })
         })
         .collect();
-    let t0 = Instant::now();
     while acked.lock().unwrap().len() < ACKED_BEFORE_KILL {
+        // A client ends at its first error: all ended means the server
+        // stopped answering before the kill.
         assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the clients did not commit {ACKED_BEFORE_KILL} rows within 60 s; the log:\n{}",
+            !clients.iter().all(|c| c.is_finished()),
+            "the clients stopped before {ACKED_BEFORE_KILL} commits; the log:\n{}",
             server.log_text()
         );
         std::thread::sleep(Duration::from_millis(5));

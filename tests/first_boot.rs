@@ -26,23 +26,13 @@ fn image() -> PathBuf {
 /// recipes/postgres-<major>.yaml with `preinit: false` and hstore and
 /// pg_trgm.
 fn build(major: &str) -> PathBuf {
-    let stock =
-        std::fs::read_to_string(repo().join(format!("recipes/postgres-{major}.yaml"))).unwrap();
     let name = format!("first-boot-{major}");
-    let recipe = stock
-        .replace(&format!("name: postgres-{major}"), &format!("name: {name}"))
+    let recipe = stock_recipe_as(major, &name)
         .replace(
             "extensions: [plpgsql]",
             "extensions: [plpgsql, hstore, pg_trgm]",
         )
-        .replace("preinit: true", "preinit: false")
-        .replace(
-            "../kernel-config/default.config",
-            &repo()
-                .join("kernel-config/default.config")
-                .display()
-                .to_string(),
-        );
+        .replace("preinit: true", "preinit: false");
     assert_eq!(recipe.matches(&name).count(), 1);
     assert!(recipe.contains("hstore") && recipe.contains("preinit: false"));
     let dir = out_dir().join("first-boot");

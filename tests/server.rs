@@ -719,17 +719,8 @@ fn native_finds_the_server_of_an_image_built_from_a_recipe_elsewhere() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let stock = std::fs::read_to_string(repo().join("recipes/postgres-17.yaml")).unwrap();
-    let recipe = stock
-        .replace("name: postgres-17", "name: users-own-postgres")
-        .replace(
-            "../kernel-config/default.config",
-            &repo()
-                .join("kernel-config/default.config")
-                .display()
-                .to_string(),
-        );
-    assert_ne!(recipe, stock);
+    let recipe = stock_recipe_as("17", "users-own-postgres");
+    assert!(recipe.contains("name: users-own-postgres"));
     let recipe_path = dir.path().join("mine.yaml");
     std::fs::write(&recipe_path, recipe).unwrap();
     let o = run(pgkraft()

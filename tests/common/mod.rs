@@ -211,3 +211,21 @@ pub fn smoke_json(
         .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stderr(&o)));
     (v, o.status.code())
 }
+
+/// recipes/postgres-<major>.yaml named `name`, with its kernel config's
+/// path made absolute, so the recipe can be written anywhere.
+pub fn stock_recipe_as(major: &str, name: &str) -> String {
+    let stock =
+        std::fs::read_to_string(repo().join(format!("recipes/postgres-{major}.yaml"))).unwrap();
+    let recipe = stock
+        .replace(&format!("name: postgres-{major}"), &format!("name: {name}"))
+        .replace(
+            "../kernel-config/default.config",
+            &repo()
+                .join("kernel-config/default.config")
+                .display()
+                .to_string(),
+        );
+    assert!(recipe.contains(&format!("name: {name}")) && !recipe.contains("../kernel-config"));
+    recipe
+}

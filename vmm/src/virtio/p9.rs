@@ -167,7 +167,7 @@ impl VirtioP9 {
                 };
                 let ecode = rustix::io::Errno::MSGSIZE.raw_os_error() as u32;
                 wire::encode(tag, &Msg::Rlerror { ecode }, out).unwrap_or(0)
-            } else if let Ok((tag, Msg::Tfsync { fid, datasync })) = wire::decode(&self.req) {
+            } else if let Some((tag, fid, datasync)) = as_tfsync(&self.req) {
                 match self.server.sync_target(fid) {
                     Ok(fd) => {
                         let p = Pending {
@@ -201,6 +201,18 @@ impl VirtioP9 {
             self.moved = true;
         }
         Ok(any)
+    }
+}
+
+/// A Tfsync's tag, fid and datasync flag; None for any other message
+/// (only its type byte is looked at: the server decodes those itself).
+fn as_tfsync(req: &[u8]) -> Option<(u16, u32, u32)> {
+    if req.get(4) != Some(&wire::msg::TFSYNC) {
+        return None;
+    }
+    match wire::decode(req) {
+        Ok((tag, Msg::Tfsync { fid, datasync })) => Some((tag, fid, datasync)),
+        _ => None,
     }
 }
 
