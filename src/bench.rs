@@ -174,6 +174,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
             net: None,
             signals: None,
             volume: None,
+            hibernate: None,
         };
         let outcome = crate::vmm::run(image.boot(), &cfg)?;
         let exit = outcome

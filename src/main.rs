@@ -99,6 +99,17 @@ enum Command {
         /// refused (exit 2).
         #[arg(long, value_name = "DIR", conflicts_with = "native")]
         volume: Option<PathBuf>,
+        /// Hibernate the VM when no client has been connected for DURATION
+        /// (`500ms`, `30s`, `5m`): its RAM goes to a file and is freed, the
+        /// published ports stay open, and the next connection wakes it
+        /// and is served. The RAM goes to DIR.hibernate next to the
+        /// --volume, or to --hibernate-dir.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "native")]
+        idle_timeout: Option<std::time::Duration>,
+        /// Where a hibernated VM's RAM goes (default: next to the volume,
+        /// DIR.hibernate).
+        #[arg(long, value_name = "DIR", requires = "idle_timeout")]
+        hibernate_dir: Option<PathBuf>,
     },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
@@ -328,6 +339,29 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 /// `--mem MIB`: whole MiB in the range a recipe's `vm.memory_mib` accepts.
+/// `--idle-timeout`: a number with a unit (`500ms`, `30s`, `5m`, `1h`),
+/// or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => Some(1),
+        "" | "s" => Some(1_000),
+        "m" | "min" => Some(60_000),
+        "h" => Some(3_600_000),
+        _ => None,
+    };
+    match (num.parse::<u64>(), scale) {
+        (Ok(n), Some(scale)) if n > 0 => {
+            Ok(std::time::Duration::from_millis(n.saturating_mul(scale)))
+        }
+        _ => Err(format!(
+            "{text:?} is not a duration: give a whole number above 0 with a unit, such as 500ms, 30s, 5m or 1h"
+        )),
+    }
+}
+
 fn parse_mem(text: &str) -> Result<u32, String> {
     let range = recipe::MEMORY_MIB_RANGE;
     text.trim()
@@ -454,6 +488,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     .then_some(vmm::NetConfig { publish, tap }),
                 signals: None,
                 volume: volume.as_ref().map(volume::Volume::config),
+                hibernate: None,
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -475,8 +510,16 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             log,
             native,
             volume,
+            idle_timeout,
+            hibernate_dir,
         } => {
             let image = open_image(&image)?;
+            let hibernate = idle_timeout
+                .map(|after| {
+                    pgkraft::serve::hibernate_config(after, hibernate_dir, volume.as_deref())
+                })
+                .transpose()
+                .map_err(Failure::input)?;
             let volume = open_volume(&image, volume)?;
             let opts = pgkraft::serve::ServeOptions {
                 publish,
@@ -485,6 +528,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 log,
                 native,
                 volume,
+                hibernate,
             };
             match pgkraft::serve::serve(&image, opts) {
                 Ok(()) => Ok(0),
@@ -752,6 +796,7 @@ fn resume_cmd(
             net: None,
             signals: None,
             volume: None,
+            hibernate: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

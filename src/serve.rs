@@ -36,12 +36,41 @@ pub struct ServeOptions {
     /// The data directory on this volume (taken for this run: held until
     /// the server stops).
     pub volume: Option<crate::volume::Volume>,
+    /// Hibernate when idle ([`hibernate_config`]).
+    pub hibernate: Option<vmm::HibernateConfig>,
+}
+
+/// `--idle-timeout` needs a place for the RAM: `--hibernate-dir`, or
+/// `VOLUME.hibernate` beside the volume.
+pub fn hibernate_config(
+    after: std::time::Duration,
+    dir: Option<PathBuf>,
+    volume: Option<&std::path::Path>,
+) -> Result<vmm::HibernateConfig, ServeError> {
+    let dir = match (dir, volume) {
+        (Some(d), _) => d,
+        (None, Some(v)) => {
+            let mut name = v
+                .file_name()
+                .map(|n| n.to_os_string())
+                .ok_or(ServeError::NoHibernateDir)?;
+            name.push(".hibernate");
+            v.with_file_name(name)
+        }
+        (None, None) => return Err(ServeError::NoHibernateDir),
+    };
+    Ok(vmm::HibernateConfig { after, dir })
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("--publish: give at least one port, e.g. --publish 5432:5432")]
     NoPort,
+    #[error(
+        "--idle-timeout: a hibernated VM's RAM goes to a directory; give --hibernate-dir DIR, \
+         or a --volume DIR (then DIR.hibernate beside it)"
+    )]
+    NoHibernateDir,
     #[error("cannot open the log file {}: {source}", path.display())]
     Log {
         path: PathBuf,
@@ -148,6 +177,109 @@ impl Backend {
     }
 }
 
+#[derive(Serialize)]
+struct Hibernated<'a> {
+    event: &'a str,
+    save_ms: f64,
+    memory_file: String,
+    memory_bytes: u64,
+    data_bytes: u64,
+    /// This process's resident memory once hibernated.
+    rss_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Woke<'a> {
+    event: &'a str,
+    cause: &'a str,
+    /// From the wake's cause (the client's connection seen) to the VM
+    /// restored, to the guest running, and to its first bytes to a client.
+    restore_ms: f64,
+    resumed_ms: Option<f64>,
+    first_answer_ms: Option<f64>,
+}
+
+/// This process's resident memory (`VmRSS`).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs the VM until it ends, hibernating it whenever it is idle and
+/// waking it at the next connection (or signal).
+fn serve_guest(mut vm: vmm::Vm, json: bool) -> Result<vmm::RunOutcome, ServeError> {
+    loop {
+        let h = match vm.serve()? {
+            vmm::Served::Ended(outcome) => return Ok(outcome),
+            vmm::Served::Hibernated(h) => h,
+        };
+        let r = &h.report;
+        let event = Hibernated {
+            event: "hibernated",
+            save_ms: r.save_ms,
+            memory_file: r.memory_file.display().to_string(),
+            memory_bytes: r.memory_bytes,
+            data_bytes: r.data_bytes,
+            rss_bytes: rss_bytes(),
+        };
+        if json {
+            println!("{}", serde_json::to_string(&event).expect("serializes"));
+        } else {
+            eprintln!(
+                "pgkraft: idle: hibernated ({:.1} MB of RAM to {}, {:.0} ms)",
+                r.data_bytes as f64 / 1e6,
+                r.memory_file.display(),
+                r.save_ms
+            );
+        }
+        let _ = std::io::stdout().flush();
+        let wake = h.wait_for_wake()?;
+        let (woken, times) = h.wake(wake)?;
+        vm = woken;
+        let cause = match wake.cause {
+            vmm::WakeCause::Connection => "connection",
+            vmm::WakeCause::Signal => "signal",
+        };
+        // Said once the guest answered (or after a while without).
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while times.first_answer_ms().is_none()
+                && wake.cause == vmm::WakeCause::Connection
+                && t.elapsed() < std::time::Duration::from_secs(10)
+            {
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+            let event = Woke {
+                event: "woke",
+                cause,
+                restore_ms: times.restore_ms(),
+                resumed_ms: times.resumed_ms(),
+                first_answer_ms: times.first_answer_ms(),
+            };
+            if json {
+                println!("{}", serde_json::to_string(&event).expect("serializes"));
+            } else {
+                eprintln!(
+                    "pgkraft: woke for a {cause}: restored in {:.1} ms, first answer {}",
+                    event.restore_ms,
+                    event
+                        .first_answer_ms
+                        .map_or("not yet".into(), |ms| format!("after {ms:.1} ms")),
+                );
+            }
+            let _ = std::io::stdout().flush();
+        });
+    }
+}
+
 /// Serves until the server exits; Ok on a clean stop.
 pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
     if opts.publish.is_empty() {
@@ -219,6 +351,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                 }),
                 signals: Some(signals.clone()),
                 volume: opts.volume.as_ref().map(crate::volume::Volume::config),
+                hibernate: opts.hibernate.clone(),
             };
             Backend::Guest(signals, Box::new(vmm::boot(image.boot(), &cfg)?))
         }
@@ -255,14 +388,11 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
     };
 
     let outcome = match backend {
-        Backend::Guest(_, vm) => vm
-            .run()
-            .map_err(ServeError::from)
-            .and_then(|o| match o.exit {
-                vmm::GuestExit::Status(s) => Ok((s, Some(o.exits))),
-                vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
-                vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),
-            }),
+        Backend::Guest(_, vm) => serve_guest(*vm, opts.json).and_then(|o| match o.exit {
+            vmm::GuestExit::Status(s) => Ok((s, Some(o.exits))),
+            vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
+            vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),
+        }),
         Backend::Native(mut child) => child
             .wait()
             .map(|st| {

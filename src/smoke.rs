@@ -749,6 +749,7 @@ pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
         net: None,
         signals: None,
         volume: None,
+        hibernate: None,
     })
 }
 

@@ -61,6 +61,7 @@ fn differential(name: &str) {
         net: None,
         signals: None,
         volume: None,
+        hibernate: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
 
@@ -200,6 +201,7 @@ fn volume_on_our_runners_virtio_9p_directory() {
         net: None,
         signals: None,
         volume: Some(pgkraft::vmm::VolumeConfig::new(&guest_dir)),
+        hibernate: None,
     };
     let guest = pgkraft::vmm::run_file(&image("volume"), &cfg).unwrap();
     // Each volume request is one notify, one VM exit (a figure, not a check).

@@ -352,6 +352,7 @@ fn qemu_makes_the_cluster_on_a_volume_and_our_runner_uses_it() {
         net: None,
         signals: None,
         volume: Some(pgkraft::vmm::VolumeConfig::new(&volume)),
+        hibernate: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
     let console = String::from_utf8_lossy(&guest.console).into_owned();

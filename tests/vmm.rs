@@ -77,6 +77,7 @@ fn capture(input: &[u8]) -> VmConfig {
         net: None,
         signals: None,
         volume: None,
+        hibernate: None,
     }
 }
 
@@ -452,6 +453,7 @@ fn stdio_child() {
         net: None,
         signals: None,
         volume: None,
+        hibernate: None,
     };
     let out = vmm::run_file(Path::new(&elf), &cfg).unwrap();
     assert_eq!(out.exit, GuestExit::Timeout);

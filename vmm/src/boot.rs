@@ -55,7 +55,24 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     let img = &image.parsed;
     // Bound before anything else: a published port in use fails the boot
     // before a VM exists.
-    let net = cfg.net.as_ref().map(open_net).transpose()?;
+    let activity = cfg.hibernate.as_ref().map(|_| crate::net::Activity::new());
+    let net = cfg
+        .net
+        .as_ref()
+        .map(|n| open_net(n, activity.clone()))
+        .transpose()?;
+    let idle = match (&cfg.hibernate, &net, activity) {
+        (None, _, _) => None,
+        (Some(h), Some(Backend::User(user)), Some(activity)) => {
+            let wake = user
+                .listeners_ready()
+                .map_err(|e| VmmError::Net(NetError::Setup(e)))?;
+            Some(crate::snapshot::hibernate::IdleClock::new(
+                activity, h, wake,
+            ))
+        }
+        (Some(_), _, _) => return Err(VmmError::HibernateNeedsPublish),
+    };
     // Opened as early: a missing volume fails the boot before a VM exists.
     let volume = cfg
         .volume
@@ -129,6 +146,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
             .listen_signals(s.clone())
             .map_err(|source| VmmError::Thread { source })?;
     }
+    devices.idle = idle;
     Ok(Vm::new(Parts {
         machine,
         devices,
@@ -147,11 +165,17 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
 
 /// The network's backend: the tap device if one is named, else the
 /// user-mode network with its published ports.
-fn open_net(cfg: &crate::NetConfig) -> Result<Backend, NetError> {
+fn open_net(
+    cfg: &crate::NetConfig,
+    activity: Option<crate::net::Activity>,
+) -> Result<Backend, NetError> {
     match &cfg.tap {
         Some(_) if !cfg.publish.is_empty() => Err(NetError::TapWithPublish),
         Some(name) => Ok(Backend::Tap(TapNet::open(name)?)),
-        None => Ok(Backend::User(Box::new(UserNet::new(&cfg.publish)?))),
+        None => Ok(Backend::User(Box::new(UserNet::new(
+            &cfg.publish,
+            activity,
+        )?))),
     }
 }
 

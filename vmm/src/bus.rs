@@ -67,6 +67,14 @@ pub(crate) trait Poll {
     fn poll_delay(&mut self) -> Option<Duration>;
     /// `Some(what)` if it holds state a snapshot cannot save yet.
     fn unsaved_state(&self) -> Option<&'static str>;
+    /// Stop touching guest RAM (and drop every reference to it) until
+    /// [`Self::unpark`]: the VM hibernates (`crate::hibernate`). The
+    /// device keeps its state, rings' positions included.
+    fn park(&mut self) {}
+    /// Serve again, in guest RAM `mem` (the woken VM's).
+    fn unpark(&mut self, _mem: &GuestMemoryMmap) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A device of the MMIO bus.

@@ -117,6 +117,19 @@ pub enum VmmError {
     )]
     NetOnResume,
 
+    #[error(
+        "a VM hibernates when no client is connected to its published ports, so it needs the \
+         user-mode network: give it --publish (not --tap)"
+    )]
+    HibernateNeedsPublish,
+
+    #[error("hibernating the VM: could not {what} {}: {source}", path.display())]
+    Hibernate {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     /// The guest did something this runner cannot continue from (MMIO outside RAM,
     /// an exit reason it does not handle). `console` holds the output captured
     /// before it (empty with `Console::Stdio`, where it was already printed).

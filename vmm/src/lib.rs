@@ -49,6 +49,9 @@ pub use error::VmmError;
 pub use image::BootImage;
 pub use net::{NetConfig, PublishRule};
 pub use p9::VolumeError;
+pub use snapshot::hibernate::{
+    HibernateConfig, HibernateReport, Hibernated, Served, Wake, WakeCause, WakeTimes,
+};
 pub use timeline::MAX_OUTPUT_MARKS;
 pub use vm::{Paused, Ready, Vm};
 
@@ -110,6 +113,9 @@ pub struct VmConfig {
     /// virtio-9p in virtio-mmio slot [`pgkraft_abi::VOLUME_MMIO_SLOT`];
     /// `None`: no volume.
     pub volume: Option<VolumeConfig>,
+    /// Hibernate when no client has been connected to the published ports
+    /// for a while ([`Vm::serve`]); needs `net` with published ports.
+    pub hibernate: Option<HibernateConfig>,
 }
 
 /// A host directory the guest mounts at file level (9P2000.L over
@@ -141,6 +147,7 @@ impl Default for VmConfig {
             net: None,
             volume: None,
             signals: None,
+            hibernate: None,
         }
     }
 }

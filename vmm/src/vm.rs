@@ -64,7 +64,8 @@ pub enum Ready {
     Ended(RunOutcome),
 }
 
-/// A VM stopped at its ready point: the guest waits in a console read.
+/// A VM stopped at its ready point (the guest waits in a console read),
+/// or, serving, at an `hc::WAIT` to hibernate.
 pub struct Paused {
     pub(crate) machine: Machine,
     pub(crate) devices: Devices,
@@ -73,6 +74,25 @@ pub struct Paused {
     pub(crate) image: Option<ImageId>,
     /// When it stopped, since the run's start.
     pub(crate) ready_at: Duration,
+    /// What a VM made from it again needs (a hibernated VM's wake).
+    pub(crate) rest: Rest,
+}
+
+/// The parts of a [`Vm`] a stopped VM keeps for running again.
+pub(crate) struct Rest {
+    pub controls: Controls,
+    pub timeout: Option<Duration>,
+    pub t0: Instant,
+    pub io_bitmap: bool,
+}
+
+/// Why [`Vm::drive`] handed the VM back.
+enum Driven {
+    Ended(RunOutcome),
+    /// At its ready point ([`Vm::run_to_ready`]).
+    Ready(Box<Paused>),
+    /// In an `hc::WAIT`, idle long enough to hibernate ([`Vm::serve`]).
+    Idle(Box<Paused>),
 }
 
 impl Paused {
@@ -122,6 +142,8 @@ struct Finished {
 enum Stop {
     Exit(GuestExit),
     Ready,
+    /// The guest waits and its idle timer ran out (`crate::snapshot::hibernate`).
+    Hibernate,
 }
 
 impl Vm {
@@ -149,10 +171,35 @@ impl Vm {
     }
 
     /// Runs the guest until it exits, dies, or the timeout passes.
-    pub fn run(self) -> Result<RunOutcome, VmmError> {
+    pub fn run(mut self) -> Result<RunOutcome, VmmError> {
+        // Only `serve` hibernates.
+        self.devices.idle = None;
         match self.drive()? {
-            Ready::Ended(outcome) => Ok(outcome),
-            Ready::Paused(_) => unreachable!("only run_to_ready stops at the ready point"),
+            Driven::Ended(outcome) => Ok(outcome),
+            Driven::Ready(_) | Driven::Idle(_) => {
+                unreachable!("only run_to_ready and serve stop the VM")
+            }
+        }
+    }
+
+    /// Runs the guest like [`Vm::run`], and when its idle timer runs out
+    /// (`VmConfig::hibernate`) stops it in an `hc::WAIT` and hibernates it
+    /// (`crate::snapshot::hibernate`): the VM is gone, its devices and its
+    /// host sockets are kept.
+    pub fn serve(self) -> Result<crate::Served, VmmError> {
+        let mut vm = self;
+        loop {
+            match vm.drive()? {
+                Driven::Ended(outcome) => return Ok(crate::Served::Ended(outcome)),
+                Driven::Idle(paused) => match crate::snapshot::hibernate::hibernate(*paused)? {
+                    crate::snapshot::hibernate::Hibernating::Done(h) => {
+                        return Ok(crate::Served::Hibernated(h));
+                    }
+                    // A client came as it stopped: it runs on.
+                    crate::snapshot::hibernate::Hibernating::Busy(again) => vm = *again,
+                },
+                Driven::Ready(_) => unreachable!("serve does not stop at the ready point"),
+            }
         }
     }
 
@@ -165,10 +212,15 @@ impl Vm {
             return Err(VmmError::NotSnapshottable { what });
         }
         self.devices.hypercall.stop_when_idle = true;
-        self.drive()
+        self.devices.idle = None;
+        Ok(match self.drive()? {
+            Driven::Ended(outcome) => Ready::Ended(outcome),
+            Driven::Ready(paused) => Ready::Paused(paused),
+            Driven::Idle(_) => unreachable!("only serve hibernates"),
+        })
     }
 
-    fn drive(self) -> Result<Ready, VmmError> {
+    fn drive(self) -> Result<Driven, VmmError> {
         let Vm {
             machine,
             devices,
@@ -225,8 +277,14 @@ impl Vm {
             memory,
             machine,
         } = f;
-        match (result, machine) {
-            (Ok(Stop::Ready), Some(machine)) => Ok(Ready::Paused(Box::new(Paused {
+        let rest = Rest {
+            controls: Controls { stop, stop_evt },
+            timeout,
+            t0,
+            io_bitmap,
+        };
+        let paused = |machine, devices: Devices| {
+            Box::new(Paused {
                 ready_at: devices
                     .timeline
                     .phases
@@ -239,8 +297,13 @@ impl Vm {
                 mem_bytes,
                 cmdline,
                 image,
-            }))),
-            (Ok(Stop::Exit(exit)), _) => Ok(Ready::Ended(RunOutcome {
+                rest,
+            })
+        };
+        match (result, machine) {
+            (Ok(Stop::Ready), Some(machine)) => Ok(Driven::Ready(paused(machine, devices))),
+            (Ok(Stop::Hibernate), Some(machine)) => Ok(Driven::Idle(paused(machine, devices))),
+            (Ok(Stop::Exit(exit)), _) => Ok(Driven::Ended(RunOutcome {
                 exit,
                 exits,
                 memory,
@@ -248,7 +311,7 @@ impl Vm {
                 output_marks: std::mem::take(&mut devices.timeline.output_marks),
                 console: devices.console.out.into_captured(),
             })),
-            (Ok(Stop::Ready), None) => Err(thread_gone()),
+            (Ok(Stop::Ready | Stop::Hibernate), None) => Err(thread_gone()),
             (Err(VmmError::Guest { reason, regs, .. }), _) => Err(VmmError::Guest {
                 reason,
                 regs,
@@ -387,12 +450,14 @@ fn run_vcpu(start: Start) {
     };
     let mut result = exits.run(&mut machine);
     let exits = exits.exits;
-    if let Ok(Stop::Ready) = result {
-        result = finish_out(&mut machine).map(|()| Stop::Ready);
+    if let Ok(stop @ (Stop::Ready | Stop::Hibernate)) = result {
+        result = finish_out(&mut machine).map(|()| stop);
     }
-    devices.timeline.mark("exit");
+    let paused = matches!(result, Ok(Stop::Ready | Stop::Hibernate));
+    if !matches!(result, Ok(Stop::Hibernate)) {
+        devices.timeline.mark("exit");
+    }
     devices.console.flush();
-    let paused = matches!(result, Ok(Stop::Ready));
     // A pass over resident RAM: only for runs that report, and not for a
     // VM handed back to be saved.
     let memory = (!paused)
@@ -466,6 +531,9 @@ impl ExitLoop<'_> {
                 }
             };
             self.exits += 1;
+            if let Some(w) = self.devices.woke.take() {
+                w.mark_resumed();
+            }
             if self.devices.hypercall.watch.resumed && !self.seen_exit {
                 self.seen_exit = true;
                 self.devices.timeline.mark("first_exit");
@@ -550,7 +618,9 @@ impl ExitLoop<'_> {
                 Action::Exit(status) => return Ok(Stop::Exit(GuestExit::Status(status))),
                 Action::Pause => return Ok(Stop::Ready),
                 Action::Wait { timeout, ret_at } => {
-                    self.devices.wait(machine.mem(), timeout, ret_at);
+                    if self.devices.wait(machine.mem(), timeout, ret_at) {
+                        return Ok(Stop::Hibernate);
+                    }
                 }
             }
         }

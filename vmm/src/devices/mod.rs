@@ -62,6 +62,11 @@ pub(crate) struct Devices {
     /// Unhandled addresses already logged, so a polling guest does not
     /// flood the log.
     quiet: HashSet<(bool, u64)>,
+    /// A serving VM's idle timer: an `hc::WAIT` after it ran out
+    /// hibernates the VM.
+    pub idle: Option<crate::snapshot::hibernate::IdleClock>,
+    /// A woken VM's times, told of its first exit.
+    pub woke: Option<crate::snapshot::hibernate::WakeTimes>,
 }
 
 impl Devices {
@@ -97,6 +102,8 @@ impl Devices {
             mmio_devices: Vec::new(),
             waiter,
             quiet: HashSet::new(),
+            idle: None,
+            woke: None,
         })
     }
 
@@ -121,6 +128,21 @@ impl Devices {
     /// Let `hc::WAIT` carry the host's signals to the guest.
     pub(crate) fn listen_signals(&mut self, s: crate::GuestSignals) -> std::io::Result<()> {
         self.waiter.listen(s)
+    }
+
+    /// Every MMIO device stops touching guest RAM (the VM hibernates).
+    pub(crate) fn park(&mut self) {
+        self.mmio_devices.iter_mut().for_each(|d| d.park());
+    }
+
+    /// Every MMIO device serves guest RAM `mem` (the woken VM's).
+    pub(crate) fn unpark(&mut self, mem: &GuestMemoryMmap) -> std::io::Result<()> {
+        self.mmio_devices.iter_mut().try_for_each(|d| d.unpark(mem))
+    }
+
+    /// The host's signals for the guest, if it listens for any.
+    pub(crate) fn signals(&self) -> Option<&crate::GuestSignals> {
+        self.waiter.signals.as_ref()
     }
 
     /// What a snapshot could not save, if any device holds such state.

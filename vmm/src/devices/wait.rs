@@ -34,7 +34,7 @@ pub(crate) struct Waiter {
     _stop_evt: EventFd,
     devices: u64,
     /// Signals for the guest (registered in `epoll` too).
-    signals: Option<crate::GuestSignals>,
+    pub(super) signals: Option<crate::GuestSignals>,
 }
 
 impl Waiter {
@@ -89,36 +89,69 @@ impl Waiter {
     }
 }
 
+/// What ended a wait.
+enum Waited {
+    /// The result for the guest.
+    Ret(i64),
+    /// The VM's idle timer ran out: it hibernates here.
+    Hibernate,
+}
+
 impl Devices {
     /// Serves `hc::WAIT` (see the module doc) and writes its result to
-    /// guest address `ret_at`.
-    pub(crate) fn wait(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>, ret_at: u64) {
-        let ret: i64 = self.wait_for_work(mem, timeout);
+    /// guest address `ret_at`. True if the VM is to hibernate instead: its
+    /// idle timer (`crate::snapshot::hibernate`) ran out. The guest then
+    /// finds 0 (its time passed) when it runs again.
+    pub(crate) fn wait(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        timeout: Option<Duration>,
+        ret_at: u64,
+    ) -> bool {
+        let (ret, hibernate) = match self.wait_for_work(mem, timeout) {
+            Waited::Ret(r) => (r, false),
+            Waited::Hibernate => (0, true),
+        };
         let _ = mem.write_slice(&ret.to_le_bytes(), GuestAddress(ret_at));
+        hibernate
     }
 
-    fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> i64 {
+    fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> Waited {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.waiter.stopping() {
-                return 0;
+                return Waited::Ret(0);
             }
             let signals = self.waiter.signals.as_ref().map_or(0, |s| s.take());
             if signals != 0 {
-                return (signals as i64) << pgkraft_abi::hc::WAIT_SIGNALS_SHIFT;
+                return Waited::Ret((signals as i64) << pgkraft_abi::hc::WAIT_SIGNALS_SHIFT);
             }
             let mut work = false;
             for dev in &mut self.mmio_devices {
                 work |= dev.poll(mem);
             }
             if work {
-                return 1;
+                return Waited::Ret(1);
+            }
+            let idle = self.idle.as_ref().map(|c| c.due_in());
+            if idle == Some(Some(Duration::ZERO)) {
+                return Waited::Hibernate;
             }
             let now = Instant::now();
             let left = match deadline {
-                Some(d) if d <= now => return 0,
+                Some(d) if d <= now => return Waited::Ret(0),
                 Some(d) => Some(d - now),
                 None => None,
+            };
+            // Look at the idle timer again when it runs out, and while
+            // connections are open at least every second (the last one's
+            // end need not wake the guest).
+            let left = match idle {
+                Some(due) => {
+                    let due = due.unwrap_or(crate::snapshot::hibernate::LOOK_AGAIN);
+                    Some(left.map_or(due, |l| l.min(due)))
+                }
+                None => left,
             };
             let device = self
                 .mmio_devices

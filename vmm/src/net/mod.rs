@@ -14,6 +14,7 @@
 //!
 //! docs/ARCHITECTURE.md §4.
 
+pub(crate) mod activity;
 mod link;
 mod publish;
 mod relay;
@@ -26,6 +27,7 @@ mod tests;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+pub(crate) use activity::Activity;
 pub use publish::{NetConfig, PublishRule};
 
 /// What the virtio-net device needs from whatever carries its frames.

@@ -44,6 +44,9 @@ pub(crate) struct Relay {
     /// `host` is in the epoll set (taken out while a hang-up cannot be
     /// acted on: `UserNet::step_relays`).
     pub registered: bool,
+    /// The guest's bytes went out to the host since the owner last looked
+    /// (taken by `UserNet::step_relays`: the idle timer's "answered").
+    pub answered: bool,
 }
 
 /// What [`Relay::step`] found.
@@ -67,6 +70,7 @@ impl Relay {
             blocked_out: false,
             interest: EventSet::empty(),
             registered: true,
+            answered: false,
         }
     }
 
@@ -203,7 +207,10 @@ impl Relay {
             });
             match r {
                 Ok(Ok(0)) => return Err(()),
-                Ok(Ok(_)) => progress = true,
+                Ok(Ok(_)) => {
+                    progress = true;
+                    self.answered = true;
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.blocked_out = true;
                     break;

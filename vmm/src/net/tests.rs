@@ -91,7 +91,7 @@ fn net() -> UserNet {
         host: "127.0.0.1:0".parse().unwrap(),
         ..rule
     };
-    UserNet::new(&[rule]).unwrap()
+    UserNet::new(&[rule], None).unwrap()
 }
 
 /// Moves frames between the runner's stack and the guest's; true if any moved.

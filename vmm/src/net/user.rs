@@ -107,11 +107,18 @@ pub(crate) struct UserNet {
     epoll: Epoll,
     epoch: std::time::Instant,
     pub stats: Stats,
+    /// Told after every poll, for a hibernating VM's idle timer.
+    activity: Option<super::Activity>,
+    /// A relay's bytes reached its client in this poll.
+    answered: bool,
 }
 
 impl UserNet {
     /// Binds every rule's host address; the first one in use fails.
-    pub(crate) fn new(rules: &[PublishRule]) -> Result<UserNet, NetError> {
+    pub(crate) fn new(
+        rules: &[PublishRule],
+        activity: Option<super::Activity>,
+    ) -> Result<UserNet, NetError> {
         let epoll = Epoll::new().map_err(NetError::Setup)?;
         let mut listeners = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
@@ -161,7 +168,24 @@ impl UserNet {
             epoll,
             epoch,
             stats: Stats::default(),
+            activity,
+            answered: false,
         })
+    }
+
+    /// An epoll set of the published listeners alone: readable when a
+    /// client connects (a hibernated VM's wake). The listeners leave it
+    /// when they close, with the backend.
+    pub(crate) fn listeners_ready(&self) -> io::Result<Epoll> {
+        let epoll = Epoll::new()?;
+        for (i, l) in self.listeners.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                l.sock.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, i as u64),
+            )?;
+        }
+        Ok(epoll)
     }
 
     /// The bound addresses, in rule order (port 0 in a rule gets one here).
@@ -334,6 +358,7 @@ impl UserNet {
             };
             let step = relay.step(sock, now, events);
             progress |= step.progress;
+            self.answered |= std::mem::take(&mut relay.answered);
             if step.done {
                 done.push(token);
                 continue;
@@ -425,6 +450,12 @@ impl NetBackend for UserNet {
             if !accepted && ready.all {
                 break;
             }
+        }
+        if let Some(a) = &self.activity {
+            a.update(
+                self.relays.len() + self.waiting.len(),
+                std::mem::take(&mut self.answered),
+            );
         }
         any
     }

@@ -54,6 +54,7 @@
 //! the target, fsynced, the manifest last, then renamed into place.
 
 mod format;
+pub(crate) mod hibernate;
 mod load;
 mod restore;
 mod save;

@@ -305,9 +305,18 @@ fn map_data(
     memfile: &File,
     mpath: &Path,
 ) -> Result<(), SnapshotError> {
-    let mem_bytes = l.manifest.memory.bytes;
+    map_file_regions(mem, &l.manifest.memory, memfile).map_err(io_err("map", mpath))
+}
+
+/// [`map_data`] for a memory file described by `info`.
+pub(crate) fn map_file_regions(
+    mem: &GuestMemoryMmap,
+    info: &super::MemoryInfo,
+    memfile: &File,
+) -> io::Result<()> {
+    let mem_bytes = info.bytes;
     let mut regions: Vec<[u64; 2]> = Vec::new();
-    for &[gpa, len] in &l.manifest.memory.data_ranges {
+    for &[gpa, len] in &info.data_ranges {
         let start = gpa & !(workingset::REGION - 1);
         let end = (gpa + len)
             .next_multiple_of(workingset::REGION)
@@ -318,8 +327,7 @@ fn map_data(
         }
     }
     for [start, end] in regions {
-        kvm::map_file_into(mem, start, end - start, memfile, start)
-            .map_err(io_err("map", mpath))?;
+        kvm::map_file_into(mem, start, end - start, memfile, start)?;
     }
     Ok(())
 }

@@ -195,7 +195,9 @@ pub fn save(
         paused.machine.mem(),
         paused.mem_bytes,
         &dir.join(MEMORY_FILE),
+        Keep::Durable,
     )?;
+    let mem_sha = mem_sha.expect("a durable memory file is hashed");
     files.insert(
         MEMORY_FILE.to_string(),
         FileEntry {
@@ -279,14 +281,25 @@ pub fn save(
     })
 }
 
+/// How a memory file is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// A snapshot: hashed, synced to disk, its page cache dropped.
+    Durable,
+    /// A hibernation's: read back by this process only, so neither hashed
+    /// nor synced (a host crash loses the VM with the process anyway).
+    ForThisProcess,
+}
+
 /// Guest RAM into a sparse file, each page at its guest address: zero
-/// pages are holes. Returns its description and the sha256 of its logical
-/// content.
-fn write_memory(
+/// pages are holes. Returns its description and (`Keep::Durable`) the
+/// sha256 of its logical content.
+pub(crate) fn write_memory(
     mem: &GuestMemoryMmap,
     mem_bytes: u64,
     path: &Path,
-) -> Result<(MemoryInfo, String), SnapshotError> {
+    keep: Keep,
+) -> Result<(MemoryInfo, Option<String>), SnapshotError> {
     let read_guest = |buf: &mut [u8], gpa: u64| {
         mem.read_slice(buf, GuestAddress(gpa))
             .map_err(|e| SnapshotError::Io {
@@ -313,7 +326,9 @@ fn write_memory(
         let n = ((mem_bytes - gpa) as usize).min(CHUNK);
         let buf = &mut g[..n];
         read_guest(buf, gpa)?;
-        hasher.update(&*buf);
+        if keep == Keep::Durable {
+            hasher.update(&*buf);
+        }
         // Runs of non-zero pages, one write each.
         let mut page = 0;
         let pages = n / PAGE as usize;
@@ -344,10 +359,13 @@ fn write_memory(
         }
         gpa += n as u64;
     }
-    file.sync_all().map_err(io_err("sync", path))?;
-    // The page cache now holds what the writes made (small folios); dropped,
-    // it is refilled by resumes' huge-page mappings in 2 MiB folios.
-    kvm::drop_cache(&file);
+    if keep == Keep::Durable {
+        file.sync_all().map_err(io_err("sync", path))?;
+        // The page cache now holds what the writes made (small folios);
+        // dropped, it is refilled by resumes' huge-page mappings in 2 MiB
+        // folios.
+        kvm::drop_cache(&file);
+    }
     Ok((
         MemoryInfo {
             file: MEMORY_FILE.into(),
@@ -355,7 +373,7 @@ fn write_memory(
             data_bytes,
             data_ranges,
         },
-        hex::encode(hasher.finalize()),
+        (keep == Keep::Durable).then(|| hex::encode(hasher.finalize())),
     ))
 }
 

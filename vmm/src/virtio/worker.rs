@@ -55,6 +55,7 @@ pub(crate) struct Worked<D: VirtioDevice + Send + 'static> {
     nudge: EventFd,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
+    name: String,
 }
 
 fn lock<D: VirtioDevice>(m: &Mutex<MmioTransport<D>>) -> MutexGuard<'_, MmioTransport<D>> {
@@ -70,23 +71,32 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
         mem: GuestMemoryMmap,
         name: &str,
     ) -> std::io::Result<Worked<D>> {
-        let device_fd = t.wait_fd();
-        let shared = Arc::new(Mutex::new(t));
-        let ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-        let stop = EventFd::new(EFD_NONBLOCK)?;
-        let nudge = EventFd::new(EFD_NONBLOCK)?;
+        let mut w = Worked {
+            shared: Arc::new(Mutex::new(t)),
+            ready: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+            nudge: EventFd::new(EFD_NONBLOCK)?,
+            stop: EventFd::new(EFD_NONBLOCK)?,
+            thread: None,
+            name: name.into(),
+        };
+        w.spawn(mem)?;
+        Ok(w)
+    }
+
+    /// The worker thread, serving guest RAM `mem`.
+    fn spawn(&mut self, mem: GuestMemoryMmap) -> std::io::Result<()> {
         let epoll = Epoll::new()?;
         epoll.ctl(
             ControlOperation::Add,
-            stop.as_raw_fd(),
+            self.stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, STOP),
         )?;
         epoll.ctl(
             ControlOperation::Add,
-            nudge.as_raw_fd(),
+            self.nudge.as_raw_fd(),
             EpollEvent::new(EventSet::IN, NUDGE),
         )?;
-        if let Some(fd) = device_fd {
+        if let Some(fd) = lock(&self.shared).wait_fd() {
             epoll.ctl(
                 ControlOperation::Add,
                 fd,
@@ -94,31 +104,34 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
             )?;
         }
         let worker = Worker {
-            shared: shared.clone(),
+            shared: self.shared.clone(),
             mem,
-            ready: ready.clone(),
-            nudge: nudge.try_clone()?,
+            ready: self.ready.clone(),
+            nudge: self.nudge.try_clone()?,
             epoll,
         };
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || worker.run())?;
-        Ok(Worked {
-            shared,
-            ready,
-            nudge,
-            stop,
-            thread: Some(thread),
-        })
+        self.thread = Some(
+            std::thread::Builder::new()
+                .name(self.name.clone())
+                .spawn(move || worker.run())?,
+        );
+        Ok(())
+    }
+
+    /// Ends the worker thread (and with it its hold on guest RAM).
+    fn halt(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.stop.write(1);
+            let _ = t.join();
+            // Read back, so that a later worker does not stop at once.
+            let _ = self.stop.read();
+        }
     }
 }
 
 impl<D: VirtioDevice + Send + 'static> Drop for Worked<D> {
     fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }
 
@@ -156,6 +169,18 @@ impl<D: VirtioDevice + Send + 'static> Poll for Worked<D> {
 
     fn unsaved_state(&self) -> Option<&'static str> {
         lock(&self.shared).unsaved_state()
+    }
+
+    /// The worker ends; the transport and its device stay as they are.
+    fn park(&mut self) {
+        self.halt();
+    }
+
+    fn unpark(&mut self, mem: &GuestMemoryMmap) -> std::io::Result<()> {
+        if self.thread.is_none() {
+            self.spawn(mem.clone())?;
+        }
+        Ok(())
     }
 }
 
