@@ -211,6 +211,20 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Client connect -> answer for a hibernated server (`serve
+    /// --idle-timeout`), the same server running, and a cold boot.
+    Wake {
+        image: PathBuf,
+        /// Rounds (each: one hibernated and one running connect, one cold boot).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// The server's --idle-timeout.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300ms")]
+        idle_timeout: std::time::Duration,
+        /// Print one JSON object on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resume N instances of one snapshot at once, keep them idle, report memory per instance.
     Density {
         dir: PathBuf,
@@ -620,6 +634,19 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         } => {
             let spec = load_spec(vm.as_deref())?;
             let report = bench::resume(&open_image(&image)?, &spec, runs).map_err(bench_failure)?;
+            Ok(print_report(json, &report, || report.human()))
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Wake {
+                    image,
+                    runs,
+                    idle_timeout,
+                    json,
+                },
+        } => {
+            let image = open_image(&image)?;
+            let report = bench::wake::wake(&image, runs, idle_timeout).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
         Command::Bench {

@@ -330,3 +330,12 @@ pub(crate) fn memory_use(mem: &GuestMemoryMmap) -> super::MemoryUse {
     }
     used
 }
+
+/// Gives the process's free heap memory back to the host (glibc keeps
+/// freed memory below the heap's top for reuse). A hibernated VM's process
+/// then holds what it uses, not what setup once needed: ~14 MiB of the
+/// serving process's private memory was such free heap when measured.
+pub(crate) fn trim_host_heap() {
+    // SAFETY: malloc_trim takes an integer and only returns free memory.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -213,20 +213,7 @@ fn restore_machine(
     let mut working_set = WorkingSetUse::default();
     match prefault {
         Prefault::Copy => {
-            // Everything private, on huge pages: what a cold boot does with
-            // the image (memory.rs), here with all the data.
-            kvm::use_huge_pages(&mem);
-            let mut f = memfile;
-            for &[gpa, len] in &l.manifest.memory.data_ranges {
-                f.seek(io::SeekFrom::Start(gpa))
-                    .map_err(io_err("read", &mpath))?;
-                mem.read_exact_volatile_from(GuestAddress(gpa), &mut f, len as usize)
-                    .map_err(|e| SnapshotError::Io {
-                        what: "read",
-                        path: mpath.clone(),
-                        source: io::Error::other(e.to_string()),
-                    })?;
-            }
+            copy_data(&mem, &l.manifest.memory, memfile).map_err(io_err("read", &mpath))?
         }
         Prefault::Learned => {
             let sha = &l.manifest.files[MEMORY_FILE].sha256;
@@ -306,6 +293,24 @@ fn map_data(
     mpath: &Path,
 ) -> Result<(), SnapshotError> {
     map_file_regions(mem, &l.manifest.memory, memfile).map_err(io_err("map", mpath))
+}
+
+/// Everything private, on huge pages: what a cold boot does with the image
+/// (memory.rs), here with all the data of the memory file `info`
+/// describes. Guest RAM stays anonymous memory.
+pub(crate) fn copy_data(
+    mem: &GuestMemoryMmap,
+    info: &super::MemoryInfo,
+    memfile: &File,
+) -> io::Result<()> {
+    kvm::use_huge_pages(mem);
+    let mut f = memfile;
+    for &[gpa, len] in &info.data_ranges {
+        f.seek(io::SeekFrom::Start(gpa))?;
+        mem.read_exact_volatile_from(GuestAddress(gpa), &mut f, len as usize)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// [`map_data`] for a memory file described by `info`.

@@ -6,7 +6,12 @@
 //! and also records our runner's own in-process figure (runner start to
 //! guest exit, as `smoke` reports it).
 //!
+//! `bench wake` (`wake.rs`) times a hibernated server's wake against the
+//! same server running and a cold boot.
+//!
 //! docs/ARCHITECTURE.md §6.
+
+pub mod wake;
 
 use crate::image::Image;
 use serde::Serialize;
@@ -34,7 +39,7 @@ impl Series {
         )
     }
 
-    fn of(mut samples: Vec<Duration>) -> Series {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Series {
         samples.sort();
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let n = samples.len();
@@ -81,6 +86,8 @@ pub enum BenchError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Snapshot(#[from] crate::vmm::snapshot::SnapshotError),
+    #[error(transparent)]
+    Credentials(#[from] crate::smoke::server::CredentialsError),
 }
 
 /// The QEMU command line that boots a pgkraft image (PVH entry, exit device).
@@ -274,7 +281,7 @@ fn spawn_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
 }
 
 /// This very executable, to time `pgkraft run`/`resume` as processes.
-fn own_exe() -> Result<std::path::PathBuf, BenchError> {
+pub(crate) fn own_exe() -> Result<std::path::PathBuf, BenchError> {
     std::env::current_exe().map_err(spawn_err("own path"))
 }
 
@@ -746,7 +753,7 @@ pub struct KibSeries {
 }
 
 impl KibSeries {
-    fn of(mut v: Vec<u64>) -> KibSeries {
+    pub(crate) fn of(mut v: Vec<u64>) -> KibSeries {
         v.sort_unstable();
         KibSeries {
             median: v[v.len() / 2],
@@ -775,7 +782,7 @@ fn mem_available_kib() -> Result<i64, BenchError> {
 }
 
 /// (PSS, private, RSS) of a process, in KiB.
-fn rollup(pid: u32) -> Result<(u64, u64, u64), BenchError> {
+pub(crate) fn rollup(pid: u32) -> Result<(u64, u64, u64), BenchError> {
     let file = format!("/proc/{pid}/smaps_rollup");
     let text = read_proc(&file)?;
     let get = |k: &str| proc_kib::<u64>(&file, &text, k);
