@@ -229,3 +229,13 @@ pub fn stock_recipe_as(major: &str, name: &str) -> String {
     assert!(recipe.contains(&format!("name: {name}")) && !recipe.contains("../kernel-config"));
     recipe
 }
+
+/// A process's resident memory (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}

@@ -21,6 +21,8 @@ pub struct Serve {
     pub port: u16,
     /// The server's log (`--log`), one file per start.
     pub log: PathBuf,
+    /// Its `--json` lines after `ready`.
+    events: std::sync::mpsc::Receiver<String>,
 }
 
 impl Serve {
@@ -66,7 +68,36 @@ impl Serve {
             child: Some(child),
             port,
             log,
+            events: rx,
         }
+    }
+
+    /// The next `--json` event named `name` within `limit` (others before
+    /// it are returned too, in order), or a panic naming what came.
+    pub fn next_event(&self, name: &str, limit: Duration) -> (serde_json::Value, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    if v["event"] == name {
+                        return (v, before);
+                    }
+                    before.push(line);
+                }
+                Err(_) => panic!(
+                    "no `{name}` event from serve within {limit:?}; came before: {before:?}; its log:\n{}",
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    /// The `--json` events that came so far, without waiting.
+    pub fn events_so_far(&self) -> Vec<String> {
+        self.events.try_iter().collect()
     }
 
     pub fn pid(&self) -> u32 {
