@@ -150,3 +150,32 @@ fn hibernate_needs_a_place_for_the_ram_and_a_valid_timeout() {
         refused(&o, &["--idle-timeout", "30s"]);
     }
 }
+
+#[test]
+fn hibernate_left_by_a_killed_process_is_not_resumed_and_nothing_is_lost() {
+    if !kvm_available() {
+        return;
+    }
+    let image = postgres_image("17");
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("db");
+    let server = start(&image, &volume, "300ms");
+    let mut c = server.client();
+    c.batch_execute("CREATE TABLE kept(x int); INSERT INTO kept VALUES (5)")
+        .unwrap();
+    drop(c);
+    let (h, _) = server.next_event("hibernated", EVENT_LIMIT);
+    let file = std::path::PathBuf::from(h["memory_file"].as_str().unwrap());
+    assert!(file.exists());
+    server.kill9();
+    // The new process boots cold (the old one's open files and sockets are
+    // gone), drops the stale RAM, and PostgreSQL recovers every commit.
+    let again = start(&image, &volume, "1h");
+    assert!(!file.exists(), "the stale hibernation was removed");
+    assert_eq!(value(&mut again.client()), 5);
+    let log = again.stop();
+    assert!(
+        log.contains("database system was not properly shut down"),
+        "crash recovery, said in the log:\n{log}"
+    );
+}

@@ -67,6 +67,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
             let wake = user
                 .listeners_ready()
                 .map_err(|e| VmmError::Net(NetError::Setup(e)))?;
+            crate::snapshot::hibernate::forget_stale(h);
             Some(crate::snapshot::hibernate::IdleClock::new(
                 activity, h, wake,
             ))

@@ -67,6 +67,24 @@ pub(crate) struct IdleClock {
     wake: Epoll,
 }
 
+/// A memory file left in `cfg.dir` by an earlier process (killed while
+/// its VM was hibernated) is removed, never resumed: the devices' host
+/// side (the volume's open files, the listeners) died with that process,
+/// and the volume may have been used since. The VM boots cold instead and
+/// PostgreSQL recovers from its WAL; the log says so.
+pub(crate) fn forget_stale(cfg: &HibernateConfig) {
+    let path = cfg.dir.join(MEMORY_FILE);
+    if path.exists() {
+        log::warn!(
+            "{} is the hibernated RAM of an earlier run, whose process ended; it is not resumed \
+             (the volume's open files and the published ports died with that process, and the \
+             volume may have changed since): booting cold, PostgreSQL recovers from its WAL",
+            path.display()
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 impl IdleClock {
     pub(crate) fn new(activity: Activity, cfg: &HibernateConfig, wake: Epoll) -> IdleClock {
         IdleClock {
