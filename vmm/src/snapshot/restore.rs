@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Instant;
 
@@ -297,17 +298,52 @@ fn map_data(
 
 /// Everything private, on huge pages: what a cold boot does with the image
 /// (memory.rs), here with all the data of the memory file `info`
-/// describes. Guest RAM stays anonymous memory.
+/// describes. Guest RAM stays anonymous memory. More than a few MiB are
+/// copied on two threads, each with its own open file: the copy is
+/// page-cache reads and fresh huge pages' zeroing, which scale with cores
+/// (a wake's 24 MB: 12 ms on one thread).
 pub(crate) fn copy_data(
     mem: &GuestMemoryMmap,
     info: &super::MemoryInfo,
     memfile: &File,
 ) -> io::Result<()> {
     kvm::use_huge_pages(mem);
-    let mut f = memfile;
+    let total: u64 = info.data_ranges.iter().map(|[_, l]| l).sum();
+    if total < 8 << 20 {
+        return copy_ranges(mem, &info.data_ranges, memfile);
+    }
+    // Two halves by bytes, cut at a 2 MiB boundary so no huge page is
+    // filled from both threads.
+    let mut cut = total / 2;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
     for &[gpa, len] in &info.data_ranges {
-        f.seek(io::SeekFrom::Start(gpa))?;
-        mem.read_exact_volatile_from(GuestAddress(gpa), &mut f, len as usize)
+        if cut == 0 {
+            second.push([gpa, len]);
+            continue;
+        }
+        let end = (gpa + cut.min(len)).next_multiple_of(workingset::REGION);
+        let take = (end - gpa).min(len);
+        first.push([gpa, take]);
+        if take < len {
+            second.push([gpa + take, len - take]);
+        }
+        cut = cut.saturating_sub(take);
+    }
+    let own = File::open(format!("/proc/self/fd/{}", memfile.as_raw_fd()))?;
+    std::thread::scope(|s| {
+        let helper = s.spawn(|| copy_ranges(mem, &first, &own));
+        copy_ranges(mem, &second, memfile)?;
+        helper
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("copy thread panicked")))
+    })
+}
+
+/// Reads `ranges` of `file` into guest RAM at the same addresses.
+fn copy_ranges(mem: &GuestMemoryMmap, ranges: &[[u64; 2]], mut file: &File) -> io::Result<()> {
+    for &[gpa, len] in ranges {
+        file.seek(io::SeekFrom::Start(gpa))?;
+        mem.read_exact_volatile_from(GuestAddress(gpa), &mut file, len as usize)
             .map_err(|e| io::Error::other(e.to_string()))?;
     }
     Ok(())

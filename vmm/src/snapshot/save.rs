@@ -321,9 +321,25 @@ pub(crate) fn write_memory(
     let mut data_ranges: Vec<[u64; 2]> = Vec::new();
     // Holes this small are cheaper to prefault along than to split on.
     const MERGE_GAP: u64 = 8 * PAGE;
+    // A hibernation skips what the guest never touched: reading it would
+    // fault in a zero page each (512 MiB of mostly untouched RAM took
+    // ~0.7 s to save that way).
+    let in_use = match keep {
+        Keep::Durable => None,
+        Keep::ForThisProcess => {
+            Some(pages_in_use(mem).map_err(io_err("read the page map for", path))?)
+        }
+    };
     let mut gpa = 0u64;
     while gpa < mem_bytes {
         let n = ((mem_bytes - gpa) as usize).min(CHUNK);
+        if let Some(used) = &in_use {
+            let pages = (gpa / PAGE) as usize..((gpa + n as u64) / PAGE) as usize;
+            if !used.get(pages).is_some_and(|p| p.iter().any(|&u| u)) {
+                gpa += n as u64;
+                continue;
+            }
+        }
         let buf = &mut g[..n];
         read_guest(buf, gpa)?;
         if keep == Keep::Durable {
@@ -375,6 +391,32 @@ pub(crate) fn write_memory(
         },
         (keep == Keep::Durable).then(|| hex::encode(hasher.finalize())),
     ))
+}
+
+/// For each 4 KiB page of guest RAM (one anonymous mapping from guest
+/// address 0), whether it may hold data: present or swapped out in this
+/// process's page table (`/proc/self/pagemap` bits 63 and 62). An
+/// anonymous page that is neither reads as zeros.
+fn pages_in_use(mem: &GuestMemoryMmap) -> io::Result<Vec<bool>> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+    let pagemap = File::open("/proc/self/pagemap")?;
+    let mut used = Vec::new();
+    for region in mem.iter() {
+        if region.start_addr().0 != used.len() as u64 * PAGE {
+            return Err(io::Error::other("guest RAM is not one range from 0"));
+        }
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(|e| io::Error::other(e.to_string()))? as u64;
+        let pages = (region.len() / PAGE) as usize;
+        let mut entries = vec![0u8; pages * 8];
+        pagemap.read_exact_at(&mut entries, host / PAGE * 8)?;
+        used.extend(entries.chunks_exact(8).map(|e| {
+            let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+            e & (3 << 62) != 0
+        }));
+    }
+    Ok(used)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
