@@ -110,6 +110,12 @@ enum Command {
         /// DIR.hibernate).
         #[arg(long, value_name = "DIR", requires = "idle_timeout")]
         hibernate_dir: Option<PathBuf>,
+        /// What idle means for --idle-timeout: `connections` (no client
+        /// connected) or `idle` (also with clients connected, when none
+        /// sends or is sent anything and no query runs: each session
+        /// waits for its client's input).
+        #[arg(long, value_name = "POLICY", value_parser = parse_idle_policy, default_value = "connections", requires = "idle_timeout")]
+        idle_policy: vmm::IdlePolicy,
     },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
@@ -353,6 +359,15 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 /// `--mem MIB`: whole MiB in the range a recipe's `vm.memory_mib` accepts.
+/// `--idle-policy`.
+fn parse_idle_policy(text: &str) -> Result<vmm::IdlePolicy, String> {
+    match text {
+        "connections" => Ok(vmm::IdlePolicy::Connections),
+        "idle" => Ok(vmm::IdlePolicy::Idle),
+        _ => Err(format!("{text:?}: give `connections` or `idle`")),
+    }
+}
+
 /// `--idle-timeout`: a number with a unit (`500ms`, `30s`, `5m`, `1h`),
 /// or plain seconds.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -526,11 +541,17 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             volume,
             idle_timeout,
             hibernate_dir,
+            idle_policy,
         } => {
             let image = open_image(&image)?;
             let hibernate = idle_timeout
                 .map(|after| {
-                    pgkraft::serve::hibernate_config(after, hibernate_dir, volume.as_deref())
+                    pgkraft::serve::hibernate_config(
+                        after,
+                        idle_policy,
+                        hibernate_dir,
+                        volume.as_deref(),
+                    )
                 })
                 .transpose()
                 .map_err(Failure::input)?;

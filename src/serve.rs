@@ -44,6 +44,7 @@ pub struct ServeOptions {
 /// `VOLUME.hibernate` beside the volume.
 pub fn hibernate_config(
     after: std::time::Duration,
+    policy: vmm::IdlePolicy,
     dir: Option<PathBuf>,
     volume: Option<&std::path::Path>,
 ) -> Result<vmm::HibernateConfig, ServeError> {
@@ -59,7 +60,7 @@ pub fn hibernate_config(
         }
         (None, None) => return Err(ServeError::NoHibernateDir),
     };
-    Ok(vmm::HibernateConfig { after, dir })
+    Ok(vmm::HibernateConfig { after, dir, policy })
 }
 
 #[derive(Debug, thiserror::Error)]

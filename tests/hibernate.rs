@@ -179,3 +179,56 @@ fn hibernate_left_by_a_killed_process_is_not_resumed_and_nothing_is_lost() {
         "crash recovery, said in the log:\n{log}"
     );
 }
+
+#[test]
+fn hibernate_with_idle_policy_sleeps_under_idle_sessions_but_never_mid_query() {
+    if !kvm_available() {
+        return;
+    }
+    let image = postgres_image("17");
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("db");
+    let server = Serve::start(
+        &image,
+        &[
+            OsStr::new("--volume"),
+            volume.as_os_str(),
+            OsStr::new("--idle-timeout"),
+            OsStr::new("500ms"),
+            OsStr::new("--idle-policy"),
+            OsStr::new("idle"),
+        ],
+    );
+    let mut c = server.client();
+    c.batch_execute("CREATE TABLE kept(x int); INSERT INTO kept VALUES (9)")
+        .unwrap();
+    // The session stays connected, idle: the VM hibernates under it, and
+    // its next query wakes it.
+    server.next_event("hibernated", EVENT_LIMIT);
+    assert_eq!(value(&mut c), 9);
+    let (w, _) = server.next_event("woke", EVENT_LIMIT);
+    assert_eq!(w["cause"], "connection", "{w}");
+    // A query four times the timeout, with no byte moving meanwhile: a
+    // hibernation during it would freeze it for good (nothing would wake
+    // the VM), so it must come back.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let v: i32 = c
+            .query_one("SELECT 3 FROM pg_sleep(2)", &[])
+            .unwrap()
+            .get(0);
+        tx.send(v).unwrap();
+        c
+    });
+    assert_eq!(
+        rx.recv_timeout(EVENT_LIMIT),
+        Ok(3),
+        "the query was frozen; its log:\n{}",
+        server.log_text()
+    );
+    let mut c = worker.join().unwrap();
+    assert_eq!(value(&mut c), 9);
+    drop(c);
+    server.next_event("hibernated", EVENT_LIMIT);
+    server.stop();
+}

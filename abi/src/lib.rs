@@ -97,8 +97,16 @@ pub mod hc {
     /// if the time passed; plus, from bit [`WAIT_SIGNALS_SHIFT`] up, the
     /// signals the host sends the guest's first process (bit n = signal
     /// n, 1..=31; `pgkraft serve` asks PostgreSQL to shut down this way).
+    /// args[1], when its bit [`WAIT_SESSIONS`] is set, holds in its low 32
+    /// bits the client sessions that are busy: processes serving a TCP
+    /// connection that do not wait for its input (a query runs, sleeps,
+    /// waits on a lock or writes). The runner's idle timer hibernates a VM
+    /// with connected clients only when none is (`--idle-policy idle`).
     pub const WAIT: u32 = 5;
     pub const WAIT_SIGNALS_SHIFT: u32 = 32;
+    /// See [`WAIT`]: the guest reports its busy sessions (an older guest
+    /// passes 0: unknown).
+    pub const WAIT_SESSIONS: u64 = 1 << 63;
     /// args[0] = gpa, args[1] = length (both page multiples): guest RAM the
     /// guest no longer uses. The runner gives the host pages back
     /// (MADV_DONTNEED), after which the range reads as zeroes. ret = 0, or

@@ -380,6 +380,12 @@ impl OpenFile {
     }
 
     /// What poll(2) would report for this description now.
+    /// A TCP connection: a client's session, for the runner's idle timer
+    /// (`proc::client_wait`).
+    pub fn is_tcp_connection(&self) -> bool {
+        matches!(&self.kind, FileKind::Socket(crate::net::Socket::Tcp(t)) if t.connection())
+    }
+
     pub fn poll_events(&self) -> u32 {
         match &self.kind {
             // A console read blocks in the runner until input or EOF.

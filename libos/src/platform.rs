@@ -209,7 +209,8 @@ pub fn sleep_ns(ns: u64) {
 pub fn wait_devices(ns: u64) {
     match host() {
         Host::Runner => {
-            let r = call(hc::WAIT, [ns, 0, 0, 0]) as u64;
+            let sessions = hc::WAIT_SESSIONS | u64::from(crate::proc::busy_sessions());
+            let r = call(hc::WAIT, [ns, sessions, 0, 0]) as u64;
             let signals = (r >> hc::WAIT_SIGNALS_SHIFT) as u32;
             if signals != 0 {
                 crate::proc::host_signals(signals);

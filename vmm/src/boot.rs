@@ -65,7 +65,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
         (None, _, _) => None,
         (Some(h), Some(Backend::User(user)), Some(activity)) => {
             let wake = user
-                .listeners_ready()
+                .wake_set()
                 .map_err(|e| VmmError::Net(NetError::Setup(e)))?;
             crate::snapshot::hibernate::forget_stale(h);
             Some(crate::snapshot::hibernate::IdleClock::new(

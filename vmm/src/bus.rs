@@ -42,6 +42,9 @@ pub(crate) enum Action {
     Wait {
         timeout: Option<Duration>,
         ret_at: u64,
+        /// The guest's busy client sessions, if it reports them
+        /// (`pgkraft_abi::hc::WAIT_SESSIONS`).
+        sessions: Option<u32>,
     },
 }
 

@@ -50,7 +50,7 @@ pub use image::BootImage;
 pub use net::{NetConfig, PublishRule};
 pub use p9::VolumeError;
 pub use snapshot::hibernate::{
-    HibernateConfig, HibernateReport, Hibernated, Served, Wake, WakeCause, WakeTimes,
+    HibernateConfig, HibernateReport, Hibernated, IdlePolicy, Served, Wake, WakeCause, WakeTimes,
 };
 pub use timeline::MAX_OUTPUT_MARKS;
 pub use vm::{Paused, Ready, Vm};

@@ -617,8 +617,12 @@ impl ExitLoop<'_> {
                 Action::Continue => {}
                 Action::Exit(status) => return Ok(Stop::Exit(GuestExit::Status(status))),
                 Action::Pause => return Ok(Stop::Ready),
-                Action::Wait { timeout, ret_at } => {
-                    if self.devices.wait(machine.mem(), timeout, ret_at) {
+                Action::Wait {
+                    timeout,
+                    ret_at,
+                    sessions,
+                } => {
+                    if self.devices.wait(machine.mem(), timeout, ret_at, sessions) {
                         return Ok(Stop::Hibernate);
                     }
                 }

@@ -176,6 +176,12 @@ impl TcpSock {
         matches!(self.lock().st, St::Listening(_))
     }
 
+    /// A connection (made or accepted), not a listener or an unconnected
+    /// socket.
+    pub fn connection(&self) -> bool {
+        matches!(self.lock().st, St::Conn { .. })
+    }
+
     fn check_family(&self, ip: Ip) -> Result<(), Errno> {
         match (self.v6, ip) {
             (false, Ip::V6(_)) => Err(Errno::EAFNOSUPPORT),

@@ -37,6 +37,13 @@ mod lone {
         Ok(0)
     }
     pub fn set_pdeath_signal(_: u64) {}
+    pub struct ClientWait;
+    pub fn client_wait(_: bool, _: bool) -> ClientWait {
+        ClientWait
+    }
+    pub fn busy_sessions() -> u32 {
+        0
+    }
     pub fn host_signals(_: u32) {}
     pub fn pdeath_signal() -> u64 {
         0

@@ -138,6 +138,10 @@ struct Process {
     /// CPU time: what it ran between switches, less the VM's waits in the
     /// runner (`charge`).
     cpu_ns: u64,
+    /// It has waited on a TCP connection: it serves a client.
+    client: bool,
+    /// It waits now for its client's input: its session is idle.
+    awaiting_client: bool,
     /// CPU time of its children it waited for, and of theirs.
     children_cpu_ns: u64,
 }
@@ -254,6 +258,8 @@ fn new_process(pid: u32, ppid: u32, pgid: u32, sid: u32) -> Process {
         pdeath_signal: 0,
         cpu_ns: 0,
         children_cpu_ns: 0,
+        client: false,
+        awaiting_client: false,
     }
 }
 
@@ -419,6 +425,42 @@ pub fn idle(until: u64) {
     ran_nobody();
     // Time passed and devices may have work: everyone looks again.
     EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The running process is about to wait on descriptors: `client` if they
+/// include a TCP connection (it serves a client from now on), `reads` if it
+/// waits for that connection's input (the session is idle until the wait
+/// ends: the value returned says so while it lives). The runner's idle
+/// timer counts sessions that are not idle (`busy_sessions`): a query
+/// running, sleeping, waiting on a lock or writing to a slow client is
+/// never frozen by a hibernation.
+pub fn client_wait(client: bool, reads: bool) -> ClientWait {
+    let mut t = table();
+    let p = t.get_mut(me());
+    p.client |= client;
+    p.awaiting_client = client && reads;
+    ClientWait(me())
+}
+
+/// Ends an idle session's wait when dropped ([`client_wait`]).
+pub struct ClientWait(usize);
+
+impl Drop for ClientWait {
+    fn drop(&mut self) {
+        if let Some(p) = table().procs.get_mut(self.0).and_then(|p| p.as_mut()) {
+            p.awaiting_client = false;
+        }
+    }
+}
+
+/// Processes serving a client that are not waiting for its input.
+pub fn busy_sessions() -> u32 {
+    table()
+        .procs
+        .iter()
+        .flatten()
+        .filter(|p| p.state != State::Gone && p.client && !p.awaiting_client)
+        .count() as u32
 }
 
 /// clone(2) as posix_spawn uses it: CLONE_VM | CLONE_VFORK, a stack of the

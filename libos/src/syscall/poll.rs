@@ -54,6 +54,21 @@ impl Interest {
         })
     }
 
+    /// What waiting on this set means for a client session: whether it
+    /// holds a TCP connection, and whether it waits for that connection's
+    /// input (`proc::client_wait`).
+    fn session(&self) -> (bool, bool) {
+        let mut has = false;
+        let mut reads = false;
+        for e in self.entries.lock().iter().filter(|e| !e.disabled) {
+            if e.file.upgrade().is_some_and(|f| f.is_tcp_connection()) {
+                has = true;
+                reads |= e.events & fd::POLLIN != 0;
+            }
+        }
+        (has, reads)
+    }
+
     /// Up to `max` (events, data) pairs that are ready now.
     fn ready(&self, max: usize) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
@@ -244,6 +259,8 @@ pub fn epoll_pwait(
     // while events are written: signal handlers run inside with_mask, and
     // their system calls may touch it.
     drop(uaccess::slice_mut(events, max as u64 * 12)?);
+    let (client, reads) = set.session();
+    let _session = crate::proc::client_wait(client, reads);
     with_mask(sigmask, size, || {
         wait_for(ms_timeout(timeout as i32 as i64), || {
             let ready = set.ready(max as usize);
@@ -291,6 +308,14 @@ fn poll_common(fds: u64, n: u64, timeout: Option<u64>) -> Result {
     let mut list: Vec<PollFd> = (0..n)
         .map(|i| uaccess::read::<PollFd>(fds + i * 8))
         .collect::<core::result::Result<_, _>>()?;
+    let (mut client, mut reads) = (false, false);
+    for p in list.iter().filter(|p| p.fd >= 0) {
+        if fd::get(p.fd as u64).is_ok_and(|f| f.is_tcp_connection()) {
+            client = true;
+            reads |= p.events as u16 as u32 & fd::POLLIN != 0;
+        }
+    }
+    let _session = crate::proc::client_wait(client, reads);
     let r = wait_for(timeout, || {
         let mut count = 0;
         for p in list.iter_mut() {

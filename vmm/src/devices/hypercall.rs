@@ -151,6 +151,7 @@ impl Hypercall {
                 return Action::Wait {
                     timeout: (arg(0) != u64::MAX).then(|| Duration::from_nanos(arg(0))),
                     ret_at: gpa + HC_RET_OFFSET,
+                    sessions: (arg(1) & hc::WAIT_SESSIONS != 0).then_some(arg(1) as u32),
                 };
             }
             _ => -i64::from(libc::ENOSYS),

@@ -107,8 +107,9 @@ impl Devices {
         mem: &GuestMemoryMmap,
         timeout: Option<Duration>,
         ret_at: u64,
+        sessions: Option<u32>,
     ) -> bool {
-        let (ret, hibernate) = match self.wait_for_work(mem, timeout) {
+        let (ret, hibernate) = match self.wait_for_work(mem, timeout, sessions) {
             Waited::Ret(r) => (r, false),
             Waited::Hibernate => (0, true),
         };
@@ -116,7 +117,12 @@ impl Devices {
         hibernate
     }
 
-    fn wait_for_work(&mut self, mem: &GuestMemoryMmap, timeout: Option<Duration>) -> Waited {
+    fn wait_for_work(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        timeout: Option<Duration>,
+        sessions: Option<u32>,
+    ) -> Waited {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.waiter.stopping() {
@@ -133,7 +139,7 @@ impl Devices {
             if work {
                 return Waited::Ret(1);
             }
-            let idle = self.idle.as_ref().map(|c| c.due_in());
+            let idle = self.idle.as_ref().map(|c| c.due_in(sessions));
             if idle == Some(Some(Duration::ZERO)) {
                 return Waited::Hibernate;
             }
@@ -179,7 +185,7 @@ mod tests {
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut d = test_devices(Arc::new(AtomicBool::new(false)), &evt);
         mem.write_obj(7i64, GuestAddress(0x100)).unwrap();
-        d.wait(&mem, Some(Duration::from_millis(2)), 0x100);
+        d.wait(&mem, Some(Duration::from_millis(2)), 0x100, None);
         assert_eq!(mem.read_obj::<i64>(GuestAddress(0x100)).unwrap(), 0);
     }
 
@@ -196,7 +202,7 @@ mod tests {
             kick.write(1).unwrap();
         });
         // No timeout: only the stop can end it (the test would hang otherwise).
-        d.wait(&mem, None, 0x100);
+        d.wait(&mem, None, 0x100, None);
         assert_eq!(mem.read_obj::<i64>(GuestAddress(0x100)).unwrap(), 0);
         stopper.join().unwrap();
     }

@@ -21,6 +21,9 @@ struct Inner {
     /// Since `epoch`, in µs: the last time the guest's bytes went out to a
     /// client (0: never).
     last_answer_us: AtomicU64,
+    /// Since `epoch`, in µs: the last time bytes moved either way, or a
+    /// connection came or went.
+    last_traffic_us: AtomicU64,
 }
 
 impl Activity {
@@ -30,6 +33,7 @@ impl Activity {
             connections: AtomicUsize::new(0),
             last_open_us: AtomicU64::new(0),
             last_answer_us: AtomicU64::new(0),
+            last_traffic_us: AtomicU64::new(0),
         }))
     }
 
@@ -42,8 +46,9 @@ impl Activity {
     }
 
     /// `open` connections now; `answered`: the guest's bytes reached a
-    /// client in this poll.
-    pub(crate) fn update(&self, open: usize, answered: bool) {
+    /// client in this poll; `traffic`: bytes moved either way, or a
+    /// connection was accepted or ended.
+    pub(crate) fn update(&self, open: usize, answered: bool, traffic: bool) {
         let was = self.0.connections.swap(open, Ordering::SeqCst);
         let now = self.now_us();
         if open > 0 || was > 0 {
@@ -52,6 +57,15 @@ impl Activity {
         if answered {
             self.0.last_answer_us.store(now, Ordering::SeqCst);
         }
+        if traffic || answered || open != was {
+            self.0.last_traffic_us.store(now, Ordering::SeqCst);
+        }
+    }
+
+    /// How long no byte has moved and no connection came or went.
+    pub(crate) fn quiet_for(&self) -> Duration {
+        self.at(self.0.last_traffic_us.load(Ordering::SeqCst))
+            .elapsed()
     }
 
     pub(crate) fn connections(&self) -> usize {
@@ -70,7 +84,9 @@ impl Activity {
     /// The start of the idle time afresh (a VM that just woke is not idle
     /// for the time it slept).
     pub(crate) fn touch(&self) {
-        self.0.last_open_us.store(self.now_us(), Ordering::SeqCst);
+        let now = self.now_us();
+        self.0.last_open_us.store(now, Ordering::SeqCst);
+        self.0.last_traffic_us.store(now, Ordering::SeqCst);
     }
 
     /// The last time the guest's bytes reached a client, if ever.
@@ -90,14 +106,14 @@ mod tests {
     fn idle_time_starts_when_the_last_connection_ends() {
         let a = Activity::new();
         assert!(a.idle_for().is_some());
-        a.update(2, false);
+        a.update(2, false, true);
         assert_eq!(a.idle_for(), None);
         std::thread::sleep(Duration::from_millis(20));
-        a.update(0, true);
+        a.update(0, true, false);
         let idle = a.idle_for().unwrap();
         assert!(idle < Duration::from_millis(20), "counted from the close");
         assert!(a.last_answer().is_some());
-        a.update(0, false);
+        a.update(0, false, false);
         assert!(
             a.idle_for().unwrap() >= idle,
             "an idle poll keeps the start"

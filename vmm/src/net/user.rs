@@ -111,6 +111,8 @@ pub(crate) struct UserNet {
     activity: Option<super::Activity>,
     /// A relay's bytes reached its client in this poll.
     answered: bool,
+    /// A relay moved bytes, or a connection came, in this poll.
+    traffic: bool,
 }
 
 impl UserNet {
@@ -170,21 +172,22 @@ impl UserNet {
             stats: Stats::default(),
             activity,
             answered: false,
+            traffic: false,
         })
     }
 
-    /// An epoll set of the published listeners alone: readable when a
-    /// client connects (a hibernated VM's wake). The listeners leave it
-    /// when they close, with the backend.
-    pub(crate) fn listeners_ready(&self) -> io::Result<Epoll> {
+    /// An epoll set readable when a client connects or a connected
+    /// client's socket has something (a hibernated VM's wake): it holds
+    /// this backend's own set, which holds the listeners and the relays'
+    /// host sockets with the interest each needs (the backend outlives
+    /// it: both belong to the VM's devices).
+    pub(crate) fn wake_set(&self) -> io::Result<Epoll> {
         let epoll = Epoll::new()?;
-        for (i, l) in self.listeners.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                l.sock.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, i as u64),
-            )?;
-        }
+        epoll.ctl(
+            ControlOperation::Add,
+            self.epoll.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 0),
+        )?;
         Ok(epoll)
     }
 
@@ -359,6 +362,7 @@ impl UserNet {
             let step = relay.step(sock, now, events);
             progress |= step.progress;
             self.answered |= std::mem::take(&mut relay.answered);
+            self.traffic |= step.progress;
             if step.done {
                 done.push(token);
                 continue;
@@ -441,6 +445,7 @@ impl NetBackend for UserNet {
         for _ in 0..ROUNDS {
             let ready = self.ready();
             let accepted = self.accept(&ready);
+            self.traffic |= accepted;
             let mut progress = accepted;
             progress |= self.poll_stack();
             progress |= self.step_relays(&ready);
@@ -455,6 +460,7 @@ impl NetBackend for UserNet {
             a.update(
                 self.relays.len() + self.waiting.len(),
                 std::mem::take(&mut self.answered),
+                std::mem::take(&mut self.traffic),
             );
         }
         any

@@ -50,18 +50,33 @@ use crate::{RunOutcome, VmmError};
 /// least this often.
 pub(crate) const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
-/// Hibernate a serving VM after `after` without a client connection, its
+/// Hibernate a serving VM after `after` idle (as `policy` counts it), its
 /// RAM into `dir` (`VmConfig::hibernate`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HibernateConfig {
     pub after: Duration,
     pub dir: PathBuf,
+    pub policy: IdlePolicy,
+}
+
+/// What idle means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// No client connection open.
+    #[default]
+    Connections,
+    /// Also with clients connected, when no byte has moved and every
+    /// session waits for its client's input (the guest says so at each
+    /// `hc::WAIT`: `pgkraft_abi::hc::WAIT_SESSIONS`); a guest that does not
+    /// say is never idle with clients connected.
+    Idle,
 }
 
 /// The idle timer of a VM that hibernates, kept with its devices.
 pub(crate) struct IdleClock {
     pub activity: Activity,
     after: Duration,
+    policy: IdlePolicy,
     dir: PathBuf,
     /// Readable when a client connects to a published port.
     wake: Epoll,
@@ -90,17 +105,34 @@ impl IdleClock {
         IdleClock {
             activity,
             after: cfg.after,
+            policy: cfg.policy,
             dir: cfg.dir.clone(),
             wake,
         }
     }
 
-    /// Time left before the VM may hibernate (zero: now); `None` while a
-    /// client is connected.
-    pub(crate) fn due_in(&self) -> Option<Duration> {
-        self.activity
-            .idle_for()
-            .map(|idle| self.after.saturating_sub(idle))
+    /// Time left before the VM may hibernate (zero: now); `None` while
+    /// it is busy: a client connected (or, with [`IdlePolicy::Idle`], a
+    /// session busy: `sessions` is what the guest's `hc::WAIT` said).
+    pub(crate) fn due_in(&self, sessions: Option<u32>) -> Option<Duration> {
+        let idle = match (self.activity.idle_for(), self.policy, sessions) {
+            (Some(idle), _, _) => idle,
+            (None, IdlePolicy::Idle, Some(0)) => self.activity.quiet_for(),
+            (None, _, _) => return None,
+        };
+        Some(self.after.saturating_sub(idle))
+    }
+
+    /// Still due, looked at again with the devices parked (nothing moves):
+    /// a client that connected or sent something meanwhile keeps the VM
+    /// running. The guest has not run since its `hc::WAIT` said its
+    /// sessions were idle.
+    fn still_due(&self) -> bool {
+        match (self.activity.idle_for(), self.policy) {
+            (Some(idle), _) => idle >= self.after,
+            (None, IdlePolicy::Idle) => self.activity.quiet_for() >= self.after,
+            (None, IdlePolicy::Connections) => false,
+        }
     }
 }
 
@@ -250,9 +282,10 @@ pub(crate) fn hibernate(paused: Paused) -> Result<Hibernating, VmmError> {
         .idle
         .as_ref()
         .expect("only a VM with an idle timer hibernates");
-    // The workers are parked: the count is final. A connection accepted
-    // since the timer ran out keeps the VM running.
-    if clock.activity.connections() > 0 {
+    // The workers are parked: nothing moves now. A connection accepted
+    // (or, idle sessions connected, a byte moved) since the timer ran out
+    // keeps the VM running.
+    if !clock.still_due() {
         devices
             .unpark(machine.mem())
             .map_err(|source| VmmError::Thread { source })?;
@@ -326,8 +359,8 @@ const CONNECTION: u64 = 1;
 const SIGNAL: u64 = 2;
 
 impl Hibernated {
-    /// Blocks until a client connects to a published port, or the host
-    /// sends the guest a signal (`pgkraft serve`'s SIGTERM: the guest
+    /// Blocks until a client connects to a published port (or a connected
+    /// one sends something, or goes), or the host sends the guest a signal (`pgkraft serve`'s SIGTERM: the guest
     /// wakes to shut down).
     pub fn wait_for_wake(&self) -> Result<Wake, VmmError> {
         let clock = self.devices.idle.as_ref().expect("an idle timer");
