@@ -232,3 +232,39 @@ fn hibernate_with_idle_policy_sleeps_under_idle_sessions_but_never_mid_query() {
     server.next_event("hibernated", EVENT_LIMIT);
     server.stop();
 }
+
+#[test]
+fn hibernate_that_cannot_be_saved_leaves_the_server_serving() {
+    if !kvm_available() {
+        return;
+    }
+    let image = postgres_image("17");
+    let dir = tempfile::tempdir().unwrap();
+    // The RAM's directory cannot be made: a file stands where its parent
+    // would be.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let server = Serve::start(
+        &image,
+        &[
+            OsStr::new("--idle-timeout"),
+            OsStr::new("200ms"),
+            OsStr::new("--hibernate-dir"),
+            blocker.join("ram").as_os_str(),
+        ],
+    );
+    let mut c = server.client();
+    c.batch_execute("CREATE TABLE kept(x int); INSERT INTO kept VALUES (3)")
+        .unwrap();
+    drop(c);
+    // Several idle periods: each try fails, and the server stays up.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(value(&mut server.client()), 3);
+    let hibernated: Vec<String> = server
+        .events_so_far()
+        .into_iter()
+        .filter(|e| e.contains("\"hibernated\""))
+        .collect();
+    assert!(hibernated.is_empty(), "{hibernated:?}");
+    server.stop();
+}

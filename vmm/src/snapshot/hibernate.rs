@@ -285,49 +285,39 @@ pub(crate) fn hibernate(paused: Paused) -> Result<Hibernating, VmmError> {
     // The workers are parked: nothing moves now. A connection accepted
     // (or, idle sessions connected, a byte moved) since the timer ran out
     // keeps the VM running.
-    if !clock.still_due() {
-        devices
-            .unpark(machine.mem())
-            .map_err(|source| VmmError::Thread { source })?;
-        return Ok(Hibernating::Busy(Box::new(Vm::new(Parts {
-            machine,
-            devices,
-            thread: VcpuThread::spawn()?,
-            stop: rest.controls.stop,
-            stop_evt: rest.controls.stop_evt,
-            timeout: rest.timeout,
-            t0: rest.t0,
-            mem_bytes,
-            cmdline,
-            image,
-            io_bitmap: rest.io_bitmap,
-            resume_read: None,
-        }))));
-    }
-    let dir = clock.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let (msrs, xsave2) = vcpu_shape()?;
-    let vcpu = VcpuState::capture(machine.vcpu(), msrs, *xsave2)?;
-    let kvm_clock = machine
-        .vm()
-        .get_clock()
-        .map_err(VmmError::ioctl("KVM_GET_CLOCK"))?;
-    // A new file each time, renamed over the last one: the RAM being saved
-    // may still be a mapping of that one (after an earlier wake).
-    let tmp = dir.join(format!(".{MEMORY_FILE}.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let (memory, _) = write_memory(machine.mem(), mem_bytes, &tmp, Keep::ForThisProcess).map_err(
-        |e| match e {
-            SnapshotError::Io { what, path, source } => VmmError::Hibernate { what, path, source },
-            other => VmmError::Hibernate {
-                what: "write",
-                path: tmp.clone(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        },
-    )?;
-    let path = dir.join(MEMORY_FILE);
-    std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+    let saved = if clock.still_due() {
+        save(&machine, mem_bytes, &clock.dir)
+    } else {
+        Err(None)
+    };
+    let (vcpu, kvm_clock, memory, path) = match saved {
+        Ok(s) => s,
+        Err(failed) => {
+            if let Some(e) = failed {
+                // The server is worth more than its sleep: it goes on, and
+                // tries again after another idle period.
+                log::warn!("vmm: the VM could not hibernate and keeps running: {e}");
+                clock.activity.touch();
+            }
+            devices
+                .unpark(machine.mem())
+                .map_err(|source| VmmError::Thread { source })?;
+            return Ok(Hibernating::Busy(Box::new(Vm::new(Parts {
+                machine,
+                devices,
+                thread: VcpuThread::spawn()?,
+                stop: rest.controls.stop,
+                stop_evt: rest.controls.stop_evt,
+                timeout: rest.timeout,
+                t0: rest.t0,
+                mem_bytes,
+                cmdline,
+                image,
+                io_bitmap: rest.io_bitmap,
+                resume_read: None,
+            }))));
+        }
+    };
     let file = File::open(&path).map_err(io("open", &path))?;
     // The VM ends here: guest RAM is unmapped.
     drop(machine);
@@ -355,13 +345,53 @@ pub(crate) fn hibernate(paused: Paused) -> Result<Hibernating, VmmError> {
     })))
 }
 
+/// The vCPU's state, the KVM clock and guest RAM (into `dir`'s memory
+/// file, whose path comes back); nothing of the VM changes. `Err(Some)`:
+/// it could not be saved (a full disk), and nothing is left half-written.
+type Saved = (VcpuState, kvm_clock_data, MemoryInfo, PathBuf);
+
+fn save(machine: &Machine, mem_bytes: u64, dir: &Path) -> Result<Saved, Option<VmmError>> {
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let (msrs, xsave2) = vcpu_shape()?;
+    let vcpu = VcpuState::capture(machine.vcpu(), msrs, *xsave2)?;
+    let kvm_clock = machine
+        .vm()
+        .get_clock()
+        .map_err(VmmError::ioctl("KVM_GET_CLOCK"))?;
+    // A new file each time, renamed over the last one: the RAM being saved
+    // may still be a mapping of that one (after an earlier wake).
+    let tmp = dir.join(format!(".{MEMORY_FILE}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = write_memory(machine.mem(), mem_bytes, &tmp, Keep::ForThisProcess)
+        .map_err(|e| match e {
+            SnapshotError::Io { what, path, source } => VmmError::Hibernate { what, path, source },
+            other => VmmError::Hibernate {
+                what: "write",
+                path: tmp.clone(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })
+        .and_then(|(memory, _)| {
+            let path = dir.join(MEMORY_FILE);
+            std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+            Ok((memory, path))
+        });
+    match written {
+        Ok((memory, path)) => Ok((vcpu, kvm_clock, memory, path)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(Some(e))
+        }
+    }
+}
+
 const CONNECTION: u64 = 1;
 const SIGNAL: u64 = 2;
 
 impl Hibernated {
     /// Blocks until a client connects to a published port (or a connected
-    /// one sends something, or goes), or the host sends the guest a signal (`pgkraft serve`'s SIGTERM: the guest
-    /// wakes to shut down).
+    /// one sends something, or goes), or the host sends the guest a
+    /// signal (`pgkraft serve`'s SIGTERM: the guest wakes to shut down).
     pub fn wait_for_wake(&self) -> Result<Wake, VmmError> {
         let clock = self.devices.idle.as_ref().expect("an idle timer");
         let setup = |e| VmmError::Thread { source: e };
