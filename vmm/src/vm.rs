@@ -86,6 +86,31 @@ pub(crate) struct Rest {
     pub io_bitmap: bool,
 }
 
+impl Rest {
+    /// The VM again, on a new vCPU thread, from what a stopped one kept.
+    pub(crate) fn into_vm(
+        self,
+        machine: Machine,
+        devices: Devices,
+        (mem_bytes, cmdline, image): (u64, String, Option<ImageId>),
+    ) -> Result<Vm, VmmError> {
+        Ok(Vm::new(Parts {
+            machine,
+            devices,
+            thread: VcpuThread::spawn()?,
+            stop: self.controls.stop,
+            stop_evt: self.controls.stop_evt,
+            timeout: self.timeout,
+            t0: self.t0,
+            mem_bytes,
+            cmdline,
+            image,
+            io_bitmap: self.io_bitmap,
+            resume_read: None,
+        }))
+    }
+}
+
 /// Why [`Vm::drive`] handed the VM back.
 enum Driven {
     Ended(RunOutcome),

@@ -43,7 +43,7 @@ use crate::devices::Devices;
 use crate::image::ImageId;
 use crate::kvm::{Machine, VmShell};
 use crate::net::Activity;
-use crate::vm::{Parts, Paused, Rest, VcpuThread, Vm};
+use crate::vm::{Paused, Rest, Vm};
 use crate::{RunOutcome, VmmError};
 
 /// While connections are open, a waiting guest looks at its idle timer at
@@ -302,20 +302,8 @@ pub(crate) fn hibernate(paused: Paused) -> Result<Hibernating, VmmError> {
             devices
                 .unpark(machine.mem())
                 .map_err(|source| VmmError::Thread { source })?;
-            return Ok(Hibernating::Busy(Box::new(Vm::new(Parts {
-                machine,
-                devices,
-                thread: VcpuThread::spawn()?,
-                stop: rest.controls.stop,
-                stop_evt: rest.controls.stop_evt,
-                timeout: rest.timeout,
-                t0: rest.t0,
-                mem_bytes,
-                cmdline,
-                image,
-                io_bitmap: rest.io_bitmap,
-                resume_read: None,
-            }))));
+            let vm = rest.into_vm(machine, devices, (mem_bytes, cmdline, image))?;
+            return Ok(Hibernating::Busy(Box::new(vm)));
         }
     };
     let file = File::open(&path).map_err(io("open", &path))?;
@@ -450,7 +438,6 @@ impl Hibernated {
             report,
         } = self;
         crate::vm::settle();
-        let thread = VcpuThread::spawn()?;
         let shell = match shell {
             Some(s) => s,
             None => VmShell::create(&crate::boot::open_kvm()?)?,
@@ -462,11 +449,13 @@ impl Hibernated {
                 detail: e.to_string(),
             },
         )?;
+        let t_setup = wake.at.elapsed();
         // Copied, not mapped: a guest's first touch of a page of a file
         // mapping costs a shadow-MMU fault each (~25-36 µs on PVM), and a
         // wake touched enough of them to cost ~50 ms over a running
         // server's answer; private huge pages cost one fault per 2 MiB.
         super::restore::copy_data(&mem, &memory, &file).map_err(io("read", &report.memory_file))?;
+        let t_copy = wake.at.elapsed();
         let machine = Machine::new(shell, mem)?;
         // As a snapshot's resume: the clock before the MSRs.
         machine
@@ -479,9 +468,16 @@ impl Hibernated {
             .map_err(VmmError::ioctl("KVM_SET_CLOCK"))?;
         let (_, xsave2) = vcpu_shape()?;
         vcpu.apply(&machine, *xsave2)?;
+        let t_state = wake.at.elapsed();
         devices
             .unpark(machine.mem())
             .map_err(|source| VmmError::Thread { source })?;
+        log::debug!(
+            "hibernate: wake: setup {t_setup:?}, copy {:?}, memslot+state {:?}, devices {:?}",
+            t_copy - t_setup,
+            t_state - t_copy,
+            wake.at.elapsed() - t_state
+        );
         let activity = devices
             .idle
             .as_ref()
@@ -497,20 +493,7 @@ impl Hibernated {
             activity,
         }));
         devices.woke = Some(times.clone());
-        let vm = Vm::new(Parts {
-            machine,
-            devices,
-            thread,
-            stop: rest.controls.stop,
-            stop_evt: rest.controls.stop_evt,
-            timeout: rest.timeout,
-            t0: rest.t0,
-            mem_bytes,
-            cmdline,
-            image,
-            io_bitmap: rest.io_bitmap,
-            resume_read: None,
-        });
+        let vm = rest.into_vm(machine, devices, (mem_bytes, cmdline, image))?;
         Ok((vm, times))
     }
 }
