@@ -73,7 +73,7 @@ impl Record {
         }
     }
 
-    fn status(&self, vmas: &[Vma]) -> DatabaseStatus {
+    fn status(&self, vmas: &[Vma], present: &mut dyn FnMut(Range<usize>) -> u64) -> DatabaseStatus {
         DatabaseStatus {
             name: self.name.clone(),
             listen: self.listen.to_string(),
@@ -82,7 +82,7 @@ impl Record {
             error: self.error.clone(),
             memory: Memory {
                 memory_mib: self.memory_mib,
-                guest_resident_bytes: resident_in(vmas, &self.ram),
+                guest_resident_bytes: resident_in(vmas, &self.ram, present),
                 memory_file_bytes: self.memory_file_bytes,
             },
             hibernations: self.hibernations,
@@ -158,11 +158,16 @@ pub fn document<'a>(file: &str, records: impl Iterator<Item = &'a Record>) -> St
     } else {
         Vec::new()
     };
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").ok();
+    let mut present = |r: Range<usize>| pagemap_present(&mut pagemap, r);
     Status {
         file: file.to_string(),
         pid: std::process::id(),
         rss_bytes: crate::serve::rss_bytes(),
-        databases: records.iter().map(|r| r.status(&vmas)).collect(),
+        databases: records
+            .iter()
+            .map(|r| r.status(&vmas, &mut present))
+            .collect(),
     }
 }
 
@@ -206,18 +211,54 @@ fn parse_smaps(text: &str) -> Vec<Vma> {
     vmas
 }
 
-/// Resident bytes of the mappings inside `ranges` (guest RAM is one
-/// mapping, or after a wake several: the memory file's regions mapped over
-/// it).
-fn resident_in(vmas: &[Vma], ranges: &[Range<usize>]) -> u64 {
-    vmas.iter()
-        .filter(|v| {
-            ranges
-                .iter()
-                .any(|r| v.range.start >= r.start && v.range.end <= r.end)
-        })
-        .map(|v| v.rss)
-        .sum()
+/// Resident bytes of guest RAM at `ranges`. Guest RAM is one mapping, or
+/// after a wake several (the memory file's regions mapped over it); the
+/// kernel may merge an anonymous one with a neighbour of the same kind
+/// (another VM's RAM), so a mapping reaching out of `ranges` has its pages
+/// counted one by one (`present`), not its `Rss`.
+fn resident_in(
+    vmas: &[Vma],
+    ranges: &[Range<usize>],
+    present: &mut dyn FnMut(Range<usize>) -> u64,
+) -> u64 {
+    let mut bytes = 0;
+    for r in ranges {
+        for v in vmas {
+            let (start, end) = (v.range.start.max(r.start), v.range.end.min(r.end));
+            if start >= end || v.rss == 0 {
+                continue;
+            }
+            bytes += match start == v.range.start && end == v.range.end {
+                true => v.rss,
+                false => present(start..end),
+            };
+        }
+    }
+    bytes
+}
+
+/// Bytes of the pages present in memory at `range` of this process, from
+/// /proc/self/pagemap (one 64-bit entry per 4 KiB page, bit 63: present).
+fn pagemap_present(pagemap: &mut Option<std::fs::File>, range: Range<usize>) -> u64 {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    let Some(file) = pagemap else { return 0 };
+    let mut present = 0;
+    let mut buf = vec![0u8; 8 * 4096];
+    let mut page = range.start / PAGE;
+    let last = range.end.div_ceil(PAGE);
+    while page < last {
+        let n = (last - page).min(buf.len() / 8);
+        let Ok(()) = file.read_exact_at(&mut buf[..n * 8], (page * 8) as u64) else {
+            return present;
+        };
+        present += buf[..n * 8]
+            .chunks_exact(8)
+            .filter(|e| e[7] & 0x80 != 0)
+            .count() as u64;
+        page += n;
+    }
+    present * PAGE as u64
 }
 
 fn mb(bytes: u64) -> String {
@@ -315,9 +356,36 @@ VmFlags: rd wr mr mw me ac
     fn resident_sums_the_mappings_inside_guest_ram() {
         let vmas = parse_smaps(SMAPS);
         assert_eq!(vmas.len(), 3);
+        let mut never = |r: Range<usize>| panic!("{r:x?} lies inside one mapping");
         let ram = vec![0x7f00_0000_0000..0x7f00_0040_0000, 0x1000..0x2000];
-        assert_eq!(resident_in(&vmas, &ram), (512 + 1024) * 1024);
-        assert_eq!(resident_in(&vmas, &[]), 0);
+        assert_eq!(resident_in(&vmas, &ram, &mut never), (512 + 1024) * 1024);
+        assert_eq!(resident_in(&vmas, &[], &mut never), 0);
+        // Guest RAM merged with its neighbour's: its part is counted by page.
+        let mut asked = Vec::new();
+        let mut by_page = |r: Range<usize>| {
+            asked.push(r.clone());
+            4096
+        };
+        let ram = std::slice::from_ref(&(0x7f00_0010_0000..0x7f00_0030_0000));
+        assert_eq!(resident_in(&vmas, ram, &mut by_page), 4096 * 2);
+        assert_eq!(
+            asked,
+            [
+                0x7f00_0010_0000..0x7f00_0020_0000,
+                0x7f00_0020_0000..0x7f00_0030_0000
+            ]
+        );
+    }
+
+    #[test]
+    fn pagemap_sees_what_this_process_touched() {
+        let touched = vec![1u8; 64 * 4096];
+        let start = touched.as_ptr() as usize;
+        let mut pagemap = std::fs::File::open("/proc/self/pagemap").ok();
+        let whole_pages = start.next_multiple_of(4096)..(start + touched.len()) / 4096 * 4096;
+        let n = whole_pages.len() as u64;
+        assert_eq!(pagemap_present(&mut pagemap, whole_pages), n);
+        assert_eq!(pagemap_present(&mut None, 0..4096), 0);
     }
 
     #[test]
