@@ -198,9 +198,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum FleetCommand {
-    /// Run the fleet FILE describes until SIGINT/SIGTERM, then stop every
-    /// database cleanly (a hibernated one wakes for it) and exit 0 if all
-    /// stopped cleanly. One database failing leaves the others running.
+    /// Run the fleet FILE describes until SIGINT/SIGTERM (or until every
+    /// database has ended), then stop every database cleanly (a hibernated
+    /// one wakes for it) and exit 0 if all stopped cleanly, 1 if not. One
+    /// database failing leaves the others running. A bad FILE exits 2
+    /// before any database starts.
     Run(FleetRunArgs),
     /// Ask a running fleet's supervisor for each database's state (booting,
     /// running, hibernated, stopped, failed), memory and last wake.
