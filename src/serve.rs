@@ -225,12 +225,15 @@ pub struct WokeEvent {
 
 impl WokeEvent {
     pub fn human(&self) -> String {
+        let answer = match (self.cause, self.first_answer_ms) {
+            // Woken to stop: no client waits for an answer.
+            ("signal", _) => String::new(),
+            (_, Some(ms)) => format!(", first answer after {ms:.1} ms"),
+            (_, None) => ", no answer yet".into(),
+        };
         format!(
-            "woke for a {}: restored in {:.1} ms, first answer {}",
-            self.cause,
-            self.restore_ms,
-            self.first_answer_ms
-                .map_or("not yet".into(), |ms| format!("after {ms:.1} ms")),
+            "woke for a {}: restored in {:.1} ms{answer}",
+            self.cause, self.restore_ms
         )
     }
 }
