@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod build;
 pub mod catalog;
+pub mod duration;
 pub mod first_answer;
+pub mod fleet;
 pub mod image;
 pub mod image_info;
 pub mod inspect;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgkraft::vmm::snapshot;
 use pgkraft::{
-    bench, build, first_answer, image_info, progress::Progress, recipe, smoke, vmm, volume,
+    bench, build, first_answer, fleet, image_info, progress::Progress, recipe, smoke, vmm, volume,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,7 +104,7 @@ enum Command {
         /// published ports stay open, and the next connection wakes it
         /// and is served. The RAM goes to DIR.hibernate next to the
         /// --volume, or to --hibernate-dir.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "native")]
+        #[arg(long, value_name = "DURATION", value_parser = pgkraft::duration::parse, conflicts_with = "native")]
         idle_timeout: Option<std::time::Duration>,
         /// Where a hibernated VM's RAM goes (default: next to the volume,
         /// DIR.hibernate).
@@ -116,6 +116,16 @@ enum Command {
         /// waits for its client's input).
         #[arg(long, value_name = "POLICY", value_parser = parse_idle_policy, default_value = "connections", requires = "idle_timeout")]
         idle_policy: vmm::IdlePolicy,
+    },
+    /// Serve many PostgreSQL databases from one supervisor process, each
+    /// its own VM on its own port, hibernating when idle and waking at its
+    /// next connection: `pgkraft fleet [run] FILE`, `pgkraft fleet status FILE`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Fleet {
+        #[command(subcommand)]
+        what: Option<FleetCommand>,
+        #[command(flatten)]
+        run: Option<FleetRunArgs>,
     },
     /// Boot an image, run its checks, report size, boot time and boot phases.
     Smoke {
@@ -193,6 +203,45 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum FleetCommand {
+    /// Run the fleet FILE describes until SIGINT/SIGTERM (or until every
+    /// database has ended), then stop every database cleanly (a hibernated
+    /// one wakes for it) and exit 0 if all stopped cleanly, 1 if not. One
+    /// database failing leaves the others running. A bad FILE exits 2
+    /// before any database starts.
+    Run(FleetRunArgs),
+    /// Ask a running fleet's supervisor for each database's state (booting,
+    /// running, hibernated, stopped, failed), memory and last wake.
+    Status {
+        /// The fleet file (its `control:` socket is asked).
+        #[arg(required_unless_present = "control")]
+        file: Option<PathBuf>,
+        /// Ask this control socket instead of the fleet file's.
+        #[arg(long, value_name = "SOCK", conflicts_with = "file")]
+        control: Option<PathBuf>,
+        /// Print one JSON document on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct FleetRunArgs {
+    /// The fleet file (YAML): `databases:` each with `name`, `image`,
+    /// `port` (or `listen`), and optionally `volume`, `hibernate_dir`,
+    /// `memory_mib`, `idle_timeout`; `defaults:` for all of them;
+    /// `control:` (the status socket, default FILE with .sock) and `logs:`
+    /// (default FILE with .logs). Relative paths start at FILE's directory.
+    /// See README "Fleets".
+    file: PathBuf,
+    /// Print JSON lines on stdout: each database's events (`ready`,
+    /// `hibernated`, `woke`, `stopped`, `failed`, with `database`), and
+    /// `fleet_started` / `fleet_stopped`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Boot an image repeatedly under our runner and under QEMU microvm, alternating.
     Boot {
@@ -225,7 +274,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         runs: usize,
         /// The server's --idle-timeout.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300ms")]
+        #[arg(long, value_name = "DURATION", value_parser = pgkraft::duration::parse, default_value = "300ms")]
         idle_timeout: std::time::Duration,
         /// Print one JSON object on stdout, nothing else there.
         #[arg(long)]
@@ -358,7 +407,6 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// `--mem MIB`: whole MiB in the range a recipe's `vm.memory_mib` accepts.
 /// `--idle-policy`.
 fn parse_idle_policy(text: &str) -> Result<vmm::IdlePolicy, String> {
     match text {
@@ -368,29 +416,7 @@ fn parse_idle_policy(text: &str) -> Result<vmm::IdlePolicy, String> {
     }
 }
 
-/// `--idle-timeout`: a number with a unit (`500ms`, `30s`, `5m`, `1h`),
-/// or plain seconds.
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let scale = match unit.trim() {
-        "ms" => Some(1),
-        "" | "s" => Some(1_000),
-        "m" | "min" => Some(60_000),
-        "h" => Some(3_600_000),
-        _ => None,
-    };
-    match (num.parse::<u64>(), scale) {
-        (Ok(n), Some(scale)) if n > 0 => {
-            Ok(std::time::Duration::from_millis(n.saturating_mul(scale)))
-        }
-        _ => Err(format!(
-            "{text:?} is not a duration: give a whole number above 0 with a unit, such as 500ms, 30s, 5m or 1h"
-        )),
-    }
-}
-
+/// `--mem MIB`: whole MiB in the range a recipe's `vm.memory_mib` accepts.
 fn parse_mem(text: &str) -> Result<u32, String> {
     let range = recipe::MEMORY_MIB_RANGE;
     text.trim()
@@ -684,6 +710,23 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 bench::density(&dir, instances, &query, prefault).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
+        Command::Fleet { what, run } => match (what, run) {
+            (Some(FleetCommand::Run(args)), _) | (None, Some(args)) => {
+                fleet_run(&args.file, args.json)
+            }
+            (
+                Some(FleetCommand::Status {
+                    file,
+                    control,
+                    json,
+                }),
+                _,
+            ) => fleet_status(file.as_deref(), control.as_deref(), json),
+            (None, None) => Err(Failure::input(anyhow::anyhow!(
+                "fleet: give a fleet file (`pgkraft fleet run FILE`) or ask one \
+                 (`pgkraft fleet status FILE`)"
+            ))),
+        },
         Command::Inspect { image, json } => {
             let info = image_info::read(&image)
                 .with_context(|| format!("inspecting {}", image.display()))
@@ -696,6 +739,44 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+fn fleet_failure(e: fleet::FleetError) -> Failure {
+    match e.is_bad_input() {
+        true => Failure::input(e),
+        false => Failure::failed(e),
+    }
+}
+
+fn fleet_run(file: &std::path::Path, json: bool) -> Result<u8, Failure> {
+    let summary = fleet::run(file, json).map_err(fleet_failure)?;
+    match summary.failed {
+        0 => Ok(0),
+        n => Err(Failure::failed(anyhow::anyhow!(
+            "{n} of {} databases did not stop cleanly (`failed` above says why; their logs have \
+             the rest)",
+            summary.databases
+        ))),
+    }
+}
+
+fn fleet_status(
+    file: Option<&std::path::Path>,
+    control: Option<&std::path::Path>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let ask = match (control, file) {
+        (Some(sock), _) => fleet::Ask::Socket(sock),
+        (None, Some(file)) => fleet::Ask::File(file),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let status = fleet::status(ask).map_err(fleet_failure)?;
+    if json {
+        print_json(&status);
+    } else {
+        print!("{}", fleet::status::table(&status));
+    }
+    Ok(0)
 }
 
 fn snapshot_failure(e: snapshot::SnapshotError) -> Failure {
@@ -747,16 +828,7 @@ fn open_volume(
         code: if e.is_refusal() { 2 } else { 1 },
         error: anyhow::Error::new(e).context("--volume"),
     })?;
-    let said = match taken.state() {
-        volume::State::Initialized => "initialized from the image's cluster",
-        volume::State::AwaitsFirstBoot => {
-            "created empty: the image initializes its cluster at its first boot"
-        }
-        volume::State::Adopted => "holds a cluster of this image, recorded now",
-        volume::State::StillAwaitsFirstBoot => "still awaits its first boot's initialization",
-        volume::State::Existing | volume::State::Plain => "",
-    };
-    if !said.is_empty() {
+    if let Some(said) = taken.state().said() {
         eprintln!("pgkraft: volume {}: {said}", dir.display());
     }
     Ok(Some(taken))

@@ -110,7 +110,7 @@ struct Stopped<'a> {
 
 /// The address a client uses for `rule`: its host address (the wildcard
 /// means loopback will do) and port.
-fn client_addr(rule: &vmm::PublishRule) -> SocketAddr {
+pub(crate) fn client_addr(rule: &vmm::PublishRule) -> SocketAddr {
     let ip = match rule.host.ip() {
         std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
@@ -178,26 +178,99 @@ impl Backend {
     }
 }
 
+/// `hibernated`: what a hibernation cost and left on disk.
 #[derive(Serialize)]
-struct Hibernated<'a> {
-    event: &'a str,
-    save_ms: f64,
-    memory_file: String,
-    memory_bytes: u64,
-    data_bytes: u64,
+pub struct HibernatedEvent {
+    event: &'static str,
+    pub save_ms: f64,
+    pub memory_file: String,
+    pub memory_bytes: u64,
+    pub data_bytes: u64,
     /// This process's resident memory once hibernated.
-    rss_bytes: Option<u64>,
+    pub rss_bytes: Option<u64>,
 }
 
+impl HibernatedEvent {
+    pub fn of(r: &vmm::HibernateReport) -> HibernatedEvent {
+        HibernatedEvent {
+            event: "hibernated",
+            save_ms: r.save_ms,
+            memory_file: r.memory_file.display().to_string(),
+            memory_bytes: r.memory_bytes,
+            data_bytes: r.data_bytes,
+            rss_bytes: rss_bytes(),
+        }
+    }
+
+    pub fn human(&self) -> String {
+        format!(
+            "idle: hibernated ({:.1} MB of RAM to {}, {:.0} ms)",
+            self.data_bytes as f64 / 1e6,
+            self.memory_file,
+            self.save_ms
+        )
+    }
+}
+
+/// `woke`: what a wake cost, once the guest answered (or gave up on).
 #[derive(Serialize)]
-struct Woke<'a> {
-    event: &'a str,
-    cause: &'a str,
+pub struct WokeEvent {
+    event: &'static str,
+    pub cause: &'static str,
     /// From the wake's cause (the client's connection seen) to the VM
     /// restored, to the guest running, and to its first bytes to a client.
-    restore_ms: f64,
-    resumed_ms: Option<f64>,
-    first_answer_ms: Option<f64>,
+    pub restore_ms: f64,
+    pub resumed_ms: Option<f64>,
+    pub first_answer_ms: Option<f64>,
+}
+
+impl WokeEvent {
+    pub fn human(&self) -> String {
+        let answer = match (self.cause, self.first_answer_ms) {
+            // Woken to stop: no client waits for an answer.
+            ("signal", _) => String::new(),
+            (_, Some(ms)) => format!(", first answer after {ms:.1} ms"),
+            (_, None) => ", no answer yet".into(),
+        };
+        format!(
+            "woke for a {}: restored in {:.1} ms{answer}",
+            self.cause, self.restore_ms
+        )
+    }
+}
+
+/// How long [`when_answered`] waits for a woken guest's first answer.
+const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Calls `then` on a thread of its own once the woken guest sent its first
+/// bytes to a client (or after [`FIRST_ANSWER_WAIT`] without; at once for
+/// a wake no client asked for). [`vmm::WakeTimes::first_answer_ms`] is the
+/// time of the latest answer since the wake, so it is read as soon as there
+/// is one.
+pub fn when_answered(
+    wake: vmm::Wake,
+    times: vmm::WakeTimes,
+    then: impl FnOnce(WokeEvent) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        while times.first_answer_ms().is_none()
+            && wake.cause == vmm::WakeCause::Connection
+            && t.elapsed() < FIRST_ANSWER_WAIT
+        {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        then(WokeEvent {
+            event: "woke",
+            cause: match wake.cause {
+                vmm::WakeCause::Connection => "connection",
+                vmm::WakeCause::Signal => "signal",
+            },
+            restore_ms: times.restore_ms(),
+            resumed_ms: times.resumed_ms(),
+            first_answer_ms: times.first_answer_ms(),
+        });
+    });
 }
 
 /// This process's resident memory (`VmRSS`).
@@ -214,70 +287,79 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What [`serve_guest`] says as it goes: `pgkraft serve` prints it, a
+/// fleet's supervisor keeps it for each of its databases.
+pub trait ServeEvents {
+    /// The guest is about to run: booted, or woken.
+    fn running(&mut self, _vm: &vmm::Vm) {}
+    fn hibernated(&mut self, report: &vmm::HibernateReport);
+    /// Woken by `wake`; `times` fill in as the guest runs
+    /// ([`when_answered`]).
+    fn woke(&mut self, wake: vmm::Wake, times: vmm::WakeTimes);
+    /// Whether the guest has been asked to stop (a signal sent).
+    fn stopping(&self) -> bool;
+}
+
 /// Runs the VM until it ends, hibernating it whenever it is idle and
 /// waking it at the next connection (or signal).
-fn serve_guest(mut vm: vmm::Vm, json: bool) -> Result<vmm::RunOutcome, ServeError> {
+pub fn serve_guest(
+    mut vm: vmm::Vm,
+    events: &mut dyn ServeEvents,
+) -> Result<vmm::RunOutcome, ServeError> {
     loop {
+        events.running(&vm);
         let h = match vm.serve()? {
             vmm::Served::Ended(outcome) => return Ok(outcome),
             vmm::Served::Hibernated(h) => h,
         };
-        let r = &h.report;
-        let event = Hibernated {
-            event: "hibernated",
-            save_ms: r.save_ms,
-            memory_file: r.memory_file.display().to_string(),
-            memory_bytes: r.memory_bytes,
-            data_bytes: r.data_bytes,
-            rss_bytes: rss_bytes(),
+        events.hibernated(&h.report);
+        // A guest asked to stop may still wait in its shutdown (on an
+        // fsync, say) past its idle timeout and hibernate: it would then
+        // sleep until a client came. It wakes at once to finish instead.
+        let wake = match events.stopping() {
+            true => vmm::Wake {
+                cause: vmm::WakeCause::Signal,
+                at: Instant::now(),
+            },
+            false => h.wait_for_wake()?,
         };
-        if json {
-            println!("{}", serde_json::to_string(&event).expect("serializes"));
-        } else {
-            eprintln!(
-                "pgkraft: idle: hibernated ({:.1} MB of RAM to {}, {:.0} ms)",
-                r.data_bytes as f64 / 1e6,
-                r.memory_file.display(),
-                r.save_ms
-            );
-        }
-        let _ = std::io::stdout().flush();
-        let wake = h.wait_for_wake()?;
         let (woken, times) = h.wake(wake)?;
         vm = woken;
-        let cause = match wake.cause {
-            vmm::WakeCause::Connection => "connection",
-            vmm::WakeCause::Signal => "signal",
-        };
-        // Said once the guest answered (or after a while without).
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            while times.first_answer_ms().is_none()
-                && wake.cause == vmm::WakeCause::Connection
-                && t.elapsed() < std::time::Duration::from_secs(10)
-            {
-                std::thread::sleep(std::time::Duration::from_micros(500));
-            }
-            let event = Woke {
-                event: "woke",
-                cause,
-                restore_ms: times.restore_ms(),
-                resumed_ms: times.resumed_ms(),
-                first_answer_ms: times.first_answer_ms(),
-            };
-            if json {
-                println!("{}", serde_json::to_string(&event).expect("serializes"));
-            } else {
-                eprintln!(
-                    "pgkraft: woke for a {cause}: restored in {:.1} ms, first answer {}",
-                    event.restore_ms,
-                    event
-                        .first_answer_ms
-                        .map_or("not yet".into(), |ms| format!("after {ms:.1} ms")),
-                );
-            }
-            let _ = std::io::stdout().flush();
-        });
+        events.woke(wake, times);
+    }
+}
+
+/// `pgkraft serve`'s events: JSON lines on stdout, or sentences on stderr.
+struct Say {
+    json: bool,
+    /// Set once a host signal was passed on.
+    stopping: Arc<AtomicBool>,
+}
+
+impl Say {
+    fn say(json: bool, event: &impl Serialize, human: String) {
+        if json {
+            println!("{}", serde_json::to_string(event).expect("serializes"));
+        } else {
+            eprintln!("pgkraft: {human}");
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+impl ServeEvents for Say {
+    fn hibernated(&mut self, report: &vmm::HibernateReport) {
+        let e = HibernatedEvent::of(report);
+        Say::say(self.json, &e, e.human());
+    }
+
+    fn woke(&mut self, wake: vmm::Wake, times: vmm::WakeTimes) {
+        let json = self.json;
+        when_answered(wake, times, move |e| Say::say(json, &e, e.human()));
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 }
 
@@ -359,11 +441,16 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
     };
     let handle = host_signals.handle();
     let forward = backend.forward();
-    let forwarder = std::thread::spawn(move || {
-        for (n, _) in host_signals.forever().enumerate() {
-            forward(n);
-        }
-    });
+    let stopping = Arc::new(AtomicBool::new(false));
+    let forwarder = {
+        let stopping = stopping.clone();
+        std::thread::spawn(move || {
+            for (n, _) in host_signals.forever().enumerate() {
+                stopping.store(true, Ordering::SeqCst);
+                forward(n);
+            }
+        })
+    };
 
     let done = Arc::new(AtomicBool::new(false));
     let probe = {
@@ -389,7 +476,14 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
     };
 
     let outcome = match backend {
-        Backend::Guest(_, vm) => serve_guest(*vm, opts.json).and_then(|o| match o.exit {
+        Backend::Guest(_, vm) => serve_guest(
+            *vm,
+            &mut Say {
+                json: opts.json,
+                stopping,
+            },
+        )
+        .and_then(|o| match o.exit {
             vmm::GuestExit::Status(s) => Ok((s, Some(o.exits))),
             vmm::GuestExit::Timeout => unreachable!("serve sets no timeout"),
             vmm::GuestExit::Shutdown { regs } => Err(ServeError::Died(regs)),

@@ -205,6 +205,21 @@ pub(crate) struct FieldInfo {
     example: &'static str,
 }
 
+impl FieldInfo {
+    /// For other YAML files read with [`parse_yaml`] (a fleet file).
+    pub(crate) const fn new(
+        path: &'static str,
+        expected: &'static str,
+        example: &'static str,
+    ) -> FieldInfo {
+        FieldInfo {
+            path,
+            expected,
+            example,
+        }
+    }
+}
+
 const FIELDS: &[FieldInfo] = &[
     FieldInfo {
         path: "",

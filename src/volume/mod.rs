@@ -181,6 +181,21 @@ pub enum State {
     Plain,
 }
 
+impl State {
+    /// What a runner says of a volume in this state on stderr, if anything.
+    pub fn said(self) -> Option<&'static str> {
+        match self {
+            State::Initialized => Some("initialized from the image's cluster"),
+            State::AwaitsFirstBoot => {
+                Some("created empty: the image initializes its cluster at its first boot")
+            }
+            State::Adopted => Some("holds a cluster of this image, recorded now"),
+            State::StillAwaitsFirstBoot => Some("still awaits its first boot's initialization"),
+            State::Existing | State::Plain => None,
+        }
+    }
+}
+
 /// A volume taken for one runner: the lock is held while this lives.
 #[derive(Debug)]
 pub struct Volume {

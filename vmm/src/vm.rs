@@ -693,3 +693,23 @@ impl ExitLoop<'_> {
         )
     }
 }
+
+// Accessor for `pgkraft fleet status` (src/fleet/): kept apart from the
+// rest of the runner, it only reports.
+impl Vm {
+    /// Where guest RAM lies in this process's address space, one range per
+    /// region. A caller that hands the VM to [`Vm::serve`] can still tell
+    /// how much of it is resident (from /proc/self/smaps) while it runs;
+    /// the ranges mean nothing once the VM hibernated or ended.
+    pub fn ram_host_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        self.machine
+            .mem()
+            .iter()
+            .filter_map(|region| {
+                let start = region.get_host_address(MemoryRegionAddress(0)).ok()? as usize;
+                Some(start..start + region.len() as usize)
+            })
+            .collect()
+    }
+}
