@@ -86,16 +86,7 @@ fn free_port() -> Result<u16, BenchError> {
 
 /// Connect, authenticate, `SELECT 1`: how long it took.
 fn answer(addr: SocketAddr, creds: &Credentials) -> Result<Duration, postgres::Error> {
-    let mut config = postgres::Config::new();
-    config
-        .host(&addr.ip().to_string())
-        .port(addr.port())
-        .user(&creds.user)
-        .dbname("postgres")
-        .connect_timeout(PATIENCE);
-    if let Some(p) = &creds.password {
-        config.password(p);
-    }
+    let config = creds.client_config(addr, PATIENCE);
     let t = Instant::now();
     let mut client = config.connect(postgres::NoTls)?;
     client.simple_query("SELECT 1")?;

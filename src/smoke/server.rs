@@ -69,6 +69,23 @@ pub struct Credentials {
     pub password: Option<String>,
 }
 
+impl Credentials {
+    /// A client's settings for the server at `addr`, logging in as these.
+    pub fn client_config(&self, addr: SocketAddr, timeout: Duration) -> postgres::Config {
+        let mut config = postgres::Config::new();
+        config
+            .host(&addr.ip().to_string())
+            .port(addr.port())
+            .user(&self.user)
+            .dbname("postgres")
+            .connect_timeout(timeout);
+        if let Some(p) = &self.password {
+            config.password(p);
+        }
+        config
+    }
+}
+
 /// The cluster's superuser and its password: the generated password file
 /// the build wrote next to the image, if it generated one; else the
 /// environment variable the recipe names (as at build time). `auth:
@@ -319,17 +336,8 @@ fn drive(
         };
     }
     let ready_ms = Some(ms(t0.elapsed()));
-    let mut config = postgres::Config::new();
-    config
-        .host(&addr.ip().to_string())
-        .port(addr.port())
-        .user(&creds.user)
-        .dbname("postgres")
-        .application_name("pgkraft smoke")
-        .connect_timeout(Duration::from_secs(20));
-    if let Some(p) = &creds.password {
-        config.password(p);
-    }
+    let mut config = creds.client_config(addr, Duration::from_secs(20));
+    config.application_name("pgkraft smoke");
     let mut run = Runner {
         config,
         sessions: BTreeMap::new(),
