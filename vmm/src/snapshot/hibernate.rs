@@ -5,9 +5,9 @@
 //! the devices' host side (the published listeners, the volume's open
 //! files, the virtqueues' positions) and the vCPU's registers. The next
 //! connection ([`Hibernated::wait_for_wake`]) brings it back
-//! ([`Hibernated::wake`]): the memory file is mapped `MAP_PRIVATE` as a
-//! snapshot's resume maps it, the registers and the KVM clock go back,
-//! and the devices serve the new RAM. The client's connection waits in
+//! ([`Hibernated::wake`]): the memory file is copied into fresh private
+//! huge pages (see `wake` for why not mapped), the registers and the KVM
+//! clock go back, and the devices serve the new RAM. The client's connection waits in
 //! the listener's backlog meanwhile: nothing is refused or lost.
 //!
 //! Why the devices stay in the process instead of going to disk too:
