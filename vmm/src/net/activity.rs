@@ -64,8 +64,12 @@ impl Activity {
 
     /// How long no byte has moved and no connection came or went.
     pub(crate) fn quiet_for(&self) -> Duration {
+        self.quiet_since().elapsed()
+    }
+
+    /// Since when no byte has moved and no connection came or went.
+    fn quiet_since(&self) -> Instant {
         self.at(self.0.last_traffic_us.load(Ordering::SeqCst))
-            .elapsed()
     }
 
     pub(crate) fn connections(&self) -> usize {
@@ -74,11 +78,12 @@ impl Activity {
 
     /// How long no connection has been open; `None` while one is.
     pub(crate) fn idle_for(&self) -> Option<Duration> {
-        if self.connections() > 0 {
-            return None;
-        }
-        let last = self.at(self.0.last_open_us.load(Ordering::SeqCst));
-        Some(last.elapsed())
+        self.idle_since().map(|t| t.elapsed())
+    }
+
+    /// Since when no connection has been open; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.connections() == 0).then(|| self.at(self.0.last_open_us.load(Ordering::SeqCst)))
     }
 
     /// The start of the idle time afresh (a VM that just woke is not idle
@@ -105,18 +110,22 @@ mod tests {
     #[test]
     fn idle_time_starts_when_the_last_connection_ends() {
         let a = Activity::new();
-        assert!(a.idle_for().is_some());
+        let first = a.idle_since().expect("idle with no connection");
         a.update(2, false, true);
-        assert_eq!(a.idle_for(), None);
-        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(a.idle_since(), None, "a connection is open");
+        // Apart by more than the microseconds the times are kept in.
+        std::thread::sleep(Duration::from_millis(2));
         a.update(0, true, false);
-        let idle = a.idle_for().unwrap();
-        assert!(idle < Duration::from_millis(20), "counted from the close");
+        let closed = a.idle_since().unwrap();
+        assert!(closed > first, "idle from the close, not from before");
         assert!(a.last_answer().is_some());
         a.update(0, false, false);
-        assert!(
-            a.idle_for().unwrap() >= idle,
-            "an idle poll keeps the start"
-        );
+        assert_eq!(a.idle_since(), Some(closed), "an idle poll keeps the start");
+        let quiet = a.quiet_since();
+        a.update(0, false, false);
+        assert_eq!(a.quiet_since(), quiet, "nothing moved");
+        std::thread::sleep(Duration::from_millis(2));
+        a.update(1, false, false);
+        assert!(a.quiet_since() > quiet, "a connection came");
     }
 }

@@ -325,3 +325,20 @@ pub(crate) fn decode_clock(b: &[u8]) -> Result<kvm_clock_data, String> {
     let s = parse_sections(VM_MAGIC, b).ok_or("not a pgkraft VM state file")?;
     one(&s, "clock")
 }
+
+/// The MSRs to save and KVM's XSAVE size: the same for every VM of the
+/// process, asked once.
+pub(crate) fn vcpu_shape() -> Result<&'static (Vec<u32>, usize), VmmError> {
+    static SHAPE: std::sync::OnceLock<(Vec<u32>, usize)> = std::sync::OnceLock::new();
+    if let Some(s) = SHAPE.get() {
+        return Ok(s);
+    }
+    let kvm = crate::boot::open_kvm()?;
+    let msrs = kvm
+        .get_msr_index_list()
+        .map_err(VmmError::ioctl("KVM_GET_MSR_INDEX_LIST"))?
+        .as_slice()
+        .to_vec();
+    let xsave2 = kvm.check_extension_int(kvm_ioctls::Cap::Xsave2).max(0) as usize;
+    Ok(SHAPE.get_or_init(|| (msrs, xsave2)))
+}

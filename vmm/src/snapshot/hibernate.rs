@@ -31,12 +31,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_clock_data;
-use kvm_ioctls::Cap;
 use serde::Serialize;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::format::VcpuState;
+use super::format::{VcpuState, vcpu_shape};
 use super::save::{Keep, write_memory};
 use super::{MEMORY_FILE, MemoryInfo, SnapshotError, ms};
 use crate::devices::Devices;
@@ -243,23 +242,6 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// The MSRs to save and KVM's XSAVE size: the same for every VM of the
-/// process, asked once.
-fn vcpu_shape() -> Result<&'static (Vec<u32>, usize), VmmError> {
-    static SHAPE: OnceLock<(Vec<u32>, usize)> = OnceLock::new();
-    if let Some(s) = SHAPE.get() {
-        return Ok(s);
-    }
-    let kvm = crate::boot::open_kvm()?;
-    let msrs = kvm
-        .get_msr_index_list()
-        .map_err(VmmError::ioctl("KVM_GET_MSR_INDEX_LIST"))?
-        .as_slice()
-        .to_vec();
-    let xsave2 = kvm.check_extension_int(Cap::Xsave2).max(0) as usize;
-    Ok(SHAPE.get_or_init(|| (msrs, xsave2)))
 }
 
 /// Hibernates `paused`, stopped in an `hc::WAIT` whose result (0) is

@@ -11,7 +11,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kvm_ioctls::Cap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -131,13 +130,7 @@ pub fn save(
         .metadata()
         .map_err(io_err("read image", image_path))?;
 
-    let kvm = crate::boot::open_kvm()?;
-    let msr_index = kvm
-        .get_msr_index_list()
-        .map_err(VmmError::ioctl("KVM_GET_MSR_INDEX_LIST"))?
-        .as_slice()
-        .to_vec();
-    let xsave2 = kvm.check_extension_int(Cap::Xsave2).max(0) as usize;
+    let (msr_index, xsave2) = super::format::vcpu_shape()?;
     // Timed from here: hashing the image and asking KVM which MSRs exist
     // are not part of saving the VM.
     let t_save = std::time::Instant::now();
@@ -147,7 +140,7 @@ pub fn save(
         .hypercall
         .state()
         .expect("a paused VM stopped in a console read");
-    let vcpu_state = VcpuState::capture(paused.machine.vcpu(), &msr_index, xsave2)?;
+    let vcpu_state = VcpuState::capture(paused.machine.vcpu(), msr_index, *xsave2)?;
     let clock = paused
         .machine
         .vm()
