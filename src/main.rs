@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the image a recipe describes: writes DIR/<name>.img and DIR/<name>.manifest.json.
+    /// Build the image a recipe describes: writes DIR/<name>.img, its symbols DIR/<name>.debug and DIR/<name>.manifest.json.
     Build {
         /// The recipe (YAML); see the README's recipe reference.
         recipe: PathBuf,

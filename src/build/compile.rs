@@ -60,6 +60,7 @@ pub fn compile(
     for f in cflags {
         key.str("cflag", f);
     }
+    key.str("file prefix map", "source directory=.");
     for (i, s) in sources.iter().enumerate() {
         key.file(&format!("source{i}"), s)?;
     }
@@ -76,8 +77,15 @@ pub fn compile(
         .collect();
     let dir = cache.get_or_build("compile", &key, |out: &Path| -> Result<(), StageFailure> {
         for (src, name) in sources.iter().zip(&names) {
+            // __FILE__ (assert, a program's own messages) names the source
+            // by its file name, not by where the checkout is.
+            let prefix_map = src
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(|d| format!("-ffile-prefix-map={}=.", d.display()));
             let mut cmd = Command::new("cc");
-            cmd.arg("-c")
+            cmd.args(prefix_map)
+                .arg("-c")
                 .arg("-O2")
                 .arg("-nostdinc")
                 .arg("-isystem")

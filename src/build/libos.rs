@@ -4,6 +4,20 @@
 //! target (x86_64-unknown-linux-gnu: its prebuilt `core`/`alloc` are all this
 //! toolchain offers), with the kernel-config features and constants. Cached
 //! by the libOS and ABI sources, the configuration and the compiler version.
+//!
+//! The same sources give the same bytes from any checkout, cargo home and
+//! target directory:
+//! - cargo hashes a path dependency *outside* the crate's workspace by its
+//!   absolute path into `-C metadata`, and so into every symbol name. The
+//!   ABI crate therefore reaches the libOS through the symlink `libos/abi`
+//!   (-> `../abi`), inside the libOS's workspace, where cargo hashes the
+//!   path relative to the workspace root. Cargo does not resolve the link,
+//!   so the host workspace still sees `abi/` as its own member.
+//! - panic locations name registry crates by absolute path (under the cargo
+//!   home) and generated files by the target directory: both prefixes are
+//!   remapped. `RUSTFLAGS` do not enter `-C metadata` (checked: two builds
+//!   with different remap flags were bit-identical), so the host-specific
+//!   flags do not change symbol names.
 
 use super::cache::{Cache, KeyHasher};
 use super::exec::{self, StageFailure};
@@ -30,6 +44,31 @@ pub enum LibosError {
     Rustc(std::io::Error),
 }
 
+/// `--remap-path-prefix` for the host paths that reach the libOS's panic
+/// locations: the cargo home's registry sources and the target directory
+/// (build-script output). `\x1f` separates flags in CARGO_ENCODED_RUSTFLAGS.
+fn remap_flags(target: &Path) -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let mut flags = vec![format!(
+        "--remap-path-prefix={}=/pgkraft-target",
+        target.display()
+    )];
+    if let Some(home) = cargo_home {
+        flags.push(format!(
+            "--remap-path-prefix={}=/cargo/registry/src",
+            home.join("registry/src").display()
+        ));
+        flags.push(format!(
+            "--remap-path-prefix={}=/cargo/git/checkouts",
+            home.join("git/checkouts").display()
+        ));
+    }
+    flags.join("\x1f")
+}
+
 pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBuild, LibosError> {
     let src = paths::libos_dir();
     let rustc =
@@ -37,12 +76,7 @@ pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBu
     let mut key = KeyHasher::new();
     key.dir_except("libos", &src, &["target"])?
         .dir("abi", &paths::abi_dir())?
-        .str("rustc", &rustc)
-        // Cargo hashes a path dependency outside the crate's workspace
-        // (../abi) by its absolute path into every symbol name, so the same
-        // sources built from another checkout give other bytes: a build
-        // from this checkout must never reuse one from elsewhere.
-        .str("source path", &src.display().to_string());
+        .str("rustc", &rustc);
     for f in &config.features {
         key.str("feature", f);
     }
@@ -81,10 +115,13 @@ pub fn build(config: &KernelConfig, cache: &Cache, log: &Path) -> Result<LibosBu
                 v.to_string(),
             );
         }
-        // A cargo invoked from `cargo test` must not inherit the outer build's settings.
+        // A cargo invoked from `cargo test` must not inherit the outer build's
+        // settings; the only flags are the path remaps (module doc).
         cmd.env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_BUILD_TARGET");
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env("CARGO_ENCODED_RUSTFLAGS", remap_flags(target.path()));
         exec::run(&mut cmd, "libOS build", log)?;
         let copy = |from: PathBuf, to: &str| {
             std::fs::copy(&from, out.join(to))

@@ -78,12 +78,91 @@ pub struct LinkFacts {
     pub dropped_objects: Vec<super::link::ObjectBytes>,
 }
 
+impl LinkFacts {
+    /// The link report with every object named without host paths (see
+    /// [`portable_object_name`]), so two builds of one recipe write the same
+    /// manifest whatever their cache and temporary directories.
+    pub fn new(report: &super::link::LinkReport, cache_root: &Path) -> LinkFacts {
+        let portable = |objects: &mut dyn Iterator<Item = &super::link::ObjectBytes>| {
+            objects
+                .map(|o| super::link::ObjectBytes {
+                    object: portable_object_name(&o.object, cache_root),
+                    bytes: o.bytes,
+                })
+                .collect()
+        };
+        LinkFacts {
+            dropped_sections: report.dropped_sections,
+            dropped_bytes: report.dropped_bytes,
+            largest_objects: portable(&mut report.objects.iter().take(40)),
+            dropped_objects: portable(&mut report.dropped_objects.iter()),
+        }
+    }
+}
+
+/// An input object as the manifest names it: under the cache,
+/// `<stage>/<path inside the stage's entry>` (the entry's key is dropped:
+/// keys of stages whose inputs are cached paths differ between caches);
+/// elsewhere (a temporary directory), the file name. An archive member
+/// keeps its `(member.o)` suffix.
+pub fn portable_object_name(object: &str, cache_root: &Path) -> String {
+    let (file, member) = match object.find('(') {
+        Some(i) if object.ends_with(')') => object.split_at(i),
+        _ => (object, ""),
+    };
+    let path = Path::new(file);
+    if let Ok(rel) = path.strip_prefix(cache_root) {
+        let mut parts = rel.components();
+        if let (Some(stage), Some(_key)) = (parts.next(), parts.next()) {
+            let rest = parts.as_path();
+            return format!(
+                "{}/{}{member}",
+                stage.as_os_str().to_string_lossy(),
+                rest.display()
+            );
+        }
+    }
+    if path.is_absolute() {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        return format!("{}{member}", name.unwrap_or_default());
+    }
+    object.to_string()
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub build: BuildInfo,
     pub image: FileEntry,
+    /// The symbols split off the image (`<name>.debug`, build::link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<FileEntry>,
     pub link: LinkFacts,
     /// Every file in the rootfs with its size and why it is there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rootfs_files: Vec<super::rootfs::RootfsFile>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable_object_name;
+    use std::path::Path;
+
+    #[test]
+    fn object_names_lose_host_paths() {
+        let root = Path::new("/home/u/.cache/pgkraft");
+        let n = |o: &str| portable_object_name(o, root);
+        assert_eq!(
+            n("/home/u/.cache/pgkraft/pg-compile/abc123/server/src/backend/parser/gram.o"),
+            "pg-compile/server/src/backend/parser/gram.o"
+        );
+        assert_eq!(
+            n("/home/u/.cache/pgkraft/musl/def/lib/libc.a(vfprintf.lo)"),
+            "musl/lib/libc.a(vfprintf.lo)"
+        );
+        assert_eq!(
+            n("/tmp/.tmpXy12/pgkraft-entry-stubs.o"),
+            "pgkraft-entry-stubs.o"
+        );
+        assert_eq!(n("relative/thing.o"), "relative/thing.o");
+    }
 }

@@ -31,6 +31,8 @@ pub struct BuildOutput {
     pub name: String,
     pub image: PathBuf,
     pub manifest: PathBuf,
+    /// The image's symbols (`<name>.debug`): nothing at run time needs them.
+    pub debug: PathBuf,
     /// Other files written next to the image (e.g. a generated password).
     pub extra_outputs: Vec<PathBuf>,
     pub image_bytes: u64,
@@ -180,6 +182,8 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     let info_json = serde_json::to_vec(&info).expect("build info serializes");
     let image = out.join(format!("{}.img", recipe.name));
     let tmp_image = out.join(format!(".{}.img.tmp", recipe.name));
+    let debug = out.join(crate::image::format::debug_file_name(&recipe.name));
+    let tmp_debug = out.join(format!(".{}.debug.tmp", recipe.name));
     let link_input = link::ImageLink {
         objects: &payload.objects,
         musl: &musl,
@@ -188,9 +192,14 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         env: &payload.env,
         rootfs: payload.rootfs.as_ref().map(|r| r.path.as_path()),
         build_info: &info_json,
+        debug_out: &tmp_debug,
+    };
+    let remove_tmp = || {
+        let _ = std::fs::remove_file(&tmp_image);
+        let _ = std::fs::remove_file(&tmp_debug);
     };
     let report = link::link_image(&link_input, &tmp_image, &logs.stage("link")).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp_image);
+        remove_tmp();
         BuildError::Link(e)
     })?;
     stage.finish(&format!(
@@ -207,6 +216,15 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         source,
     })?;
     let image_bytes = std::fs::metadata(&tmp_image).map(|m| m.len()).unwrap_or(0);
+    let debug_entry = manifest::FileEntry {
+        role: "debug symbols".into(),
+        path: debug.file_name().map(PathBuf::from).unwrap_or_default(),
+        sha256: cache::sha256_file(&tmp_debug).map_err(|source| BuildError::Output {
+            path: tmp_debug.clone(),
+            source,
+        })?,
+        bytes: std::fs::metadata(&tmp_debug).map(|m| m.len()).unwrap_or(0),
+    };
     let manifest_path = out.join(format!("{}.manifest.json", recipe.name));
     let manifest = manifest::Manifest {
         build: info,
@@ -216,12 +234,8 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
             sha256: image_sha256.clone(),
             bytes: image_bytes,
         },
-        link: manifest::LinkFacts {
-            dropped_sections: report.dropped_sections,
-            dropped_bytes: report.dropped_bytes,
-            largest_objects: report.objects.iter().take(40).cloned().collect(),
-            dropped_objects: report.dropped_objects.clone(),
-        },
+        debug: Some(debug_entry),
+        link: manifest::LinkFacts::new(&report, cache.root()),
         rootfs_files: payload
             .rootfs
             .as_ref()
@@ -230,11 +244,12 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     let finish = || -> std::io::Result<()> {
+        std::fs::rename(&tmp_debug, &debug)?;
         std::fs::rename(&tmp_image, &image)?;
         cache::write_atomic(&manifest_path, &json)
     };
     finish().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp_image);
+        remove_tmp();
         BuildError::Output {
             path: image.clone(),
             source,
@@ -246,6 +261,7 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         name: recipe.name.clone(),
         image,
         manifest: manifest_path,
+        debug,
         extra_outputs: payload.extra_outputs,
         image_bytes,
         image_sha256,

@@ -169,6 +169,7 @@ pub(super) fn host_postgres(
         extensions: &spec.extensions,
         configure_extra: &spec.configure.extra,
         test_modules: &spec.test_modules,
+        text_search: spec.cluster.text_search,
     };
     let pg = postgres::build(
         &pg_spec,

@@ -18,6 +18,14 @@ pub const ROOTFS_SECTION: &str = ".pgkraft.rootfs";
 pub const ROOTFS_INDEX_SECTION: &str = ".pgkraft.rootfs_index";
 /// The program: a static-PIE ELF the libOS loads for each process; loaded.
 pub const PROGRAM_SECTION: &str = ".pgkraft.program";
+/// In the debug file next to the image (`<name>.debug`, build::link): the
+/// program's own symbols, as an ELF holding only its section headers and
+/// symbol tables (addresses relative to the program's load base).
+pub const PROGRAM_SYMBOLS_SECTION: &str = ".pgkraft.program_symbols";
+/// The debug file's name for an image named `<name>.img`.
+pub fn debug_file_name(image_stem: &str) -> String {
+    format!("{image_stem}.debug")
+}
 /// The baked-in argv: NUL-terminated strings, then an empty one.
 pub const ARGV_SYMBOL: &str = "__pgkraft_argv_blob";
 /// The baked-in environment, `KEY=value` strings laid out as argv.

@@ -23,6 +23,23 @@ pub const BUILTIN_MODULE_DIRS: &[&str] = &[
     "src/backend/utils/mb/conversion_procs/utf8_and_cyrillic",
 ];
 
+/// The module with the snowball stemmers (`english`, `french`, ... text
+/// search dictionaries): 0.5 MB of the server's 9 MB. Those dictionaries
+/// also read stop-word files from `tsearch_data`, which the image ships only
+/// with `cluster.text_search`, so without it they fail either way; the
+/// `simple` configuration (core code) still works.
+pub const TEXT_SEARCH_MODULE: &str = "dict_snowball";
+
+/// The built-in modules an image links: all of them, but the stemmers
+/// only with text search.
+pub fn builtin_modules(compiled: &[String], text_search: bool) -> Vec<String> {
+    compiled
+        .iter()
+        .filter(|m| text_search || m.as_str() != TEXT_SEARCH_MODULE)
+        .cloned()
+        .collect()
+}
+
 /// The requested extensions plus plpgsql and everything they require,
 /// sorted and without duplicates.
 pub fn resolve(major: u32, requested: &[String]) -> Result<Vec<&'static Extension>, PgError> {
@@ -54,6 +71,13 @@ mod tests {
         let got = resolve(15, &["earthdistance".into(), "cube".into()]).unwrap();
         let names: Vec<&str> = got.iter().map(|e| e.name).collect();
         assert_eq!(names, ["cube", "earthdistance", "plpgsql"]);
+    }
+
+    #[test]
+    fn stemmers_only_with_text_search() {
+        let all = vec!["dict_snowball".to_string(), "utf8_and_win".to_string()];
+        assert_eq!(builtin_modules(&all, true), all);
+        assert_eq!(builtin_modules(&all, false), ["utf8_and_win"]);
     }
 
     #[test]

@@ -33,11 +33,12 @@ struct LinkManifest {
     objects: Vec<PathBuf>,
 }
 
-/// Links the modules of `chosen` (plus the built-in ones) and the test
-/// modules `tests` with the server, or finds the result in the cache. Tool
-/// output is appended to `log`.
+/// Links the built-in modules `builtin` (extensions::builtin_modules), the
+/// modules of `chosen` and the test modules `tests` with the server, or
+/// finds the result in the cache. Tool output is appended to `log`.
 pub fn link(
     compiled: &Compiled,
+    builtin: &[String],
     chosen: &[&Extension],
     tests: &[&TestModule],
     musl: &MuslSysroot,
@@ -50,6 +51,9 @@ pub fn link(
         .str("recipe", LINK_RECIPE)
         .str("compiled", compiled.key.as_str())
         .str("musl", &musl.root.to_string_lossy());
+    for m in builtin {
+        key.str("builtin module", m);
+    }
     for e in chosen {
         key.str("extension", e.name);
     }
@@ -60,7 +64,7 @@ pub fn link(
 
     let dir = cache
         .get_or_build(CACHE_STAGE, &key, |out| {
-            link_into(compiled, chosen, tests, musl, out, log)
+            link_into(compiled, builtin, chosen, tests, musl, out, log)
         })
         .map_err(PgError::from_cache)?;
     let mpath = dir.join("link.json");
@@ -97,6 +101,7 @@ fn image_objects(compiled: &Compiled, link_dir: &Path, own: &[PathBuf]) -> Vec<P
 
 fn link_into(
     compiled: &Compiled,
+    builtin: &[String],
     chosen: &[&Extension],
     tests: &[&TestModule],
     musl: &MuslSysroot,
@@ -108,7 +113,7 @@ fn link_into(
 
     // The modules: built-in ones first, then the extensions' in name order,
     // then the test modules.
-    let mut names: Vec<String> = cm.builtin_modules.clone();
+    let mut names: Vec<String> = builtin.to_vec();
     for e in chosen {
         let ce = cm.extensions.get(e.name).ok_or_else(|| PgError::Module {
             module: e.name.to_string(),

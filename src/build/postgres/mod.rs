@@ -60,6 +60,9 @@ pub struct PgSpec<'a> {
     pub configure_extra: &'a [String],
     /// Test modules to link in (`catalog::test_modules` names).
     pub test_modules: &'a [String],
+    /// `cluster.text_search`: without it the snowball stemmers
+    /// ([`extensions::TEXT_SEARCH_MODULE`]) are left out.
+    pub text_search: bool,
 }
 
 /// A built PostgreSQL: host programs, runtime files, and the objects of the
@@ -313,7 +316,10 @@ pub fn build(
         cache,
         &logs.compile,
     )?;
-    link::link(&compiled, &chosen, &tests, stock_musl, cache, &logs.link)
+    let builtin = extensions::builtin_modules(&compiled.manifest.builtin_modules, spec.text_search);
+    link::link(
+        &compiled, &builtin, &chosen, &tests, stock_musl, cache, &logs.link,
+    )
 }
 
 /// The catalogue entries of `names`, sorted, each once. The recipe checks
