@@ -45,14 +45,15 @@ fn dump_dom(page: &Path) -> String {
     stdout(&o)
 }
 
-/// The `<svg id="ID" ...>...</svg>` element in the DOM.
-fn svg<'a>(dom: &'a str, id: &str) -> &'a str {
+/// The `<svg id="ID" ...>...</svg>` element in the DOM, with its text on
+/// one line (plotters puts each text between newlines).
+fn svg(dom: &str, id: &str) -> String {
     let at = dom
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("the page has no chart {id}"));
     let start = dom[..at].rfind("<svg").expect("the id is on an <svg>");
     let end = at + dom[at..].find("</svg>").expect("the <svg> is closed");
-    &dom[start..end]
+    dom[start..end].replace('\n', "")
 }
 
 fn count(svg: &str, tag: &str) -> usize {
@@ -160,7 +161,10 @@ fn the_report_of_the_default_image_renders_every_chart_in_a_browser() {
     let dom = dump_dom(&page);
     let size = svg(&dom, "chart-size");
     assert!(size.contains("<title>Image size by part</title>"));
-    assert!(count(size, "rect") > parts.len(), "a bar per part:\n{size}");
+    assert!(
+        count(&size, "rect") > parts.len(),
+        "a bar per part:\n{size}"
+    );
     for name in &names {
         assert!(
             size.contains(&format!(">{name}<")),
@@ -168,18 +172,18 @@ fn the_report_of_the_default_image_renders_every_chart_in_a_browser() {
         );
     }
     let timeline = svg(&dom, "chart-timeline");
-    assert!(count(timeline, "rect") > phases.len(), "{timeline}");
+    assert!(count(&timeline, "rect") > phases.len(), "{timeline}");
     assert!(timeline.contains(">first_answer<"), "{timeline}");
     // Distributions: a dot per run and per instance, and a box each.
     let first = svg(&dom, "chart-first-answer");
-    assert!(count(first, "circle") >= 3 * 2, "{first}");
+    assert!(count(&first, "circle") >= 3 * 2, "{first}");
     assert!(first.contains("native postgres --single"), "{first}");
     let resume = svg(&dom, "chart-resume");
-    assert!(count(resume, "circle") >= 6 * 2, "{resume}");
+    assert!(count(&resume, "circle") >= 6 * 2, "{resume}");
     assert!(resume.contains("qemu -incoming"), "{resume}");
     let density = svg(&dom, "chart-density");
-    assert!(count(density, "circle") >= 3 * 3, "{density}");
-    for chart in [size, timeline, first, resume, density] {
+    assert!(count(&density, "circle") >= 3 * 3, "{density}");
+    for chart in [&size, &timeline, &first, &resume, &density] {
         assert!(chart.contains("<title>"), "{chart}");
         assert!(
             count(chart, "line") + count(chart, "polyline") > 0,

@@ -110,6 +110,10 @@ pub fn bars(
             .y_labels(n)
             .y_label_formatter(&|v| label(&names, v))
             .x_desc(axis)
+            // plotters scales label text to the chart's height by default,
+            // which makes it unreadably small on a short chart.
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
             .draw()?;
         chart.draw_series(rows.iter().enumerate().map(|(i, (_, v))| {
             let y = row(n, i);
@@ -157,6 +161,10 @@ pub fn spans(
             .y_labels(n)
             .y_label_formatter(&|v| label(&names, v))
             .x_desc(axis)
+            // plotters scales label text to the chart's height by default,
+            // which makes it unreadably small on a short chart.
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
             .draw()?;
         chart.draw_series(rows.iter().enumerate().map(|(i, (_, from, to))| {
             let y = row(n, i);
@@ -211,6 +219,10 @@ pub fn distributions(
             .y_labels(n)
             .y_label_formatter(&|v| label(&names, v))
             .x_desc(axis)
+            // plotters scales label text to the chart's height by default,
+            // which makes it unreadably small on a short chart.
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
             .draw()?;
         for (i, (_, samples)) in rows.iter().enumerate() {
             if samples.is_empty() {
@@ -272,7 +284,7 @@ mod tests {
         );
         let s = spans("s", "Phases", "ms", &[("x".into(), 0.0, 2.0)]).unwrap();
         assert!(
-            s.svg.contains("<rect") && s.svg.contains(">x<"),
+            s.svg.contains("<rect") && s.svg.contains(">\nx\n<"),
             "{}",
             s.svg
         );
