@@ -3,7 +3,8 @@
 # machine: the C toolchain, QEMU (cross-boot tests), PostgreSQL's build tools
 # (bison, flex, perl: PostgreSQL 17 tarballs ship no generated parsers), patch,
 # curl (pool downloads in fetch-sources.sh), setpriv (initdb as nobody) and
-# PostgreSQL's client programs (psql, pgbench, pg_dump) for the server tests.
+# PostgreSQL's client programs (psql, pgbench, pg_dump) for the server tests
+# and chromium (headless) for the report page test.
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -26,6 +27,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 # Real PostgreSQL clients for the server tests: psql, pgbench, pg_dump.
 command -v psql >/dev/null || need+=(postgresql-client-15)
 command -v pgbench >/dev/null || need+=(postgresql-client-15)
+# A real headless browser for the `bench report` page test (tests/report.rs).
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need[*]}" >&2

@@ -27,6 +27,10 @@ pub struct FirstAnswerBench {
     /// Guest RAM when each guest exited (after answering the query and
     /// shutting down), the run with the median data bytes.
     pub guest_memory: crate::vmm::MemoryUse,
+    /// Each guest run's boot phases, for `bench report`'s timeline; not in
+    /// the command's JSON.
+    #[serde(skip)]
+    pub guest_phases: Vec<crate::bench::Phases>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,7 @@ pub fn bench(
 ) -> Result<FirstAnswerBench, FirstAnswerError> {
     let spec = TestVm::single_query(query, 60.0);
     let (mut guest, mut main, mut native, mut memory) = (vec![], vec![], vec![], vec![]);
+    let mut guest_phases = Vec::new();
     let mut image_bytes = 0;
     for run in 0..runs {
         // Alternate which goes first, so neither always meets a warm cache.
@@ -98,6 +103,7 @@ pub fn bench(
                     what: "guest memory figure",
                 })?);
                 image_bytes = r.image_bytes;
+                guest_phases.push(crate::bench::phases_in_order(&r.phases));
             } else {
                 // Copying the files is not part of what is timed.
                 let server = native::NativeServer::prepare(image.path(), postgres)?;
@@ -117,6 +123,7 @@ pub fn bench(
         guest_main_ms: Series::from_ms(&main),
         native_ms,
         guest_memory: memory[memory.len() / 2],
+        guest_phases,
     })
 }
 

@@ -4,6 +4,8 @@
 //!
 //! docs/ARCHITECTURE.md §2.
 
+pub mod parts;
+
 use crate::image::format::{self, BuildInfo, ROOTFS_SECTION};
 use object::{Object, ObjectSection, ObjectSegment};
 use serde::Serialize;
@@ -60,6 +62,9 @@ pub struct ImageInfo {
     /// that runs initdb at first boot would weigh, roughly (the archive's
     /// compressed bytes are apportioned by file size).
     pub file_bytes_without_cluster: u64,
+    /// `file_bytes` by part ([`parts::size_by_part`]): what `bench report`
+    /// charts.
+    pub size_by_part: Vec<parts::SizePart>,
     pub build: Option<BuildInfo>,
 }
 
@@ -196,6 +201,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
         _ => data.len() as u64,
     };
     Ok(ImageInfo {
+        size_by_part: parts::size_by_part(data.len() as u64, &sections, rootfs.as_ref()),
         build: format::build_info(&elf),
         largest_symbols: largest_symbols(&elf, 25),
         largest_objects: sibling_manifest_objects(path),

@@ -19,6 +19,10 @@ pub fn human(info: &ImageInfo) -> String {
             if sec.loaded { "" } else { "  (not loaded)" }
         );
     }
+    s += "\nsize by part:\n";
+    for p in &info.size_by_part {
+        s += &format!("  {:>10} bytes  {}\n", p.bytes, p.part);
+    }
     s += &format!(
         "\nwithout the pre-initialized cluster: ~{} bytes\n",
         info.file_bytes_without_cluster

@@ -312,6 +312,32 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the benchmarks that apply to an image and write DIR/index.html
+    /// (SVG charts: size by part, boot timeline, first-answer and resume
+    /// distributions against native postgres and QEMU, density) and
+    /// DIR/report.json (every figure). Those that do not apply are left
+    /// out with a note saying why.
+    Report {
+        image: PathBuf,
+        /// The report's directory (created if missing; index.html and
+        /// report.json are replaced whole).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Runs per measurement.
+        #[arg(long, default_value = "5", value_parser = parse_runs, allow_negative_numbers = true)]
+        runs: usize,
+        /// Instances resumed at once for the density figure.
+        #[arg(long, default_value = "10", value_parser = parse_instances, allow_negative_numbers = true)]
+        instances: usize,
+        /// The query first-answer and resume time (postgres images).
+        #[arg(long, default_value = "SELECT 1")]
+        query: String,
+        /// The host-linked postgres of the image's build, first-answer's
+        /// native counterpart (default: the one the cache records for it,
+        /// else from its recipe).
+        #[arg(long, value_name = "PATH")]
+        postgres: Option<PathBuf>,
+    },
 }
 
 /// An error with the exit status it deserves.
@@ -710,6 +736,33 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 bench::density(&dir, instances, &query, prefault).map_err(bench_failure)?;
             Ok(print_report(json, &report, || report.human()))
         }
+        Command::Bench {
+            what:
+                BenchCommand::Report {
+                    image,
+                    out,
+                    runs,
+                    instances,
+                    query,
+                    postgres,
+                },
+        } => {
+            // A bad --out is refused before the image is even opened.
+            bench::report::prepare_out(&out).map_err(Failure::input)?;
+            let opts = bench::report::Options {
+                runs,
+                instances,
+                query,
+                postgres,
+            };
+            bench::report::run(&open_image(&image)?, &opts, &out).map_err(report_failure)?;
+            eprintln!(
+                "pgkraft: bench report: wrote {} and {}",
+                out.join("index.html").display(),
+                out.join("report.json").display()
+            );
+            Ok(0)
+        }
         Command::Fleet { what, run } => match (what, run) {
             (Some(FleetCommand::Run(args)), _) | (None, Some(args)) => {
                 fleet_run(&args.file, args.json)
@@ -802,6 +855,18 @@ fn bench_failure(e: bench::BenchError) -> Failure {
         bench::BenchError::Image(e) => Failure::input(e),
         bench::BenchError::Vmm(e) => vmm_failure(e),
         bench::BenchError::Snapshot(e) => snapshot_failure(e),
+        e => Failure::failed(e),
+    }
+}
+
+fn report_failure(e: bench::report::ReportError) -> Failure {
+    use bench::report::ReportError as E;
+    match e {
+        E::Out { .. } | E::Inspect(_) => Failure::input(e),
+        E::Bench(e) => bench_failure(e),
+        E::Smoke(e) => smoke_failure(e),
+        E::FirstAnswer(first_answer::FirstAnswerError::Smoke(e)) => smoke_failure(e),
+        E::FirstAnswer(first_answer::FirstAnswerError::Native(e)) => Failure::input(e),
         e => Failure::failed(e),
     }
 }

@@ -805,6 +805,12 @@ pub fn check(image: &Image, spec: &TestVm, outcome: &vmm::RunOutcome) -> SmokeRe
     }
 }
 
+/// Whether the image's program is `postgres --single`, which single-user
+/// mode drives.
+pub fn runs_single_user(image: &Image) -> bool {
+    single_user::guest_args(image).is_ok()
+}
+
 fn phase_map(phases: &[vmm::PhaseMark]) -> BTreeMap<String, f64> {
     phases
         .iter()

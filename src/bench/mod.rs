@@ -11,6 +11,7 @@
 //!
 //! docs/ARCHITECTURE.md §6.
 
+pub mod report;
 pub mod wake;
 
 use crate::image::Image;
@@ -26,6 +27,11 @@ pub struct Series {
     pub median_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
+    /// Every run's figure, in milliseconds, smallest first: what `bench
+    /// report` charts as a distribution. Left out of the commands' JSON,
+    /// which reports the summary only.
+    #[serde(skip)]
+    pub samples_ms: Vec<f64>,
 }
 
 impl Series {
@@ -53,6 +59,7 @@ impl Series {
             median_ms: median,
             min_ms: ms(samples[0]),
             max_ms: ms(samples[n - 1]),
+            samples_ms: samples.iter().map(|&d| ms(d)).collect(),
         }
     }
 }
@@ -69,6 +76,21 @@ pub struct BootBench {
     pub qemu_microvm_process: Series,
     /// qemu_microvm_process median / pgkraft_process median.
     pub qemu_over_pgkraft: f64,
+    /// Each in-runner boot's phases (milliseconds since runner start), for
+    /// `bench report`'s timeline; not in the command's JSON.
+    #[serde(skip)]
+    pub runner_phases: Vec<Phases>,
+}
+
+/// One run's boot phases: name and milliseconds since runner start, in the
+/// order reached.
+pub type Phases = Vec<(String, f64)>;
+
+/// Phases from a smoke report's map, in the order reached.
+pub fn phases_in_order(map: &std::collections::BTreeMap<String, f64>) -> Phases {
+    let mut v: Phases = map.iter().map(|(k, &at)| (k.clone(), at)).collect();
+    v.sort_by(|a, b| a.1.total_cmp(&b.1));
+    v
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +185,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
     let path = image.path();
     let me = own_exe()?;
     let (mut ours, mut inside, mut qemu) = (Vec::new(), Vec::new(), Vec::new());
+    let mut runner_phases = Vec::new();
     for _ in 0..runs {
         let mut run = Command::new(&me);
         run.arg("run").arg(path);
@@ -193,6 +216,13 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
             what: "the runner".into(),
             detail: format!("guest did not exit: {:?}", outcome.exit),
         })?);
+        runner_phases.push(
+            outcome
+                .phases
+                .iter()
+                .map(|p| (p.name.to_string(), p.at.as_secs_f64() * 1e3))
+                .collect(),
+        );
     }
     let (ours, qemu) = (Series::of(ours), Series::of(qemu));
     Ok(BootBench {
@@ -202,6 +232,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
         pgkraft_process: ours,
         pgkraft_runner: Series::of(inside),
         qemu_microvm_process: qemu,
+        runner_phases,
     })
 }
 
@@ -743,6 +774,17 @@ pub struct DensityBench {
     /// Wall time to start all of them and have each answer `query`.
     pub start_all_ms: f64,
     pub stopped_cleanly: usize,
+    /// Every instance's figures, in KiB: what `bench report` charts; the
+    /// command's JSON has the summaries above.
+    #[serde(skip)]
+    pub per_instance: PerInstanceKib,
+}
+
+#[derive(Debug, Default)]
+pub struct PerInstanceKib {
+    pub pss: Vec<u64>,
+    pub private: Vec<u64>,
+    pub rss: Vec<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -920,9 +962,10 @@ pub fn density(
         snapshot_data_kib: manifest.memory.data_bytes / 1024,
         total_pss_kib: pss.iter().sum(),
         total_private_kib: private.iter().sum(),
-        pss_kib: KibSeries::of(pss),
-        private_kib: KibSeries::of(private),
-        rss_kib: KibSeries::of(rss),
+        pss_kib: KibSeries::of(pss.clone()),
+        private_kib: KibSeries::of(private.clone()),
+        rss_kib: KibSeries::of(rss.clone()),
+        per_instance: PerInstanceKib { pss, private, rss },
         mem_available_drop_per_instance_kib: (before - after) / n as i64,
         start_all_ms: (start_all.as_secs_f64() * 1e6).round() / 1e3,
         stopped_cleanly: stopped,
