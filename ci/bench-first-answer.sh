@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 recipe=${1:-recipes/postgres-17.yaml}
 runs=${2:-15}
 bash ci/bootstrap.sh
-bash ci/fetch-sources.sh musl postgresql-15 postgresql-17 >/dev/null
+bash ci/fetch-sources.sh musl postgresql-15 postgresql-17 postgresql-18 >/dev/null
 cargo build --release --locked -q
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -24,10 +24,14 @@ PACKAGES=(
   "musl/bookworm"                           # musl_1.2.3.orig.tar.gz == musl-1.2.3.tar.gz
   "postgresql-17/trixie 17.11-0+deb13u1"    # the trixie index names 17.12; mirrors answered 404 for it
   "postgresql-15/bookworm"
+  "postgresql-18/sid 18.6-3"                # only unstable carries 18 (18.6-3 when pinned)
 )
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${PGKRAFT_SOURCES_DIR:-$repo/sources}
+# The deb-src entry names the suites of every package, chosen or not, so
+# runs for different packages leave the same entry (and apt indexes).
+ALL_PACKAGES=("${PACKAGES[@]}")
 if [ $# -gt 0 ]; then
   chosen=()
   for want in "$@"; do
@@ -61,7 +65,7 @@ mirror() {
 
 ensure_deb_src() {
   local want suites
-  suites=$(printf '%s\n' "${PACKAGES[@]}" | sed 's|^[^/]*/||; s| .*||' | sort -u | tr '\n' ' ')
+  suites=$(printf '%s\n' "${ALL_PACKAGES[@]}" | sed 's|^[^/]*/||; s| .*||' | sort -u | tr '\n' ' ')
   want="Types: deb-src
 URIs: $(mirror)
 Suites: ${suites% }

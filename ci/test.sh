@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/bootstrap.sh
-bash ci/fetch-sources.sh musl postgresql-15 postgresql-17
+bash ci/fetch-sources.sh musl postgresql-15 postgresql-17 postgresql-18
 
 if [ ! -w /dev/kvm ] && [ "${PGKRAFT_ALLOW_NO_KVM:-}" != 1 ]; then
   echo "ci/test.sh: /dev/kvm is missing or not writable: the tests boot real VMs." >&2

@@ -88,6 +88,11 @@ fn postgres_17_image_builds_small_with_its_cluster() {
     check_image("17");
 }
 
+#[test]
+fn postgres_18_image_builds_small_with_its_cluster() {
+    check_image("18");
+}
+
 /// A build from an empty cache, with another umask, into another directory
 /// and at another time than the usual (cached) build, gives the same bytes:
 /// every stage, compile and initdb included, is reproducible.

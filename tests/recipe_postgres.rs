@@ -122,6 +122,23 @@ fn postgres_15_recipe() {
 }
 
 #[test]
+fn postgres_18_recipe() {
+    let r = recipe::load(&repo().join("recipes/postgres-18.yaml")).unwrap();
+    assert_eq!(r.name, "postgres-18");
+    let Kind::Postgres(p) = &r.kind else {
+        panic!("postgres-18.yaml is a postgres recipe")
+    };
+    assert_eq!(p.major, 18);
+    let pin = recipe::postgres_pin(18).unwrap();
+    assert_eq!(p.source, pin.spec());
+    assert_eq!(pin.version, "18.6");
+    assert_eq!(
+        p.source.sha256,
+        "555610c24d53e4316da5b7d3fc25c279d96856d5e0e23ee308c328c5fa881d9f"
+    );
+}
+
+#[test]
 fn defaults_when_only_the_version_is_given() {
     let f = Fixture::new();
     let r = f
@@ -159,8 +176,8 @@ fn unsupported_versions() {
         &e,
         &[
             "r.yaml:4:12: postgres.version: PostgreSQL `16` is not supported",
-            "supported major versions: 15, 17",
-            "fix: use one of them, e.g. `version: \"17\"`",
+            "supported major versions: 15, 17, 18",
+            "fix: use one of them, e.g. `version: \"18\"`",
         ],
     );
     let e = f.err("name: pg\nkind: postgres\npostgres:\n  version: \"17.2\"\n");

@@ -622,7 +622,7 @@ fn server_mode_test_vms_pass_in_the_guest_and_natively() {
         return;
     }
     let vm = repo().join("test-vms/server.yaml");
-    for major in ["17", "15"] {
+    for major in ["17", "15", "18"] {
         let image = postgres_image(major);
         for (extra, runner) in [(&[][..], "kvm"), (&["--native"][..], "native")] {
             let (report, code) = smoke_server(&image, &vm, PASSWORD, extra);

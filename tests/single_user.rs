@@ -127,6 +127,11 @@ fn postgres_15_passes_the_single_user_checks_natively() {
     native_passes("15");
 }
 
+#[test]
+fn postgres_18_passes_the_single_user_checks_natively() {
+    native_passes("18");
+}
+
 /// `--native` finds the host-linked server from what the image records and
 /// the cache alone: no recipe anywhere pgkraft looks (an image built from a
 /// user's recipe elsewhere is the same case), and the image moved.
@@ -304,6 +309,11 @@ fn postgres_17_in_the_guest_gives_the_native_rows() {
 #[test]
 fn postgres_15_in_the_guest_gives_the_native_rows() {
     guest_matches_native("15");
+}
+
+#[test]
+fn postgres_18_in_the_guest_gives_the_native_rows() {
+    guest_matches_native("18");
 }
 
 /// What a benchmark times: the native server prepared apart, then one query

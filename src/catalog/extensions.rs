@@ -29,8 +29,8 @@ const fn contrib(name: &'static str, dir: &'static str) -> Extension {
 /// Built into every PostgreSQL: initdb runs `CREATE EXTENSION plpgsql`.
 pub const PLPGSQL: &str = "plpgsql";
 
-/// The same set for 15 and 17: every entry exists, unchanged in kind, in
-/// both.
+/// The same set for 15, 17 and 18: every entry exists, unchanged in kind, in
+/// all three.
 const EXTENSIONS: &[Extension] = &[
     contrib("plpgsql", "src/pl/plpgsql"),
     contrib("amcheck", "contrib/amcheck"),

@@ -35,7 +35,7 @@ pub struct SourceSpec {
 
 /// The major versions pgkraft builds: each has a patch series in
 /// `postgres-patches/<major>/` and a default pin.
-pub const SUPPORTED_MAJORS: &[u32] = &[15, 17];
+pub const SUPPORTED_MAJORS: &[u32] = &[15, 17, 18];
 
 /// A default PostgreSQL source per major version, as `ci/fetch-sources.sh`
 /// puts it into `sources/` (Debian's .orig tarball is the upstream release
@@ -78,6 +78,15 @@ const PINS: &[PgPin] = &[
         file_name: "postgresql-17_17.11.orig.tar.bz2",
         sha256: "dd27f2b3c59e73ed14aa3324901242bf69a032a6347805f274e6260322d42979",
         url: "http://deb.debian.org/debian/pool/main/p/postgresql-17/postgresql-17_17.11.orig.tar.bz2",
+    },
+    // Debian unstable (sid) carries 18.x; ci/fetch-sources.sh fetches it
+    // through a deb-src entry for sid.
+    PgPin {
+        major: 18,
+        version: "18.6",
+        file_name: "postgresql-18_18.6.orig.tar.bz2",
+        sha256: "555610c24d53e4316da5b7d3fc25c279d96856d5e0e23ee308c328c5fa881d9f",
+        url: "http://deb.debian.org/debian/pool/main/p/postgresql-18/postgresql-18_18.6.orig.tar.bz2",
     },
 ];
 

@@ -18,7 +18,7 @@ pub struct TestModule {
     pub dir: &'static str,
 }
 
-/// The same set for 15 and 17: what `src/test/regress/sql` loads through
+/// The same set for 15, 17 and 18: what `src/test/regress/sql` loads through
 /// `:libdir` (`regress`, and contrib/spi's `autoinc` and `refint` for the
 /// triggers test), and the two other modules contrib/spi builds beside
 /// them.

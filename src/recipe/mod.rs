@@ -268,7 +268,7 @@ const FIELDS: &[FieldInfo] = &[
     },
     FieldInfo {
         path: "postgres.version",
-        expected: "a PostgreSQL major version (15 or 17)",
+        expected: "a PostgreSQL major version (15, 17 or 18)",
         example: "version: \"17\"",
     },
     FieldInfo {
