@@ -319,6 +319,7 @@ pub fn postgres(
         postgres: Some(PostgresFacts {
             version: pg.version.clone(),
             modules: pg.modules.clone(),
+            left_out_modules: pg.left_out_modules.clone(),
             extensions: pg.extensions.clone(),
             preinit: spec.cluster.preinit,
             password: pw_origin,
