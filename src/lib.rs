@@ -16,5 +16,6 @@ pub mod ready;
 pub mod recipe;
 pub mod serve;
 pub mod smoke;
+pub mod source_date;
 pub mod volume;
 pub use pgkraft_vmm as vmm;
