@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod image;
 pub mod image_info;
 pub mod inspect;
+pub mod package;
 pub mod paths;
 pub mod pgsingle;
 pub mod progress;
