@@ -40,7 +40,10 @@ pub const PGKRAFT_VERSION: &str = "dev.pgkraft.version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error(
+        "cannot read {}: {source}: give the image `pgkraft build` wrote (DIR/<name>.img)",
+        path.display()
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -91,7 +94,7 @@ impl PackageError {
     pub fn is_input(&self) -> bool {
         match self {
             PackageError::Oci(e) => e.is_input(),
-            PackageError::Read { .. } => false,
+            // Every file read is one the user named, or next to it.
             _ => true,
         }
     }
