@@ -107,18 +107,27 @@ impl Registry {
     }
 
     /// Waits until the registry accepts connections; panics with its log
-    /// if it exits first.
+    /// if it exits first, or never listens (a bound on the wait, not a
+    /// figure under test).
     fn wait_listening(&mut self) {
-        loop {
+        let log = |dir: &Path| std::fs::read_to_string(dir.join("registry.log"));
+        for _ in 0..1200 {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self._dir.path().join("registry.log"));
-                panic!("docker-registry exited ({status}) before listening: {log:?}");
+                panic!(
+                    "docker-registry exited ({status}) before listening: {:?}",
+                    log(self._dir.path())
+                );
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        panic!(
+            "docker-registry runs but does not listen on 127.0.0.1:{}: {:?}",
+            self.port,
+            log(self._dir.path())
+        );
     }
 
     /// The addresses the registry listens on (its sockets in /proc/net/tcp{,6}).

@@ -199,6 +199,10 @@ fn the_postgres_17_sbom_is_valid_and_names_what_went_in() {
             "{name} {version} is what libos/Cargo.lock pins"
         );
         assert_ne!(c["licenseDeclared"], "NOASSERTION", "{name} has a license");
+        assert!(
+            lock.contains(&format!("checksum = \"{}\"", sha256_of(c))),
+            "{name}: the .crate's sha256 from libos/Cargo.lock"
+        );
         let id = c["SPDXID"].as_str().unwrap();
         assert!(related(&doc, libos_id, "STATIC_LINK", id), "{name}");
     }

@@ -38,6 +38,9 @@ struct LockPackage {
     /// `registry+https://...` for crates.io; absent for path crates.
     #[serde(default)]
     source: Option<String>,
+    /// sha256 of the `.crate` file, for registry crates.
+    #[serde(default)]
+    checksum: Option<String>,
     /// `name`, or `name version` where the lock holds several versions.
     #[serde(default)]
     dependencies: Vec<String>,
@@ -50,6 +53,8 @@ pub struct Crate {
     pub version: String,
     /// From crates.io (else a path crate of the workspace).
     pub registry: bool,
+    /// sha256 of the downloaded `.crate` file (registry crates).
+    pub checksum: Option<String>,
     /// As declared in its Cargo.toml; empty when the table lacks it.
     pub license: String,
     pub proc_macro: bool,
@@ -113,6 +118,7 @@ fn parse(file_name: &str, text: &str) -> Result<Vec<(Crate, Vec<String>)>, Crate
             let row = table.rows.get(&(p.name.clone(), p.version.clone()));
             let c = Crate {
                 registry: p.source.is_some(),
+                checksum: p.checksum,
                 license: row.map(|r| r.0.clone()).unwrap_or_default(),
                 proc_macro: row.is_some_and(|r| r.1),
                 known: row.is_some(),

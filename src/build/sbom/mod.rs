@@ -358,6 +358,11 @@ impl Doc {
         self.package(Package {
             download_location: location,
             external_refs: refs,
+            package_file_name: c
+                .checksum
+                .as_ref()
+                .map(|_| format!("{}-{}.crate", c.name, c.version)),
+            checksums: c.checksum.iter().map(|h| Checksum::sha256(h)).collect(),
             primary_package_purpose: Some("LIBRARY".into()),
             source_info: (!c.registry).then(|| "part of pgkraft's source tree".into()),
             ..package(&id, &c.name, Some(c.version.clone()), &license)
