@@ -69,16 +69,40 @@ pub struct ImageInfo {
 }
 
 /// The symbols that take the most room, largest first.
-fn largest_symbols(elf: &object::File, n: usize) -> Vec<SymbolInfo> {
+fn symbols_of(elf: &object::File) -> impl Iterator<Item = SymbolInfo> {
     use object::ObjectSymbol;
-    let mut v: Vec<SymbolInfo> = elf
-        .symbols()
+    elf.symbols()
         .filter(|s| s.size() > 0 && s.is_definition())
         .map(|s| SymbolInfo {
             name: format!("{:#}", rustc_demangle::demangle(s.name().unwrap_or("?"))),
             bytes: s.size(),
         })
-        .collect();
+}
+
+/// The `n` largest symbols of the image: from its debug file
+/// (`<name>.debug` next to it: the libOS's symbols, and the program's in
+/// their own section) when it is there, else from the image, which keeps
+/// only the two it needs at run time.
+fn largest_symbols(path: &Path, elf: &object::File, n: usize) -> Vec<SymbolInfo> {
+    let debug = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.strip_suffix(".img"))
+        .map(|stem| path.with_file_name(format::debug_file_name(stem)))
+        .and_then(|p| std::fs::read(p).ok());
+    let debug_elf = debug.as_deref().and_then(|d| object::File::parse(d).ok());
+    let mut v: Vec<SymbolInfo> = match &debug_elf {
+        Some(d) => {
+            let program = d
+                .section_by_name(format::PROGRAM_SYMBOLS_SECTION)
+                .and_then(|s| s.data().ok())
+                .and_then(|data| object::File::parse(data).ok());
+            symbols_of(d)
+                .chain(program.iter().flat_map(symbols_of))
+                .collect()
+        }
+        None => symbols_of(elf).collect(),
+    };
     v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
     v.truncate(n);
     v
@@ -203,7 +227,7 @@ pub fn read(path: &Path) -> Result<ImageInfo, InspectError> {
     Ok(ImageInfo {
         size_by_part: parts::size_by_part(data.len() as u64, &sections, rootfs.as_ref()),
         build: format::build_info(&elf),
-        largest_symbols: largest_symbols(&elf, 25),
+        largest_symbols: largest_symbols(path, &elf, 25),
         largest_objects: sibling_manifest_objects(path),
         rootfs,
         file_bytes_without_cluster,

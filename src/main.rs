@@ -25,7 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the image a recipe describes: writes DIR/<name>.img, its symbols DIR/<name>.debug and DIR/<name>.manifest.json.
+    /// Build the image a recipe describes: writes DIR/<name>.img, its symbols DIR/<name>.debug,
+    /// DIR/<name>.manifest.json and DIR/<name>.spdx.json (an SPDX 2.3 SBOM; times from
+    /// SOURCE_DATE_EPOCH, 0 if unset).
     Build {
         /// The recipe (YAML); see the README's recipe reference.
         recipe: PathBuf,
@@ -155,6 +157,26 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+    /// Package a built image with its manifest and SBOM as an OCI artifact in an OCI image
+    /// layout, for `skopeo copy oci:DIR:TAG docker://REGISTRY/NAME:TAG` or `oras`.
+    ///
+    /// The layout gets the artifact under TAG in DIR/index.json; the same image gives the
+    /// same digests (the creation time is SOURCE_DATE_EPOCH's, 0 if unset). DIR is made if
+    /// missing; an existing OCI layout keeps its other tags; any other non-empty DIR is
+    /// refused (exit 2).
+    Package {
+        /// The image `pgkraft build` wrote; its .manifest.json and .spdx.json must be next to it.
+        image: PathBuf,
+        /// Write an OCI image layout to DIR.
+        #[arg(long, value_name = "DIR", required = true)]
+        oci: PathBuf,
+        /// The tag in the layout (default: the PostgreSQL version, else the image's name).
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
+        /// Print one JSON object describing the result on stdout, nothing else there.
+        #[arg(long)]
+        json: bool,
     },
     /// Show an image's sections, sizes and embedded build manifest.
     Inspect {
@@ -780,6 +802,30 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                  (`pgkraft fleet status FILE`)"
             ))),
         },
+        Command::Package {
+            image,
+            oci,
+            tag,
+            json,
+        } => {
+            let out =
+                pgkraft::package::package(&image, &oci, tag.as_deref()).map_err(|e| Failure {
+                    code: if e.is_input() { 2 } else { 1 },
+                    error: anyhow::Error::new(e).context(format!("packaging {}", image.display())),
+                })?;
+            if json {
+                print_json(&out);
+            } else {
+                eprintln!(
+                    "pgkraft: packaged {} as oci:{}:{} (manifest {})",
+                    image.display(),
+                    out.layout.display(),
+                    out.tag,
+                    out.digest
+                );
+            }
+            Ok(0)
+        }
         Command::Inspect { image, json } => {
             let info = image_info::read(&image)
                 .with_context(|| format!("inspecting {}", image.display()))

@@ -108,6 +108,9 @@ fn a_cold_build_is_bit_identical_to_the_cached_one() {
         "077",
     );
     assert_eq!(a["image_sha256"], b["image_sha256"]);
+    // The SBOM too: no clock, no cache path, no umask in it.
+    let sbom = |v: &serde_json::Value| std::fs::read(v["sbom"].as_str().unwrap()).unwrap();
+    assert_eq!(sbom(&a), sbom(&b), "cold and cached builds write one SBOM");
 }
 
 /// The rootfs the image carries, unpacked into a directory.

@@ -18,6 +18,7 @@ pub mod payload;
 pub mod postgres;
 pub mod rootfs;
 pub mod rootfs_index;
+pub mod sbom;
 pub mod select;
 
 use crate::progress::Progress;
@@ -33,6 +34,8 @@ pub struct BuildOutput {
     pub manifest: PathBuf,
     /// The image's symbols (`<name>.debug`): nothing at run time needs them.
     pub debug: PathBuf,
+    /// The SPDX 2.3 SBOM, `<name>.spdx.json`.
+    pub sbom: PathBuf,
     /// Other files written next to the image (e.g. a generated password).
     pub extra_outputs: Vec<PathBuf>,
     pub image_bytes: u64,
@@ -65,6 +68,13 @@ pub enum BuildError {
     Rootfs(Box<rootfs::RootfsError>),
     #[error(transparent)]
     HostFiles(Box<host_files::HostFilesError>),
+    #[error(transparent)]
+    Sbom(Box<sbom::SbomError>),
+    #[error("cannot read {}: {source}", path.display())]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {}: {source}", path.display())]
     Output {
         path: PathBuf,
@@ -75,6 +85,11 @@ pub enum BuildError {
 impl From<postgres::PgError> for BuildError {
     fn from(e: postgres::PgError) -> Self {
         BuildError::Postgres(Box::new(e))
+    }
+}
+impl From<sbom::SbomError> for BuildError {
+    fn from(e: sbom::SbomError) -> Self {
+        BuildError::Sbom(Box::new(e))
     }
 }
 impl From<select::SelectError> for BuildError {
@@ -102,6 +117,9 @@ impl BuildError {
             | BuildError::Fetch(fetch::FetchError::Mismatch { .. })
             | BuildError::Fetch(fetch::FetchError::NotFound { .. })
             | BuildError::Compile(compile::CompileError::Source(_)) => 2,
+            BuildError::Rootfs(e) if matches!(**e, rootfs::RootfsError::SourceDateEpoch { .. }) => {
+                2
+            }
             BuildError::Postgres(e) => e.exit_code(),
             BuildError::HostFiles(e) => e.exit_code(),
             _ => 1,
@@ -132,6 +150,8 @@ impl Logs {
 
 pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOutput, BuildError> {
     let cache = Cache::from_env()?;
+    // Read first: a bad SOURCE_DATE_EPOCH is refused before any work.
+    let created = crate::source_date::from_env()?;
     std::fs::create_dir_all(out).map_err(|source| BuildError::Output {
         path: out.to_path_buf(),
         source,
@@ -243,10 +263,13 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
             .unwrap_or_default(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let sbom_json = sbom_json(recipe, &manifest, &created).inspect_err(|_| remove_tmp())?;
+    let sbom_path = out.join(sbom::file_name(&recipe.name));
     let finish = || -> std::io::Result<()> {
         std::fs::rename(&tmp_debug, &debug)?;
         std::fs::rename(&tmp_image, &image)?;
-        cache::write_atomic(&manifest_path, &json)
+        cache::write_atomic(&manifest_path, &json)?;
+        cache::write_atomic(&sbom_path, &sbom_json)
     };
     finish().map_err(|source| {
         remove_tmp();
@@ -262,12 +285,39 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         image,
         manifest: manifest_path,
         debug,
+        sbom: sbom_path,
         extra_outputs: payload.extra_outputs,
         image_bytes,
         image_sha256,
         dropped_sections: report.dropped_sections,
         dropped_bytes: report.dropped_bytes,
     })
+}
+
+/// The SBOM of the image `manifest` describes, as file bytes.
+fn sbom_json(
+    recipe: &Recipe,
+    manifest: &manifest::Manifest,
+    created: &str,
+) -> Result<Vec<u8>, BuildError> {
+    // The lock file of the libOS sources this build compiled (build::libos).
+    let lock_path = crate::paths::libos_dir().join("Cargo.lock");
+    let libos_lock = std::fs::read_to_string(&lock_path).map_err(|source| BuildError::Input {
+        path: lock_path.clone(),
+        source,
+    })?;
+    let postgres_url = match &recipe.kind {
+        Kind::Postgres(pg) => pg.source.url.as_deref(),
+        Kind::Program(_) => None,
+    };
+    let doc = sbom::document(&sbom::SbomInput {
+        manifest,
+        postgres_url,
+        libos_lock: &libos_lock,
+        host_lock: sbom::crates::HOST_LOCK,
+        created,
+    })?;
+    Ok(sbom::to_json(&doc))
 }
 
 /// Records in the cache where the image's host-linked build is, under the

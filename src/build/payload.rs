@@ -198,13 +198,18 @@ pub fn postgres(
 ) -> Result<Payload, BuildError> {
     let (src, pg) = host_postgres(spec, musl_src, cache, logs, progress)?;
     inputs.file("postgres source", &src.path, &src.sha256);
-    for p in postgres::default_patch_dir(spec.major)
+    // Sorted: read_dir's order is the file system's, and the manifest (in
+    // the image) and the SBOM must be the same wherever they are built.
+    let mut patches: Vec<_> = postgres::default_patch_dir(spec.major)
         .read_dir()
         .into_iter()
         .flatten()
         .flatten()
-    {
-        inputs.path("postgres patch", &p.path());
+        .map(|e| e.path())
+        .collect();
+    patches.sort();
+    for p in &patches {
+        inputs.path("postgres patch", p);
     }
 
     let (pw, pw_origin, pw_file) = password(spec, out, &recipe.name)?;
@@ -319,6 +324,7 @@ pub fn postgres(
         postgres: Some(PostgresFacts {
             version: pg.version.clone(),
             modules: pg.modules.clone(),
+            left_out_modules: pg.left_out_modules.clone(),
             extensions: pg.extensions.clone(),
             preinit: spec.cluster.preinit,
             password: pw_origin,

@@ -81,6 +81,10 @@ pub struct RootfsFacts {
 pub struct PostgresFacts {
     pub version: String,
     pub modules: Vec<String>,
+    /// Built-in modules linked as a stand-in that raises an error when used
+    /// (build::postgres::left_out), e.g. dict_snowball without text search.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out_modules: Vec<String>,
     pub extensions: Vec<String>,
     pub preinit: bool,
     /// Where the superuser's password came from.

@@ -35,7 +35,7 @@ pub const CACHE_STAGE: &str = "pg-compile";
 
 /// Bumped when the steps below change in a way the key's inputs do not
 /// show.
-const COMPILE_RECIPE: &str = "pg-compile-v4";
+const COMPILE_RECIPE: &str = "pg-compile-v5";
 
 /// The wrapper's name; configure records `CC=pgkraft-cc`, found through
 /// PATH, so no scratch path ends up in pg_config's output (which is
@@ -204,6 +204,10 @@ pub struct CompiledManifest {
     pub modules: BTreeMap<String, PathBuf>,
     /// Modules every server links (dict_snowball).
     pub builtin_modules: Vec<String>,
+    /// Stand-ins for built-in modules a recipe may leave out
+    /// (build::postgres::left_out): module name -> object.
+    #[serde(default)]
+    pub left_out: BTreeMap<String, PathBuf>,
     /// Test modules (`catalog::test_modules`), linked only when a recipe
     /// lists them; their objects are in `modules` too.
     #[serde(default)]
@@ -696,6 +700,33 @@ fn compile_into(
         );
     }
 
+    // Stand-ins for built-in modules, compiled like the server's own files.
+    let mut left_out = BTreeMap::new();
+    for l in super::left_out::LEFT_OUT {
+        let c = scratch.path().join(format!("left-out-{}.c", l.module));
+        let o = modules_dir.join(super::left_out::object_name(l.module));
+        fs::write(&c, l.source).map_err(io_err(stage, "cannot write", &c))?;
+        let mut cmd = with_umask_022(WRAPPER);
+        cmd.arg("-c")
+            .args(cflags(opts.optimize).split(' '))
+            .arg("-I")
+            .arg(build.join("src/include"))
+            .arg("-I")
+            .arg(prepared.src.join("src/include"))
+            .arg("-o")
+            .arg(&o)
+            .arg(&c);
+        step(
+            &mut cmd,
+            &format!("postgres compile (stand-in for {})", l.module),
+            &path,
+            log,
+            "the stand-in (build/postgres/left_out.rs) no longer compiles against this \
+             PostgreSQL's headers: adapt it",
+        )?;
+        left_out.insert(l.module.to_string(), rel(out, &o));
+    }
+
     // Test modules are not installed (src/test/regress installs only
     // pg_regress): each is taken from its build directory.
     let mut test_names = Vec::new();
@@ -733,6 +764,7 @@ fn compile_into(
             .map(|(k, v): (String, PathBuf)| (k, rel(out, &v)))
             .collect(),
         builtin_modules,
+        left_out,
         test_modules: test_names,
         extensions: exts,
         install: PathBuf::from("install"),

@@ -30,13 +30,35 @@ pub const BUILTIN_MODULE_DIRS: &[&str] = &[
 /// `simple` configuration (core code) still works.
 pub const TEXT_SEARCH_MODULE: &str = "dict_snowball";
 
+/// A built-in module as an image links it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// The module itself.
+    Whole(String),
+    /// Its stand-in (build::postgres::left_out), under its name.
+    LeftOut(String),
+}
+
+impl Builtin {
+    pub fn name(&self) -> &str {
+        match self {
+            Builtin::Whole(n) | Builtin::LeftOut(n) => n,
+        }
+    }
+}
+
 /// The built-in modules an image links: all of them, but the stemmers
-/// only with text search.
-pub fn builtin_modules(compiled: &[String], text_search: bool) -> Vec<String> {
+/// only with text search (else their stand-in).
+pub fn builtin_modules(compiled: &[String], text_search: bool) -> Vec<Builtin> {
     compiled
         .iter()
-        .filter(|m| text_search || m.as_str() != TEXT_SEARCH_MODULE)
-        .cloned()
+        .map(|m| {
+            if !text_search && m == TEXT_SEARCH_MODULE {
+                Builtin::LeftOut(m.clone())
+            } else {
+                Builtin::Whole(m.clone())
+            }
+        })
         .collect()
 }
 
@@ -76,8 +98,18 @@ mod tests {
     #[test]
     fn stemmers_only_with_text_search() {
         let all = vec!["dict_snowball".to_string(), "utf8_and_win".to_string()];
-        assert_eq!(builtin_modules(&all, true), all);
-        assert_eq!(builtin_modules(&all, false), ["utf8_and_win"]);
+        let whole = |n: &str| Builtin::Whole(n.into());
+        assert_eq!(
+            builtin_modules(&all, true),
+            [whole("dict_snowball"), whole("utf8_and_win")]
+        );
+        assert_eq!(
+            builtin_modules(&all, false),
+            [
+                Builtin::LeftOut("dict_snowball".into()),
+                whole("utf8_and_win")
+            ]
+        );
     }
 
     #[test]

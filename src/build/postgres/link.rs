@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::compile::{Compiled, note};
-use super::extensions::Extension;
+use super::extensions::{Builtin, Extension};
 use super::{PREFIX, PgBuild, PgError, io_err, modules};
 use crate::build::cache::{Cache, KeyHasher};
 use crate::build::exec;
@@ -20,14 +20,18 @@ pub const CACHE_STAGE: &str = "pg-link";
 
 /// Bumped when the steps below change in a way the key's inputs do not
 /// show.
-const LINK_RECIPE: &str = "pg-link-v3";
+const LINK_RECIPE: &str = "pg-link-v4";
 
 const TABLE: &str = "pgkraft_static_modules";
 
 /// What the link entry holds (`link.json`), relative to the entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LinkManifest {
+    /// Linked whole.
     modules: Vec<String>,
+    /// Linked as their stand-ins.
+    #[serde(default)]
+    left_out: Vec<String>,
     extensions: Vec<String>,
     /// Renamed module objects and the table object, in link order.
     objects: Vec<PathBuf>,
@@ -38,7 +42,7 @@ struct LinkManifest {
 /// finds the result in the cache. Tool output is appended to `log`.
 pub fn link(
     compiled: &Compiled,
-    builtin: &[String],
+    builtin: &[Builtin],
     chosen: &[&Extension],
     tests: &[&TestModule],
     musl: &MuslSysroot,
@@ -52,7 +56,10 @@ pub fn link(
         .str("compiled", compiled.key.as_str())
         .str("musl", &musl.root.to_string_lossy());
     for m in builtin {
-        key.str("builtin module", m);
+        match m {
+            Builtin::Whole(n) => key.str("builtin module", n),
+            Builtin::LeftOut(n) => key.str("left-out module", n),
+        };
     }
     for e in chosen {
         key.str("extension", e.name);
@@ -81,6 +88,7 @@ pub fn link(
         install: dir.join("install"),
         image_objects: image_objects(compiled, &dir, &m.objects),
         modules: m.modules,
+        left_out_modules: m.left_out,
         extensions: m.extensions,
         key,
     })
@@ -101,7 +109,7 @@ fn image_objects(compiled: &Compiled, link_dir: &Path, own: &[PathBuf]) -> Vec<P
 
 fn link_into(
     compiled: &Compiled,
-    builtin: &[String],
+    builtin: &[Builtin],
     chosen: &[&Extension],
     tests: &[&TestModule],
     musl: &MuslSysroot,
@@ -113,7 +121,7 @@ fn link_into(
 
     // The modules: built-in ones first, then the extensions' in name order,
     // then the test modules.
-    let mut names: Vec<String> = builtin.to_vec();
+    let mut names: Vec<String> = builtin.iter().map(|b| b.name().to_string()).collect();
     for e in chosen {
         let ce = cm.extensions.get(e.name).ok_or_else(|| PgError::Module {
             module: e.name.to_string(),
@@ -138,8 +146,11 @@ fn link_into(
     let mut table = Vec::new();
     let mut objects = Vec::new();
     for name in &names {
-        let src = cm
-            .modules
+        let left_out = builtin
+            .iter()
+            .any(|b| matches!(b, Builtin::LeftOut(n) if n == name));
+        let objects_of = if left_out { &cm.left_out } else { &cm.modules };
+        let src = objects_of
             .get(name)
             .map(|p| compiled.path(p))
             .ok_or_else(|| PgError::Module {
@@ -239,10 +250,17 @@ fn link_into(
         ))?;
     }
 
-    let mut sorted = names.clone();
-    sorted.sort();
+    let (mut left_out, mut whole): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|n| {
+            builtin
+                .iter()
+                .any(|b| matches!(b, Builtin::LeftOut(l) if l == n))
+        });
+    whole.sort();
+    left_out.sort();
     let m = LinkManifest {
-        modules: sorted,
+        modules: whole,
+        left_out,
         extensions: ext_names,
         objects,
     };

@@ -21,6 +21,7 @@ mod control;
 pub mod extensions;
 pub mod first_boot;
 pub mod initdb;
+pub mod left_out;
 pub mod link;
 pub mod modules;
 pub mod prepare;
@@ -84,6 +85,8 @@ pub struct PgBuild {
     /// The modules linked in (library names, e.g. "plpgsql"), sorted;
     /// test modules included.
     pub modules: Vec<String>,
+    /// Built-in modules linked as their stand-ins (left_out), sorted.
+    pub left_out_modules: Vec<String>,
     /// The extensions whose files are installed (`CREATE EXTENSION` names),
     /// sorted; includes those added as requirements.
     pub extensions: Vec<String>,
