@@ -83,6 +83,8 @@ fn pg(major: u32) -> &'static PgBuild {
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
+        // The builds' checks below expect the stemmers linked.
+        text_search: true,
     };
     let started = Instant::now();
     let b = postgres::build(
@@ -203,6 +205,11 @@ fn postgres_17_builds_and_answers_sql() {
     answers_sql(17);
 }
 
+#[test]
+fn postgres_18_builds_and_answers_sql() {
+    answers_sql(18);
+}
+
 /// The pinned PostgreSQL 17 tarball must be there: fail, don't skip.
 #[test]
 fn postgres_17_tarball_is_available() {
@@ -250,6 +257,7 @@ fn an_unknown_extension_lists_the_supported_ones() {
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
+        text_search: false,
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
@@ -273,6 +281,7 @@ fn an_unknown_test_module_is_refused_before_anything_builds() {
         extensions: &[],
         configure_extra: &[],
         test_modules: &tests,
+        text_search: false,
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();

@@ -206,7 +206,7 @@ fn paths(s: &Selection) -> Vec<String> {
 
 #[test]
 fn default_closure_is_exactly_what_the_server_reads() {
-    for major in [15, 17] {
+    for major in [15, 17, 18] {
         let f = fixture(major);
         let s = run(&f, &choices(major)).unwrap();
         assert_eq!(s.share_dir, Path::new("/usr/local/pgsql/share"));
@@ -502,7 +502,7 @@ fn text_search_files_only_when_asked() {
 
 #[test]
 fn initdb_at_first_boot_ships_the_file_its_sql_reads_instead_of_a_cluster() {
-    for major in [15, 17] {
+    for major in [15, 17, 18] {
         let f = fixture(major);
         let mut c = choices(major);
         c.preinit = false;

@@ -251,6 +251,90 @@ fn psql_is_answered_a_wrong_password_refused_and_sigterm_stops_it_cleanly() {
     );
 }
 
+/// PostgreSQL 18 serves psql as 17 does. Its recipe sets `io_method =
+/// sync`; 18's own default, `worker`, runs too (the same recipe without
+/// that line): the I/O workers are processes of their own beside the other
+/// helpers. Either way a table larger than shared_buffers (16 MB), read
+/// back after a checkpoint, gives its rows.
+#[test]
+fn postgres_18_serves_psql_with_sync_io_and_with_io_workers() {
+    if !kvm_available() {
+        return;
+    }
+    let stock = postgres_image("18");
+    let recipe = stock_recipe_as("18", "postgres-18-io-worker");
+    assert!(recipe.contains("    io_method: sync\n"), "{recipe}");
+    let dir = out_dir().join("io-worker");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("postgres-18-io-worker.yaml");
+    std::fs::write(&path, recipe.replace("    io_method: sync\n", "")).unwrap();
+    let o = run(pgkraft()
+        .env("PGKRAFT_PASSWORD", PASSWORD)
+        .arg("build")
+        .arg(&path)
+        .arg("--out")
+        .arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let worker = dir.join("postgres-18-io-worker.img");
+
+    for (image, io_method, io_workers) in [(&stock, "sync", 0), (&worker, "worker", 3)] {
+        let server = Server::start(image);
+        let o = server.psql(PASSWORD, "SELECT version()");
+        assert!(o.status.success(), "psql failed: {}", stderr(&o));
+        has(&stdout(&o), &["PostgreSQL 18."]);
+        let o = server.psql("wrong", "SELECT 1");
+        assert!(!o.status.success());
+        has(
+            &stderr(&o),
+            &["password authentication failed for user \"postgres\""],
+        );
+        let o = server.psql(PASSWORD, "SHOW io_method");
+        assert_eq!(stdout(&o).trim(), io_method, "{}", stderr(&o));
+        let mut helpers = String::new();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                helpers = stdout(&server.psql(
+                    PASSWORD,
+                    "SELECT string_agg(backend_type || ':' || n, ',' ORDER BY backend_type) \
+                     FROM (SELECT backend_type, count(*) AS n FROM pg_stat_activity \
+                     WHERE backend_type <> 'client backend' GROUP BY backend_type) s",
+                ));
+                helpers.contains("checkpointer:1") && helpers.contains("walwriter:1")
+            }),
+            "helper processes in pg_stat_activity: {helpers}"
+        );
+        if io_workers > 0 {
+            has(&helpers, &[&format!("io worker:{io_workers}")]);
+        } else {
+            assert!(!helpers.contains("io worker"), "{helpers}");
+        }
+        // ~40 MB of table: after the checkpoint a sequential scan reads
+        // most of it from the data files again.
+        let o = server.psql(
+            PASSWORD,
+            "CREATE TABLE big AS SELECT g AS id, repeat('x', 300) AS pad \
+             FROM generate_series(1, 120000) g",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = server.psql(PASSWORD, "CHECKPOINT");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = server.psql(
+            PASSWORD,
+            "SELECT pg_relation_size('big') > 32 * 1024 * 1024, count(*), sum(id), \
+             sum(length(pad)) FROM big",
+        );
+        assert_eq!(
+            stdout(&o).trim(),
+            "t|120000|7200060000|36000000",
+            "{io_method}: {}",
+            stderr(&o)
+        );
+        let (status, log) = server.stop();
+        assert!(status.success(), "serve exited with {status}; log:\n{log}");
+        has(&log, &["database system is shut down"]);
+    }
+}
+
 #[test]
 fn the_rust_client_reads_rows_errors_prepared_statements_copy_and_notify() {
     if !kvm_available() {
