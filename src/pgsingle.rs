@@ -6,7 +6,7 @@
 //!
 //! What the server does, as read in `postgres.c` (InteractiveBackend) and
 //! `printtup.c` (debugStartup, debugtup) and checked against the real output
-//! of PostgreSQL 15 and 17:
+//! of PostgreSQL 15, 17 and 18:
 //!
 //! - At start it prints `\nPostgreSQL stand-alone backend <version>\n`.
 //! - Before reading each query it prints the prompt `backend> ` and flushes

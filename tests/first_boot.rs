@@ -306,6 +306,23 @@ fn postgres_15_makes_its_cluster_at_first_boot_too() {
     );
 }
 
+/// PostgreSQL 18's initdb (data checksums on by default) is recorded and
+/// replayed the same way, and the single-user checks pass on its cluster.
+#[test]
+fn postgres_18_makes_its_cluster_at_first_boot_too() {
+    if !kvm_available() {
+        return;
+    }
+    let image = build("18");
+    let (report, code) = smoke_json(&image, &repo().join("test-vms/single-user.yaml"), &[], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let console = report["console"].as_str().unwrap();
+    assert!(
+        console.contains(INITIALIZING) && console.contains(READY),
+        "{console}"
+    );
+}
+
 /// QEMU's own virtio-9p device serves the empty volume: the same image
 /// makes its cluster there, and our runner then boots on it as it is.
 #[test]
