@@ -5,7 +5,7 @@
 # pinned source; then the pass counts of each and the tests whose result
 # differs, with the first lines of their diffs (ci/regress-compare.py).
 #
-#   bash ci/regress.sh MAJOR                  MAJOR: 15 or 17
+#   bash ci/regress.sh MAJOR                  MAJOR: 15, 17 or 18
 #   SCHEDULE=serial TIMEOUT=3600 MEM=2048 bash ci/regress.sh 17
 #
 # The test image (recipe generated into the work directory) links the
@@ -30,9 +30,9 @@ set -euo pipefail
 
 MAJOR=${1:-}
 case "$MAJOR" in
-15 | 17) ;;
+15 | 17 | 18) ;;
 *)
-  echo "usage: ci/regress.sh 15|17" >&2
+  echo "usage: ci/regress.sh 15|17|18" >&2
   exit 2
   ;;
 esac
