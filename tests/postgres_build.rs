@@ -83,6 +83,7 @@ fn pg(major: u32) -> &'static PgBuild {
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
+        text_search: true,
     };
     let started = Instant::now();
     let b = postgres::build(
@@ -250,6 +251,7 @@ fn an_unknown_extension_lists_the_supported_ones() {
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
+        text_search: true,
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
@@ -273,6 +275,7 @@ fn an_unknown_test_module_is_refused_before_anything_builds() {
         extensions: &[],
         configure_extra: &[],
         test_modules: &tests,
+        text_search: true,
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
