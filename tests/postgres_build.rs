@@ -76,10 +76,19 @@ fn pg(major: u32) -> &'static PgBuild {
     let cache = Cache::from_env().unwrap();
     let source = pg_source(major, &cache);
     let extensions: Vec<String> = EXTENSIONS.iter().map(|s| s.to_string()).collect();
+    // The stock recipe's optimization, so the compile stage is the one the
+    // image tests build too (one PostgreSQL compile per major in a run).
+    let stock = pgkraft::recipe::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("recipes/postgres-{major}.yaml")),
+    )
+    .expect("the stock recipe loads");
+    let pgkraft::recipe::Kind::Postgres(stock) = stock.kind else {
+        panic!("postgres-{major}.yaml is a postgres recipe")
+    };
     let spec = PgSpec {
         major,
         source: &source,
-        optimize: "-O2",
+        optimize: stock.configure.optimize.flag(),
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
