@@ -76,14 +76,22 @@ fn pg(major: u32) -> &'static PgBuild {
     let cache = Cache::from_env().unwrap();
     let source = pg_source(major, &cache);
     let extensions: Vec<String> = EXTENSIONS.iter().map(|s| s.to_string()).collect();
+    // The stock recipe's optimization, so the compile stage is the one the
+    // image tests build too (one PostgreSQL compile per major in a run).
+    let stock = pgkraft::recipe::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("recipes/postgres-{major}.yaml")),
+    )
+    .expect("the stock recipe loads");
+    let pgkraft::recipe::Kind::Postgres(stock) = stock.kind else {
+        panic!("postgres-{major}.yaml is a postgres recipe")
+    };
     let spec = PgSpec {
         major,
         source: &source,
-        optimize: "-O2",
+        optimize: stock.configure.optimize.flag(),
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
-        // The builds' checks below expect the stemmers linked.
         text_search: true,
     };
     let started = Instant::now();
@@ -257,7 +265,7 @@ fn an_unknown_extension_lists_the_supported_ones() {
         extensions: &extensions,
         configure_extra: &[],
         test_modules: &[],
-        text_search: false,
+        text_search: true,
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();
@@ -281,7 +289,7 @@ fn an_unknown_test_module_is_refused_before_anything_builds() {
         extensions: &[],
         configure_extra: &[],
         test_modules: &tests,
-        text_search: false,
+        text_search: true,
     };
     let t = tempfile::tempdir().unwrap();
     let err = postgres::build(&spec, stock_musl(), &cache, &PgLogs::in_dir(t.path())).unwrap_err();

@@ -118,9 +118,7 @@ fn unpack_rootfs(img: &Path, into: &Path) {
     let data = std::fs::read(img).unwrap();
     let section = pgkraft::image::format::rootfs_section(&data).expect("rootfs section");
     let tar = pgkraft::image::format::rootfs_tar(section).expect("a readable archive");
-    let mut archive = tar::Archive::new(&*tar);
-    archive.set_preserve_permissions(true);
-    archive.unpack(into).unwrap();
+    pgkraft::image::format::unpack_rootfs(&tar, into).unwrap();
 }
 
 /// The host-linked postgres (stock musl, same objects) runs in a chroot that

@@ -67,7 +67,7 @@ fn default_recipe_is_postgres_17() {
     assert!(p.source_pinned);
     assert_eq!(p.source, recipe::postgres_pin(17).unwrap().spec());
     assert_eq!(p.source.path, None);
-    assert_eq!(p.configure.optimize, Optimize::O2);
+    assert_eq!(p.configure.optimize, Optimize::Os);
     assert!(p.configure.extra.is_empty());
     assert_eq!(p.extensions, ["plpgsql"]);
     assert_eq!(

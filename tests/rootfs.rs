@@ -188,29 +188,41 @@ fn check_index(index: &[u8], archive: &[u8]) {
     let decoded = decode_index(index);
     let mut tar = tar::Archive::new(&tar_bytes[..]);
     let mut n = 0;
+    // Every regular file's bytes so far: a link entry is a copy of one.
+    let mut contents: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
     for (e, ix) in tar.entries().unwrap().zip(&decoded) {
         let mut e = e.unwrap();
         let name = String::from_utf8_lossy(&ix.path).into_owned();
         assert_eq!(&*e.path_bytes(), &ix.path[..]);
-        let kind = match e.header().entry_type() {
-            tar::EntryType::Regular => 0,
-            tar::EntryType::Directory => 1,
-            tar::EntryType::Symlink => 2,
+        let link = e
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default();
+        let (kind, want) = match e.header().entry_type() {
+            tar::EntryType::Regular => {
+                let mut want = Vec::new();
+                e.read_to_end(&mut want).unwrap();
+                contents.insert(ix.path.clone(), want.clone());
+                (0, want)
+            }
+            tar::EntryType::Directory => (1, Vec::new()),
+            tar::EntryType::Symlink => (2, Vec::new()),
+            // A copy: indexed as a file over the first one's data.
+            tar::EntryType::Link => {
+                let want = contents
+                    .get(&link)
+                    .unwrap_or_else(|| panic!("{name}: a copy of no earlier file"))
+                    .clone();
+                (0, want)
+            }
             other => panic!("{name}: unexpected {other:?}"),
         };
         assert_eq!(ix.kind, kind, "{name}");
-        assert_eq!(
-            e.link_name_bytes()
-                .map(|l| l.into_owned())
-                .unwrap_or_default(),
-            ix.link,
-            "{name}"
-        );
+        let copy = e.header().entry_type() == tar::EntryType::Link;
+        assert_eq!(if copy { Vec::new() } else { link }, ix.link, "{name}");
         assert_eq!(ix.mode, e.header().mode().unwrap(), "{name}");
         assert_eq!(ix.mtime, e.header().mtime().unwrap() as i64, "{name}");
-        assert_eq!(ix.size, e.size(), "{name}");
-        let mut want = Vec::new();
-        e.read_to_end(&mut want).unwrap();
+        assert_eq!(ix.size, want.len() as u64, "{name}");
         let got = match &ix.chunks {
             None if zstd && kind == 0 && ix.size > 0 => panic!("{name}: zstd file without chunks"),
             None => {
@@ -673,4 +685,80 @@ fn cached_build_reuses_the_archive() {
     assert_ne!(c.sha256, a.sha256);
     let direct = rootfs::write(&input, &o, &d.path().join("direct.tar.zst")).unwrap();
     assert_eq!(direct.sha256, c.sha256);
+}
+
+/// A file whose bytes and mode repeat an earlier one's is stored once: a
+/// link entry the index lists as a file over the first one's data, and
+/// pgkraft unpacks as a file of its own (a server writes each copy apart).
+#[test]
+fn repeated_files_are_stored_once_and_unpack_as_copies() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let inp = d.path().join("in");
+    fs::create_dir_all(&inp).unwrap();
+    let page: Vec<u8> = (0..3 * rootfs::ZSTD_CHUNK as usize + 100)
+        .map(|i| (i / 5 % 241) as u8)
+        .collect();
+    let small = vec![7u8; rootfs::COPY_MIN_BYTES as usize - 1];
+    for (name, bytes) in [("a", &page), ("b", &page), ("s1", &small), ("s2", &small)] {
+        fs::write(inp.join(name), bytes).unwrap();
+    }
+    fs::write(inp.join("other-mode"), &page).unwrap();
+    let input = vec![
+        entry("/data/1/rel", &inp.join("a"), Some(0o600)),
+        entry("/data/2/rel", &inp.join("b"), Some(0o600)),
+        entry("/data/3/rel", &inp.join("other-mode"), Some(0o644)),
+        entry("/data/s1", &inp.join("s1"), Some(0o600)),
+        entry("/data/s2", &inp.join("s2"), Some(0o600)),
+    ];
+    for (compression, name) in [
+        (Compression::None, "r.tar"),
+        (Compression::Zstd { level: 3 }, "r.tar.zst"),
+    ] {
+        let made = rootfs::write(&input, &opts(compression, 0), &d.path().join(name)).unwrap();
+        let archive = fs::read(&made.path).unwrap();
+        check_index(&fs::read(rootfs::index_path(&made.path)).unwrap(), &archive);
+        let tar_bytes = pgkraft::image::format::rootfs_tar(&archive).unwrap();
+        let kinds: Vec<(String, tar::EntryType)> = tar::Archive::new(&*tar_bytes)
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().entry_type(),
+                )
+            })
+            .collect();
+        let kind = |p: &str| kinds.iter().find(|(n, _)| n == p).unwrap().1;
+        assert_eq!(kind("data/1/rel"), tar::EntryType::Regular);
+        assert_eq!(kind("data/2/rel"), tar::EntryType::Link, "{kinds:?}");
+        assert_eq!(kind("data/3/rel"), tar::EntryType::Regular, "another mode");
+        assert_eq!(
+            kind("data/s2"),
+            tar::EntryType::Regular,
+            "too small to share"
+        );
+        assert!(
+            made.tar_bytes < 3 * page.len() as u64,
+            "stored twice, not thrice"
+        );
+
+        let out = d.path().join(format!("out-{name}"));
+        pgkraft::image::format::unpack_rootfs(&tar_bytes, &out).unwrap();
+        let (one, two) = (out.join("data/1/rel"), out.join("data/2/rel"));
+        assert_eq!(fs::read(&two).unwrap(), page);
+        assert_ne!(
+            fs::metadata(&one).unwrap().ino(),
+            fs::metadata(&two).unwrap().ino(),
+            "a copy, not a second name"
+        );
+        assert_eq!(fs::metadata(&two).unwrap().mode() & 0o777, 0o600);
+        fs::write(&two, b"changed").unwrap();
+        assert_eq!(
+            fs::read(&one).unwrap(),
+            page,
+            "writing the copy left the first"
+        );
+    }
 }

@@ -21,7 +21,7 @@ fn cluster_copy(image: &Path, dest: &Path) {
     let section = pgkraft::image::format::rootfs_section(&data).expect("a rootfs section");
     let tar = pgkraft::image::format::rootfs_tar(section).expect("a rootfs archive");
     let scratch = tempfile::tempdir().unwrap();
-    tar::Archive::new(&*tar).unpack(scratch.path()).unwrap();
+    pgkraft::image::format::unpack_rootfs(&tar, scratch.path()).unwrap();
     let _ = std::fs::remove_dir_all(dest);
     std::fs::rename(scratch.path().join("data"), dest).unwrap();
     use std::os::unix::fs::PermissionsExt;

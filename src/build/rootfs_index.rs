@@ -19,6 +19,12 @@
 //! bytes; for a zstd file then its chunk count (u32) and per chunk the
 //! frame's offset in the archive (u64), its length (u32) and how many bytes
 //! of the file it holds (u32). libos/src/fs/index.rs reads it.
+//!
+//! A hard-link entry of the archive is a copy of an earlier file
+//! (build::rootfs stores repeated files once): it is indexed as a file
+//! (kind 0) with that file's data, so the library OS gives it an inode of
+//! its own over the same bytes of the image. Kind 3 stays for archives
+//! whose links name no earlier file in the index (not made by pgkraft).
 
 use std::io;
 
@@ -93,10 +99,21 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
     out.extend_from_slice(&[0; 8]);
     let mut count: u32 = 0;
     let mut next_frame = 0usize;
+    // path -> (tar data offset, size, chunks) of every regular file so far,
+    // for the copies that follow it.
+    type Data = (u64, u64, Option<Vec<(u64, u32, u32)>>);
+    let mut files: std::collections::HashMap<Vec<u8>, Data> = std::collections::HashMap::new();
     for entry in tar::Archive::new(tar).entries()? {
         let entry = entry?;
         let h = entry.header();
+        let copy_of = match h.entry_type() {
+            tar::EntryType::Link => entry
+                .link_name_bytes()
+                .and_then(|l| files.get(l.as_ref()).cloned()),
+            _ => None,
+        };
         let kind: u8 = match h.entry_type() {
+            _ if copy_of.is_some() => 0,
             tar::EntryType::Regular | tar::EntryType::Continuous => 0,
             tar::EntryType::Directory => 1,
             tar::EntryType::Symlink => 2,
@@ -111,16 +128,25 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
             }
         };
         let path = entry.path_bytes().into_owned();
-        let link = entry
-            .link_name_bytes()
-            .map(|l| l.into_owned())
-            .unwrap_or_default();
-        let (data, size) = (entry.raw_file_position(), entry.size());
-        let chunks = match frames {
-            Some(frames) if kind == 0 && size > 0 => {
-                Some(chunks_of(frames, &mut next_frame, data, size, &path)?)
+        let (link, data, size, chunks) = match copy_of {
+            Some((data, size, chunks)) => (Vec::new(), data, size, chunks),
+            None => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let (data, size) = (entry.raw_file_position(), entry.size());
+                let chunks = match frames {
+                    Some(frames) if kind == 0 && size > 0 => {
+                        Some(chunks_of(frames, &mut next_frame, data, size, &path)?)
+                    }
+                    _ => None,
+                };
+                if kind == 0 {
+                    files.insert(path.clone(), (data, size, chunks.clone()));
+                }
+                (link, data, size, chunks)
             }
-            _ => None,
         };
         let too_long = |what: &str| bad(format!("rootfs {what} longer than 65535 bytes"));
         out.push(kind);

@@ -127,6 +127,35 @@ pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     }
 }
 
+/// Unpacks a rootfs tar ([`rootfs_tar`]) into `dest`, modes kept. A
+/// hard-link entry is a copy of an earlier file (build::rootfs stores
+/// repeated files once) and becomes a file of its own, never a second name
+/// for the first: a server writes each database's files separately.
+pub fn unpack_rootfs(tar: &[u8], dest: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dest)?;
+    let mut archive = tar::Archive::new(tar);
+    archive.set_preserve_permissions(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Link {
+            entry.unpack_in(dest)?;
+            continue;
+        }
+        let path = dest.join(entry.path()?);
+        let target = entry.link_name()?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "a link without a target")
+        })?;
+        let _ = std::fs::remove_file(&path);
+        std::fs::copy(dest.join(target), &path)?;
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(entry.header().mode()? & 0o7777),
+        )?;
+    }
+    Ok(())
+}
+
 /// The build info section build::link embedded in `elf`, as written.
 pub fn build_info_section<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,

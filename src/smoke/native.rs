@@ -141,10 +141,7 @@ impl NativeServer {
             .ok_or_else(|| NativeError::NoRootfs {
                 image: image.to_path_buf(),
             })?;
-        let mut archive = tar::Archive::new(&*tar);
-        archive.set_preserve_permissions(true);
-        archive
-            .unpack(root.path())
+        crate::image::format::unpack_rootfs(&tar, root.path())
             .map_err(io("cannot unpack the rootfs into", root.path()))?;
         let bin = root.path().join(prefix_rel()).join("bin");
         std::fs::create_dir_all(&bin).map_err(io("cannot create", &bin))?;

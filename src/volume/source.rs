@@ -119,10 +119,34 @@ impl Source {
                     });
                 }
                 let to = dest.join(inner);
-                entry.set_preserve_permissions(true);
-                entry
-                    .unpack(&to)
-                    .map_err(|source| SourceError::Write { path: to, source })?;
+                // A link entry is a copy of an earlier file of the cluster
+                // (image::format::unpack_rootfs): the volume gets a file
+                // of its own.
+                let copy_of = match entry.header().entry_type() {
+                    tar::EntryType::Link => entry
+                        .link_name()
+                        .ok()
+                        .flatten()
+                        .and_then(|l| l.strip_prefix(prefix).ok().map(|i| dest.join(i))),
+                    _ => None,
+                };
+                let write = |source| SourceError::Write {
+                    path: to.clone(),
+                    source,
+                };
+                match copy_of {
+                    Some(from) => {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = entry.header().mode().map_err(write)? & 0o7777;
+                        std::fs::copy(&from, &to).map_err(write)?;
+                        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+                            .map_err(write)?;
+                    }
+                    None => {
+                        entry.set_preserve_permissions(true);
+                        entry.unpack(&to).map_err(write)?;
+                    }
+                }
             }
             Ok(true)
         })
