@@ -5,8 +5,10 @@
 # locale, user and home directory. Prints the sha256 of each output of both
 # builds and exits 1 if any differs (then `cmp -l | head` of the first
 # difference). Both builds run the same pgkraft binary; PGKRAFT_HOME points
-# the second at the copy, so the libOS, ABI, patches, kernel config and
-# recipe it builds from are the copy's.
+# the second at the copy, so the libOS, ABI, kernel config and recipe it
+# builds from are the copy's (the musl and PostgreSQL patches and the source
+# tarballs are found in the tree the binary was built from, by content).
+# Both use the machine's cargo home.
 #
 #   bash ci/reproducible.sh [RECIPE]     (default recipes/postgres-17.yaml)
 #
@@ -27,7 +29,8 @@ pgkraft=${PGKRAFT:-$repo/target/release/pgkraft}
 export PGKRAFT_PASSWORD=${PGKRAFT_PASSWORD:-reproducible-password}
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Kept when the builds differ, to look into.
+trap '[ "${status:-1}" = 0 ] && rm -rf "$work" || echo "reproducible: outputs kept in $work" >&2' EXIT
 # The copy: every file git tracks (as it is in the work tree, uncommitted
 # changes included), symlinks as symlinks, under a longer, other path.
 copy=$work/another/place/for/the/checkout

@@ -112,25 +112,18 @@ fn rootfs_info(data: &[u8]) -> Option<RootfsInfo> {
     let compression = format::rootfs_compression(data);
     let tar = format::rootfs_tar(data)?;
     let mut archive = tar::Archive::new(&*tar);
+    // Stored files only: a link entry is a copy of an earlier file, stored
+    // once (build::rootfs), so it adds no bytes to the archive to share out.
     let mut files = Vec::new();
-    // A link entry is a copy of an earlier file, stored once (build::rootfs).
-    let mut sizes = std::collections::HashMap::new();
     for entry in archive.entries().ok()? {
         let entry = entry.ok()?;
-        let path = entry.path().ok()?.display().to_string();
-        let bytes = match entry.header().entry_type() {
-            t if t.is_file() => entry.size(),
-            tar::EntryType::Link => {
-                let target = entry.link_name().ok()??.display().to_string();
-                *sizes.get(&target)?
-            }
-            _ => continue,
-        };
-        sizes.insert(path.clone(), bytes);
-        files.push(RootfsEntry {
-            path: format!("/{}", path.trim_start_matches('/')),
-            bytes,
-        });
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().ok()?.display().to_string();
+            files.push(RootfsEntry {
+                path: format!("/{}", path.trim_start_matches('/')),
+                bytes: entry.size(),
+            });
+        }
     }
     files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
     let cluster_file_bytes = files

@@ -286,9 +286,9 @@ fn run_ld(mut cmd: Command, tmp: &Path, tag: &str, log: &Path) -> Result<LdRun, 
 /// ELF with the same section headers and no contents (`objcopy
 /// --only-keep-debug`: gdb, addr2line and `pgkraft inspect` read it), and
 /// strips `elf` in place but for the symbols in `keep`. Nothing loaded
-/// reads symbols (the libOS loads the program by its program headers and
-/// applies its relocations from `.dynamic`), and they were 1.4 MB of the
-/// default PostgreSQL image's 14.2 MB.
+/// reads symbols (the libOS loads the program by its program headers; its
+/// start code, the patched rcrt1.o, relocates it from `.dynamic`), and they
+/// were 1.4 MB of the default PostgreSQL image's 14.2 MB.
 fn split_symbols(elf: &Path, debug: &Path, keep: &[&str], log: &Path) -> Result<(), StageFailure> {
     let mut only_debug = Command::new("objcopy");
     only_debug.arg("--only-keep-debug").arg(elf).arg(debug);

@@ -83,19 +83,26 @@ impl LinkFacts {
     /// [`portable_object_name`]), so two builds of one recipe write the same
     /// manifest whatever their cache and temporary directories.
     pub fn new(report: &super::link::LinkReport, cache_root: &Path) -> LinkFacts {
-        let portable = |objects: &mut dyn Iterator<Item = &super::link::ObjectBytes>| {
-            objects
+        // Sorted again by the portable names: ties in bytes were ordered by
+        // host paths.
+        let portable = |objects: &[super::link::ObjectBytes]| {
+            let mut v: Vec<super::link::ObjectBytes> = objects
+                .iter()
                 .map(|o| super::link::ObjectBytes {
                     object: portable_object_name(&o.object, cache_root),
                     bytes: o.bytes,
                 })
-                .collect()
+                .collect();
+            v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.object.cmp(&b.object)));
+            v
         };
+        let mut largest_objects = portable(&report.objects);
+        largest_objects.truncate(40);
         LinkFacts {
             dropped_sections: report.dropped_sections,
             dropped_bytes: report.dropped_bytes,
-            largest_objects: portable(&mut report.objects.iter().take(40)),
-            dropped_objects: portable(&mut report.dropped_objects.iter()),
+            largest_objects,
+            dropped_objects: portable(&report.dropped_objects),
         }
     }
 }

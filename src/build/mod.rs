@@ -227,7 +227,7 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
         report.dropped_sections
     ));
     if let Some(install) = &payload.host_install {
-        record_native(&cache, &info_json, install)?;
+        record_native(&cache, &info_json, install).inspect_err(|_| remove_tmp())?;
     }
 
     let stage = progress.stage("manifest");

@@ -59,7 +59,7 @@ pub const CACHE_STAGE: &str = "rootfs";
 /// Bumped when the archive's layout changes for equal inputs, or the shape
 /// of the cached [`Rootfs`] (an older pgkraft sharing the cache must not
 /// find an entry it cannot decode: v4 dropped `index`).
-const FORMAT: &str = "pgkraft-rootfs-v5";
+const FORMAT: &str = "pgkraft-rootfs-v6";
 const METADATA_FILE: &str = "rootfs.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,8 +342,11 @@ pub const COPY_MIN_BYTES: u64 = 1024;
 
 fn write_tar(plan: &[Planned], mtime: u64, out: &mut impl Write) -> Result<(), RootfsError> {
     let mut b = tar::Builder::new(out);
-    // (content hash, size, mode) -> the first such file's archive name.
-    let mut first: std::collections::HashMap<(String, u64, u32), &Path> =
+    // (top directory, content hash, size, mode) -> the first such file's
+    // archive name: a copy never names a file outside its own top
+    // directory (the cluster's copies stay in data/, which a volume unpacks
+    // alone).
+    let mut first: std::collections::HashMap<(&OsStr, String, u64, u32), &Path> =
         std::collections::HashMap::new();
     for e in plan {
         let name = e.path.strip_prefix("/").unwrap_or(&e.path);
@@ -362,7 +365,8 @@ fn write_tar(plan: &[Planned], mtime: u64, out: &mut impl Write) -> Result<(), R
                 let src = e.source.as_deref().unwrap_or(&e.path);
                 if *size >= COPY_MIN_BYTES {
                     let sha256 = cache::sha256_file(src).map_err(io_err("cannot read", src))?;
-                    match first.entry((sha256, *size, e.mode)) {
+                    let top = name.iter().next().unwrap_or_default();
+                    match first.entry((top, sha256, *size, e.mode)) {
                         std::collections::hash_map::Entry::Occupied(o) => {
                             let mut h = header(tar::EntryType::Link, e.mode, 0, mtime);
                             wrote(b.append_link(&mut h, name, o.get()))?;

@@ -142,10 +142,22 @@ pub fn unpack_rootfs(tar: &[u8], dest: &std::path::Path) -> std::io::Result<()> 
             entry.unpack_in(dest)?;
             continue;
         }
-        let path = dest.join(entry.path()?);
-        let target = entry.link_name()?.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "a link without a target")
-        })?;
+        let inside = |p: &std::path::Path| {
+            !p.as_os_str().is_empty()
+                && p.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        let (path, target) = (entry.path()?.into_owned(), entry.link_name()?);
+        let target = match target {
+            Some(t) if inside(&t) && inside(&path) => t.into_owned(),
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: a copy of a file outside the archive", path.display()),
+                ));
+            }
+        };
+        let path = dest.join(path);
         let _ = std::fs::remove_file(&path);
         std::fs::copy(dest.join(target), &path)?;
         std::fs::set_permissions(

@@ -123,11 +123,28 @@ impl Source {
                 // (image::format::unpack_rootfs): the volume gets a file
                 // of its own.
                 let copy_of = match entry.header().entry_type() {
-                    tar::EntryType::Link => entry
-                        .link_name()
-                        .ok()
-                        .flatten()
-                        .and_then(|l| l.strip_prefix(prefix).ok().map(|i| dest.join(i))),
+                    tar::EntryType::Link => {
+                        let target = entry.link_name().ok().flatten();
+                        let inner = target.as_deref().and_then(|l| l.strip_prefix(prefix).ok());
+                        match inner {
+                            Some(i)
+                                if !i.as_os_str().is_empty()
+                                    && i.components()
+                                        .all(|c| matches!(c, std::path::Component::Normal(_))) =>
+                            {
+                                Some(dest.join(i))
+                            }
+                            _ => {
+                                return Err(SourceError::Broken {
+                                    path: self.path.clone(),
+                                    detail: format!(
+                                        "its rootfs's {} is a copy of a file outside data/",
+                                        rel.display()
+                                    ),
+                                });
+                            }
+                        }
+                    }
                     _ => None,
                 };
                 let write = |source| SourceError::Write {

@@ -35,7 +35,7 @@ pub const CACHE_STAGE: &str = "pg-compile";
 
 /// Bumped when the steps below change in a way the key's inputs do not
 /// show.
-const COMPILE_RECIPE: &str = "pg-compile-v5";
+const COMPILE_RECIPE: &str = "pg-compile-v6";
 
 /// The wrapper's name; configure records `CC=pgkraft-cc`, found through
 /// PATH, so no scratch path ends up in pg_config's output (which is
@@ -703,7 +703,9 @@ fn compile_into(
     // Stand-ins for built-in modules, compiled like the server's own files.
     let mut left_out = BTreeMap::new();
     for l in super::left_out::LEFT_OUT {
-        let c = scratch.path().join(format!("left-out-{}.c", l.module));
+        // In the build directory, which the wrapper maps to a fixed name:
+        // __FILE__ (ereport) must not name the temporary directory.
+        let c = build.join(format!("left-out-{}.c", l.module));
         let o = modules_dir.join(super::left_out::object_name(l.module));
         fs::write(&c, l.source).map_err(io_err(stage, "cannot write", &c))?;
         let mut cmd = with_umask_022(WRAPPER);
