@@ -293,27 +293,22 @@ fn a_volume_that_is_neither_empty_nor_a_cluster_is_left_alone() {
 /// recipe's settings) pass on the cluster its first boot made.
 #[test]
 fn postgres_15_makes_its_cluster_at_first_boot_too() {
-    if !kvm_available() {
-        return;
-    }
-    let image = build("15");
-    let (report, code) = smoke_json(&image, &repo().join("test-vms/single-user.yaml"), &[], &[]);
-    assert_eq!(code, Some(0), "{report}");
-    let console = report["console"].as_str().unwrap();
-    assert!(
-        console.contains(INITIALIZING) && console.contains(READY),
-        "{console}"
-    );
+    makes_its_cluster_at_first_boot("15");
 }
 
 /// PostgreSQL 18's initdb (data checksums on by default) is recorded and
 /// replayed the same way, and the single-user checks pass on its cluster.
 #[test]
 fn postgres_18_makes_its_cluster_at_first_boot_too() {
+    makes_its_cluster_at_first_boot("18");
+}
+
+/// The single-user checks pass on the cluster `major`'s first boot made.
+fn makes_its_cluster_at_first_boot(major: &str) {
     if !kvm_available() {
         return;
     }
-    let image = build("18");
+    let image = build(major);
     let (report, code) = smoke_json(&image, &repo().join("test-vms/single-user.yaml"), &[], &[]);
     assert_eq!(code, Some(0), "{report}");
     let console = report["console"].as_str().unwrap();

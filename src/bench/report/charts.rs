@@ -87,6 +87,45 @@ fn svg(
 
 /// Horizontal bars, one per `(name, value)`, top first, each labelled
 /// with its value as `fmt` writes it.
+/// A chart of one labelled row per name, top first, over `0..end` on the
+/// horizontal axis: the frame bars and spans draw into.
+type RowsChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize>,
+    >,
+>;
+
+fn rows_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    axis: &str,
+    names: &[String],
+    end: f64,
+) -> Result<RowsChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let n = names.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(LABELS)
+        .build_cartesian_2d(0.0..end, (0..n).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|v| label(names, v))
+        .x_desc(axis)
+        // plotters scales label text to the chart's height by default,
+        // which makes it unreadably small on a short chart.
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
+    Ok(chart)
+}
+
 pub fn bars(
     id: &'static str,
     title: &str,
@@ -98,23 +137,7 @@ pub fn bars(
     let n = rows.len().max(1);
     let end = axis_end(rows.iter().map(|r| r.1).fold(0.0, f64::max));
     svg(id, title, (WIDTH, height(n)), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(LABELS)
-            .build_cartesian_2d(0.0..end, (0..n).into_segmented())?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|v| label(&names, v))
-            .x_desc(axis)
-            // plotters scales label text to the chart's height by default,
-            // which makes it unreadably small on a short chart.
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .draw()?;
+        let mut chart = rows_chart(root, title, axis, &names, end)?;
         chart.draw_series(rows.iter().enumerate().map(|(i, (_, v))| {
             let y = row(n, i);
             let mut bar = Rectangle::new(
@@ -149,23 +172,7 @@ pub fn spans(
     let n = rows.len().max(1);
     let end = axis_end(rows.iter().map(|r| r.2).fold(0.0, f64::max));
     svg(id, title, (WIDTH, height(n)), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(LABELS)
-            .build_cartesian_2d(0.0..end, (0..n).into_segmented())?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|v| label(&names, v))
-            .x_desc(axis)
-            // plotters scales label text to the chart's height by default,
-            // which makes it unreadably small on a short chart.
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .draw()?;
+        let mut chart = rows_chart(root, title, axis, &names, end)?;
         chart.draw_series(rows.iter().enumerate().map(|(i, (_, from, to))| {
             let y = row(n, i);
             let mut bar = Rectangle::new(
