@@ -176,7 +176,7 @@ fn the_postgres_artifact_is_read_by_skopeo_and_round_trips_through_a_registry() 
     let work = tempfile::tempdir_in(out_dir()).unwrap();
     let layout = work.path().join("layout");
     let out = package(&image, &layout, &[]);
-    let tag = "17.11";
+    let tag = pgkraft::catalog::pin(17).unwrap().version;
     assert_eq!(out["tag"], tag, "the default tag is the PostgreSQL version");
     let digest = out["digest"].as_str().unwrap().to_string();
     assert_eq!(indexed(&layout, tag)["digest"], digest.as_str());
@@ -204,8 +204,8 @@ fn the_postgres_artifact_is_read_by_skopeo_and_round_trips_through_a_registry() 
         "application/vnd.oci.empty.v1+json"
     );
     let a = &m["annotations"];
-    assert_eq!(a["org.opencontainers.image.version"], "17.11");
-    assert_eq!(a["dev.pgkraft.postgres.version"], "17.11");
+    assert_eq!(a["org.opencontainers.image.version"], tag);
+    assert_eq!(a["dev.pgkraft.postgres.version"], tag);
     assert_eq!(a["dev.pgkraft.image.sha256"], image_sha.as_str());
     assert_eq!(a["dev.pgkraft.recipe.sha256"], recipe_sha.as_str());
     assert_eq!(

@@ -127,12 +127,32 @@ pub fn rootfs_tar(archive: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     }
 }
 
-/// Unpacks a rootfs tar ([`rootfs_tar`]) into `dest`, modes kept. A
-/// hard-link entry is a copy of an earlier file (build::rootfs stores
-/// repeated files once) and becomes a file of its own, never a second name
-/// for the first: a server writes each database's files separately.
-pub fn unpack_rootfs(tar: &[u8], dest: &std::path::Path) -> std::io::Result<()> {
+/// Whether `p` is a relative path that stays below the directory it is
+/// joined to (no root, `.` or `..`): what an archive entry may name.
+pub fn stays_inside(p: &std::path::Path) -> bool {
+    !p.as_os_str().is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Writes the file a rootfs link entry with `header` stands for: a copy of
+/// `from` (build::rootfs stores repeated files once) at `to`, with the
+/// entry's mode. A file of its own, never a second name for the first: a
+/// server writes each database's files separately.
+pub fn write_copy(
+    header: &tar::Header,
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(to);
+    std::fs::copy(from, to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(header.mode()? & 0o7777))
+}
+
+/// Unpacks a rootfs tar ([`rootfs_tar`]) into `dest`, modes kept; a link
+/// entry becomes a copy ([`write_copy`]).
+pub fn unpack_rootfs(tar: &[u8], dest: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(tar);
     archive.set_preserve_permissions(true);
@@ -142,28 +162,18 @@ pub fn unpack_rootfs(tar: &[u8], dest: &std::path::Path) -> std::io::Result<()> 
             entry.unpack_in(dest)?;
             continue;
         }
-        let inside = |p: &std::path::Path| {
-            !p.as_os_str().is_empty()
-                && p.components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-        };
-        let (path, target) = (entry.path()?.into_owned(), entry.link_name()?);
-        let target = match target {
-            Some(t) if inside(&t) && inside(&path) => t.into_owned(),
+        let path = entry.path()?.into_owned();
+        match entry.link_name()? {
+            Some(target) if stays_inside(&target) && stays_inside(&path) => {
+                write_copy(entry.header(), &dest.join(target), &dest.join(path))?
+            }
             _ => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!("{}: a copy of a file outside the archive", path.display()),
                 ));
             }
-        };
-        let path = dest.join(path);
-        let _ = std::fs::remove_file(&path);
-        std::fs::copy(dest.join(target), &path)?;
-        std::fs::set_permissions(
-            &path,
-            std::fs::Permissions::from_mode(entry.header().mode()? & 0o7777),
-        )?;
+        }
     }
     Ok(())
 }

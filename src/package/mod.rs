@@ -161,7 +161,7 @@ pub fn package(image: &Path, dir: &Path, tag: Option<&str>) -> Result<Packaged, 
     let described = doc
         .packages
         .iter()
-        .find(|p| p.spdx_id == "SPDXRef-image")
+        .find(|p| p.spdx_id == crate::build::sbom::IMAGE_ID)
         .and_then(|p| p.checksums.first())
         .map(|c| c.checksum_value.clone())
         .unwrap_or_default();

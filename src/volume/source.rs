@@ -7,7 +7,7 @@
 use super::control::{CONTROL_FILE, ControlHead, PgMajor};
 use crate::build::select::DEFAULT_DATA_DIR;
 use crate::image::Image;
-use crate::image::format::{rootfs_compression, rootfs_section};
+use crate::image::format::{rootfs_compression, rootfs_section, stays_inside, write_copy};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -109,59 +109,36 @@ impl Source {
             if let Ok(inner) = rel.strip_prefix(prefix)
                 && !inner.as_os_str().is_empty()
             {
-                if !inner
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-                {
+                if !stays_inside(inner) {
                     return Err(SourceError::Broken {
                         path: self.path.clone(),
                         detail: format!("its rootfs holds {}, outside data/", rel.display()),
                     });
                 }
                 let to = dest.join(inner);
-                // A link entry is a copy of an earlier file of the cluster
-                // (image::format::unpack_rootfs): the volume gets a file
-                // of its own.
-                let copy_of = match entry.header().entry_type() {
-                    tar::EntryType::Link => {
-                        let target = entry.link_name().ok().flatten();
-                        let inner = target.as_deref().and_then(|l| l.strip_prefix(prefix).ok());
-                        match inner {
-                            Some(i)
-                                if !i.as_os_str().is_empty()
-                                    && i.components()
-                                        .all(|c| matches!(c, std::path::Component::Normal(_))) =>
-                            {
-                                Some(dest.join(i))
-                            }
-                            _ => {
-                                return Err(SourceError::Broken {
-                                    path: self.path.clone(),
-                                    detail: format!(
-                                        "its rootfs's {} is a copy of a file outside data/",
-                                        rel.display()
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                    _ => None,
-                };
                 let write = |source| SourceError::Write {
                     path: to.clone(),
                     source,
                 };
-                match copy_of {
-                    Some(from) => {
-                        use std::os::unix::fs::PermissionsExt;
-                        let mode = entry.header().mode().map_err(write)? & 0o7777;
-                        std::fs::copy(&from, &to).map_err(write)?;
-                        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
-                            .map_err(write)?;
+                if entry.header().entry_type() != tar::EntryType::Link {
+                    entry.set_preserve_permissions(true);
+                    return entry.unpack(&to).map(|_| true).map_err(write);
+                }
+                // A copy of an earlier file of the cluster: the volume gets
+                // a file of its own.
+                let target = entry.link_name().ok().flatten();
+                match target.as_deref().and_then(|l| l.strip_prefix(prefix).ok()) {
+                    Some(from) if stays_inside(from) => {
+                        write_copy(entry.header(), &dest.join(from), &to).map_err(write)?
                     }
-                    None => {
-                        entry.set_preserve_permissions(true);
-                        entry.unpack(&to).map_err(write)?;
+                    _ => {
+                        return Err(SourceError::Broken {
+                            path: self.path.clone(),
+                            detail: format!(
+                                "its rootfs's {} is a copy of a file outside data/",
+                                rel.display()
+                            ),
+                        });
                     }
                 }
             }

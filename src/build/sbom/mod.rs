@@ -46,7 +46,8 @@ pub enum SbomError {
 /// The libOS's package name in libos/Cargo.lock.
 const LIBOS_CRATE: &str = "pgkraft-libos";
 const HOST_CRATE: &str = "pgkraft";
-const IMAGE_ID: &str = "SPDXRef-image";
+/// The SPDX id of the image itself (`pgkraft package` finds its hash there).
+pub const IMAGE_ID: &str = "SPDXRef-image";
 const POSTGRES_ID: &str = "SPDXRef-postgresql";
 const MUSL_ID: &str = "SPDXRef-musl";
 
