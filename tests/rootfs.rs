@@ -106,7 +106,7 @@ fn make_input(root: &Path, mtime: SystemTime) -> Vec<Selected> {
 }
 
 /// One entry of a rootfs index, read the way the libOS reads it
-/// (libos/src/fs/index.rs; the format is build::rootfs_index's).
+/// (pgkraft_abi::rootfs_index::Decoder, as libos/src/fs/index.rs does).
 #[derive(Debug)]
 struct IndexEntry {
     kind: u8,
@@ -121,56 +121,30 @@ struct IndexEntry {
 }
 
 fn decode_index(ix: &[u8]) -> Vec<IndexEntry> {
-    let mut at = 0usize;
-    let mut take = |n: usize| {
-        let b = ix.get(at..at + n).expect("the index ends inside an entry");
-        at += n;
-        b
-    };
-    assert_eq!(take(8), pgkraft_abi::ROOTFS_INDEX_MAGIC);
-    let u16_ = |b: &[u8]| u16::from_le_bytes(b.try_into().unwrap());
-    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
-    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
-    let count = u32_(take(4));
-    assert_eq!(u32_(take(4)), 0, "reserved");
+    let mut records = pgkraft_abi::rootfs_index::Decoder::new(ix).expect("no index magic");
+    assert_eq!(&ix[12..16], [0; 4], "reserved");
     let mut out = Vec::new();
-    for _ in 0..count {
-        let head = take(36);
-        let (kind, encoding) = (head[0], head[1]);
-        let (path_len, link_len) = (u16_(&head[2..4]), u16_(&head[4..6]));
-        assert_eq!(u16_(&head[6..8]), 0, "reserved");
-        let mode = u32_(&head[8..12]);
-        let mtime = i64::from_le_bytes(head[12..20].try_into().unwrap());
-        let (offset, size) = (u64_(&head[20..28]), u64_(&head[28..36]));
-        let path = take(path_len.into()).to_vec();
-        let link = take(link_len.into()).to_vec();
-        let chunks = match encoding {
-            0 => None,
-            1 => {
-                let n = u32_(take(4));
-                Some(
-                    (0..n)
-                        .map(|_| {
-                            let c = take(16);
-                            (u64_(&c[..8]), u32_(&c[8..12]), u32_(&c[12..]))
-                        })
-                        .collect(),
-                )
-            }
-            e => panic!("unknown data encoding {e}"),
-        };
+    let mut path = Vec::new();
+    for r in records.by_ref() {
+        let r = r.expect("a damaged index record");
+        assert!(r.shared <= path.len(), "shares more than the previous path");
+        path.truncate(r.shared);
+        path.extend_from_slice(r.rest);
         out.push(IndexEntry {
-            kind,
-            path,
-            link,
-            mode,
-            mtime,
-            offset,
-            size,
-            chunks,
+            kind: r.kind,
+            path: path.clone(),
+            link: r.link.to_vec(),
+            mode: r.mode,
+            mtime: r.mtime,
+            offset: r.offset,
+            size: r.size,
+            chunks: r.chunks.map(|c| {
+                c.map(|c| (c.offset, c.len as u32, c.holds as u32))
+                    .collect()
+            }),
         });
     }
-    assert_eq!(at, ix.len(), "bytes after the last entry");
+    assert_eq!(records.position(), ix.len(), "bytes after the last entry");
     out
 }
 

@@ -18,6 +18,7 @@
 #![no_std]
 
 pub mod p9;
+pub mod rootfs_index;
 
 /// QEMU `isa-debug-exit` compatible: the guest writes its exit status (one
 /// byte) here. QEMU exits with `(status << 1) | 1`; our runner with `status`.
@@ -183,9 +184,6 @@ pub struct BootInfo {
     pub cmdline_len: u64,
 }
 
-/// The rootfs index build::rootfs_index writes and the libOS reads (see
-/// that module for the format) starts with this.
-pub const ROOTFS_INDEX_MAGIC: &[u8; 8] = b"PGKRIDX2";
 /// A zstd rootfs holds each file's data in frames of this many bytes (the
 /// last one shorter); the libOS inflates one chunk into these many bytes of
 /// pages, so both sides must agree.

@@ -58,8 +58,9 @@ const SYMLINK_MODE: u32 = 0o777;
 pub const CACHE_STAGE: &str = "rootfs";
 /// Bumped when the archive's layout changes for equal inputs, or the shape
 /// of the cached [`Rootfs`] (an older pgkraft sharing the cache must not
-/// find an entry it cannot decode: v4 dropped `index`).
-const FORMAT: &str = "pgkraft-rootfs-v6";
+/// find an entry it cannot decode: v4 dropped `index`; v7 is the varint
+/// index).
+const FORMAT: &str = "pgkraft-rootfs-v7";
 const METADATA_FILE: &str = "rootfs.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,24 +11,21 @@
 //! one frame per 64 KiB of each file) is listed frame by frame, so the
 //! libOS inflates a chunk only when the server first touches it.
 //!
-//! Format (little endian): magic `PGKRIDX2`, entry count (u32), reserved
-//! (u32); then per entry: kind (u8: 0 file, 1 directory, 2 symlink, 3 hard
-//! link), data encoding (u8: 0 plain, 1 zstd chunks), path length (u16),
-//! link length (u16), reserved (u16), mode (u32), mtime (i64), data offset
-//! in the archive (u64; plain files), size (u64), the path bytes, the link
-//! bytes; for a zstd file then its chunk count (u32) and per chunk the
-//! frame's offset in the archive (u64), its length (u32) and how many bytes
-//! of the file it holds (u32). libos/src/fs/index.rs reads it.
+//! Format: pgkraft_abi::rootfs_index (varints, shared path prefixes,
+//! delta offsets; about a quarter of the fixed-width first format).
+//! libos/src/fs/index.rs reads it.
 //!
 //! A hard-link entry of the archive is a copy of an earlier file
 //! (build::rootfs stores repeated files once): it is indexed as a file
-//! (kind 0) with that file's data, so the library OS gives it an inode of
-//! its own over the same bytes of the image. Kind 3 stays for archives
+//! with that file's data, so the library OS gives it an inode of its own
+//! over the same bytes of the image. KIND_HARD_LINK stays for archives
 //! whose links name no earlier file in the index (not made by pgkraft).
 
 use std::io;
 
-pub const MAGIC: &[u8; 8] = pgkraft_abi::ROOTFS_INDEX_MAGIC;
+use pgkraft_abi::rootfs_index as wire;
+
+pub const MAGIC: &[u8; 8] = wire::MAGIC;
 
 /// One zstd frame of a rootfs archive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,9 +91,7 @@ pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
 /// The index of the archive that is `tar` as it stands (`frames: None`),
 /// or `tar` cut into `frames` (in order, covering it end to end).
 pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[0; 8]);
+    let mut put = Writer::default();
     let mut count: u32 = 0;
     let mut next_frame = 0usize;
     // path -> (tar data offset, size, chunks) of every regular file so far,
@@ -113,11 +108,11 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
             _ => None,
         };
         let kind: u8 = match h.entry_type() {
-            _ if copy_of.is_some() => 0,
-            tar::EntryType::Regular | tar::EntryType::Continuous => 0,
-            tar::EntryType::Directory => 1,
-            tar::EntryType::Symlink => 2,
-            tar::EntryType::Link => 3,
+            _ if copy_of.is_some() => wire::KIND_FILE,
+            tar::EntryType::Regular | tar::EntryType::Continuous => wire::KIND_FILE,
+            tar::EntryType::Directory => wire::KIND_DIR,
+            tar::EntryType::Symlink => wire::KIND_SYMLINK,
+            tar::EntryType::Link => wire::KIND_HARD_LINK,
             // Metadata entries (pax, GNU long names) are folded into the
             // entries they describe by the tar crate; nothing else is
             // something the rootfs stage writes.
@@ -137,52 +132,107 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
                     .unwrap_or_default();
                 let (data, size) = (entry.raw_file_position(), entry.size());
                 let chunks = match frames {
-                    Some(frames) if kind == 0 && size > 0 => {
+                    Some(frames) if kind == wire::KIND_FILE && size > 0 => {
                         Some(chunks_of(frames, &mut next_frame, data, size, &path)?)
                     }
                     _ => None,
                 };
-                if kind == 0 {
+                if kind == wire::KIND_FILE {
                     files.insert(path.clone(), (data, size, chunks.clone()));
                 }
                 (link, data, size, chunks)
             }
         };
-        let too_long = |what: &str| bad(format!("rootfs {what} longer than 65535 bytes"));
-        out.push(kind);
-        out.push(u8::from(chunks.is_some()));
-        out.extend_from_slice(
-            &u16::try_from(path.len())
-                .map_err(|_| too_long("path"))?
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(
-            &u16::try_from(link.len())
-                .map_err(|_| too_long("link"))?
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(&[0; 2]);
-        out.extend_from_slice(&h.mode()?.to_le_bytes());
-        out.extend_from_slice(&(h.mtime()? as i64).to_le_bytes());
-        // Offsets into a zstd archive are the chunks'; a tar offset there
-        // would point at nothing.
-        let plain_offset = if frames.is_some() { 0 } else { data };
-        out.extend_from_slice(&plain_offset.to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&path);
-        out.extend_from_slice(&link);
-        if let Some(chunks) = chunks {
-            out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
-            for (offset, len, holds) in chunks {
-                out.extend_from_slice(&offset.to_le_bytes());
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(&holds.to_le_bytes());
-            }
-        }
+        let mode = h.mode()?;
+        let mtime = h.mtime()? as i64;
+        put.entry(&Entry {
+            kind,
+            path: &path,
+            link: &link,
+            mode,
+            mtime,
+            size,
+            // Offsets into a zstd archive are the chunks'; a tar offset
+            // there would point at nothing.
+            offset: if frames.is_some() { 0 } else { data },
+            chunks: chunks.as_deref(),
+        });
         count += 1;
     }
-    out[8..12].copy_from_slice(&count.to_le_bytes());
+    let mut out = Vec::with_capacity(wire::HEADER + put.out.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&put.out);
     Ok(out)
+}
+
+/// One entry as [`Writer`] takes it.
+struct Entry<'a> {
+    kind: u8,
+    path: &'a [u8],
+    link: &'a [u8],
+    mode: u32,
+    mtime: i64,
+    size: u64,
+    /// A plain file's data offset (ignored when it has chunks).
+    offset: u64,
+    /// A zstd file's (frame offset, frame length, bytes of the file).
+    chunks: Option<&'a [(u64, u32, u32)]>,
+}
+
+/// The entries' encoding after the header, with what each entry's
+/// encoding depends on from the one before (pgkraft_abi::rootfs_index).
+#[derive(Default)]
+struct Writer {
+    out: Vec<u8>,
+    path: Vec<u8>,
+    mtime: i64,
+    chunk_end: u64,
+}
+
+impl Writer {
+    fn varint(&mut self, v: u64) {
+        let mut buf = [0; wire::VARINT_MAX];
+        let n = wire::put_varint(v, &mut buf);
+        self.out.extend_from_slice(&buf[..n]);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.varint(b.len() as u64);
+        self.out.extend_from_slice(b);
+    }
+
+    fn entry(&mut self, e: &Entry) {
+        let packed = if e.chunks.is_some() { wire::PACKED } else { 0 };
+        self.out.push(e.kind | packed);
+        let shared = self
+            .path
+            .iter()
+            .zip(e.path)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.varint(shared as u64);
+        self.bytes(&e.path[shared..]);
+        self.path = e.path.to_vec();
+        self.bytes(e.link);
+        self.varint(e.mode.into());
+        self.varint(wire::zigzag(e.mtime.wrapping_sub(self.mtime)));
+        self.mtime = e.mtime;
+        self.varint(e.size);
+        match e.chunks {
+            None => self.varint(e.offset),
+            Some(chunks) => {
+                self.varint(chunks.len() as u64);
+                for &(offset, len, holds) in chunks {
+                    self.varint(wire::zigzag(offset.wrapping_sub(self.chunk_end) as i64));
+                    self.varint(len.into());
+                    self.varint(holds.into());
+                    self.chunk_end = offset + u64::from(len);
+                }
+            }
+        }
+    }
 }
 
 /// The frames holding a file's `size` bytes at tar offset `data`: (frame

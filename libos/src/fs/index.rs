@@ -1,134 +1,97 @@
-//! The rootfs index (see the host's build::rootfs_index for why and for
-//! the format): the archive's entries without touching one page per tar
-//! header. Yields the same entries as `tar::Reader`, with file data lent
-//! from the archive.
+//! The rootfs index (see the host's build::rootfs_index for why, and
+//! pgkraft_abi::rootfs_index for the format): the archive's entries
+//! without touching one page per tar header. Yields the same entries as
+//! `tar::Reader`, with file data lent from the archive.
 
 use super::data::Chunk;
 use super::tar::{Entry, EntryKind, Error};
 use alloc::vec::Vec;
-
-const MAGIC: &[u8; 8] = pgkraft_abi::ROOTFS_INDEX_MAGIC;
-const CHUNK_RECORD: usize = 16;
-const HEADER: usize = 16;
-const FIXED: usize = 36;
+use pgkraft_abi::rootfs_index::{self as wire, Decoder, Record};
 
 pub struct Reader<'a> {
-    index: &'a [u8],
+    records: Decoder<'a>,
     archive: &'a [u8],
-    at: usize,
-    left: u32,
+    /// The previous entry's path, which the next one's shares a prefix of.
+    path: Vec<u8>,
+    /// An entry was damaged: nothing after it can be trusted.
+    done: bool,
 }
 
 impl<'a> Reader<'a> {
     /// None: `index` is not an index (the caller walks the tar instead).
     pub fn new(index: &'a [u8], archive: &'a [u8]) -> Option<Reader<'a>> {
-        if index.len() < HEADER || &index[..8] != MAGIC {
-            return None;
-        }
-        let left = u32::from_le_bytes(index[8..12].try_into().ok()?);
         Some(Reader {
-            index,
+            records: Decoder::new(index)?,
             archive,
-            at: HEADER,
-            left,
+            path: Vec::new(),
+            done: false,
         })
     }
 }
 
-fn le<const N: usize>(b: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(&b[..N]);
-    a
-}
-
 impl Reader<'static> {
-    /// The chunk list of a zstd file, at `at` in the index.
-    fn chunks(&mut self, at: usize) -> Option<Vec<Chunk>> {
-        let n = u32::from_le_bytes(le(self.index.get(at..at + 4)?)) as usize;
-        let records = self
-            .index
-            .get(at + 4..at + 4 + n.checked_mul(CHUNK_RECORD)?)?;
-        self.at = at + 4 + records.len();
-        records
-            .chunks(CHUNK_RECORD)
-            .map(|r| {
-                let off = u64::from_le_bytes(le(&r[0..])) as usize;
-                let len = u32::from_le_bytes(le(&r[8..])) as usize;
-                let holds = u32::from_le_bytes(le(&r[12..]));
-                Some(Chunk {
-                    frame: self.archive.get(off..off.checked_add(len)?)?,
-                    holds,
-                })
-            })
-            .collect()
+    /// `len` bytes of the archive at `offset`.
+    fn lend(&self, offset: u64, len: u64) -> Option<&'static [u8]> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        self.archive.get(start..end)
+    }
+
+    fn entry(&mut self, r: &Record<'static>) -> Result<Entry<'static>, Error> {
+        let at = self.records.position();
+        if r.shared > self.path.len() {
+            return Err(Error::Truncated { at });
+        }
+        self.path.truncate(r.shared);
+        self.path.extend_from_slice(r.rest);
+        let kind = match r.kind {
+            wire::KIND_FILE => match r.chunks {
+                Some(list) => EntryKind::Packed {
+                    size: r.size,
+                    chunks: list
+                        .map(|c| {
+                            Some(Chunk {
+                                frame: self.lend(c.offset, c.len)?,
+                                holds: u32::try_from(c.holds).ok()?,
+                            })
+                        })
+                        .collect::<Option<Vec<Chunk>>>()
+                        .ok_or(Error::Truncated { at })?,
+                },
+                None if r.size == 0 => EntryKind::File(&[]),
+                None => EntryKind::File(self.lend(r.offset, r.size).ok_or(Error::Truncated {
+                    at: r.offset as usize,
+                })?),
+            },
+            wire::KIND_DIR => EntryKind::Dir,
+            wire::KIND_SYMLINK => EntryKind::Symlink(r.link.to_vec()),
+            wire::KIND_HARD_LINK => EntryKind::HardLink(r.link.to_vec()),
+            other => EntryKind::Other(other),
+        };
+        Ok(Entry {
+            path: self.path.clone(),
+            mode: r.mode & 0o7777,
+            mtime: r.mtime,
+            kind,
+        })
     }
 }
 
 impl Iterator for Reader<'static> {
     type Item = Result<Entry<'static>, Error>;
 
+    /// After an error, the end: the records after a damaged one cannot be
+    /// found, and their paths build on the ones before.
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
+        if self.done {
             return None;
         }
-        self.left -= 1;
-        let at = self.at;
-        let bad = || Some(Err(Error::Truncated { at }));
-        let Some(fixed) = self.index.get(at..at + FIXED) else {
-            self.left = 0;
-            return bad();
+        let r = match self.records.next()? {
+            Ok(r) => self.entry(&r),
+            Err(d) => Err(Error::Truncated { at: d.at }),
         };
-        let kind = fixed[0];
-        let path_len = u16::from_le_bytes(le(&fixed[2..])) as usize;
-        let link_len = u16::from_le_bytes(le(&fixed[4..])) as usize;
-        let mode = u32::from_le_bytes(le(&fixed[8..]));
-        let mtime = i64::from_le_bytes(le(&fixed[12..]));
-        let offset = u64::from_le_bytes(le(&fixed[20..])) as usize;
-        let size = u64::from_le_bytes(le(&fixed[28..])) as usize;
-        let names = at + FIXED;
-        let (Some(path), Some(link)) = (
-            self.index.get(names..names + path_len),
-            self.index
-                .get(names + path_len..names + path_len + link_len),
-        ) else {
-            self.left = 0;
-            return bad();
-        };
-        self.at = names + path_len + link_len;
-        let packed = fixed[1] == 1;
-        let kind = match kind {
-            0 if packed => match self.chunks(self.at) {
-                Some(chunks) => EntryKind::Packed {
-                    size: size as u64,
-                    chunks,
-                },
-                None => {
-                    self.left = 0;
-                    return bad();
-                }
-            },
-            0 if size == 0 => EntryKind::File(&[]),
-            0 => match offset
-                .checked_add(size)
-                .and_then(|end| self.archive.get(offset..end))
-            {
-                Some(body) => EntryKind::File(body),
-                None => {
-                    self.left = 0;
-                    return Some(Err(Error::Truncated { at: offset }));
-                }
-            },
-            1 => EntryKind::Dir,
-            2 => EntryKind::Symlink(link.to_vec()),
-            3 => EntryKind::HardLink(link.to_vec()),
-            other => EntryKind::Other(other),
-        };
-        Some(Ok(Entry {
-            path: Vec::from(path),
-            mode: mode & 0o7777,
-            mtime,
-            kind,
-        }))
+        self.done = r.is_err();
+        Some(r)
     }
 }
 
@@ -136,28 +99,33 @@ impl Iterator for Reader<'static> {
 mod tests {
     use super::*;
 
-    /// One index record: kind, packed, path, link, mode, mtime, offset, size.
-    fn record(kind: u8, path: &[u8], link: &[u8], offset: u64, size: u64) -> Vec<u8> {
-        let mut r = vec![kind, 0];
-        r.extend((path.len() as u16).to_le_bytes());
-        r.extend((link.len() as u16).to_le_bytes());
-        r.extend([0, 0]);
-        r.extend(0o100644u32.to_le_bytes());
-        r.extend(1234i64.to_le_bytes());
-        r.extend(offset.to_le_bytes());
-        r.extend(size.to_le_bytes());
-        assert_eq!(r.len(), FIXED);
-        r.extend(path);
-        r.extend(link);
-        r
+    fn varint(out: &mut Vec<u8>, v: u64) {
+        let mut buf = [0; wire::VARINT_MAX];
+        let n = wire::put_varint(v, &mut buf);
+        out.extend_from_slice(&buf[..n]);
     }
 
-    fn index(records: &[Vec<u8>], count: u32) -> &'static [u8] {
-        let mut v = MAGIC.to_vec();
+    /// A plain record: kind, bytes shared with the previous path, the rest
+    /// of the path, link, offset, size.
+    type Plain = (u8, u64, &'static [u8], &'static [u8], u64, u64);
+
+    /// An index of `records` announcing `count` entries; every mode
+    /// 0o100644, every mtime 1234 (a delta from 0 in the first, then 0).
+    fn index(records: &[Plain], count: u32) -> &'static [u8] {
+        let mut v = wire::MAGIC.to_vec();
         v.extend(count.to_le_bytes());
         v.extend([0; 4]);
-        for r in records {
-            v.extend(r);
+        for (i, &(kind, shared, rest, link, offset, size)) in records.iter().enumerate() {
+            v.push(kind);
+            varint(&mut v, shared);
+            varint(&mut v, rest.len() as u64);
+            v.extend(rest);
+            varint(&mut v, link.len() as u64);
+            v.extend(link);
+            varint(&mut v, 0o100644);
+            varint(&mut v, wire::zigzag(if i == 0 { 1234 } else { 0 }));
+            varint(&mut v, size);
+            varint(&mut v, offset);
         }
         Vec::leak(v)
     }
@@ -167,11 +135,11 @@ mod tests {
         let archive: &'static [u8] = b"....hello world....";
         let ix = index(
             &[
-                record(1, b"d", b"", 0, 0),
-                record(0, b"d/f", b"", 4, 11),
-                record(2, b"d/l", b"f", 0, 0),
-                record(3, b"d/h", b"d/f", 0, 0),
-                record(0, b"empty", b"", 0, 0),
+                (wire::KIND_DIR, 0, b"d", b"", 0, 0),
+                (wire::KIND_FILE, 1, b"/f", b"", 4, 11),
+                (wire::KIND_SYMLINK, 2, b"l", b"f", 0, 0),
+                (wire::KIND_HARD_LINK, 2, b"h", b"d/f", 0, 0),
+                (wire::KIND_FILE, 0, b"empty", b"", 0, 0),
             ],
             5,
         );
@@ -179,7 +147,8 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(e.len(), 5);
+        let paths: Vec<&[u8]> = e.iter().map(|e| &e.path[..]).collect();
+        assert_eq!(paths, [&b"d"[..], b"d/f", b"d/l", b"d/h", b"empty"]);
         assert!(matches!(e[0].kind, EntryKind::Dir));
         assert!(matches!(e[1].kind, EntryKind::File(b"hello world")));
         // The type bits are dropped: only permissions.
@@ -192,13 +161,25 @@ mod tests {
     #[test]
     fn not_an_index_and_damaged_indexes() {
         assert!(Reader::new(b"", b"").is_none());
-        assert!(Reader::new(b"PGKRIDX1\x01\0\0\0\0\0\0\0", b"").is_none());
+        assert!(Reader::new(b"PGKRIDX2\x01\0\0\0\0\0\0\0", b"").is_none());
         // Data past the archive's end.
-        let ix = index(&[record(0, b"f", b"", 10, 100)], 1);
+        let ix = index(&[(wire::KIND_FILE, 0, b"f", b"", 10, 100)], 1);
         let e: Vec<_> = Reader::new(ix, b"short").unwrap().collect();
         assert!(matches!(e[..], [Err(Error::Truncated { at: 10 })]));
         // More entries announced than present: one error, then the end.
-        let ix = index(&[record(1, b"d", b"", 0, 0)], 3);
+        let ix = index(&[(wire::KIND_DIR, 0, b"d", b"", 0, 0)], 3);
+        let e: Vec<_> = Reader::new(ix, b"").unwrap().collect();
+        assert_eq!(e.len(), 2);
+        assert!(e[0].is_ok() && e[1].is_err());
+        // A path sharing more than the previous path has: the end.
+        let ix = index(
+            &[
+                (wire::KIND_DIR, 0, b"d", b"", 0, 0),
+                (wire::KIND_DIR, 5, b"x", b"", 0, 0),
+                (wire::KIND_DIR, 0, b"e", b"", 0, 0),
+            ],
+            3,
+        );
         let e: Vec<_> = Reader::new(ix, b"").unwrap().collect();
         assert_eq!(e.len(), 2);
         assert!(e[0].is_ok() && e[1].is_err());

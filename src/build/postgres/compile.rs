@@ -393,6 +393,20 @@ esac
     )
 }
 
+/// The make argument that picks flex's table layout for the server's two
+/// large scanners (the SQL lexer and jsonpath's). PostgreSQL builds them
+/// with `-CF`, full tables for speed: 297 KB (`yy_transition`, scan.c) and
+/// 64 KB of the 17 -Os image's program. Flex's default compressed tables
+/// (`-Cem`) hold the same automaton in about 6 KB and 3 KB, at the cost of
+/// a few more lookups per input byte; docs/ARCHITECTURE.md §2 has the
+/// measured cost. A size-optimized build takes them. Only where make
+/// generates the scanners: 15's tarball ships them already made with
+/// `-CF`. A make command-line variable overrides the makefiles'
+/// target-specific `FLEXFLAGS`.
+fn scanner_flags(optimize: &str, major: u32) -> Option<&'static str> {
+    (optimize == "-Os" && major >= 17).then_some("FLEXFLAGS=-Cem")
+}
+
 fn cflags(optimize: &str) -> String {
     let mut f = vec![optimize];
     f.extend(BASE_CFLAGS);
@@ -434,6 +448,10 @@ pub fn compile(
         .str("prepared", prepared.key.as_str())
         .str("prefix", PREFIX)
         .str("cflags", &cflags(opts.optimize))
+        .str(
+            "scanner flags",
+            scanner_flags(opts.optimize, prepared.major).unwrap_or(""),
+        )
         // The musl sysroot's directory name is its own cache key.
         .str("musl", &musl.root.to_string_lossy())
         .str(
@@ -620,7 +638,9 @@ fn compile_into(
     // Directory makes only build the generated headers when they are the
     // top-level make, and then race their own parallel jobs against them.
     make(&["generated-headers"], "src/backend")?;
-    make(&[&j], "src/backend")?;
+    let mut backend_args = vec![j.as_str()];
+    backend_args.extend(scanner_flags(opts.optimize, prepared.major));
+    make(&backend_args, "src/backend")?;
     // These share libraries (libpq, libpgport) they each build on demand,
     // so they go one after the other.
     let host_args = host_program_make_args(prepared.major);
