@@ -395,16 +395,19 @@ esac
 
 /// The make argument that picks flex's table layout for the server's two
 /// large scanners (the SQL lexer and jsonpath's). PostgreSQL builds them
-/// with `-CF`, full tables for speed: 297 KB (`yy_transition`, scan.c) and
-/// 64 KB of the 17 -Os image's program. Flex's default compressed tables
-/// (`-Cem`) hold the same automaton in about 6 KB and 3 KB, at the cost of
-/// a few more lookups per input byte; docs/ARCHITECTURE.md §2 has the
-/// measured cost. A size-optimized build takes them. Only where make
-/// generates the scanners: 15's tarball ships them already made with
-/// `-CF`. A make command-line variable overrides the makefiles'
-/// target-specific `FLEXFLAGS`.
+/// with `-CF`: full tables indexed by byte, 297 KB (scan.c's
+/// `yy_transition`) and 64 KB of the 17 -Os image's program. `-CFe` keeps
+/// full tables but indexes them by equivalence class (one more lookup per
+/// byte): 48 KB and 19 KB. Flex's default, `-Cem`, would take 6 KB and
+/// 3 KB, but halves the lexer's speed. Measured side by side
+/// (`ci/bench-parse.sh`, tps against `-CF`): a 13.6 KB comment 1.04 with
+/// `-CFe`, 0.52 with `-Cem`; a 1,500-literal IN list and a short query
+/// equal within noise. A size-optimized build takes `-CFe`. Only where
+/// make generates the scanners: 15's tarball ships them made with `-CF`.
+/// A make command-line variable overrides the makefiles' target-specific
+/// `FLEXFLAGS`.
 fn scanner_flags(optimize: &str, major: u32) -> Option<&'static str> {
-    (optimize == "-Os" && major >= 17).then_some("FLEXFLAGS=-Cem")
+    (optimize == "-Os" && major >= 17).then_some("FLEXFLAGS=-CFe")
 }
 
 fn cflags(optimize: &str) -> String {
@@ -448,10 +451,6 @@ pub fn compile(
         .str("prepared", prepared.key.as_str())
         .str("prefix", PREFIX)
         .str("cflags", &cflags(opts.optimize))
-        .str(
-            "scanner flags",
-            scanner_flags(opts.optimize, prepared.major).unwrap_or(""),
-        )
         // The musl sysroot's directory name is its own cache key.
         .str("musl", &musl.root.to_string_lossy())
         .str(
@@ -466,6 +465,10 @@ pub fn compile(
             ),
         )
         .str("host clock", HOST_CLOCK);
+    // Only when set, so builds without it keep their cache entries.
+    if let Some(flags) = scanner_flags(opts.optimize, prepared.major) {
+        key.str("scanner flags", flags);
+    }
     for a in CONFIGURE_ARGS {
         key.str("configure", a);
     }
