@@ -153,7 +153,7 @@ fn sibling_manifest_objects(path: &Path) -> Vec<crate::build::link::ObjectBytes>
     else {
         return Vec::new();
     };
-    let m = path.with_file_name(format!("{stem}.manifest.json"));
+    let m = path.with_file_name(crate::build::manifest::file_name(stem));
     std::fs::read(m)
         .ok()
         .and_then(|b| serde_json::from_slice::<crate::build::manifest::Manifest>(&b).ok())

@@ -40,7 +40,6 @@ impl Inputs {
 
 impl BuildInfo {
     pub fn new(recipe: &Recipe, inputs: &Inputs, payload: &super::payload::Payload) -> BuildInfo {
-        use sha2::Digest;
         BuildInfo {
             format: BUILD_INFO_FORMAT,
             pgkraft_version: env!("CARGO_PKG_VERSION").into(),
@@ -50,7 +49,7 @@ impl BuildInfo {
                 .file_name()
                 .map(PathBuf::from)
                 .unwrap_or_default(),
-            recipe_sha256: hex::encode(sha2::Sha256::digest(recipe.source_text.as_bytes())),
+            recipe_sha256: super::cache::sha256_hex(recipe.source_text.as_bytes()),
             recipe: recipe.source_text.clone(),
             memory_mib: recipe.vm.memory_mib,
             inputs: inputs.clone(),
@@ -105,6 +104,11 @@ impl LinkFacts {
             dropped_objects: portable(&report.dropped_objects),
         }
     }
+}
+
+/// The manifest's file name for an image named `name` (next to the image).
+pub fn file_name(name: &str) -> String {
+    format!("{name}.manifest.json")
 }
 
 /// An input object as the manifest names it: under the cache,

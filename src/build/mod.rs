@@ -231,29 +231,27 @@ pub fn build(recipe: &Recipe, out: &Path, progress: &Progress) -> Result<BuildOu
     }
 
     let stage = progress.stage("manifest");
-    let image_sha256 = cache::sha256_file(&tmp_image).map_err(|source| BuildError::Output {
-        path: tmp_image.clone(),
-        source,
-    })?;
-    let image_bytes = std::fs::metadata(&tmp_image).map(|m| m.len()).unwrap_or(0);
-    let debug_entry = manifest::FileEntry {
-        role: "debug symbols".into(),
-        path: debug.file_name().map(PathBuf::from).unwrap_or_default(),
-        sha256: cache::sha256_file(&tmp_debug).map_err(|source| BuildError::Output {
-            path: tmp_debug.clone(),
+    // An output as the manifest lists it: its final name, the written
+    // file's sha256 and size.
+    let entry = |role: &str, tmp: &Path, last: &Path| -> Result<manifest::FileEntry, BuildError> {
+        let err = |source| BuildError::Output {
+            path: tmp.to_path_buf(),
             source,
-        })?,
-        bytes: std::fs::metadata(&tmp_debug).map(|m| m.len()).unwrap_or(0),
+        };
+        Ok(manifest::FileEntry {
+            role: role.into(),
+            path: last.file_name().map(PathBuf::from).unwrap_or_default(),
+            sha256: cache::sha256_file(tmp).map_err(err)?,
+            bytes: std::fs::metadata(tmp).map_err(err)?.len(),
+        })
     };
-    let manifest_path = out.join(format!("{}.manifest.json", recipe.name));
+    let image_entry = entry("image", &tmp_image, &image).inspect_err(|_| remove_tmp())?;
+    let debug_entry = entry("debug symbols", &tmp_debug, &debug).inspect_err(|_| remove_tmp())?;
+    let (image_sha256, image_bytes) = (image_entry.sha256.clone(), image_entry.bytes);
+    let manifest_path = out.join(manifest::file_name(&recipe.name));
     let manifest = manifest::Manifest {
         build: info,
-        image: manifest::FileEntry {
-            role: "image".into(),
-            path: image.file_name().map(PathBuf::from).unwrap_or_default(),
-            sha256: image_sha256.clone(),
-            bytes: image_bytes,
-        },
+        image: image_entry,
         debug: Some(debug_entry),
         link: manifest::LinkFacts::new(&report, cache.root()),
         rootfs_files: payload

@@ -197,8 +197,7 @@ pub fn build_info<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Opti
 /// Kept in the cache, not the image, so the image's bytes do not depend
 /// on where the cache is (cold and cached builds are bit-identical).
 pub fn native_index_key(build_info: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(build_info))
+    crate::build::cache::sha256_hex(build_info)
 }
 
 /// The rootfs section of an image's bytes, if it has one.

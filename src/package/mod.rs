@@ -137,10 +137,10 @@ pub fn package(image: &Path, dir: &Path, tag: Option<&str>) -> Result<Packaged, 
     };
     let image_bytes = read(image)?;
     let info = build_info(image, &image_bytes)?;
-    let image_sha256 = hex_sha256(&image_bytes);
+    let image_sha256 = crate::build::cache::sha256_hex(&image_bytes);
 
     let sibling = |file: String| image.with_file_name(file);
-    let manifest_path = sibling(format!("{}.manifest.json", info.name));
+    let manifest_path = sibling(crate::build::manifest::file_name(&info.name));
     let manifest_bytes = read(&manifest_path)?;
     let manifest: BuildManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| PackageError::Unreadable {
@@ -272,11 +272,6 @@ fn check_tag(tag: &str) -> Result<(), PackageError> {
     } else {
         Err(PackageError::Tag { tag: tag.into() })
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]

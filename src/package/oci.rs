@@ -12,11 +12,10 @@
 //! `index.json` (which makes a tag point at them) last.
 
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::build::cache::write_atomic_mode;
+use crate::build::cache::{sha256_hex, write_atomic_mode};
 
 /// Layout files are for others to read (a registry push, a file server):
 /// readable by all, whatever the umask, like a release download.
@@ -65,7 +64,7 @@ impl Descriptor {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    format!("sha256:{}", sha256_hex(bytes))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -268,10 +267,10 @@ fn mkdir(dir: &Path) -> Result<(), OciError> {
 /// exact bytes is there already (the name is the content's hash; one that
 /// does not hash to its name is replaced).
 fn put_blob(blob_dir: &Path, bytes: &[u8]) -> Result<(), OciError> {
-    let hex = hex::encode(sha2::Sha256::digest(bytes));
+    let hex = sha256_hex(bytes);
     let path = blob_dir.join(&hex);
     if let Ok(existing) = std::fs::read(&path)
-        && hex::encode(sha2::Sha256::digest(&existing)) == hex
+        && sha256_hex(&existing) == hex
     {
         return Ok(());
     }
