@@ -22,7 +22,21 @@ SECS=${SECS:-6}
 PGKRAFT=${PGKRAFT:-target/release/pgkraft}
 PORT=${PORT:-15560}
 work=$(mktemp -d)
-trap 'for p in $(cat "$work/pids" 2>/dev/null); do kill -INT "$p" 2>/dev/null || true; done; wait; rm -rf "$work"' EXIT
+# Servers still running at exit are asked to stop, then killed after 10 s.
+cleanup() {
+  local pids
+  pids=$(cat "$work/pids" 2>/dev/null || true)
+  for p in $pids; do kill -INT "$p" 2>/dev/null || true; done
+  for _ in $(seq 100); do
+    alive=0
+    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 python3 - "$work" <<'PY'
 import random, sys
@@ -40,23 +54,42 @@ PY
 i=0
 for img in "$@"; do
   port=$((PORT + i))
-  "$PGKRAFT" serve "$img" --publish "127.0.0.1:$port:5432" --log "$work/serve$i.log" >/dev/null 2>&1 &
-  echo $! >>"$work/pids"
-  for _ in $(seq 100); do
-    pg_isready -q -h 127.0.0.1 -p "$port" && break
+  "$PGKRAFT" serve "$img" --publish "127.0.0.1:$port:5432" --json --log "$work/serve$i.log" \
+    >"$work/serve$i.out" 2>&1 &
+  pid=$!
+  echo "$pid" >>"$work/pids"
+  for _ in $(seq 600); do
+    grep -q '"ready"' "$work/serve$i.out" && break
+    kill -0 "$pid" 2>/dev/null || {
+      echo "bench-parse: $img did not start:" >&2
+      cat "$work/serve$i.out" "$work/serve$i.log" >&2 2>/dev/null
+      exit 1
+    }
     sleep 0.1
   done
-  pg_isready -q -h 127.0.0.1 -p "$port" || { echo "$img did not answer on port $port; its log:" >&2; cat "$work/serve$i.log" >&2; exit 1; }
+  grep -q '"ready"' "$work/serve$i.out" || { echo "bench-parse: $img not ready after 60 s" >&2; exit 1; }
   i=$((i + 1))
 done
+
+# One pgbench run's tps, or "failed" (its output then goes to stderr).
+tps() {
+  local out t
+  out=$(pgbench "$@" 2>&1) || true
+  t=$(printf '%s\n' "$out" | awk '/^tps/ {print $3; exit}')
+  if [ -z "$t" ]; then
+    printf '%s\n' "$out" >&2
+    echo failed
+  else
+    echo "$t"
+  fi
+}
 
 echo "round statement image tps"
 for r in $(seq "$ROUNDS"); do
   for s in comment inlist short; do
     i=0
     for img in "$@"; do
-      tps=$(pgbench -h 127.0.0.1 -p $((PORT + i)) -U postgres -n -M simple -c 1 -T "$SECS" -f "$work/$s.sql" postgres 2>/dev/null |
-        awk '/^tps/ {print $3}')
+      tps=$(tps -h 127.0.0.1 -p $((PORT + i)) -U postgres -n -M simple -c 1 -T "$SECS" -f "$work/$s.sql" postgres)
       echo "$r $s $i $tps" | tee -a "$work/runs"
       i=$((i + 1))
     done
@@ -70,7 +103,8 @@ runs = [l.split() for l in open(sys.argv[1])]
 images = sys.argv[2:]
 print(f"{'statement':10} {'image':40} {'median tps':>11} {'ratio':>6}")
 for s in ['comment', 'inlist', 'short']:
-    med = [statistics.median(float(t) for r, st, i, t in runs if st == s and int(i) == n)
+    med = [statistics.median([float(t) for r, st, i, t in runs
+                              if st == s and int(i) == n and t != 'failed'] or [float('nan')])
            for n in range(len(images))]
     for n, img in enumerate(images):
         print(f"{s:10} {img[-40:]:40} {med[n]:11.0f} {med[n] / med[0]:6.2f}")

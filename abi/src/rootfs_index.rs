@@ -189,11 +189,11 @@ impl Iterator for Chunks<'_> {
     }
 }
 
+/// Deltas wrap, as the writer's subtraction does, so every offset and
+/// mtime round-trips; only a frame running past 2^64 is damage.
 fn read_chunk(c: &mut Cursor, end: u64) -> Result<ChunkRef, Damaged> {
     let at = c.at;
-    let offset = end
-        .checked_add_signed(unzigzag(c.varint()?))
-        .ok_or(Damaged { at })?;
+    let offset = end.wrapping_add_signed(unzigzag(c.varint()?));
     let len = c.varint()?;
     let holds = c.varint()?;
     offset.checked_add(len).ok_or(Damaged { at })?;
@@ -253,11 +253,7 @@ impl<'a> Decoder<'a> {
         let link = c.bytes(link_len)?;
         let at = c.at;
         let mode = u32::try_from(c.varint()?).map_err(|_| Damaged { at })?;
-        let at = c.at;
-        let mtime = self
-            .mtime
-            .checked_add(unzigzag(c.varint()?))
-            .ok_or(Damaged { at })?;
+        let mtime = self.mtime.wrapping_add(unzigzag(c.varint()?));
         let size = c.varint()?;
         let (offset, chunks) = if packed {
             let count = c.usize()?;
@@ -314,6 +310,23 @@ mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn extreme_deltas_round_trip() {
+        for (prev, next) in [
+            (-1i64, i64::MAX),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+        ] {
+            assert_eq!(
+                prev.wrapping_add(unzigzag(zigzag(next.wrapping_sub(prev)))),
+                next
+            );
+        }
+        let (end, offset) = (0u64, 1u64 << 63);
+        let d = unzigzag(zigzag(offset.wrapping_sub(end) as i64));
+        assert_eq!(end.wrapping_add_signed(d), offset);
+    }
 
     #[test]
     fn varints_round_trip() {

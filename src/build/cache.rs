@@ -232,13 +232,13 @@ fn walk_sorted(
     Ok(())
 }
 
-/// sha256 of a file's contents as lowercase hex, reading it in chunks so
-/// large tarballs never sit in memory.
 /// The sha256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// sha256 of a file's contents as lowercase hex, reading it in chunks so
+/// large tarballs never sit in memory.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = File::open(path)?;
     sha256_reader(&mut f)

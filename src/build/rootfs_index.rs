@@ -154,7 +154,12 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
             size,
             // Offsets into a zstd archive are the chunks'; a tar offset
             // there would point at nothing.
-            offset: if frames.is_some() { 0 } else { data },
+            // Only a plain file's data has an offset worth writing.
+            offset: if frames.is_some() || kind != wire::KIND_FILE {
+                0
+            } else {
+                data
+            },
             chunks: chunks.as_deref(),
         });
         count += 1;

@@ -148,22 +148,10 @@ impl Source {
 
     /// The image file's sha256 (hex).
     pub fn sha256(&self) -> Result<String, SourceError> {
-        use sha2::Digest;
-        let read = |source| SourceError::Read {
+        crate::build::cache::sha256_file(&self.path).map_err(|source| SourceError::Read {
             path: self.path.clone(),
             source,
-        };
-        let mut file = std::fs::File::open(&self.path).map_err(read)?;
-        let mut hash = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf).map_err(read)?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-        }
-        Ok(hex::encode(hash.finalize()))
+        })
     }
 }
 

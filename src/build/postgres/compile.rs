@@ -393,21 +393,32 @@ esac
     )
 }
 
-/// The make argument that picks flex's table layout for the server's two
-/// large scanners (the SQL lexer and jsonpath's). PostgreSQL builds them
-/// with `-CF`: full tables indexed by byte, 297 KB (scan.c's
-/// `yy_transition`) and 64 KB of the 17 -Os image's program. `-CFe` keeps
-/// full tables but indexes them by equivalence class (one more lookup per
-/// byte): 48 KB and 19 KB. Flex's default, `-Cem`, would take 6 KB and
-/// 3 KB, but halves the lexer's speed. Measured side by side
+/// The server's two large scanners (directory, generated file), which
+/// PostgreSQL builds with `-CF`: full tables indexed by byte (scan.c's
+/// `yy_transition` alone is 297 KB of the 17 -Os image's program, and
+/// jsonpath's 64 KB). A size-optimized build makes them first with
+/// [`SMALL_SCANNER_FLAGS`], each alone: a make command-line variable
+/// overrides the makefiles' target-specific `FLEXFLAGS` but also reaches
+/// every sub-make, and the backend's other scanners (repl, boot, syncrep,
+/// guc) keep flex's default small tables only if it does not reach them
+/// (it cost 56 KB when it did). The backend's make then finds both up to
+/// date. Only where make generates the scanners: 15's tarball ships them
+/// made with `-CF`.
+const SMALL_SCANNERS: &[(&str, &str)] = &[
+    ("src/backend/parser", "scan.c"),
+    ("src/backend/utils/adt", "jsonpath_scan.c"),
+];
+
+/// `-CFe` keeps full tables but indexes them by byte equivalence class
+/// (one more lookup per byte). Flex's default, `-Cem`, makes them smaller
+/// still, but halves the lexer's speed. Measured side by side
 /// (`ci/bench-parse.sh`, tps against `-CF`): a 13.6 KB comment 1.04 with
 /// `-CFe`, 0.52 with `-Cem`; a 1,500-literal IN list and a short query
-/// equal within noise. A size-optimized build takes `-CFe`. Only where
-/// make generates the scanners: 15's tarball ships them made with `-CF`.
-/// A make command-line variable overrides the makefiles' target-specific
-/// `FLEXFLAGS`.
-fn scanner_flags(optimize: &str, major: u32) -> Option<&'static str> {
-    (optimize == "-Os" && major >= 17).then_some("FLEXFLAGS=-CFe")
+/// equal within noise. README "Image size" has the bytes.
+const SMALL_SCANNER_FLAGS: &str = "FLEXFLAGS=-CFe";
+
+fn small_scanners(optimize: &str, major: u32) -> bool {
+    optimize == "-Os" && major >= 17
 }
 
 fn cflags(optimize: &str) -> String {
@@ -465,9 +476,14 @@ pub fn compile(
             ),
         )
         .str("host clock", HOST_CLOCK);
-    // Only when set, so builds without it keep their cache entries.
-    if let Some(flags) = scanner_flags(opts.optimize, prepared.major) {
-        key.str("scanner flags", flags);
+    // Only when made, so other builds keep their cache entries.
+    if small_scanners(opts.optimize, prepared.major) {
+        for (dir, file) in SMALL_SCANNERS {
+            key.str(
+                "small scanner",
+                &format!("{dir}/{file} {SMALL_SCANNER_FLAGS}"),
+            );
+        }
     }
     for a in CONFIGURE_ARGS {
         key.str("configure", a);
@@ -641,9 +657,12 @@ fn compile_into(
     // Directory makes only build the generated headers when they are the
     // top-level make, and then race their own parallel jobs against them.
     make(&["generated-headers"], "src/backend")?;
-    let mut backend_args = vec![j.as_str()];
-    backend_args.extend(scanner_flags(opts.optimize, prepared.major));
-    make(&backend_args, "src/backend")?;
+    if small_scanners(opts.optimize, prepared.major) {
+        for (dir, file) in SMALL_SCANNERS {
+            make(&[file, SMALL_SCANNER_FLAGS], dir)?;
+        }
+    }
+    make(&[&j], "src/backend")?;
     // These share libraries (libpq, libpgport) they each build on demand,
     // so they go one after the other.
     let host_args = host_program_make_args(prepared.major);
