@@ -5,14 +5,10 @@
 
 mod common;
 use common::*;
+use pgkraft::build::cache::sha256_hex;
 use serde_json::Value;
-use sha2::Digest;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 fn package(image: &Path, dir: &Path, extra: &[&str]) -> Value {
     let o = run(pgkraft()
@@ -197,6 +193,9 @@ fn the_postgres_artifact_is_read_by_skopeo_and_round_trips_through_a_registry() 
     let oci_ref = format!("oci:{}:{tag}", layout.display());
     let raw = skopeo(&["inspect", "--raw", &oci_ref]);
     assert_eq!(format!("sha256:{}", sha256_hex(&raw)), digest);
+    // Without a tag too: the layout's one manifest.
+    let untagged = skopeo(&["inspect", "--raw", &format!("oci:{}", layout.display())]);
+    assert_eq!(untagged, raw);
     let m: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(m["artifactType"], "application/vnd.pgkraft.image.v1");
     assert_eq!(
