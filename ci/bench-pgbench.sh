@@ -19,6 +19,10 @@
 # the native postgres processes) and pgbench on CPU 1: one core each side,
 # where otherwise the native server's backends use both and the guest has
 # one vCPU.
+# Each run also prints the cores the server side kept busy (the host's
+# busy CPU time less pgbench's own, over the run: the runner with its
+# threads, or the native server's processes), and the medians table has
+# them per side.
 #
 #   bash ci/bench-pgbench.sh IMAGE            (PGPASSWORD: the image's password)
 #   ROUNDS=3 SECS=10 SCALE=10 MEM=1024 IDLE=16 bash ci/bench-pgbench.sh out/postgres-17.img
@@ -85,12 +89,32 @@ pgb() {
   "${client_cpu[@]}" pgbench -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres 2>&1
 }
 
+# Busy CPU time of the whole host so far, in clock ticks (/proc/stat).
+host_busy() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
 # A run's tps, or "failed" (its output goes to the log); one failed run
 # (say, too many clients while closed backends are still exiting) does not
-# end the benchmark.
+# end the benchmark. Also writes to $work/cores the cores the server side
+# kept busy over the run: the host's busy time less pgbench's own (its
+# rusage), over the wall time (the host runs nothing else meanwhile).
 tps() {
-  local out
-  out=$(pgb "$@") || true
+  local out b0 b1 t0 t1
+  b0=$(host_busy)
+  t0=$(date +%s.%N)
+  out=$(python3 -c '
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+sys.stdout.write(r.stdout)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{u.ru_utime + u.ru_stime}\n")
+sys.exit(r.returncode)' "$work/pgbench-cpu" "${client_cpu[@]}" pgbench -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres) || true
+  b1=$(host_busy)
+  t1=$(date +%s.%N)
+  python3 -c 'import sys; b0, b1, t0, t1, pg = map(float, sys.argv[1:6]); hz = float(sys.argv[6])
+print(f"{max(0.0, (b1 - b0) / hz - pg) / (t1 - t0):.2f}")' \
+    "$b0" "$b1" "$t0" "$t1" "$(cat "$work/pgbench-cpu")" "$(getconf CLK_TCK)" >"$work/cores"
   local t
   t=$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
   if [ -z "$t" ]; then
@@ -114,7 +138,7 @@ for round in $(seq 1 "$ROUNDS"); do
       for c in $CLIENTS; do
         j=$((c < 2 ? c : 2))
         t=$(tps "${args[@]}" -c "$c" -j "$j" -T "$SECS")
-        echo "round $round $side $kind c=$c tps=$t" | tee -a "$work/results"
+        echo "round $round $side $kind c=$c tps=$t cores=$(cat "$work/cores")" | tee -a "$work/results"
       done
     done
     stop "$pid"
@@ -127,17 +151,21 @@ echo "medians over $ROUNDS rounds (pgbench -s $SCALE, $SECS s per run, guest $ME
 python3 - "$work/results" <<'EOF'
 import collections, statistics, sys
 runs = collections.defaultdict(list)
+cores = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     f = line.split()
     side, kind, c, tps = f[2], f[3], f[4], f[5].split("=")[1]
     if tps != "failed":
         runs[(kind, c, side)].append(float(tps))
-print(f"{'run':<16}{'image tps':>12}{'native tps':>12}{'ratio':>8}")
+        cores[(kind, c, side)].append(float(f[6].split("=")[1]))
+print(f"{'run':<16}{'image tps':>12}{'native tps':>12}{'ratio':>8}{'image cores':>13}{'native cores':>14}")
 for kind in ("select", "tpcb", "connect"):
     for c in sorted({k[1] for k in runs if k[0] == kind}, key=lambda s: int(s[2:])):
         i = statistics.median(runs[(kind, c, "image")] or [0])
         n = statistics.median(runs[(kind, c, "native")] or [0])
-        print(f"{kind + ' ' + c:<16}{i:>12.0f}{n:>12.0f}{i / n if n else 0:>8.2f}")
+        ic = statistics.median(cores[(kind, c, "image")] or [0])
+        nc = statistics.median(cores[(kind, c, "native")] or [0])
+        print(f"{kind + ' ' + c:<16}{i:>12.0f}{n:>12.0f}{i / n if n else 0:>8.2f}{ic:>13.2f}{nc:>14.2f}")
 EOF
 fi
 [ -s "$work/failed.log" ] && { echo "failed runs said:"; sort -u "$work/failed.log" | grep -i error | head -5; }
