@@ -18,6 +18,7 @@ use pgkraft::build::cache::{self, Cache};
 use pgkraft::build::rootfs::{self, Compression, RootfsError, RootfsOptions};
 use pgkraft::build::rootfs_index;
 use pgkraft::build::select::{Reason, Selected};
+use pgkraft_abi::rootfs_index::ChunkRef;
 
 const CHILD_DIR: &str = "PGKRAFT_ROOTFS_TEST_CHILD_DIR";
 const CHILD_MTIME: &str = "PGKRAFT_ROOTFS_TEST_CHILD_MTIME";
@@ -116,32 +117,25 @@ struct IndexEntry {
     mtime: i64,
     offset: u64,
     size: u64,
-    /// For a zstd file: (frame offset, frame length, bytes of the file).
-    chunks: Option<Vec<(u64, u32, u32)>>,
+    /// For a zstd file: its frames.
+    chunks: Option<Vec<ChunkRef>>,
 }
 
 fn decode_index(ix: &[u8]) -> Vec<IndexEntry> {
     let mut records = pgkraft_abi::rootfs_index::Decoder::new(ix).expect("no index magic");
     assert_eq!(&ix[12..16], [0; 4], "reserved");
     let mut out = Vec::new();
-    let mut path = Vec::new();
     for r in records.by_ref() {
         let r = r.expect("a damaged index record");
-        assert!(r.shared <= path.len(), "shares more than the previous path");
-        path.truncate(r.shared);
-        path.extend_from_slice(r.rest);
         out.push(IndexEntry {
             kind: r.kind,
-            path: path.clone(),
+            path: r.path,
             link: r.link.to_vec(),
             mode: r.mode,
             mtime: r.mtime,
             offset: r.offset,
             size: r.size,
-            chunks: r.chunks.map(|c| {
-                c.map(|c| (c.offset, c.len as u32, c.holds as u32))
-                    .collect()
-            }),
+            chunks: r.chunks.map(Iterator::collect),
         });
     }
     assert_eq!(records.position(), ix.len(), "bytes after the last entry");
@@ -209,12 +203,12 @@ fn check_index(index: &[u8], archive: &[u8]) {
             Some(chunks) => {
                 assert!(zstd, "{name}: chunks in a plain archive");
                 let mut got = Vec::new();
-                for &(offset, len, holds) in chunks {
-                    let frame = &archive[offset as usize..][..len as usize];
+                for c in chunks {
+                    let frame = &archive[c.offset as usize..][..c.len as usize];
                     let inflated =
                         zstd::bulk::decompress(frame, pgkraft_abi::ROOTFS_ZSTD_CHUNK).unwrap();
-                    assert!(holds as usize <= inflated.len(), "{name}");
-                    got.extend_from_slice(&inflated[..holds as usize]);
+                    assert!(c.holds as usize <= inflated.len(), "{name}");
+                    got.extend_from_slice(&inflated[..c.holds as usize]);
                 }
                 got
             }

@@ -114,6 +114,36 @@ impl Server {
             .env("PGPASSWORD", password))
     }
 
+    /// A wrong password gets PostgreSQL's own refusal.
+    fn refuses_a_wrong_password(&self) {
+        let o = self.psql("wrong", "SELECT 1");
+        assert!(!o.status.success());
+        has(
+            &stderr(&o),
+            &["password authentication failed for user \"postgres\""],
+        );
+    }
+
+    /// The postmaster's helper processes as `backend_type:count,...`
+    /// (sorted), once they include every one of `wanted` (they start one
+    /// after the other; 20 s at most).
+    fn helpers(&self, wanted: &[&str]) -> String {
+        let mut helpers = String::new();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                helpers = stdout(&self.psql(
+                    PASSWORD,
+                    "SELECT string_agg(backend_type || ':' || n, ',' ORDER BY backend_type) \
+                     FROM (SELECT backend_type, count(*) AS n FROM pg_stat_activity \
+                     WHERE backend_type <> 'client backend' GROUP BY backend_type) s",
+                ));
+                wanted.iter().all(|h| helpers.contains(h))
+            }),
+            "helper processes in pg_stat_activity: {helpers}"
+        );
+        helpers
+    }
+
     /// SIGINT, as Ctrl-C: the server shuts down and serve exits.
     fn stop(self) -> (std::process::ExitStatus, String) {
         self.stop_with("-INT")
@@ -176,34 +206,16 @@ fn psql_is_answered_a_wrong_password_refused_and_sigterm_stops_it_cleanly() {
     let o = server.psql(PASSWORD, "SELECT 40 + 2");
     assert!(o.status.success(), "psql failed: {}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "42");
-    let o = server.psql("wrong", "SELECT 1");
-    assert!(!o.status.success());
-    has(
-        &stderr(&o),
-        &["password authentication failed for user \"postgres\""],
-    );
+    server.refuses_a_wrong_password();
     let o = server.psql(PASSWORD, "SELECT version()");
     has(&stdout(&o), &["PostgreSQL 17"]);
     // The postmaster's helper processes run, each a process of its own.
-    let mut helpers = String::new();
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            helpers = stdout(&server.psql(
-                PASSWORD,
-                "SELECT string_agg(backend_type, ',' ORDER BY backend_type) \
-                 FROM pg_stat_activity WHERE backend_type <> 'client backend'",
-            ));
-            [
-                "autovacuum launcher",
-                "background writer",
-                "checkpointer",
-                "walwriter",
-            ]
-            .iter()
-            .all(|h| helpers.contains(h))
-        }),
-        "helper processes in pg_stat_activity: {helpers}"
-    );
+    server.helpers(&[
+        "autovacuum launcher:1",
+        "background writer:1",
+        "checkpointer:1",
+        "walwriter:1",
+    ]);
     // A client in another encoding (psql in a LATIN1 terminal) gets its
     // bytes converted by the linked conversion module.
     let o = run(server
@@ -282,27 +294,10 @@ fn postgres_18_serves_psql_with_sync_io_and_with_io_workers() {
         let o = server.psql(PASSWORD, "SELECT version()");
         assert!(o.status.success(), "psql failed: {}", stderr(&o));
         has(&stdout(&o), &["PostgreSQL 18."]);
-        let o = server.psql("wrong", "SELECT 1");
-        assert!(!o.status.success());
-        has(
-            &stderr(&o),
-            &["password authentication failed for user \"postgres\""],
-        );
+        server.refuses_a_wrong_password();
         let o = server.psql(PASSWORD, "SHOW io_method");
         assert_eq!(stdout(&o).trim(), io_method, "{}", stderr(&o));
-        let mut helpers = String::new();
-        assert!(
-            eventually(Duration::from_secs(20), || {
-                helpers = stdout(&server.psql(
-                    PASSWORD,
-                    "SELECT string_agg(backend_type || ':' || n, ',' ORDER BY backend_type) \
-                     FROM (SELECT backend_type, count(*) AS n FROM pg_stat_activity \
-                     WHERE backend_type <> 'client backend' GROUP BY backend_type) s",
-                ));
-                helpers.contains("checkpointer:1") && helpers.contains("walwriter:1")
-            }),
-            "helper processes in pg_stat_activity: {helpers}"
-        );
+        let helpers = server.helpers(&["checkpointer:1", "walwriter:1"]);
         if io_workers > 0 {
             has(&helpers, &[&format!("io worker:{io_workers}")]);
         } else {

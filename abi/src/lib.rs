@@ -17,6 +17,9 @@
 #![forbid(unsafe_code)]
 #![no_std]
 
+// The rootfs index decoder hands out whole paths (both sides have a heap).
+extern crate alloc;
+
 pub mod p9;
 pub mod rootfs_index;
 

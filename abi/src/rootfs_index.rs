@@ -26,6 +26,8 @@
 //!   previous chunk's frame ended (zigzag; the index's first from 0), the
 //!   frame's length and how many bytes of the file it holds.
 
+use alloc::vec::Vec;
+
 /// The index starts with this.
 pub const MAGIC: &[u8; 8] = b"PGKRIDX3";
 /// Magic, entry count, reserved.
@@ -75,7 +77,7 @@ pub struct Damaged {
 }
 
 /// Reads fields from a byte slice; every read names where it failed.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Cursor<'a> {
     buf: &'a [u8],
     at: usize,
@@ -122,13 +124,13 @@ impl<'a> Cursor<'a> {
 }
 
 /// One entry as the index holds it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Record<'a> {
     /// One of the `KIND_*` values (without [`PACKED`]).
     pub kind: u8,
-    /// The path is the previous entry's first `shared` bytes, then `rest`.
-    pub shared: usize,
-    pub rest: &'a [u8],
+    /// Whole: the decoder puts back the prefix it shares with the previous
+    /// entry's.
+    pub path: Vec<u8>,
     pub link: &'a [u8],
     pub mode: u32,
     pub mtime: i64,
@@ -152,8 +154,7 @@ pub struct ChunkRef {
 /// A packed file's chunk list (checked when its record was read).
 #[derive(Clone, Copy, Debug)]
 pub struct Chunks<'a> {
-    cursor_buf: &'a [u8],
-    cursor_at: usize,
+    cursor: Cursor<'a>,
     left: usize,
     /// Where the previous chunk's frame ended.
     end: u64,
@@ -176,13 +177,8 @@ impl Iterator for Chunks<'_> {
         if self.left == 0 {
             return None;
         }
-        let mut c = Cursor {
-            buf: self.cursor_buf,
-            at: self.cursor_at,
-        };
         // Decoder::next read these same bytes without error.
-        let chunk = read_chunk(&mut c, self.end).ok()?;
-        self.cursor_at = c.at;
+        let chunk = read_chunk(&mut self.cursor, self.end).ok()?;
         self.end = chunk.offset + chunk.len;
         self.left -= 1;
         Some(chunk)
@@ -204,6 +200,9 @@ fn read_chunk(c: &mut Cursor, end: u64) -> Result<ChunkRef, Damaged> {
 pub struct Decoder<'a> {
     cursor: Cursor<'a>,
     left: u32,
+    /// The previous record's path, mtime and chunk end: what the next one's
+    /// fields are relative to.
+    path: Vec<u8>,
     mtime: i64,
     chunk_end: u64,
 }
@@ -222,14 +221,10 @@ impl<'a> Decoder<'a> {
                 at: HEADER,
             },
             left: u32::from_le_bytes(count),
+            path: Vec::new(),
             mtime: 0,
             chunk_end: 0,
         })
-    }
-
-    /// Entries not yet read.
-    pub fn left(&self) -> u32 {
-        self.left
     }
 
     /// Bytes read so far (the index's length once every entry is read).
@@ -246,7 +241,11 @@ impl<'a> Decoder<'a> {
         if kind > KIND_HARD_LINK || (packed && kind != KIND_FILE) {
             return Err(Damaged { at: start });
         }
+        let at = c.at;
         let shared = c.usize()?;
+        if shared > self.path.len() {
+            return Err(Damaged { at });
+        }
         let rest_len = c.usize()?;
         let rest = c.bytes(rest_len)?;
         let link_len = c.usize()?;
@@ -258,8 +257,7 @@ impl<'a> Decoder<'a> {
         let (offset, chunks) = if packed {
             let count = c.usize()?;
             let list = Chunks {
-                cursor_buf: c.buf,
-                cursor_at: c.at,
+                cursor: *c,
                 left: count,
                 end: self.chunk_end,
             };
@@ -274,10 +272,11 @@ impl<'a> Decoder<'a> {
             (c.varint()?, None)
         };
         self.mtime = mtime;
+        self.path.truncate(shared);
+        self.path.extend_from_slice(rest);
         Ok(Record {
             kind,
-            shared,
-            rest,
+            path: self.path.clone(),
             link,
             mode,
             mtime,
@@ -307,9 +306,7 @@ impl<'a> Iterator for Decoder<'a> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
-    use std::vec::Vec;
 
     #[test]
     fn extreme_deltas_round_trip() {
@@ -358,6 +355,38 @@ mod tests {
         ix.extend_from_slice(&buf[..n]);
     }
 
+    /// An index of plain directory records: (bytes shared, rest).
+    fn dirs(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut ix = Vec::from(&MAGIC[..]);
+        ix.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        ix.extend_from_slice(&[0; 4]);
+        for &(shared, rest) in records {
+            ix.push(KIND_DIR);
+            push(&mut ix, shared);
+            push(&mut ix, rest.len() as u64);
+            ix.extend_from_slice(rest);
+            for v in [0, 0o755, 0, 0, 0] {
+                push(&mut ix, v);
+            }
+        }
+        ix
+    }
+
+    #[test]
+    fn paths_come_whole_and_share_no_more_than_the_previous_one() {
+        let ix = dirs(&[(0, b"data"), (4, b"/base"), (5, b"global")]);
+        let paths: Vec<Vec<u8>> = Decoder::new(&ix)
+            .unwrap()
+            .map(|r| r.unwrap().path)
+            .collect();
+        assert_eq!(paths, [&b"data"[..], b"data/base", b"data/global"]);
+        let ix = dirs(&[(0, b"d"), (2, b"x")]);
+        let mut d = Decoder::new(&ix).unwrap();
+        assert!(d.next().unwrap().is_ok());
+        assert!(d.next().unwrap().is_err());
+        assert!(d.next().is_none());
+    }
+
     #[test]
     fn a_packed_record_with_two_chunks() {
         let mut ix = Vec::from(&MAGIC[..]);
@@ -375,7 +404,7 @@ mod tests {
         }
         let mut d = Decoder::new(&ix).unwrap();
         let r = d.next().unwrap().unwrap();
-        assert_eq!((r.kind, r.shared, r.rest), (KIND_FILE, 0, &b"ab"[..]));
+        assert_eq!((r.kind, &r.path[..]), (KIND_FILE, &b"ab"[..]));
         assert_eq!((r.mode, r.mtime, r.size), (0o644, 5, 70000));
         let chunks: Vec<ChunkRef> = r.chunks.unwrap().collect();
         let chunk = |offset, len, holds| ChunkRef { offset, len, holds };

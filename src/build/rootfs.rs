@@ -30,14 +30,16 @@
 //! writes a copy. A plain `tar -x` makes hard links; a server must not run
 //! on such a tree (a write to one database's file would change the others).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::cache::{self, Cache, CacheError, KeyHasher};
 use super::rootfs_index::Frame;
@@ -298,32 +300,6 @@ fn plan(entries: &[Selected]) -> Result<Vec<Planned>, RootfsError> {
     Ok(by_path.into_values().collect())
 }
 
-/// A file's bytes, exactly as many as were planned: tar pads by what it
-/// copied, so a file that shrank would shift every later entry.
-struct Exact {
-    file: File,
-    left: u64,
-    short: bool,
-}
-
-impl Read for Exact {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.file.read(&mut buf[..want])?;
-        if n == 0 {
-            self.short = true;
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
 fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
@@ -343,12 +319,10 @@ pub const COPY_MIN_BYTES: u64 = 1024;
 
 fn write_tar(plan: &[Planned], mtime: u64, out: &mut impl Write) -> Result<(), RootfsError> {
     let mut b = tar::Builder::new(out);
-    // (top directory, content hash, size, mode) -> the first such file's
-    // archive name: a copy never names a file outside its own top
-    // directory (the cluster's copies stay in data/, which a volume unpacks
-    // alone).
-    let mut first: std::collections::HashMap<(&OsStr, String, u64, u32), &Path> =
-        std::collections::HashMap::new();
+    // (top directory, content hash, mode) -> the first such file's archive
+    // name: a copy never names a file outside its own top directory (the
+    // cluster's copies stay in data/, which a volume unpacks alone).
+    let mut first: HashMap<(&OsStr, [u8; 32], u32), &Path> = HashMap::new();
     for e in plan {
         let name = e.path.strip_prefix("/").unwrap_or(&e.path);
         let wrote =
@@ -363,40 +337,31 @@ fn write_tar(plan: &[Planned], mtime: u64, out: &mut impl Write) -> Result<(), R
                 wrote(b.append_link(&mut h, name, target))?;
             }
             EntryKind::File { size } => {
+                // Read once, whole (the archive is made in memory anyway):
+                // the bytes hashed to find a copy are the bytes written.
                 let src = e.source.as_deref().unwrap_or(&e.path);
-                if *size >= COPY_MIN_BYTES {
-                    let sha256 = cache::sha256_file(src).map_err(io_err("cannot read", src))?;
-                    let top = name.iter().next().unwrap_or_default();
-                    match first.entry((top, sha256, *size, e.mode)) {
-                        std::collections::hash_map::Entry::Occupied(o) => {
-                            let mut h = header(tar::EntryType::Link, e.mode, 0, mtime);
-                            wrote(b.append_link(&mut h, name, o.get()))?;
-                            continue;
-                        }
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(name);
-                        }
-                    }
-                }
-                let file = File::open(src).map_err(io_err("cannot read", src))?;
-                let mut exact = Exact {
-                    file,
-                    left: *size,
-                    short: false,
-                };
-                let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
-                let r = b.append_data(&mut h, name, &mut exact);
-                let grew = exact
-                    .file
-                    .read(&mut [0u8; 1])
-                    .map_err(io_err("cannot read", src))?
-                    != 0;
-                if exact.short || grew {
+                let bytes = fs::read(src).map_err(io_err("cannot read", src))?;
+                if bytes.len() as u64 != *size {
                     return Err(RootfsError::Changed {
                         file: src.to_path_buf(),
                     });
                 }
-                wrote(r)?;
+                if *size >= COPY_MIN_BYTES {
+                    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+                    let top = name.iter().next().unwrap_or_default();
+                    match first.entry((top, sha256, e.mode)) {
+                        Entry::Occupied(o) => {
+                            let mut h = header(tar::EntryType::Link, e.mode, 0, mtime);
+                            wrote(b.append_link(&mut h, name, o.get()))?;
+                            continue;
+                        }
+                        Entry::Vacant(v) => {
+                            v.insert(name);
+                        }
+                    }
+                }
+                let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
+                wrote(b.append_data(&mut h, name, &bytes[..]))?;
             }
         }
     }

@@ -23,7 +23,7 @@
 
 use std::io;
 
-use pgkraft_abi::rootfs_index as wire;
+use pgkraft_abi::rootfs_index::{self as wire, ChunkRef};
 
 pub const MAGIC: &[u8; 8] = wire::MAGIC;
 
@@ -91,12 +91,11 @@ pub fn build(archive: &[u8]) -> io::Result<Vec<u8>> {
 /// The index of the archive that is `tar` as it stands (`frames: None`),
 /// or `tar` cut into `frames` (in order, covering it end to end).
 pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
-    let mut put = Writer::default();
-    let mut count: u32 = 0;
+    let mut put = Writer::new();
     let mut next_frame = 0usize;
     // path -> (tar data offset, size, chunks) of every regular file so far,
     // for the copies that follow it.
-    type Data = (u64, u64, Option<Vec<(u64, u32, u32)>>);
+    type Data = (u64, u64, Option<Vec<ChunkRef>>);
     let mut files: std::collections::HashMap<Vec<u8>, Data> = std::collections::HashMap::new();
     for entry in tar::Archive::new(tar).entries()? {
         let entry = entry?;
@@ -152,9 +151,8 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
             mode,
             mtime,
             size,
-            // Offsets into a zstd archive are the chunks'; a tar offset
-            // there would point at nothing.
-            // Only a plain file's data has an offset worth writing.
+            // Only a plain archive's file has its data at a tar offset (a
+            // zstd archive's files are their chunks).
             offset: if frames.is_some() || kind != wire::KIND_FILE {
                 0
             } else {
@@ -162,14 +160,8 @@ pub fn of_tar(tar: &[u8], frames: Option<&[Frame]>) -> io::Result<Vec<u8>> {
             },
             chunks: chunks.as_deref(),
         });
-        count += 1;
     }
-    let mut out = Vec::with_capacity(wire::HEADER + put.out.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&put.out);
-    Ok(out)
+    Ok(put.finish())
 }
 
 /// One entry as [`Writer`] takes it.
@@ -182,21 +174,39 @@ struct Entry<'a> {
     size: u64,
     /// A plain file's data offset (ignored when it has chunks).
     offset: u64,
-    /// A zstd file's (frame offset, frame length, bytes of the file).
-    chunks: Option<&'a [(u64, u32, u32)]>,
+    /// A zstd file's frames.
+    chunks: Option<&'a [ChunkRef]>,
 }
 
-/// The entries' encoding after the header, with what each entry's
-/// encoding depends on from the one before (pgkraft_abi::rootfs_index).
-#[derive(Default)]
+/// The index being written: the header, then each entry encoded against
+/// the one before (pgkraft_abi::rootfs_index).
 struct Writer {
     out: Vec<u8>,
+    count: u32,
     path: Vec<u8>,
     mtime: i64,
     chunk_end: u64,
 }
 
 impl Writer {
+    fn new() -> Writer {
+        let mut out = Vec::from(&MAGIC[..]);
+        out.resize(wire::HEADER, 0);
+        Writer {
+            out,
+            count: 0,
+            path: Vec::new(),
+            mtime: 0,
+            chunk_end: 0,
+        }
+    }
+
+    /// The index, its entry count in the header.
+    fn finish(mut self) -> Vec<u8> {
+        self.out[8..12].copy_from_slice(&self.count.to_le_bytes());
+        self.out
+    }
+
     fn varint(&mut self, v: u64) {
         let mut buf = [0; wire::VARINT_MAX];
         let n = wire::put_varint(v, &mut buf);
@@ -209,6 +219,7 @@ impl Writer {
     }
 
     fn entry(&mut self, e: &Entry) {
+        self.count += 1;
         let packed = if e.chunks.is_some() { wire::PACKED } else { 0 };
         self.out.push(e.kind | packed);
         let shared = self
@@ -229,26 +240,25 @@ impl Writer {
             None => self.varint(e.offset),
             Some(chunks) => {
                 self.varint(chunks.len() as u64);
-                for &(offset, len, holds) in chunks {
-                    self.varint(wire::zigzag(offset.wrapping_sub(self.chunk_end) as i64));
-                    self.varint(len.into());
-                    self.varint(holds.into());
-                    self.chunk_end = offset + u64::from(len);
+                for c in chunks {
+                    self.varint(wire::zigzag(c.offset.wrapping_sub(self.chunk_end) as i64));
+                    self.varint(c.len);
+                    self.varint(c.holds);
+                    self.chunk_end = c.offset + c.len;
                 }
             }
         }
     }
 }
 
-/// The frames holding a file's `size` bytes at tar offset `data`: (frame
-/// offset, frame length, bytes of the file it holds).
+/// The frames holding a file's `size` bytes at tar offset `data`.
 fn chunks_of(
     frames: &[Frame],
     next: &mut usize,
     data: u64,
     size: u64,
     path: &[u8],
-) -> io::Result<Vec<(u64, u32, u32)>> {
+) -> io::Result<Vec<ChunkRef>> {
     let misaligned = || {
         bad(format!(
             "the rootfs archive's zstd frames do not start where {}'s data starts; \
@@ -266,9 +276,11 @@ fn chunks_of(
         if f.tar_offset != data + covered {
             return Err(misaligned());
         }
-        let holds = f.tar_len.min(size - covered);
-        let len = u32::try_from(f.len).map_err(|_| misaligned())?;
-        out.push((f.offset, len, holds as u32));
+        out.push(ChunkRef {
+            offset: f.offset,
+            len: f.len,
+            holds: f.tar_len.min(size - covered),
+        });
         covered += f.tar_len;
         *next += 1;
     }

@@ -11,8 +11,6 @@ use pgkraft_abi::rootfs_index::{self as wire, Decoder, Record};
 pub struct Reader<'a> {
     records: Decoder<'a>,
     archive: &'a [u8],
-    /// The previous entry's path, which the next one's shares a prefix of.
-    path: Vec<u8>,
     /// An entry was damaged: nothing after it can be trusted.
     done: bool,
 }
@@ -23,7 +21,6 @@ impl<'a> Reader<'a> {
         Some(Reader {
             records: Decoder::new(index)?,
             archive,
-            path: Vec::new(),
             done: false,
         })
     }
@@ -37,13 +34,8 @@ impl Reader<'static> {
         self.archive.get(start..end)
     }
 
-    fn entry(&mut self, r: &Record<'static>) -> Result<Entry<'static>, Error> {
+    fn entry(&self, r: Record<'static>) -> Result<Entry<'static>, Error> {
         let at = self.records.position();
-        if r.shared > self.path.len() {
-            return Err(Error::Truncated { at });
-        }
-        self.path.truncate(r.shared);
-        self.path.extend_from_slice(r.rest);
         let kind = match r.kind {
             wire::KIND_FILE => match r.chunks {
                 Some(list) => EntryKind::Packed {
@@ -69,7 +61,7 @@ impl Reader<'static> {
             other => EntryKind::Other(other),
         };
         Ok(Entry {
-            path: self.path.clone(),
+            path: r.path,
             mode: r.mode & 0o7777,
             mtime: r.mtime,
             kind,
@@ -87,7 +79,7 @@ impl Iterator for Reader<'static> {
             return None;
         }
         let r = match self.records.next()? {
-            Ok(r) => self.entry(&r),
+            Ok(r) => self.entry(r),
             Err(d) => Err(Error::Truncated { at: d.at }),
         };
         self.done = r.is_err();

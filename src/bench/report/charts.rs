@@ -85,8 +85,6 @@ fn svg(
     })
 }
 
-/// Horizontal bars, one per `(name, value)`, top first, each labelled
-/// with its value as `fmt` writes it.
 /// A chart of one labelled row per name, top first, over `0..end` on the
 /// horizontal axis: the frame bars and spans draw into.
 type RowsChart<'a, 'b> = ChartContext<
@@ -126,6 +124,8 @@ fn rows_chart<'a, 'b>(
     Ok(chart)
 }
 
+/// Horizontal bars, one per `(name, value)`, top first, each labelled
+/// with its value as `fmt` writes it.
 pub fn bars(
     id: &'static str,
     title: &str,
