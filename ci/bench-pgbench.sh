@@ -19,6 +19,12 @@
 # the native postgres processes) and pgbench on CPU 1: one core each side,
 # where otherwise the native server's backends use both and the guest has
 # one vCPU.
+# VCPU_CPU=N serves the image with its vCPU alone on host CPU N (`serve
+# --vcpu-cpu N`: the runner's other threads keep off it) and runs pgbench
+# against it on the other CPUs, as a host that dedicates the CPU would;
+# the native side stays as without it (its processes and pgbench run
+# anywhere: pinning pgbench there cost the native server up to 40% at 1
+# client).
 # Each run also prints the cores the server side kept busy (the host's
 # busy CPU time less pgbench's own, over the run: the runner with its
 # threads, or the native server's processes), and the medians table has
@@ -43,11 +49,23 @@ IDLE=${IDLE:-16}
 KINDS=${KINDS:-"select tpcb connect"}
 VOLUME=${VOLUME:-}
 PIN=${PIN:-}
-server_cpu=() client_cpu=()
+VCPU_CPU=${VCPU_CPU:-}
+server_cpu=() client_cpu=() image_client_cpu=()
+if [ -n "$PIN" ] && [ -n "$VCPU_CPU" ]; then
+  echo "bench-pgbench: PIN and VCPU_CPU place the server differently; set one" >&2
+  exit 2
+fi
 if [ -n "$PIN" ]; then
   server_cpu=(taskset -c 0)
   client_cpu=(taskset -c 1)
 fi
+if [ -n "$VCPU_CPU" ]; then
+  others=$(python3 -c 'import os, sys
+print(",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != int(sys.argv[1])))' "$VCPU_CPU")
+  image_client_cpu=(taskset -c "$others")
+fi
+native_client_cpu=("${client_cpu[@]}")
+[ -n "$VCPU_CPU" ] || image_client_cpu=("${client_cpu[@]}")
 here=$(dirname "$0")
 work=$(mktemp -d)
 # Servers still running at exit (an error, ^C) are stopped by their pids.
@@ -64,6 +82,9 @@ start() {
       chmod 700 "$work/volume"
     fi
     extra=(--volume "$work/volume")
+  fi
+  if [ "$side" = image ] && [ -n "$VCPU_CPU" ]; then
+    extra+=(--vcpu-cpu "$VCPU_CPU")
   fi
   "${server_cpu[@]}" "$PGKRAFT" serve "$IMAGE" --publish "127.0.0.1:$PORT:5432" --mem "$MEM" --json \
     --log "$work/$side.log" "${extra[@]}" >"$work/serve.out" &
@@ -127,6 +148,11 @@ print(f"{max(0.0, (b1 - b0) / hz - pg) / (t1 - t0):.2f}")' \
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in image native; do
+    if [ "$side" = image ]; then
+      client_cpu=("${image_client_cpu[@]}")
+    else
+      client_cpu=("${native_client_cpu[@]}")
+    fi
     pid=$(start "$side")
     pgb -i -q -s "$SCALE" >/dev/null
     for kind in $KINDS; do

@@ -118,6 +118,13 @@ enum Command {
         /// waits for its client's input).
         #[arg(long, value_name = "POLICY", value_parser = parse_idle_policy, default_value = "connections", requires = "idle_timeout")]
         idle_policy: vmm::IdlePolicy,
+        /// Give the guest's vCPU host CPU N to itself: its thread runs
+        /// there only, and the runner's device threads run on the other
+        /// CPUs this process may use. For a host that dedicates a CPU to
+        /// the database (a preempted vCPU is costly on PVM: README
+        /// "Placing the vCPU"); leave it out when VMs share CPUs.
+        #[arg(long, value_name = "N", conflicts_with = "native")]
+        vcpu_cpu: Option<usize>,
     },
     /// Serve many PostgreSQL databases from one supervisor process, each
     /// its own VM on its own port, hibernating when idle and waking at its
@@ -528,6 +535,7 @@ fn vmm_failure(e: vmm::VmmError) -> Failure {
         | E::BadImage { .. }
         | E::TooBig { .. }
         | E::Memory { .. }
+        | E::Placement { .. }
         | E::Net(
             vmm::net::NetError::Bind { .. }
             | vmm::net::NetError::TapName { .. }
@@ -592,6 +600,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 signals: None,
                 volume: volume.as_ref().map(volume::Volume::config),
                 hibernate: None,
+                vcpu_cpu: None,
             };
             let outcome = vmm::run(image.boot(), &cfg).map_err(vmm_failure)?;
             match outcome.exit {
@@ -616,6 +625,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             idle_timeout,
             hibernate_dir,
             idle_policy,
+            vcpu_cpu,
         } => {
             let image = open_image(&image)?;
             let hibernate = idle_timeout
@@ -638,9 +648,13 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 native,
                 volume,
                 hibernate,
+                vcpu_cpu,
             };
             match pgkraft::serve::serve(&image, opts) {
                 Ok(()) => Ok(0),
+                Err(pgkraft::serve::ServeError::Vmm(e @ vmm::VmmError::Placement { .. })) => {
+                    Err(Failure::input(anyhow::Error::new(e).context("--vcpu-cpu")))
+                }
                 Err(pgkraft::serve::ServeError::Vmm(e)) => Err(vmm_failure(e)),
                 Err(
                     e @ (pgkraft::serve::ServeError::NoPort
@@ -1028,6 +1042,7 @@ fn resume_cmd(
             signals: None,
             volume: None,
             hibernate: None,
+            vcpu_cpu: None,
         };
         let r = snapshot::resume(dir, &cfg, &expect).map_err(snapshot_failure)?;
         let times = snapshot::ResumeTimes::of(&r.outcome.phases);

@@ -38,6 +38,8 @@ pub struct ServeOptions {
     pub volume: Option<crate::volume::Volume>,
     /// Hibernate when idle ([`hibernate_config`]).
     pub hibernate: Option<vmm::HibernateConfig>,
+    /// The host CPU the guest's vCPU has to itself (`vmm::VmConfig::vcpu_cpu`).
+    pub vcpu_cpu: Option<usize>,
 }
 
 /// `--idle-timeout` needs a place for the RAM: `--hibernate-dir`, or
@@ -435,6 +437,7 @@ pub fn serve(image: &Image, opts: ServeOptions) -> Result<(), ServeError> {
                 signals: Some(signals.clone()),
                 volume: opts.volume.as_ref().map(crate::volume::Volume::config),
                 hibernate: opts.hibernate.clone(),
+                vcpu_cpu: opts.vcpu_cpu,
             };
             Backend::Guest(signals, Box::new(vmm::boot(image.boot(), &cfg)?))
         }

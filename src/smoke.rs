@@ -750,6 +750,7 @@ pub fn plan(image: &Image, spec: &TestVm) -> Result<vmm::VmConfig, SmokeError> {
         signals: None,
         volume: None,
         hibernate: None,
+        vcpu_cpu: None,
     })
 }
 

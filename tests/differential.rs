@@ -62,6 +62,7 @@ fn differential(name: &str) {
         signals: None,
         volume: None,
         hibernate: None,
+        vcpu_cpu: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
 
@@ -202,6 +203,7 @@ fn volume_on_our_runners_virtio_9p_directory() {
         signals: None,
         volume: Some(pgkraft::vmm::VolumeConfig::new(&guest_dir)),
         hibernate: None,
+        vcpu_cpu: None,
     };
     let guest = pgkraft::vmm::run_file(&image("volume"), &cfg).unwrap();
     // Each volume request is one notify, one VM exit (a figure, not a check).

@@ -365,6 +365,7 @@ fn qemu_makes_the_cluster_on_a_volume_and_our_runner_uses_it() {
         signals: None,
         volume: Some(pgkraft::vmm::VolumeConfig::new(&volume)),
         hibernate: None,
+        vcpu_cpu: None,
     };
     let guest = pgkraft::vmm::run_file(&image, &cfg).unwrap();
     let console = String::from_utf8_lossy(&guest.console).into_owned();

@@ -1047,3 +1047,132 @@ fn guest_meminfo_follows_idle_connections_and_comes_back_when_they_close() {
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
+
+/// The host CPUs a thread of process `pid` may run on, by thread name.
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("status")),
+        ) else {
+            continue; // ended meanwhile
+        };
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        threads.push((name.trim().to_string(), cpus));
+    }
+    threads
+}
+
+#[test]
+fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
+    if !kvm_available() {
+        return;
+    }
+    let image = postgres_image("17");
+    // A CPU this process may not use is refused before anything runs.
+    let o = run(pgkraft()
+        .args([
+            "serve",
+            "--publish",
+            "127.0.0.1:1:5432",
+            "--vcpu-cpu",
+            "100000",
+        ])
+        .arg(&image));
+    refused(
+        &o,
+        &[
+            "--vcpu-cpu",
+            "cannot pin the vCPU to CPU 100000",
+            "give one of them",
+        ],
+    );
+    let allowed = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpu = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|l| {
+            l.trim()
+                .split([',', '-'])
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .unwrap();
+    if allowed < 2 {
+        // One CPU: the vCPU cannot have it alone, and pgkraft says so.
+        let o = run(pgkraft()
+            .args([
+                "serve",
+                "--publish",
+                "127.0.0.1:1:5432",
+                "--vcpu-cpu",
+                &cpu.to_string(),
+            ])
+            .arg(&image));
+        refused(&o, &["leave the vCPU unpinned"]);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("volume");
+    let server = Server::start_with(
+        &image,
+        &[
+            "--vcpu-cpu",
+            &cpu.to_string(),
+            "--volume",
+            volume.to_str().unwrap(),
+        ],
+    );
+    // The workers start with their devices: serve something first.
+    let o = server.psql(PASSWORD, "CREATE TABLE t AS SELECT 1 AS x");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid = server.child.as_ref().unwrap().id();
+    let threads = thread_cpus(pid);
+    let of = |name: &str| -> Vec<&String> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, c)| c)
+            .collect()
+    };
+    assert_eq!(of("pgkraft-vcpu"), [&cpu.to_string()], "{threads:?}");
+    let helpers: Vec<&String> = ["pgkraft-net", "pgkraft-9p", "p9-sync-"]
+        .iter()
+        .flat_map(|n| of(n))
+        .collect();
+    assert!(
+        helpers.len() >= 3,
+        "the runner's helper threads: {threads:?}"
+    );
+    for cpus in helpers {
+        let listed: Vec<usize> = cpus
+            .split(',')
+            .flat_map(|r| match r.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+                None => vec![r.parse().unwrap()],
+            })
+            .collect();
+        assert!(!listed.is_empty() && !listed.contains(&cpu), "{threads:?}");
+    }
+    let pgbench = |args: &[&str]| run(server.client_cmd("pgbench").args(args).arg("postgres"));
+    let o = pgbench(&["-i", "-q", "-s", "1"]);
+    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    let o = pgbench(&["-c", "2", "-j", "2", "-t", "50"]);
+    assert!(o.status.success(), "pgbench: {}", stderr(&o));
+    has(
+        &stdout(&o),
+        &["number of transactions actually processed: 100/100"],
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}

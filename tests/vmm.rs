@@ -78,6 +78,7 @@ fn capture(input: &[u8]) -> VmConfig {
         signals: None,
         volume: None,
         hibernate: None,
+        vcpu_cpu: None,
     }
 }
 
@@ -454,6 +455,7 @@ fn stdio_child() {
         signals: None,
         volume: None,
         hibernate: None,
+        vcpu_cpu: None,
     };
     let out = vmm::run_file(Path::new(&elf), &cfg).unwrap();
     assert_eq!(out.exit, GuestExit::Timeout);

@@ -43,6 +43,7 @@ fn runner(image: &Path, volume: &Path, sql: &str) -> String {
         signals: None,
         volume: Some(pgkraft::vmm::VolumeConfig::new(volume)),
         hibernate: None,
+        vcpu_cpu: None,
     };
     let guest = pgkraft::vmm::run_file(image, &cfg).unwrap();
     let console = String::from_utf8_lossy(&guest.console).into_owned();

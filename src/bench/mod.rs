@@ -205,6 +205,7 @@ pub fn boot(image: &Image, runs: usize) -> Result<BootBench, BenchError> {
             signals: None,
             volume: None,
             hibernate: None,
+            vcpu_cpu: None,
         };
         let outcome = crate::vmm::run(image.boot(), &cfg)?;
         let exit = outcome

@@ -259,6 +259,7 @@ fn boot_and_serve(
         signals: Some(signals),
         volume: volume.map(crate::volume::Volume::config),
         hibernate: spec.hibernate.clone(),
+        vcpu_cpu: None,
     };
     let vm = {
         let image = image.lock().unwrap_or_else(|e| e.into_inner());

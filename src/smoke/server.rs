@@ -174,6 +174,7 @@ pub fn run_guest(
         signals: Some(signals.clone()),
         volume,
         hibernate: None,
+        vcpu_cpu: None,
     };
     let t0 = Instant::now();
     // The runner keeps this thread (a booted image is not shared between

@@ -34,6 +34,7 @@ use crate::kvm::{self, Machine};
 use crate::net::NetError;
 use crate::net::tap::TapNet;
 use crate::net::user::UserNet;
+use crate::placement::Placement;
 use crate::timeline::Timeline;
 use crate::virtio::mmio::MmioTransport;
 use crate::virtio::net::{GUEST_MAC, VirtioNet};
@@ -49,6 +50,9 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     vm::settle();
     let now = Instant::now();
     let t0 = now.checked_sub(image.opened_in).unwrap_or(now);
+    // Checked first: a CPU the vCPU cannot have fails the boot before
+    // any thread or device exists.
+    let placement = Placement::new(cfg.vcpu_cpu)?;
     // Started first so that creating and scheduling the thread overlaps
     // with the setup below instead of following it.
     let thread = VcpuThread::spawn()?;
@@ -78,7 +82,7 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     let volume = cfg
         .volume
         .as_ref()
-        .map(|v| VirtioP9::new(&v.dir, &v.tag))
+        .map(|v| VirtioP9::new(&v.dir, &v.tag, &placement))
         .transpose()?;
     if cfg.mem_mib == 0 {
         return Err(VmmError::Memory {
@@ -137,11 +141,12 @@ pub fn boot(image: &BootImage, cfg: &VmConfig) -> Result<Vm, VmmError> {
     )
     .map_err(|source| VmmError::Thread { source })?;
     if let Some(net) = net {
-        attach_net(&mut devices, net, machine.mem())?;
+        attach_net(&mut devices, net, machine.mem(), &placement)?;
     }
     if let Some(volume) = volume {
-        attach_volume(&mut devices, volume, machine.mem())?;
+        attach_volume(&mut devices, volume, machine.mem(), &placement)?;
     }
+    devices.placement = placement;
     if let Some(s) = &cfg.signals {
         devices
             .listen_signals(s.clone())
@@ -191,6 +196,7 @@ fn attach_net(
     devices: &mut Devices,
     backend: Backend,
     mem: &GuestMemoryMmap,
+    placement: &Placement,
 ) -> Result<(), VmmError> {
     let setup = |e: std::io::Error| VmmError::Net(NetError::Setup(e));
     let device: Box<dyn crate::bus::MmioDevice> = match backend {
@@ -199,6 +205,7 @@ fn attach_net(
                 transport(VirtioNet::new(*b, GUEST_MAC))?,
                 mem.clone(),
                 "pgkraft-net",
+                placement,
             )
             .map_err(setup)?,
         ),
@@ -207,6 +214,7 @@ fn attach_net(
                 transport(VirtioNet::new(b, GUEST_MAC))?,
                 mem.clone(),
                 "pgkraft-net",
+                placement,
             )
             .map_err(setup)?,
         ),
@@ -225,10 +233,12 @@ fn attach_volume(
     devices: &mut Devices,
     dev: VirtioP9,
     mem: &GuestMemoryMmap,
+    placement: &Placement,
 ) -> Result<(), VmmError> {
     let other = |e: String| VmmError::Volume(VolumeError::Device(e));
     let t = MmioTransport::new(dev.worked()).map_err(|e| other(e.to_string()))?;
-    let worked = Worked::start(t, mem.clone(), "pgkraft-9p").map_err(|e| other(e.to_string()))?;
+    let worked =
+        Worked::start(t, mem.clone(), "pgkraft-9p", placement).map_err(|e| other(e.to_string()))?;
     let base = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
     devices
         .attach_mmio(base..base + VIRTIO_MMIO_SLOT_SIZE, Box::new(worked))
@@ -299,7 +309,14 @@ mod tests {
         let mut d = crate::devices::tests::test_devices(Arc::new(AtomicBool::new(false)), &evt);
         assert!(d.unsaved_state().is_none());
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        attach_volume(&mut d, VirtioP9::new(t.path(), VOLUME_TAG).unwrap(), &mem).unwrap();
+        let placed = Placement::default();
+        attach_volume(
+            &mut d,
+            VirtioP9::new(t.path(), VOLUME_TAG, &placed).unwrap(),
+            &mem,
+            &placed,
+        )
+        .unwrap();
         let slot = VIRTIO_MMIO_BASE + VOLUME_MMIO_SLOT * VIRTIO_MMIO_SLOT_SIZE;
         let mut word = [0u8; 4];
         // DeviceID at 0x008: 9, virtio-9p.

@@ -90,6 +90,10 @@ pub enum VmmError {
     #[error("could not start the vCPU thread: {source}")]
     Thread { source: std::io::Error },
 
+    /// `VmConfig::vcpu_cpu` names a CPU the vCPU cannot have to itself.
+    #[error("cannot pin the vCPU to CPU {cpu}: {detail}")]
+    Placement { cpu: usize, detail: String },
+
     /// A published address could not be bound, or the network not set up.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),

@@ -32,6 +32,7 @@ mod kvm;
 mod memory;
 pub mod net;
 mod p9;
+mod placement;
 pub mod snapshot;
 mod timeline;
 mod uffd;
@@ -116,6 +117,10 @@ pub struct VmConfig {
     /// Hibernate when no client has been connected to the published ports
     /// for a while ([`Vm::serve`]); needs `net` with published ports.
     pub hibernate: Option<HibernateConfig>,
+    /// The host CPU the vCPU thread has to itself; the VM's other threads
+    /// keep to the process's other CPUs (`placement.rs`). `None`: wherever
+    /// the host's scheduler puts them.
+    pub vcpu_cpu: Option<usize>,
 }
 
 /// A host directory the guest mounts at file level (9P2000.L over
@@ -148,6 +153,7 @@ impl Default for VmConfig {
             volume: None,
             signals: None,
             hibernate: None,
+            vcpu_cpu: None,
         }
     }
 }

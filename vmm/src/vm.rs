@@ -460,6 +460,7 @@ fn run_vcpu(start: Start) {
         resume_read,
         done,
     } = start;
+    devices.placement.enter_vcpu();
     devices.timeline.mark("vmm_ready");
     if let Some(state) = &resume_read {
         let (hypercall, mut ctx) = devices.hypercall_ctx(machine.mem());

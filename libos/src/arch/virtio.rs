@@ -380,6 +380,12 @@ impl<const SIZE: usize> Calls<SIZE> {
         true
     }
 
+    /// Whether the device gave a chain back that [`Self::reap`] has not
+    /// taken yet: an answer is there.
+    pub fn has_answer(&self) -> bool {
+        self.queue.can_pop()
+    }
+
     /// Whether any request is with the device.
     pub fn in_flight(&self) -> bool {
         self.slots

@@ -751,8 +751,8 @@ fn learn_spin(soon: bool) {
     SPIN_NS.store(next, Ordering::Relaxed);
 }
 
-/// Spins (our runner only) until a frame arrives, `until`, or the spin
-/// budget ends; true if a frame came.
+/// Spins (our runner only) until a frame or a volume answer arrives,
+/// `until`, or the spin budget ends; true if one came.
 #[cfg(not(test))]
 fn spin_for_frames(until: u64) -> bool {
     let budget = SPIN_NS.load(Ordering::Relaxed);
@@ -770,7 +770,9 @@ fn spin_for_frames(until: u64) -> bool {
             Some(n) => (n.dev.pending(), n.dev.tx_unsent()),
             None => (false, false),
         });
-        if frame {
+        // A volume answer (a commit's fsync, most often) lets its process
+        // go on: without this look, the spin ran out its budget first.
+        if frame || crate::fs::p9::answered() {
             return true;
         }
         // Our own answer still waits in the ring: the runner's network

@@ -67,6 +67,8 @@ pub(crate) struct Devices {
     pub idle: Option<crate::snapshot::hibernate::IdleClock>,
     /// A woken VM's times, told of its first exit.
     pub woke: Option<crate::snapshot::hibernate::WakeTimes>,
+    /// Where the vCPU thread runs (each vCPU thread this VM gets enters it).
+    pub placement: crate::placement::Placement,
 }
 
 impl Devices {
@@ -104,6 +106,7 @@ impl Devices {
             quiet: HashSet::new(),
             idle: None,
             woke: None,
+            placement: crate::placement::Placement::default(),
         })
     }
 

@@ -13,6 +13,7 @@
 //! jobs wait in a list until the device takes them; [`Syncer::event`]
 //! is readable then (the worker thread and `hc::WAIT` wait on it).
 
+use crate::placement::Placement;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ pub(crate) struct Syncer<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> Syncer<T> {
-    pub(crate) fn new() -> std::io::Result<Syncer<T>> {
+    pub(crate) fn new(placement: &Placement) -> std::io::Result<Syncer<T>> {
         let (tx, rx) = channel::<Job<T>>();
         let rx = Arc::new(Mutex::new(rx));
         let finished: Finished<T> = Arc::new(Mutex::new(Vec::new()));
@@ -49,9 +50,13 @@ impl<T: Send + 'static> Syncer<T> {
         let threads = (0..THREADS)
             .map(|i| {
                 let (rx, finished, event) = (rx.clone(), finished.clone(), event.clone());
+                let placement = placement.clone();
                 std::thread::Builder::new()
                     .name(format!("p9-sync-{i}"))
-                    .spawn(move || run(&rx, &finished, &event))
+                    .spawn(move || {
+                        placement.enter_helper();
+                        run(&rx, &finished, &event)
+                    })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Syncer {

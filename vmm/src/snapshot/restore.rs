@@ -106,6 +106,7 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
     vm::settle();
     let now = Instant::now();
     let t0 = now.checked_sub(loaded.took).unwrap_or(now);
+    let placement = crate::placement::Placement::new(cfg.vcpu_cpu)?;
     let thread = VcpuThread::spawn()?;
     let t = Instant::now();
     let shell = kvm::VmShell::create(&crate::boot::open_kvm()?)?;
@@ -153,8 +154,9 @@ pub fn restore(loaded: Loaded, cfg: &VmConfig, expect: &Expect) -> Result<Restor
     hypercall.watch.resumed = true;
     hypercall.discard = false;
     hypercall.watch.on_answer = learner.as_ref().map(Learner::at_answer);
-    let devices = Devices::new(uart, hypercall, console, Timeline::new(t0), &stop_evt)
+    let mut devices = Devices::new(uart, hypercall, console, Timeline::new(t0), &stop_evt)
         .map_err(|source| VmmError::Thread { source })?;
+    devices.placement = placement;
     let vm = Vm::new(Parts {
         machine,
         devices,

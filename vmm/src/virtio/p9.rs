@@ -28,6 +28,7 @@
 //! the answer out): a memcpy of 8 KiB costs well under a microsecond
 //! against the exit, and the server then never touches guest memory.
 
+use crate::placement::Placement;
 use std::path::Path;
 
 use pgkraft_abi::p9::{self as wire, Msg};
@@ -84,8 +85,13 @@ struct Pending {
 }
 
 impl VirtioP9 {
-    /// Serves directory `dir` under mount tag `tag`.
-    pub(crate) fn new(dir: &Path, tag: &str) -> Result<VirtioP9, VolumeError> {
+    /// Serves directory `dir` under mount tag `tag`; its sync threads run
+    /// where `placement` puts helpers.
+    pub(crate) fn new(
+        dir: &Path,
+        tag: &str,
+        placement: &Placement,
+    ) -> Result<VirtioP9, VolumeError> {
         if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains('\0') {
             return Err(VolumeError::Tag { tag: tag.into() });
         }
@@ -99,7 +105,8 @@ impl VirtioP9 {
             active: false,
             suppress: false,
             moved: false,
-            syncer: Syncer::new().map_err(|e| VolumeError::Device(format!("sync threads: {e}")))?,
+            syncer: Syncer::new(placement)
+                .map_err(|e| VolumeError::Device(format!("sync threads: {e}")))?,
             session: 0,
             stats: P9Stats::default(),
         })

@@ -1,6 +1,7 @@
 //! virtio-9p behind its virtio-mmio transport, driven as a guest driver
 //! would: registers, one request ring, messages in guest RAM.
 
+use crate::placement::Placement;
 use std::time::{Duration, Instant};
 
 use pgkraft_abi::p9::{NOFID, Names, VERSION_9P2000_L, open};
@@ -32,7 +33,7 @@ thread_local! {
 }
 
 fn driver(dir: &Path) -> Driver {
-    driver_of(VirtioP9::new(dir, "pgkraft-data").unwrap())
+    driver_of(VirtioP9::new(dir, "pgkraft-data", &Placement::default()).unwrap())
 }
 
 fn driver_of(dev: VirtioP9) -> Driver {
@@ -160,9 +161,9 @@ fn config_space_holds_the_tag() {
     }
     assert_eq!(&tag[..12], b"pgkraft-data");
     assert_eq!(&tag[12..], [0, 0]);
-    assert!(VirtioP9::new(t.path(), "").is_err());
-    assert!(VirtioP9::new(t.path(), &"x".repeat(256)).is_err());
-    assert!(VirtioP9::new(&t.path().join("missing"), "v").is_err());
+    assert!(VirtioP9::new(t.path(), "", &Placement::default()).is_err());
+    assert!(VirtioP9::new(t.path(), &"x".repeat(256), &Placement::default()).is_err());
+    assert!(VirtioP9::new(&t.path().join("missing"), "v", &Placement::default()).is_err());
 }
 
 #[test]
@@ -246,7 +247,11 @@ fn write_fsync_read_through_the_ring() {
 #[test]
 fn a_worked_device_suppresses_notifies_while_it_looks() {
     let t = tempfile::tempdir().unwrap();
-    let mut d = driver_of(VirtioP9::new(t.path(), "v").unwrap().worked());
+    let mut d = driver_of(
+        VirtioP9::new(t.path(), "v", &Placement::default())
+            .unwrap()
+            .worked(),
+    );
     assert_eq!(d.used_flags(0) & 1, 0, "idle: notify me");
     session(&mut d);
     assert_eq!(d.used_flags(0) & 1, 1, "after a request the worker looks");

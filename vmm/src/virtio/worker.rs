@@ -36,6 +36,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use super::VirtioDevice;
 use super::mmio::MmioTransport;
 use crate::bus::{Action, BusDevice, Ctx, Poll};
+use crate::placement::Placement;
 
 /// How long the worker keeps looking at the rings after it moved frames:
 /// an answer computed within this goes out without the thread sleeping.
@@ -56,6 +57,7 @@ pub(crate) struct Worked<D: VirtioDevice + Send + 'static> {
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
     name: String,
+    placement: Placement,
 }
 
 fn lock<D: VirtioDevice>(m: &Mutex<MmioTransport<D>>) -> MutexGuard<'_, MmioTransport<D>> {
@@ -65,11 +67,13 @@ fn lock<D: VirtioDevice>(m: &Mutex<MmioTransport<D>>) -> MutexGuard<'_, MmioTran
 }
 
 impl<D: VirtioDevice + Send + 'static> Worked<D> {
-    /// Serves `t` on a thread called `name`.
+    /// Serves `t` on a thread called `name`, run where `placement` puts
+    /// helpers.
     pub(crate) fn start(
         t: MmioTransport<D>,
         mem: GuestMemoryMmap,
         name: &str,
+        placement: &Placement,
     ) -> std::io::Result<Worked<D>> {
         let mut w = Worked {
             shared: Arc::new(Mutex::new(t)),
@@ -78,6 +82,7 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
             stop: EventFd::new(EFD_NONBLOCK)?,
             thread: None,
             name: name.into(),
+            placement: placement.clone(),
         };
         w.spawn(mem)?;
         Ok(w)
@@ -110,11 +115,13 @@ impl<D: VirtioDevice + Send + 'static> Worked<D> {
             nudge: self.nudge.try_clone()?,
             epoll,
         };
-        self.thread = Some(
-            std::thread::Builder::new()
-                .name(self.name.clone())
-                .spawn(move || worker.run())?,
-        );
+        let placement = self.placement.clone();
+        self.thread = Some(std::thread::Builder::new().name(self.name.clone()).spawn(
+            move || {
+                placement.enter_helper();
+                worker.run()
+            },
+        )?);
         Ok(())
     }
 

@@ -314,6 +314,12 @@ pub fn in_flight() -> bool {
     DEVICE.lock().as_ref().is_some_and(|d| d.calls.in_flight())
 }
 
+/// Whether the device has answered a request nobody has read yet: a
+/// process waiting for it can go on.
+pub fn answered() -> bool {
+    DEVICE.lock().as_ref().is_some_and(|d| d.calls.has_answer())
+}
+
 /// Requests sent so far (each at most one VM exit).
 // Reported at the exit with CONFIG_TRACE_SYSCALLS (platform::exit).
 #[cfg_attr(not(feature = "trace-syscalls"), allow(dead_code))]

@@ -142,6 +142,12 @@ pub fn in_flight() -> bool {
     device::in_flight()
 }
 
+/// Whether an answer has come that a waiting process may be waiting for
+/// (an idle spin ends on it: net::stack::spin_for_frames).
+pub fn answered() -> bool {
+    device::answered()
+}
+
 /// Finds the device and mounts the volume at `/data` (boot). Probing
 /// costs one register read per empty virtio-mmio slot.
 #[cfg(not(test))]
