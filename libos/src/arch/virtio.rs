@@ -305,6 +305,14 @@ impl<const SIZE: usize> Calls<SIZE> {
         Some(i)
     }
 
+    /// How many free slots hold at least `bytes`.
+    pub fn free_holding(&self, bytes: usize) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state == CallState::Free && s.cap >= bytes)
+            .count()
+    }
+
     /// The request buffer of slot `i`, which [`Self::claim`] gave out.
     pub fn request(&mut self, i: usize) -> &mut [u8] {
         let s = &self.slots[i];

@@ -177,6 +177,17 @@ impl PageCache {
         }
     }
 
+    /// Forgets the pages of `file` that hold any of `[off, off+len)` (a
+    /// write that took them did not reach the host whole).
+    pub fn forget_range(&mut self, file: u64, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = off / BLOCK as u64;
+        let last = (off + len - 1) / BLOCK as u64;
+        self.drop_range((file, first), (file, last));
+    }
+
     /// The file is `len` bytes now: blocks past it go, the one it ends
     /// in is cut short (an extension reads as zeroes from the host).
     pub fn truncate(&mut self, file: u64, len: u64) {

@@ -332,11 +332,25 @@ fn exchange<T>(
     t: &Msg,
     take: impl FnOnce(Msg) -> Option<T>,
 ) -> R<T> {
+    exchange_after(tag, bytes, wait, || Ok(()), t, take)
+}
+
+/// [`exchange`] with `before` run right before `t` is written into its
+/// slot ([`device::call`]).
+fn exchange_after<T>(
+    tag: Option<u16>,
+    bytes: usize,
+    wait: Wait,
+    before: impl FnOnce() -> R<()>,
+    t: &Msg,
+    take: impl FnOnce(Msg) -> Option<T>,
+) -> R<T> {
     let want = t.kind() + 1;
     let sent = core::cell::Cell::new(p9::NOTAG);
     device::call(
         bytes,
         wait,
+        before,
         |slot_tag, buf| {
             let tag = tag.unwrap_or(slot_tag);
             sent.set(tag);
@@ -352,6 +366,34 @@ fn exchange<T>(
                 return Err(P9Error::Unexpected(kind));
             }
             take(m).ok_or(P9Error::Unexpected(kind))
+        },
+    )
+}
+
+/// Twrite of `data` (at most `io_max` bytes of it) to `fid` at `offset`
+/// while the other processes run, `before` run right before the bytes
+/// are copied into the request. Only where the device answers a queue's
+/// requests in the order they were made (our runner): a request made
+/// meanwhile (a read of the same bytes) must not overtake it. The fid
+/// must stay open until this returns (the caller holds its file).
+pub fn write_letting_others_run(
+    fid: u32,
+    offset: u64,
+    data: &[u8],
+    io_max: usize,
+    before: impl FnOnce(&[u8]) -> R<()>,
+) -> R<usize> {
+    let data = &data[..data.len().min(io_max)];
+    let t = Msg::Twrite { fid, offset, data };
+    exchange_after(
+        None,
+        data.len() + p9::IOHDRSZ as usize,
+        Wait::LetOthersRun,
+        || before(data),
+        &t,
+        |m| match m {
+            Msg::Rwrite { count } => Some(count as usize),
+            _ => None,
         },
     )
 }

@@ -8,12 +8,20 @@
 //! looking at the used ring.
 //!
 //! Two ways to wait for an answer ([`Wait`]): the caller keeps the CPU and
-//! polls the used ring (a read or write of the host's page cache is
-//! answered in tens of microseconds by the runner's worker thread, less
-//! than a process switch and a VM exit), or it lets the other processes
-//! run meanwhile (an fsync waits for the host's disk, often milliseconds:
-//! stopping the whole VM for it held every other backend; issue 13's
-//! TPC-B measured that, docs/ARCHITECTURE.md §4 "Volume").
+//! polls the used ring (a read of the host's page cache is answered in
+//! tens of microseconds by the runner's worker thread, less than a VM
+//! exit), or it lets the other processes run meanwhile: an fsync waits
+//! for the host's disk, often milliseconds (stopping the whole VM for it
+//! held every other backend; issue 13's TPC-B measured that,
+//! docs/ARCHITECTURE.md §4 "Volume"), and under our runner a write
+//! (PostgreSQL's WAL and evicted pages: two or more per TPC-B
+//! transaction, each a round trip the vCPU would otherwise spend polling).
+//!
+//! Slots: a large one (the msize) for the requests made under the
+//! volume's lock, one at a time; a second large one for a write that lets
+//! others run (a large request that lets others run never takes the last
+//! free large slot, so the locked requests always find one); small ones
+//! for the fsyncs.
 //!
 //! A request costs at most one VM exit (the notify), none while the
 //! runner's worker is looking at the ring; [`requests`] counts them.
@@ -35,11 +43,14 @@ const F_VERSION_1: u64 = 1 << 32;
 const QUEUE_IDX: u16 = 0;
 /// Descriptors: two per slot.
 const QUEUE_SIZE: usize = 16;
+/// Large slots, of the msize: one for the requests made under the
+/// volume's lock, one for a write that lets others run.
+const LARGE_SLOTS: usize = 2;
 /// Bytes of a small slot: Tfsync and its answer, or an Rlerror, with room.
 const SMALL: usize = 256;
 /// Small slots: requests that let other processes run while they wait
 /// (one per process that fsyncs at the same moment; more wait for a slot).
-const SMALL_SLOTS: usize = 7;
+const SMALL_SLOTS: usize = QUEUE_SIZE / 2 - LARGE_SLOTS;
 
 /// Why the device could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +190,7 @@ impl Device {
             t.set_status(DeviceStatus::FAILED);
             return Err(DeviceError::FeaturesRefused);
         }
-        let mut caps = vec![buf_bytes];
+        let mut caps = vec![buf_bytes; LARGE_SLOTS];
         caps.extend([SMALL; SMALL_SLOTS]);
         let calls = match Calls::new(&mut t, QUEUE_IDX, &caps) {
             Ok(q) => q,
@@ -197,39 +208,33 @@ impl Device {
         })
     }
 
-    /// Claims a slot for `bytes`, has `fill` write the request (given the
-    /// slot's tag) and sends it. None if no slot is free.
-    fn start<E: From<DeviceError>>(
-        &mut self,
-        bytes: usize,
-        wait: Wait,
-        fill: impl FnOnce(u16, &mut [u8]) -> Result<usize, E>,
-    ) -> Option<Result<usize, E>> {
+    /// Claims a slot for `bytes`; None if no slot is free to `wait`'s kind.
+    fn claim(&mut self, bytes: usize, wait: Wait) -> Option<usize> {
         // A request that lets others run holds its slot for as long as the
-        // host takes (an fsync: milliseconds): never the large one, which
-        // the requests made under the volume's lock count on.
+        // host takes (an fsync: milliseconds): never the last free large
+        // one, which the requests made under the volume's lock count on.
         let at_most = match wait {
             Wait::Poll => usize::MAX,
-            Wait::LetOthersRun => SMALL,
+            Wait::LetOthersRun if bytes <= SMALL => SMALL,
+            Wait::LetOthersRun if self.calls.free_holding(bytes) >= 2 => usize::MAX,
+            Wait::LetOthersRun => return None,
         };
-        let slot = self.calls.claim(bytes, at_most)?;
-        let len = match fill(tag(slot), self.calls.request(slot)) {
-            Ok(len) => len,
-            Err(e) => {
-                self.calls.unclaim(slot);
-                return Some(Err(e));
-            }
-        };
-        if self
-            .calls
+        self.calls.claim(bytes, at_most)
+    }
+
+    /// Has `fill` write the request into claimed slot `slot` (given the
+    /// slot's tag) and sends it; the caller unclaims the slot on an error.
+    fn send<E: From<DeviceError>>(
+        &mut self,
+        slot: usize,
+        fill: impl FnOnce(u16, &mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), E> {
+        let len = fill(tag(slot), self.calls.request(slot))?;
+        self.calls
             .send(slot, len, &mut self.transport, QUEUE_IDX)
-            .is_err()
-        {
-            self.calls.unclaim(slot);
-            return Some(Err(DeviceError::Protocol.into()));
-        }
+            .map_err(|_| DeviceError::Protocol)?;
         self.requests += 1;
-        Some(Ok(slot))
+        Ok(())
     }
 
     /// Slot `slot`'s answer through `read`, once the device gave it.
@@ -262,27 +267,43 @@ pub fn buf_bytes() -> usize {
 
 /// One request: `fill` writes the T-message for the tag it is given into
 /// a buffer of at least `bytes`, `read` decodes the R-message. `wait` says
-/// whether other processes run meanwhile.
+/// whether other processes run meanwhile. `before` runs once a slot is
+/// the caller's, right before `fill` and with no wait in between: what
+/// `before` does (a write into the page cache) and what `fill` copies see
+/// the same memory, even when the caller waited for a slot while other
+/// processes ran. Device calls from `before` find a slot of their own.
 pub fn call<T, E: From<DeviceError>>(
     bytes: usize,
     wait: Wait,
-    fill: impl Fn(u16, &mut [u8]) -> Result<usize, E>,
+    before: impl FnOnce() -> Result<(), E>,
+    fill: impl FnOnce(u16, &mut [u8]) -> Result<usize, E>,
     read: impl FnOnce(&[u8]) -> Result<T, E>,
 ) -> Result<T, E> {
     let slot = loop {
-        let started = {
+        let claimed = {
             let mut d = DEVICE.lock();
             let d = d.as_mut().ok_or(DeviceError::Missing)?;
-            d.start(bytes, wait, |tag, buf| fill(tag, buf))
+            d.claim(bytes, wait)
         };
-        match started {
-            Some(r) => break r?,
+        match claimed {
+            Some(slot) => break slot,
             // Every slot is out: with the lock held (Poll) nobody else can
             // have one, so this is the LetOthersRun case.
             None if wait == Wait::LetOthersRun => crate::proc::idle(u64::MAX),
             None => return Err(DeviceError::Busy.into()),
         }
     };
+    let started = before().and_then(|()| {
+        let mut d = DEVICE.lock();
+        let d = d.as_mut().ok_or(DeviceError::Missing)?;
+        d.send(slot, fill)
+    });
+    if let Err(e) = started {
+        if let Some(d) = DEVICE.lock().as_mut() {
+            d.calls.unclaim(slot);
+        }
+        return Err(e);
+    }
     let mut read = Some(read);
     let sent = crate::time::monotonic_ns();
     loop {

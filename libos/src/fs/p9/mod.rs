@@ -548,7 +548,22 @@ impl Handle {
             Some(o) => o,
             None => size(inode, Some(self))?,
         };
-        let written = with(|v| {
+        let written = if off.is_some() && crate::platform::host() == crate::platform::Host::Runner {
+            self.write_letting_others_run(at, data)?
+        } else {
+            self.write_holding_the_volume(at, data)?
+        };
+        let end = at + written as u64;
+        set_size(inode, |s| s.map(|s| s.max(end)));
+        Ok((written, end))
+    }
+
+    /// The write as requests made under the volume's lock, each polled
+    /// for its answer (an append: its offset is the file's size, which
+    /// must not change meanwhile; and under another VMM, which may answer
+    /// requests out of order).
+    fn write_holding_the_volume(&self, at: u64, data: &[u8]) -> Result<usize, Errno> {
+        with(|v| {
             let mut done = 0;
             while done < data.len() {
                 let asked = (data.len() - done).min(v.client.io_max());
@@ -562,10 +577,47 @@ impl Handle {
                 }
             }
             Ok(done)
-        })?;
-        let end = at + written as u64;
-        set_size(inode, |s| s.map(|s| s.max(end)));
-        Ok((written, end))
+        })
+    }
+
+    /// The write with no lock held while the host does it, the other
+    /// processes running meanwhile (p9::device). The cached pages take the
+    /// bytes right before the request is filled, with no process switch
+    /// in between, so both hold the same bytes (PostgreSQL writes pages
+    /// from shared memory, which others may change while this one
+    /// waits); what did not reach the host leaves the cache. Correct
+    /// because our runner answers a queue's requests in order: a read
+    /// made meanwhile sees this write.
+    fn write_letting_others_run(&self, at: u64, data: &[u8]) -> Result<usize, Errno> {
+        let io_max = with(|v| Ok(v.client.io_max()))?;
+        let mut done = 0;
+        while done < data.len() {
+            let chunk = &data[done..data.len().min(done + io_max)];
+            let pos = at + done as u64;
+            let sent = client::write_letting_others_run(self.fid, pos, chunk, io_max, |bytes| {
+                with(|v| {
+                    v.cache.write(self.file, pos, bytes);
+                    Ok(())
+                })
+                // Our own errno (no volume) goes back as the host's would.
+                .map_err(|e| P9Error::Remote(e.0 as u32))
+            });
+            let n = *sent.as_ref().unwrap_or(&0);
+            if n < chunk.len() {
+                let lost = (chunk.len() - n) as u64;
+                with(|v| {
+                    v.cache.forget_range(self.file, pos + n as u64, lost);
+                    Ok(())
+                })?;
+            }
+            let n = sent.map_err(P9Error::errno)?;
+            done += n;
+            if n < chunk.len() {
+                // A full disk or a file size limit: report what went.
+                break;
+            }
+        }
+        Ok(done)
     }
 
     /// fstat of `inode`, this description's file, through its fid.
