@@ -23,8 +23,7 @@
 # --vcpu-cpu N`: the runner's other threads keep off it) and runs pgbench
 # against it on the other CPUs, as a host that dedicates the CPU would;
 # the native side stays as without it (its processes and pgbench run
-# anywhere: pinning pgbench there cost the native server up to 40% at 1
-# client).
+# anywhere: the option places the guest, not the reference).
 # Each run also prints the cores the server side kept busy (the host's
 # busy CPU time less pgbench's own, over the run: the runner with its
 # threads, or the native server's processes), and the medians table has
