@@ -1048,8 +1048,23 @@ fn guest_meminfo_follows_idle_connections_and_comes_back_when_they_close() {
     assert!(status.success(), "{log}");
 }
 
-/// The host CPUs a thread of process `pid` may run on, by thread name.
-fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+/// The CPUs a `/proc/.../status` text says its thread may run on.
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc status")
+        .trim();
+    list.split(',')
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![r.parse().unwrap()],
+        })
+        .collect()
+}
+
+/// The host CPUs each thread of process `pid` may run on, by thread name.
+fn thread_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
     let mut threads = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let t = t.unwrap().path();
@@ -1059,13 +1074,7 @@ fn thread_cpus(pid: u32) -> Vec<(String, String)> {
         ) else {
             continue; // ended meanwhile
         };
-        let cpus = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_string();
-        threads.push((name.trim().to_string(), cpus));
+        threads.push((name.trim().to_string(), cpus_allowed(&status)));
     }
     threads
 }
@@ -1076,50 +1085,25 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
         return;
     }
     let image = postgres_image("17");
+    let pinned_to = |cpu: &str| {
+        run(pgkraft()
+            .args(["serve", "--publish", "127.0.0.1:1:5432", "--vcpu-cpu", cpu])
+            .arg(&image))
+    };
     // A CPU this process may not use is refused before anything runs.
-    let o = run(pgkraft()
-        .args([
-            "serve",
-            "--publish",
-            "127.0.0.1:1:5432",
-            "--vcpu-cpu",
-            "100000",
-        ])
-        .arg(&image));
     refused(
-        &o,
+        &pinned_to("100000"),
         &[
             "--vcpu-cpu",
             "cannot pin the vCPU to CPU 100000",
             "give one of them",
         ],
     );
-    let allowed = std::thread::available_parallelism().map_or(1, usize::from);
-    let cpu = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|l| {
-            l.trim()
-                .split([',', '-'])
-                .next()
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-        })
-        .unwrap();
-    if allowed < 2 {
+    let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let cpu = allowed[0];
+    if allowed.len() < 2 {
         // One CPU: the vCPU cannot have it alone, and pgkraft says so.
-        let o = run(pgkraft()
-            .args([
-                "serve",
-                "--publish",
-                "127.0.0.1:1:5432",
-                "--vcpu-cpu",
-                &cpu.to_string(),
-            ])
-            .arg(&image));
-        refused(&o, &["leave the vCPU unpinned"]);
+        refused(&pinned_to(&cpu.to_string()), &["leave the vCPU unpinned"]);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1136,17 +1120,16 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
     // The workers start with their devices: serve something first.
     let o = server.psql(PASSWORD, "CREATE TABLE t AS SELECT 1 AS x");
     assert!(o.status.success(), "{}", stderr(&o));
-    let pid = server.child.as_ref().unwrap().id();
-    let threads = thread_cpus(pid);
-    let of = |name: &str| -> Vec<&String> {
+    let threads = thread_cpus(server.child.as_ref().unwrap().id());
+    let of = |name: &str| -> Vec<&Vec<usize>> {
         threads
             .iter()
             .filter(|(n, _)| n.starts_with(name))
             .map(|(_, c)| c)
             .collect()
     };
-    assert_eq!(of("pgkraft-vcpu"), [&cpu.to_string()], "{threads:?}");
-    let helpers: Vec<&String> = ["pgkraft-net", "pgkraft-9p", "p9-sync-"]
+    assert_eq!(of("pgkraft-vcpu"), [&vec![cpu]], "{threads:?}");
+    let helpers: Vec<&Vec<usize>> = ["pgkraft-net", "pgkraft-9p", "p9-sync-"]
         .iter()
         .flat_map(|n| of(n))
         .collect();
@@ -1155,14 +1138,7 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
         "the runner's helper threads: {threads:?}"
     );
     for cpus in helpers {
-        let listed: Vec<usize> = cpus
-            .split(',')
-            .flat_map(|r| match r.split_once('-') {
-                Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
-                None => vec![r.parse().unwrap()],
-            })
-            .collect();
-        assert!(!listed.is_empty() && !listed.contains(&cpu), "{threads:?}");
+        assert!(!cpus.is_empty() && !cpus.contains(&cpu), "{threads:?}");
     }
     let pgbench = |args: &[&str]| run(server.client_cmd("pgbench").args(args).arg("postgres"));
     let o = pgbench(&["-i", "-q", "-s", "1"]);
