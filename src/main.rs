@@ -627,6 +627,11 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             idle_policy,
             vcpu_cpu,
         } => {
+            // Before the volume is opened (which may initialize it).
+            if let Some(cpu) = vcpu_cpu {
+                vmm::check_vcpu_cpu(cpu)
+                    .map_err(|e| Failure::input(anyhow::Error::new(e).context("--vcpu-cpu")))?;
+            }
             let image = open_image(&image)?;
             let hibernate = idle_timeout
                 .map(|after| {

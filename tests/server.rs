@@ -1085,12 +1085,17 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
         return;
     }
     let image = postgres_image("17");
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("volume");
     let pinned_to = |cpu: &str| {
         run(pgkraft()
             .args(["serve", "--publish", "127.0.0.1:1:5432", "--vcpu-cpu", cpu])
+            .arg("--volume")
+            .arg(&volume)
             .arg(&image))
     };
-    // A CPU this process may not use is refused before anything runs.
+    // A CPU this process may not use is refused before anything runs:
+    // the new volume is not made.
     refused(
         &pinned_to("100000"),
         &[
@@ -1099,6 +1104,7 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
             "give one of them",
         ],
     );
+    assert!(!volume.exists(), "the refused run made its volume");
     let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
     let cpu = allowed[0];
     if allowed.len() < 2 {
@@ -1106,8 +1112,6 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
         refused(&pinned_to(&cpu.to_string()), &["leave the vCPU unpinned"]);
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let volume = dir.path().join("volume");
     let server = Server::start_with(
         &image,
         &[

@@ -125,14 +125,16 @@ impl OpenFile {
         }
     }
 
+    /// `explicit`: `off` is the caller's (pwrite), not this description's.
     fn node_write_at(
         &self,
         inode: &Inode,
         off: Option<u64>,
         data: &[u8],
+        explicit: bool,
     ) -> Result<(usize, u64), Errno> {
         match &self.remote {
-            Some(h) => h.write_at(inode, off, data),
+            Some(h) => h.write_at(inode, off, data, explicit),
             None => inode.write_at(off, data),
         }
     }
@@ -258,7 +260,7 @@ impl OpenFile {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
                     let at = (self.flags() & O_APPEND == 0).then(|| self.pos());
-                    let (n, end) = self.node_write_at(inode, at, buf)?;
+                    let (n, end) = self.node_write_at(inode, at, buf, false)?;
                     self.set_pos(end);
                     Ok(n)
                 }
@@ -287,7 +289,7 @@ impl OpenFile {
                 Kind::Dev(_) => Ok(buf.len()),
                 _ => {
                     let at = (self.flags() & O_APPEND == 0).then_some(off);
-                    Ok(self.node_write_at(inode, at, buf)?.0)
+                    Ok(self.node_write_at(inode, at, buf, true)?.0)
                 }
             },
             _ => Err(Errno::ESPIPE),

@@ -1,7 +1,10 @@
 //! Where the runner's threads run on the host: with a pinned vCPU
 //! ([`crate::VmConfig::vcpu_cpu`]) the vCPU thread has that CPU to itself
-//! and every other thread of the VM (the virtio workers, the volume's
-//! sync threads) keeps to the rest of the CPUs the process may use.
+//! and the VM's device threads (the virtio workers, the volume's sync
+//! threads) keep to the rest of the CPUs the process may use. The
+//! caller's own threads (`pgkraft serve`'s main thread, its signal and
+//! readiness threads, mostly asleep) and a resume's short-lived copy
+//! threads, which finish before the vCPU runs, are left where they are.
 //!
 //! Why: on PVM a vCPU thread that the host preempts pays far more than
 //! the time it waited. Its state is put away and loaded again (MSR reads,

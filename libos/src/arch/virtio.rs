@@ -388,10 +388,16 @@ impl<const SIZE: usize> Calls<SIZE> {
         true
     }
 
-    /// Whether the device gave a chain back that [`Self::reap`] has not
-    /// taken yet: an answer is there.
+    /// Whether the device gave back a chain of a request in flight that
+    /// [`Self::reap`] has not taken yet: an answer is there. A chain that
+    /// is not ours (the device broke the protocol) is none: it would never
+    /// be taken.
     pub fn has_answer(&self) -> bool {
-        self.queue.can_pop()
+        self.queue.peek_used().is_some_and(|token| {
+            self.slots
+                .iter()
+                .any(|s| matches!(s.state, CallState::Held { token: t, .. } if t == token))
+        })
     }
 
     /// Whether any request is with the device.

@@ -311,4 +311,20 @@ mod tests {
         assert_eq!(c.bytes(), BLOCK);
         assert_eq!(c.read(2, 0, &mut b), 4);
     }
+
+    #[test]
+    fn forgetting_a_range_drops_the_blocks_it_touches_only() {
+        let mut c = PageCache::new();
+        c.insert(1, 0, &blocks(4, 1), usize::MAX);
+        c.insert(2, 0, &blocks(1, 2), usize::MAX);
+        c.forget_range(1, B - 1, 2);
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(1, 0, &mut b), 0, "block 0 held a byte of it");
+        assert_eq!(c.read(1, B, &mut b), 0, "so did block 1");
+        assert_eq!(c.read(1, 2 * B, &mut b), 1);
+        assert_eq!(c.read(1, 3 * B, &mut b), 1);
+        assert_eq!(c.read(2, 0, &mut b), 1, "another file's block stays");
+        c.forget_range(1, 3 * B, 0);
+        assert_eq!(c.read(1, 3 * B, &mut b), 1, "an empty range drops nothing");
+    }
 }

@@ -443,6 +443,14 @@ pub fn size(inode: &Inode, handle: Option<&Handle>) -> Result<u64, Errno> {
 
 /// Updates the size the guest knows of a file (not of a directory: the
 /// host's directory sizes change with what is in them).
+/// The file's size if the guest knows it without asking the host.
+fn known_size(inode: &Inode) -> Option<u64> {
+    match &inode.lock().body {
+        super::inode::Body::Remote(r) => r.size,
+        _ => None,
+    }
+}
+
 fn set_size(inode: &Inode, f: impl FnOnce(Option<u64>) -> Option<u64>) {
     if matches!(inode.kind, Kind::File)
         && let super::inode::Body::Remote(r) = &mut inode.lock().body
@@ -538,17 +546,31 @@ impl Handle {
     /// pwrite at `off`, or at the end (O_APPEND: the host opened the file
     /// with O_APPEND too) of `inode`, this description's file. Returns
     /// (bytes, offset after them).
+    /// `explicit`: the offset is the caller's own (pwrite), not the
+    /// description's, which another process sharing it may move.
     pub fn write_at(
         &self,
         inode: &Inode,
         off: Option<u64>,
         data: &[u8],
+        explicit: bool,
     ) -> Result<(usize, u64), Errno> {
         let at = match off {
             Some(o) => o,
             None => size(inode, Some(self))?,
         };
-        let written = if off.is_some() && crate::platform::host() == crate::platform::Host::Runner {
+        // Only a pwrite over bytes the file already has lets others run:
+        // the file's size and the description's offset stay as they are
+        // meanwhile, and the host has the room (an extension, which can
+        // meet a full disk, fails before anyone reads its bytes from the
+        // cache). PostgreSQL's WAL goes into segments made whole first,
+        // and its evicted pages over blocks it extended the file with.
+        let overwrite = known_size(inode).is_some_and(|s| at + data.len() as u64 <= s);
+        let written = if explicit
+            && off.is_some()
+            && overwrite
+            && crate::platform::host() == crate::platform::Host::Runner
+        {
             self.write_letting_others_run(at, data)?
         } else {
             self.write_holding_the_volume(at, data)?
@@ -559,9 +581,8 @@ impl Handle {
     }
 
     /// The write as requests made under the volume's lock, each polled
-    /// for its answer (an append: its offset is the file's size, which
-    /// must not change meanwhile; and under another VMM, which may answer
-    /// requests out of order).
+    /// for its answer: all but a pwrite over the file's bytes under our
+    /// runner ([`Self::write_at`]; another VMM may answer out of order).
     fn write_holding_the_volume(&self, at: u64, data: &[u8]) -> Result<usize, Errno> {
         with(|v| {
             let mut done = 0;
@@ -585,9 +606,10 @@ impl Handle {
     /// bytes right before the request is filled, with no process switch
     /// in between, so both hold the same bytes (PostgreSQL writes pages
     /// from shared memory, which others may change while this one
-    /// waits); what did not reach the host leaves the cache. Correct
-    /// because our runner answers a queue's requests in order: a read
-    /// made meanwhile sees this write.
+    /// waits); what did not reach the host (an I/O error) leaves the
+    /// cache when this process runs again. Correct because our runner
+    /// answers a queue's requests in order: a read made meanwhile sees
+    /// this write.
     fn write_letting_others_run(&self, at: u64, data: &[u8]) -> Result<usize, Errno> {
         let io_max = with(|v| Ok(v.client.io_max()))?;
         let mut done = 0;
