@@ -443,14 +443,6 @@ pub fn size(inode: &Inode, handle: Option<&Handle>) -> Result<u64, Errno> {
 
 /// Updates the size the guest knows of a file (not of a directory: the
 /// host's directory sizes change with what is in them).
-/// The file's size if the guest knows it without asking the host.
-fn known_size(inode: &Inode) -> Option<u64> {
-    match &inode.lock().body {
-        super::inode::Body::Remote(r) => r.size,
-        _ => None,
-    }
-}
-
 fn set_size(inode: &Inode, f: impl FnOnce(Option<u64>) -> Option<u64>) {
     if matches!(inode.kind, Kind::File)
         && let super::inode::Body::Remote(r) = &mut inode.lock().body
@@ -564,13 +556,13 @@ impl Handle {
         // meanwhile, and the host has the room (an extension, which can
         // meet a full disk, fails before anyone reads its bytes from the
         // cache). PostgreSQL's WAL goes into segments made whole first,
-        // and its evicted pages over blocks it extended the file with.
-        let overwrite = known_size(inode).is_some_and(|s| at + data.len() as u64 <= s);
-        let written = if explicit
-            && off.is_some()
-            && overwrite
-            && crate::platform::host() == crate::platform::Host::Runner
-        {
+        // and its evicted pages over blocks it extended the file with. A
+        // size the guest does not know yet (a file it opened and never
+        // wrote or sized: a recycled WAL segment) is asked for once.
+        let runner = crate::platform::host() == crate::platform::Host::Runner;
+        let overwrite =
+            || size(inode, Some(self)).is_ok_and(|s| at.saturating_add(data.len() as u64) <= s);
+        let written = if runner && explicit && off.is_some() && overwrite() {
             self.write_letting_others_run(at, data)?
         } else {
             self.write_holding_the_volume(at, data)?
