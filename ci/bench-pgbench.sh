@@ -49,7 +49,7 @@ KINDS=${KINDS:-"select tpcb connect"}
 VOLUME=${VOLUME:-}
 PIN=${PIN:-}
 VCPU_CPU=${VCPU_CPU:-}
-server_cpu=() client_cpu=() image_client_cpu=()
+server_cpu=() client_cpu=()
 if [ -n "$PIN" ] && [ -n "$VCPU_CPU" ]; then
   echo "bench-pgbench: PIN and VCPU_CPU place the server differently; set one" >&2
   exit 2
@@ -58,13 +58,12 @@ if [ -n "$PIN" ]; then
   server_cpu=(taskset -c 0)
   client_cpu=(taskset -c 1)
 fi
+native_client_cpu=("${client_cpu[@]}") image_client_cpu=("${client_cpu[@]}")
 if [ -n "$VCPU_CPU" ]; then
   others=$(python3 -c 'import os, sys
 print(",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != int(sys.argv[1])))' "$VCPU_CPU")
   image_client_cpu=(taskset -c "$others")
 fi
-native_client_cpu=("${client_cpu[@]}")
-[ -n "$VCPU_CPU" ] || image_client_cpu=("${client_cpu[@]}")
 here=$(dirname "$0")
 work=$(mktemp -d)
 # Servers still running at exit (an error, ^C) are stopped by their pids.

@@ -657,9 +657,6 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             };
             match pgkraft::serve::serve(&image, opts) {
                 Ok(()) => Ok(0),
-                Err(pgkraft::serve::ServeError::Vmm(e @ vmm::VmmError::Placement { .. })) => {
-                    Err(Failure::input(anyhow::Error::new(e).context("--vcpu-cpu")))
-                }
                 Err(pgkraft::serve::ServeError::Vmm(e)) => Err(vmm_failure(e)),
                 Err(
                     e @ (pgkraft::serve::ServeError::NoPort

@@ -1121,7 +1121,7 @@ fn a_pinned_vcpu_has_its_cpu_alone_and_serves_from_a_volume() {
             volume.to_str().unwrap(),
         ],
     );
-    // The workers start with their devices: serve something first.
+    // Served from the pinned VM's volume.
     let o = server.psql(PASSWORD, "CREATE TABLE t AS SELECT 1 AS x");
     assert!(o.status.success(), "{}", stderr(&o));
     let threads = thread_cpus(server.child.as_ref().unwrap().id());

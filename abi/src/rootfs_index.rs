@@ -323,6 +323,46 @@ mod tests {
         let (end, offset) = (0u64, 1u64 << 63);
         let d = unzigzag(zigzag(offset.wrapping_sub(end) as i64));
         assert_eq!(end.wrapping_add_signed(d), offset);
+        // And through the decoder: mtimes from 0 to i64::MIN to i64::MAX,
+        // a chunk from offset 0 (ending at 10) to one at 1 << 63.
+        let mut ix = Vec::from(&MAGIC[..]);
+        ix.extend_from_slice(&2u32.to_le_bytes());
+        ix.extend_from_slice(&[0; 4]);
+        for (name, mtime_delta, offset_delta) in [
+            (b'a', i64::MIN, 0i64),
+            (
+                b'b',
+                i64::MAX.wrapping_sub(i64::MIN),
+                offset.wrapping_sub(10) as i64,
+            ),
+        ] {
+            ix.push(KIND_FILE | PACKED);
+            push(&mut ix, 0);
+            push(&mut ix, 1);
+            ix.push(name);
+            for v in [
+                0,
+                0o644,
+                zigzag(mtime_delta),
+                1,
+                1,
+                zigzag(offset_delta),
+                10,
+                1,
+            ] {
+                push(&mut ix, v);
+            }
+        }
+        let mut d = Decoder::new(&ix).unwrap();
+        let a = d.next().unwrap().unwrap();
+        assert_eq!(a.mtime, i64::MIN);
+        let a_chunks: Vec<ChunkRef> = a.chunks.unwrap().collect();
+        assert_eq!(a_chunks[0].offset, 0);
+        let b = d.next().unwrap().unwrap();
+        assert_eq!(b.mtime, i64::MAX);
+        let b_chunks: Vec<ChunkRef> = b.chunks.unwrap().collect();
+        assert_eq!(b_chunks[0].offset, offset);
+        assert!(d.next().is_none());
     }
 
     #[test]

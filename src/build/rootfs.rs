@@ -426,7 +426,7 @@ pub fn write(
     let index_bytes = super::rootfs_index::of_tar(&tar, frames.as_deref())
         .map_err(io_err("cannot index the archive", out))?;
     let archive = archive.unwrap_or(tar);
-    let sha256 = cache::sha256_reader(&mut &archive[..]).map_err(io_err("cannot hash", out))?;
+    let sha256 = cache::sha256_hex(&archive);
     let bytes = archive.len() as u64;
 
     // The archive is complete on disk before the index replaces the old

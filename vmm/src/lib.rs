@@ -227,7 +227,6 @@ pub enum GuestExit {
     Shutdown { regs: String },
 }
 
-/// The boot note of an image, without booting it (`pgkraft inspect`).
 /// Whether the vCPU could have host CPU `cpu` to itself
 /// ([`VmConfig::vcpu_cpu`]): checked by every boot, and by a caller that
 /// wants the answer before it prepares anything else.
@@ -235,6 +234,7 @@ pub fn check_vcpu_cpu(cpu: usize) -> Result<(), VmmError> {
     placement::Placement::new(Some(cpu)).map(|_| ())
 }
 
+/// The boot note of an image, without booting it (`pgkraft inspect`).
 pub fn read_boot_note(elf_bytes: &[u8]) -> Result<BootNote, VmmError> {
     Ok(image::parse(elf_bytes)?.note)
 }

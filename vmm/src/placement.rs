@@ -43,13 +43,10 @@ impl Placement {
         let Some(cpu) = cpu else {
             return Ok(Placement::default());
         };
-        let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(|e| VmmError::Placement {
+        let cpus = allowed_cpus().map_err(|e| VmmError::Placement {
             cpu,
             detail: format!("reading this thread's CPUs: {e}"),
         })?;
-        let cpus: Vec<usize> = (0..CpuSet::count())
-            .filter(|&i| allowed.is_set(i).unwrap_or(false))
-            .collect();
         let refuse = |detail: String| VmmError::Placement { cpu, detail };
         if !cpus.contains(&cpu) {
             return Err(refuse(format!(
@@ -98,6 +95,14 @@ fn apply(set: &CpuSet) {
     }
 }
 
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> nix::Result<Vec<usize>> {
+    let set = sched_getaffinity(Pid::from_raw(0))?;
+    Ok((0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .collect())
+}
+
 fn list(cpus: &[usize]) -> String {
     cpus.iter()
         .map(usize::to_string)
@@ -109,13 +114,6 @@ fn list(cpus: &[usize]) -> String {
 mod tests {
     use super::*;
 
-    fn allowed() -> Vec<usize> {
-        let s = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        (0..CpuSet::count())
-            .filter(|&i| s.is_set(i).unwrap_or(false))
-            .collect()
-    }
-
     #[test]
     fn refuses_a_cpu_the_process_may_not_use() {
         let e = Placement::new(Some(CpuSet::count() - 1)).unwrap_err();
@@ -124,7 +122,7 @@ mod tests {
 
     #[test]
     fn splits_the_allowed_cpus_between_vcpu_and_helpers() {
-        let cpus = allowed();
+        let cpus = allowed_cpus().unwrap();
         if cpus.len() < 2 {
             // One CPU: refused, with the reason.
             let e = Placement::new(Some(cpus[0])).unwrap_err();

@@ -713,7 +713,7 @@ pub fn idle_until(until: u64) {
     if device {
         #[cfg(not(test))]
         {
-            if spin_for_frames(until) {
+            if spin_for_device_work(until) {
                 return;
             }
             super::virtio::wait_takes_tx();
@@ -754,7 +754,7 @@ fn learn_spin(soon: bool) {
 /// Spins (our runner only) until a frame or a volume answer arrives,
 /// `until`, or the spin budget ends; true if one came.
 #[cfg(not(test))]
-fn spin_for_frames(until: u64) -> bool {
+fn spin_for_device_work(until: u64) -> bool {
     let budget = SPIN_NS.load(Ordering::Relaxed);
     if budget == 0 || crate::platform::host() != crate::platform::Host::Runner {
         return false;

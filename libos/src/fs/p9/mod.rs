@@ -143,7 +143,7 @@ pub fn in_flight() -> bool {
 }
 
 /// Whether an answer has come that a waiting process may be waiting for
-/// (an idle spin ends on it: net::stack::spin_for_frames).
+/// (an idle spin ends on it: net::stack::spin_for_device_work).
 pub fn answered() -> bool {
     device::answered()
 }
@@ -616,19 +616,20 @@ impl Handle {
                 // Our own errno (no volume) goes back as the host's would.
                 .map_err(|e| P9Error::Remote(e.0 as u32))
             });
-            let n = *sent.as_ref().unwrap_or(&0);
-            if n < chunk.len() {
-                let lost = (chunk.len() - n) as u64;
-                with(|v| {
-                    v.cache.forget_range(self.file, pos + n as u64, lost);
-                    Ok(())
-                })?;
-            }
-            let n = sent.map_err(P9Error::errno)?;
-            done += n;
-            if n < chunk.len() {
-                // A full disk or a file size limit: report what went.
-                break;
+            match sent {
+                Ok(n) if n == chunk.len() => done += n,
+                // An error, or a file size limit: the bytes that did not
+                // go leave the cache; report what went.
+                sent => {
+                    let n = *sent.as_ref().unwrap_or(&0);
+                    let lost = (chunk.len() - n) as u64;
+                    with(|v| {
+                        v.cache.forget_range(self.file, pos + n as u64, lost);
+                        Ok(())
+                    })?;
+                    done += sent.map_err(P9Error::errno)?;
+                    break;
+                }
             }
         }
         Ok(done)
